@@ -1,0 +1,69 @@
+"""What we know about common datacenter GPUs and NVSwitches, for MMIO sizing.
+
+Seed 000 failed with `PCI I/O region invalid` because the 64-bit PCI hole was
+too small for eight H800s; seed 001 needed `64bitMMIOSizeGB=32` for one P100.
+The hole must hold every 64-bit BAR of every passed-through device: BAR1 (the
+framebuffer aperture, the big one, as `nvidia-smi -q` reports under
+"BAR1 Memory Usage / Total") and BAR3 (32 MiB on every NVIDIA datacenter GPU
+since Kepler). Sizes here can be overridden per device in the config
+(`gpus[].bar1Gib`, `nvswitches[].barMib`) for boards with resizable BAR or
+unusual VBIOS settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    name: str
+    bar1_bytes: int
+    other_64bit_bar_bytes: int
+    consumer: bool = False  # GeForce: the driver refuses to run if it sees a hypervisor
+
+
+def _gpu(name: str, bar1_gib: float, consumer: bool = False) -> DeviceModel:
+    return DeviceModel(name, int(bar1_gib * GIB), 32 * MIB, consumer)
+
+
+GPU_MODELS: dict[str, DeviceModel] = {
+    m.name: m
+    for m in (
+        _gpu("H800-SXM5-80GB", 128),
+        _gpu("H100-SXM5-80GB", 128),
+        _gpu("H100-PCIE-80GB", 128),
+        _gpu("H100-NVL-94GB", 128),
+        _gpu("H200-SXM-141GB", 256),
+        _gpu("H20-96GB", 128),
+        _gpu("A100-SXM4-80GB", 128),
+        _gpu("A100-SXM4-40GB", 64),
+        _gpu("A100-PCIE-80GB", 128),
+        _gpu("A100-PCIE-40GB", 64),
+        _gpu("A800-SXM4-80GB", 128),
+        _gpu("L40S", 64),
+        _gpu("L40", 64),
+        _gpu("L4", 32),
+        _gpu("A40", 64),
+        _gpu("A30", 32),
+        _gpu("A10", 32),
+        _gpu("T4", 0.25),
+        _gpu("V100-SXM2-32GB", 32),
+        _gpu("V100-PCIE-16GB", 16),
+        _gpu("P100-PCIE-16GB", 16),
+        _gpu("RTX-3090", 0.25, consumer=True),
+        _gpu("RTX-4090", 0.25, consumer=True),
+    )
+}
+
+# Third-generation NVSwitch (HGX H100/H800): BAR0 is 32 MiB, 64-bit prefetchable.
+NVSWITCH_MODELS: dict[str, DeviceModel] = {
+    m.name: m
+    for m in (
+        DeviceModel("NVSwitch-Gen3", 0, 32 * MIB),
+        DeviceModel("NVSwitch-Gen2", 0, 32 * MIB),
+    )
+}

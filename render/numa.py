@@ -1,0 +1,123 @@
+"""Guest NUMA cells and vCPU pinning derived from the host topology.
+
+Seed 000 had to pin vCPUs in two groups, one per host NUMA node, with each GPU
+on the node it hangs off; GPUs reached across the socket interconnect lose
+bandwidth. This module turns the declared host topology and each VM's GPUs
+into guest cells whose vCPUs are pinned 1:1 to host CPUs of the same node and
+whose memory is bound there. VMs on one host get disjoint CPUs, in config
+order, so the result is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stacks.config import Host, Vm
+from stacks.errors import ConfigIssue
+from stacks.types import parse_cpu_list
+
+
+@dataclass(frozen=True)
+class Cell:
+    guest_id: int
+    host_node: int
+    vcpus: tuple[int, ...]  # guest vCPU ids
+    host_cpus: tuple[int, ...]  # host CPU each vCPU is pinned to, same order
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    cells: tuple[Cell, ...]
+
+    @property
+    def host_nodes(self) -> tuple[int, ...]:
+        return tuple(sorted({c.host_node for c in self.cells}))
+
+
+def _spanned_nodes(host: Host, vm: Vm) -> tuple[int, ...]:
+    if vm.numa.host_nodes:
+        return tuple(sorted(set(vm.numa.host_nodes)))
+    nodes = {d.numa_node for d in (*vm.gpus, *vm.nvswitches) if d.numa_node is not None}
+    if nodes:
+        return tuple(sorted(nodes))
+    return (host.numa_nodes[0].id,)
+
+
+def _split(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[dict[str, Placement], list[ConfigIssue]]:
+    """Placements for the VMs on one host; `vms` pairs each VM with its index in config."""
+    issues: list[ConfigIssue] = []
+    reserved = set(host.reserved_cpu_ids)
+    node_by_id = {n.id: n for n in host.numa_nodes}
+    free = {n.id: [c for c in n.cpu_ids if c not in reserved] for n in host.numa_nodes}
+    taken: dict[int, str] = {}
+    placements: dict[str, Placement] = {}
+
+    for index, vm in vms:
+        key = f"vms[{index}]"
+        wanted: list[tuple[int, int, int, tuple[int, ...] | None, str]] = []  # node, vcpus, gib, pins, key
+        if vm.numa.cells:
+            for ci, cell in enumerate(vm.numa.cells):
+                pins = parse_cpu_list(cell.host_cpus) if cell.host_cpus else None
+                wanted.append((cell.host_node, cell.vcpus, cell.memory_gib, pins, f"{key}.numa.cells[{ci}]"))
+            if sum(c.vcpus for c in vm.numa.cells) != vm.vcpus:
+                issues.append(ConfigIssue(f"{key}.numa.cells", f"cells hold {sum(c.vcpus for c in vm.numa.cells)} vCPUs but vcpus is {vm.vcpus}; they must be equal"))
+            if sum(c.memory_gib for c in vm.numa.cells) != vm.memory_gib:
+                issues.append(ConfigIssue(f"{key}.numa.cells", f"cells hold {sum(c.memory_gib for c in vm.numa.cells)} GiB but memoryGib is {vm.memory_gib}; libvirt rewrites memory to the cells' sum, so they must be equal"))
+        else:
+            nodes = _spanned_nodes(host, vm)
+            if len(nodes) > vm.vcpus or len(nodes) > vm.memory_gib:
+                issues.append(ConfigIssue(f"{key}.vcpus", f"the VM spans host NUMA nodes {list(nodes)} and needs at least one vCPU and 1 GiB per node"))
+                continue
+            for node, vcpus, gib in zip(nodes, _split(vm.vcpus, len(nodes)), _split(vm.memory_gib, len(nodes))):
+                wanted.append((node, vcpus, gib, None, f"{key}.vcpus"))
+
+        cells: list[Cell] = []
+        next_vcpu = 0
+        for guest_id, (node, vcpus, gib, pins, cell_key) in enumerate(wanted):
+            if node not in node_by_id:
+                issues.append(ConfigIssue(cell_key if vm.numa.cells else f"{key}.numa", f"host {host.name} has no NUMA node {node}; it has {sorted(node_by_id)}"))
+                continue
+            if pins is not None:
+                outside = [c for c in pins if c not in node_by_id[node].cpu_ids]
+                if outside:
+                    issues.append(ConfigIssue(f"{cell_key}.hostCpus", f"CPUs {outside} are not on host {host.name} NUMA node {node} (its CPUs: {node_by_id[node].cpus})"))
+                    continue
+                if len(pins) != vcpus:
+                    issues.append(ConfigIssue(f"{cell_key}.hostCpus", f"{len(pins)} host CPUs for {vcpus} vCPUs; give exactly one host CPU per vCPU"))
+                    continue
+                clash = [c for c in pins if c in taken or c in reserved]
+                if clash:
+                    issues.append(ConfigIssue(f"{cell_key}.hostCpus", f"CPUs {clash} are reserved or already pinned to {sorted({taken.get(c, 'the host') for c in clash})}"))
+                    continue
+                for c in pins:
+                    if c in free[node]:
+                        free[node].remove(c)
+                host_cpus = tuple(pins)
+            else:
+                if len(free[node]) < vcpus:
+                    issues.append(ConfigIssue(cell_key, f"host {host.name} NUMA node {node} has {len(free[node])} unpinned CPUs left, {vcpus} needed; lower vcpus or declare more CPUs"))
+                    continue
+                host_cpus = tuple(free[node][:vcpus])
+                del free[node][:vcpus]
+            for c in host_cpus:
+                taken[c] = vm.name
+            cells.append(Cell(guest_id, node, tuple(range(next_vcpu, next_vcpu + vcpus)), host_cpus, gib * 1024))
+            next_vcpu += vcpus
+        placements[vm.name] = Placement(tuple(cells))
+
+    # memory per node, when every VM is bound to its nodes
+    used: dict[int, int] = {}
+    for p in placements.values():
+        for c in p.cells:
+            used[c.host_node] = used.get(c.host_node, 0) + c.memory_mib
+    for node, mib in sorted(used.items()):
+        if node in node_by_id and mib > node_by_id[node].memory_gib * 1024:
+            issues.append(ConfigIssue(f"hosts[{host_index}].numaNodes", f"VMs bind {mib // 1024} GiB to host {host.name} NUMA node {node}, which has {node_by_id[node].memory_gib} GiB"))
+    return placements, issues
+

@@ -1,0 +1,35 @@
+"""Config errors that name the exact key, so a user can find the line to fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "gpu-stack"
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    path: str  # e.g. "vms[0].gpus[1].address"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{PREFIX}:{self.path}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Raised before any resource is registered; lists every problem found."""
+
+    def __init__(self, issues: list[ConfigIssue]):
+        self.issues = issues
+        lines = "\n".join(f"  - {i}" for i in issues)
+        super().__init__(f"invalid stack config ({len(issues)} problem{'s' if len(issues) != 1 else ''}):\n{lines}")
+
+
+def loc_to_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
