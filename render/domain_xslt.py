@@ -1,0 +1,136 @@
+"""The `xml.xslt` stylesheet that turns the provider's domain into a GPU passthrough VM.
+
+terraform-provider-libvirt v0.8.1 has no hostdev, cputune, NUMA or qemu args,
+so they are added here. The traps this stylesheet handles, each from
+../shared/reference/tf-libvirt-v0.8.1-NOTES.md and checked by the tests:
+
+- the cloud-init cdrom comes on bus="ide", which q35 lacks: moved to sata;
+- `<qemu:commandline>` needs the qemu namespace declared here, or libvirt
+  silently drops it;
+- `<maxphysaddr>` and `<numa>` go into the existing `<cpu>`, `<kvm>` into the
+  existing `<features>`; a second copy would be dropped on define;
+- guest NUMA cells sum exactly to `<memory>` (libvirt rewrites it otherwise and
+  the provider then sees drift and replaces the VM);
+- if the provider XML ever lacks `<cpu>`, `<features>` or `<devices>` the
+  stylesheet stops (xsl:message terminate, exit 10) instead of silently
+  producing a VM without passthrough.
+
+The output is byte-stable for a given spec: any change replaces the domain
+(the argument is ForceNew), NVRAM included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
+
+from render.numa import Placement
+from stacks.types import format_cpu_list, pci_parts
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    hostdevs: tuple[str, ...]  # PCI addresses, in attach order
+    placement: Placement
+    hole64_gib: int  # 0: leave QEMU's default
+    maxphysaddr: str = "passthrough"  # "passthrough" or "emulate:<bits>"
+    hugepages_1g: bool = False
+    kvm_hidden: bool = False
+
+
+def _q(v: str) -> str:
+    return quoteattr(v)
+
+
+def _hostdev(address: str) -> str:
+    domain, bus, slot, function = pci_parts(address)
+    return (
+        '<hostdev mode="subsystem" type="pci" managed="yes">'
+        '<driver name="vfio"/>'
+        f'<source><address domain="0x{domain:04x}" bus="0x{bus:02x}" slot="0x{slot:02x}" function="0x{function:x}"/></source>'
+        "</hostdev>"
+    )
+
+
+def _maxphysaddr(spec: DomainSpec) -> str:
+    if spec.maxphysaddr == "passthrough":
+        return '<maxphysaddr mode="passthrough"/>'
+    mode, bits = spec.maxphysaddr.split(":")
+    return f'<maxphysaddr mode={_q(mode)} bits={_q(bits)}/>'
+
+
+def render_domain_xslt(spec: DomainSpec) -> str:
+    cells = spec.placement.cells
+    numa = "".join(
+        f'<cell id="{c.guest_id}" cpus={_q(format_cpu_list(c.vcpus))} memory="{c.memory_mib}" unit="MiB"/>' for c in cells
+    )
+    vcpupins = "".join(
+        f'<vcpupin vcpu="{v}" cpuset="{h}"/>' for c in cells for v, h in zip(c.vcpus, c.host_cpus)
+    )
+    all_host_cpus = format_cpu_list([h for c in cells for h in c.host_cpus])
+    nodeset = format_cpu_list(list(spec.placement.host_nodes))
+    memnodes = "".join(f'<memnode cellid="{c.guest_id}" mode="strict" nodeset="{c.host_node}"/>' for c in cells)
+    hostdevs = "".join(_hostdev(a) for a in spec.hostdevs)
+    features_extra = '<kvm><hidden state="on"/></kvm>' if spec.kvm_hidden else ""
+    backing = (
+        '<memoryBacking><hugepages><page size="1" unit="GiB"/></hugepages></memoryBacking>'
+        if spec.hugepages_1g
+        else ""
+    )
+    qemu_args = (
+        f'<qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size={spec.hole64_gib}G"/></qemu:commandline>'
+        if spec.hole64_gib
+        else ""
+    )
+    parts = [
+        '<?xml version="1.0"?>',
+        '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"',
+        f'    xmlns:qemu="{QEMU_NS}" exclude-result-prefixes="qemu">',
+        '  <xsl:output method="xml" indent="yes"/>',
+        '  <xsl:strip-space elements="*"/>',
+        "  <!-- gpu-stack: rendered by render/domain_xslt.py; any change here replaces the domain. -->",
+        '  <xsl:template match="/">',
+        '    <xsl:if test="not(/domain/cpu) or not(/domain/features) or not(/domain/devices)">',
+        '      <xsl:message terminate="yes">gpu-stack: provider XML lacks cpu, features or devices; refusing to drop the passthrough settings</xsl:message>',
+        "    </xsl:if>",
+        "    <xsl:apply-templates/>",
+        "  </xsl:template>",
+        '  <xsl:template match="@*|node()">',
+        '    <xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy>',
+        "  </xsl:template>",
+        '  <xsl:template match="/domain">',
+        '    <xsl:copy><xsl:apply-templates select="@*|node()"/>',
+        f"      {backing}" if backing else None,
+        f'      <cputune>{vcpupins}<emulatorpin cpuset="{all_host_cpus}"/></cputune>' if cells else None,
+        f'      <numatune><memory mode="strict" nodeset="{nodeset}"/>{memnodes}</numatune>' if cells else None,
+        f"      {qemu_args}" if qemu_args else None,
+        "    </xsl:copy>",
+        "  </xsl:template>",
+        '  <xsl:template match="/domain/cpu">',
+        '    <xsl:copy><xsl:apply-templates select="@*|node()"/>',
+        f"      {_maxphysaddr(spec)}",
+        f"      <numa>{numa}</numa>" if cells else None,
+        "    </xsl:copy>",
+        "  </xsl:template>",
+        '  <xsl:template match="/domain/features">',
+        f'    <xsl:copy><xsl:apply-templates select="@*|node()"/>{features_extra}</xsl:copy>',
+        "  </xsl:template>",
+        '  <xsl:template match="/domain/devices">',
+        '    <xsl:copy><xsl:apply-templates select="@*|node()"/>',
+        f"      {hostdevs}" if hostdevs else None,
+        '      <memballoon model="none"/>',
+        "    </xsl:copy>",
+        "  </xsl:template>",
+        "  <!-- q35 has no IDE: the provider's cloud-init cdrom moves to SATA; dev hdd and serial cloudinit stay. -->",
+        '  <xsl:template match="/domain/devices/disk[@device=\'cdrom\']/target/@bus[.=\'ide\']">',
+        '    <xsl:attribute name="bus">sata</xsl:attribute>',
+        "  </xsl:template>",
+        "  <!-- libvirtxml omits the console type; libvirt defaults to pty, the RNG schema wants it spelled out. -->",
+        '  <xsl:template match="/domain/devices/console[not(@type)]">',
+        '    <xsl:copy><xsl:attribute name="type">pty</xsl:attribute><xsl:apply-templates select="@*|node()"/></xsl:copy>',
+        "  </xsl:template>",
+        "</xsl:stylesheet>",
+    ]
+    return "\n".join(p for p in parts if p is not None) + "\n"
