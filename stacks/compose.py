@@ -1,0 +1,109 @@
+"""Turn one environment's validated config into components.
+
+Order matters for the promise that bad input registers nothing: config is
+validated first (stacks.load), then the only resources the preflight needs
+(one libvirt provider per host) are registered, then the IOMMU preflight runs
+against the real hosts, and only then are volumes and VMs declared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pulumi
+import pulumi_libvirt as libvirt
+
+from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
+from render.identity import derived_mac
+from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
+from stacks.config import Host, StackConfig
+from stacks.errors import ConfigError, ConfigIssue
+from stacks.load import LoadedStack, load_stack
+
+
+def _node_device(address: str, provider: libvirt.Provider) -> NodeDevice:
+    info = libvirt.get_node_device_info(name=nodedev_name(address), opts=pulumi.InvokeOptions(provider=provider))
+    return parse_node_device(address, _plain(info.capability), info.xml)
+
+
+def _plain(value):
+    """Output-type objects to plain dicts/lists with snake_case keys."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider]) -> dict[str, tuple[str, ...]]:
+    """Hostdevs per VM from the hosts' real IOMMU groups; ConfigError when a group cannot be assigned."""
+    issues: list[ConfigIssue] = []
+    result: dict[str, tuple[str, ...]] = {}
+    owners: dict[tuple[str, str], str] = {}
+    for vi, vm in enumerate(cfg.vms):
+        for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
+            for di, d in enumerate(devs):
+                owners[(vm.host, d.address)] = f"vms[{vi}] ({vm.name})"
+    for vi, vm in enumerate(cfg.vms):
+        provider = providers[vm.host]
+        devices: dict[str, NodeDevice] = {}
+        for d in (*vm.gpus, *vm.nvswitches):
+            devices[d.address] = _node_device(d.address, provider)
+        for member in sorted({m for dev in list(devices.values()) for m in dev.group_members} - set(devices)):
+            devices[member] = _node_device(member, provider)
+        elsewhere = {addr: who for (host, addr), who in owners.items() if host == vm.host and who != f"vms[{vi}] ({vm.name})"}
+        hostdevs, vm_issues = resolve_passthrough(vi, vm, devices, elsewhere)
+        issues += vm_issues
+        result[vm.name] = hostdevs
+    if issues:
+        raise ConfigError(issues)
+    return result
+
+
+def _base_volume(host: Host, provider: libvirt.Provider, production: bool) -> libvirt.Volume:
+    digest = hashlib.sha256(host.base_image.source.encode()).hexdigest()[:12]
+    return libvirt.Volume(
+        f"{host.name}-base-image",
+        name=f"gpu-stack-base-{digest}.{host.base_image.format}",
+        pool=host.storage_pool,
+        source=host.base_image.source,
+        format=host.base_image.format,
+        opts=pulumi.ResourceOptions(provider=provider, retain_on_delete=production),
+    )
+
+
+def build(stack: LoadedStack) -> None:
+    cfg = stack.config
+    used_hosts = [h for h in cfg.hosts if any(vm.host == h.name for vm in cfg.vms)]
+    providers = {h.name: libvirt.Provider(f"libvirt-{h.name}", uri=h.libvirt_uri) for h in used_hosts}
+    hostdevs = iommu_preflight(cfg, providers)
+    bases = {h.name: _base_volume(h, providers[h.name], cfg.production) for h in used_hosts}
+    hosts = {h.name: h for h in cfg.hosts}
+    guest = cfg.guest
+
+    vms: dict[str, GpuPassthroughVm] = {}
+    for vm in cfg.vms:
+        vms[vm.name] = GpuPassthroughVm(
+            vm.name,
+            GpuPassthroughVmArgs(
+                vm=vm,
+                host=hosts[vm.host],
+                placement=stack.placements[vm.name],
+                hostdevs=hostdevs[vm.name],
+                mac=vm.network.mac or derived_mac(pulumi.get_stack(), vm.name),
+                ssh_user=guest.ssh_user,
+                ssh_public_key=guest.ssh_public_key,
+                base_volume_id=bases[vm.host].id,
+                provider=providers[vm.host],
+                production=cfg.production,
+            ),
+        )
+
+    pulumi.export("vms", {
+        name: {"mac": c.mac, "ip": c.ip, "domainId": c.domain_id, "hostPublicKey": c.host_public_key}
+        for name, c in vms.items()
+    })
+
+
+def main() -> None:
+    build(load_stack())

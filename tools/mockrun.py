@@ -1,0 +1,209 @@
+"""Run the real gpu-stack program under Pulumi's mock monitor.
+
+Used by the unit tests and by `make plan`. No Pulumi CLI, no provider plugin,
+no network. Preview mode behaves like `pulumi preview`: ids and computed
+outputs are unknown. Update mode returns deterministic fake outputs.
+
+Resource options are captured with a stack transformation (the SDK runs it
+client-side, so it works under mocks); inputs come from the mock monitor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from render.iommu import nodedev_name
+
+PROJECT = "gpu-stack"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+@dataclass
+class Registered:
+    type: str
+    name: str
+    inputs: dict
+    parent: str | None = None
+    protect: bool = False
+    retain_on_delete: bool = False
+    delete_before_replace: bool = False
+    ignore_changes: list[str] = field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
+    provider: str | None = None
+    custom: bool = True
+
+
+@dataclass
+class RunResult:
+    resources: list[Registered]
+    outputs: dict[str, Any]
+    secret_inputs: dict[tuple[str, str], set[str]]
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_]
+
+    def named(self, name: str) -> Registered:
+        return next(r for r in self.resources if r.name == name)
+
+    def children_of(self, name: str) -> list[Registered]:
+        return [r for r in self.resources if r.parent == name]
+
+
+def isolated_node_device(name: str) -> dict:
+    """A node device alone in its IOMMU group: what the offline plan assumes."""
+    parts = name.removeprefix("pci_").split("_")
+    domain, bus, slot, function = parts
+    return {
+        "name": name,
+        "xml": f"<device><name>{name}</name><capability type='pci'><class>0x030200</class></capability></device>",
+        "capability": {
+            "type": "pci",
+            "class": "0x030200",
+            "vendor": {"id": "0x10de", "name": "NVIDIA Corporation"},
+            "product": {"id": "0x0000", "name": "offline plan: not read from the host"},
+            "iommuGroup": {
+                "number": str(int(bus, 16)),
+                "addresses": [{"domain": f"0x{domain}", "bus": f"0x{bus}", "slot": f"0x{slot}", "function": f"0x{function}"}],
+            },
+        },
+    }
+
+
+def _fake_ip(name: str) -> str:
+    h = hashlib.sha256(name.encode()).digest()
+    return f"192.168.122.{10 + h[0] % 200}"
+
+
+class StackMocks(pulumi_mocks.Mocks):
+    def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None):
+        self.preview = preview
+        self.node_devices = node_devices
+        self.extra_outputs = outputs
+        self.inputs: dict[tuple[str, str], dict] = {}
+        self.calls: list[tuple[str, dict]] = []
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs):
+        self.inputs[(args.typ, args.name)] = args.inputs
+        state = dict(args.inputs)
+        if self.preview:
+            return "", state
+        if args.typ == "libvirt:index/domain:Domain":
+            nics = [dict(n, addresses=[_fake_ip(args.name)]) for n in state.get("networkInterfaces", [])]
+            state["networkInterfaces"] = nics
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            state["privateKeyOpenssh"] = f"-----BEGIN OPENSSH PRIVATE KEY-----\nmock-{args.name}\n-----END OPENSSH PRIVATE KEY-----\n"
+            state["publicKeyOpenssh"] = f"ssh-ed25519 AAAAmock{hashlib.sha256(args.name.encode()).hexdigest()[:16]}\n"
+        if self.extra_outputs:
+            state.update(self.extra_outputs(args))
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi_mocks.MockCallArgs):
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "libvirt:index/getNodeDeviceInfo:getNodeDeviceInfo":
+            name = args.args["name"]
+            if self.node_devices is not None:
+                if name not in self.node_devices:
+                    raise Exception(f"failed to lookup node device: Node device not found: no node device with matching name '{name}'")
+                return self.node_devices[name]
+            return isolated_node_device(name)
+        return {}
+
+
+def config_values(stack_config: dict[str, Any], placeholder: Callable[[str], str]) -> tuple[dict[str, str], list[str]]:
+    """Pulumi.<stack>.yaml `config:` to the engine's string form; `secure:` values become placeholders."""
+    values: dict[str, str] = {}
+    secret_keys: list[str] = []
+    for key, value in stack_config.items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            values[full] = placeholder(full)
+            secret_keys.append(full)
+        elif isinstance(value, str):
+            values[full] = value
+        else:
+            values[full] = json.dumps(value)
+    return values, secret_keys
+
+
+def run(
+    config: dict[str, str],
+    secret_keys: list[str],
+    *,
+    stack: str = "test",
+    preview: bool = True,
+    node_devices: dict[str, dict] | None = None,
+    outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None,
+) -> RunResult:
+    """Run stacks.compose.main under mocks; raises what the program raises."""
+    from stacks.compose import main
+
+    mocks = StackMocks(preview, node_devices, outputs)
+    monitor = pulumi_mocks.MockMonitor(mocks)
+    pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    runtime_config.set_all_config(dict(config), secret_keys=list(secret_keys))
+    captured: list[Registered] = []
+    stack_outputs: dict[str, Any] = {}
+
+    def capture(args: pulumi.ResourceTransformationArgs):
+        o = args.opts
+        captured.append(Registered(
+            type=args.type_,
+            name=args.name,
+            inputs={},
+            parent=getattr(o.parent, "_name", None) if o.parent is not None else None,
+            protect=bool(o.protect),
+            retain_on_delete=bool(o.retain_on_delete),
+            delete_before_replace=bool(o.delete_before_replace),
+            ignore_changes=list(o.ignore_changes or []),
+            depends_on=[getattr(d, "_name", str(d)) for d in (o.depends_on or [])] if isinstance(o.depends_on, (list, tuple)) else [],
+            provider=getattr(o.provider, "_name", None) if o.provider is not None else None,
+            custom=isinstance(args.resource, pulumi.CustomResource),
+        ))
+        return None
+
+    def program():
+        pulumi.runtime.register_stack_transformation(capture)
+        original_export = pulumi.export
+
+        def export(name, value):
+            stack_outputs[name] = value
+            original_export(name, value)
+
+        pulumi.export = export
+        try:
+            main()
+        finally:
+            pulumi.export = original_export
+
+    _sync_await(run_pulumi_func(program))
+    for r in captured:
+        r.inputs = mocks.inputs.get((r.type, r.name), {})
+    resolved = {k: _resolve(v) for k, v in stack_outputs.items()}
+    return RunResult(captured, resolved, {})
+
+
+def _resolve(value: Any) -> Any:
+    """Stack outputs to plain values (unknown -> UNKNOWN, secrets kept as {'secret': value})."""
+    if isinstance(value, pulumi.Output):
+        async def get():
+            known = await value.is_known()
+            secret = await value.is_secret()
+            inner = await value.future() if known else UNKNOWN
+            inner = _resolve(inner)
+            return {"[secret]": inner} if secret else inner
+        return _sync_await(get())
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_resolve(v) for v in value]
+    return value

@@ -1,0 +1,174 @@
+"""`make plan STACK=<name>`: what `pulumi up` would send, written to build/plan/<name>/.
+
+Runs the real program under Pulumi's mock monitor in preview mode, with the
+config from Pulumi.<name>.yaml. Needs no Pulumi CLI, network, credentials or
+system validators: the domain stylesheet is applied with lxml (libxslt, the
+library xsltproc uses). Secrets never reach the files: `secure:` values and
+absent required secrets are placeholders, and every secret input is written
+as "[secret]". The same config gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lxml import etree
+
+from render.provider_xml import VolumeRef, provider_domain_xml
+from stacks.config import SECRET_KEYS
+from stacks.errors import ConfigError
+from stacks.load import parse_stack_config
+from tools import mockrun
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOUDINIT_POOL_PATH = "/var/lib/libvirt/images"  # the host's pool path; the provider reads it at create time
+
+
+def sanitize(value: Any) -> Any:
+    """Secrets -> "[secret]", unknowns -> "[unknown]", everything else as JSON."""
+    if isinstance(value, dict):
+        if value.get(mockrun.SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+            return "[secret]"
+        return {k: sanitize(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [sanitize(v) for v in value]
+    if type(value).__name__ == "Unknown" or value == mockrun.UNKNOWN:
+        return "[unknown]"
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def load_stack_file(stack: str, root: Path = ROOT) -> dict[str, Any]:
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise SystemExit(f"no stack file {path.name}; stacks here: {', '.join(sorted(p.name[7:-5] for p in root.glob('Pulumi.*.yaml')))}")
+    return (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+
+
+def plan_config(stack_config: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """Engine-form config with placeholders for `secure:` values and for required secrets that are absent."""
+    values, secret_keys = mockrun.config_values(stack_config, lambda key: f"plan-placeholder-{key.split(':', 1)[1]}")
+    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "[{" else v for k, v in values.items()}
+    present = {k.split(":", 1)[1] for k in secret_keys}
+    try:
+        parse_stack_config(raw, present)
+    except ConfigError as e:
+        for issue in e.issues:
+            if issue.path in SECRET_KEYS and issue.path not in present:
+                full = f"{mockrun.PROJECT}:{issue.path}"
+                values[full] = f"plan-placeholder-{issue.path}"
+                secret_keys.append(full)
+    return values, secret_keys
+
+
+def _domain_artifacts(result: mockrun.RunResult, domain: mockrun.Registered) -> dict[str, str]:
+    siblings = result.children_of(domain.parent)
+    inputs = dict(domain.inputs)
+    volumes: dict[str, VolumeRef] = {}
+    disks = []
+    for i, vol in enumerate(r for r in siblings if r.type == "libvirt:index/volume:Volume"):
+        key = f"volume-{i}"
+        volumes[key] = VolumeRef(vol.inputs.get("pool", "default"), vol.inputs["name"], vol.inputs.get("format", "raw"))
+        disks.append({"volumeId": key})
+    inputs["disks"] = disks
+    cloudinit = next((r for r in siblings if r.type == "libvirt:index/cloudInitDisk:CloudInitDisk"), None)
+    paths = {}
+    if cloudinit is not None:
+        inputs["cloudinit"] = "cloudinit"
+        paths["cloudinit"] = f"{CLOUDINIT_POOL_PATH}/{cloudinit.inputs['name']}"
+    xslt = inputs["xml"]["xslt"]
+    pre = provider_domain_xml(inputs, volumes, paths)
+    transformed = etree.XSLT(etree.XML(xslt.encode()))(etree.XML(pre.encode()))
+    files = {"domain.xslt": xslt, "domain.pre-xslt.xml": pre + "\n", "domain.xml": str(transformed)}
+    if cloudinit is not None:
+        files["cloud-init.meta-data"] = cloudinit.inputs.get("metaData", "")
+    return files
+
+
+def artifacts(result: mockrun.RunResult) -> dict[str, str]:
+    """Relative path -> content for everything that reaches a machine."""
+    out: dict[str, str] = {}
+    for domain in result.of_type("libvirt:index/domain:Domain"):
+        for fname, text in _domain_artifacts(result, domain).items():
+            out[f"vms/{domain.inputs['name']}/{fname}"] = text
+    return out
+
+
+def resources_json(result: mockrun.RunResult) -> str:
+    rows = []
+    for r in result.resources:
+        rows.append({
+            "type": r.type,
+            "name": r.name,
+            "parent": r.parent,
+            "provider": r.provider,
+            "options": {
+                "protect": r.protect,
+                "retainOnDelete": r.retain_on_delete,
+                "deleteBeforeReplace": r.delete_before_replace,
+                "ignoreChanges": r.ignore_changes,
+                "dependsOn": r.depends_on,
+            },
+            "inputs": sanitize(r.inputs),
+        })
+    return json.dumps(rows, indent=2, sort_keys=True) + "\n"
+
+
+def summary(stack: str, result: mockrun.RunResult) -> str:
+    counts = Counter(r.type for r in result.resources)
+    lines = [f"plan {stack}: {len(result.resources)} resources"]
+    for type_, n in sorted(counts.items()):
+        lines.append(f"  {n:3d}  {type_}")
+    for vm in result.of_type("gpu-stack:index:GpuPassthroughVm"):
+        kids = result.children_of(vm.name)
+        domain = next(k for k in kids if k.type == "libvirt:index/domain:Domain")
+        xslt = domain.inputs["xml"]["xslt"]
+        hole = re.search(r"pci-hole64-size=(\d+G)", xslt)
+        lines.append(f"  vm {vm.name}: {len(kids)} resources, {xslt.count('<hostdev ')} hostdevs, "
+                     f"{int(domain.inputs['vcpu'])} vCPUs, {int(domain.inputs['memory']) // 1024} GiB"
+                     + (f", hole64 {hole.group(1)}" if hole else ""))
+    lines.append("  (offline: IOMMU groups assumed isolated; secrets are placeholders)")
+    return "\n".join(lines)
+
+
+def write_plan(stack: str, out_root: Path, root: Path = ROOT) -> tuple[Path, str]:
+    values, secret_keys = plan_config(load_stack_file(stack, root))
+    result = mockrun.run(values, secret_keys, stack=stack, preview=True)
+    out = out_root / stack
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    files = {"resources.json": resources_json(result), **artifacts(result)}
+    for rel, text in sorted(files.items()):
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return out, summary(stack, result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stack")
+    parser.add_argument("--out", default=str(ROOT / "build" / "plan"))
+    args = parser.parse_args(argv)
+    try:
+        out, text = write_plan(args.stack, Path(args.out))
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    print(text)
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
