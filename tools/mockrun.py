@@ -85,8 +85,9 @@ def _fake_ip(name: str) -> str:
 
 
 class StackMocks(pulumi_mocks.Mocks):
-    def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None):
+    def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None, on_register: Callable[[str, str], None] | None = None):
         self.preview = preview
+        self.on_register = on_register
         self.node_devices = node_devices
         self.extra_outputs = outputs
         self.inputs: dict[tuple[str, str], dict] = {}
@@ -94,6 +95,8 @@ class StackMocks(pulumi_mocks.Mocks):
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
         self.inputs[(args.typ, args.name)] = args.inputs
+        if self.on_register:
+            self.on_register(args.typ, args.name)
         state = dict(args.inputs)
         if self.preview:
             return "", state
@@ -143,11 +146,12 @@ def run(
     preview: bool = True,
     node_devices: dict[str, dict] | None = None,
     outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None,
+    on_register: Callable[[str, str], None] | None = None,
 ) -> RunResult:
     """Run stacks.compose.main under mocks; raises what the program raises."""
     from stacks.compose import main
 
-    mocks = StackMocks(preview, node_devices, outputs)
+    mocks = StackMocks(preview, node_devices, outputs, on_register)
     monitor = pulumi_mocks.MockMonitor(mocks)
     pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     runtime_config.set_all_config(dict(config), secret_keys=list(secret_keys))

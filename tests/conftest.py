@@ -1,0 +1,94 @@
+"""Shared fixtures: stack configs as dicts, the mock-run helper, validator lookup."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tools import mockrun
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+REFERENCE = SHARED / "reference"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require_tool(name: str) -> str:
+    """Path of a validator binary; skip on a workstation without it, fail in CI."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (see ../shared/docs/VALIDATORS.md; .ci/run installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def require_reference(name: str) -> Path:
+    path = REFERENCE / name
+    if not path.exists():
+        message = f"{path} is missing; the shared/ reference data sits beside the checkout"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def stack_file(stack: str) -> dict:
+    """`config:` of Pulumi.<stack>.yaml with the `gpu-stack:` prefix removed."""
+    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return {k.split(":", 1)[1]: v for k, v in doc.items()}
+
+
+DEFAULT_SECRETS = {"sshPrivateKey": "test-ssh-private-key", "grafanaAdminPassword": "test-grafana-password"}
+
+
+def run_stack(raw: dict, *, secrets: dict | None = None, preview: bool = True, stack: str = "test", node_devices=None, outputs=None, on_register=None) -> mockrun.RunResult:
+    """Run the program on a raw config dict (no prefix) plus secrets, under mocks."""
+    secrets = DEFAULT_SECRETS if secrets is None else secrets
+    values = {f"gpu-stack:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
+    values.update({f"gpu-stack:{k}": v for k, v in secrets.items()})
+    return mockrun.run(values, [f"gpu-stack:{k}" for k in secrets], stack=stack, preview=preview, node_devices=node_devices, outputs=outputs, on_register=on_register)
+
+
+@pytest.fixture
+def dev() -> dict:
+    return copy.deepcopy(stack_file("dev"))
+
+
+def seed000_host() -> dict:
+    """Seed 000's hypervisor: two sockets, 2 x 48 cores with SMT, 2 x 1 TiB."""
+    return {
+        "name": "hgx-1",
+        "libvirtUri": "qemu:///system",
+        "numaNodes": [
+            {"id": 0, "cpus": "0-47,96-143", "memoryGib": 1024},
+            {"id": 1, "cpus": "48-95,144-191", "memoryGib": 1024},
+        ],
+        "reservedCpus": "0,48,96,144",
+        "physAddrBits": 46,
+        "baseImage": {"source": "/var/lib/libvirt/images/jammy-server-cloudimg-amd64.img"},
+    }
+
+
+SEED000_GPUS = ["0000:18:00.0", "0000:2a:00.0", "0000:3a:00.0", "0000:5d:00.0", "0000:9a:00.0", "0000:ab:00.0", "0000:ba:00.0", "0000:db:00.0"]
+SEED000_SWITCHES = ["0000:05:00.0", "0000:06:00.0", "0000:07:00.0", "0000:08:00.0"]
+
+
+def seed000_vm() -> dict:
+    """8x H800 + 4 NVSwitch across two NUMA nodes, 256 GiB, the old MAC."""
+    return {
+        "name": "ubuntu-gpu",
+        "host": "hgx-1",
+        "vcpus": 64,
+        "memoryGib": 256,
+        "network": {"mac": "52:54:00:a9:a2:11", "address": "192.168.122.146"},
+        "gpus": [{"address": a, "model": "H800-SXM5-80GB", "numaNode": 0 if i < 4 else 1} for i, a in enumerate(SEED000_GPUS)],
+        "nvswitches": [{"address": a, "numaNode": 0 if i < 2 else 1} for i, a in enumerate(SEED000_SWITCHES)],
+    }
