@@ -56,8 +56,9 @@ def provider_domain_xml(
     w = _Writer()
     w.open("domain", {"type": domain.get("type") or "kvm"})
     w.leaf("name", text=domain["name"])
-    w.leaf("memory", {"unit": "MiB"}, str(domain.get("memory", 512)))
-    w.leaf("vcpu", text=str(domain.get("vcpu", 1)))
+    # numbers cross the engine as doubles; the provider's schema types them as int
+    w.leaf("memory", {"unit": "MiB"}, str(int(domain.get("memory", 512))))
+    w.leaf("vcpu", text=str(int(domain.get("vcpu", 1))))
     w.open("os")
     type_attrs = {}
     if domain.get("arch"):

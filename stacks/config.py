@@ -131,7 +131,7 @@ class VmNuma(Model):
     """Host nodes the VM spans. Unset: the nodes its GPUs sit on."""
     cells: Optional[tuple[NumaCell, ...]] = None
     """Explicit guest cells; overrides host_nodes."""
-    hugepages_1g: bool = False
+    hugepages_1g: bool = Field(default=False, alias="hugepages1g")
     """Back guest memory with 1 GiB hugepages (reserve them on the host first)."""
 
 

@@ -159,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stack")
     parser.add_argument("--out", default=str(ROOT / "build" / "plan"))
+    parser.add_argument("--stack-dir", default=str(ROOT), help="where Pulumi.<stack>.yaml lives")
     args = parser.parse_args(argv)
     try:
-        out, text = write_plan(args.stack, Path(args.out))
+        out, text = write_plan(args.stack, Path(args.out), Path(args.stack_dir))
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1

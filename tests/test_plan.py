@@ -1,0 +1,68 @@
+"""`make plan`: offline, deterministic, secret-free, and failing on bad config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT
+
+
+def plan(tmp_path: Path, stack: str = "dev", stack_dir: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.plan", stack, "--out", str(tmp_path / "plan"), "--stack-dir", str(stack_dir)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_plan_dev_writes_resources_and_artifacts(tmp_path):
+    proc = plan(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "plan" / "dev"
+    resources = json.loads((out / "resources.json").read_text())
+    assert {"type", "name", "parent", "inputs", "options"} <= set(resources[0])
+    assert any(r["type"] == "libvirt:index/domain:Domain" for r in resources)
+    for name in ("domain.xslt", "domain.pre-xslt.xml", "domain.xml", "cloud-init.meta-data"):
+        assert (out / "vms" / "gpu-dev-0" / name).stat().st_size > 0
+    assert "vm gpu-dev-0:" in proc.stdout and "hole64 128G" in proc.stdout
+
+
+def test_plan_is_byte_identical_across_runs(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert plan(first).returncode == 0 and plan(second).returncode == 0
+    assert tree_digest(first / "plan") == tree_digest(second / "plan")
+
+
+def test_plan_holds_no_secret_values(tmp_path):
+    assert plan(tmp_path).returncode == 0
+    out = tmp_path / "plan" / "dev"
+    text = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
+    assert "plan-placeholder" not in text
+    assert "PRIVATE KEY" not in text
+    cloudinit = next(r for r in json.loads((out / "resources.json").read_text()) if r["name"] == "gpu-dev-0-cloudinit")
+    assert cloudinit["inputs"]["userData"] == "[secret]"
+
+
+def test_bad_config_exits_non_zero_and_names_the_key(tmp_path):
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    doc["config"]["gpu-stack:vms"][0]["gpus"][0]["address"] = "0000:3b:00"
+    (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump(doc))
+    proc = plan(tmp_path, "bad", tmp_path)
+    assert proc.returncode == 1
+    assert "gpu-stack:vms[0].gpus[0].address" in proc.stderr
+    assert not (tmp_path / "plan" / "bad").exists()
+
+
+def test_unknown_stack_is_reported(tmp_path):
+    proc = plan(tmp_path, "nope")
+    assert proc.returncode != 0 and "Pulumi.dev.yaml" not in proc.stdout
+    assert "stacks here" in proc.stderr
