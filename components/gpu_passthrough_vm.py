@@ -16,9 +16,9 @@ import pulumi_tls as tls
 
 from render.catalog import GIB, GPU_MODELS
 from render.cloud_init import render_meta_data, render_user_data
-from render.domain_xslt import DomainSpec, render_domain_xslt
+from render.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
 from render.mmio import hole64_gib
-from render.numa import Placement
+from render.numa import Placement, affinity_groups, device_cells
 from stacks.config import Host, Vm
 
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
@@ -39,10 +39,15 @@ class GpuPassthroughVmArgs:
     production: bool
 
 
-def domain_spec(args: GpuPassthroughVmArgs) -> DomainSpec:
+def domain_spec(args: GpuPassthroughVmArgs, vm_index: int = 0) -> DomainSpec:
     vm = args.vm
     consumer = any(GPU_MODELS[g.model].consumer for g in vm.gpus)
+    affinity: tuple[AffinityGroup, ...] = ()
+    if vm.numa.expose_gpu_affinity:
+        cells_of, _ = device_cells(vm_index, vm, args.placement)  # problems were reported by stacks.checks
+        affinity = tuple(AffinityGroup(cell, devices) for cell, devices in affinity_groups(cells_of, args.hostdevs))
     return DomainSpec(
+        affinity=affinity,
         hostdevs=args.hostdevs,
         placement=args.placement,
         hole64_gib=hole64_gib(vm),

@@ -31,6 +31,14 @@ QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 
 @dataclass(frozen=True)
+class AffinityGroup:
+    """Devices that sit behind one pcie-expander-bus bound to a guest NUMA cell."""
+
+    guest_cell: int
+    devices: tuple[tuple[str, ...], ...]  # per root port: the functions of one device, function 0 first
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     hostdevs: tuple[str, ...]  # PCI addresses, in attach order
     placement: Placement
@@ -38,18 +46,55 @@ class DomainSpec:
     maxphysaddr: str = "passthrough"  # "passthrough" or "emulate:<bits>"
     hugepages_1g: bool = False
     kvm_hidden: bool = False
+    affinity: tuple[AffinityGroup, ...] = ()  # empty: libvirt places the hostdevs on pcie-root
+
+
+# Controller indexes and guest bus numbers for the expanders. libvirt numbers
+# its own automatic controllers from 1 upward; ours start well above them.
+FIRST_CONTROLLER_INDEX = 0x40
+FIRST_EXPANDER_BUS = 0x80
+EXPANDER_BUS_SPACING = 0x20
+
+
+def _expanders(spec: DomainSpec) -> tuple[str, dict[str, str]]:
+    """Controller XML, and the guest address of every hostdev placed behind an expander."""
+    xml: list[str] = []
+    guest_address: dict[str, str] = {}
+    index = FIRST_CONTROLLER_INDEX
+    for n, group in enumerate(spec.affinity):
+        expander = index
+        index += 1
+        xml.append(
+            f'<controller type="pci" index="{expander}" model="pcie-expander-bus">'
+            f'<target busNr="{FIRST_EXPANDER_BUS + n * EXPANDER_BUS_SPACING}"><node>{group.guest_cell}</node></target>'
+            "</controller>"
+        )
+        for slot, functions in enumerate(group.devices):
+            port = index
+            index += 1
+            xml.append(
+                f'<controller type="pci" index="{port}" model="pcie-root-port">'
+                f'<address type="pci" domain="0x0000" bus="0x{expander:02x}" slot="0x{slot:02x}" function="0x0"/>'
+                "</controller>"
+            )
+            for address in functions:
+                function = pci_parts(address)[3]
+                multi = ' multifunction="on"' if function == 0 and len(functions) > 1 else ""
+                guest_address[address] = f'<address type="pci" domain="0x0000" bus="0x{port:02x}" slot="0x00" function="0x{function:x}"{multi}/>'
+    return "".join(xml), guest_address
 
 
 def _q(v: str) -> str:
     return quoteattr(v)
 
 
-def _hostdev(address: str) -> str:
+def _hostdev(address: str, guest_address: str = "") -> str:
     domain, bus, slot, function = pci_parts(address)
     return (
         '<hostdev mode="subsystem" type="pci" managed="yes">'
         '<driver name="vfio"/>'
         f'<source><address domain="0x{domain:04x}" bus="0x{bus:02x}" slot="0x{slot:02x}" function="0x{function:x}"/></source>'
+        f"{guest_address}"
         "</hostdev>"
     )
 
@@ -72,7 +117,8 @@ def render_domain_xslt(spec: DomainSpec) -> str:
     all_host_cpus = format_cpu_list([h for c in cells for h in c.host_cpus])
     nodeset = format_cpu_list(list(spec.placement.host_nodes))
     memnodes = "".join(f'<memnode cellid="{c.guest_id}" mode="strict" nodeset="{c.host_node}"/>' for c in cells)
-    hostdevs = "".join(_hostdev(a) for a in spec.hostdevs)
+    controllers, guest_address = _expanders(spec)
+    hostdevs = controllers + "".join(_hostdev(a, guest_address.get(a, "")) for a in spec.hostdevs)
     features_extra = '<kvm><hidden state="on"/></kvm>' if spec.kvm_hidden else ""
     backing = (
         '<memoryBacking><hugepages><page size="1" unit="GiB"/></hugepages></memoryBacking>'

@@ -121,3 +121,40 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
             issues.append(ConfigIssue(f"hosts[{host_index}].numaNodes", f"VMs bind {mib // 1024} GiB to host {host.name} NUMA node {node}, which has {node_by_id[node].memory_gib} GiB"))
     return placements, issues
 
+
+
+def device_cells(vm_index: int, vm: Vm, placement: Placement) -> tuple[dict[str, int], list[ConfigIssue]]:
+    """Guest cell of each passed-through device: the cell on the device's host node."""
+    cell_of_node: dict[int, int] = {}
+    for c in placement.cells:
+        cell_of_node.setdefault(c.host_node, c.guest_id)
+    out: dict[str, int] = {}
+    issues: list[ConfigIssue] = []
+    for kind, devices in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
+        for i, dev in enumerate(devices):
+            node = dev.numa_node if dev.numa_node is not None else (placement.cells[0].host_node if placement.cells else 0)
+            if node not in cell_of_node:
+                issues.append(ConfigIssue(
+                    f"vms[{vm_index}].{kind}[{i}].numaNode",
+                    f"exposeGpuAffinity needs a guest cell on host node {node}, but the VM spans nodes {list(placement.host_nodes)}",
+                ))
+                continue
+            out[dev.address] = cell_of_node[node]
+    return out, issues
+
+
+def affinity_groups(cells_of: dict[str, int], hostdevs: tuple[str, ...]) -> tuple[tuple[int, tuple[tuple[str, ...], ...]], ...]:
+    """(guest cell, devices) per cell in cell order; each device lists its functions, function 0 first.
+
+    Extra functions (a GPU's audio) follow the configured device they belong to.
+    """
+    from stacks.types import pci_parts
+
+    by_device: dict[tuple[int, int, int], list[str]] = {}
+    for address in hostdevs:
+        by_device.setdefault(pci_parts(address)[:3], []).append(address)
+    groups: dict[int, list[tuple[str, ...]]] = {}
+    for address, cell in cells_of.items():
+        functions = tuple(sorted(by_device[pci_parts(address)[:3]], key=lambda a: pci_parts(a)[3]))
+        groups.setdefault(cell, []).append(functions)
+    return tuple((cell, tuple(groups[cell])) for cell in sorted(groups))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
-from render.numa import Placement, place_host
+from render.numa import Placement, device_cells, place_host
 from stacks.compat import device_plugin_problems
 from stacks.config import StackConfig
 from stacks.errors import ConfigIssue
@@ -52,6 +52,9 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
         placed, placement_issues = place_host(hi, host, vms)
         issues += placement_issues
         placements.update(placed)
+        for vi, vm in vms:
+            if vm.numa.expose_gpu_affinity and vm.name in placed and not placement_issues:
+                issues += device_cells(vi, vm, placed[vm.name])[1]
         for vi, vm in vms:
             issues += _check_firmware_and_mmio(hi, host, vi, vm)
 

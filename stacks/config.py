@@ -133,6 +133,8 @@ class VmNuma(Model):
     """Explicit guest cells; overrides host_nodes."""
     hugepages_1g: bool = Field(default=False, alias="hugepages1g")
     """Back guest memory with 1 GiB hugepages (reserve them on the host first)."""
+    expose_gpu_affinity: bool = False
+    """Put each GPU behind a pcie-expander-bus bound to its guest NUMA cell, so the guest (nvidia-smi topo -m, NCCL) sees GPU NUMA affinity."""
 
 
 class Vm(Model):

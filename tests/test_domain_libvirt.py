@@ -64,7 +64,14 @@ def _variant_raw() -> dict:
     return raw
 
 
-CASES = {"dev": lambda: stack_file("dev"), "seed000": _seed000_raw, "consumer-hugepages": _variant_raw}
+def _affinity_raw() -> dict:
+    """Seed 000 with each GPU behind a pcie-expander-bus on its guest NUMA cell."""
+    raw = _seed000_raw()
+    raw["vms"][0]["numa"] = {"exposeGpuAffinity": True}
+    return raw
+
+
+CASES = {"dev": lambda: stack_file("dev"), "seed000": _seed000_raw, "consumer-hugepages": _variant_raw, "seed000-affinity": _affinity_raw}
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -125,6 +132,7 @@ def expected_elements(case) -> dict[str, int]:
         "./devices/memballoon[@model='none']": 1,
         "./features/kvm/hidden[@state='on']": 1 if case["name"] == "consumer-hugepages" else 0,
         "./memoryBacking/hugepages/page": 1 if case["name"] == "consumer-hugepages" else 0,
+        "./devices/controller[@model='pcie-expander-bus']": cells if case["name"] == "seed000-affinity" else 0,
     }
 
 
@@ -152,6 +160,12 @@ def test_libvirtd_defines_it_and_keeps_every_added_element(transformed, libvirtd
     assert cells_kib == int(back.findtext("memory")), "NUMA cells must sum to the memory size, or libvirt rewrites it"
     assert int(back.findtext("memory")) == transformed["raw"]["vms"][0]["memoryGib"] * 1024 * 1024
     assert all(pin.get("cpuset").isdigit() for pin in back.findall("./cputune/vcpupin")), "one host CPU per vCPU"
+    expanders = {int(c.get("index")) for c in back.findall("./devices/controller[@model='pcie-expander-bus']")}
+    if expanders:
+        ports = {int(c.get("index")) for c in back.findall("./devices/controller[@model='pcie-root-port']")
+                 if int(c.find("address").get("bus"), 16) in expanders}
+        buses = [int(a.get("bus"), 16) for a in back.findall("./devices/hostdev/address")]
+        assert buses and set(buses) <= ports, "every hostdev sits behind an expander's root port"
 
 
 def test_stylesheet_stops_when_the_provider_xml_lacks_cpu(transformed):
@@ -164,8 +178,8 @@ def test_stylesheet_stops_when_the_provider_xml_lacks_cpu(transformed):
     assert "refusing to drop the passthrough settings" in proc.stderr
 
 
-def _seed000_transformed(tmp_path) -> str:
-    result = run_stack(_seed000_raw())
+def _seed000_transformed(tmp_path, raw: dict | None = None) -> str:
+    result = run_stack(raw or _seed000_raw())
     files = _domain_artifacts(result, result.named("ubuntu-gpu-domain"))
     xsltproc = require_tool("xsltproc")
     (tmp_path / "d.xslt").write_text(files["domain.xslt"])
@@ -204,3 +218,21 @@ def test_qemu_refuses_the_hole_with_one_phys_bit_fewer_than_computed(tmp_path, l
         proc = virsh("start", dom.name, check=False)
     assert proc.returncode != 0
     assert "phys-bits too low" in proc.stderr
+
+
+def test_gpu_numa_affinity_expanders_boot_on_their_guest_nodes(tmp_path, libvirtd):
+    require_tool("qemu-system-x86_64")
+    from tests.support.libvirt_host import Domain, for_tcg_boot
+
+    xml = _seed000_transformed(tmp_path, _affinity_raw())
+    expanders = etree.fromstring(xml.encode()).findall("./devices/controller[@model='pcie-expander-bus']")
+    bits = phys_bits_needed(memory_gib=1, hole_gib=2048)
+    with Domain(for_tcg_boot(xml, bits), tmp_path) as dom:
+        dom.start()
+        assert dom.wait_for(lambda: _firmware_ran(dom), timeout=90)
+        for expander in expanders:
+            node = expander.findtext("target/node")
+            reply = dom.qmp('{"execute":"qom-get","arguments":{"path":"/machine/peripheral/pci.%s","property":"numa_node"}}' % expander.get("index"))
+            assert f'"return":{node}' in reply.replace(" ", ""), reply
+        bus_numbers = {int(e.find("target").get("busNr")) for e in expanders}
+        assert all(f"Bus {b}, device" in dom.hmp("info pci") for b in bus_numbers), "root ports on each expander enumerate"
