@@ -102,3 +102,12 @@ def test_same_config_gives_identical_stylesheet(dev):
     first = run_stack(dev).named("gpu-dev-0-domain").inputs["xml"]["xslt"]
     second = run_stack(dev, preview=False).named("gpu-dev-0-domain").inputs["xml"]["xslt"]
     assert first == second
+
+
+def test_monitor_and_transformation_see_the_same_resources(dev):
+    result = run_stack(dev, preview=False)
+    urn_names = sorted(urn.rsplit("::", 1)[1] for urn in result.registered)
+    assert urn_names == sorted(r.name for r in result.resources)
+    domain_urn = next(u for u in result.registered if u.endswith("::gpu-dev-0-domain"))
+    assert "GpuPassthroughVm$libvirt:index/domain:Domain" in domain_urn
+    assert result.registered[domain_urn].id == "gpu-dev-0-domain-id"

@@ -47,7 +47,8 @@ class Registered:
 class RunResult:
     resources: list[Registered]
     outputs: dict[str, Any]
-    secret_inputs: dict[tuple[str, str], set[str]]
+    registered: dict[str, Any]
+    """MockMonitor.get_registered_resources(): URN -> (urn, id, state)."""
 
     def of_type(self, type_: str) -> list[Registered]:
         return [r for r in self.resources if r.type == type_]
@@ -193,7 +194,7 @@ def run(
     for r in captured:
         r.inputs = mocks.inputs.get((r.type, r.name), {})
     resolved = {k: _resolve(v) for k, v in stack_outputs.items()}
-    return RunResult(captured, resolved, {})
+    return RunResult(captured, resolved, monitor.get_registered_resources())
 
 
 def _resolve(value: Any) -> Any:
