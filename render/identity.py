@@ -13,3 +13,26 @@ def derived_mac(stack: str, vm: str) -> str:
     """
     digest = hashlib.sha256(f"gpu-stack/{stack}/{vm}".encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+_TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def derived_bootstrap_token(secret_material: str) -> str:
+    """A kubeadm bootstrap token ([a-z0-9]{6}.[a-z0-9]{16}) derived from a secret.
+
+    Derived (from the init VM's SSH host key) rather than random so the same
+    stack renders the same join inputs and never re-runs a join.
+    """
+    digest = hashlib.sha256(f"gpu-stack/kubeadm-token/{secret_material}".encode()).digest()
+    chars = "".join(_TOKEN_ALPHABET[b % len(_TOKEN_ALPHABET)] for b in digest[:22])
+    return f"{chars[:6]}.{chars[6:22]}"
+
+
+def split_kubeconfig_output(stdout: str) -> tuple[str, str]:
+    """(kubeconfig, ca cert hash) from the kubeconfig phase's output."""
+    marker = "# gpu-stack-ca-cert-hash: "
+    lines = stdout.splitlines(keepends=True)
+    config = "".join(line for line in lines if not line.startswith(marker))
+    hashes = [line[len(marker):].strip() for line in lines if line.startswith(marker)]
+    return config, hashes[-1] if hashes else ""

@@ -13,6 +13,7 @@ from render.numa import Placement, device_cells, place_host
 from stacks.compat import device_plugin_problems
 from stacks.config import StackConfig
 from stacks.errors import ConfigIssue
+from stacks.types import version_tuple
 
 SECURE_BOOT_MARKERS = ("secboot", ".ms.", "snakeoil", "secure")
 
@@ -151,6 +152,11 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
                 issues.append(ConfigIssue("kubernetes.mode", "mode join has no VMs to join"))
         if k.mode == "init" and not cfg.vms:
             issues.append(ConfigIssue("kubernetes.mode", "mode init needs at least one VM to run the control plane; for a cluster you already have, use mode existing"))
+        if g is not None and g.container_runtime.name == "docker" and version_tuple(k.version)[:2] >= (1, 24):
+            issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} has no dockershim (removed in 1.24); use containerd, or Kubernetes <= 1.23 as in seed 001"))
+        blocking = [t for t in k.node_taints if t.effect in ("NoSchedule", "NoExecute")]
+        if k.mode == "init" and len(cfg.vms) == 1 and blocking:
+            issues.append(ConfigIssue("kubernetes.nodeTaints", f"a single-node cluster tainted {blocking[0].key}:{blocking[0].effect} leaves CoreDNS, Prometheus and every pod without the toleration Pending; set nodeTaints: [] or add nodes"))
         if k.mode == "existing" and "kubeconfig" not in secrets:
             issues.append(ConfigIssue("kubeconfig", "mode existing needs the cluster's kubeconfig; set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     return issues

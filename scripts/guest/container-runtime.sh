@@ -1,0 +1,86 @@
+# Phase: container-runtime (NvidiaRuntime, guest half). containerd (default) or
+# docker with the systemd cgroup driver, the pinned nvidia-container-toolkit,
+# and `nvidia-ctk runtime configure`. containerd gets an `nvidia` runtime used
+# through a RuntimeClass (default only when asked); docker gets nvidia as its
+# default runtime (seed 001). Configs are rebuilt in a temp file and installed
+# only when they differ, so a converged host is not restarted.
+family=$(os_id)
+registry_password=""
+if [ -n "$GS_REGISTRY_USER" ]; then
+  IFS= read -r registry_password || true
+  [ -n "$registry_password" ] || die "guest.registryUsername is set but no password arrived on stdin"
+fi
+
+if [ "$family" = ubuntu ]; then
+  write_file /etc/apt/preferences.d/gpu-stack-nvidia-container-toolkit 0644 <<CONF || true
+Package: nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1
+Pin: version ${GS_TOOLKIT_VERSION}-*
+Pin-Priority: 1001
+CONF
+  toolkit=(nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1)
+else
+  toolkit=("nvidia-container-toolkit-${GS_TOOLKIT_VERSION}" "nvidia-container-toolkit-base-${GS_TOOLKIT_VERSION}"
+           "libnvidia-container-tools-${GS_TOOLKIT_VERSION}" "libnvidia-container1-${GS_TOOLKIT_VERSION}")
+fi
+case "$(pkg_version nvidia-container-toolkit)" in
+  "${GS_TOOLKIT_VERSION}"|"${GS_TOOLKIT_VERSION}"-*) ;;
+  *) pkg_install "${toolkit[@]}" ;;
+esac
+pkg_hold nvidia-container-toolkit nvidia-container-toolkit-base
+
+restart=0
+proxy_conf() {
+  [ -n "${GS_HTTP_PROXY}${GS_HTTPS_PROXY}" ] || return 1
+  printf '[Service]\nEnvironment="HTTP_PROXY=%s"\nEnvironment="HTTPS_PROXY=%s"\nEnvironment="NO_PROXY=%s"\n' \
+    "$GS_HTTP_PROXY" "$GS_HTTPS_PROXY" "$GS_NO_PROXY"
+}
+
+if [ "$GS_RUNTIME" = containerd ]; then
+  if [ "$family" = ubuntu ]; then ensure_pkgs containerd; else ensure_pkgs containerd.io; fi
+  tmp=$(mktemp)
+  containerd config default >"$tmp"
+  sed -i -e 's/SystemdCgroup = false/SystemdCgroup = true/' \
+         -e 's|config_path = ""|config_path = "/etc/containerd/certs.d"|' "$tmp"
+  set_default=()
+  [ "$GS_NVIDIA_DEFAULT" = 1 ] && set_default=(--set-as-default)
+  nvidia-ctk runtime configure --runtime=containerd --config="$tmp" "${set_default[@]}" >/dev/null
+  write_file /etc/containerd/config.toml 0644 <"$tmp" && restart=1
+  rm -f "$tmp"
+  for pair in $GS_REGISTRY_MIRRORS; do
+    registry="${pair%%=*}"
+    endpoint="${pair#*=}"
+    server="https://${registry}"
+    [ "$registry" = docker.io ] && server="https://registry-1.docker.io"
+    {
+      printf 'server = "%s"\n\n[host."%s"]\n  capabilities = ["pull", "resolve"]\n' "$server" "$endpoint"
+      if [ -n "$registry_password" ]; then
+        printf '  [host."%s".header]\n    Authorization = ["Basic %s"]\n' "$endpoint" \
+          "$(printf '%s:%s' "$GS_REGISTRY_USER" "$registry_password" | base64 -w0)"
+      fi
+    } | write_file "/etc/containerd/certs.d/${registry}/hosts.toml" 0600 || true
+  done
+  if proxy_conf | write_file /etc/systemd/system/containerd.service.d/http-proxy.conf 0644; then
+    systemctl daemon-reload
+    restart=1
+  fi
+  service_enable_now containerd
+  if [ "$restart" = 1 ]; then systemctl restart containerd; changed "containerd restarted"; fi
+else
+  ensure_pkgs docker-ce docker-ce-cli containerd.io
+  mirrors=""
+  for pair in $GS_REGISTRY_MIRRORS; do
+    [ "${pair%%=*}" = docker.io ] && mirrors="${mirrors:+$mirrors, }\"${pair#*=}\""
+  done
+  tmp=$(mktemp)
+  printf '{\n  "exec-opts": ["native.cgroupdriver=systemd"],\n  "log-driver": "json-file",\n  "log-opts": {"max-size": "100m"},\n  "storage-driver": "overlay2",\n  "registry-mirrors": [%s]\n}\n' "$mirrors" >"$tmp"
+  nvidia-ctk runtime configure --runtime=docker --set-as-default --config="$tmp" >/dev/null
+  write_file /etc/docker/daemon.json 0644 <"$tmp" && restart=1
+  rm -f "$tmp"
+  if proxy_conf | write_file /etc/systemd/system/docker.service.d/http-proxy.conf 0644; then
+    systemctl daemon-reload
+    restart=1
+  fi
+  service_enable_now docker
+  if [ "$restart" = 1 ]; then systemctl restart docker; changed "docker restarted"; fi
+fi
+log "done (changed=${GS_CHANGED})"

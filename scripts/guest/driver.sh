@@ -1,0 +1,75 @@
+# Phase: driver. The pinned NVIDIA driver, Fabric Manager at exactly the same
+# version when NVSwitches are attached (without it CUDA fails with error 802),
+# and persistence mode. Skipped when that version is already loaded.
+family=$(os_id)
+branch="${GS_DRIVER_VERSION%%.*}"
+loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+
+if [ "$family" = ubuntu ]; then
+  write_file /etc/apt/preferences.d/gpu-stack-nvidia-driver 0644 <<CONF || true
+Package: /^(lib)?nvidia-.*-${branch}(-server)?$/
+Pin: version ${GS_DRIVER_VERSION}-*
+Pin-Priority: 1001
+CONF
+  driver_pkgs=("nvidia-headless-${branch}-server" "nvidia-utils-${branch}-server")
+  fm_pkgs=("nvidia-fabricmanager-${branch}" "libnvidia-nscq-${branch}")
+  fm_probe="nvidia-fabricmanager-${branch}"
+else
+  driver_pkgs=("nvidia-driver-${GS_DRIVER_VERSION}" "nvidia-driver-cuda-${GS_DRIVER_VERSION}" "kmod-nvidia-latest-dkms-${GS_DRIVER_VERSION}")
+  fm_pkgs=("nvidia-fabric-manager-${GS_DRIVER_VERSION}" "libnvidia-nscq-${branch}-${GS_DRIVER_VERSION}")
+  fm_probe="nvidia-fabric-manager"
+fi
+
+if [ "$loaded" = "$GS_DRIVER_VERSION" ]; then
+  log "driver ${loaded} is loaded"
+else
+  case "$GS_DRIVER_METHOD" in
+    package)
+      pkg_install "${driver_pkgs[@]}"
+      [ "$family" = ubuntu ] && pkg_hold "${driver_pkgs[@]}"
+      [ "$family" = rhel ] && pkg_hold nvidia-driver kmod-nvidia-latest-dkms
+      ;;
+    runfile)
+      if [ "$family" = ubuntu ]; then
+        ensure_pkgs build-essential dkms "linux-headers-$(uname -r)"
+      else
+        ensure_pkgs gcc make dkms elfutils-libelf-devel "kernel-devel-$(uname -r)" "kernel-headers-$(uname -r)"
+      fi
+      runfile="/var/cache/gpu-stack/NVIDIA-Linux-x86_64-${GS_DRIVER_VERSION}.run"
+      if [ ! -s "$GS_ROOT$runfile" ]; then
+        mkdir -p "$GS_ROOT/var/cache/gpu-stack"
+        https_proxy="${GS_HTTPS_PROXY}" http_proxy="${GS_HTTP_PROXY}" curl -fsSL -o "$GS_ROOT$runfile" "$GS_DRIVER_RUNFILE_URL"
+      fi
+      # seed 001's flags: no prompts, DKMS so kernel updates rebuild the module
+      sh "$GS_ROOT$runfile" --silent --dkms --accept-license --no-questions --tmpdir="$GS_ROOT/var/tmp"
+      changed "installed driver ${GS_DRIVER_VERSION} from the .run installer"
+      ;;
+  esac
+  if [ -n "$loaded" ]; then
+    modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia 2>/dev/null \
+      || die "driver ${GS_DRIVER_VERSION} is installed but ${loaded} is loaded and busy: drain the node and reboot it (docs/OPERATIONS.md)"
+  fi
+  modprobe nvidia
+  loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+  [ "$loaded" = "$GS_DRIVER_VERSION" ] || die "after installing ${GS_DRIVER_VERSION} the kernel has '${loaded}' loaded; see dmesg"
+  changed "driver ${GS_DRIVER_VERSION} loaded"
+fi
+
+if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
+  fm_version=$(pkg_version "$fm_probe")
+  case "$fm_version" in
+    "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
+    *)
+      pkg_install "${fm_pkgs[@]}"
+      [ "$family" = ubuntu ] && pkg_hold "${fm_pkgs[@]}"
+      ;;
+  esac
+  service_enable_now nvidia-fabricmanager
+fi
+
+if nvidia-smi --query-gpu=persistence_mode --format=csv,noheader | grep -q Disabled; then
+  nvidia-smi -pm 1 >/dev/null
+  changed "persistence mode on"
+fi
+service_enable_now nvidia-persistenced
+log "done (changed=${GS_CHANGED})"

@@ -1,0 +1,89 @@
+# Phase: kubernetes. kubeadm, kubelet and kubectl pinned and held, then
+# role init (single control plane, its taint removed) or role join (token and
+# CA hash; never the unsafe skip). A node that has joined is not re-joined.
+# The bootstrap token arrives on stdin, never in the script or the logs.
+family=$(os_id)
+minor="${GS_K8S_VERSION%.*}"
+IFS= read -r token || true
+[ -n "$token" ] || die "no bootstrap token arrived on stdin"
+
+if [ "$family" = ubuntu ]; then
+  keyring=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
+  if [ ! -s "$GS_ROOT$keyring" ]; then
+    mkdir -p "$GS_ROOT/etc/apt/keyrings"
+    https_proxy="${GS_HTTPS_PROXY}" curl -fsSL "${GS_K8S_REPO}/deb/Release.key" | gpg --dearmor -o "$GS_ROOT$keyring"
+    changed "Kubernetes apt key"
+  fi
+  write_file /etc/apt/sources.list.d/kubernetes.list 0644 <<CONF || true
+deb [signed-by=${keyring}] ${GS_K8S_REPO}/deb/ /
+CONF
+  write_file /etc/apt/preferences.d/gpu-stack-kubernetes 0644 <<CONF || true
+Package: kubeadm kubelet kubectl
+Pin: version ${GS_K8S_VERSION}-*
+Pin-Priority: 1001
+CONF
+  pkgs=(kubeadm kubelet kubectl)
+else
+  write_file /etc/yum.repos.d/kubernetes.repo 0644 <<CONF || true
+[kubernetes]
+name=Kubernetes ${minor}
+baseurl=${GS_K8S_REPO}/rpm/
+enabled=1
+gpgcheck=1
+gpgkey=${GS_K8S_REPO}/rpm/repodata/repomd.xml.key
+CONF
+  pkgs=("kubeadm-${GS_K8S_VERSION}" "kubelet-${GS_K8S_VERSION}" "kubectl-${GS_K8S_VERSION}")
+fi
+case "$(pkg_version kubeadm)" in
+  "${GS_K8S_VERSION}"|"${GS_K8S_VERSION}"-*) ;;
+  *) pkg_install "${pkgs[@]}" ;;
+esac
+pkg_hold kubeadm kubelet kubectl
+systemctl is-enabled --quiet kubelet 2>/dev/null || { systemctl enable kubelet; changed "kubelet enabled"; }
+
+case "$GS_RUNTIME" in
+  containerd) cri=unix:///run/containerd/containerd.sock ;;
+  docker) cri=unix:///var/run/dockershim.sock ;;
+esac
+
+# Labels and taints for a node that registers itself (join): kubelet flags.
+kubelet_env=/etc/default/kubelet
+[ "$family" = rhel ] && kubelet_env=/etc/sysconfig/kubelet
+labels="${GS_NODE_LABELS// /,}"
+taints="${GS_NODE_TAINTS// /,}"
+write_file "$kubelet_env" 0644 <<CONF || true
+KUBELET_EXTRA_ARGS=${labels:+--node-labels=${labels}}${taints:+ --register-with-taints=${taints}}
+CONF
+
+if [ "$GS_K8S_ROLE" = init ]; then
+  if [ -s "$GS_ROOT/etc/kubernetes/admin.conf" ]; then
+    log "control plane already initialised"
+  else
+    kubeadm init --kubernetes-version "v${GS_K8S_VERSION}" --pod-network-cidr "$GS_POD_CIDR" \
+      --node-name "$GS_NODE_NAME" --cri-socket "$cri" --token "$token" --token-ttl 0 >/dev/null
+    changed "kubeadm init"
+  fi
+  export KUBECONFIG="$GS_ROOT/etc/kubernetes/admin.conf"
+  current_taints=$(kubectl get node "$GS_NODE_NAME" -o go-template='{{range .spec.taints}}{{.key}}={{.value}}:{{.effect}}{{"\n"}}{{end}}')
+  if printf '%s\n' "$current_taints" | grep -q '^node-role.kubernetes.io/control-plane='; then
+    kubectl taint node "$GS_NODE_NAME" node-role.kubernetes.io/control-plane:NoSchedule- >/dev/null
+    changed "control-plane taint removed"
+  fi
+  # shellcheck disable=SC2016  # a Go template, not shell
+  current_labels=$(kubectl get node "$GS_NODE_NAME" -o go-template='{{range $k, $v := .metadata.labels}}{{$k}}={{$v}}{{"\n"}}{{end}}')
+  for label in $GS_NODE_LABELS; do
+    printf '%s\n' "$current_labels" | grep -qxF "$label" || { kubectl label --overwrite node "$GS_NODE_NAME" "$label" >/dev/null; changed "label ${label}"; }
+  done
+  for taint in $GS_NODE_TAINTS; do
+    printf '%s\n' "$current_taints" | grep -qxF "$taint" || { kubectl taint --overwrite node "$GS_NODE_NAME" "$taint" >/dev/null; changed "taint ${taint}"; }
+  done
+else
+  if [ -s "$GS_ROOT/etc/kubernetes/kubelet.conf" ]; then
+    log "already joined"
+  else
+    kubeadm join "$GS_K8S_ENDPOINT" --token "$token" --discovery-token-ca-cert-hash "$GS_K8S_CA_HASH" \
+      --node-name "$GS_NODE_NAME" --cri-socket "$cri" >/dev/null
+    changed "kubeadm join ${GS_K8S_ENDPOINT}"
+  fi
+fi
+log "done (changed=${GS_CHANGED})"

@@ -1,0 +1,31 @@
+# Phase: nouveau. Blacklist it, rebuild the initramfs, unload it without a
+# reboot when possible; otherwise reboot once. Never reboots when nouveau is
+# already absent. When it reboots it stops sshd first, so the next phase
+# (nouveau-check, whose connection retries) reaches the guest only after it.
+family=$(os_id)
+if write_file /etc/modprobe.d/blacklist-nouveau.conf 0644 <<'CONF'
+blacklist nouveau
+options nouveau modeset=0
+CONF
+then
+  if [ "$family" = ubuntu ]; then
+    update-initramfs -u
+  else
+    dracut -f
+  fi
+  changed "initramfs rebuilt without nouveau"
+fi
+
+if module_loaded nouveau; then
+  if modprobe -r nouveau 2>/dev/null; then
+    changed "nouveau unloaded"
+  else
+    log "nouveau is in use (console); rebooting once"
+    systemd-run --on-active=5 --unit=gpu-stack-reboot systemctl reboot
+    systemctl stop ssh.socket ssh.service sshd.service 2>/dev/null || true
+    echo "GPU_STACK_REBOOT=1"
+    exit 0
+  fi
+fi
+echo "GPU_STACK_REBOOT=0"
+log "done (changed=${GS_CHANGED})"

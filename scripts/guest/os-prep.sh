@@ -1,0 +1,80 @@
+# Phase: os-prep. What kubeadm and the NVIDIA stack need from the OS.
+family=$(os_id)
+
+# Swap off, now and across reboots (kubelet refuses to start with swap).
+if [ -n "$(swapon --show --noheadings 2>/dev/null)" ]; then
+  swapoff -a
+  changed "swap off"
+fi
+if grep -Eq '^[^#]\S*\s+\S+\s+swap\s' "$GS_ROOT/etc/fstab" 2>/dev/null; then
+  sed -ri 's/^([^#]\S*\s+\S+\s+swap\s)/#\1/' "$GS_ROOT/etc/fstab"
+  changed "swap commented out in /etc/fstab"
+fi
+
+if [ "$family" = rhel ]; then
+  if command -v getenforce >/dev/null 2>&1 && [ "$(getenforce)" = Enforcing ] && [ "$GS_SELINUX" = permissive ]; then
+    setenforce 0
+    changed "SELinux permissive"
+  fi
+  if [ -f "$GS_ROOT/etc/selinux/config" ] && ! grep -qx "SELINUX=${GS_SELINUX}" "$GS_ROOT/etc/selinux/config"; then
+    sed -i "s/^SELINUX=.*/SELINUX=${GS_SELINUX}/" "$GS_ROOT/etc/selinux/config"
+    changed "SELINUX=${GS_SELINUX} in /etc/selinux/config"
+  fi
+  if [ "$GS_DISABLE_FIREWALLD" = 1 ] && systemctl is-enabled --quiet firewalld 2>/dev/null; then
+    systemctl disable --now firewalld
+    changed "firewalld disabled"
+  fi
+fi
+
+# Package manager proxy (seed 000's lab had no direct internet).
+if [ -n "${GS_HTTP_PROXY}${GS_HTTPS_PROXY}" ]; then
+  if [ "$family" = ubuntu ]; then
+    write_file /etc/apt/apt.conf.d/95gpu-stack-proxy 0644 <<CONF || true
+Acquire::http::Proxy "${GS_HTTP_PROXY:-$GS_HTTPS_PROXY}";
+Acquire::https::Proxy "${GS_HTTPS_PROXY:-$GS_HTTP_PROXY}";
+CONF
+  else
+    proxy="${GS_HTTPS_PROXY:-$GS_HTTP_PROXY}"
+    if ! grep -qx "proxy=${proxy}" "$GS_ROOT/etc/dnf/dnf.conf"; then
+      sed -i '/^proxy=/d' "$GS_ROOT/etc/dnf/dnf.conf"
+      printf 'proxy=%s\n' "$proxy" >>"$GS_ROOT/etc/dnf/dnf.conf"
+      changed "dnf proxy"
+    fi
+  fi
+fi
+
+# Time sync: certificates and etcd need it.
+if [ "$family" = ubuntu ]; then
+  ensure_pkgs chrony
+  service_enable_now chrony
+else
+  ensure_pkgs chrony
+  service_enable_now chronyd
+fi
+
+if [ "$(hostnamectl --static 2>/dev/null || true)" != "$GS_HOSTNAME" ]; then
+  hostnamectl set-hostname "$GS_HOSTNAME"
+  changed "hostname ${GS_HOSTNAME}"
+fi
+address=$(hostname -I | awk '{print $1}')
+if ! grep -Eq "^${address//./\\.}\s+${GS_HOSTNAME}(\s|$)" "$GS_ROOT/etc/hosts"; then
+  sed -i '/# gpu-stack node address$/d' "$GS_ROOT/etc/hosts"
+  printf '%s %s # gpu-stack node address\n' "$address" "$GS_HOSTNAME" >>"$GS_ROOT/etc/hosts"
+  changed "/etc/hosts: ${address} ${GS_HOSTNAME}"
+fi
+
+modules=(overlay br_netfilter ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh nf_conntrack)
+printf '%s\n' "${modules[@]}" | write_file /etc/modules-load.d/gpu-stack-k8s.conf 0644 || true
+for m in "${modules[@]}"; do
+  module_loaded "$m" || { modprobe "$m"; changed "loaded ${m}"; }
+done
+
+if write_file /etc/sysctl.d/99-gpu-stack-k8s.conf 0644 <<'CONF'
+net.bridge.bridge-nf-call-ip6tables = 1
+net.bridge.bridge-nf-call-iptables = 1
+net.ipv4.ip_forward = 1
+CONF
+then
+  sysctl --system >/dev/null
+fi
+log "done (changed=${GS_CHANGED})"

@@ -1,0 +1,26 @@
+# Phase: preflight. Read-only checks; each failure says what to fix.
+family=$(os_id)
+version=$(os_version)
+[ "$family" = "$GS_OS_FAMILY" ] || die "the guest runs ${family} ${version}; config guest.os.family is ${GS_OS_FAMILY}"
+case "$family" in
+  ubuntu) [ "$version" = "$GS_OS_VERSION" ] || die "the guest runs Ubuntu ${version}; config guest.os.version is ${GS_OS_VERSION}" ;;
+  rhel) [ "${version%%.*}" = "$GS_OS_VERSION" ] || die "the guest runs EL ${version}; config guest.os.version is ${GS_OS_VERSION}" ;;
+esac
+
+avail_kib=$(df -Pk "$GS_ROOT/" | awk 'NR == 2 {print $4}')
+need_kib=$((GS_MIN_ROOT_FREE_GIB * 1024 * 1024))
+if [ "$avail_kib" -lt "$need_kib" ]; then
+  die "/ has $((avail_kib / 1024 / 1024)) GiB free, ${GS_MIN_ROOT_FREE_GIB} GiB needed: the driver and CUDA installers fill the root filesystem (seed 001). Raise vms[].diskGib and grow the filesystem."
+fi
+
+command -v lspci >/dev/null 2>&1 || die "lspci is missing; install pciutils in the base image"
+nvidia=$(lspci -Dn -d 10de:)
+gpus=$(printf '%s\n' "$nvidia" | awk '$2 ~ /^030[02]:?$/' | wc -l)
+switches=$(printf '%s\n' "$nvidia" | awk '$2 ~ /^0680:?$/' | wc -l)
+[ "$gpus" -eq "$GS_GPU_COUNT" ] || die "lspci shows ${gpus} NVIDIA GPUs, the config passes through ${GS_GPU_COUNT}: check the domain's hostdevs (virsh dumpxml) and dmesg for vfio errors"
+[ "$switches" -eq "$GS_NVSWITCH_COUNT" ] || die "lspci shows ${switches} NVSwitches, the config passes through ${GS_NVSWITCH_COUNT}"
+
+if command -v mokutil >/dev/null 2>&1 && mokutil --sb-state 2>/dev/null | grep -q "SecureBoot enabled"; then
+  die "Secure Boot is on in the guest; the NVIDIA module (${GS_DRIVER_METHOD} install, built by DKMS) is unsigned and will not load. Boot the VM with non-Secure-Boot OVMF (hosts[].firmware.code) or enroll a MOK."
+fi
+log "ok: ${family} ${version}, ${gpus} GPUs, ${switches} NVSwitches, $((avail_kib / 1024 / 1024)) GiB free on /"
