@@ -13,8 +13,11 @@ import hashlib
 import pulumi
 import pulumi_libvirt as libvirt
 
+from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
-from render.identity import derived_mac
+from components.guest_command import GuestConnection
+from render.guest_scripts import guest_phases
+from render.identity import derived_bootstrap_token, derived_mac
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
 from stacks.config import Host, StackConfig
 from stacks.errors import ConfigError, ConfigIssue
@@ -99,10 +102,64 @@ def build(stack: LoadedStack) -> None:
             ),
         )
 
+    bootstraps = build_guests(stack, vms)
+
     pulumi.export("vms", {
         name: {"mac": c.mac, "ip": c.ip, "domainId": c.domain_id, "hostPublicKey": c.host_public_key}
         for name, c in vms.items()
     })
+    pulumi.export("gpuInventory", {name: b.gpu_inventory for name, b in bootstraps.items()})
+    kubeconfig = next((b.kubeconfig for b in bootstraps.values() if b.kubeconfig is not None), None)
+    if kubeconfig is not None:
+        pulumi.export("kubeconfig", kubeconfig)
+
+
+def _role(cfg: StackConfig, index: int) -> str:
+    k = cfg.kubernetes
+    if k is None or k.mode == "existing":
+        return "none"
+    if k.mode == "init":
+        return "init" if index == 0 else "join"
+    return "join"
+
+
+def build_guests(stack: LoadedStack, vms: dict[str, GpuPassthroughVm]) -> dict[str, GpuGuestBootstrap]:
+    """One GpuGuestBootstrap per VM; in mode init the first VM's cluster is joined by the rest."""
+    cfg = stack.config
+    if cfg.guest is None:
+        return {}
+    key = stack.secrets["sshPrivateKey"]
+    bootstraps: dict[str, GpuGuestBootstrap] = {}
+    init_vm = cfg.vms[0] if cfg.kubernetes is not None and cfg.kubernetes.mode == "init" else None
+    own_token = None
+    if init_vm is not None:
+        stack_name = pulumi.get_stack()
+        own_token = pulumi.Output.secret(key.apply(lambda k: derived_bootstrap_token(f"{stack_name}/{init_vm.name}/{k}")))
+    for index, vm in enumerate(cfg.vms):
+        role = _role(cfg, index)
+        late = None
+        token = None
+        if role in ("init", "join"):
+            token = own_token if init_vm is not None else stack.secrets["joinToken"]
+        if role == "join" and init_vm is not None:
+            late = {
+                "GS_K8S_ENDPOINT": vms[init_vm.name].ip.apply(lambda ip: f"{ip}:6443"),
+                "GS_K8S_CA_HASH": bootstraps[init_vm.name].ca_cert_hash,
+            }
+        machine = vms[vm.name]
+        bootstraps[vm.name] = GpuGuestBootstrap(
+            f"{vm.name}-guest",
+            GpuGuestBootstrapArgs(
+                vm=vm,
+                phases=guest_phases(vm, cfg.guest, cfg.kubernetes, role),
+                connection=GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key),
+                after=[machine],
+                join_token=token,
+                registry_password=stack.secrets.get("registryPassword"),
+                late_params=late,
+            ),
+        )
+    return bootstraps
 
 
 def main() -> None:

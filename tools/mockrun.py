@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -41,6 +42,8 @@ class Registered:
     depends_on: list[str] = field(default_factory=list)
     provider: str | None = None
     custom: bool = True
+    additional_secret_outputs: list[str] = field(default_factory=list)
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +88,18 @@ def _fake_ip(name: str) -> str:
     return f"192.168.122.{10 + h[0] % 200}"
 
 
+def _fake_stdout(name: str, create: str) -> str:
+    """What a converged guest prints, for update-mode runs (the scripts run for real in tests/test_guest_scripts.py)."""
+    if name.endswith("-verify"):
+        count = int(re.search(r"export GS_GPU_COUNT='?(\d+)", create).group(1))
+        rows = "".join(f"{i}, NVIDIA Mock GPU, GPU-{i:08d}-mock, 00000000:{i + 1:02X}:00.0, 570.172.08, 46068 MiB\n" for i in range(count))
+        banner = "| NVIDIA-SMI 570.172.08            Driver Version: 570.172.08     CUDA Version: 12.8     |\n"
+        return f"--- gpu-inventory ---\n{rows}--- nvidia-smi ---\n{banner}"
+    if name.endswith("-kubeconfig"):
+        return "apiVersion: v1\nkind: Config\nclusters: []\n# gpu-stack-ca-cert-hash: sha256:" + "ab" * 32 + "\n"
+    return ""
+
+
 class StackMocks(pulumi_mocks.Mocks):
     def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None, on_register: Callable[[str, str], None] | None = None):
         self.preview = preview
@@ -107,6 +122,8 @@ class StackMocks(pulumi_mocks.Mocks):
         if args.typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyOpenssh"] = f"-----BEGIN OPENSSH PRIVATE KEY-----\nmock-{args.name}\n-----END OPENSSH PRIVATE KEY-----\n"
             state["publicKeyOpenssh"] = f"ssh-ed25519 AAAAmock{hashlib.sha256(args.name.encode()).hexdigest()[:16]}\n"
+        if args.typ == "command:remote:Command":
+            state.update(stdout=_fake_stdout(args.name, state.get("create", "")), stderr="")
         if self.extra_outputs:
             state.update(self.extra_outputs(args))
         return f"{args.name}-id", state
@@ -173,6 +190,8 @@ def run(
             depends_on=[getattr(d, "_name", str(d)) for d in (o.depends_on or [])] if isinstance(o.depends_on, (list, tuple)) else [],
             provider=getattr(o.provider, "_name", None) if o.provider is not None else None,
             custom=isinstance(args.resource, pulumi.CustomResource),
+            additional_secret_outputs=list(o.additional_secret_outputs or []),
+            custom_timeouts={k: v for k, v in vars(o.custom_timeouts).items() if v} if o.custom_timeouts else {},
         ))
         return None
 

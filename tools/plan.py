@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from lxml import etree
 
+from render.guest_scripts import HEREDOC
 from render.provider_xml import VolumeRef, provider_domain_xml
 from stacks.config import SECRET_KEYS
 from stacks.errors import ConfigError
@@ -94,12 +95,27 @@ def _domain_artifacts(result: mockrun.RunResult, domain: mockrun.Registered) -> 
     return files
 
 
+def _script_in(command_text: Any) -> str:
+    """The phase script inside a remote command's SSH wrapper."""
+    if not isinstance(command_text, str):
+        return "# [unknown until deploy: this phase's parameters come from other resources' outputs]\n"
+    start = f"<<'{HEREDOC}'\n"
+    if start not in command_text:
+        return command_text if command_text.endswith("\n") else command_text + "\n"
+    return command_text.split(start, 1)[1].rsplit(f"{HEREDOC}\n", 1)[0]
+
+
 def artifacts(result: mockrun.RunResult) -> dict[str, str]:
     """Relative path -> content for everything that reaches a machine."""
     out: dict[str, str] = {}
     for domain in result.of_type("libvirt:index/domain:Domain"):
         for fname, text in _domain_artifacts(result, domain).items():
             out[f"vms/{domain.inputs['name']}/{fname}"] = text
+    for cmd in result.of_type("command:remote:Command"):
+        if cmd.inputs.get("create") not in (None, "true"):
+            out[f"guest/{cmd.name}.sh"] = _script_in(cmd.inputs["create"])
+        if cmd.inputs.get("delete"):
+            out[f"guest/{cmd.name}.delete.sh"] = _script_in(cmd.inputs["delete"])
     return out
 
 
@@ -117,6 +133,8 @@ def resources_json(result: mockrun.RunResult) -> str:
                 "deleteBeforeReplace": r.delete_before_replace,
                 "ignoreChanges": r.ignore_changes,
                 "dependsOn": r.depends_on,
+                "additionalSecretOutputs": r.additional_secret_outputs,
+                "customTimeouts": r.custom_timeouts,
             },
             "inputs": sanitize(r.inputs),
         })

@@ -29,10 +29,19 @@ esac
 pkg_hold nvidia-container-toolkit nvidia-container-toolkit-base
 
 restart=0
-proxy_conf() {
-  [ -n "${GS_HTTP_PROXY}${GS_HTTPS_PROXY}" ] || return 1
-  printf '[Service]\nEnvironment="HTTP_PROXY=%s"\nEnvironment="HTTPS_PROXY=%s"\nEnvironment="NO_PROXY=%s"\n' \
-    "$GS_HTTP_PROXY" "$GS_HTTPS_PROXY" "$GS_NO_PROXY"
+# sync_proxy_dropin UNIT: the unit's proxy drop-in matches the config (seed 000:
+# pulls went through a proxy). Returns 0 when it changed something.
+sync_proxy_dropin() {
+  local path="/etc/systemd/system/$1.service.d/http-proxy.conf"
+  if [ -n "${GS_HTTP_PROXY}${GS_HTTPS_PROXY}" ]; then
+    printf '[Service]\nEnvironment="HTTP_PROXY=%s"\nEnvironment="HTTPS_PROXY=%s"\nEnvironment="NO_PROXY=%s"\n' \
+      "$GS_HTTP_PROXY" "$GS_HTTPS_PROXY" "$GS_NO_PROXY" | write_file "$path" 0644
+  elif [ -f "$GS_ROOT$path" ]; then
+    rm -f "$GS_ROOT$path"
+    changed "removed ${path}"
+  else
+    return 1
+  fi
 }
 
 if [ "$GS_RUNTIME" = containerd ]; then
@@ -59,7 +68,7 @@ if [ "$GS_RUNTIME" = containerd ]; then
       fi
     } | write_file "/etc/containerd/certs.d/${registry}/hosts.toml" 0600 || true
   done
-  if proxy_conf | write_file /etc/systemd/system/containerd.service.d/http-proxy.conf 0644; then
+  if sync_proxy_dropin containerd; then
     systemctl daemon-reload
     restart=1
   fi
@@ -76,7 +85,7 @@ else
   nvidia-ctk runtime configure --runtime=docker --set-as-default --config="$tmp" >/dev/null
   write_file /etc/docker/daemon.json 0644 <"$tmp" && restart=1
   rm -f "$tmp"
-  if proxy_conf | write_file /etc/systemd/system/docker.service.d/http-proxy.conf 0644; then
+  if sync_proxy_dropin docker; then
     systemctl daemon-reload
     restart=1
   fi

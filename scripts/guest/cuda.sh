@@ -2,7 +2,7 @@
 # which would replace the pinned one (seed 001).
 minor="${GS_CUDA_VERSION%.*}"
 nvcc="$GS_ROOT/usr/local/cuda-${minor}/bin/nvcc"
-if [ -x "$nvcc" ] && "$nvcc" --version | grep -q "release ${minor}"; then
+if [ -x "$nvcc" ] && grep -q "release ${minor}" <<<"$("$nvcc" --version)"; then
   log "CUDA ${minor} toolkit present"
 else
   runfile="/var/cache/gpu-stack/cuda_${GS_CUDA_VERSION}_linux.run"

@@ -67,7 +67,7 @@ if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
   service_enable_now nvidia-fabricmanager
 fi
 
-if nvidia-smi --query-gpu=persistence_mode --format=csv,noheader | grep -q Disabled; then
+if grep -q Disabled <<<"$(nvidia-smi --query-gpu=persistence_mode --format=csv,noheader)"; then
   nvidia-smi -pm 1 >/dev/null
   changed "persistence mode on"
 fi

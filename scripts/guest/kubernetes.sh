@@ -64,18 +64,23 @@ if [ "$GS_K8S_ROLE" = init ]; then
     changed "kubeadm init"
   fi
   export KUBECONFIG="$GS_ROOT/etc/kubernetes/admin.conf"
+  # the token other nodes join with; re-created after a rotation
+  if ! grep -qx "${token%%.*}\..*" <<<"$(kubeadm token list -o jsonpath='{.token}{"\n"}')"; then
+    kubeadm token create "$token" --ttl 0 >/dev/null
+    changed "bootstrap token created"
+  fi
   current_taints=$(kubectl get node "$GS_NODE_NAME" -o go-template='{{range .spec.taints}}{{.key}}={{.value}}:{{.effect}}{{"\n"}}{{end}}')
-  if printf '%s\n' "$current_taints" | grep -q '^node-role.kubernetes.io/control-plane='; then
+  if grep -q '^node-role.kubernetes.io/control-plane=' <<<"$current_taints"; then
     kubectl taint node "$GS_NODE_NAME" node-role.kubernetes.io/control-plane:NoSchedule- >/dev/null
     changed "control-plane taint removed"
   fi
   # shellcheck disable=SC2016  # a Go template, not shell
   current_labels=$(kubectl get node "$GS_NODE_NAME" -o go-template='{{range $k, $v := .metadata.labels}}{{$k}}={{$v}}{{"\n"}}{{end}}')
   for label in $GS_NODE_LABELS; do
-    printf '%s\n' "$current_labels" | grep -qxF "$label" || { kubectl label --overwrite node "$GS_NODE_NAME" "$label" >/dev/null; changed "label ${label}"; }
+    grep -qxF "$label" <<<"$current_labels" || { kubectl label --overwrite node "$GS_NODE_NAME" "$label" >/dev/null; changed "label ${label}"; }
   done
   for taint in $GS_NODE_TAINTS; do
-    printf '%s\n' "$current_taints" | grep -qxF "$taint" || { kubectl taint --overwrite node "$GS_NODE_NAME" "$taint" >/dev/null; changed "taint ${taint}"; }
+    grep -qxF "$taint" <<<"$current_taints" || { kubectl taint --overwrite node "$GS_NODE_NAME" "$taint" >/dev/null; changed "taint ${taint}"; }
   done
 else
   if [ -s "$GS_ROOT/etc/kubernetes/kubelet.conf" ]; then

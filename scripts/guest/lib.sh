@@ -47,7 +47,7 @@ write_file() {
 
 pkg_installed() {
   if [ "$(os_id)" = ubuntu ]; then
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
   else
     rpm -q "$1" >/dev/null 2>&1
   fi
@@ -90,13 +90,13 @@ pkg_hold() {
   if [ "$(os_id)" = ubuntu ]; then
     local p
     for p in "$@"; do
-      apt-mark showhold | grep -qx "$p" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
     done
   else
     ensure_pkgs python3-dnf-plugin-versionlock
     local p
     for p in "$@"; do
-      dnf versionlock list 2>/dev/null | grep -q "^$p-" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
     done
   fi
 }
@@ -109,4 +109,4 @@ service_enable_now() {
   fi
 }
 
-module_loaded() { lsmod | awk '{print $1}' | grep -qx "$1"; }
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }

@@ -26,20 +26,25 @@ if [ "$family" = rhel ]; then
   fi
 fi
 
-# Package manager proxy (seed 000's lab had no direct internet).
-if [ -n "${GS_HTTP_PROXY}${GS_HTTPS_PROXY}" ]; then
-  if [ "$family" = ubuntu ]; then
+# Package manager proxy (seed 000's lab had no direct internet); removed again
+# when the config drops it.
+proxy="${GS_HTTPS_PROXY:-$GS_HTTP_PROXY}"
+if [ "$family" = ubuntu ]; then
+  if [ -n "$proxy" ]; then
     write_file /etc/apt/apt.conf.d/95gpu-stack-proxy 0644 <<CONF || true
 Acquire::http::Proxy "${GS_HTTP_PROXY:-$GS_HTTPS_PROXY}";
-Acquire::https::Proxy "${GS_HTTPS_PROXY:-$GS_HTTP_PROXY}";
+Acquire::https::Proxy "${proxy}";
 CONF
-  else
-    proxy="${GS_HTTPS_PROXY:-$GS_HTTP_PROXY}"
-    if ! grep -qx "proxy=${proxy}" "$GS_ROOT/etc/dnf/dnf.conf"; then
-      sed -i '/^proxy=/d' "$GS_ROOT/etc/dnf/dnf.conf"
-      printf 'proxy=%s\n' "$proxy" >>"$GS_ROOT/etc/dnf/dnf.conf"
-      changed "dnf proxy"
-    fi
+  elif [ -f "$GS_ROOT/etc/apt/apt.conf.d/95gpu-stack-proxy" ]; then
+    rm -f "$GS_ROOT/etc/apt/apt.conf.d/95gpu-stack-proxy"
+    changed "apt proxy removed"
+  fi
+else
+  current=$(sed -n 's/^proxy=//p' "$GS_ROOT/etc/dnf/dnf.conf")
+  if [ "$current" != "$proxy" ]; then
+    sed -i '/^proxy=/d' "$GS_ROOT/etc/dnf/dnf.conf"
+    [ -z "$proxy" ] || printf 'proxy=%s\n' "$proxy" >>"$GS_ROOT/etc/dnf/dnf.conf"
+    changed "dnf proxy '${proxy}'"
   fi
 fi
 

@@ -20,7 +20,7 @@ switches=$(printf '%s\n' "$nvidia" | awk '$2 ~ /^0680:?$/' | wc -l)
 [ "$gpus" -eq "$GS_GPU_COUNT" ] || die "lspci shows ${gpus} NVIDIA GPUs, the config passes through ${GS_GPU_COUNT}: check the domain's hostdevs (virsh dumpxml) and dmesg for vfio errors"
 [ "$switches" -eq "$GS_NVSWITCH_COUNT" ] || die "lspci shows ${switches} NVSwitches, the config passes through ${GS_NVSWITCH_COUNT}"
 
-if command -v mokutil >/dev/null 2>&1 && mokutil --sb-state 2>/dev/null | grep -q "SecureBoot enabled"; then
+if command -v mokutil >/dev/null 2>&1 && grep -q "SecureBoot enabled" <<<"$(mokutil --sb-state 2>/dev/null || true)"; then
   die "Secure Boot is on in the guest; the NVIDIA module (${GS_DRIVER_METHOD} install, built by DKMS) is unsigned and will not load. Boot the VM with non-Secure-Boot OVMF (hosts[].firmware.code) or enroll a MOK."
 fi
 log "ok: ${family} ${version}, ${gpus} GPUs, ${switches} NVSwitches, $((avail_kib / 1024 / 1024)) GiB free on /"

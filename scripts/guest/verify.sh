@@ -8,8 +8,8 @@ if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
   nvidia-smi nvlink -s >/dev/null || die "nvidia-smi nvlink -s failed"
 fi
 case "$GS_RUNTIME" in
-  containerd) containerd config dump | grep -q 'runtimes.nvidia' || die "containerd has no nvidia runtime" ;;
-  docker) docker info --format '{{json .Runtimes}}' | grep -q nvidia || die "docker has no nvidia runtime" ;;
+  containerd) grep -q 'runtimes.nvidia' <<<"$(containerd config dump)" || die "containerd has no nvidia runtime" ;;
+  docker) grep -q nvidia <<<"$(docker info --format '{{json .Runtimes}}')" || die "docker has no nvidia runtime" ;;
 esac
 echo "--- gpu-inventory ---"
 nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader

@@ -1,0 +1,471 @@
+"""Recording stand-ins for the commands the guest scripts call.
+
+Installed under each command's name on PATH in a sandbox (tests/support/guest_sandbox.py).
+Every call is appended to calls.jsonl with a `mutating` flag; a small JSON
+model of the guest (packages, modules, units, the node) answers the
+read-only queries, so a second run sees what the first one did. Package
+versions come from the APT pins the scripts write (or the dnf NEVRA they ask
+for), so a wrong pin shows up as a wrong installed version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+class _Env:
+    """The sandbox paths, read when a stub runs (not when the tests import this module)."""
+
+    def __getattr__(self, name: str) -> Path:
+        return Path(os.environ[{"SANDBOX": "GS_SANDBOX", "ROOT": "GS_ROOT"}[name]])
+
+
+_env = _Env()
+
+
+def load() -> dict:
+    return json.loads((_env.SANDBOX / "state.json").read_text())
+
+
+def save(state: dict) -> None:
+    (_env.SANDBOX / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
+
+
+def record(cmd: str, argv: list[str], mutating: bool) -> None:
+    with (_env.SANDBOX / "calls.jsonl").open("a") as f:
+        f.write(json.dumps({"cmd": cmd, "argv": argv, "mutating": mutating}) + "\n")
+
+
+def out(text: str) -> None:
+    sys.stdout.write(text)
+
+
+# --- packages -----------------------------------------------------------------
+
+def _apt_pin(name: str) -> str | None:
+    prefs = _env.ROOT / "etc/apt/preferences.d"
+    if not prefs.is_dir():
+        return None
+    for path in sorted(prefs.iterdir()):
+        for block in path.read_text().split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in block.strip().splitlines() if ": " in line)
+            pattern = fields.get("Package", "")
+            version = fields.get("Pin", "").removeprefix("version ").rstrip("*").rstrip("-")
+            if pattern.startswith("/") and re.search(pattern.strip("/"), name) or name in pattern.split():
+                return version + "-1"
+    return None
+
+
+def apt_get(argv: list[str]) -> int:
+    state = load()
+    if argv and argv[0] == "update":
+        record("apt-get", argv, True)
+        return 0
+    if "install" in argv:
+        record("apt-get", argv, True)
+        for arg in argv[argv.index("install") + 1:]:
+            if arg.startswith("-"):
+                continue
+            name, _, version = arg.partition("=")
+            state["packages"][name] = version or _apt_pin(name) or "1.0-1"
+            if name.startswith("nvidia-headless-"):
+                state["driver_installed"] = state["packages"][name].rsplit("-", 1)[0]
+        save(state)
+        return 0
+    record("apt-get", argv, True)
+    return 0
+
+
+def apt_mark(argv: list[str]) -> int:
+    state = load()
+    if argv[0] == "showhold":
+        record("apt-mark", argv, False)
+        out("".join(f"{p}\n" for p in sorted(state["held"])))
+        return 0
+    record("apt-mark", argv, True)
+    if argv[0] == "hold":
+        state["held"] = sorted(set(state["held"]) | set(argv[1:]))
+        save(state)
+    return 0
+
+
+def dpkg_query(argv: list[str]) -> int:
+    record("dpkg-query", argv, False)
+    state = load()
+    name = argv[-1]
+    if name not in state["packages"]:
+        return 1
+    fmt = next(a for a in argv if a.startswith("-f="))
+    out("install ok installed" if "Status" in fmt else state["packages"][name])
+    return 0
+
+
+def _rpm_split(spec: str) -> tuple[str, str]:
+    m = re.match(r"^(?P<name>.+?)-(?P<version>\d[\w.]*)$", spec)
+    return (m.group("name"), m.group("version")) if m else (spec, "1.0")
+
+
+def dnf(argv: list[str]) -> int:
+    state = load()
+    if argv[:2] == ["versionlock", "list"]:
+        record("dnf", argv, False)
+        out("".join(f"{p}-0:{state['packages'].get(p, '0')}.*\n" for p in sorted(state["versionlock"])))
+        return 0
+    record("dnf", argv, True)
+    if argv[:2] == ["versionlock", "add"]:
+        state["versionlock"] = sorted(set(state["versionlock"]) | set(argv[2:]))
+    elif "install" in argv:
+        for arg in argv[argv.index("install") + 1:]:
+            if not arg.startswith("-"):
+                name, version = _rpm_split(arg)
+                state["packages"][name] = version
+                if name == "nvidia-driver":
+                    state["driver_installed"] = version
+    save(state)
+    return 0
+
+
+def rpm(argv: list[str]) -> int:
+    record("rpm", argv, False)
+    state = load()
+    name = argv[-1]
+    if name not in state["packages"]:
+        return 1
+    if "--qf" in argv:
+        out(state["packages"][name])
+    return 0
+
+
+# --- system -------------------------------------------------------------------
+
+def systemctl(argv: list[str]) -> int:
+    state = load()
+    args = [a for a in argv if not a.startswith("--")]
+    verb, units = args[0], args[1:]
+    units_state = state["units"]
+    if verb in ("is-enabled", "is-active"):
+        record("systemctl", argv, False)
+        key = "enabled" if verb == "is-enabled" else "active"
+        return 0 if all(units_state.get(u, {}).get(key) for u in units) else 1
+    record("systemctl", argv, True)
+    for u in units:
+        entry = units_state.setdefault(u, {"enabled": False, "active": False})
+        if verb == "enable":
+            entry["enabled"] = True
+            entry["active"] = entry["active"] or "--now" in argv
+        elif verb == "disable":
+            entry["enabled"] = False
+            entry["active"] = entry["active"] and "--now" not in argv
+        elif verb in ("start", "restart"):
+            entry["active"] = True
+        elif verb == "stop":
+            entry["active"] = False
+    save(state)
+    return 0
+
+
+def modprobe(argv: list[str]) -> int:
+    state = load()
+    record("modprobe", argv, True)
+    if argv[0] == "-r":
+        for m in argv[1:]:
+            if m == "nouveau" and state["nouveau_in_use"]:
+                return 1
+            if m in state["modules"]:
+                state["modules"].remove(m)
+        if "nvidia" in argv[1:]:
+            state["driver_loaded"] = None
+    else:
+        m = argv[0]
+        state["modules"] = sorted(set(state["modules"]) | {m})
+        if m == "nvidia":
+            state["driver_loaded"] = state["driver_installed"]
+            (_env.ROOT / "sys/module/nvidia").mkdir(parents=True, exist_ok=True)
+            (_env.ROOT / "sys/module/nvidia/version").write_text(f"{state['driver_installed']}\n")
+    save(state)
+    return 0
+
+
+def lsmod(argv: list[str]) -> int:
+    record("lsmod", argv, False)
+    out("Module                  Size  Used by\n" + "".join(f"{m} 16384 0\n" for m in load()["modules"]))
+    return 0
+
+
+def swapon(argv: list[str]) -> int:
+    record("swapon", argv, False)
+    if load()["swap"]:
+        out("/swap.img file 2G 0B -2\n")
+    return 0
+
+
+def swapoff(argv: list[str]) -> int:
+    record("swapoff", argv, True)
+    state = load()
+    state["swap"] = False
+    save(state)
+    return 0
+
+
+def hostnamectl(argv: list[str]) -> int:
+    state = load()
+    if argv[0] == "--static":
+        record("hostnamectl", argv, False)
+        out(state["hostname"] + "\n")
+        return 0
+    record("hostnamectl", argv, True)
+    state["hostname"] = argv[1]
+    save(state)
+    return 0
+
+
+def hostname(argv: list[str]) -> int:
+    record("hostname", argv, False)
+    out("192.168.122.50 \n")
+    return 0
+
+
+def getenforce(argv: list[str]) -> int:
+    record("getenforce", argv, False)
+    out(load()["selinux"] + "\n")
+    return 0
+
+
+def setenforce(argv: list[str]) -> int:
+    record("setenforce", argv, True)
+    state = load()
+    state["selinux"] = "Permissive" if argv[0] == "0" else "Enforcing"
+    save(state)
+    return 0
+
+
+def mokutil(argv: list[str]) -> int:
+    record("mokutil", argv, False)
+    out(f"SecureBoot {'enabled' if load()['secure_boot'] else 'disabled'}\n")
+    return 0
+
+
+def lspci(argv: list[str]) -> int:
+    record("lspci", argv, False)
+    state = load()
+    lines = [f"0000:{i + 1:02x}:00.0 0302: 10de:2324 (rev a1)\n" for i in range(state["lspci_gpus"])]
+    lines += [f"0000:{0x80 + i:02x}:00.0 0680: 10de:22a3 (rev a1)\n" for i in range(state["lspci_nvswitches"])]
+    out("".join(lines))
+    return 0
+
+
+def df(argv: list[str]) -> int:
+    record("df", argv, False)
+    out(f"Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda1 209715200 1000 {load()['df_avail_kib']} 1% /\n")
+    return 0
+
+
+def cloud_init(argv: list[str]) -> int:
+    record("cloud-init", argv, False)
+    out("status: done\n")
+    return 0
+
+
+def systemd_run(argv: list[str]) -> int:
+    record("systemd-run", argv, True)
+    state = load()
+    state["reboot_scheduled"] = True
+    save(state)
+    return 0
+
+
+def initramfs(name: str, argv: list[str]) -> int:
+    record(name, argv, True)
+    return 0
+
+
+# --- NVIDIA -------------------------------------------------------------------
+
+def nvidia_smi(argv: list[str]) -> int:
+    state = load()
+    mutating = argv[:1] == ["-pm"]
+    record("nvidia-smi", argv, mutating)
+    if not state["driver_loaded"]:
+        sys.stderr.write("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n")
+        return 9
+    n = state["lspci_gpus"]
+    version = state["driver_loaded"]
+    if mutating:
+        state["persistence"] = True
+        save(state)
+        return 0
+    if argv == ["-L"]:
+        out("".join(f"GPU {i}: NVIDIA H800 (UUID: GPU-{i:08d}-0000-0000-0000-000000000000)\n" for i in range(n)))
+    elif argv and argv[0].startswith("--query-gpu=persistence_mode"):
+        out(("Enabled\n" if state["persistence"] else "Disabled\n") * n)
+    elif argv and argv[0].startswith("--query-gpu=index"):
+        out("".join(f"{i}, NVIDIA H800, GPU-{i:08d}-0000-0000-0000-000000000000, 00000000:{i + 1:02X}:00.0, {version}, 81559 MiB\n" for i in range(n)))
+    elif argv[:1] in (["topo"], ["nvlink"]):
+        out(f"{argv[0]} ok\n")
+    else:
+        out(f"| NVIDIA-SMI {version}             Driver Version: {version}     CUDA Version: 12.8     |\n")
+    return 0
+
+
+def nvidia_ctk(argv: list[str]) -> int:
+    record("nvidia-ctk", argv, False)  # edits the temp file it is given; the install is what counts
+    runtime = next(a.split("=", 1)[1] for a in argv if a.startswith("--runtime="))
+    path = Path(next(a.split("=", 1)[1] for a in argv if a.startswith("--config=")))
+    default = "--set-as-default" in argv
+    if runtime == "containerd":
+        text = path.read_text()
+        if default:
+            text = text.replace('default_runtime_name = "runc"', 'default_runtime_name = "nvidia"')
+        text += '\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]\n  runtime_type = "io.containerd.runc.v2"\n  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]\n    BinaryName = "/usr/bin/nvidia-container-runtime"\n    SystemdCgroup = true\n'
+        path.write_text(text)
+    else:
+        doc = json.loads(path.read_text())
+        doc["runtimes"] = {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}
+        if default:
+            doc["default-runtime"] = "nvidia"
+        path.write_text(json.dumps(doc, indent=4, sort_keys=True) + "\n")
+    return 0
+
+
+CONTAINERD_DEFAULT = """version = 2
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = false
+    [plugins."io.containerd.grpc.v1.cri".registry]
+      config_path = ""
+"""
+
+
+def containerd(argv: list[str]) -> int:
+    record("containerd", argv, False)
+    if argv == ["config", "default"]:
+        out(CONTAINERD_DEFAULT)
+    elif argv == ["config", "dump"]:
+        out((_env.ROOT / "etc/containerd/config.toml").read_text())
+    return 0
+
+
+def docker(argv: list[str]) -> int:
+    record("docker", argv, False)
+    doc = json.loads((_env.ROOT / "etc/docker/daemon.json").read_text())
+    out(json.dumps({**doc.get("runtimes", {}), "runc": {}}) + "\n")
+    return 0
+
+
+def curl(argv: list[str]) -> int:
+    if "-o" in argv:
+        record("curl", argv, True)
+        Path(argv[argv.index("-o") + 1]).write_text("#!/bin/sh\n# installer\n")
+    else:
+        record("curl", argv, False)
+        out("-----BEGIN PGP PUBLIC KEY BLOCK-----\nstub\n")
+    return 0
+
+
+def gpg(argv: list[str]) -> int:
+    record("gpg", argv, True)
+    Path(argv[argv.index("-o") + 1]).write_bytes(sys.stdin.buffer.read())
+    return 0
+
+
+def sh(argv: list[str]) -> int:
+    script = argv[0] if argv else ""
+    if not script.endswith(".run"):
+        os.execv("/bin/sh", ["sh", *argv])
+    record("sh", argv, True)
+    state = load()
+    name = Path(script).name
+    if name.startswith("NVIDIA-Linux"):
+        state["driver_installed"] = name.split("x86_64-")[1].removesuffix(".run")
+    elif name.startswith("cuda_"):
+        minor = ".".join(name.split("_")[1].split(".")[:2])
+        nvcc = _env.ROOT / f"usr/local/cuda-{minor}/bin/nvcc"
+        nvcc.parent.mkdir(parents=True, exist_ok=True)
+        nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {minor}, V{minor}.0'\n")
+        nvcc.chmod(0o755)
+    save(state)
+    return 0
+
+
+# --- Kubernetes -----------------------------------------------------------------
+
+def kubeadm(argv: list[str]) -> int:
+    state = load()
+    if argv[:2] == ["token", "list"]:
+        record("kubeadm", argv, False)
+        out("".join(f"{t}\n" for t in state["tokens"]))
+        return 0
+    record("kubeadm", argv, True)
+    kube = _env.ROOT / "etc/kubernetes"
+    if argv[0] == "init":
+        (kube / "pki").mkdir(parents=True, exist_ok=True)
+        (kube / "admin.conf").write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: kubernetes\n")
+        (kube / "pki/ca.crt").write_text((_env.SANDBOX / "ca.crt").read_text())
+        state["tokens"].append(argv[argv.index("--token") + 1])
+        state["node"] = {"labels": {"kubernetes.io/hostname": argv[argv.index("--node-name") + 1]},
+                         "taints": ["node-role.kubernetes.io/control-plane=:NoSchedule"]}
+    elif argv[0] == "join":
+        kube.mkdir(parents=True, exist_ok=True)
+        (kube / "kubelet.conf").write_text("apiVersion: v1\nkind: Config\n")
+    elif argv[:2] == ["token", "create"]:
+        state["tokens"].append(argv[2])
+    elif argv[0] == "reset":
+        for name in ("admin.conf", "kubelet.conf"):
+            (kube / name).unlink(missing_ok=True)
+    save(state)
+    return 0
+
+
+def kubectl(argv: list[str]) -> int:
+    state = load()
+    node = state["node"]
+    if argv[0] == "get":
+        record("kubectl", argv, False)
+        template = next(a for a in argv if a.startswith("go-template=") or "{{" in a)
+        if "taints" in template:
+            out("".join(f"{t}\n" for t in node["taints"]))
+        else:
+            out("".join(f"{k}={v}\n" for k, v in sorted(node["labels"].items())))
+        return 0
+    record("kubectl", argv, True)
+    if argv[0] == "taint":
+        spec = argv[-1]
+        if spec.endswith("-"):
+            key = spec[:-1].split(":")[0].split("=")[0]
+            node["taints"] = [t for t in node["taints"] if not t.startswith(key + "=")]
+        else:
+            node["taints"] = [t for t in node["taints"] if not t.startswith(spec.split("=")[0] + "=")] + [spec]
+    elif argv[0] == "label":
+        k, v = argv[-1].split("=", 1)
+        node["labels"][k] = v
+    save(state)
+    return 0
+
+
+HANDLERS = {
+    "apt-get": apt_get, "apt-mark": apt_mark, "dpkg-query": dpkg_query, "dnf": dnf, "rpm": rpm,
+    "systemctl": systemctl, "modprobe": modprobe, "lsmod": lsmod, "swapon": swapon, "swapoff": swapoff,
+    "hostnamectl": hostnamectl, "hostname": hostname, "getenforce": getenforce, "setenforce": setenforce,
+    "mokutil": mokutil, "lspci": lspci, "df": df, "cloud-init": cloud_init, "systemd-run": systemd_run,
+    "update-initramfs": lambda a: initramfs("update-initramfs", a), "dracut": lambda a: initramfs("dracut", a),
+    "sysctl": lambda a: (record("sysctl", a, True), 0)[1],
+    "nvidia-smi": nvidia_smi, "nvidia-ctk": nvidia_ctk, "containerd": containerd, "docker": docker,
+    "curl": curl, "gpg": gpg, "sh": sh, "kubeadm": kubeadm, "kubectl": kubectl,
+}
+
+
+def main() -> None:
+    name = Path(sys.argv[0]).name
+    sys.exit(HANDLERS[name](sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

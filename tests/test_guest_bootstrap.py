@@ -1,0 +1,104 @@
+"""The guest command chain under mocks: order, triggers, secrets, pinning, fleet join."""
+
+from __future__ import annotations
+
+import copy
+
+from tests.conftest import run_stack
+from tools.mockrun import SECRET_SIG
+
+CMD = "command:remote:Command"
+ORDER = ["wait-ssh", "preflight", "os-prep", "nouveau", "nouveau-check", "driver",
+         "nvidia-runtime-container-runtime", "kubernetes", "kubeconfig", "verify"]
+
+
+def commands(result, vm="gpu-dev-0"):
+    return {r.name.removeprefix(f"{vm}-guest-"): r for r in result.of_type(CMD) if r.name.startswith(f"{vm}-guest-")}
+
+
+def test_phases_run_in_order_one_after_another(dev):
+    cmds = commands(run_stack(dev))
+    assert [n for n in ORDER if n in cmds] == ORDER
+    for before, after in zip(ORDER, ORDER[1:]):
+        assert cmds[after].depends_on == [f"gpu-dev-0-guest-{before}"], after
+    assert cmds["wait-ssh"].depends_on == ["gpu-dev-0"], "the first phase waits for the whole VM component"
+    assert cmds["kubernetes-teardown"].depends_on == ["gpu-dev-0-guest-kubernetes"]
+
+
+def test_components_and_parents(dev):
+    result = run_stack(dev)
+    assert result.named("gpu-dev-0-guest").type == "gpu-stack:index:GpuGuestBootstrap"
+    runtime = result.named("gpu-dev-0-guest-nvidia-runtime")
+    assert runtime.type == "gpu-stack:index:NvidiaRuntime" and runtime.parent == "gpu-dev-0-guest"
+    assert commands(result)["nvidia-runtime-container-runtime"].parent == "gpu-dev-0-guest-nvidia-runtime"
+    assert commands(result)["driver"].parent == "gpu-dev-0-guest"
+
+
+def test_same_config_gives_identical_scripts_and_triggers(dev):
+    a = {n: (c.inputs["create"], c.inputs.get("triggers")) for n, c in commands(run_stack(dev)).items()}
+    b = {n: (c.inputs["create"], c.inputs.get("triggers")) for n, c in commands(run_stack(dev, preview=False)).items()}
+    assert a == b
+
+
+def test_driver_change_reruns_driver_and_verify_only(dev):
+    before = commands(run_stack(dev))
+    changed = copy.deepcopy(dev)
+    changed["guest"]["nvidia"]["driverVersion"] = "570.195.03"
+    after = commands(run_stack(changed))
+    differs = sorted(n for n in before if (before[n].inputs["create"], before[n].inputs.get("triggers"))
+                     != (after[n].inputs["create"], after[n].inputs.get("triggers")))
+    assert differs == ["driver", "verify"]
+
+
+def test_join_token_and_kubeconfig_stay_secret(dev):
+    cmds = commands(run_stack(dev, preview=False))
+    kube = cmds["kubernetes"]
+    assert kube.inputs["stdin"][SECRET_SIG], "the bootstrap token is fed on stdin as a secret"
+    assert "--token" not in kube.inputs["create"].split("kubeadm init")[0].split("export")[-1]
+    assert kube.inputs["logging"] == "none" and {"stdout", "stderr"} <= set(kube.additional_secret_outputs)
+    kubeconfig = cmds["kubeconfig"]
+    assert kubeconfig.inputs["logging"] == "none" and "stdout" in kubeconfig.additional_secret_outputs
+    assert cmds["driver"].inputs["logging"] == "stdoutAndStderr"
+    assert cmds["driver"].custom_timeouts == {"create": "45m", "update": "45m"}
+
+
+def test_connections_pin_the_host_key_and_keep_the_key_secret(dev):
+    result = run_stack(dev, preview=False)
+    pinned = result.outputs["vms"]["gpu-dev-0"]["hostPublicKey"]
+    for name, cmd in commands(result).items():
+        conn = cmd.inputs["connection"]
+        assert conn[SECRET_SIG], f"{name}: the connection holds the private key, so it is secret as a whole"
+        assert conn["value"]["hostKey"] == pinned, name
+    assert commands(result)["wait-ssh"].inputs["connection"]["value"]["dialErrorLimit"] == 90
+    assert commands(result)["nouveau-check"].inputs["connection"]["value"]["dialErrorLimit"] == 90
+    assert commands(result)["driver"].inputs["connection"]["value"]["dialErrorLimit"] == 10
+
+
+def test_stack_outputs_inventory_and_secret_kubeconfig(dev):
+    outputs = run_stack(dev, preview=False).outputs
+    assert outputs["gpuInventory"]["gpu-dev-0"]["gpus"][0]["busId"] == "00000000:01:00.0"
+    assert set(outputs["kubeconfig"]) == {"[secret]"}
+
+
+def test_fleet_in_init_mode_joins_the_first_vm(dev):
+    dev["vms"][0]["vcpus"] = 4
+    dev["vms"][0]["memoryGib"] = 32
+    dev["vms"].append({**copy.deepcopy(dev["vms"][0]), "name": "gpu-dev-1",
+                       "gpus": [{"address": "0000:86:00.0", "model": "L40S", "numaNode": 1}]})
+    dev["kubernetes"]["nodeTaints"] = [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
+    result = run_stack(dev, preview=False)
+    first, second = commands(result, "gpu-dev-0"), commands(result, "gpu-dev-1")
+    assert "export GS_K8S_ROLE=init" in first["kubernetes"].inputs["create"]
+    join = second["kubernetes"].inputs["create"]
+    ip = result.outputs["vms"]["gpu-dev-0"]["ip"]
+    assert "export GS_K8S_ROLE=join" in join and f"export GS_K8S_ENDPOINT={ip}:6443" in join
+    assert "export GS_K8S_CA_HASH=sha256:" in join
+    assert "kubeconfig" not in second
+    assert first["kubernetes"].inputs["stdin"]["value"] == second["kubernetes"].inputs["stdin"]["value"]
+
+
+def test_existing_cluster_mode_sets_up_no_kubeadm(dev):
+    dev["kubernetes"]["mode"] = "existing"
+    result = run_stack(dev, secrets={"sshPrivateKey": "k", "grafanaAdminPassword": "p", "kubeconfig": "apiVersion: v1"})
+    cmds = commands(result)
+    assert "kubernetes" not in cmds and "kubeconfig" not in cmds and "verify" in cmds

@@ -1,0 +1,305 @@
+"""Guest phase scripts: shellcheck, then executed for real in a sandbox with recording stubs.
+
+A fresh host gets the expected mutating calls; a converged host (the second
+run) gets none and its files stay byte-identical. Both distro families.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from render.guest_scripts import SCRIPTS, guest_phases, render_script, ssh_command, teardown_script
+from render.identity import split_kubeconfig_output
+from render.nvidia_smi import parse_verify_output
+from stacks.load import parse_stack_config
+from tests.conftest import ROOT, require_tool, stack_file
+from tests.support.guest_sandbox import GuestSandbox
+
+TOKEN = "abcdef.0123456789abcdef"
+SECRETS = {"sshPrivateKey", "grafanaAdminPassword", "joinToken", "registryPassword"}
+
+
+def config(family: str = "ubuntu", **guest_overrides):
+    raw = stack_file("dev")
+    if family == "rhel":
+        raw["guest"]["os"] = {"family": "rhel", "version": "9"}
+    raw["guest"].update(guest_overrides)
+    return raw
+
+
+def phases_for(raw: dict, role: str = "init", vm_index: int = 0):
+    cfg, _ = parse_stack_config(raw, SECRETS)
+    return guest_phases(cfg.vms[vm_index], cfg.guest, cfg.kubernetes, role)
+
+
+def run_all(sb: GuestSandbox, phases, stdin: dict[str, str] | None = None) -> dict[str, subprocess.CompletedProcess]:
+    stdin = stdin or {"joinToken": TOKEN + "\n"}
+    results = {}
+    for phase in phases:
+        result = sb.run(phase, stdin=stdin.get(phase.stdin_secret or "", ""))
+        results[phase.name] = result
+        assert result.returncode == 0, f"{phase.name} failed:\n{result.stdout}\n{result.stderr}"
+    return results
+
+
+# --- shellcheck ---------------------------------------------------------------
+
+def _shellcheck(paths: list[Path]) -> None:
+    tool = require_tool("shellcheck")
+    proc = subprocess.run([tool, "-x", "-s", "bash", *map(str, paths)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_script_sources_are_shellcheck_clean():
+    _shellcheck(sorted(SCRIPTS.glob("*.sh")) + sorted((ROOT / "scripts").glob("*.sh")) + [ROOT / ".ci" / "run"])
+
+
+@pytest.mark.parametrize("family", ["ubuntu", "rhel"])
+def test_rendered_phases_and_wrappers_are_shellcheck_clean(family, tmp_path):
+    raw = config(family, proxy={"http": "http://100.64.0.5:8888", "https": "http://100.64.0.5:8888"},
+                 registryMirrors=[{"registry": "nvcr.io", "endpoint": "https://harbor.lab/v2/nvcr"}], registryUsername="robot",
+                 nvidia={"driverVersion": "570.172.08", "installMethod": "runfile", "runfileUrl": "https://mirror/NVIDIA.run",
+                         "cuda": {"version": "12.8.1", "runfileUrl": "https://mirror/cuda.run"}})
+    paths = []
+    for phase in phases_for(raw):
+        script = tmp_path / f"{phase.name}.sh"
+        script.write_text(render_script(phase.name, phase.params))
+        wrapper = tmp_path / f"{phase.name}.ssh.sh"
+        wrapper.write_text("#!/bin/sh\n" + ssh_command(script.read_text()))
+        paths += [script]
+    _shellcheck(paths)
+    tool = require_tool("shellcheck")
+    for phase in phases_for(raw):
+        proc = subprocess.run([tool, "-s", "sh", str(tmp_path / f"{phase.name}.ssh.sh")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout
+
+
+# --- fresh host, then converged host -----------------------------------------------
+
+@pytest.fixture(scope="module", params=["ubuntu", "rhel"])
+def converged(request, tmp_path_factory):
+    require_tool("openssl")
+    family = request.param
+    sb = GuestSandbox(tmp_path_factory.mktemp(family), family)
+    phases = phases_for(config(family))
+    first = run_all(sb, phases)
+    first_calls = sb.mutating()
+    sb.clear_calls()
+    tree = sb.tree()
+    second = run_all(sb, phases)
+    return {"family": family, "sb": sb, "first": first, "first_calls": first_calls, "second": second,
+            "second_calls": sb.mutating(), "tree_before": tree, "tree_after": sb.tree()}
+
+
+def test_fresh_host_gets_the_node_it_needs(converged):
+    calls = "\n".join(converged["first_calls"])
+    family = converged["family"]
+    assert "swapoff -a" in calls
+    assert "modprobe br_netfilter" in calls and "sysctl --system" in calls
+    assert ("update-initramfs -u" if family == "ubuntu" else "dracut -f") in calls
+    assert "modprobe -r nouveau" in calls and "systemctl reboot" not in calls
+    if family == "ubuntu":
+        assert "apt-get install" in calls and "nvidia-headless-570-server" in calls
+        assert "apt-mark hold kubeadm" in calls
+    else:
+        assert "nvidia-driver-570.172.08" in calls and "kubeadm-1.32.4" in calls
+        assert "dnf versionlock add kubelet" in calls
+        assert "setenforce 0" in calls and "systemctl disable --now firewalld" in calls
+    assert "kubeadm init --kubernetes-version v1.32.4" in calls and "--token-ttl 0" in calls
+    assert "kubectl taint node gpu-dev-0 node-role.kubernetes.io/control-plane:NoSchedule-" in calls
+    assert "kubectl label --overwrite node gpu-dev-0 nvidia.com/gpu.present=true" in calls
+    assert "nvidia-smi -pm 1" in calls
+    state = converged["sb"].state
+    assert state["driver_loaded"] == "570.172.08"
+    toolkit = state["packages"]["nvidia-container-toolkit"]
+    assert toolkit.startswith("1.17.8"), f"toolkit pinned to 1.17.8, got {toolkit}"
+    kubeadm = state["packages"]["kubeadm"]
+    assert kubeadm.startswith("1.32.4"), f"kubeadm pinned to 1.32.4, got {kubeadm}"
+
+
+def test_fresh_host_files(converged):
+    root = converged["sb"].root
+    assert (root / "etc/fstab").read_text().splitlines()[1].startswith("#/swap.img")
+    assert "blacklist nouveau" in (root / "etc/modprobe.d/blacklist-nouveau.conf").read_text()
+    config_toml = (root / "etc/containerd/config.toml").read_text()
+    assert "SystemdCgroup = true" in config_toml and "runtimes.nvidia" in config_toml
+    assert 'default_runtime_name = "runc"' in config_toml, "nvidia is used through a RuntimeClass, not as the default"
+    assert 'config_path = "/etc/containerd/certs.d"' in config_toml
+    assert not (root / "etc/systemd/system/containerd.service.d/http-proxy.conf").exists()
+
+
+def test_converged_host_changes_nothing(converged):
+    assert converged["second_calls"] == []
+    assert converged["tree_after"] == converged["tree_before"]
+    assert all("changed:" not in r.stdout for r in converged["second"].values())
+
+
+def test_secrets_never_reach_stdout(converged):
+    for result in (*converged["first"].values(), *converged["second"].values()):
+        assert TOKEN not in result.stdout + result.stderr
+
+
+def test_verify_output_parses_into_the_inventory(converged):
+    inventory = parse_verify_output(converged["second"]["verify"].stdout)
+    assert inventory["driverVersion"] == "570.172.08" and inventory["cudaVersion"] == "12.8"
+    assert [g["busId"] for g in inventory["gpus"]] == ["00000000:01:00.0"]
+
+
+def test_kubeconfig_output_carries_the_ca_hash_joining_nodes_pin(converged):
+    config_text, ca_hash = split_kubeconfig_output(converged["second"]["kubeconfig"].stdout)
+    assert "kind: Config" in config_text and "gpu-stack-ca-cert-hash" not in config_text
+    cert = converged["sb"].root / "etc/kubernetes/pki/ca.crt"
+    pub = subprocess.run(["openssl", "x509", "-pubkey", "-noout", "-in", str(cert)], capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub, capture_output=True, check=True).stdout
+    import hashlib
+    assert ca_hash == "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+# --- scenarios -----------------------------------------------------------------
+
+def _phase(phases, name):
+    return next(p for p in phases if p.name == name)
+
+
+def test_nouveau_in_use_reboots_once_and_closes_ssh(tmp_path):
+    sb = GuestSandbox(tmp_path, "ubuntu", nouveau_in_use=True)
+    result = sb.run(_phase(phases_for(config()), "nouveau"))
+    assert result.returncode == 0 and "GPU_STACK_REBOOT=1" in result.stdout
+    calls = sb.mutating()
+    assert any(c.startswith("systemd-run --on-active=5") and c.endswith("systemctl reboot") for c in calls)
+    assert "systemctl stop ssh.socket ssh.service sshd.service" in calls, "the next phase must not reach the old boot"
+
+
+def test_nouveau_absent_never_reboots(tmp_path):
+    sb = GuestSandbox(tmp_path, "ubuntu", modules=["drm"])
+    phase = _phase(phases_for(config()), "nouveau")
+    assert "GPU_STACK_REBOOT=0" in sb.run(phase).stdout
+    sb.clear_calls()
+    assert "GPU_STACK_REBOOT=0" in sb.run(phase).stdout
+    assert sb.mutating() == [], "blacklisted already and not loaded: nothing to do"
+
+
+@pytest.mark.parametrize("state, message", [
+    ({"lspci_gpus": 0}, "lspci shows 0 NVIDIA GPUs, the config passes through 1"),
+    ({"df_avail_kib": 20 * 1024 * 1024}, "/ has 20 GiB free, 50 GiB needed"),
+    ({"secure_boot": True}, "Secure Boot is on in the guest"),
+])
+def test_preflight_failures_say_what_to_fix(tmp_path, state, message):
+    sb = GuestSandbox(tmp_path, "ubuntu", **state)
+    result = sb.run(_phase(phases_for(config()), "preflight"))
+    assert result.returncode != 0 and message in result.stderr
+    assert sb.mutating() == []
+
+
+def test_preflight_refuses_another_os(tmp_path):
+    sb = GuestSandbox(tmp_path, "rhel")
+    result = sb.run(_phase(phases_for(config("ubuntu")), "preflight"))
+    assert result.returncode != 0 and "config guest.os.family is ubuntu" in result.stderr
+
+
+def test_join_pins_the_ca_and_does_not_rejoin(tmp_path):
+    raw = config()
+    raw["kubernetes"] = {"version": "1.32.4", "mode": "join",
+                         "join": {"controlPlaneEndpoint": "10.0.0.10:6443", "caCertHash": "sha256:" + "a" * 64}}
+    phase = _phase(phases_for(raw, role="join"), "kubernetes")
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    first = sb.run(phase, stdin=TOKEN + "\n")
+    assert first.returncode == 0, first.stderr
+    joins = [c for c in sb.mutating() if c.startswith("kubeadm join")]
+    assert joins == [f"kubeadm join 10.0.0.10:6443 --token {TOKEN} --discovery-token-ca-cert-hash sha256:{'a' * 64} "
+                     "--node-name gpu-dev-0 --cri-socket unix:///run/containerd/containerd.sock"]
+    assert "unsafe" not in joins[0]
+    kubelet_args = (sb.root / "etc/default/kubelet").read_text()
+    assert "--node-labels=nvidia.com/gpu.present=true" in kubelet_args
+    sb.clear_calls()
+    assert sb.run(phase, stdin=TOKEN + "\n").returncode == 0
+    assert sb.mutating() == []
+
+
+def test_join_without_token_on_stdin_fails(tmp_path):
+    raw = config()
+    raw["kubernetes"] = {"version": "1.32.4", "mode": "join",
+                         "join": {"controlPlaneEndpoint": "10.0.0.10:6443", "caCertHash": "sha256:" + "a" * 64}}
+    result = GuestSandbox(tmp_path, "ubuntu").run(_phase(phases_for(raw, role="join"), "kubernetes"))
+    assert result.returncode != 0 and "no bootstrap token arrived on stdin" in result.stderr
+
+
+def test_runfile_driver_and_cuda_toolkit_use_seed001_flags(tmp_path):
+    raw = config("rhel", nvidia={"driverVersion": "535.261.03", "installMethod": "runfile",
+                                 "runfileUrl": "https://mirror.lab/NVIDIA-Linux-x86_64-535.261.03.run",
+                                 "cuda": {"version": "12.2.2", "runfileUrl": "https://mirror.lab/cuda_12.2.2_535.104.05_linux.run"}})
+    phases = phases_for(raw)
+    sb = GuestSandbox(tmp_path, "rhel")
+    for name in ("driver", "cuda"):
+        result = sb.run(_phase(phases, name))
+        assert result.returncode == 0, result.stderr
+    calls = sb.mutating()
+    installer = next(c for c in calls if c.startswith("sh ") and "NVIDIA-Linux" in c)
+    assert "--silent --dkms --accept-license --no-questions" in installer
+    cuda = next(c for c in calls if c.startswith("sh ") and "/cuda_12.2.2_" in c)
+    assert "--toolkit" in cuda and "--driver" not in cuda
+    assert sb.state["driver_loaded"] == "535.261.03"
+    sb.clear_calls()
+    for name in ("driver", "cuda"):
+        assert sb.run(_phase(phases, name)).returncode == 0
+    assert sb.mutating() == []
+
+
+def test_nvswitches_get_fabric_manager_at_the_driver_version(tmp_path):
+    raw = config()
+    raw["vms"][0]["gpus"] = [{"address": f"0000:{b:02x}:00.0", "model": "H800-SXM5-80GB", "numaNode": 0} for b in (0x18, 0x2a)]
+    raw["vms"][0]["nvswitches"] = [{"address": "0000:05:00.0", "numaNode": 0}]
+    phases = phases_for(raw)
+    sb = GuestSandbox(tmp_path, "ubuntu", lspci_gpus=2, lspci_nvswitches=1)
+    for name in ("preflight", "driver"):
+        assert sb.run(_phase(phases, name)).returncode == 0
+    state = sb.state
+    assert state["packages"]["nvidia-fabricmanager-570"] == "570.172.08-1"
+    assert state["units"]["nvidia-fabricmanager"] == {"enabled": True, "active": True}
+
+
+def test_docker_runtime_is_nvidia_by_default_like_seed001(tmp_path):
+    raw = config("rhel", containerRuntime={"name": "docker"})
+    raw["kubernetes"]["version"] = "1.23.17"
+    raw["addons"]["devicePlugin"] = {"enabled": True, "version": "0.11.0", "deploy": "static"}
+    sb = GuestSandbox(tmp_path, "rhel")
+    assert sb.run(_phase(phases_for(raw), "container-runtime")).returncode == 0
+    import json
+    daemon = json.loads((sb.root / "etc/docker/daemon.json").read_text())
+    assert daemon["default-runtime"] == "nvidia"
+    assert daemon["exec-opts"] == ["native.cgroupdriver=systemd"]
+
+
+def test_registry_password_goes_to_hosts_toml_only(tmp_path):
+    password = "s3cret-harbor"
+    raw = config(registryMirrors=[{"registry": "nvcr.io", "endpoint": "https://harbor.lab/v2/nvcr"}], registryUsername="robot",
+                 proxy={"https": "http://100.64.0.5:8888"})
+    phase = _phase(phases_for(raw), "container-runtime")
+    assert phase.stdin_secret == "registryPassword"
+    assert password not in render_script(phase.name, phase.params)
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    result = sb.run(phase, stdin=password + "\n")
+    assert result.returncode == 0, result.stderr
+    assert password not in result.stdout + result.stderr
+    hosts = sb.root / "etc/containerd/certs.d/nvcr.io/hosts.toml"
+    assert 'server = "https://nvcr.io"' in hosts.read_text() and "Authorization" in hosts.read_text()
+    assert oct(hosts.stat().st_mode & 0o777) == "0o600"
+    proxy = (sb.root / "etc/systemd/system/containerd.service.d/http-proxy.conf").read_text()
+    assert 'HTTPS_PROXY=http://100.64.0.5:8888' in proxy and "NO_PROXY=127.0.0.1,localhost" in proxy
+
+
+def test_teardown_resets_a_joined_node_and_only_then(tmp_path):
+    cfg, _ = parse_stack_config(config(), SECRETS)
+    script = teardown_script(cfg.vms[0])
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    wrapper = ["/bin/sh", "-c", ssh_command(script)]
+    env = {"PATH": f"{sb.bin}:/usr/bin:/bin", "GS_ROOT": str(sb.root), "GS_SANDBOX": str(sb.tmp)}
+    assert subprocess.run(wrapper, env=env, capture_output=True).returncode == 0
+    assert sb.mutating() == [], "never joined: nothing to reset"
+    (sb.root / "etc/kubernetes").mkdir(parents=True)
+    (sb.root / "etc/kubernetes/kubelet.conf").write_text("x")
+    assert subprocess.run(wrapper, env=env, capture_output=True).returncode == 0
+    assert sb.mutating() == ["kubeadm reset -f"]
