@@ -1,9 +1,13 @@
-"""NvidiaRuntime (guest half): the container runtime with the NVIDIA toolkit on one VM.
+"""The NVIDIA container runtime, both halves.
 
-containerd gets an `nvidia` runtime that pods select through a RuntimeClass
-(the default runtime only when guest.containerRuntime.nvidiaDefault is set);
-docker gets nvidia as its default runtime, as seed 001 did. The Kubernetes
-half (the RuntimeClass object) belongs to the add-ons.
+NvidiaRuntime (guest half, one per VM): the container runtime with the NVIDIA
+toolkit. containerd gets an `nvidia` runtime that pods select through a
+RuntimeClass (the default runtime only when guest.containerRuntime.nvidiaDefault
+is set); docker gets nvidia as its default runtime, as seed 001 did.
+
+NvidiaRuntimeClass (Kubernetes half, one per cluster): the RuntimeClass that
+names that handler. The GPU Operator creates its own, so this one is only
+applied on the device plugin path.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ from dataclasses import dataclass
 
 import pulumi
 
+import pulumi_kubernetes as k8s
+
 from components.guest_command import GuestConnection, phase_command
 from render.guest_scripts import Phase
+from render.k8s_manifests import runtime_class
 
 RUNTIME_HANDLER = "nvidia"
 
@@ -41,3 +48,14 @@ class NvidiaRuntime(pulumi.ComponentResource):
         self.runtime = args.phase.params["GS_RUNTIME"]
         self.handler = RUNTIME_HANDLER
         self.register_outputs({"runtime": self.runtime, "handler": self.handler})
+
+
+class NvidiaRuntimeClass(pulumi.ComponentResource):
+    def __init__(self, name: str, provider: k8s.Provider, after: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpu-stack:index:NvidiaRuntimeClass", name, None, opts)
+        self.objects = k8s.yaml.v2.ConfigGroup(
+            f"{name}-objects", objs=[runtime_class()],
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=after),
+        )
+        self.handler = RUNTIME_HANDLER
+        self.register_outputs({"handler": self.handler})

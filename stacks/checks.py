@@ -180,6 +180,8 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
             issues.append(ConfigIssue("addons.devicePlugin.timeSlicing", "time-slicing with migStrategy mixed is not supported by the device plugin; use single or none"))
     if not dp.enabled and not (op.enabled and op.device_plugin_enabled) and cfg.vms:
         issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; enable addons.devicePlugin or addons.gpuOperator"))
+    if cfg.kubernetes.mode == "join" and any_addon and "kubeconfig" not in secrets:
+        issues.append(ConfigIssue("kubeconfig", "mode join deploys the add-ons into a cluster this stack did not create; set its kubeconfig with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     if a.monitoring.enabled and "grafanaAdminPassword" not in secrets:
         issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled; set the Grafana admin password with `pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
     for qi in _duplicates([q.namespace for q in a.gpu_quotas]):

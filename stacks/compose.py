@@ -21,6 +21,7 @@ from render.identity import derived_bootstrap_token, derived_mac
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
 from stacks.config import Host, StackConfig
 from stacks.errors import ConfigError, ConfigIssue
+from stacks.addons import build_addons
 from stacks.load import LoadedStack, load_stack
 
 
@@ -112,6 +113,9 @@ def build(stack: LoadedStack) -> None:
     kubeconfig = next((b.kubeconfig for b in bootstraps.values() if b.kubeconfig is not None), None)
     if kubeconfig is not None:
         pulumi.export("kubeconfig", kubeconfig)
+    else:
+        kubeconfig = stack.secrets.get("kubeconfig")
+    build_addons(stack, kubeconfig, [b.ready for b in bootstraps.values()])
 
 
 def _role(cfg: StackConfig, index: int) -> str:

@@ -255,16 +255,21 @@ class TimeSlicing(Model):
 
 class DevicePlugin(Model):
     enabled: bool = False
-    version: Version3 = "0.17.4"
+    version: Version3 = "0.20.0"
+    """Plugin and chart version (the chart is versioned with the plugin)."""
     deploy: Literal["helm", "static"] = "helm"
     """static: a plain DaemonSet, for clusters too old for the chart (seed 001)."""
+    namespace: Name = "nvidia-device-plugin"
     time_slicing: Optional[TimeSlicing] = None
     mig_strategy: Literal["none", "single", "mixed"] = "none"
+    fail_on_init_error: bool = True
+    """Crash instead of idling when NVML fails, so a broken driver shows up as CrashLoopBackOff."""
 
 
 class GpuOperator(Model):
     enabled: bool = False
     version: str = Field(default="v26.7.0", pattern=r"^v\d+\.\d+\.\d+$")
+    namespace: Name = "gpu-operator"
     device_plugin_enabled: bool = True
     """The operator's own device plugin. Must be false when addons.devicePlugin is enabled."""
     mig_manager_enabled: bool = False
@@ -280,6 +285,10 @@ class Monitoring(Model):
     retention: str = Field(default="15d", pattern=r"^\d+[smhdwy]$")
     storage_gib: int = Field(default=50, ge=1)
     storage_class: Optional[str] = None
+    service_monitor_selector_nil_uses_helm_values: bool = True
+    """Chart default: Prometheus selects only monitors labelled `release: <releaseName>` (gpu-stack always sets it). false: select every ServiceMonitor, PodMonitor and PrometheusRule."""
+    dcgm_exporter_image_tag: str = "4.5.3-4.8.2-ubuntu22.04"
+    """Standalone dcgm-exporter (device plugin path); the counters file we ship matches 4.5.3-4.8.2."""
 
 
 class GpuQuota(Model):
@@ -287,12 +296,17 @@ class GpuQuota(Model):
     gpus: int = Field(ge=0)
     """Hard limit on requests.nvidia.com/gpu and limits.nvidia.com/gpu."""
     default_request: int = Field(default=1, ge=0)
+    create_namespace: bool = True
 
 
 class Images(Model):
-    registry: Optional[str] = None
-    """Pull every add-on image from this registry prefix instead of upstream (seed 001's Harbor)."""
+    registry: Optional[str] = Field(default=None, pattern=r"^[a-z0-9.-]+(:\d+)?$")
+    """Pull every add-on image from this registry host instead of upstream (seed 001's Harbor): nvcr.io/nvidia/x becomes <registry>/nvidia/x."""
+    overrides: dict[str, str] = Field(default_factory=dict)
+    """Per-image repository overrides, upstream repository -> replacement, e.g. nvcr.io/nvidia/k8s-device-plugin: harbor.lab/k8s/k8s-device-plugin."""
     smoke_test: str = "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04"
+    pull_secret: Optional[str] = None
+    """Name of an existing dockerconfigjson Secret for the private registry, added to every add-on's imagePullSecrets."""
 
 
 class Addons(Model):

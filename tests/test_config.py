@@ -133,6 +133,7 @@ def test_device_plugin_too_new_for_kubernetes_1_23(dev):
     """Seed 001: Kubernetes 1.23.17 needs plugin 0.11, not the then-latest 0.17."""
     dev["kubernetes"]["version"] = "1.23.17"
     dev["addons"]["devicePlugin"].pop("timeSlicing")
+    dev["addons"]["devicePlugin"]["version"] = "0.17.4"
     message = problems(dev)["addons.devicePlugin.version"]
     assert "supports Kubernetes 1.25 to 1.32, not 1.23.17" in message
     assert "0.11" in message

@@ -111,6 +111,18 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
     for domain in result.of_type("libvirt:index/domain:Domain"):
         for fname, text in _domain_artifacts(result, domain).items():
             out[f"vms/{domain.inputs['name']}/{fname}"] = text
+    for release in result.of_type("kubernetes:helm.sh/v3:Release"):
+        values = sanitize(release.inputs.get("values", {}))
+        out[f"helm/{release.inputs.get('name', release.name)}.values.yaml"] = yaml.safe_dump(values, sort_keys=True)
+    for group in result.of_type("kubernetes:yaml/v2:ConfigGroup"):
+        objs = sanitize(group.inputs.get("objs"))
+        if not isinstance(objs, list):
+            out[f"manifests/{group.name}/UNKNOWN.yaml"] = "# [unknown until deploy]\n"
+            continue
+        for obj in objs:
+            meta = obj.get("metadata", {})
+            fname = "-".join(p for p in (obj.get("kind", "").lower(), meta.get("namespace"), meta.get("name")) if p)
+            out[f"manifests/{group.name}/{fname}.yaml"] = yaml.safe_dump(obj, sort_keys=True)
     for cmd in result.of_type("command:remote:Command"):
         if cmd.inputs.get("create") not in (None, "true"):
             out[f"guest/{cmd.name}.sh"] = _script_in(cmd.inputs["create"])

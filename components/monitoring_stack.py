@@ -1,0 +1,60 @@
+"""MonitoringStack: kube-prometheus-stack with a fixed release name and a Grafana admin secret.
+
+The release name is set explicitly: helm.v3.Release appends a random suffix
+otherwise, and Prometheus selects ServiceMonitors and rules by
+`release: <name>`. `release_name` is the Release's own output, so whatever
+selects on it uses the name Helm really used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from render.helm_values import monitoring_values
+from stacks.config import Addons
+
+CHART_REPO = "https://prometheus-community.github.io/helm-charts"
+GRAFANA_SECRET = "gpu-stack-grafana-admin"
+
+
+@dataclass(frozen=True)
+class MonitoringStackArgs:
+    addons: Addons
+    grafana_admin_password: pulumi.Output[str]
+    provider: k8s.Provider
+
+
+class MonitoringStack(pulumi.ComponentResource):
+    release_name: pulumi.Output[str]
+    namespace: str
+    release: k8s.helm.v3.Release
+
+    def __init__(self, name: str, args: MonitoringStackArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("gpu-stack:index:MonitoringStack", name, None, opts)
+        cfg = args.addons.monitoring
+        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata={"name": cfg.namespace}, opts=child)
+        secret = k8s.core.v1.Secret(
+            f"{name}-grafana-admin",
+            metadata={"name": GRAFANA_SECRET, "namespace": cfg.namespace},
+            type="Opaque",
+            string_data={"admin-user": "admin", "admin-password": args.grafana_admin_password},
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[ns], additional_secret_outputs=["stringData", "data"])),
+        )
+        self.release = k8s.helm.v3.Release(
+            f"{name}-release",
+            name=cfg.release_name,
+            chart="kube-prometheus-stack",
+            version=cfg.chart_version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPO),
+            namespace=cfg.namespace,
+            values=monitoring_values(cfg, args.addons, GRAFANA_SECRET),
+            timeout=900,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[secret])),
+        )
+        self.release_name = self.release.name
+        self.namespace = cfg.namespace
+        self.register_outputs({"releaseName": self.release_name, "namespace": self.namespace})

@@ -1,0 +1,32 @@
+"""Image repositories with the private-registry overrides applied.
+
+Seed 001 pulled everything from a private Harbor: every add-on image goes
+through here, so one `addons.images.registry` (or a per-image override)
+moves them all.
+"""
+
+from __future__ import annotations
+
+from stacks.config import Images
+
+
+def repository(images: Images, upstream: str) -> str:
+    """`nvcr.io/nvidia/k8s-device-plugin` -> the repository to pull it from."""
+    if upstream in images.overrides:
+        return images.overrides[upstream]
+    if images.registry:
+        host, _, path = upstream.partition("/")
+        if "." in host or ":" in host:
+            return f"{images.registry}/{path}"
+        return f"{images.registry}/{upstream}"
+    return upstream
+
+
+def image(images: Images, upstream: str, tag: str) -> str:
+    return f"{repository(images, upstream)}:{tag}"
+
+
+def split_repository(repo: str) -> tuple[str, str]:
+    """The GPU Operator's values split a repository into (registry path, image name)."""
+    head, _, name = repo.rpartition("/")
+    return head, name

@@ -1,0 +1,165 @@
+"""Kubernetes objects gpu-stack applies itself, as plain manifest dicts.
+
+Validated in the tests against the Kubernetes JSON schemas (kubernetes-validate)
+and, for monitoring.coreos.com objects, against the CRD schemas.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from render.helm_values import DCGM_COUNTERS_CONFIGMAP, GPU_NODE_SELECTOR, GPU_TOLERATION, NODE_RELABELING, device_plugin_config
+from render.images import image
+from stacks.config import Addons, GpuQuota
+
+COUNTERS_FILE = Path(__file__).with_name("dcgm-counters.csv")
+RUNTIME_CLASS = "nvidia"
+
+
+def dcgm_counters() -> str:
+    return COUNTERS_FILE.read_text()
+
+
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+def runtime_class() -> dict[str, Any]:
+    """Pods that need a GPU select containerd's `nvidia` handler (configured by NvidiaRuntime)."""
+    return {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": RUNTIME_CLASS}, "handler": RUNTIME_CLASS}
+
+
+def _pull_secrets(addons: Addons) -> dict[str, Any]:
+    return {"imagePullSecrets": [{"name": addons.images.pull_secret}]} if addons.images.pull_secret else {}
+
+
+def device_plugin_static(addons: Addons, runtime_class_name: str | None) -> list[dict[str, Any]]:
+    """The plain DaemonSet for clusters the chart does not support (seed 001: plugin 0.11 on Kubernetes 1.23)."""
+    dp = addons.device_plugin
+    labels = {"name": "nvidia-device-plugin-ds"}
+    env = [{"name": "FAIL_ON_INIT_ERROR", "value": str(dp.fail_on_init_error).lower()},
+           {"name": "MIG_STRATEGY", "value": dp.mig_strategy}]
+    mounts = [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}]
+    volumes: list[dict[str, Any]] = [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins", "type": "Directory"}}]
+    objects: list[dict[str, Any]] = []
+    args: list[str] = []
+    if dp.time_slicing is not None:
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "nvidia-device-plugin-config", "namespace": "kube-system"},
+                        "data": {"config.yaml": yaml.safe_dump(device_plugin_config(addons), sort_keys=True)}})
+        mounts.append({"name": "config", "mountPath": "/etc/nvidia-device-plugin"})
+        volumes.append({"name": "config", "configMap": {"name": "nvidia-device-plugin-config"}})
+        args = ["--config-file=/etc/nvidia-device-plugin/config.yaml"]
+    container: dict[str, Any] = {
+        "name": "nvidia-device-plugin-ctr",
+        "image": image(addons.images, "nvcr.io/nvidia/k8s-device-plugin", f"v{dp.version}"),
+        "env": env,
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": mounts,
+    }
+    if args:
+        container["args"] = args
+    pod_spec: dict[str, Any] = {
+        "nodeSelector": dict(GPU_NODE_SELECTOR),
+        "tolerations": [dict(GPU_TOLERATION)],
+        "priorityClassName": "system-node-critical",
+        "containers": [container],
+        "volumes": volumes,
+        **_pull_secrets(addons),
+    }
+    if runtime_class_name:
+        pod_spec["runtimeClassName"] = runtime_class_name
+    objects.append({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "nvidia-device-plugin-daemonset", "namespace": "kube-system"},
+        "spec": {"selector": {"matchLabels": labels}, "updateStrategy": {"type": "RollingUpdate"},
+                 "template": {"metadata": {"labels": labels}, "spec": pod_spec}},
+    })
+    return objects
+
+
+def dcgm_counters_configmap(ns: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": DCGM_COUNTERS_CONFIGMAP, "namespace": ns},
+            "data": {"dcgm-metrics.csv": dcgm_counters()}}
+
+
+def dcgm_exporter_standalone(addons: Addons, ns: str, runtime_class_name: str | None, monitor_labels: dict[str, Any]) -> list[dict[str, Any]]:
+    """dcgm-exporter for the device plugin path (the GPU Operator brings its own)."""
+    labels = {"app.kubernetes.io/name": "dcgm-exporter"}
+    pod_spec: dict[str, Any] = {
+        "nodeSelector": dict(GPU_NODE_SELECTOR),
+        "tolerations": [dict(GPU_TOLERATION)],
+        "priorityClassName": "system-node-critical",
+        "containers": [{
+            "name": "dcgm-exporter",
+            "image": image(addons.images, "nvcr.io/nvidia/k8s/dcgm-exporter", addons.monitoring.dcgm_exporter_image_tag),
+            "args": ["-f", "/etc/dcgm-exporter/dcgm-metrics.csv"],
+            "env": [{"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"},
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+            "ports": [{"name": "metrics", "containerPort": 9400}],
+            "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}},
+            "volumeMounts": [{"name": "counters", "mountPath": "/etc/dcgm-exporter"},
+                             {"name": "pod-resources", "mountPath": "/var/lib/kubelet/pod-resources", "readOnly": True}],
+            "readinessProbe": {"httpGet": {"path": "/health", "port": 9400}, "initialDelaySeconds": 20},
+        }],
+        "volumes": [{"name": "counters", "configMap": {"name": DCGM_COUNTERS_CONFIGMAP}},
+                    {"name": "pod-resources", "hostPath": {"path": "/var/lib/kubelet/pod-resources"}}],
+        **_pull_secrets(addons),
+    }
+    if runtime_class_name:
+        pod_spec["runtimeClassName"] = runtime_class_name
+    return [
+        dcgm_counters_configmap(ns),
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "dcgm-exporter", "namespace": ns, "labels": labels},
+         "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod_spec}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "dcgm-exporter", "namespace": ns, "labels": labels},
+         "spec": {"selector": labels, "ports": [{"name": "metrics", "port": 9400, "targetPort": 9400}]}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+         "metadata": {"name": "dcgm-exporter", "namespace": ns, "labels": {**labels, **monitor_labels}},
+         "spec": {"selector": {"matchLabels": labels},
+                  "endpoints": [{"port": "metrics", "interval": "15s", "relabelings": [dict(NODE_RELABELING)]}]}},
+    ]
+
+
+def gpu_quota(quota: GpuQuota) -> list[dict[str, Any]]:
+    """Seed 004: a namespace's GPUs capped by a ResourceQuota, containers defaulted by a LimitRange."""
+    objects: list[dict[str, Any]] = [namespace(quota.namespace)] if quota.create_namespace else []
+    objects += [
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpu-quota", "namespace": quota.namespace},
+         "spec": {"hard": {"requests.nvidia.com/gpu": str(quota.gpus), "limits.nvidia.com/gpu": str(quota.gpus)}}},
+        {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "gpu-limit-range", "namespace": quota.namespace},
+         "spec": {"limits": [{"type": "Container",
+                              "default": {"nvidia.com/gpu": str(quota.default_request)},
+                              "defaultRequest": {"nvidia.com/gpu": str(quota.default_request)}}]}},
+    ]
+    return objects
+
+
+SMOKE_NAMESPACE = "gpu-stack-smoke"
+
+
+def smoke_test_job(addons: Addons, runtime_class_name: str | None, resource: str = "nvidia.com/gpu") -> list[dict[str, Any]]:
+    """One GPU, the GPU toleration (seed 001's test pod), nvidia-smi; Pulumi waits for it to succeed."""
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "nodeSelector": dict(GPU_NODE_SELECTOR),
+        "tolerations": [dict(GPU_TOLERATION)],
+        "containers": [{"name": "nvidia-smi", "image": image(addons.images, *addons.images.smoke_test.rsplit(":", 1)),
+                        "command": ["nvidia-smi"], "resources": {"limits": {resource: "1"}}}],
+        **_pull_secrets(addons),
+    }
+    if runtime_class_name:
+        pod_spec["runtimeClassName"] = runtime_class_name
+    return [
+        namespace(SMOKE_NAMESPACE),
+        {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "gpu-smoke-test", "namespace": SMOKE_NAMESPACE},
+         "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 900, "template": {"spec": pod_spec}}},
+    ]
+
+
+def grafana_admin_secret(ns: str, name: str, password: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "type": "Opaque",
+            "stringData": {"admin-user": "admin", "admin-password": password}}
