@@ -19,7 +19,7 @@ from tests.conftest import ROOT, require_tool, stack_file
 from tests.support.guest_sandbox import GuestSandbox
 
 TOKEN = "abcdef.0123456789abcdef"
-SECRETS = {"sshPrivateKey", "grafanaAdminPassword", "joinToken", "registryPassword"}
+SECRETS = {"sshPrivateKey", "grafanaAdminPassword", "joinToken", "registryPassword", "kubeconfig"}
 
 
 def config(family: str = "ubuntu", **guest_overrides):

@@ -171,6 +171,9 @@ def run(
 
     mocks = StackMocks(preview, node_devices, outputs, on_register)
     monitor = pulumi_mocks.MockMonitor(mocks)
+    # a fresh root stack per run: set_mocks reuses the previous one, and with it
+    # the previous run's stack transformation
+    pulumi.runtime.settings.set_root_resource(None)
     pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
     runtime_config.set_all_config(dict(config), secret_keys=list(secret_keys))
     captured: list[Registered] = []
