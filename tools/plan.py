@@ -33,6 +33,22 @@ ROOT = Path(__file__).resolve().parent.parent
 CLOUDINIT_POOL_PATH = "/var/lib/libvirt/images"  # the host's pool path; the provider reads it at create time
 
 
+class _PlanDumper(yaml.SafeDumper):
+    """Multi-line strings (config files inside values) as literal blocks, so reviewers can read them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_PlanDumper.add_representer(str, _str)
+
+
+def to_yaml(value: Any) -> str:
+    return yaml.dump(value, Dumper=_PlanDumper, sort_keys=True, default_flow_style=False, width=120)
+
+
 def sanitize(value: Any) -> Any:
     """Secrets -> "[secret]", unknowns -> "[unknown]", everything else as JSON."""
     if isinstance(value, dict):
@@ -113,7 +129,7 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
             out[f"vms/{domain.inputs['name']}/{fname}"] = text
     for release in result.of_type("kubernetes:helm.sh/v3:Release"):
         values = sanitize(release.inputs.get("values", {}))
-        out[f"helm/{release.inputs.get('name', release.name)}.values.yaml"] = yaml.safe_dump(values, sort_keys=True)
+        out[f"helm/{release.inputs.get('name', release.name)}.values.yaml"] = to_yaml(values)
     for group in result.of_type("kubernetes:yaml/v2:ConfigGroup"):
         objs = sanitize(group.inputs.get("objs"))
         if not isinstance(objs, list):
@@ -122,7 +138,7 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
         for obj in objs:
             meta = obj.get("metadata", {})
             fname = "-".join(p for p in (obj.get("kind", "").lower(), meta.get("namespace"), meta.get("name")) if p)
-            out[f"manifests/{group.name}/{fname}.yaml"] = yaml.safe_dump(obj, sort_keys=True)
+            out[f"manifests/{group.name}/{fname}.yaml"] = to_yaml(obj)
     for cmd in result.of_type("command:remote:Command"):
         if cmd.inputs.get("create") not in (None, "true"):
             out[f"guest/{cmd.name}.sh"] = _script_in(cmd.inputs["create"])
