@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 STACK   ?= dev
 
-.PHONY: test plan schema venv clean
+.PHONY: test plan plans golden schema bench venv clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,16 @@ test: $(STAMP)
 
 plan: $(STAMP)
 	$(PY) -m tools.plan $(STACK)
+
+STACKS := $(patsubst Pulumi.%.yaml,%,$(wildcard Pulumi.*.yaml))
+
+plans: $(STAMP)
+	for s in $(STACKS); do $(PY) -m tools.plan $$s || exit 1; done
+
+# Refresh the golden plans after an intended change; review `git diff tests/golden`.
+golden: $(STAMP)
+	rm -rf tests/golden
+	for s in $(STACKS); do $(PY) -m tools.plan $$s --out tests/golden || exit 1; done
 
 schema: $(STAMP)
 	$(PY) -m tools.schema

@@ -155,8 +155,8 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
         if g is not None and g.container_runtime.name == "docker" and version_tuple(k.version)[:2] >= (1, 24):
             issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} has no dockershim (removed in 1.24); use containerd, or Kubernetes <= 1.23 as in seed 001"))
         blocking = [t for t in k.node_taints if t.effect in ("NoSchedule", "NoExecute")]
-        if k.mode == "init" and len(cfg.vms) == 1 and blocking:
-            issues.append(ConfigIssue("kubernetes.nodeTaints", f"a single-node cluster tainted {blocking[0].key}:{blocking[0].effect} leaves CoreDNS, Prometheus and every pod without the toleration Pending; set nodeTaints: [] or add nodes"))
+        if k.mode == "init" and blocking:
+            issues.append(ConfigIssue("kubernetes.nodeTaints", f"in mode init every node of the cluster is one of these GPU VMs, so {blocking[0].key}:{blocking[0].effect} on all of them leaves CoreDNS, Prometheus and every pod without the toleration Pending; set nodeTaints: [], or join the VMs to a cluster that has other nodes (mode join)"))
         if k.mode == "existing" and "kubeconfig" not in secrets:
             issues.append(ConfigIssue("kubeconfig", "mode existing needs the cluster's kubeconfig; set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     return issues

@@ -227,3 +227,13 @@ def test_models_are_frozen(dev):
     cfg, _ = parse_stack_config(dev, SECRETS)
     with pytest.raises(Exception):
         cfg.vms[0].vcpus = 99  # type: ignore[misc]
+
+
+def test_gpu_taint_on_every_node_of_an_init_cluster_is_refused(dev):
+    dev["kubernetes"]["nodeTaints"] = [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
+    assert "CoreDNS" in problems(dev)["kubernetes.nodeTaints"]
+
+
+def test_docker_needs_kubernetes_with_dockershim(dev):
+    dev["guest"]["containerRuntime"] = {"name": "docker"}
+    assert "dockershim" in problems(dev)["guest.containerRuntime.name"]

@@ -85,7 +85,6 @@ def test_fleet_in_init_mode_joins_the_first_vm(dev):
     dev["vms"][0]["memoryGib"] = 32
     dev["vms"].append({**copy.deepcopy(dev["vms"][0]), "name": "gpu-dev-1",
                        "gpus": [{"address": "0000:86:00.0", "model": "L40S", "numaNode": 1}]})
-    dev["kubernetes"]["nodeTaints"] = [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
     result = run_stack(dev, preview=False)
     first, second = commands(result, "gpu-dev-0"), commands(result, "gpu-dev-1")
     assert "export GS_K8S_ROLE=init" in first["kubernetes"].inputs["create"]

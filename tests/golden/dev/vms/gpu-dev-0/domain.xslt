@@ -1,0 +1,46 @@
+<?xml version="1.0"?>
+<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
+    xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0" exclude-result-prefixes="qemu">
+  <xsl:output method="xml" indent="yes"/>
+  <xsl:strip-space elements="*"/>
+  <!-- gpu-stack: rendered by render/domain_xslt.py; any change here replaces the domain. -->
+  <xsl:template match="/">
+    <xsl:if test="not(/domain/cpu) or not(/domain/features) or not(/domain/devices)">
+      <xsl:message terminate="yes">gpu-stack: provider XML lacks cpu, features or devices; refusing to drop the passthrough settings</xsl:message>
+    </xsl:if>
+    <xsl:apply-templates/>
+  </xsl:template>
+  <xsl:template match="@*|node()">
+    <xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy>
+  </xsl:template>
+  <xsl:template match="/domain">
+    <xsl:copy><xsl:apply-templates select="@*|node()"/>
+      <cputune><vcpupin vcpu="0" cpuset="1"/><vcpupin vcpu="1" cpuset="2"/><vcpupin vcpu="2" cpuset="3"/><vcpupin vcpu="3" cpuset="4"/><vcpupin vcpu="4" cpuset="5"/><vcpupin vcpu="5" cpuset="6"/><vcpupin vcpu="6" cpuset="7"/><vcpupin vcpu="7" cpuset="8"/><emulatorpin cpuset="1-8"/></cputune>
+      <numatune><memory mode="strict" nodeset="0"/><memnode cellid="0" mode="strict" nodeset="0"/></numatune>
+      <qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size=128G"/></qemu:commandline>
+    </xsl:copy>
+  </xsl:template>
+  <xsl:template match="/domain/cpu">
+    <xsl:copy><xsl:apply-templates select="@*|node()"/>
+      <maxphysaddr mode="passthrough"/>
+      <numa><cell id="0" cpus="0-7" memory="65536" unit="MiB"/></numa>
+    </xsl:copy>
+  </xsl:template>
+  <xsl:template match="/domain/features">
+    <xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy>
+  </xsl:template>
+  <xsl:template match="/domain/devices">
+    <xsl:copy><xsl:apply-templates select="@*|node()"/>
+      <hostdev mode="subsystem" type="pci" managed="yes"><driver name="vfio"/><source><address domain="0x0000" bus="0x3b" slot="0x00" function="0x0"/></source></hostdev>
+      <memballoon model="none"/>
+    </xsl:copy>
+  </xsl:template>
+  <!-- q35 has no IDE: the provider's cloud-init cdrom moves to SATA; dev hdd and serial cloudinit stay. -->
+  <xsl:template match="/domain/devices/disk[@device='cdrom']/target/@bus[.='ide']">
+    <xsl:attribute name="bus">sata</xsl:attribute>
+  </xsl:template>
+  <!-- libvirtxml omits the console type; libvirt defaults to pty, the RNG schema wants it spelled out. -->
+  <xsl:template match="/domain/devices/console[not(@type)]">
+    <xsl:copy><xsl:attribute name="type">pty</xsl:attribute><xsl:apply-templates select="@*|node()"/></xsl:copy>
+  </xsl:template>
+</xsl:stylesheet>

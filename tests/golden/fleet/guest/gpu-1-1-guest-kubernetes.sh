@@ -1,0 +1,1 @@
+# [unknown until deploy: this phase's parameters come from other resources' outputs]
