@@ -138,7 +138,9 @@ def build_guests(stack: LoadedStack, vms: dict[str, GpuPassthroughVm]) -> dict[s
     own_token = None
     if init_vm is not None:
         stack_name = pulumi.get_stack()
-        own_token = pulumi.Output.secret(key.apply(lambda k: derived_bootstrap_token(f"{stack_name}/{init_vm.name}/{k}")))
+        rotation = cfg.kubernetes.bootstrap_token_rotation
+        seed = f"{stack_name}/{init_vm.name}" + (f"/rotation-{rotation}" if rotation else "")
+        own_token = pulumi.Output.secret(key.apply(lambda k: derived_bootstrap_token(f"{seed}/{k}")))
     for index, vm in enumerate(cfg.vms):
         role = _role(cfg, index)
         late = None

@@ -237,6 +237,8 @@ class Kubernetes(Model):
     """init: the first VM runs kubeadm init, the rest join it. join: all VMs join `join`. existing: nodes are already members; gpu-stack:kubeconfig is required."""
     join: Optional[JoinTarget] = None
     pod_cidr: str = "10.244.0.0/16"
+    bootstrap_token_rotation: int = Field(default=0, ge=0)
+    """Mode init: bump to derive a new bootstrap token for joining nodes (docs/OPERATIONS.md, rotating the join token)."""
     package_repository: Optional[str] = None
     """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>."""
     node_labels: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})

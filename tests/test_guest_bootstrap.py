@@ -101,3 +101,11 @@ def test_existing_cluster_mode_sets_up_no_kubeadm(dev):
     result = run_stack(dev, secrets={"sshPrivateKey": "k", "grafanaAdminPassword": "p", "kubeconfig": "apiVersion: v1"})
     cmds = commands(result)
     assert "kubernetes" not in cmds and "kubeconfig" not in cmds and "verify" in cmds
+
+
+def test_bootstrap_token_rotation_changes_only_the_token(dev):
+    before = commands(run_stack(dev, preview=False))
+    dev["kubernetes"]["bootstrapTokenRotation"] = 1
+    after = commands(run_stack(dev, preview=False))
+    assert before["kubernetes"].inputs["stdin"]["value"] != after["kubernetes"].inputs["stdin"]["value"]
+    assert before["kubernetes"].inputs["create"] == after["kubernetes"].inputs["create"]
