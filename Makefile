@@ -32,6 +32,9 @@ golden: $(STAMP)
 	rm -rf tests/golden
 	for s in $(STACKS); do $(PY) -m tools.plan $$s --out tests/golden || exit 1; done
 
+bench: $(STAMP)
+	$(PY) -m tools.bench
+
 schema: $(STAMP)
 	$(PY) -m tools.schema
 

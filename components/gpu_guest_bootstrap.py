@@ -14,7 +14,7 @@ import pulumi_command as command
 
 from components.guest_command import GuestConnection, connection_args, phase_command
 from components.nvidia_runtime import NvidiaRuntime, NvidiaRuntimeArgs
-from render.guest_scripts import Phase, render_script, ssh_command, teardown_script, triggers
+from render.guest_scripts import LOGICAL_DEPS, Phase, render_script, ssh_command, teardown_script, triggers
 from render.identity import split_kubeconfig_output
 from render.nvidia_smi import parse_verify_output
 from stacks.config import Vm
@@ -51,12 +51,14 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
                 )
             else:
                 scripts[phase.name] = pulumi.Output.from_input(render_script(phase.name, phase.params))
-        all_scripts = pulumi.Output.all(**scripts)
 
         previous: list[pulumi.Resource] = list(args.after)
         commands: dict[str, command.remote.Command] = {}
         for phase in args.phases:
-            phase_triggers = all_scripts.apply(lambda ss, n=phase.name: triggers(n, ss))
+            # only this phase's script and those it checks: a joining VM's early phases
+            # must not wait for the control plane's outputs
+            needed = {n: scripts[n] for n in (phase.name, *LOGICAL_DEPS.get(phase.name, ())) if n in scripts}
+            phase_triggers = pulumi.Output.all(**needed).apply(lambda ss, n=phase.name: triggers(n, ss))
             if phase.name == "container-runtime":
                 runtime = NvidiaRuntime(
                     f"{name}-nvidia-runtime",

@@ -46,12 +46,27 @@ class Registered:
     custom_timeouts: dict[str, str] = field(default_factory=dict)
 
 
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The mock monitor, also keeping each registration's dependencies (explicit and from inputs)."""
+
+    def __init__(self, mocks: pulumi_mocks.Mocks):
+        super().__init__(mocks)
+        self.dependencies: dict[str, list[str]] = {}
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        self.dependencies[response.urn] = sorted(set(request.dependencies))
+        return response
+
+
 @dataclass
 class RunResult:
     resources: list[Registered]
     outputs: dict[str, Any]
     registered: dict[str, Any]
     """MockMonitor.get_registered_resources(): URN -> (urn, id, state)."""
+    dependencies: dict[str, list[str]] = field(default_factory=dict)
+    """URN -> URNs it depends on, as the engine would see them."""
 
     def of_type(self, type_: str) -> list[Registered]:
         return [r for r in self.resources if r.type == type_]
@@ -170,7 +185,7 @@ def run(
     from stacks.compose import main
 
     mocks = StackMocks(preview, node_devices, outputs, on_register)
-    monitor = pulumi_mocks.MockMonitor(mocks)
+    monitor = RecordingMonitor(mocks)
     # a fresh root stack per run: set_mocks reuses the previous one, and with it
     # the previous run's stack transformation
     pulumi.runtime.settings.set_root_resource(None)
@@ -216,7 +231,7 @@ def run(
     for r in captured:
         r.inputs = mocks.inputs.get((r.type, r.name), {})
     resolved = {k: _resolve(v) for k, v in stack_outputs.items()}
-    return RunResult(captured, resolved, monitor.get_registered_resources())
+    return RunResult(captured, resolved, monitor.get_registered_resources(), monitor.dependencies)
 
 
 def _resolve(value: Any) -> Any:
