@@ -19,24 +19,25 @@ REFERENCE = SHARED / "reference"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def missing_validator(message: str) -> None:
+    """Skip on a workstation that lacks a validator; fail in CI, which must have them all."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_tool(name: str) -> str:
-    """Path of a validator binary; skip on a workstation without it, fail in CI."""
+    """Path of a validator binary."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (see ../shared/docs/VALIDATORS.md; .ci/run installs it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_validator(f"{name} is not installed (see ../shared/docs/VALIDATORS.md; .ci/run installs it)")
     return path
 
 
 def require_reference(name: str) -> Path:
     path = REFERENCE / name
     if not path.exists():
-        message = f"{path} is missing; the shared/ reference data sits beside the checkout"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_validator(f"{path} is missing; the shared/ reference data sits beside the checkout")
     return path
 
 
