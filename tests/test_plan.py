@@ -66,3 +66,18 @@ def test_unknown_stack_is_reported(tmp_path):
     proc = plan(tmp_path, "nope")
     assert proc.returncode != 0 and "Pulumi.dev.yaml" not in proc.stdout
     assert "stacks here" in proc.stderr
+
+
+def test_secure_values_in_the_stack_file_become_placeholders(tmp_path):
+    """A stack file with encrypted secrets plans without the passphrase; the ciphertext never reaches the plan."""
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    doc["encryptionsalt"] = "v1:Zm9vYmFy:v1:c2FsdHNhbHQ=:ZmFrZQ=="
+    doc["config"]["gpu-stack:sshPrivateKey"] = {"secure": "v1:AAAAciphertext-ssh"}
+    doc["config"]["gpu-stack:grafanaAdminPassword"] = {"secure": "v1:AAAAciphertext-grafana"}
+    (tmp_path / "Pulumi.enc.yaml").write_text(yaml.safe_dump(doc))
+    proc = plan(tmp_path, "enc", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = "".join(p.read_text() for p in (tmp_path / "plan" / "enc").rglob("*") if p.is_file())
+    assert "ciphertext" not in text and "plan-placeholder" not in text
+    secret = next(r for r in json.loads((tmp_path / "plan" / "enc" / "resources.json").read_text()) if r["name"] == "monitoring-grafana-admin")
+    assert secret["inputs"]["stringData"] == "[secret]"
