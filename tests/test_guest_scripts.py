@@ -6,7 +6,9 @@ run) gets none and its files stay byte-identical. Both distro families.
 
 from __future__ import annotations
 
+import base64
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -285,7 +287,11 @@ def test_registry_password_goes_to_hosts_toml_only(tmp_path):
     assert result.returncode == 0, result.stderr
     assert password not in result.stdout + result.stderr
     hosts = sb.root / "etc/containerd/certs.d/nvcr.io/hosts.toml"
-    assert 'server = "https://nvcr.io"' in hosts.read_text() and "Authorization" in hosts.read_text()
+    parsed = tomllib.loads(hosts.read_text())
+    assert parsed["server"] == "https://nvcr.io"
+    mirror = parsed["host"]["https://harbor.lab/v2/nvcr"]
+    assert mirror["capabilities"] == ["pull", "resolve"]
+    assert base64.b64decode(mirror["header"]["Authorization"][0].removeprefix("Basic ")) == f"robot:{password}".encode()
     assert oct(hosts.stat().st_mode & 0o777) == "0o600"
     proxy = (sb.root / "etc/systemd/system/containerd.service.d/http-proxy.conf").read_text()
     assert 'HTTPS_PROXY=http://100.64.0.5:8888' in proxy and "NO_PROXY=127.0.0.1,localhost" in proxy

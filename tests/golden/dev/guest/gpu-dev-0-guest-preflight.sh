@@ -122,7 +122,8 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
-# Phase: preflight. Read-only checks; each failure says what to fix.
+# Phase: preflight. Checks, each failure saying what to fix; it changes nothing
+# but installing pciutils where the image lacks lspci (minimal EL images).
 family=$(os_id)
 version=$(os_version)
 [ "$family" = "$GS_OS_FAMILY" ] || die "the guest runs ${family} ${version}; config guest.os.family is ${GS_OS_FAMILY}"
@@ -137,7 +138,8 @@ if [ "$avail_kib" -lt "$need_kib" ]; then
   die "/ has $((avail_kib / 1024 / 1024)) GiB free, ${GS_MIN_ROOT_FREE_GIB} GiB needed: the driver and CUDA installers fill the root filesystem (seed 001). Raise vms[].diskGib and grow the filesystem."
 fi
 
-command -v lspci >/dev/null 2>&1 || die "lspci is missing; install pciutils in the base image"
+command -v lspci >/dev/null 2>&1 || ensure_pkgs pciutils
+command -v lspci >/dev/null 2>&1 || die "lspci is still missing after installing pciutils"
 nvidia=$(lspci -Dn -d 10de:)
 gpus=$(printf '%s\n' "$nvidia" | awk '$2 ~ /^030[02]:?$/' | wc -l)
 switches=$(printf '%s\n' "$nvidia" | awk '$2 ~ /^0680:?$/' | wc -l)
