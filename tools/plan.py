@@ -114,7 +114,7 @@ def _domain_artifacts(result: mockrun.RunResult, domain: mockrun.Registered) -> 
 def _script_in(command_text: Any) -> str:
     """The phase script inside a remote command's SSH wrapper."""
     if not isinstance(command_text, str):
-        return "# [unknown until deploy: this phase's parameters come from other resources' outputs]\n"
+        return "#!/usr/bin/env bash\n# [unknown until deploy: this phase's parameters come from other resources' outputs]\n"
     start = f"<<'{HEREDOC}'\n"
     if start not in command_text:
         return command_text if command_text.endswith("\n") else command_text + "\n"

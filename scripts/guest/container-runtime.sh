@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: container-runtime (NvidiaRuntime, guest half). containerd (default) or
 # docker with the systemd cgroup driver, the pinned nvidia-container-toolkit,
 # and `nvidia-ctk runtime configure`. containerd gets an `nvidia` runtime used

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: cuda. The CUDA toolkit only (--toolkit): never its bundled driver,
 # which would replace the pinned one (seed 001).
 minor="${GS_CUDA_VERSION%.*}"

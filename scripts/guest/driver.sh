@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: driver. The pinned NVIDIA driver, Fabric Manager at exactly the same
 # version when NVSwitches are attached (without it CUDA fails with error 802),
 # and persistence mode. Skipped when that version is already loaded.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: kubeconfig (role init). Prints the admin kubeconfig, then the CA
 # public-key hash that joining nodes pin. The command's stdout is a secret.
 [ -s "$GS_ROOT/etc/kubernetes/admin.conf" ] || die "no /etc/kubernetes/admin.conf: kubeadm init has not run"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Delete-time phase: a node removed from the config leaves the cluster cleanly.
 # Drains first when this node can reach the API with admin rights (role init).
 if [ -s "$GS_ROOT/etc/kubernetes/admin.conf" ]; then

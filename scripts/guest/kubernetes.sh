@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: kubernetes. kubeadm, kubelet and kubectl pinned and held, then
 # role init (single control plane, its taint removed) or role join (token and
 # CA hash; never the unsafe skip). A node that has joined is not re-joined.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: nouveau. Blacklist it, rebuild the initramfs, unload it without a
 # reboot when possible; otherwise reboot once. Never reboots when nouveau is
 # already absent. When it reboots it stops sshd first, so the next phase

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: os-prep. What kubeadm and the NVIDIA stack need from the OS.
 family=$(os_id)
 

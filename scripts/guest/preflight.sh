@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: preflight. Checks, each failure saying what to fix; it changes nothing
 # but installing pciutils where the image lacks lspci (minimal EL images).
 family=$(os_id)

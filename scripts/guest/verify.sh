@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: verify. The GPUs, the NVSwitch fabric and the container runtime work;
 # prints the GPU inventory that becomes a stack output.
 count=$(nvidia-smi -L | grep -c '^GPU ' || true)

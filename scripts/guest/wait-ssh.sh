@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Phase: wait-ssh. The guest answers SSH (the connection retries the dial) and
 # cloud-init has finished, so apt/dnf are not locked by first-boot work.
 if command -v cloud-init >/dev/null 2>&1; then

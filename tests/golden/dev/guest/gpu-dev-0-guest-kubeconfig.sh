@@ -116,6 +116,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: kubeconfig (role init). Prints the admin kubeconfig, then the CA
 # public-key hash that joining nodes pin. The command's stdout is a secret.
 [ -s "$GS_ROOT/etc/kubernetes/admin.conf" ] || die "no /etc/kubernetes/admin.conf: kubeadm init has not run"

@@ -127,6 +127,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: kubernetes. kubeadm, kubelet and kubectl pinned and held, then
 # role init (single control plane, its taint removed) or role join (token and
 # CA hash; never the unsafe skip). A node that has joined is not re-joined.

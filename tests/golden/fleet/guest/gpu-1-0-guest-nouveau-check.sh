@@ -116,6 +116,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: nouveau-check. Runs after nouveau, on the new boot if it rebooted.
 if module_loaded nouveau; then
   die "nouveau is still loaded: check /etc/modprobe.d/blacklist-nouveau.conf and that the initramfs was rebuilt"

@@ -121,6 +121,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: os-prep. What kubeadm and the NVIDIA stack need from the OS.
 family=$(os_id)
 

@@ -119,6 +119,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: verify. The GPUs, the NVSwitch fabric and the container runtime work;
 # prints the GPU inventory that becomes a stack output.
 count=$(nvidia-smi -L | grep -c '^GPU ' || true)

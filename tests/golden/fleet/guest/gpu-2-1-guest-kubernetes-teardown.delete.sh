@@ -117,6 +117,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Delete-time phase: a node removed from the config leaves the cluster cleanly.
 # Drains first when this node can reach the API with admin rights (role init).
 if [ -s "$GS_ROOT/etc/kubernetes/admin.conf" ]; then

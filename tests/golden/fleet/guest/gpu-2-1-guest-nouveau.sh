@@ -116,6 +116,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: nouveau. Blacklist it, rebuild the initramfs, unload it without a
 # reboot when possible; otherwise reboot once. Never reboots when nouveau is
 # already absent. When it reboots it stops sshd first, so the next phase

@@ -116,6 +116,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: wait-ssh. The guest answers SSH (the connection retries the dial) and
 # cloud-init has finished, so apt/dnf are not locked by first-boot work.
 if command -v cloud-init >/dev/null 2>&1; then

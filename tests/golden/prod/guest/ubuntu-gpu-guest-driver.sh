@@ -122,6 +122,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: driver. The pinned NVIDIA driver, Fabric Manager at exactly the same
 # version when NVSwitches are attached (without it CUDA fails with error 802),
 # and persistence mode. Skipped when that version is already loaded.

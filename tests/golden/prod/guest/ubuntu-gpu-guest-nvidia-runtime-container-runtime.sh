@@ -124,6 +124,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: container-runtime (NvidiaRuntime, guest half). containerd (default) or
 # docker with the systemd cgroup driver, the pinned nvidia-container-toolkit,
 # and `nvidia-ctk runtime configure`. containerd gets an `nvidia` runtime used

@@ -122,6 +122,7 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# shellcheck shell=bash
 # Phase: preflight. Checks, each failure saying what to fix; it changes nothing
 # but installing pciutils where the image lacks lspci (minimal EL images).
 family=$(os_id)
