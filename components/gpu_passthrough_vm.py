@@ -39,12 +39,12 @@ class GpuPassthroughVmArgs:
     production: bool
 
 
-def domain_spec(args: GpuPassthroughVmArgs, vm_index: int = 0) -> DomainSpec:
+def domain_spec(args: GpuPassthroughVmArgs) -> DomainSpec:
     vm = args.vm
     consumer = any(GPU_MODELS[g.model].consumer for g in vm.gpus)
     affinity: tuple[AffinityGroup, ...] = ()
     if vm.numa.expose_gpu_affinity:
-        cells_of, _ = device_cells(vm_index, vm, args.placement)  # problems were reported by stacks.checks
+        cells_of, _ = device_cells(0, vm, args.placement)  # problems were already reported, by key, in stacks.checks
         affinity = tuple(AffinityGroup(cell, devices) for cell, devices in affinity_groups(cells_of, args.hostdevs))
     return DomainSpec(
         affinity=affinity,

@@ -159,7 +159,3 @@ def smoke_test_job(addons: Addons, runtime_class_name: str | None, resource: str
          "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 900, "template": {"spec": pod_spec}}},
     ]
 
-
-def grafana_admin_secret(ns: str, name: str, password: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "type": "Opaque",
-            "stringData": {"admin-user": "admin", "admin-password": password}}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from stacks.config import Host, Vm
 from stacks.errors import ConfigIssue
-from stacks.types import parse_cpu_list
+from stacks.types import parse_cpu_list, pci_parts
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,6 @@ def affinity_groups(cells_of: dict[str, int], hostdevs: tuple[str, ...]) -> tupl
 
     Extra functions (a GPU's audio) follow the configured device they belong to.
     """
-    from stacks.types import pci_parts
-
     by_device: dict[tuple[int, int, int], list[str]] = {}
     for address in hostdevs:
         by_device.setdefault(pci_parts(address)[:3], []).append(address)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 _BANNER = re.compile(r"NVIDIA-SMI\s+(?P<smi>\S+)\s+Driver Version:\s+(?P<driver>\S+)\s+CUDA Version:\s+(?P<cuda>[\d.]+)")
 _ROW = re.compile(r"^\|\s+(?P<index>\d+)\s+(?P<name>.+?)\s+(?:On|Off)\s+\|\s+(?P<bus>[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d)\s")
@@ -70,5 +70,3 @@ def parse_verify_output(text: str) -> dict:
         "cudaVersion": banner["cuda_version"],
     }
 
-
-__all__ = ["GpuInfo", "asdict", "parse_banner", "parse_query_csv", "parse_table_gpus", "parse_verify_output"]

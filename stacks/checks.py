@@ -48,8 +48,8 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
     for host_name, vms in by_host.items():
         hi = host_index[host_name]
         host = cfg.hosts[hi]
-        issues += _check_devices(hi, host, vms)
-        issues += _check_capacity(hi, host, vms)
+        issues += _check_devices(host, vms)
+        issues += _check_capacity(host, vms)
         placed, placement_issues = place_host(hi, host, vms)
         issues += placement_issues
         placements.update(placed)
@@ -64,7 +64,7 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
     return issues, placements
 
 
-def _check_devices(hi, host, vms) -> list[ConfigIssue]:
+def _check_devices(host, vms) -> list[ConfigIssue]:
     issues = []
     owner: dict[str, str] = {}
     node_ids = {n.id for n in host.numa_nodes}
@@ -84,7 +84,7 @@ def _check_devices(hi, host, vms) -> list[ConfigIssue]:
     return issues
 
 
-def _check_capacity(hi, host, vms) -> list[ConfigIssue]:
+def _check_capacity(host, vms) -> list[ConfigIssue]:
     issues = []
     reserved = set(host.reserved_cpu_ids)
     cpus = sum(1 for n in host.numa_nodes for c in n.cpu_ids if c not in reserved)

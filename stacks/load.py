@@ -34,7 +34,8 @@ def _config_keys() -> dict[str, Any]:
     return {k.split(":", 1)[1]: v for k, v in merged.items() if k.startswith(f"{PREFIX}:")}
 
 
-def _decode(value: Any) -> Any:
+def decode_config_value(value: Any) -> Any:
+    """The engine hands structured config over as JSON text."""
     if not isinstance(value, str):
         return value
     try:
@@ -108,7 +109,7 @@ def parse_stack_config(raw: dict[str, Any], secret_names: set[str]) -> tuple[Sta
 
 
 def load_stack() -> LoadedStack:
-    raw = {k: _decode(v) for k, v in _config_keys().items()}
+    raw = {k: decode_config_value(v) for k, v in _config_keys().items()}
     present = {k for k in SECRET_KEYS if raw.get(k) not in (None, "")}
     plain_text = [k for k in sorted(present) if not runtime_config.is_config_secret(f"{PREFIX}:{k}")]
     if plain_text:

@@ -26,7 +26,7 @@ from render.guest_scripts import HEREDOC
 from render.provider_xml import VolumeRef, provider_domain_xml
 from stacks.config import SECRET_KEYS
 from stacks.errors import ConfigError
-from stacks.load import parse_stack_config
+from stacks.load import decode_config_value, parse_stack_config
 from tools import mockrun
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def load_stack_file(stack: str, root: Path = ROOT) -> dict[str, Any]:
 def plan_config(stack_config: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     """Engine-form config with placeholders for `secure:` values and for required secrets that are absent."""
     values, secret_keys = mockrun.config_values(stack_config, lambda key: f"plan-placeholder-{key.split(':', 1)[1]}")
-    raw = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "[{" else v for k, v in values.items()}
+    raw = {k.split(":", 1)[1]: decode_config_value(v) for k, v in values.items()}
     present = {k.split(":", 1)[1] for k in secret_keys}
     try:
         parse_stack_config(raw, present)

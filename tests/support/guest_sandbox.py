@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,5 +110,3 @@ class GuestSandbox:
         return subprocess.run(["/bin/sh", "-c", ssh_command(script)], input=stdin, capture_output=True, text=True,
                               env=env, cwd=self.tmp, timeout=120)
 
-
-__all__ = ["GuestSandbox", "fresh_state", "os"]
