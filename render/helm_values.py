@@ -1,7 +1,7 @@
 """Helm values for the three charts, as plain dicts.
 
 Every path set here exists in the pinned chart's default values
-(../shared/reference/), which tests/test_addon_manifests.py checks: a typo
+(tests/reference/), which tests/test_addons.py checks: a typo
 such as `dcgmExporter.servicemonitor` is silently ignored by Helm.
 """
 
