@@ -38,7 +38,10 @@ class MonitoringStack(pulumi.ComponentResource):
         super().__init__("gpu-stack:index:MonitoringStack", name, None, opts)
         cfg = args.addons.monitoring
         child = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata={"name": cfg.namespace}, opts=child)
+        # a component's dependsOn does not order its children: the first child carries it
+        after = pulumi.ResourceOptions(depends_on=opts.depends_on) if opts is not None and opts.depends_on else None
+        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata={"name": cfg.namespace},
+                                   opts=pulumi.ResourceOptions.merge(child, after))
         secret = k8s.core.v1.Secret(
             f"{name}-grafana-admin",
             metadata={"name": GRAFANA_SECRET, "namespace": cfg.namespace},

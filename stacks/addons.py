@@ -109,7 +109,7 @@ def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after
             "operator" if a.gpu_operator.enabled else "standalone", a, monitoring, expected, runtime_class, provider, deps))
         converged.append(dcgm.objects)
     if a.gpu_quotas:
-        GpuQuotas("gpu-quotas", a.gpu_quotas, provider, pulumi.ResourceOptions(depends_on=after))
+        GpuQuotas("gpu-quotas", a.gpu_quotas, provider, after)
     smoke = a.smoke_test and bool(ready)
     if smoke:
         converged.append(GpuSmokeTest("gpu-smoke-test", GpuSmokeTestArgs(a, runtime_class, gpu_resource(cfg), provider, ready)).objects)
