@@ -441,3 +441,11 @@ def test_gate_on_a_joined_node_reads_the_kubeconfig_from_stdin(tmp_path):
     result = run_gate(sb, phase, stdin="apiVersion: v1\nkind: Config\n")
     assert result.returncode == 0, result.stderr
     assert "apiVersion" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("stdin", [False, True], ids=["admin-kubeconfig", "kubeconfig-on-stdin"])
+def test_rendered_readiness_gate_is_shellcheck_clean(tmp_path, stdin):
+    phase = gate_phase(stdin=stdin)
+    script = tmp_path / "readiness.sh"
+    script.write_text(render_script(phase.name, phase.params))
+    _shellcheck([script])
