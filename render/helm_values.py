@@ -194,15 +194,18 @@ def pod_network_values(addons: Addons, kubernetes: Kubernetes, nodes: int) -> di
         # one VM: a second kube-controllers/apiserver replica would stay Pending
         "controlPlaneReplicas": min(nodes, 2),
     }
-    custom = calico_image_path(addons)
-    if custom is not None:
-        installation["registry"], installation["imagePath"] = custom
-    if addons.images.pull_secret:
-        installation["imagePullSecrets"] = [{"name": addons.images.pull_secret}]
-    return {
+    values: dict[str, Any] = {
         "installation": installation,
         # the flow aggregator and its UI are not needed for a GPU node; fewer images to mirror
         "goldmane": {"enabled": False},
         "whisker": {"enabled": False},
         "tigeraOperator": {"registry": operator_registry, "image": operator_image},
     }
+    custom = calico_image_path(addons)
+    if custom is not None:
+        installation["registry"], installation["imagePath"] = custom
+        # the chart's calicoctl init container (OpenShift only) follows the same path
+        values["calicoctl"] = {"image": f"{custom[0]}{custom[1]}/ctl"}
+    if addons.images.pull_secret:
+        installation["imagePullSecrets"] = [{"name": addons.images.pull_secret}]
+    return values

@@ -391,6 +391,7 @@ def test_cni_images_follow_the_registry_override():
     assert values["installation"]["registry"] == "harbor.lab.local/" and values["installation"]["imagePath"] == "calico"
     assert values["installation"]["imagePullSecrets"] == [{"name": "harbor-pull"}]
     assert values["tigeraOperator"] == {"registry": "harbor.lab.local", "image": "tigera/operator"}
+    assert values["calicoctl"] == {"image": "harbor.lab.local/calico/ctl"}
     plain = _values(deploy("plugin")["result"], "tigera-operator")
     assert "registry" not in plain["installation"] and plain["tigeraOperator"]["registry"] == "quay.io"
 
