@@ -185,7 +185,7 @@ class ContainerRuntime(Model):
     nvidia_default: bool = False
     """containerd only: make nvidia the default runtime instead of using the RuntimeClass."""
     docker_repository: Optional[str] = Field(default=None, pattern=r"^https?://\S+[^/]$")
-    """docker only: base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (…/ubuntu, …/rhel below it). Unset: https://download.docker.com/linux."""
+    """Base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (ubuntu/, rhel/, centos/ below it): docker-ce for runtime docker, and containerd.io on EL. Unset: https://download.docker.com/linux."""
 
 
 class Proxy(Model):
