@@ -249,7 +249,7 @@ def _version(text: str) -> tuple[int, ...]:
 def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
     """A facts document to HostFacts; FactsError naming `source` and the field on anything wrong."""
     try:
-        data: Any = json.loads(text)
+        data: Any = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
     except UnicodeDecodeError as e:
         raise FactsError(source, "(file)", f"is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
@@ -279,7 +279,7 @@ def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
         name = _xml_name(d.nodedev_xml)
         if name is not None and name != nodedev_name(d.address):
             raise FactsError(source, f"{field}.nodedevXml", f"is the XML of {name}, not of {d.address} ({nodedev_name(d.address)})")
-        if node.iommu_group < 0:
+        if node.iommu_group < 0 and raw.iommu.enabled:
             raise FactsError(source, f"{field}.nodedevXml", f"has no <iommuGroup>: the IOMMU is off on {raw.host}, or the XML is not from `virsh nodedev-dumpxml`")
         try:
             bars = parse_resource(d.resource)

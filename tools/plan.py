@@ -233,8 +233,8 @@ def _facts_by_host(files: list[str]) -> dict[str, str]:
 
 def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> tuple[Path, str]:
     values, secret_keys = plan_config(load_stack_file(stack, root))
-    files = facts_files(facts or [], facts_dir, stack_host_names(values))
-    result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=files)
+    facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
+    result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
     out = out_root / stack
     if out.exists():
         shutil.rmtree(out)
@@ -244,7 +244,7 @@ def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] |
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return out, summary(stack, result, _facts_by_host(files))
+    return out, summary(stack, result, _facts_by_host(facts_paths))
 
 
 def main(argv: list[str] | None = None) -> int:
