@@ -122,6 +122,10 @@ def test_iommu_off_is_recorded(tmp_path):
     facts = HostSandbox(tmp_path, with_spec(captured_hgx_h100(), iommu=False, cmdline="ro quiet")).facts()
     assert facts["iommu"] == {"enabled": False, "groups": 0, "cmdline": []}
     assert "<iommuGroup" not in facts["devices"][0]["nodedevXml"]
+    path = tmp_path / "off.json"
+    path.write_text(json.dumps(facts))
+    with pytest.raises(ConfigError, match="the IOMMU of hgx-h100-1 is off"):
+        run_stack(_host_stack(ALL_GPUS), host_facts=[path], node_devices=NO_INVOKE)
 
 
 def test_committed_fixtures_are_the_scripts_output_on_the_captured_host(tmp_path):
