@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ import yaml
 from render.host_facts import FORMAT, FactsError, load_host_facts, parse_host_facts, parse_resource
 from render.iommu import parse_node_device
 from stacks.errors import ConfigError
-from tests.conftest import ROOT, require_tool, run_stack, stack_file
+from stacks.types import parse_cpu_list
+from tests.conftest import ROOT, missing_validator, require_tool, run_stack, stack_file
 from tests.support.host_sandbox import (
     FIXTURES, LISTING, SCRIPT, HostSandbox, captured_hgx_h100, fixture_texts, parse_iommu_listing, with_spec,
 )
@@ -131,6 +133,25 @@ def test_iommu_off_is_recorded(tmp_path):
 def test_committed_fixtures_are_the_scripts_output_on_the_captured_host(tmp_path):
     for name, text in fixture_texts(tmp_path).items():
         assert (FIXTURES / name).read_text() == text, f"{name} is stale: run python -m tests.support.host_sandbox"
+
+
+def test_script_on_this_machine_with_the_real_libvirtd():
+    """Real /sys, /proc and virsh: the first PCI function of the machine running the tests."""
+    require_tool("virsh")
+    if os.geteuid() != 0:
+        missing_validator("scripts/host-facts.sh needs root; the CI runs as root")
+    probe = subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        missing_validator(f"no libvirtd answers on qemu:///system (scripts/start-libvirtd.sh starts one): {probe.stderr.strip()}")
+    address = sorted(p.name for p in Path("/sys/bus/pci/devices").iterdir())[0]
+    proc = subprocess.run(["bash", str(SCRIPT), "--host", "this-machine", address], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    facts = parse_host_facts(proc.stdout, "this-machine.json")
+    assert list(facts.devices)[0] == address and facts.devices[address].requested
+    online = Path("/sys/devices/system/cpu/online").read_text().strip()
+    assert sorted(c for n in facts.numa_nodes for c in n.cpus) == list(parse_cpu_list(online))
+    assert facts.phys_addr_bits >= 32 and facts.libvirt_version >= (6,) and facts.qemu_version >= (4,)
+    assert facts.iommu_enabled == any(Path("/sys/kernel/iommu_groups").iterdir())
 
 
 # --- the parser ------------------------------------------------------------------
