@@ -61,10 +61,68 @@ class BaseImage(Model):
     format: Literal["qcow2", "raw"] = "qcow2"
 
 
+# --- vSphere (hosts[].kind: vsphere) ---------------------------------- begin vsphere
+
+
+class VsphereTemplate(Model):
+    """What the VM is created from: exactly one of `vm` and `ovf`."""
+
+    vm: Optional[str] = None
+    """Name of a VM template in the datacenter, cloned (needs vCenter: a standalone ESXi host cannot clone). Its guest must run cloud-init with the VMware datasource (guestinfo)."""
+    ovf: Optional[str] = None
+    """URL of an OVF or OVA deployed with ovf_deploy (works against a standalone ESXi host). Its guest must run cloud-init with the VMware datasource (guestinfo). Its root disk is deployed at the size the OVA has."""
+    ovf_network: str = "VM Network"
+    """Network name in the OVF descriptor, mapped to `network`."""
+
+
+class VsphereHost(Model):
+    endpoint: str = Field(pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    """vCenter or ESXi host name or address (the provider's vsphere_server), e.g. vcenter.lab.local or 10.203.43.10."""
+    allow_unverified_ssl: bool = False
+    """Accept a self-signed endpoint certificate (a standalone ESXi host's default)."""
+    datacenter: str = "ha-datacenter"
+    """Datacenter name; a standalone ESXi host's only datacenter is ha-datacenter."""
+    cluster: Optional[str] = None
+    """Compute cluster whose resource pool the VM goes in. Unset: the host's own resource pool."""
+    host: str
+    """The ESXi host the VM runs on, as named in the inventory. Passed-through devices are a host's, so a GPU VM is bound to it."""
+    datastore: str
+    """Datastore for the VM's files and root disk."""
+    network: str
+    """Port group (network) the VM's NIC attaches to, e.g. VM Network."""
+    folder: Optional[str] = None
+    """VM folder, relative to the datacenter's vm folder."""
+    template: VsphereTemplate
+    pci_devices: tuple[PciAddress, ...] = Field(min_length=1)
+    """Host PCI devices set to Passthrough Active (Host > Manage > Hardware > PCI Devices, then reboot the host): the only ones a VM on this host may take (docs/OPERATIONS.md)."""
+
+
+class VmVsphere(Model):
+    """vSphere-only settings of a VM on a `kind: vsphere` host."""
+
+    firmware: Literal["efi", "bios"] = "efi"
+    """Boot firmware. With GPUs only efi is accepted (seed 001: otherwise the OS may not install or the GPU is not seen)."""
+    efi_secure_boot_enabled: bool = False
+    """Secure Boot with GPUs is refused unless vms[].firmware.allowSecureBootWithGpus."""
+    num_cores_per_socket: Optional[int] = Field(default=None, gt=0)
+    """Cores per virtual socket. Unset: vcpus divided by the guest NUMA cells when vms[].numa sets hostNodes or cells, else the provider default."""
+    latency_sensitivity: Optional[Literal["low", "normal", "medium", "high"]] = None
+    """VM latency sensitivity; high needs the memory reservation gpu-stack always sets, and a full CPU reservation set in vSphere."""
+    guest_id: Optional[str] = None
+    """vSphere guest OS id. Unset: the template's."""
+
+
+# ------------------------------------------------------------------------ end vsphere
+
+
 class Host(Model):
     name: Name
-    libvirt_uri: str = Field(pattern=r"^qemu(\+[a-z]+)?://")
-    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system."""
+    kind: Literal["libvirt", "vsphere"] = "libvirt"
+    """Hypervisor of this host: libvirt (KVM over a libvirt URI) or vsphere (ESXi, directly or through vCenter; set `vsphere`)."""
+    libvirt_uri: Optional[str] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://")
+    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt."""
+    vsphere: Optional[VsphereHost] = None
+    """Where and from what VMs are created on a kind vsphere host. Credentials are the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword."""
     numa_nodes: tuple[NumaNode, ...] = Field(min_length=1)
     """The host's NUMA topology: `lscpu` / `numactl -H`."""
     reserved_cpus: CpuList = ""
@@ -75,7 +133,8 @@ class Host(Model):
     """Physical address bits of the host CPU (`grep 'address sizes' /proc/cpuinfo`)."""
     storage_pool: str = "default"
     firmware: HostFirmware = HostFirmware()
-    base_image: BaseImage
+    base_image: Optional[BaseImage] = None
+    """Cloud image the root disks are cloned from. Required for kind libvirt."""
 
     @property
     def reserved_cpu_ids(self) -> tuple[int, ...]:
@@ -150,9 +209,11 @@ class Vm(Model):
     firmware: VmFirmware = VmFirmware()
     numa: VmNuma = VmNuma()
     mmio_hole64_gib: Optional[int] = Field(default=None, gt=0)
-    """Override the computed 64-bit PCI hole. Smaller than needed is an error."""
+    """Override the computed 64-bit MMIO window (libvirt pci-hole64-size, vSphere pciPassthru.64bitMMIOSizeGB). Smaller than needed is an error."""
     kvm_hidden: Optional[bool] = None
-    """Hide KVM from the guest. Unset: on for consumer GPUs."""
+    """Hide the hypervisor from the guest (libvirt <kvm><hidden>, vSphere hypervisor.cpuid.v0 = FALSE). Unset: on for consumer GPUs (catalog), off for data-centre GPUs."""
+    vsphere: Optional[VmVsphere] = None
+    """Settings for a VM on a kind vsphere host."""
 
 
 # --- guest ------------------------------------------------------------------
@@ -335,5 +396,5 @@ class StackConfig(Model):
     addons: Addons = Addons()
 
 
-SECRET_KEYS = ("sshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig")
+SECRET_KEYS = ("sshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig", "vsphereUser", "vspherePassword")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""
