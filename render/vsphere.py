@@ -38,7 +38,10 @@ EXTRA_CONFIG_REASONS: dict[str, str] = {
     "guestinfo.userdata": "cloud-init user-data: SSH user and key, and the SSH host key that every later connection pins; secret",
     "guestinfo.userdata.encoding": "tells cloud-init that guestinfo.userdata is base64",
 }
-"""Every extra_config key gpu-stack sets, with why; the plan writes them next to vsphere.json."""
+"""Every extra_config key gpu-stack sets, with why; the plan writes them into vsphere.json."""
+
+SECRET_EXTRA_CONFIG = ("guestinfo.userdata",)
+"""Keys whose value is secret (the user-data holds the SSH host's private key)."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ as "[secret]". The same config gives byte-identical files.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import shutil
@@ -24,6 +25,7 @@ from lxml import etree
 
 from render.guest_scripts import HEREDOC
 from render.provider_xml import VolumeRef, provider_domain_xml
+from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from stacks.config import SECRET_KEYS
 from stacks.errors import ConfigError
 from stacks.load import decode_config_value, parse_stack_config
@@ -111,6 +113,31 @@ def _domain_artifacts(result: mockrun.RunResult, domain: mockrun.Registered) -> 
     return files
 
 
+VSPHERE_VM = "vsphere:index/virtualMachine:VirtualMachine"
+
+
+def _unwrap_secret(value: Any) -> Any:
+    if isinstance(value, dict) and value.get(mockrun.SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+        return value.get("value")
+    return value
+
+
+def vsphere_json(machine: mockrun.Registered) -> str:
+    """The VirtualMachine's inputs for reviewers; extra_config key by key with its reason.
+
+    extraConfig travels as one secret map (it holds the cloud-init user-data);
+    here only the secret keys stay hidden.
+    """
+    inputs = dict(machine.inputs)
+    extra = _unwrap_secret(inputs.pop("extraConfig", {})) or {}
+    doc = sanitize(inputs)
+    doc["extraConfig"] = {
+        key: {"value": "[secret]" if key in SECRET_EXTRA_CONFIG else sanitize(value), "reason": EXTRA_CONFIG_REASONS.get(key, "")}
+        for key, value in sorted(extra.items())
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
 def _script_in(command_text: Any) -> str:
     """The phase script inside a remote command's SSH wrapper."""
     if not isinstance(command_text, str):
@@ -127,6 +154,12 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
     for domain in result.of_type("libvirt:index/domain:Domain"):
         for fname, text in _domain_artifacts(result, domain).items():
             out[f"vms/{domain.inputs['name']}/{fname}"] = text
+    for machine in result.of_type(VSPHERE_VM):
+        name = machine.inputs["name"]
+        out[f"vms/{name}/vsphere.json"] = vsphere_json(machine)
+        meta = (_unwrap_secret(machine.inputs.get("extraConfig")) or {}).get("guestinfo.metadata")
+        if isinstance(meta, str):
+            out[f"vms/{name}/cloud-init.meta-data"] = base64.b64decode(meta).decode()
     for release in result.of_type("kubernetes:helm.sh/v3:Release"):
         values = sanitize(release.inputs.get("values", {}))
         out[f"helm/{release.inputs.get('name', release.name)}.values.yaml"] = to_yaml(values)
@@ -176,13 +209,21 @@ def summary(stack: str, result: mockrun.RunResult) -> str:
         lines.append(f"  {n:3d}  {type_}")
     for vm in result.of_type("gpu-stack:index:GpuPassthroughVm"):
         kids = result.children_of(vm.name)
+        machine = next((k for k in kids if k.type == VSPHERE_VM), None)
+        if machine is not None:
+            extra = _unwrap_secret(machine.inputs.get("extraConfig")) or {}
+            mmio = extra.get("pciPassthru.64bitMMIOSizeGB")
+            lines.append(f"  vm {vm.name} (vsphere): {len(kids)} resources, {len(machine.inputs.get('pciDeviceIds', []))} PCI devices, "
+                         f"{int(machine.inputs['numCpus'])} vCPUs, {int(machine.inputs['memory']) // 1024} GiB"
+                         + (f", 64bitMMIOSizeGB {mmio}" if mmio else ""))
+            continue
         domain = next(k for k in kids if k.type == "libvirt:index/domain:Domain")
         xslt = domain.inputs["xml"]["xslt"]
         hole = re.search(r"pci-hole64-size=(\d+G)", xslt)
         lines.append(f"  vm {vm.name}: {len(kids)} resources, {xslt.count('<hostdev ')} hostdevs, "
                      f"{int(domain.inputs['vcpu'])} vCPUs, {int(domain.inputs['memory']) // 1024} GiB"
                      + (f", hole64 {hole.group(1)}" if hole else ""))
-    lines.append("  (offline: IOMMU groups assumed isolated; secrets are placeholders)")
+    lines.append("  (offline: IOMMU groups assumed isolated, vSphere inventory and PCI devices assumed as configured; secrets are placeholders)")
     return "\n".join(lines)
 
 
