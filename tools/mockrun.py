@@ -68,6 +68,8 @@ class RunResult:
     """MockMonitor.get_registered_resources(): URN -> (urn, id, state)."""
     dependencies: dict[str, list[str]] = field(default_factory=dict)
     """URN -> URNs it depends on, as the engine would see them."""
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+    """Every invoke the program made: (token, args)."""
 
     def of_type(self, type_: str) -> list[Registered]:
         return [r for r in self.resources if r.type == type_]
@@ -156,11 +158,11 @@ class VsphereInventory:
         """Inventory names the fake vCenter does not have (tests of the "not found" path)."""
         self.host_names: dict[str, str] = {}
 
-    def call(self, token: str, a: dict) -> dict:
+    def call(self, token: str, a: dict) -> dict | tuple[dict, list[tuple[str, str]]]:
         kind = token.split(":")[-1]
         name = a.get("name")
-        if name in self.missing:
-            raise Exception(f"error fetching {kind.removeprefix('get').lower()}: {name} not found")
+        if name in self.missing:  # as the provider reports it: an invoke failure
+            return {}, [("name", f"error fetching {kind.removeprefix('get').lower()}: {name} not found")]
         standalone = a.get("datacenterId") == "ha-datacenter"
         if kind == "getDatacenter":
             return {"id": "ha-datacenter" if name == "ha-datacenter" else _moid("datacenter", name), "name": name, "virtualMachines": []}
@@ -347,7 +349,7 @@ def run(
     for r in captured:
         r.inputs = mocks.inputs.get((r.type, r.name), {})
     resolved = {k: _resolve(v) for k, v in stack_outputs.items()}
-    return RunResult(captured, resolved, monitor.get_registered_resources(), monitor.dependencies)
+    return RunResult(captured, resolved, monitor.get_registered_resources(), monitor.dependencies, mocks.calls)
 
 
 def _resolve(value: Any) -> Any:

@@ -1,0 +1,311 @@
+"""The vSphere backend of GpuPassthroughVm (seed 001) under Pulumi's mock monitor, preview and update.
+
+The program builds real pulumi_vsphere.VirtualMachineArgs (the SDK's own input
+types); the mock answers getDatacenter/getHost/getDatastore/getNetwork/
+getVirtualMachine/getOvfVmTemplate/getHostPciDevice as a vSphere endpoint
+would, getHostPciDevice with terraform-provider-vsphere's first-match rule.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+
+import pulumi_vsphere as vsphere
+import pytest
+import yaml
+
+from render.identity import derived_vmware_mac, in_vmware_static_range
+from render.mmio import required_hole64_gib
+from render.vsphere import EXTRA_CONFIG_REASONS
+from stacks.config import Vm
+from stacks.errors import ConfigError
+from tests.conftest import DEFAULT_SECRETS, run_stack, stack_file
+from tools.mockrun import SECRET_SIG, vsphere_pci_device
+
+VSVM = "vsphere:index/virtualMachine:VirtualMachine"
+DOMAIN = "libvirt:index/domain:Domain"
+PCI_INVOKE = "vsphere:index/getHostPciDevice:getHostPciDevice"
+SECRETS = {**DEFAULT_SECRETS, "vsphereUser": "root", "vspherePassword": "test-vsphere-password",
+           "joinToken": "abcdef.0123456789abcdef", "kubeconfig": "apiVersion: v1\nkind: Config\n"}
+ESXI = "localhost.localdomain"  # the seed's standalone host, as its inventory names it
+
+
+@pytest.fixture
+def esxi() -> dict:
+    return copy.deepcopy(stack_file("esxi"))
+
+
+def run(raw: dict, **kw):
+    kw.setdefault("secrets", SECRETS)
+    return run_stack(raw, **kw)
+
+
+def machine(result) -> dict:
+    [vm] = result.of_type(VSVM)
+    return vm
+
+
+def extra_config(inputs: dict) -> dict:
+    value = inputs["extraConfig"]
+    assert value[SECRET_SIG], "extraConfig holds the user-data, so it travels as a secret"
+    return value["value"]
+
+
+def gpus(model: str, count: int) -> list[dict]:
+    return [{"address": f"0000:{0x03 + 0x10 * i:02x}:00.0", "model": model, "numaNode": 0 if i < count / 2 or count == 1 else 1} for i in range(count)]
+
+
+def with_gpus(raw: dict, devices: list[dict]) -> dict:
+    raw["vms"][0]["gpus"] = devices
+    raw["hosts"][0]["vsphere"]["pciDevices"] = [d["address"] for d in devices]
+    return raw
+
+
+# --- what seed 001 clicked in the UI --------------------------------------------
+
+
+@pytest.mark.parametrize("preview", [True, False])
+def test_seed001_vm_is_efi_without_secure_boot_and_fully_reserved(esxi, preview):
+    result = run(esxi, preview=preview)
+    vm = machine(result)
+    assert vm.parent == "k8s-gpu-alma" and vm.provider == "vsphere-esxi-r730"
+    i = vm.inputs
+    assert i["firmware"] == "efi"
+    assert i["efiSecureBootEnabled"] is False
+    assert i["memory"] == 64 * 1024
+    assert i["memoryReservation"] == i["memory"] and i["memoryReservationLockedToMax"] is True
+    assert i["hostSystemId"] == "ha-host" and i["datacenterId"] == "ha-datacenter"
+
+
+@pytest.mark.parametrize("preview", [True, False])
+def test_seed001_extra_config_has_the_three_keys_and_32g_for_one_p100(esxi, preview):
+    extra = extra_config(machine(run(esxi, preview=preview)).inputs)
+    assert extra["pciPassthru.use64bitMMIO"] == "TRUE"
+    assert extra["pciPassthru.64bitMMIOSizeGB"] == "32"  # seed 001's value
+    assert extra["hypervisor.cpuid.v0"] == "FALSE"  # the seed set it; Pulumi.esxi.yaml asks (kvmHidden)
+    assert set(extra) <= set(EXTRA_CONFIG_REASONS)
+
+
+@pytest.mark.parametrize("model,count,size", [("P100-PCIE-16GB", 1, 32), ("A100-PCIE-80GB", 1, 256), ("H100-SXM5-80GB", 8, 2048)])
+@pytest.mark.parametrize("preview", [True, False])
+def test_mmio_size_is_derived_from_the_bars_with_the_libvirt_sizing_code(esxi, model, count, size, preview):
+    raw = with_gpus(esxi, gpus(model, count))
+    del raw["vms"][0]["kvmHidden"]
+    extra = extra_config(machine(run(raw, preview=preview)).inputs)
+    vm = Vm.model_validate(raw["vms"][0])
+    assert extra["pciPassthru.64bitMMIOSizeGB"] == str(required_hole64_gib(vm)) == str(size)
+    assert extra["pciPassthru.use64bitMMIO"] == "TRUE"
+    assert "hypervisor.cpuid.v0" not in extra, "data-centre GPUs do not need the hypervisor hidden"
+
+
+def test_consumer_gpu_hides_the_hypervisor_by_catalog_default(esxi):
+    raw = with_gpus(esxi, gpus("RTX-3090", 1))
+    del raw["vms"][0]["kvmHidden"]
+    assert extra_config(machine(run(raw)).inputs)["hypervisor.cpuid.v0"] == "FALSE"
+
+
+def test_hidden_hypervisor_can_be_turned_off_for_a_consumer_gpu(esxi):
+    raw = with_gpus(esxi, gpus("RTX-3090", 1))
+    raw["vms"][0]["kvmHidden"] = False
+    assert "hypervisor.cpuid.v0" not in extra_config(machine(run(raw)).inputs)
+
+
+@pytest.mark.parametrize("preview", [True, False])
+def test_pci_device_ids_come_from_get_host_pci_device(esxi, preview):
+    host_devices = {ESXI: [vsphere_pci_device("0000:03:00.0", "P100-PCIE-16GB"), vsphere_pci_device("0000:82:00.0", "T4")]}
+    result = run(esxi, preview=preview, vsphere_pci=host_devices)
+    assert machine(result).inputs["pciDeviceIds"] == ["0000:03:00.0"]
+    [(_, args)] = [c for c in result.calls if c[0] == PCI_INVOKE]
+    assert args["hostId"] == "ha-host" and args["vendorId"] == "10de" and re.search(args["nameRegex"], "GP100GL [Tesla P100 PCIe 16GB]")
+    assert machine(result).provider == "vsphere-esxi-r730"
+
+
+def test_eight_gpus_are_all_passed_through(esxi):
+    raw = with_gpus(esxi, gpus("H100-SXM5-80GB", 8))
+    ids = machine(run(raw)).inputs["pciDeviceIds"]
+    assert ids == [g["address"] for g in raw["vms"][0]["gpus"]]
+
+
+# --- guest identity -------------------------------------------------------------
+
+
+def test_cloud_init_goes_through_guestinfo_with_the_pinned_host_key(esxi):
+    result = run(esxi, preview=False)
+    extra = extra_config(machine(result).inputs)
+    assert extra["guestinfo.userdata.encoding"] == extra["guestinfo.metadata.encoding"] == "base64"
+    user_data = base64.b64decode(extra["guestinfo.userdata"]).decode()
+    assert user_data.startswith("#cloud-config\n")
+    doc = yaml.safe_load(user_data)
+    pinned = result.outputs["vms"]["k8s-gpu-alma"]["hostPublicKey"]
+    assert doc["ssh_keys"]["ed25519_public"] == pinned
+    assert doc["users"][0]["name"] == "almalinux"
+    meta = yaml.safe_load(base64.b64decode(extra["guestinfo.metadata"]))
+    assert meta == {"instance-id": "k8s-gpu-alma", "local-hostname": "k8s-gpu-alma"}
+    # the guest bootstrap connects to the configured address and pins that key
+    wait = result.named("k8s-gpu-alma-guest-wait-ssh").inputs["connection"]["value"]
+    assert wait["host"] == "10.203.43.111" and wait["hostKey"] == pinned
+
+
+def test_derived_mac_is_static_in_vmwares_range_and_stable_across_runs(esxi):
+    first = machine(run(esxi)).inputs["networkInterfaces"][0]
+    second = machine(run(esxi, preview=False)).inputs["networkInterfaces"][0]
+    assert first["useStaticMac"] is True
+    assert first["macAddress"] == second["macAddress"] == derived_vmware_mac("test", "k8s-gpu-alma")
+    assert in_vmware_static_range(first["macAddress"])
+    assert all(in_vmware_static_range(derived_vmware_mac(s, f"vm-{n}")) for s in ("dev", "prod") for n in range(300))
+
+
+def test_explicit_mac_in_range_is_used(esxi):
+    esxi["vms"][0]["network"]["mac"] = "00:50:56:3F:00:01"
+    assert machine(run(esxi)).inputs["networkInterfaces"][0]["macAddress"] == "00:50:56:3f:00:01"
+
+
+def test_cores_per_socket_and_latency_sensitivity_when_asked(esxi):
+    assert "numCoresPerSocket" not in machine(run(esxi)).inputs
+    esxi["vms"][0]["vsphere"].update(numCoresPerSocket=8, latencySensitivity="high")
+    i = machine(run(esxi)).inputs
+    assert (i["numCoresPerSocket"], i["latencySensitivity"]) == (8, "high")
+
+
+def test_cores_per_socket_follow_the_numa_placement(esxi):
+    esxi["vms"][0]["numa"] = {"hostNodes": [0, 1]}
+    assert machine(run(esxi)).inputs["numCoresPerSocket"] == 8  # 16 vCPUs over two guest cells
+
+
+# --- templates, production ------------------------------------------------------
+
+
+def vcenter_clone(raw: dict) -> dict:
+    raw["hosts"][0]["vsphere"].update(endpoint="vcenter.lab.local", datacenter="lab", cluster="gpu", host="esxi-r730.lab.local",
+                                      template={"vm": "alma-9.6-template"}, allowUnverifiedSsl=False)
+    return raw
+
+
+def test_clone_from_a_vm_template_takes_its_uuid_and_grows_the_disk(esxi):
+    result = run(vcenter_clone(esxi))
+    i = machine(result).inputs
+    [(_, tpl_args)] = [c for c in result.calls if c[0] == "vsphere:index/getVirtualMachine:getVirtualMachine"]
+    assert tpl_args["name"] == "alma-9.6-template"
+    assert re.fullmatch(r"42[0-9a-f-]{34}", i["clone"]["templateUuid"])
+    assert i["disks"] == [{"label": "disk0", "size": 200, "thinProvisioned": True, "eagerlyScrub": False, "keepOnRemove": False}]
+    assert i["guestId"] == "rhel9_64Guest" and i["scsiType"] == "pvscsi"
+    assert i["resourcePoolId"].startswith("resgroup-")  # the cluster's pool
+    assert "ovfDeploy" not in i
+
+
+def test_production_protects_the_vm_and_keeps_its_disks(esxi):
+    esxi["production"] = True
+    result = run(vcenter_clone(esxi))
+    vm = machine(result)
+    assert vm.protect and vm.retain_on_delete
+    assert vm.inputs["disks"][0]["keepOnRemove"] is True
+    assert result.named("k8s-gpu-alma-host-key").protect
+
+
+def test_not_production_protects_nothing(esxi):
+    assert not any(r.protect for r in run(esxi).resources)
+
+
+def test_sdk_input_types_accept_every_argument():
+    """The mapping's keys are VirtualMachineArgs' own parameters (a typo raises TypeError)."""
+    from components.gpu_passthrough_vm import virtual_machine_args  # noqa: F401  (used by the program runs above)
+    with pytest.raises(TypeError):
+        vsphere.VirtualMachineArgs(resource_pool_id="p", pci_device_id=["x"])
+
+
+# --- refused, with the key named ------------------------------------------------
+
+
+def refused(raw: dict, **kw) -> dict[str, str]:
+    registered: list = []
+    with pytest.raises(ConfigError) as info:
+        run(raw, on_register=lambda t, n: registered.append(t), **kw)
+    assert VSVM not in registered, "no VM is declared when preflight fails"
+    return {i.path: i.message for i in info.value.issues}
+
+
+def test_bios_with_gpus_is_refused(esxi):
+    esxi["vms"][0]["vsphere"]["firmware"] = "bios"
+    assert "use efi" in refused(esxi)["vms[0].vsphere.firmware"]
+
+
+def test_secure_boot_with_gpus_is_refused(esxi):
+    esxi["vms"][0]["vsphere"]["efiSecureBootEnabled"] = True
+    assert "allowSecureBootWithGpus" in refused(esxi)["vms[0].vsphere.efiSecureBootEnabled"]
+
+
+def test_mmio_size_smaller_than_the_bars_is_refused(esxi):
+    esxi["vms"][0]["mmioHole64Gib"] = 16
+    assert "at least 32 GiB" in refused(esxi)["vms[0].mmioHole64Gib"]
+
+
+@pytest.mark.parametrize("mac", ["52:54:00:11:22:33", "00:50:56:40:00:01"])
+def test_mac_outside_vmwares_static_range_is_refused(esxi, mac):
+    esxi["vms"][0]["network"]["mac"] = mac
+    assert "00:50:56:00:00:00-00:50:56:3f:ff:ff" in refused(esxi)["vms[0].network.mac"]
+
+
+@pytest.mark.parametrize("missing", ["vsphereUser", "vspherePassword"])
+def test_vsphere_host_without_credentials_is_refused(esxi, missing):
+    secrets = {k: v for k, v in SECRETS.items() if k != missing}
+    assert "--secret gpu-stack:" + missing in refused(esxi, secrets=secrets)[missing]
+
+
+def test_device_not_found_by_get_host_pci_device_is_refused(esxi):
+    problems = refused(esxi, vsphere_pci={ESXI: [vsphere_pci_device("0000:82:00.0", "T4")]})
+    message = problems["vms[0].gpus[0].address"]
+    assert "0000:03:00.0" in message and "Toggle passthrough to Active" in message
+
+
+def test_device_at_another_address_is_refused(esxi):
+    problems = refused(esxi, vsphere_pci={ESXI: [vsphere_pci_device("0000:04:00.0", "P100-PCIE-16GB")]})
+    assert "at 0000:04:00.0" in problems["vms[0].gpus[0].address"]
+
+
+def test_device_not_enabled_for_passthrough_on_the_host_is_refused(esxi):
+    esxi["hosts"][0]["vsphere"]["pciDevices"] = ["0000:82:00.0"]
+    message = refused(esxi)["vms[0].gpus[0].address"]
+    assert "hosts[0].vsphere.pciDevices" in message and "Toggle passthrough" in message
+
+
+def test_inventory_object_not_found_is_refused(esxi):
+    assert "datastore 'datastore1' not found" in refused(esxi, vsphere_missing={"datastore1"})["hosts[0].vsphere.datastore"]
+
+
+def test_vsphere_host_needs_its_block_and_no_libvirt_keys(esxi):
+    esxi["hosts"][0]["libvirtUri"] = "qemu:///system"
+    del esxi["hosts"][0]["vsphere"]
+    problems = refused(esxi)
+    assert "not used by kind vsphere" in problems["hosts[0].libvirtUri"]
+    assert "required for kind vsphere" in problems["hosts[0].vsphere"]
+
+
+def test_template_needs_exactly_one_source(esxi):
+    esxi["hosts"][0]["vsphere"]["template"] = {"vm": "t", "ovf": "http://x/y.ova"}
+    assert "exactly one" in refused(esxi)["hosts[0].vsphere.template"]
+
+
+# --- one stack, both kinds ------------------------------------------------------
+
+
+def test_a_stack_mixes_libvirt_and_vsphere_hosts(dev, esxi):
+    raw = copy.deepcopy(dev)
+    vs_host = esxi["hosts"][0]
+    raw["hosts"] = [*dev["hosts"], vs_host]
+    vs_vm = {k: v for k, v in esxi["vms"][0].items() if k != "kvmHidden"}
+    vs_vm["gpus"] = [{"address": "0000:03:00.0", "model": "L40S", "numaNode": 0}]
+    raw["vms"] = [*dev["vms"], vs_vm]
+    result = run(raw, preview=False)
+    assert [r.name for r in result.of_type("gpu-stack:index:GpuPassthroughVm")] == ["gpu-dev-0", "k8s-gpu-alma"]
+    domain, vm = result.named("gpu-dev-0-domain"), machine(result)
+    assert domain.provider == "libvirt-lab-gpu-1" and vm.provider == "vsphere-esxi-r730"
+    # one MMIO derivation: the same GPU gets the same window on both backends
+    hole = re.search(r"pci-hole64-size=(\d+)G", domain.inputs["xml"]["xslt"]).group(1)
+    assert extra_config(vm.inputs)["pciPassthru.64bitMMIOSizeGB"] == hole == "128"
+    # both VMs are bootstrapped; the vSphere VM joins the libvirt VM's control plane
+    assert {r.name for r in result.of_type("gpu-stack:index:GpuGuestBootstrap")} == {"gpu-dev-0-guest", "k8s-gpu-alma-guest"}
+    join = result.named("k8s-gpu-alma-guest-kubernetes").inputs["create"]
+    assert "GS_K8S_ROLE='join'" in join or "GS_K8S_ROLE=join" in join
+    assert result.named("gpu-dev-0-domain").inputs["networkInterfaces"][0]["mac"].startswith("52:54:00:")
