@@ -161,6 +161,7 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
     for host_name, vms in by_host.items():
         host = cfg.hosts[index[host_name]]
         for vi, vm in vms:
+            issues += _check_vm_firmware(host, vi, vm)
             if host.kind == "libvirt":
                 if vm.vsphere is not None:
                     issues.append(ConfigIssue(f"vms[{vi}].vsphere", f"host {host.name} is kind libvirt; this block is for VMs on kind vsphere hosts"))
@@ -169,14 +170,28 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
     return issues
 
 
+def _check_vm_firmware(host, vi, vm) -> list[ConfigIssue]:
+    """vms[].firmware, the same rules for every backend that has the setting."""
+    issues = []
+    key = f"vms[{vi}].firmware"
+    fw = vm.firmware
+    if fw.type != "efi":
+        if host.kind == "libvirt":
+            issues.append(ConfigIssue(f"{key}.type", f"libvirt VMs boot OVMF (hosts[].firmware.code); {fw.type} is not supported there"))
+        elif vm.gpus:
+            issues.append(ConfigIssue(f"{key}.type", f"{fw.type} with GPUs: seed 001 warns that the OS may not install or the passed-through GPU is not seen; use efi"))
+    if fw.secure_boot:
+        if host.kind == "libvirt":
+            issues.append(ConfigIssue(f"{key}.secureBoot", "on libvirt Secure Boot follows the OVMF build in hosts[].firmware.code; set that instead"))
+        elif vm.gpus and not fw.allow_secure_boot_with_gpus:
+            issues.append(ConfigIssue(f"{key}.secureBoot", f"Secure Boot with GPUs stops the unsigned NVIDIA modules from loading (seed 000: black screen); set false, or {key}.allowSecureBootWithGpus: true"))
+    return issues
+
+
 def _check_vsphere_vm(hi, host, vi, vm) -> list[ConfigIssue]:
     issues = []
     key = f"vms[{vi}]"
     opts = vm.vsphere or VmVsphere()
-    if vm.gpus and opts.firmware != "efi":
-        issues.append(ConfigIssue(f"{key}.vsphere.firmware", f"{opts.firmware} with GPUs: seed 001 warns that the OS may not install or the passed-through GPU is not seen; use efi"))
-    if vm.gpus and opts.efi_secure_boot_enabled and not vm.firmware.allow_secure_boot_with_gpus:
-        issues.append(ConfigIssue(f"{key}.vsphere.efiSecureBootEnabled", f"Secure Boot with GPUs stops the unsigned NVIDIA modules from loading (seed 000: black screen); set false, or {key}.firmware.allowSecureBootWithGpus: true"))
     if vm.network.mac and not in_vmware_static_range(vm.network.mac):
         issues.append(ConfigIssue(f"{key}.network.mac", f"{vm.network.mac} is outside VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff, which vSphere requires for a manual MAC; unset it to derive one"))
     if vm.numa.hugepages_1g:

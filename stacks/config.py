@@ -100,10 +100,6 @@ class VsphereHost(Model):
 class VmVsphere(Model):
     """vSphere-only settings of a VM on a `kind: vsphere` host."""
 
-    firmware: Literal["efi", "bios"] = "efi"
-    """Boot firmware. With GPUs only efi is accepted (seed 001: otherwise the OS may not install or the GPU is not seen)."""
-    efi_secure_boot_enabled: bool = False
-    """Secure Boot with GPUs is refused unless vms[].firmware.allowSecureBootWithGpus."""
     num_cores_per_socket: Optional[int] = Field(default=None, gt=0)
     """Cores per virtual socket. Unset: vcpus divided by the guest NUMA cells when vms[].numa sets hostNodes or cells, else the provider default."""
     latency_sensitivity: Optional[Literal["low", "normal", "medium", "high"]] = None
@@ -173,6 +169,10 @@ class VmNetwork(Model):
 
 
 class VmFirmware(Model):
+    type: Literal["efi", "bios"] = "efi"
+    """Boot firmware. With GPUs only efi is accepted (seed 001: otherwise the OS may not install or the GPU is not seen). libvirt always boots OVMF (hosts[].firmware.code); vSphere: the VirtualMachine's firmware."""
+    secure_boot: bool = False
+    """Boot with UEFI Secure Boot. With GPUs refused unless allowSecureBootWithGpus. libvirt: follows hosts[].firmware.code instead; vSphere: efi_secure_boot_enabled."""
     allow_secure_boot_with_gpus: bool = False
     """Secure Boot firmware with GPUs gave seed 000 a black screen; refused unless set."""
 

@@ -113,31 +113,23 @@ def _pci_device_ids(hi: int, host: Host, cfg: StackConfig, host_id: str, provide
         for kind, devices in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
             for di, dev in enumerate(devices):
                 wanted.setdefault(dev.model, []).append((f"vms[{vi}].{kind}[{di}].address", dev.address))
-    resolved: dict[str, str] = {}  # configured address -> the host's device id
     for model, items in wanted.items():
         regex = model_name_regex(model)
         try:
             dev = vsphere.get_host_pci_device(host_id=host_id, vendor_id=NVIDIA_VENDOR_ID, name_regex=regex, opts=invoke)
-            dev_id = dev.id
-        except Exception:  # the bridge reports "no device" as an error or as an empty id
-            dev_id = ""
-        addresses = [a for _, a in items]
+            dev_id, dev_name, error = (dev.id or "").lower(), dev.name, ""
+        except Exception as e:  # the bridge may report "no device" as an invoke failure instead of an empty id
+            dev_id, dev_name, error = "", "", f" (getHostPciDevice: {str(e).splitlines()[0]})"
         if not dev_id:
             for key, address in items:
-                issues.append(ConfigIssue(key, f"host {host.name} has no NVIDIA PCI device whose name matches {regex!r} ({model}) for {address}; "
+                issues.append(ConfigIssue(key, f"host {host.name} has no NVIDIA PCI device whose name matches {regex!r} ({model}) for {address}{error}; "
                                                f"check the address and model, and that the GPU is seen by the host ({PASSTHROUGH_HINT})"))
-            continue
-        if dev_id.lower() not in addresses:
-            issues.append(ConfigIssue(items[0][0], f"host {host.name} reports its {model} (name {dev.name!r}) at {dev_id}, which hosts[{hi}].vsphere.pciDevices "
+        elif dev_id not in [a for _, a in items]:
+            issues.append(ConfigIssue(items[0][0], f"host {host.name} reports its {model} (name {dev_name!r}) at {dev_id}, which hosts[{hi}].vsphere.pciDevices "
                                                    f"and this VM do not list; use the host's address (Host > Manage > Hardware > PCI Devices)"))
-            continue
-        for address in addresses:
-            resolved[address] = dev_id.lower() if address == dev_id.lower() else address
-    out: dict[str, tuple[str, ...]] = {}
-    for vm in cfg.vms:
-        if vm.host == host.name:
-            out[vm.name] = tuple(resolved.get(d.address, d.address) for d in (*vm.gpus, *vm.nvswitches))
-    return out
+    # The host's id of a PCI device is its address (HostPciDevice.id, "0000:03:00.0"): the
+    # configured addresses, the first of each model confirmed by the host above.
+    return {vm.name: tuple(d.address for d in (*vm.gpus, *vm.nvswitches)) for vm in cfg.vms if vm.host == host.name}
 
 
 def vsphere_preflight(cfg: StackConfig, providers: dict[str, vsphere.Provider]) -> dict[str, VsphereTarget]:

@@ -164,7 +164,7 @@ def test_explicit_mac_in_range_is_used(esxi):
 
 def test_cores_per_socket_and_latency_sensitivity_when_asked(esxi):
     assert "numCoresPerSocket" not in machine(run(esxi)).inputs
-    esxi["vms"][0]["vsphere"].update(numCoresPerSocket=8, latencySensitivity="high")
+    esxi["vms"][0]["vsphere"] = {"numCoresPerSocket": 8, "latencySensitivity": "high"}
     i = machine(run(esxi)).inputs
     assert (i["numCoresPerSocket"], i["latencySensitivity"]) == (8, "high")
 
@@ -227,13 +227,31 @@ def refused(raw: dict, **kw) -> dict[str, str]:
 
 
 def test_bios_with_gpus_is_refused(esxi):
-    esxi["vms"][0]["vsphere"]["firmware"] = "bios"
-    assert "use efi" in refused(esxi)["vms[0].vsphere.firmware"]
+    esxi["vms"][0]["firmware"]["type"] = "bios"
+    assert "use efi" in refused(esxi)["vms[0].firmware.type"]
 
 
 def test_secure_boot_with_gpus_is_refused(esxi):
-    esxi["vms"][0]["vsphere"]["efiSecureBootEnabled"] = True
-    assert "allowSecureBootWithGpus" in refused(esxi)["vms[0].vsphere.efiSecureBootEnabled"]
+    esxi["vms"][0]["firmware"]["secureBoot"] = True
+    assert "allowSecureBootWithGpus" in refused(esxi)["vms[0].firmware.secureBoot"]
+
+
+def test_secure_boot_with_gpus_when_allowed_reaches_the_vm(esxi):
+    esxi["vms"][0]["firmware"].update(secureBoot=True, allowSecureBootWithGpus=True)
+    assert machine(run(esxi)).inputs["efiSecureBootEnabled"] is True
+
+
+def test_bios_without_gpus_is_accepted(esxi):
+    esxi["vms"][0]["firmware"]["type"] = "bios"
+    esxi["vms"][0]["gpus"] = []
+    assert machine(run(esxi)).inputs["firmware"] == "bios"
+
+
+def test_bios_or_secure_boot_on_libvirt_points_to_the_host_firmware(dev):
+    from tests.test_config import problems
+    dev["vms"][0]["firmware"] = {"type": "bios", "secureBoot": True}
+    found = problems(dev)
+    assert "OVMF" in found["vms[0].firmware.type"] and "hosts[].firmware.code" in found["vms[0].firmware.secureBoot"]
 
 
 def test_mmio_size_smaller_than_the_bars_is_refused(esxi):
@@ -309,3 +327,17 @@ def test_a_stack_mixes_libvirt_and_vsphere_hosts(dev, esxi):
     join = result.named("k8s-gpu-alma-guest-kubernetes").inputs["create"]
     assert "GS_K8S_ROLE='join'" in join or "GS_K8S_ROLE=join" in join
     assert result.named("gpu-dev-0-domain").inputs["networkInterfaces"][0]["mac"].startswith("52:54:00:")
+
+
+def test_without_a_known_address_the_guest_is_reached_at_the_vms_reported_ip(esxi):
+    del esxi["vms"][0]["network"]["address"]
+    result = run(esxi, preview=False)
+    assert "waitForGuestNetTimeout" not in machine(result).inputs  # the provider waits for VMware Tools to report it
+    ip = result.outputs["vms"]["k8s-gpu-alma"]["ip"]
+    assert ip.startswith("192.168.122.")  # the mock's defaultIpAddress
+    assert result.named("k8s-gpu-alma-guest-wait-ssh").inputs["connection"]["value"]["host"] == ip
+
+
+def test_cores_per_socket_must_divide_the_vcpus(esxi):
+    esxi["vms"][0]["vsphere"] = {"numCoresPerSocket": 6}
+    assert "does not divide vcpus 16" in refused(esxi)["vms[0].vsphere.numCoresPerSocket"]
