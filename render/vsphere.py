@@ -12,7 +12,8 @@ ESXi UI is here:
 - memory fully reserved (memory_reservation = memory, locked to max): a VM
   with a passthrough device does not power on otherwise;
 - extra_config: pciPassthru.use64bitMMIO and pciPassthru.64bitMMIOSizeGB
-  ("must add, or the VM fails to power on"), hypervisor.cpuid.v0 only when
+  ("must add, or the VM fails to power on"; VMware's "How to Enable Nvidia
+  V100 GPU in Passthrough mode on vSphere", blogs.vmware.com/apps, 2018), hypervisor.cpuid.v0 only when
   the hypervisor is hidden, and cloud-init through guestinfo (base64);
 - a static MAC in VMware's range (use_static_mac).
 """
@@ -30,7 +31,7 @@ NVIDIA_VENDOR_ID = "10de"
 """getHostPciDevice's vendor_id filter (hex, as the data source parses it)."""
 
 EXTRA_CONFIG_REASONS: dict[str, str] = {
-    "pciPassthru.use64bitMMIO": "map the GPUs' 64-bit BARs above 4 GiB; without it a large-BAR GPU VM fails to power on (seed 001, VMware KB 2142307)",
+    "pciPassthru.use64bitMMIO": "map the GPUs' 64-bit BARs above 4 GiB; without it a VM with more than 16 GB of BARs fails to power on, Module 'DevicePowerOn' power on failed (seed 001)",
     "pciPassthru.64bitMMIOSizeGB": "size of that 64-bit MMIO window, derived from the devices' BARs by render/mmio.py (the libvirt pci-hole64-size); must exceed the GPUs' BAR1 total",
     "hypervisor.cpuid.v0": "hide the hypervisor CPUID bit from the guest; consumer GPUs' drivers refuse to start in a VM (vms[].kvmHidden, default from the catalog)",
     "guestinfo.metadata": "cloud-init meta-data (instance-id, hostname) for the VMware datasource, base64",
