@@ -208,11 +208,29 @@ def test_not_production_protects_nothing(esxi):
     assert not any(r.protect for r in run(esxi).resources)
 
 
-def test_sdk_input_types_accept_every_argument():
-    """The mapping's keys are VirtualMachineArgs' own parameters (a typo raises TypeError)."""
-    from components.gpu_passthrough_vm import virtual_machine_args  # noqa: F401  (used by the program runs above)
+@pytest.mark.parametrize("template", [{"vm": "alma-9.6-template"}, {"ovf": "http://mirror.lab.local/alma.ova"}])
+def test_the_mapping_builds_the_sdks_own_input_types(esxi, template):
+    """Every key of the mapping is a VirtualMachineArgs parameter (a misspelt one raises TypeError)."""
+    from components.gpu_passthrough_vm import VsphereTarget, virtual_machine_args
+    from render.numa import Cell, Placement
+    from render.vm_plan import plan_vm
+    from render.vsphere import Inventory, TemplateInfo
+    from stacks.config import Host
+
+    esxi["hosts"][0]["vsphere"]["template"] = template
+    host, vm = Host.model_validate(esxi["hosts"][0]), Vm.model_validate(esxi["vms"][0])
+    plan = plan_vm(vm, kind="vsphere", stack="t", placement=Placement((Cell(0, 0, tuple(range(16)), tuple(range(16)), 65536),)),
+                   hostdevs=("0000:03:00.0",), ssh_user="u", ssh_public_key="ssh-ed25519 AAAA u")
+    target = VsphereTarget(Inventory("dc", "host-1", "pool", "ds", "net"), TemplateInfo("rhel9_64Guest", "pvscsi", "uuid-1", 20, True, False), ("0000:03:00.0",))
+    args = virtual_machine_args(plan, vm, host, target, "dXNlci1kYXRh", production=True)
+    assert isinstance(args, vsphere.VirtualMachineArgs)
+    assert all(isinstance(n, vsphere.VirtualMachineNetworkInterfaceArgs) for n in args.network_interfaces)
+    if "vm" in template:
+        assert isinstance(args.clone, vsphere.VirtualMachineCloneArgs) and args.disks[0].keep_on_remove is True
+    else:
+        assert isinstance(args.ovf_deploy, vsphere.VirtualMachineOvfDeployArgs) and args.disks is None
     with pytest.raises(TypeError):
-        vsphere.VirtualMachineArgs(resource_pool_id="p", pci_device_id=["x"])
+        vsphere.VirtualMachineArgs(resource_pool_id="p", pci_device_id=["x"])  # Terraform's name, not the SDK's
 
 
 # --- refused, with the key named ------------------------------------------------
