@@ -151,6 +151,9 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
             issues.append(ConfigIssue(f"{key}.vsphere", "required for kind vsphere: endpoint, datacenter, host, datastore, network, template and pciDevices"))
             continue
         t = host.vsphere.template
+        if host.vsphere.datacenter == "ha-datacenter":
+            issues.append(ConfigIssue(f"{key}.vsphere.datacenter", "ha-datacenter is a standalone ESXi host's own: terraform-provider-vsphere clones and deploys OVF/OVA only through vCenter Server, "
+                                      "not over a direct ESXi connection; add the host to a vCenter and name that vCenter (endpoint) and its datacenter"))
         if (t.vm is None) == (t.ovf is None):
             issues.append(ConfigIssue(f"{key}.vsphere.template", "set exactly one of vm (a VM template to clone, needs vCenter) and ovf (an OVF/OVA URL)"))
     used_vsphere = [h.name for h in cfg.hosts if h.kind == "vsphere" and h.name in by_host]

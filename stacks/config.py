@@ -68,24 +68,24 @@ class VsphereTemplate(Model):
     """What the VM is created from: exactly one of `vm` and `ovf`."""
 
     vm: Optional[str] = None
-    """Name of a VM template in the datacenter, cloned (needs vCenter: a standalone ESXi host cannot clone). Its guest must run cloud-init with the VMware datasource (guestinfo)."""
+    """Name of a VM template in the datacenter, cloned; its first disk is grown to vms[].diskGib. Its guest must run cloud-init with the VMware datasource (guestinfo)."""
     ovf: Optional[str] = None
-    """URL of an OVF or OVA deployed with ovf_deploy (works against a standalone ESXi host). Its guest must run cloud-init with the VMware datasource (guestinfo). Its root disk is deployed at the size the OVA has."""
+    """URL of an OVF or OVA deployed with ovf_deploy. Its guest must run cloud-init with the VMware datasource (guestinfo). Its root disk is deployed at the size the OVA has."""
     ovf_network: str = "VM Network"
     """Network name in the OVF descriptor, mapped to `network`."""
 
 
 class VsphereHost(Model):
     endpoint: str = Field(pattern=r"^[A-Za-z0-9.:\[\]-]+$")
-    """vCenter or ESXi host name or address (the provider's vsphere_server), e.g. vcenter.lab.local or 10.203.43.10."""
+    """vCenter host name or address (the provider's vsphere_server), e.g. vcenter.lab.local. The provider clones and deploys OVFs only through vCenter, not over a direct ESXi connection."""
     allow_unverified_ssl: bool = False
-    """Accept a self-signed endpoint certificate (a standalone ESXi host's default)."""
-    datacenter: str = "ha-datacenter"
-    """Datacenter name; a standalone ESXi host's only datacenter is ha-datacenter."""
+    """Accept a self-signed endpoint certificate."""
+    datacenter: str
+    """vCenter datacenter that holds the host. (ha-datacenter, a standalone host's own, is refused: no clone or OVF deploy there.)"""
     cluster: Optional[str] = None
     """Compute cluster whose resource pool the VM goes in. Unset: the host's own resource pool."""
     host: str
-    """The ESXi host the VM runs on, as named in the inventory. Passed-through devices are a host's, so a GPU VM is bound to it."""
+    """The ESXi host the VM runs on, as named in vCenter's inventory (often its address). Passed-through devices are a host's, so a GPU VM is bound to it."""
     datastore: str
     """Datastore for the VM's files and root disk."""
     network: str

@@ -29,7 +29,7 @@ DOMAIN = "libvirt:index/domain:Domain"
 PCI_INVOKE = "vsphere:index/getHostPciDevice:getHostPciDevice"
 SECRETS = {**DEFAULT_SECRETS, "vsphereUser": "root", "vspherePassword": "test-vsphere-password",
            "joinToken": "abcdef.0123456789abcdef", "kubeconfig": "apiVersion: v1\nkind: Config\n"}
-ESXI = "localhost.localdomain"  # the seed's standalone host, as its inventory names it
+ESXI = "10.203.43.10"  # the seed's host, as vCenter's inventory names it
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_seed001_vm_is_efi_without_secure_boot_and_fully_reserved(esxi, preview)
     assert i["efiSecureBootEnabled"] is False
     assert i["memory"] == 64 * 1024
     assert i["memoryReservation"] == i["memory"] and i["memoryReservationLockedToMax"] is True
-    assert i["hostSystemId"] == "ha-host" and i["datacenterId"] == "ha-datacenter"
+    assert re.fullmatch(r"host-\d+", i["hostSystemId"]) and re.fullmatch(r"resgroup-\d+", i["resourcePoolId"])
 
 
 @pytest.mark.parametrize("preview", [True, False])
@@ -118,7 +118,7 @@ def test_pci_device_ids_come_from_get_host_pci_device(esxi, preview):
     result = run(esxi, preview=preview, vsphere_pci=host_devices)
     assert machine(result).inputs["pciDeviceIds"] == ["0000:03:00.0"]
     [(_, args)] = [c for c in result.calls if c[0] == PCI_INVOKE]
-    assert args["hostId"] == "ha-host" and args["vendorId"] == "10de" and re.search(args["nameRegex"], "GP100GL [Tesla P100 PCIe 16GB]")
+    assert args["hostId"] == machine(result).inputs["hostSystemId"] and args["vendorId"] == "10de" and re.search(args["nameRegex"], "GP100GL [Tesla P100 PCIe 16GB]")
     assert machine(result).provider == "vsphere-esxi-r730"
 
 
@@ -178,8 +178,7 @@ def test_cores_per_socket_follow_the_numa_placement(esxi):
 
 
 def vcenter_clone(raw: dict) -> dict:
-    raw["hosts"][0]["vsphere"].update(endpoint="vcenter.lab.local", datacenter="lab", cluster="gpu", host="esxi-r730.lab.local",
-                                      template={"vm": "alma-9.6-template"}, allowUnverifiedSsl=False)
+    raw["hosts"][0]["vsphere"].update(cluster="gpu", template={"vm": "alma-9.6-template"})
     return raw
 
 
@@ -187,12 +186,28 @@ def test_clone_from_a_vm_template_takes_its_uuid_and_grows_the_disk(esxi):
     result = run(vcenter_clone(esxi))
     i = machine(result).inputs
     [(_, tpl_args)] = [c for c in result.calls if c[0] == "vsphere:index/getVirtualMachine:getVirtualMachine"]
-    assert tpl_args["name"] == "alma-9.6-template"
+    assert tpl_args["name"] == "alma-9.6-template" and tpl_args["datacenterId"].startswith("datacenter-")
     assert re.fullmatch(r"42[0-9a-f-]{34}", i["clone"]["templateUuid"])
     assert i["disks"] == [{"label": "disk0", "size": 200, "thinProvisioned": True, "eagerlyScrub": False, "keepOnRemove": False}]
     assert i["guestId"] == "rhel9_64Guest" and i["scsiType"] == "pvscsi"
     assert i["resourcePoolId"].startswith("resgroup-")  # the cluster's pool
     assert "ovfDeploy" not in i
+
+
+def test_ovf_deploy_maps_the_ovf_network_and_takes_its_guest_id(esxi):
+    esxi["hosts"][0]["vsphere"]["template"] = {"ovf": "http://mirror.lab.local/images/alma-9.6.ova", "ovfNetwork": "nat"}
+    result = run(esxi)
+    i = machine(result).inputs
+    assert i["ovfDeploy"]["remoteOvfUrl"] == "http://mirror.lab.local/images/alma-9.6.ova"
+    assert i["ovfDeploy"]["ovfNetworkMap"] == {"nat": i["networkInterfaces"][0]["networkId"]}
+    assert i["datacenterId"].startswith("datacenter-") and "disks" not in i and "clone" not in i
+    [(_, probe)] = [c for c in result.calls if c[0] == "vsphere:index/getOvfVmTemplate:getOvfVmTemplate"]
+    assert probe["hostSystemId"] == i["hostSystemId"] and i["guestId"] == "rhel9_64Guest"
+
+
+def test_a_direct_esxi_connection_is_refused_for_clone_and_ovf(esxi):
+    esxi["hosts"][0]["vsphere"].update(endpoint="10.203.43.10", datacenter="ha-datacenter")
+    assert "only through vCenter Server" in refused(esxi)["hosts[0].vsphere.datacenter"]
 
 
 def test_production_protects_the_vm_and_keeps_its_disks(esxi):
@@ -359,3 +374,23 @@ def test_without_a_known_address_the_guest_is_reached_at_the_vms_reported_ip(esx
 def test_cores_per_socket_must_divide_the_vcpus(esxi):
     esxi["vms"][0]["vsphere"] = {"numCoresPerSocket": 6}
     assert "does not divide vcpus 16" in refused(esxi)["vms[0].vsphere.numCoresPerSocket"]
+
+
+def test_guestinfo_user_data_passes_cloud_inits_own_schema(esxi, tmp_path):
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    tool = require_tool("cloud-init")
+    extra = extra_config(machine(run(esxi, preview=False)).inputs)
+    path = tmp_path / "user-data"
+    path.write_bytes(base64.b64decode(extra["guestinfo.userdata"]))
+    proc = subprocess.run([tool, "schema", "--config-file", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Valid cloud-config" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_libvirt_host_still_needs_its_uri_and_base_image(dev):
+    from tests.test_config import problems
+    del dev["hosts"][0]["libvirtUri"], dev["hosts"][0]["baseImage"]
+    found = problems(dev)
+    assert "required for kind libvirt" in found["hosts[0].libvirtUri"] and "required for kind libvirt" in found["hosts[0].baseImage"]

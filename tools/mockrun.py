@@ -174,7 +174,8 @@ class VsphereInventory:
         if kind == "getComputeCluster":
             return {"id": _moid("domain-c", name), "name": name, "datacenterId": a.get("datacenterId"), "resourcePoolId": _moid("resgroup", f"cluster/{name}")}
         if kind == "getDatastore":
-            return {"id": _uuid(f"datastore/{name}")[:17] if standalone else _moid("datastore", name), "name": name, "datacenterId": a.get("datacenterId"), "stats": {}}
+            h = hashlib.sha256(f"datastore/{name}".encode()).hexdigest()
+            return {"id": f"{h[:8]}-{h[8:16]}-{h[16:20]}-{h[20:32]}" if standalone else _moid("datastore", name), "name": name, "datacenterId": a.get("datacenterId"), "stats": {}}
         if kind == "getNetwork":
             return {"id": f"HaNetwork-{name}" if standalone else _moid("network", name), "name": name, "type": "Network", "datacenterId": a.get("datacenterId")}
         if kind == "getVirtualMachine":
