@@ -185,6 +185,9 @@ class GpuPassthroughVm(pulumi.ComponentResource):
                 provider=args.provider,
                 protect=keep,
                 retain_on_delete=keep,
+                # every change under clone/ovf_deploy is ForceNew in the provider: a rebuilt
+                # template (new UUID) must not replace a running GPU node
+                ignore_changes=["clone", "ovfDeploy"],
                 custom_timeouts=pulumi.CustomTimeouts(create="30m"),
             ),
         )

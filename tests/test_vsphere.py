@@ -192,6 +192,7 @@ def test_clone_from_a_vm_template_takes_its_uuid_and_grows_the_disk(esxi):
     assert i["guestId"] == "rhel9_64Guest" and i["scsiType"] == "pvscsi"
     assert i["resourcePoolId"].startswith("resgroup-")  # the cluster's pool
     assert "ovfDeploy" not in i
+    assert machine(result).ignore_changes == ["clone", "ovfDeploy"]  # a rebuilt template never replaces the node
 
 
 def test_ovf_deploy_maps_the_ovf_network_and_takes_its_guest_id(esxi):

@@ -170,7 +170,7 @@ class VsphereInventory:
             host_id = "ha-host" if standalone else _moid("host", name)
             self.host_names[host_id] = name
             return {"id": host_id, "name": name, "datacenterId": a.get("datacenterId"),
-                    "resourcePoolId": "ha-root-pool" if standalone else _moid("resgroup", name)}
+                    "resourcePoolId": "ha-root-pool" if standalone else _moid("resgroup", f"host/{name}")}
         if kind == "getComputeCluster":
             return {"id": _moid("domain-c", name), "name": name, "datacenterId": a.get("datacenterId"), "resourcePoolId": _moid("resgroup", f"cluster/{name}")}
         if kind == "getDatastore":
