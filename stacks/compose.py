@@ -18,8 +18,8 @@ from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
 from components.guest_command import GuestConnection
 from render.guest_scripts import guest_phases
 from render.identity import derived_bootstrap_token
-from render.vm_plan import plan_vm
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
+from render.vm_plan import plan_vm
 from stacks.config import Host, StackConfig
 from stacks.errors import ConfigError, ConfigIssue
 from stacks.addons import build_addons
