@@ -160,9 +160,9 @@ class NvSwitch(Model):
 
 class VmNetwork(Model):
     name: str = "default"
-    """libvirt network the NIC attaches to."""
+    """libvirt network the NIC attaches to (on a vSphere host: hosts[].vsphere.network)."""
     mac: Optional[MacAddress] = None
-    """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed)."""
+    """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed): 52:54:00:xx:xx:xx on libvirt, in VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff on vSphere (which accepts no other manual MAC)."""
     address: Optional[str] = Field(default=None, pattern=r"^\d{1,3}(\.\d{1,3}){3}$")
     """The guest's IPv4 address when known (DHCP reservation for the MAC). Unset: the DHCP lease address."""
     wait_for_lease: bool = True
