@@ -1,7 +1,11 @@
-"""GpuPassthroughVm: one libvirt domain with its GPUs and NVSwitches passed through.
+"""GpuPassthroughVm: one GPU VM with its GPUs and NVSwitches passed through.
 
-Wiring only: the stylesheet, NUMA pinning, MMIO size and cloud-init text come
-from render/. The domain keeps a fixed name (unset, Pulumi would add a random
+One component, one backend per `hosts[].kind`: libvirt (a Domain, its root
+Volume and cloud-init disk) or vsphere (a VirtualMachine). Wiring only: every
+derived value is in the backend-neutral VmPlan (render/vm_plan.py); each
+backend maps it onto its provider (render/domain_xslt.py, render/vsphere.py).
+
+libvirt: the domain keeps a fixed name (unset, Pulumi would add a random
 suffix) and ignores later cloud-init changes, because the provider's update
 path would hot-swap the cdrom back onto the IDE bus that q35 lacks.
 """
@@ -13,48 +17,70 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_libvirt as libvirt
 import pulumi_tls as tls
+import pulumi_vsphere as vsphere
 
-from render.catalog import GIB, GPU_MODELS
-from render.cloud_init import render_meta_data, render_user_data
+from render.catalog import GIB
 from render.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
-from render.mmio import hole64_gib
-from render.numa import Placement, affinity_groups, device_cells
+from render.numa import affinity_groups, device_cells
+from render.vm_plan import VmPlan
+from render.vsphere import Inventory, TemplateInfo, b64, virtual_machine_inputs
 from stacks.config import Host, Vm
 
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
 
 
 @dataclass(frozen=True)
+class LibvirtTarget:
+    base_volume_id: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class VsphereTarget:
+    """What the vSphere preflight resolved for this VM's host (stacks/vsphere_hosts.py)."""
+
+    inventory: Inventory
+    template: TemplateInfo
+    pci_device_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class GpuPassthroughVmArgs:
     vm: Vm
     host: Host
-    placement: Placement
-    hostdevs: tuple[str, ...]
-    """PCI functions to attach, as resolved by the IOMMU preflight."""
-    mac: str
-    ssh_user: str
-    ssh_public_key: str
-    base_volume_id: pulumi.Input[str]
-    provider: libvirt.Provider
+    plan: VmPlan
+    provider: pulumi.ProviderResource
     production: bool
+    target: LibvirtTarget | VsphereTarget
 
 
-def domain_spec(args: GpuPassthroughVmArgs) -> DomainSpec:
-    vm = args.vm
-    consumer = any(GPU_MODELS[g.model].consumer for g in vm.gpus)
+def domain_spec(plan: VmPlan, vm: Vm) -> DomainSpec:
+    """The libvirt mapping of the plan."""
     affinity: tuple[AffinityGroup, ...] = ()
     if vm.numa.expose_gpu_affinity:
-        cells_of, _ = device_cells(0, vm, args.placement)  # problems were already reported, by key, in stacks.checks
-        affinity = tuple(AffinityGroup(cell, devices) for cell, devices in affinity_groups(cells_of, args.hostdevs))
+        cells_of, _ = device_cells(0, vm, plan.placement)  # problems were already reported, by key, in stacks.checks
+        affinity = tuple(AffinityGroup(cell, devices) for cell, devices in affinity_groups(cells_of, plan.hostdevs))
     return DomainSpec(
         affinity=affinity,
-        hostdevs=args.hostdevs,
-        placement=args.placement,
-        hole64_gib=hole64_gib(vm),
+        hostdevs=plan.hostdevs,
+        placement=plan.placement,
+        hole64_gib=plan.mmio64_gib,
         maxphysaddr="passthrough",
-        hugepages_1g=vm.numa.hugepages_1g,
-        kvm_hidden=vm.kvm_hidden if vm.kvm_hidden is not None else consumer,
+        hugepages_1g=plan.hugepages_1g,
+        kvm_hidden=plan.hide_hypervisor,
     )
+
+
+def virtual_machine_args(plan: VmPlan, vm: Vm, host: Host, target: VsphereTarget, user_data_b64: pulumi.Input[str], production: bool) -> vsphere.VirtualMachineArgs:
+    """The vSphere mapping of the plan as the SDK's own input types."""
+    kw = virtual_machine_inputs(plan, vm, host.vsphere, target.inventory, target.template, target.pci_device_ids, user_data_b64)
+    kw["network_interfaces"] = [vsphere.VirtualMachineNetworkInterfaceArgs(**n) for n in kw["network_interfaces"]]
+    if "disks" in kw:
+        kw["disks"] = [vsphere.VirtualMachineDiskArgs(**d, keep_on_remove=production) for d in kw["disks"]]
+    if "clone" in kw:
+        kw["clone"] = vsphere.VirtualMachineCloneArgs(**kw["clone"])
+    if "ovf_deploy" in kw:
+        kw["ovf_deploy"] = vsphere.VirtualMachineOvfDeployArgs(**kw["ovf_deploy"])
+    return vsphere.VirtualMachineArgs(**kw)
 
 
 class GpuPassthroughVm(pulumi.ComponentResource):
@@ -65,43 +91,57 @@ class GpuPassthroughVm(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GpuPassthroughVmArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-stack:index:GpuPassthroughVm", name, None, opts)
-        vm, host = args.vm, args.host
+        plan = args.plan
+        host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self, protect=args.production))
+        user_data = pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh).apply(
+            lambda keys: plan.user_data(keys[0], keys[1].strip())
+        )
+        if isinstance(args.target, VsphereTarget):
+            machine_id, outputs = self._vsphere(name, args, args.target, user_data)
+        else:
+            machine_id, outputs = self._libvirt(name, args, args.target, user_data)
+        self.domain_id = machine_id
+        self.mac = pulumi.Output.from_input(plan.mac)
+        self.host_public_key = host_key.public_key_openssh.apply(lambda k: k.strip())
+        self.register_outputs({
+            "domainId": self.domain_id,
+            "mac": self.mac,
+            "ip": self.ip,
+            "devices": list(plan.hostdevs),
+            **outputs,
+            "hostPublicKey": self.host_public_key,
+        })
+
+    def _libvirt(self, name: str, args: GpuPassthroughVmArgs, target: LibvirtTarget, user_data: pulumi.Output[str]):
+        vm, host, plan = args.vm, args.host, args.plan
         on_host = pulumi.ResourceOptions(parent=self, provider=args.provider)
         keep = args.production
-
-        host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=pulumi.ResourceOptions(parent=self, protect=keep))
-        user_data = pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh).apply(
-            lambda keys: render_user_data(
-                hostname=vm.name, user=args.ssh_user, ssh_public_key=args.ssh_public_key,
-                host_key_private=keys[0], host_key_public=keys[1].strip(),
-            )
-        )
         cloudinit = libvirt.CloudInitDisk(
             f"{name}-cloudinit",
             name=f"{vm.name}-cloudinit.iso",
             pool=host.storage_pool,
             user_data=pulumi.Output.secret(user_data),
-            meta_data=render_meta_data(hostname=vm.name),
+            meta_data=plan.meta_data,
             opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(delete_before_replace=True)),
         )
         root = libvirt.Volume(
             f"{name}-root",
             name=f"{vm.name}-root.qcow2",
             pool=host.storage_pool,
-            base_volume_id=args.base_volume_id,
-            size=vm.disk_gib * GIB,
+            base_volume_id=target.base_volume_id,
+            size=plan.disk_gib * GIB,
             format="qcow2",
             opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(protect=keep, retain_on_delete=keep, delete_before_replace=True)),
         )
-        self.xslt = render_domain_xslt(domain_spec(args))
+        self.xslt = render_domain_xslt(domain_spec(plan, vm))
         domain = libvirt.Domain(
             f"{name}-domain",
             name=vm.name,
             type="kvm",
             arch="x86_64",
             machine="q35",
-            memory=vm.memory_gib * 1024,
-            vcpu=vm.vcpus,
+            memory=plan.memory_mib,
+            vcpu=plan.vcpus,
             cpu=libvirt.DomainCpuArgs(mode="host-passthrough"),
             firmware=host.firmware.code,
             nvram=libvirt.DomainNvramArgs(file=f"{NVRAM_DIR}/{vm.name}_VARS.fd", template=host.firmware.vars_template),
@@ -109,7 +149,7 @@ class GpuPassthroughVm(pulumi.ComponentResource):
             cloudinit=cloudinit.id,
             network_interfaces=[
                 libvirt.DomainNetworkInterfaceArgs(
-                    network_name=vm.network.name, mac=args.mac, wait_for_lease=vm.network.wait_for_lease,
+                    network_name=vm.network.name, mac=plan.mac, wait_for_lease=vm.network.wait_for_lease,
                 )
             ],
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_type="serial", target_port="0")],
@@ -125,20 +165,34 @@ class GpuPassthroughVm(pulumi.ComponentResource):
                 custom_timeouts=pulumi.CustomTimeouts(create="30m"),
             )),
         )
-        self.domain_id = domain.id
-        self.mac = pulumi.Output.from_input(args.mac)
         if vm.network.address:
             self.ip = pulumi.Output.from_input(vm.network.address)
         else:
             self.ip = domain.network_interfaces.apply(
                 lambda nics: next(iter(nics[0].addresses or []), None) if nics else None
             )
-        self.host_public_key = host_key.public_key_openssh.apply(lambda k: k.strip())
-        self.register_outputs({
-            "domainId": self.domain_id,
-            "mac": self.mac,
-            "ip": self.ip,
-            "devices": list(args.hostdevs),
-            "hole64Gib": hole64_gib(vm),
-            "hostPublicKey": self.host_public_key,
-        })
+        return domain.id, {"hole64Gib": plan.mmio64_gib}
+
+    def _vsphere(self, name: str, args: GpuPassthroughVmArgs, target: VsphereTarget, user_data: pulumi.Output[str]):
+        vm, plan = args.vm, args.plan
+        keep = args.production
+        encoded = pulumi.Output.secret(user_data.apply(b64))
+        machine = vsphere.VirtualMachine(
+            f"{name}-vm",
+            virtual_machine_args(plan, vm, args.host, target, encoded, keep),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=args.provider,
+                protect=keep,
+                retain_on_delete=keep,
+                # every change under clone/ovf_deploy is ForceNew in the provider: a rebuilt
+                # template (new UUID) must not replace a running GPU node
+                ignore_changes=["clone", "ovfDeploy"],
+                custom_timeouts=pulumi.CustomTimeouts(create="30m"),
+            ),
+        )
+        if vm.network.address:
+            self.ip = pulumi.Output.from_input(vm.network.address)
+        else:
+            self.ip = machine.default_ip_address
+        return machine.id, {"mmio64SizeGb": plan.mmio64_gib}

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 from render.helm_values import CALICO_UPSTREAM
+from render.identity import in_vmware_static_range
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, place_host
 from stacks.compat import device_plugin_problems
-from stacks.config import StackConfig
+from stacks.config import Host, StackConfig, VmVsphere
 from stacks.errors import ConfigIssue
 from stacks.types import version_tuple
 
@@ -45,6 +46,7 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
             continue
         by_host[vm.host].append((vi, vm))
 
+    issues += _check_host_kinds(cfg, secrets, by_host)
     placements: dict[str, Placement] = {}
     for host_name, vms in by_host.items():
         hi = host_index[host_name]
@@ -119,11 +121,104 @@ def _check_firmware_and_mmio(hi, host, vi, vm) -> list[ConfigIssue]:
         elif vm.mmio_hole64_gib & (vm.mmio_hole64_gib - 1):
             issues.append(ConfigIssue(f"vms[{vi}].mmioHole64Gib", f"{vm.mmio_hole64_gib} is not a power of two; BARs are naturally aligned, use {needed} or a larger power of two"))
     hole = hole64_gib(vm)
-    if hole:
+    if hole and host.kind == "libvirt":  # QEMU's limit; ESXi sizes the guest's address space itself
         bits = phys_bits_needed(vm.memory_gib, hole)
         if bits > host.phys_addr_bits:
             issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"{vm.memory_gib} GiB RAM plus a {hole} GiB PCI hole needs {bits} physical address bits; host {host.name} has {host.phys_addr_bits} (hosts[{hi}].physAddrBits)"))
     return issues
+
+
+# --- hosts[].kind ------------------------------------------------------- begin vsphere
+
+
+def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, list]) -> list[ConfigIssue]:
+    """Each host has the block of its kind; VMs on vSphere hosts get what passthrough on ESXi needs."""
+    issues: list[ConfigIssue] = []
+    for hi, host in enumerate(cfg.hosts):
+        key = f"hosts[{hi}]"
+        if host.kind == "libvirt":
+            if host.libvirt_uri is None:
+                issues.append(ConfigIssue(f"{key}.libvirtUri", "required for kind libvirt, e.g. qemu+ssh://root@gpu-host-1/system"))
+            if host.base_image is None:
+                issues.append(ConfigIssue(f"{key}.baseImage", "required for kind libvirt: the cloud image (qcow2) root disks are cloned from"))
+            if host.vsphere is not None:
+                issues.append(ConfigIssue(f"{key}.vsphere", "only for kind vsphere; set kind: vsphere or remove this block"))
+            continue
+        for field in ("libvirt_uri", "base_image"):
+            if getattr(host, field) is not None:
+                alias = Host.model_fields[field].alias
+                issues.append(ConfigIssue(f"{key}.{alias}", f"not used by kind vsphere (the VM comes from {key}.vsphere.template); remove it"))
+        if host.vsphere is None:
+            issues.append(ConfigIssue(f"{key}.vsphere", "required for kind vsphere: endpoint, datacenter, host, datastore, network, template and pciDevices"))
+            continue
+        t = host.vsphere.template
+        if host.vsphere.datacenter == "ha-datacenter":
+            issues.append(ConfigIssue(f"{key}.vsphere.datacenter", "ha-datacenter is a standalone ESXi host's own: terraform-provider-vsphere clones and deploys OVF/OVA only through vCenter Server, "
+                                      "not over a direct ESXi connection; add the host to a vCenter and name that vCenter (endpoint) and its datacenter"))
+        if (t.vm is None) == (t.ovf is None):
+            issues.append(ConfigIssue(f"{key}.vsphere.template", "set exactly one of vm (a VM template to clone, needs vCenter) and ovf (an OVF/OVA URL)"))
+    used_vsphere = [h.name for h in cfg.hosts if h.kind == "vsphere" and h.name in by_host]
+    for secret in ("vsphereUser", "vspherePassword"):
+        if used_vsphere and secret not in secrets:
+            issues.append(ConfigIssue(secret, f"vSphere host {used_vsphere[0]} needs credentials; set them with `pulumi config set --secret gpu-stack:{secret}`"))
+    index = {h.name: i for i, h in enumerate(cfg.hosts)}
+    for host_name, vms in by_host.items():
+        host = cfg.hosts[index[host_name]]
+        for vi, vm in vms:
+            issues += _check_vm_firmware(host, vi, vm)
+            if host.kind == "libvirt":
+                if vm.vsphere is not None:
+                    issues.append(ConfigIssue(f"vms[{vi}].vsphere", f"host {host.name} is kind libvirt; this block is for VMs on kind vsphere hosts"))
+                continue
+            issues += _check_vsphere_vm(index[host_name], host, vi, vm)
+    return issues
+
+
+def _check_vm_firmware(host, vi, vm) -> list[ConfigIssue]:
+    """vms[].firmware, the same rules for every backend that has the setting."""
+    issues = []
+    key = f"vms[{vi}].firmware"
+    fw = vm.firmware
+    if fw.type != "efi":
+        if host.kind == "libvirt":
+            issues.append(ConfigIssue(f"{key}.type", f"libvirt VMs boot OVMF (hosts[].firmware.code); {fw.type} is not supported there"))
+        elif vm.gpus:
+            issues.append(ConfigIssue(f"{key}.type", f"{fw.type} with GPUs: seed 001 warns that the OS may not install or the passed-through GPU is not seen; use efi"))
+    if fw.secure_boot:
+        if host.kind == "libvirt":
+            issues.append(ConfigIssue(f"{key}.secureBoot", "on libvirt Secure Boot follows the OVMF build in hosts[].firmware.code; set that instead"))
+        elif vm.gpus and not fw.allow_secure_boot_with_gpus:
+            issues.append(ConfigIssue(f"{key}.secureBoot", f"Secure Boot with GPUs stops the unsigned NVIDIA modules from loading (seed 000: black screen); set false, or {key}.allowSecureBootWithGpus: true"))
+    return issues
+
+
+def _check_vsphere_vm(hi, host, vi, vm) -> list[ConfigIssue]:
+    issues = []
+    key = f"vms[{vi}]"
+    opts = vm.vsphere or VmVsphere()
+    if vm.network.mac and not in_vmware_static_range(vm.network.mac):
+        issues.append(ConfigIssue(f"{key}.network.mac", f"{vm.network.mac} is outside VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff, which vSphere requires for a manual MAC; unset it to derive one"))
+    if vm.numa.hugepages_1g:
+        issues.append(ConfigIssue(f"{key}.numa.hugepages1g", "libvirt only; ESXi backs guest memory with large pages itself"))
+    if vm.numa.expose_gpu_affinity:
+        issues.append(ConfigIssue(f"{key}.numa.exposeGpuAffinity", "libvirt only (pcie-expander-bus); on vSphere set vsphere.numCoresPerSocket and numa.hostNodes"))
+    cps = opts.num_cores_per_socket
+    if cps is not None and vm.vcpus % cps:
+        issues.append(ConfigIssue(f"{key}.vsphere.numCoresPerSocket", f"{cps} does not divide vcpus {vm.vcpus}; vSphere needs whole sockets"))
+    enabled = set(host.vsphere.pci_devices) if host.vsphere is not None else set()
+    if host.vsphere is not None:
+        for kind, devices in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
+            for di, dev in enumerate(devices):
+                if dev.address not in enabled:
+                    issues.append(ConfigIssue(
+                        f"{key}.{kind}[{di}].address",
+                        f"{dev.address} is not in hosts[{hi}].vsphere.pciDevices (host {host.name}); set its passthrough to Active on the host "
+                        "(Host > Manage > Hardware > PCI Devices > Toggle passthrough, then reboot the host) and list it there",
+                    ))
+    return issues
+
+
+# ------------------------------------------------------------------------- end vsphere
 
 
 def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:

@@ -17,18 +17,20 @@ import pulumi
 import pulumi_libvirt as libvirt
 
 from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs
-from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
+from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, LibvirtTarget
 from components.guest_command import GuestConnection
 from render.guest_scripts import guest_phases
-from render.identity import derived_bootstrap_token, derived_mac
+from render.identity import derived_bootstrap_token
 from render.host_facts import ENV as HOST_FACTS_ENV
 from render.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
 from render.numa import Placement
+from render.vm_plan import plan_vm
 from stacks.config import Host, StackConfig
 from stacks.errors import ConfigError, ConfigIssue
 from stacks.addons import build_addons
 from stacks.load import LoadedStack, load_stack
+from stacks.vsphere_hosts import vsphere_preflight, vsphere_provider
 
 
 def _node_device(address: str, provider: libvirt.Provider) -> NodeDevice:
@@ -77,6 +79,8 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
             for di, d in enumerate(devs):
                 owners[(vm.host, d.address)] = f"vms[{vi}] ({vm.name})"
     for vi, vm in enumerate(cfg.vms):
+        if vm.host not in providers:  # a host of another kind: its own preflight (stacks/vsphere_hosts.py)
+            continue
         devices: dict[str, NodeDevice] = {}
         known = facts.get(vm.host)
         if known is not None:
@@ -126,27 +130,35 @@ def build(stack: LoadedStack) -> None:
     cfg = stack.config
     facts = host_facts(cfg)
     used_hosts = [h for h in cfg.hosts if any(vm.host == h.name for vm in cfg.vms)]
-    providers = {h.name: libvirt.Provider(f"libvirt-{h.name}", uri=h.libvirt_uri) for h in used_hosts}
+    # per hosts[].kind: a provider and a preflight each, before any VM is declared
+    libvirt_hosts = [h for h in used_hosts if h.kind == "libvirt"]
+    providers = {h.name: libvirt.Provider(f"libvirt-{h.name}", uri=h.libvirt_uri) for h in libvirt_hosts}
+    vsphere_providers = {h.name: vsphere_provider(h, stack.secrets) for h in used_hosts if h.kind == "vsphere"}
     hostdevs = iommu_preflight(cfg, providers, facts, stack.placements)
-    bases = {h.name: _base_volume(h, providers[h.name], cfg.production) for h in used_hosts}
+    vsphere_targets = vsphere_preflight(cfg, vsphere_providers)
+    bases = {h.name: _base_volume(h, providers[h.name], cfg.production) for h in libvirt_hosts}
     hosts = {h.name: h for h in cfg.hosts}
     guest = cfg.guest
 
     vms: dict[str, GpuPassthroughVm] = {}
     for vm in cfg.vms:
+        host = hosts[vm.host]
+        if host.kind == "vsphere":
+            target, provider = vsphere_targets[vm.name], vsphere_providers[vm.host]
+            devices = target.pci_device_ids
+        else:
+            target, provider = LibvirtTarget(base_volume_id=bases[vm.host].id), providers[vm.host]
+            devices = hostdevs[vm.name]
         vms[vm.name] = GpuPassthroughVm(
             vm.name,
             GpuPassthroughVmArgs(
                 vm=vm,
-                host=hosts[vm.host],
-                placement=stack.placements[vm.name],
-                hostdevs=hostdevs[vm.name],
-                mac=vm.network.mac or derived_mac(pulumi.get_stack(), vm.name),
-                ssh_user=guest.ssh_user,
-                ssh_public_key=guest.ssh_public_key,
-                base_volume_id=bases[vm.host].id,
-                provider=providers[vm.host],
+                host=host,
+                plan=plan_vm(vm, kind=host.kind, stack=pulumi.get_stack(), placement=stack.placements[vm.name],
+                             hostdevs=devices, ssh_user=guest.ssh_user, ssh_public_key=guest.ssh_public_key),
+                provider=provider,
                 production=cfg.production,
+                target=target,
             ),
         )
 

@@ -61,10 +61,64 @@ class BaseImage(Model):
     format: Literal["qcow2", "raw"] = "qcow2"
 
 
+# --- vSphere (hosts[].kind: vsphere) ---------------------------------- begin vsphere
+
+
+class VsphereTemplate(Model):
+    """What the VM is created from: exactly one of `vm` and `ovf`."""
+
+    vm: Optional[str] = None
+    """Name of a VM template in the datacenter, cloned; its first disk is grown to vms[].diskGib. Its guest must run cloud-init with the VMware datasource (guestinfo)."""
+    ovf: Optional[str] = None
+    """URL of an OVF or OVA deployed with ovf_deploy. Its guest must run cloud-init with the VMware datasource (guestinfo). Its root disk is deployed at the size the OVA has."""
+    ovf_network: str = "VM Network"
+    """Network name in the OVF descriptor, mapped to `network`."""
+
+
+class VsphereHost(Model):
+    endpoint: str = Field(pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    """vCenter host name or address (the provider's vsphere_server), e.g. vcenter.lab.local. The provider clones and deploys OVFs only through vCenter, not over a direct ESXi connection."""
+    allow_unverified_ssl: bool = False
+    """Accept a self-signed endpoint certificate."""
+    datacenter: str
+    """vCenter datacenter that holds the host. (ha-datacenter, a standalone host's own, is refused: no clone or OVF deploy there.)"""
+    cluster: Optional[str] = None
+    """Compute cluster whose resource pool the VM goes in. Unset: the host's own resource pool."""
+    host: str
+    """The ESXi host the VM runs on, as named in vCenter's inventory (often its address). Passed-through devices are a host's, so a GPU VM is bound to it."""
+    datastore: str
+    """Datastore for the VM's files and root disk."""
+    network: str
+    """Port group (network) the VM's NIC attaches to, e.g. VM Network."""
+    folder: Optional[str] = None
+    """VM folder, relative to the datacenter's vm folder."""
+    template: VsphereTemplate
+    pci_devices: tuple[PciAddress, ...] = Field(min_length=1)
+    """Host PCI devices set to Passthrough Active (Host > Manage > Hardware > PCI Devices, then reboot the host): the only ones a VM on this host may take (docs/OPERATIONS.md)."""
+
+
+class VmVsphere(Model):
+    """vSphere-only settings of a VM on a `kind: vsphere` host."""
+
+    num_cores_per_socket: Optional[int] = Field(default=None, gt=0)
+    """Cores per virtual socket. Unset: vcpus divided by the guest NUMA cells when vms[].numa sets hostNodes or cells, else the provider default."""
+    latency_sensitivity: Optional[Literal["low", "normal", "medium", "high"]] = None
+    """VM latency sensitivity; high needs the memory reservation gpu-stack always sets, and a full CPU reservation set in vSphere."""
+    guest_id: Optional[str] = None
+    """vSphere guest OS id. Unset: the template's."""
+
+
+# ------------------------------------------------------------------------ end vsphere
+
+
 class Host(Model):
     name: Name
-    libvirt_uri: str = Field(pattern=r"^qemu(\+[a-z]+)?://")
-    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system."""
+    kind: Literal["libvirt", "vsphere"] = "libvirt"
+    """Hypervisor of this host: libvirt (KVM over a libvirt URI) or vsphere (ESXi, directly or through vCenter; set `vsphere`)."""
+    libvirt_uri: Optional[str] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://")
+    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt."""
+    vsphere: Optional[VsphereHost] = None
+    """Where and from what VMs are created on a kind vsphere host. Credentials are the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword."""
     numa_nodes: tuple[NumaNode, ...] = Field(min_length=1)
     """The host's NUMA topology: `lscpu` / `numactl -H`."""
     reserved_cpus: CpuList = ""
@@ -75,7 +129,8 @@ class Host(Model):
     """Physical address bits of the host CPU (`grep 'address sizes' /proc/cpuinfo`)."""
     storage_pool: str = "default"
     firmware: HostFirmware = HostFirmware()
-    base_image: BaseImage
+    base_image: Optional[BaseImage] = None
+    """Cloud image the root disks are cloned from. Required for kind libvirt."""
 
     @property
     def reserved_cpu_ids(self) -> tuple[int, ...]:
@@ -105,15 +160,19 @@ class NvSwitch(Model):
 
 class VmNetwork(Model):
     name: str = "default"
-    """libvirt network the NIC attaches to."""
+    """libvirt network the NIC attaches to (on a vSphere host: hosts[].vsphere.network)."""
     mac: Optional[MacAddress] = None
-    """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed)."""
+    """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed): 52:54:00:xx:xx:xx on libvirt, in VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff on vSphere (which accepts no other manual MAC)."""
     address: Optional[str] = Field(default=None, pattern=r"^\d{1,3}(\.\d{1,3}){3}$")
     """The guest's IPv4 address when known (DHCP reservation for the MAC). Unset: the DHCP lease address."""
     wait_for_lease: bool = True
 
 
 class VmFirmware(Model):
+    type: Literal["efi", "bios"] = "efi"
+    """Boot firmware. With GPUs only efi is accepted (seed 001: otherwise the OS may not install or the GPU is not seen). libvirt always boots OVMF (hosts[].firmware.code); vSphere: the VirtualMachine's firmware."""
+    secure_boot: bool = False
+    """Boot with UEFI Secure Boot. With GPUs refused unless allowSecureBootWithGpus. libvirt: follows hosts[].firmware.code instead; vSphere: efi_secure_boot_enabled."""
     allow_secure_boot_with_gpus: bool = False
     """Secure Boot firmware with GPUs gave seed 000 a black screen; refused unless set."""
 
@@ -150,9 +209,11 @@ class Vm(Model):
     firmware: VmFirmware = VmFirmware()
     numa: VmNuma = VmNuma()
     mmio_hole64_gib: Optional[int] = Field(default=None, gt=0)
-    """Override the computed 64-bit PCI hole. Smaller than needed is an error."""
+    """Override the computed 64-bit MMIO window (libvirt pci-hole64-size, vSphere pciPassthru.64bitMMIOSizeGB). Smaller than needed is an error."""
     kvm_hidden: Optional[bool] = None
-    """Hide KVM from the guest. Unset: on for consumer GPUs."""
+    """Hide the hypervisor from the guest (libvirt <kvm><hidden>, vSphere hypervisor.cpuid.v0 = FALSE). Unset: on for consumer GPUs (catalog), off for data-centre GPUs."""
+    vsphere: Optional[VmVsphere] = None
+    """Settings for a VM on a kind vsphere host."""
 
 
 # --- guest ------------------------------------------------------------------
@@ -352,5 +413,5 @@ class StackConfig(Model):
     addons: Addons = Addons()
 
 
-SECRET_KEYS = ("sshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig")
+SECRET_KEYS = ("sshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig", "vsphereUser", "vspherePassword")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""

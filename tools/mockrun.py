@@ -25,6 +25,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from render.host_facts import ENV as HOST_FACTS_ENV
 from render.iommu import nodedev_name
+from render.vsphere import NVIDIA_VENDOR_ID
 
 PROJECT = "gpu-stack"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -69,6 +70,8 @@ class RunResult:
     """MockMonitor.get_registered_resources(): URN -> (urn, id, state)."""
     dependencies: dict[str, list[str]] = field(default_factory=dict)
     """URN -> URNs it depends on, as the engine would see them."""
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+    """Every invoke the program made: (token, args)."""
 
     def of_type(self, type_: str) -> list[Registered]:
         return [r for r in self.resources if r.type == type_]
@@ -98,6 +101,114 @@ def isolated_node_device(name: str) -> dict:
             },
         },
     }
+
+
+# --- vSphere invokes ------------------------------------------------------ begin vsphere
+
+# ESXi names PCI devices as the PCI ID database does (`lspci` on the host).
+VSPHERE_DEVICE_NAMES = {
+    "P100-PCIE-16GB": "GP100GL [Tesla P100 PCIe 16GB]",
+    "V100-PCIE-16GB": "GV100GL [Tesla V100 PCIe 16GB]",
+    "A100-PCIE-80GB": "GA100 [A100 PCIe 80GB]",
+    "A100-SXM4-80GB": "GA100 [A100 SXM4 80GB]",
+    "H100-SXM5-80GB": "GH100 [H100 SXM5 80GB]",
+    "H100-PCIE-80GB": "GH100 [H100 PCIe]",
+    "L40S": "AD102GL [L40S]",
+    "NVSwitch-Gen3": "GH100 [H100 NVSwitch]",
+}
+
+
+def vsphere_pci_device(address: str, model: str) -> dict:
+    """One HostPciDevice as getHostPciDevice sees it: id is the host's PCI address."""
+    bridge = model.startswith("NVSwitch")
+    return {"id": address, "deviceName": VSPHERE_DEVICE_NAMES.get(model, f"NVIDIA {model.replace('-', ' ')}"),
+            "vendorId": int(NVIDIA_VENDOR_ID, 16), "classId": 0x0680 if bridge else 0x0302}
+
+
+def offline_vsphere_pci(config: dict[str, str]) -> dict[str, list[dict]]:
+    """What the offline plan assumes: every device the config gives a vSphere host is on it, as configured.
+
+    Keyed by the ESXi host's inventory name (hosts[].vsphere.host), as getHost is asked.
+    """
+    hosts = json.loads(config.get(f"{PROJECT}:hosts", "[]"))
+    vms = json.loads(config.get(f"{PROJECT}:vms", "[]"))
+    esxi = {h["name"]: (h.get("vsphere") or {}).get("host") for h in hosts if h.get("kind") == "vsphere"}
+    out: dict[str, list[dict]] = {name: [] for name in esxi.values()}
+    for vm in vms:
+        if vm.get("host") not in esxi:
+            continue
+        for dev in (*vm.get("gpus", []), *vm.get("nvswitches", [])):
+            out[esxi[vm["host"]]].append(vsphere_pci_device(dev["address"].lower(), dev.get("model", "NVSwitch-Gen3")))
+    return out
+
+
+def _moid(kind: str, name: str) -> str:
+    return f"{kind}-{1000 + int(hashlib.sha256(name.encode()).hexdigest()[:4], 16) % 9000}"
+
+
+def _uuid(name: str) -> str:
+    h = hashlib.sha256(name.encode()).hexdigest()
+    return f"42{h[:6]}-{h[6:10]}-{h[10:14]}-{h[14:18]}-{h[18:30]}"
+
+
+class VsphereInventory:
+    """Answers the vSphere data sources gpu-stack calls as a vCenter (or, for ha-datacenter, a standalone ESXi host) would."""
+
+    def __init__(self, pci: dict[str, list[dict]], missing: set[str] | None = None):
+        self.pci = pci
+        self.missing = missing or set()
+        """Inventory names the fake vCenter does not have (tests of the "not found" path)."""
+        self.host_names: dict[str, str] = {}
+
+    def call(self, token: str, a: dict) -> dict | tuple[dict, list[tuple[str, str]]]:
+        kind = token.split(":")[-1]
+        name = a.get("name")
+        if name in self.missing:  # as the provider reports it: an invoke failure
+            return {}, [("name", f"error fetching {kind.removeprefix('get').lower()}: {name} not found")]
+        standalone = a.get("datacenterId") == "ha-datacenter"
+        if kind == "getDatacenter":
+            return {"id": "ha-datacenter" if name == "ha-datacenter" else _moid("datacenter", name), "name": name, "virtualMachines": []}
+        if kind == "getHost":
+            host_id = "ha-host" if standalone else _moid("host", name)
+            self.host_names[host_id] = name
+            return {"id": host_id, "name": name, "datacenterId": a.get("datacenterId"),
+                    "resourcePoolId": "ha-root-pool" if standalone else _moid("resgroup", f"host/{name}")}
+        if kind == "getComputeCluster":
+            return {"id": _moid("domain-c", name), "name": name, "datacenterId": a.get("datacenterId"), "resourcePoolId": _moid("resgroup", f"cluster/{name}")}
+        if kind == "getDatastore":
+            h = hashlib.sha256(f"datastore/{name}".encode()).hexdigest()
+            return {"id": f"{h[:8]}-{h[8:16]}-{h[16:20]}-{h[20:32]}" if standalone else _moid("datastore", name), "name": name, "datacenterId": a.get("datacenterId"), "stats": {}}
+        if kind == "getNetwork":
+            return {"id": f"HaNetwork-{name}" if standalone else _moid("network", name), "name": name, "type": "Network", "datacenterId": a.get("datacenterId")}
+        if kind == "getVirtualMachine":
+            return {"id": _uuid(f"vm/{name}"), "name": name, "guestId": "rhel9_64Guest", "scsiType": "pvscsi", "firmware": "efi",
+                    "disks": [{"label": "Hard disk 1", "size": 20, "thinProvisioned": True, "eagerlyScrub": False, "unitNumber": 0}],
+                    "networkInterfaceTypes": ["vmxnet3"], "datacenterId": a.get("datacenterId")}
+        if kind == "getOvfVmTemplate":
+            return {"id": name, "name": name, "guestId": "rhel9_64Guest", "scsiType": "pvscsi", "firmware": "efi", "numCpus": 2, "memory": 2048,
+                    "hostSystemId": a.get("hostSystemId"), "resourcePoolId": a.get("resourcePoolId"), "datastoreId": a.get("datastoreId"),
+                    "remoteOvfUrl": a.get("remoteOvfUrl"), "ovfNetworkMap": a.get("ovfNetworkMap") or {}, "diskProvisioning": "thin"}
+        if kind == "getHostPciDevice":
+            return self._pci_device(a)
+        raise Exception(f"mockrun: no answer for {token}")
+
+    def _pci_device(self, a: dict) -> dict:
+        """terraform-provider-vsphere's data source: name regex, then class and vendor; the first match, or no id."""
+        host = self.host_names.get(a.get("hostId"), a.get("hostId"))
+        regex = re.compile(a.get("nameRegex") or "")
+        for dev in sorted(self.pci.get(host, []), key=lambda d: d["id"]):
+            if not regex.search(dev["deviceName"]):
+                continue
+            if a.get("classId") and dev["classId"] != int(a["classId"], 16):
+                continue
+            if a.get("vendorId") and dev["vendorId"] != int(a["vendorId"], 16):
+                continue
+            return {"id": dev["id"], "hostId": a.get("hostId"), "name": dev["deviceName"], "nameRegex": a.get("nameRegex"),
+                    "classId": f"{dev['classId']:x}", "vendorId": f"{dev['vendorId']:x}"}
+        return {"id": "", "hostId": a.get("hostId"), "name": "", "nameRegex": a.get("nameRegex")}
+
+
+# ------------------------------------------------------------------------- end vsphere
 
 
 def _fake_ip(name: str) -> str:
@@ -130,6 +241,7 @@ class StackMocks(pulumi_mocks.Mocks):
         self.on_register = on_register
         self.node_devices = node_devices
         self.extra_outputs = outputs
+        self.vsphere: VsphereInventory | None = None
         self.inputs: dict[tuple[str, str], dict] = {}
         self.calls: list[tuple[str, dict]] = []
 
@@ -143,6 +255,8 @@ class StackMocks(pulumi_mocks.Mocks):
         if args.typ == "libvirt:index/domain:Domain":
             nics = [dict(n, addresses=[_fake_ip(args.name)]) for n in state.get("networkInterfaces", [])]
             state["networkInterfaces"] = nics
+        if args.typ == "vsphere:index/virtualMachine:VirtualMachine":
+            state.update(defaultIpAddress=_fake_ip(args.name), moid=_moid("vm", args.name), uuid=_uuid(args.name))
         if args.typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyOpenssh"] = f"-----BEGIN OPENSSH PRIVATE KEY-----\nmock-{args.name}\n-----END OPENSSH PRIVATE KEY-----\n"
             state["publicKeyOpenssh"] = f"ssh-ed25519 AAAAmock{hashlib.sha256(args.name.encode()).hexdigest()[:16]}\n"
@@ -161,6 +275,8 @@ class StackMocks(pulumi_mocks.Mocks):
                     raise Exception(f"failed to lookup node device: Node device not found: no node device with matching name '{name}'")
                 return self.node_devices[name]
             return isolated_node_device(name)
+        if args.token.startswith("vsphere:index/") and self.vsphere is not None:
+            return self.vsphere.call(args.token, dict(args.args))
         return {}
 
 
@@ -190,6 +306,8 @@ def run(
     outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None,
     on_register: Callable[[str, str], None] | None = None,
     host_facts: list[str] | None = None,
+    vsphere_pci: dict[str, list[dict]] | None = None,
+    vsphere_missing: set[str] | None = None,
 ) -> RunResult:
     """Run stacks.compose.main under mocks; raises what the program raises.
 
@@ -200,6 +318,7 @@ def run(
     from stacks.compose import main
 
     mocks = StackMocks(preview, node_devices, outputs, on_register)
+    mocks.vsphere = VsphereInventory(offline_vsphere_pci(config) if vsphere_pci is None else vsphere_pci, vsphere_missing)
     monitor = RecordingMonitor(mocks)
     # a fresh root stack per run: set_mocks reuses the previous one, and with it
     # the previous run's stack transformation
@@ -254,7 +373,7 @@ def run(
     for r in captured:
         r.inputs = mocks.inputs.get((r.type, r.name), {})
     resolved = {k: _resolve(v) for k, v in stack_outputs.items()}
-    return RunResult(captured, resolved, monitor.get_registered_resources(), monitor.dependencies)
+    return RunResult(captured, resolved, monitor.get_registered_resources(), monitor.dependencies, mocks.calls)
 
 
 def _resolve(value: Any) -> Any:

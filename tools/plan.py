@@ -17,6 +17,7 @@ with hosts/), the program gets the files in GPU_STACK_HOST_FACTS, exactly as
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import shutil
@@ -31,6 +32,7 @@ from lxml import etree
 from render.guest_scripts import HEREDOC
 from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
+from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from stacks.config import SECRET_KEYS
 from stacks.errors import ConfigError
 from stacks.load import decode_config_value, parse_stack_config
@@ -118,6 +120,31 @@ def _domain_artifacts(result: mockrun.RunResult, domain: mockrun.Registered) -> 
     return files
 
 
+VSPHERE_VM = "vsphere:index/virtualMachine:VirtualMachine"
+
+
+def _unwrap_secret(value: Any) -> Any:
+    if isinstance(value, dict) and value.get(mockrun.SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+        return value.get("value")
+    return value
+
+
+def vsphere_json(machine: mockrun.Registered) -> str:
+    """The VirtualMachine's inputs for reviewers; extra_config key by key with its reason.
+
+    extraConfig travels as one secret map (it holds the cloud-init user-data);
+    here only the secret keys stay hidden.
+    """
+    inputs = dict(machine.inputs)
+    extra = _unwrap_secret(inputs.pop("extraConfig", {})) or {}
+    doc = sanitize(inputs)
+    doc["extraConfig"] = {
+        key: {"value": "[secret]" if key in SECRET_EXTRA_CONFIG else sanitize(value), "reason": EXTRA_CONFIG_REASONS.get(key, "")}
+        for key, value in sorted(extra.items())
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
 def _script_in(command_text: Any) -> str:
     """The phase script inside a remote command's SSH wrapper."""
     if not isinstance(command_text, str):
@@ -134,6 +161,12 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
     for domain in result.of_type("libvirt:index/domain:Domain"):
         for fname, text in _domain_artifacts(result, domain).items():
             out[f"vms/{domain.inputs['name']}/{fname}"] = text
+    for machine in result.of_type(VSPHERE_VM):
+        name = machine.inputs["name"]
+        out[f"vms/{name}/vsphere.json"] = vsphere_json(machine)
+        meta = (_unwrap_secret(machine.inputs.get("extraConfig")) or {}).get("guestinfo.metadata")
+        if isinstance(meta, str):
+            out[f"vms/{name}/cloud-init.meta-data"] = base64.b64decode(meta).decode()
     for release in result.of_type("kubernetes:helm.sh/v3:Release"):
         values = sanitize(release.inputs.get("values", {}))
         out[f"helm/{release.inputs.get('name', release.name)}.values.yaml"] = to_yaml(values)
@@ -204,6 +237,14 @@ def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None 
         lines.append(f"  {n:3d}  {type_}")
     for vm in result.of_type("gpu-stack:index:GpuPassthroughVm"):
         kids = result.children_of(vm.name)
+        machine = next((k for k in kids if k.type == VSPHERE_VM), None)
+        if machine is not None:
+            extra = _unwrap_secret(machine.inputs.get("extraConfig")) or {}
+            mmio = extra.get("pciPassthru.64bitMMIOSizeGB")
+            lines.append(f"  vm {vm.name} (vsphere): {len(kids)} resources, {len(machine.inputs.get('pciDeviceIds', []))} PCI devices, "
+                         f"{int(machine.inputs['numCpus'])} vCPUs, {int(machine.inputs['memory']) // 1024} GiB"
+                         + (f", 64bitMMIOSizeGB {mmio}" if mmio else ""))
+            continue
         domain = next(k for k in kids if k.type == "libvirt:index/domain:Domain")
         xslt = domain.inputs["xml"]["xslt"]
         hole = re.search(r"pci-hole64-size=(\d+G)", xslt)
@@ -217,10 +258,12 @@ def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None 
         if host in facts:
             lines.append(f"  host {host}: IOMMU groups, BARs, NUMA and address bits checked against {facts[host]}")
     unchecked = [h for h in hosts if h not in facts]
+    notes = []
     if unchecked:
-        lines.append(f"  (offline: IOMMU groups assumed isolated on {', '.join(unchecked)}, no host facts; secrets are placeholders)")
-    else:
-        lines.append("  (offline: secrets are placeholders)")
+        notes.append(f"IOMMU groups assumed isolated on {', '.join(unchecked)}, no host facts")
+    if result.of_type("pulumi:providers:vsphere"):
+        notes.append("vSphere inventory and PCI devices assumed as configured")
+    lines.append(f"  (offline: {'; '.join(notes + ['secrets are placeholders'])})")
     return "\n".join(lines)
 
 

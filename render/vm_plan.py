@@ -1,0 +1,93 @@
+"""The backend-neutral plan of one GPU VM: every derived value, computed once.
+
+GpuPassthroughVm has one backend per `hosts[].kind` (libvirt, vsphere). Each
+backend only maps this plan onto its provider's fields: the libvirt backend
+into a DomainSpec and Domain inputs (render/domain_xslt.py), the vSphere
+backend into VirtualMachine inputs (render/vsphere.py). A new backend (KubeVirt)
+is a new mapping of the same plan, never a copy of the derivations:
+
+- the 64-bit MMIO window from the devices' BARs (render/mmio.py): libvirt's
+  pci-hole64-size, vSphere's pciPassthru.64bitMMIOSizeGB;
+- NUMA placement (render/numa.py);
+- the MAC, stable forever (render/identity.py), in the backend's MAC range;
+- the guest identity: cloud-init user-data with the pinned SSH host key and
+  meta-data (render/cloud_init.py);
+- the passed-through PCI functions, as resolved by the backend's preflight;
+- firmware: EFI, Secure Boot off with GPUs (stacks/checks.py refuses the rest);
+- whether to hide the hypervisor from the guest (consumer GPUs, catalog).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from render.catalog import GPU_MODELS
+from render.cloud_init import render_meta_data, render_user_data
+from render.identity import derived_mac, derived_vmware_mac
+from render.mmio import hole64_gib
+from render.numa import Placement
+from stacks.config import Vm
+
+
+@dataclass(frozen=True)
+class VmPlan:
+    name: str
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    placement: Placement
+    hostdevs: tuple[str, ...]
+    """PCI functions to attach, in attach order, as resolved by the backend's preflight."""
+    mmio64_gib: int
+    """64-bit MMIO window in GiB; 0 when nothing is passed through."""
+    mac: str
+    firmware: str
+    """"efi" (the default; with GPUs the only one accepted, seed 001: "the boot mode must be EFI") or "bios"."""
+    secure_boot: bool
+    hide_hypervisor: bool
+    """libvirt <kvm><hidden state="on"/>, vSphere hypervisor.cpuid.v0 = FALSE."""
+    hugepages_1g: bool
+    ssh_user: str
+    ssh_public_key: str
+    meta_data: str
+
+    def user_data(self, host_key_private: str, host_key_public: str) -> str:
+        """cloud-init user-data; the host key comes from a Pulumi resource, so this is applied late."""
+        return render_user_data(
+            hostname=self.name, user=self.ssh_user, ssh_public_key=self.ssh_public_key,
+            host_key_private=host_key_private, host_key_public=host_key_public,
+        )
+
+
+def hides_hypervisor(vm: Vm) -> bool:
+    """Explicit `vms[].kvmHidden`, else the catalog: consumer GPUs need it, data-centre GPUs do not."""
+    if vm.kvm_hidden is not None:
+        return vm.kvm_hidden
+    return any(GPU_MODELS[g.model].consumer for g in vm.gpus)
+
+
+def vm_mac(vm: Vm, kind: str, stack: str) -> str:
+    """The configured MAC, else one derived from stack and VM name in the backend's range."""
+    if vm.network.mac:
+        return vm.network.mac
+    return derived_vmware_mac(stack, vm.name) if kind == "vsphere" else derived_mac(stack, vm.name)
+
+
+def plan_vm(vm: Vm, *, kind: str, stack: str, placement: Placement, hostdevs: tuple[str, ...], ssh_user: str, ssh_public_key: str) -> VmPlan:
+    return VmPlan(
+        name=vm.name,
+        vcpus=vm.vcpus,
+        memory_mib=vm.memory_gib * 1024,
+        disk_gib=vm.disk_gib,
+        placement=placement,
+        hostdevs=hostdevs,
+        mmio64_gib=hole64_gib(vm),
+        mac=vm_mac(vm, kind, stack),
+        firmware=vm.firmware.type,
+        secure_boot=vm.firmware.secure_boot,
+        hide_hypervisor=hides_hypervisor(vm),
+        hugepages_1g=vm.numa.hugepages_1g,
+        ssh_user=ssh_user,
+        ssh_public_key=ssh_public_key,
+        meta_data=render_meta_data(hostname=vm.name),
+    )
