@@ -6,6 +6,10 @@ system validators: the domain stylesheet is applied with lxml (libxslt, the
 library xsltproc uses). Secrets never reach the files: `secure:` values and
 absent required secrets are placeholders, and every secret input is written
 as "[secret]". The same config gives byte-identical files.
+
+After writing, the whole-plan convergence check (render/convergence.py) runs
+on exactly what was written; each violation is one line on stderr naming the
+object and the config key to change, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -16,15 +20,17 @@ import re
 import shutil
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from lxml import etree
 
+from render import convergence
 from render.guest_scripts import HEREDOC
 from render.provider_xml import VolumeRef, provider_domain_xml
-from stacks.config import SECRET_KEYS
+from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import ConfigError
 from stacks.load import decode_config_value, parse_stack_config
 from tools import mockrun
@@ -85,6 +91,13 @@ def plan_config(stack_config: dict[str, Any]) -> tuple[dict[str, str], list[str]
                 values[full] = f"plan-placeholder-{issue.path}"
                 secret_keys.append(full)
     return values, secret_keys
+
+
+def stack_config(values: dict[str, str], secret_keys: list[str]) -> StackConfig:
+    """The typed config the plan was rendered from (values as plan_config returns them)."""
+    raw = {k.split(":", 1)[1]: decode_config_value(v) for k, v in values.items()}
+    cfg, _ = parse_stack_config(raw, {k.split(":", 1)[1] for k in secret_keys})
+    return cfg
 
 
 def _domain_artifacts(result: mockrun.RunResult, domain: mockrun.Registered) -> dict[str, str]:
@@ -186,19 +199,36 @@ def summary(stack: str, result: mockrun.RunResult) -> str:
     return "\n".join(lines)
 
 
-def write_plan(stack: str, out_root: Path, root: Path = ROOT) -> tuple[Path, str]:
+@dataclass(frozen=True)
+class PlanResult:
+    out: Path
+    summary: str
+    violations: list[convergence.Violation]
+
+
+def run_plan(stack: str, out_root: Path, root: Path = ROOT) -> PlanResult:
+    """Write the plan, then run the convergence check (render/convergence.py) on exactly what was written."""
     values, secret_keys = plan_config(load_stack_file(stack, root))
     result = mockrun.run(values, secret_keys, stack=stack, preview=True)
     out = out_root / stack
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    files = {"resources.json": resources_json(result), **artifacts(result)}
-    for rel, text in sorted(files.items()):
+    rows = resources_json(result)
+    files = artifacts(result)
+    for rel, text in sorted({"resources.json": rows, **files}.items()):
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return out, summary(stack, result)
+    violations = convergence.check(convergence.Plan(tuple(json.loads(rows)), files), stack_config(values, secret_keys))
+    n = len(convergence.RULES)
+    verdict = f"ok ({n} rules)" if not violations else f"{len(violations)} violation{'s' if len(violations) != 1 else ''} ({n} rules)"
+    return PlanResult(out, summary(stack, result) + f"\n  convergence: {verdict}", violations)
+
+
+def write_plan(stack: str, out_root: Path, root: Path = ROOT) -> tuple[Path, str]:
+    result = run_plan(stack, out_root, root)
+    return result.out, result.summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,13 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack-dir", default=str(ROOT), help="where Pulumi.<stack>.yaml lives")
     args = parser.parse_args(argv)
     try:
-        out, text = write_plan(args.stack, Path(args.out), Path(args.stack_dir))
+        result = run_plan(args.stack, Path(args.out), Path(args.stack_dir))
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1
-    print(text)
+    out = result.out
+    print(result.summary)
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return 0
+    for v in result.violations:
+        print(f"convergence: {v}", file=sys.stderr)
+    return 1 if result.violations else 0
 
 
 if __name__ == "__main__":
