@@ -224,6 +224,7 @@ class Node:
     taints: list[dict[str, str]]
     gpus: int
     handlers: set[str] | None  # None: unknown (no container-runtime phase in the plan)
+    kubelet_labels: dict[str, str] = field(default_factory=dict)  # what kubelet registers itself with (--node-labels)
 
 
 @dataclass
@@ -418,9 +419,10 @@ CHARTS: dict[str, ChartModel] = {
         "projectcalico/calico charts/tigera-operator/values.yaml (assumed; verify against the pinned chart)",
         {"nodeSelector": {"kubernetes.io/os": "linux"}, "affinity": {},
          "tolerations": [{"effect": "NoExecute", "operator": "Exists"}, {"effect": "NoSchedule", "operator": "Exists"}],
-         "tigeraOperator": {"registry": "quay.io"}},
+         "tigeraOperator": {"registry": "quay.io"}, "installation": {"enabled": True, "registry": ""}},
         (ChartWorkload("Deployment", "tigera-operator", ""),),
-        (ChartImage("tigeraOperator.registry", registry_only=True),),
+        (ChartImage("tigeraOperator.registry", registry_only=True),
+         ChartImage("installation.registry", ("installation.enabled",), registry_only=True)),
     ),
     # rancher/local-path-provisioner deploy/chart/local-path-provisioner/values.yaml
     "local-path-provisioner": ChartModel(
@@ -521,9 +523,11 @@ def _nodes(plan: Plan, cfg: StackConfig, gpu_operator: Release | None) -> list[N
         labels = {"kubernetes.io/hostname": vm.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
                   "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
         taints: list[dict[str, str]] = []
+        kubelet_labels: dict[str, str] = {}
         if script is not None:
             env = script_exports(script)
-            labels.update(dict(p.split("=", 1) for p in env.get("GS_NODE_LABELS", "").split() if "=" in p))
+            kubelet_labels = dict(p.split("=", 1) for p in env.get("GS_NODE_LABELS", "").split() if "=" in p)
+            labels.update(kubelet_labels)
             for t in env.get("GS_NODE_TAINTS", "").split():
                 kv, _, effect = t.rpartition(":")
                 key, _, value = kv.partition("=")
@@ -546,7 +550,7 @@ def _nodes(plan: Plan, cfg: StackConfig, gpu_operator: Release | None) -> list[N
                 labels[f"nvidia.com/gpu.deploy.{label}"] = "true"
             for _, label in _GPU_OPERATOR_ALWAYS:
                 labels[f"nvidia.com/gpu.deploy.{label}"] = "true"
-        nodes.append(Node(vm.name, labels, taints, len(vm.gpus), runtime_handlers(runtime) if runtime else None))
+        nodes.append(Node(vm.name, labels, taints, len(vm.gpus), runtime_handlers(runtime) if runtime else None, kubelet_labels))
     return nodes
 
 
@@ -641,17 +645,90 @@ def labels_fit(spec: Mapping[str, Any], node: Node) -> list[str]:
     return why
 
 
+# labels kubelet may set on its own node (--node-labels); others in the kubernetes.io and
+# k8s.io namespaces make kubelet refuse to start (k8s.io/kubernetes pkg/kubelet/apis/well_known_labels.go)
+_KUBELET_LABELS = {"kubernetes.io/hostname", "kubernetes.io/instance-type", "kubernetes.io/os", "kubernetes.io/arch",
+                   "beta.kubernetes.io/instance-type", "beta.kubernetes.io/os", "beta.kubernetes.io/arch",
+                   "failure-domain.beta.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
+                   "failure-domain.kubernetes.io/zone", "failure-domain.kubernetes.io/region",
+                   "topology.kubernetes.io/region", "topology.kubernetes.io/zone", "node.kubernetes.io/instance-type"}
+_KUBELET_PREFIXES = ("kubelet.kubernetes.io/", "node.kubernetes.io/")
+
+
+def _kubelet_may_set(label: str) -> bool:
+    ns = label.split("/", 1)[0] if "/" in label else ""
+    restricted = ns in ("kubernetes.io", "k8s.io") or ns.endswith((".kubernetes.io", ".k8s.io"))
+    return not restricted or label in _KUBELET_LABELS or label.startswith(_KUBELET_PREFIXES)
+
+
+def _gpu_resources(c: Cluster) -> tuple[set[str], int, bool]:
+    """(extended resources a device plugin in the plan advertises, shares per GPU, MIG mixed)."""
+    plugin_cfg: dict[str, Any] = {}
+    present = False
+    dp = c.release("nvidia-device-plugin")
+    if dp is not None:
+        present = True
+        plugin_cfg = yaml.safe_load(get(dp.values, "config.map.default") or "{}") or {}
+    for o in c.of_kind("DaemonSet"):
+        if get(o, "metadata.name") == "nvidia-device-plugin-daemonset":
+            present = True
+            cm = next((x for x in c.of_kind("ConfigMap") if get(x, "metadata.name") == "nvidia-device-plugin-config"), None)
+            plugin_cfg = yaml.safe_load((cm or {}).get("data", {}).get("config.yaml") or "{}") or {}
+    op = c.release("gpu-operator")
+    if op is not None and get(op.effective, "devicePlugin.enabled") is True:
+        present = True
+    if not present:
+        return set(), 1, False
+    ts = get(plugin_cfg, "sharing.timeSlicing") or {}
+    replicas = max([int(r.get("replicas", 1)) for r in ts.get("resources") or []] or [1])
+    mixed = get(plugin_cfg, "flags.migStrategy") == "mixed" or (op is not None and get(op.effective, "mig.strategy") == "mixed")
+    return ({"nvidia.com/gpu.shared"} if ts.get("renameByDefault") else {"nvidia.com/gpu"}), replicas, mixed
+
+
+def _gpu_requests(spec: Mapping[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for ct in spec.get("containers") or []:
+        res = ct.get("resources") or {}
+        for k, v in {**(res.get("requests") or {}), **(res.get("limits") or {})}.items():
+            if k.startswith("nvidia.com/"):
+                try:
+                    out[k] = max(out.get(k, 0), int(str(v)))
+                except ValueError:
+                    out[k] = max(out.get(k, 0), 1)
+    return out
+
+
 def rule_scheduling(c: Cluster) -> list[Violation]:
     """Every workload fits at least one node: labels (nodeSelector, required node affinity), taints, GPUs.
 
     Preferred affinity and PreferNoSchedule never block. A pod that requests
-    nvidia.com/* needs a node with GPUs. Modes join/existing: non-GPU
-    workloads may land on nodes outside the plan and are not checked.
+    nvidia.com/* needs a device plugin in the plan that advertises that name
+    (nvidia.com/gpu, or nvidia.com/gpu.shared with renameByDefault) and a node
+    with that many (GPUs x time-slicing replicas). Modes join/existing:
+    non-GPU workloads may land on nodes outside the plan and are not checked.
+    Node labels kubelet may not set on itself (kubernetes.io / k8s.io
+    namespaces outside the allowed list) stop kubelet from starting.
     """
     out = []
     if not c.nodes:
         return out
+    for n in c.nodes:
+        for label in sorted(k for k in n.kubelet_labels if not _kubelet_may_set(k)):
+            out.append(Violation("scheduling", f"Node {n.name}", LABELS_KEY,
+                                 f"kubelet refuses --node-labels {label}: kubelet may not set labels in the kubernetes.io/k8s.io namespaces"))
+    advertised, replicas, mixed = _gpu_resources(c)
     for w in c.workloads:
+        wanted = _gpu_requests(w.spec)
+        unserved = sorted(r for r in wanted if r not in advertised and not (mixed and r.startswith("nvidia.com/mig-")))
+        if unserved:
+            out.append(Violation("scheduling", w.id, "addons.devicePlugin.enabled",
+                                 f"requests {', '.join(unserved)} but no device plugin in the plan advertises it"
+                                 + (f" (advertised: {', '.join(sorted(advertised))})" if advertised else "")))
+            continue
+        most = max((n.gpus * replicas for n in c.nodes), default=0)
+        if any(v > most for r, v in wanted.items() if r in advertised) and most:
+            out.append(Violation("scheduling", w.id, "vms", f"requests {max(wanted.values())} GPUs; the largest node offers {most}"))
+            continue
         if c.mode != "init" and not _is_gpu_workload(w):
             continue
         candidates = [n for n in c.nodes if n.gpus] if _requests_gpu(w.spec) else list(c.nodes)
@@ -979,7 +1056,7 @@ def rule_images(c: Cluster) -> list[Violation]:
             if not _enabled(r.effective, im.enabled):
                 continue
             value = get(r.effective, im.path) or ""
-            ok = value == registry if im.registry_only else _registry_ok(str(value), registry, overrides)
+            ok = str(value).rstrip("/") == registry if im.registry_only else _registry_ok(str(value), registry, overrides)
             if not ok:
                 out.append(Violation("images", r.id, IMAGES_KEY, f"{im.path} is {value or 'unset'!s}, not from {registry}"))
     return out

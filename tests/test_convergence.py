@@ -364,6 +364,28 @@ def test_gpu_request_needs_a_gpu_node():
     assert [(v.object, v.key) for v in got] == [("Job gpu-stack-smoke/gpu-smoke-test", "vms")]
 
 
+def test_kubelet_refuses_restricted_node_labels():
+    plan = edit_text(golden("dev"), KUBE_DEV, "export GS_NODE_LABELS=nvidia.com/gpu.present=true",
+                     "export GS_NODE_LABELS='node-role.kubernetes.io/gpu=true node.kubernetes.io/gpu=true nvidia.com/gpu.present=true'")
+    got = named(check(plan, config("dev"), rules=["scheduling"]), "scheduling", "Node gpu-dev-0")
+    assert [v.key for v in got] == ["kubernetes.nodeLabels"] and "node-role.kubernetes.io/gpu" in got[0].message
+
+
+def test_gpu_requests_need_a_plugin_that_advertises_them():
+    """Seed 003 step 1: no nvidia.com/gpu in allocatable when no device plugin runs (or it renames the resource)."""
+    off = edit(golden("prod"), "helm/gpu-operator.values.yaml", lambda d: d["devicePlugin"].update(enabled=False))
+    got = named(check(off, config("prod"), rules=["scheduling"]), "scheduling", "Job gpu-stack-smoke/gpu-smoke-test")
+    assert [v.key for v in got] == ["addons.devicePlugin.enabled"]
+    renamed = edit(golden("dev"), "helm/nvidia-device-plugin.values.yaml", lambda d: d["config"]["map"].update(
+        default=d["config"]["map"]["default"].replace("renameByDefault: false", "renameByDefault: true")))
+    got = named(check(renamed, config("dev"), rules=["scheduling"]), "scheduling", "Job gpu-stack-smoke/gpu-smoke-test")
+    assert len(got) == 1 and "advertised: nvidia.com/gpu.shared" in got[0].message
+    greedy = edit(golden("prod"), "manifests/gpu-smoke-test-objects/job-gpu-stack-smoke-gpu-smoke-test.yaml",
+                  lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].update({"nvidia.com/gpu": "9"}))
+    got = named(check(greedy, config("prod"), rules=["scheduling"]), "scheduling", "Job gpu-stack-smoke/gpu-smoke-test")
+    assert len(got) == 1 and "the largest node offers 8" in got[0].message
+
+
 # --- toleration and affinity semantics ----------------------------------------------------------
 
 
