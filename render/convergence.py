@@ -23,7 +23,9 @@ Node model (docs/ARCHITECTURE.md, "Convergence check"):
   labels of the container workload config);
 - its taints are GS_NODE_TAINTS, plus node-role.kubernetes.io/control-plane:
   NoSchedule on the init VM unless its script removes that taint (gpu-stack's
-  kubernetes.sh does);
+  kubernetes.sh does); a joining VM whose phase is only known at deploy time
+  (it waits for the init VM's outputs) gets kubernetes.nodeLabels and
+  kubernetes.nodeTaints, which is what its header will hold;
 - mode existing: the VMs' nodes are declared to carry kubernetes.nodeLabels
   and kubernetes.nodeTaints; in modes join and existing the cluster has other
   nodes gpu-stack does not know, so only GPU workloads must fit the stack's
@@ -524,7 +526,12 @@ def _nodes(plan: Plan, cfg: StackConfig, gpu_operator: Release | None) -> list[N
                   "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
         taints: list[dict[str, str]] = []
         kubelet_labels: dict[str, str] = {}
-        if script is not None:
+        if script is not None and "[unknown until deploy" in script and k is not None:
+            # a joining VM's phase waits for the init VM's outputs; its labels and taints are the config's
+            kubelet_labels = dict(k.node_labels)
+            labels.update(kubelet_labels)
+            taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in k.node_taints]
+        elif script is not None:
             env = script_exports(script)
             kubelet_labels = dict(p.split("=", 1) for p in env.get("GS_NODE_LABELS", "").split() if "=" in p)
             labels.update(kubelet_labels)

@@ -364,6 +364,13 @@ def test_gpu_request_needs_a_gpu_node():
     assert [(v.object, v.key) for v in got] == [("Job gpu-stack-smoke/gpu-smoke-test", "vms")]
 
 
+def test_joining_nodes_known_only_at_deploy_take_the_config_labels():
+    c = cv.build_cluster(golden("fleet"), config("fleet"))
+    assert [n.name for n in c.nodes] == ["gpu-1-0", "gpu-1-1", "gpu-2-0", "gpu-2-1"]
+    assert all(n.kubelet_labels == {"nvidia.com/gpu.present": "true"} and n.gpus == 4 for n in c.nodes)
+    assert "node-role.kubernetes.io/control-plane" in c.nodes[0].labels and "node-role.kubernetes.io/control-plane" not in c.nodes[1].labels
+
+
 def test_kubelet_refuses_restricted_node_labels():
     plan = edit_text(golden("dev"), KUBE_DEV, "export GS_NODE_LABELS=nvidia.com/gpu.present=true",
                      "export GS_NODE_LABELS='node-role.kubernetes.io/gpu=true node.kubernetes.io/gpu=true nvidia.com/gpu.present=true'")
