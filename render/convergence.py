@@ -415,10 +415,9 @@ CHARTS: dict[str, ChartModel] = {
         ),
         (ChartImage("global.imageRegistry", registry_only=True),),
     ),
-    # Assumed from projectcalico/calico charts/tigera-operator/values.yaml (not pinned in this
-    # repository yet); the operator then runs calico-node with tolerations for every taint.
+    # The operator then runs calico-node with tolerations for every taint.
     "tigera-operator": ChartModel(
-        "projectcalico/calico charts/tigera-operator/values.yaml (assumed; verify against the pinned chart)",
+        "projectcalico/calico v3.32.1 charts/tigera-operator/values.yaml",
         {"nodeSelector": {"kubernetes.io/os": "linux"}, "affinity": {},
          "tolerations": [{"effect": "NoExecute", "operator": "Exists"}, {"effect": "NoSchedule", "operator": "Exists"}],
          "tigeraOperator": {"registry": "quay.io"}, "installation": {"enabled": True, "registry": ""}},
@@ -791,7 +790,7 @@ def rule_networking(c: Cluster) -> list[Violation]:
 
 
 def _storage_classes(c: Cluster) -> tuple[set[str], bool]:
-    names, default = set(), False
+    names, default = set(), declared_default_class(c.cfg)
     for o in c.of_kind("StorageClass"):
         names.add((o.get("metadata") or {}).get("name"))
         if str(get(o, "metadata.annotations", {}).get(DEFAULT_CLASS_ANNOTATION, "")).lower() == "true":
@@ -808,6 +807,14 @@ def declared_storage_classes(cfg: StackConfig) -> set[str]:
     if cfg.kubernetes is None or cfg.kubernetes.mode == "init":
         return set()
     return {cfg.addons.monitoring.storage_class} if cfg.addons.monitoring.storage_class else set()
+
+
+def declared_default_class(cfg: StackConfig) -> bool:
+    """Config declares that a cluster gpu-stack did not create has a default class
+    (addons.monitoring.defaultStorageClassExists, added on branch converge; absent here means no)."""
+    if cfg.kubernetes is None or cfg.kubernetes.mode == "init":
+        return False
+    return getattr(cfg.addons.monitoring, "default_storage_class_exists", False) is True
 
 
 def _claims(c: Cluster) -> list[tuple[str, dict[str, Any]]]:
