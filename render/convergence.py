@@ -262,6 +262,7 @@ class Cluster:
     nodes: list[Node]
     workloads: list[Workload]
     unknown_groups: list[str] = field(default_factory=list)
+    files: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def mode(self) -> str:
@@ -400,6 +401,8 @@ CHARTS: dict[str, ChartModel] = {
                         "persistence": {"enabled": False},
                         "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1", "searchNamespace": "ALL"}}},
             "kubeStateMetrics": {"enabled": True},
+            "kubeControllerManager": {"enabled": True}, "kubeScheduler": {"enabled": True},
+            "kubeEtcd": {"enabled": True}, "kubeProxy": {"enabled": True},
             "kube-state-metrics": {"nodeSelector": {}, "tolerations": [], "affinity": {}},
             "nodeExporter": {"enabled": True},
             "prometheus-node-exporter": {"nodeSelector": {"kubernetes.io/os": "linux"},
@@ -502,6 +505,17 @@ def _chart_workloads(rel: Release) -> list[Workload]:
         out.append(Workload(f"{w.kind} {rel.namespace}/{w.name}", rel.namespace, dict(w.labels) or {"app": w.name},
                             spec, rel.id, gpu=w.gpu))
     return out
+
+
+def kubeadm_workloads() -> list[Workload]:
+    """What `kubeadm init` itself runs (kubeadm's addon manifests: cmd/kubeadm/app/phases/addons/dns and proxy)."""
+    coredns = {"nodeSelector": {"kubernetes.io/os": "linux"}, "containers": [{"name": "coredns", "ports": []}],
+               "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
+                               {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}
+    proxy = {"nodeSelector": {"kubernetes.io/os": "linux"}, "containers": [{"name": "kube-proxy", "ports": []}],
+             "tolerations": [{"operator": "Exists"}]}
+    return [Workload("Deployment kube-system/coredns", "kube-system", {"k8s-app": "kube-dns"}, coredns, "kubeadm init"),
+            Workload("DaemonSet kube-system/kube-proxy", "kube-system", {"k8s-app": "kube-proxy"}, proxy, "kubeadm init")]
 
 
 def _pod_template(obj: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]] | None:
@@ -614,7 +628,9 @@ def build_cluster(plan: Plan, cfg: StackConfig) -> Cluster:
                                       labels, spec, "manifest"))
     for rel in releases:
         workloads += _chart_workloads(rel)
-    return Cluster(cfg, objects, releases, _nodes(plan, cfg, operator), workloads, unknown)
+    if cfg.kubernetes is not None and cfg.kubernetes.mode == "init":
+        workloads += kubeadm_workloads()
+    return Cluster(cfg, objects, releases, _nodes(plan, cfg, operator), workloads, unknown, plan.files)
 
 
 # --- rules --------------------------------------------------------------------
@@ -913,6 +929,38 @@ def rule_scraping(c: Cluster) -> list[Violation]:
     return out
 
 
+# kube-prometheus-stack values key -> (component, the flag that binds its metrics beyond 127.0.0.1, alert)
+_CONTROL_PLANE_SCRAPES = {
+    "kubeControllerManager": ("kube-controller-manager", "bind-address", "KubeControllerManagerDown"),
+    "kubeScheduler": ("kube-scheduler", "bind-address", "KubeSchedulerDown"),
+    "kubeEtcd": ("etcd", "listen-metrics-urls", "etcdMembersDown"),
+    "kubeProxy": ("kube-proxy", "metricsBindAddress", "KubeProxyDown"),
+}
+
+
+def rule_targets(c: Cluster) -> list[Violation]:
+    """Mode init: kubeadm's defaults bind kube-controller-manager, kube-scheduler, etcd metrics and kube-proxy
+    metrics to 127.0.0.1, so kube-prometheus-stack's scrapes of them (on by default) are down and their *Down
+    alerts fire forever, unless the scrape is off or the kubeadm invocation sets a config (`--config`) that
+    names the component's bind flag."""
+    kps = c.release("kube-prometheus-stack")
+    if c.mode != "init" or kps is None:
+        return []
+    scripts = [t for p, t in sorted(c.files.items()) if p.startswith("guest/") and p.endswith("-guest-kubernetes.sh")]
+    init = next((t for t in scripts if script_exports(t).get("GS_K8S_ROLE") == "init"), "")
+    configured = "--config" in "".join(line for line in init.splitlines() if "kubeadm init" in line)
+    out = []
+    for key, (component, flag, alert) in _CONTROL_PLANE_SCRAPES.items():
+        if get(kps.effective, f"{key}.enabled") is not True:
+            continue
+        if configured and flag in init:
+            continue
+        out.append(Violation("targets", f"{kps.id} {key}", "addons.monitoring",
+                             f"kubeadm binds {component}'s metrics to 127.0.0.1, so this scrape is down and {alert} fires forever; "
+                             f"switch {key}.enabled off or bind the metrics where Prometheus reaches them"))
+    return out
+
+
 def _monitor_namespaces(m: Mapping[str, Any], ns: str) -> set[str] | None:
     nsel = get(m, "spec.namespaceSelector", {}) or {}
     if nsel.get("any"):
@@ -1086,6 +1134,7 @@ RULES: tuple[tuple[str, Callable[[Cluster], list[Violation]]], ...] = (
     ("networking", rule_networking),
     ("storage", rule_storage),
     ("scraping", rule_scraping),
+    ("targets", rule_targets),
     ("dashboards", rule_dashboards),
     ("runtime", rule_runtime),
     ("quotas", rule_quotas),

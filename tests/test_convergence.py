@@ -1,8 +1,9 @@
 """The whole-plan convergence check (render/convergence.py): every stack, every rule, and the field failures.
 
 Stack-level expectations that fail on main because issue 10 items 1, 2 and 4
-(pod network, storage, requests-only quota) land on branch converge are
-marked xfail(strict=True): the integrator removes the marks after the merge.
+(pod network, storage, requests-only quota, control-plane scrapes) land on
+branch converge are marked xfail(strict=True) through PENDING: the integrator
+empties PENDING after the merge.
 Negative tests start from a golden plan (tests/golden/<stack>/) and change
 one thing, as the field failure did; a few run the real program on a changed
 config under mocks.
@@ -35,6 +36,7 @@ PENDING = {
     **{(s, "storage"): CONVERGE for s in STACKS},
     ("dev", "quotas"): "requests-only GPU quota (issue 10 item 4) lands on branch converge",
     ("fleet", "quotas"): "requests-only GPU quota (issue 10 item 4) lands on branch converge",
+    **{(s, "targets"): "control-plane scrapes switched off (issue 10 item 4) land on branch converge" for s in STACKS},
 }
 
 
@@ -106,9 +108,12 @@ TIGERA = ("tigera-operator", "tigera-operator", "tigera-operator", {"installatio
 
 
 def converged(plan: Plan) -> Plan:
-    """What branch converge adds, in plan form: a CNI release, a default StorageClass, requests-only quotas."""
+    """What branch converge adds, in plan form: a CNI release, a default StorageClass, requests-only quotas,
+    control-plane scrapes off."""
     plan = add_release(plan, *TIGERA)
     plan = add_objects(plan, "storage-objects", DEFAULT_CLASS)
+    plan = edit(plan, "helm/kube-prometheus-stack.values.yaml",
+                lambda d: d.update({k: {"enabled": False} for k in ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")}))
     for path in [p for p in plan.files if "/resourcequota-" in p]:
         plan = edit(plan, path, lambda d: d["spec"]["hard"].pop("limits.nvidia.com/gpu", None))
     return plan
@@ -170,7 +175,7 @@ def test_missing_cni_and_unbound_claim_are_named(stack):
     assert [v.key for v in named(got, "networking", "cluster (kubeadm init)")] == [cv.POD_NETWORK_KEY]
     claim = named(got, "storage", "helm release kube-prometheus-stack prometheus.prometheusSpec.storageSpec")
     assert [v.key for v in claim] == [cv.STORAGE_KEY] and "no default StorageClass" in claim[0].message
-    assert rules_of(got) <= {"networking", "storage", "quotas"}
+    assert rules_of(got) <= {"networking", "storage", "quotas", "targets"}
 
 
 # --- networking and storage: this issue's field failures ------------------------------------
@@ -302,6 +307,18 @@ def test_podmonitor_needs_pods_with_the_port():
     assert [v.object for v in got] == ["PodMonitor gpu-monitoring/dcgm"]
 
 
+def test_control_plane_scrapes_kubeadm_binds_to_localhost():
+    """This issue: kube-prometheus-stack scrapes kube-controller-manager, kube-scheduler, etcd and kube-proxy, which kubeadm binds to 127.0.0.1."""
+    plan = converged(golden("dev"))
+    assert not check(plan, config("dev"), rules=["targets"])
+    on = edit(plan, "helm/kube-prometheus-stack.values.yaml", lambda d: d["kubeProxy"].update(enabled=True))
+    got = check(on, config("dev"), rules=["targets"])
+    assert [(v.object, v.key) for v in got] == [("helm release kube-prometheus-stack kubeProxy", "addons.monitoring")]
+    assert "KubeProxyDown fires forever" in got[0].message
+    joined = with_cfg(config("dev"), **{"kubernetes.mode": "existing"})
+    assert not check(on, joined, rules=["targets"])  # someone else's control plane
+
+
 # --- scheduling: seed 003 -------------------------------------------------------------------------
 
 
@@ -353,6 +370,11 @@ def test_node_labels_from_config_reach_the_check_end_to_end():
     got = check(program_plan(raw), StackConfig.model_validate(raw), rules=["scheduling"])
     assert {v.key for v in got} == {"kubernetes.nodeLabels"}
     assert {"DaemonSet nvidia-device-plugin/nvidia-device-plugin", "Job gpu-stack-smoke/gpu-smoke-test"} <= {v.object for v in got}
+
+
+def test_kubeadm_coredns_needs_an_untainted_node():
+    blocked = {v.object for v in check(tainted_dev(), config("dev"), rules=["scheduling"])}
+    assert "Deployment kube-system/coredns" in blocked and "DaemonSet kube-system/kube-proxy" not in blocked
 
 
 def test_operator_labels_are_assumed_but_a_gpu_taint_blocks_the_operator():
