@@ -499,6 +499,7 @@ RUNTIME_DEV = "guest/gpu-dev-0-guest-nvidia-runtime-container-runtime.sh"
 
 
 def test_runtime_class_handler_missing_from_the_runtime_config():
+    """Seed 003 step 4: containerd without the nvidia runtime; seed 001: docker, where the CRI shim serves only `docker`."""
     plan = edit_text(golden("dev"), RUNTIME_DEV, "nvidia-ctk runtime configure --runtime=containerd", "true --runtime=containerd")
     got = check(plan, config("dev"), rules=["runtime"])
     assert [(v.object, v.key) for v in got] == [("RuntimeClass nvidia", "guest.containerRuntime.name")]
@@ -525,6 +526,7 @@ QUOTA = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpu-
     ("requests.storage", True), ("gold.storageclass.storage.k8s.io/requests.storage", True), ("limits.hugepages-1Gi", True),
 ])
 def test_quota_keys(key, ok):
+    """This issue: `limits.nvidia.com/gpu` in seed 004's quota is never counted."""
     quota = copy.deepcopy(QUOTA)
     quota["spec"]["hard"] = {key: "4"}
     plan = remove(golden("dev"), "manifests/gpu-quotas-ml-dev")
@@ -535,7 +537,7 @@ def test_quota_keys(key, ok):
 
 
 def test_images_from_the_configured_registry():
-    """With a registry set, upstream images in manifests and chart values are violations; the program's own renders pass."""
+    """Seed 001 pulled everything from a private Harbor. With a registry set, upstream images in manifests and chart values are violations; the program's own renders pass."""
     cfg = with_cfg(config("dev"), **{"addons.images.registry": "harbor.lab.local"})
     got = check(golden("dev"), cfg, rules=["images"])  # rendered without the registry: everything is upstream
     assert {"helm release kube-prometheus-stack", "helm release nvidia-device-plugin", "DaemonSet gpu-monitoring/dcgm-exporter",
