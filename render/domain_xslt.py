@@ -2,7 +2,7 @@
 
 terraform-provider-libvirt v0.8.1 has no hostdev, cputune, NUMA or qemu args,
 so they are added here. The traps this stylesheet handles, each from
-../shared/reference/tf-libvirt-v0.8.1-NOTES.md and checked by the tests:
+tests/reference/tf-libvirt-v0.8.1-NOTES.md and checked by the tests:
 
 - the cloud-init cdrom comes on bus="ide", which q35 lacks: moved to sata;
 - `<qemu:commandline>` needs the qemu namespace declared here, or libvirt

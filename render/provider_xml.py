@@ -4,7 +4,7 @@ The provider builds this from the libvirt_domain arguments and never shows it;
 our stylesheet is applied to it. Rebuilding it here, from the same inputs the
 Domain resource receives, lets the plan and the tests run the real stylesheet
 on the real input. tests/test_provider_xml.py pins this against
-../shared/reference/tf-libvirt-v0.8.1-base-domain.xml byte for byte.
+tests/reference/tf-libvirt-v0.8.1-base-domain.xml byte for byte.
 
 Format (utils.go:xmlMarshallIndented): every line prefixed by two spaces,
 four-space indent, `<x></x>` for empty elements, no declaration, no trailing

@@ -115,7 +115,12 @@ def build(stack: LoadedStack) -> None:
         pulumi.export("kubeconfig", kubeconfig)
     else:
         kubeconfig = stack.secrets.get("kubeconfig")
-    build_addons(stack, kubeconfig, [b.ready for b in bootstraps.values()])
+    gate = None
+    if cfg.vms and cfg.guest is not None and _role(cfg, 0) in ("init", "join"):
+        first = vms[cfg.vms[0].name]
+        gate = GuestConnection(host=first.ip, user=cfg.guest.ssh_user, private_key=stack.secrets["sshPrivateKey"],
+                               host_key=first.host_public_key)
+    build_addons(stack, kubeconfig, [b.ready for b in bootstraps.values()], gate)
 
 
 def _role(cfg: StackConfig, index: int) -> str:

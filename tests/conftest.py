@@ -14,8 +14,7 @@ import yaml
 from tools import mockrun
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
+REFERENCE = ROOT / "tests" / "reference"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -30,14 +29,15 @@ def require_tool(name: str) -> str:
     """Path of a validator binary."""
     path = shutil.which(name)
     if path is None:
-        missing_validator(f"{name} is not installed (see ../shared/docs/VALIDATORS.md; .ci/run installs it)")
+        missing_validator(f"{name} is not installed (.ci/run installs it; README, Tests and validators)")
     return path
 
 
 def require_reference(name: str) -> Path:
+    """Upstream reference data kept in tests/reference/ (README there gives the provenance)."""
     path = REFERENCE / name
     if not path.exists():
-        missing_validator(f"{path} is missing; the shared/ reference data sits beside the checkout")
+        pytest.fail(f"{path} is missing; tests/reference/ is part of the repository")
     return path
 
 

@@ -110,6 +110,13 @@ def _fake_stdout(name: str, create: str) -> str:
         rows = "".join(f"{i}, NVIDIA Mock GPU, GPU-{i:08d}-mock, 00000000:{i + 1:02X}:00.0, 570.172.08, 46068 MiB\n" for i in range(count))
         banner = "| NVIDIA-SMI 570.172.08            Driver Version: 570.172.08     CUDA Version: 12.8     |\n"
         return f"--- gpu-inventory ---\n{rows}--- nvidia-smi ---\n{banner}"
+    if name == "readiness-gate":
+        resource = re.search(r"export GS_GPU_RESOURCE='?([^'\n]+)", create).group(1)
+        nodes = re.search(r"export GS_GATE_NODES='?([^'\n]*)", create).group(1).split()
+        job = re.search(r"export GS_SMOKE_JOB='?([^'\n]*)", create).group(1)
+        ns = re.search(r"export GS_SMOKE_NAMESPACE='?([^'\n]*)", create).group(1)
+        lines = [f"node {n.split('=')[0]} Ready {resource}={n.split('=')[1]}/{n.split('=')[1]}" for n in nodes]
+        return "--- readiness ---\n" + "".join(f"{line}\n" for line in lines) + (f"job {ns}/{job} Succeeded\n" if job else "")
     if name.endswith("-kubeconfig"):
         return "apiVersion: v1\nkind: Config\nclusters: []\n# gpu-stack-ca-cert-hash: sha256:" + "ab" * 32 + "\n"
     return ""

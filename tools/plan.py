@@ -182,6 +182,27 @@ def resources_json(result: mockrun.RunResult) -> str:
     return json.dumps(rows, indent=2, sort_keys=True) + "\n"
 
 
+def addon_summary(result: mockrun.RunResult) -> list[str]:
+    """Helm releases, the pod network, where Prometheus's data goes, and the readiness gates."""
+    lines = []
+    for release in result.of_type("kubernetes:helm.sh/v3:Release"):
+        lines.append(f"  helm release {release.inputs.get('name')}: {release.inputs.get('chart')} {release.inputs.get('version')}"
+                     f" in namespace {release.inputs.get('namespace')}")
+    pod_network = result.outputs.get("podNetwork")
+    if isinstance(pod_network, dict):
+        lines.append(f"  pod network: {pod_network['chart']} {pod_network['version']} (Calico), pool {pod_network['podCidr']}")
+    elif result.of_type("kubernetes:helm.sh/v3:Release"):
+        lines.append("  pod network: none installed by this stack (mode join/existing, or addons.podNetwork.enabled false)")
+    if isinstance(result.outputs.get("storage"), str):
+        lines.append(f"  storage: {result.outputs['storage']}")
+    gates = result.outputs.get("readinessGates")
+    if isinstance(gates, list):
+        lines.append("  readiness gates (readiness-gate, after the add-ons): " + "; ".join(gates))
+    elif result.of_type("kubernetes:helm.sh/v3:Release"):
+        lines.append("  readiness gates: none (no VM of this stack runs kubectl: mode existing, or no GPUs)")
+    return lines
+
+
 def summary(stack: str, result: mockrun.RunResult) -> str:
     counts = Counter(r.type for r in result.resources)
     lines = [f"plan {stack}: {len(result.resources)} resources"]
@@ -195,6 +216,7 @@ def summary(stack: str, result: mockrun.RunResult) -> str:
         lines.append(f"  vm {vm.name}: {len(kids)} resources, {xslt.count('<hostdev ')} hostdevs, "
                      f"{int(domain.inputs['vcpu'])} vCPUs, {int(domain.inputs['memory']) // 1024} GiB"
                      + (f", hole64 {hole.group(1)}" if hole else ""))
+    lines += addon_summary(result)
     lines.append("  (offline: IOMMU groups assumed isolated; secrets are placeholders)")
     return "\n".join(lines)
 
