@@ -347,7 +347,9 @@ CHARTS: dict[str, ChartModel] = {
             "nfd": {"enabled": True},
             "daemonsets": {"tolerations": [dict(_GPU_TOLERATION)]},
             "operator": {"repository": "nvcr.io/nvidia", "runtimeClass": "nvidia", "nodeSelector": {"kubernetes.io/os": "linux"},
-                         "tolerations": [dict(_CP_TOLERATION)], "affinity": {}},
+                         "tolerations": [dict(_CP_TOLERATION)],
+                         "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {
+                             "matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "In", "values": [""]}]}}]}}},
             "validator": {"repository": "nvcr.io/nvidia"},
             "driver": {"enabled": True, "repository": "nvcr.io/nvidia"},
             "toolkit": {"enabled": True, "repository": "nvcr.io/nvidia/k8s"},
@@ -386,8 +388,9 @@ CHARTS: dict[str, ChartModel] = {
         ),
     ),
     "kube-prometheus-stack": ChartModel(
-        "prometheus-community/helm-charts kube-prometheus-stack 88.5.3 charts/kube-prometheus-stack/values.yaml "
-        "(prometheus-node-exporter's defaults: its subchart values.yaml)",
+        "prometheus-community/helm-charts kube-prometheus-stack 88.5.3 charts/kube-prometheus-stack/values.yaml; "
+        "the grafana, kube-state-metrics and prometheus-node-exporter scheduling defaults are their subcharts' "
+        "(assumed, not pinned here: node-exporter tolerates every NoSchedule taint, the others none)",
         {
             "global": {"imageRegistry": ""},
             "prometheus": {"enabled": True, "prometheusSpec": {
@@ -1118,7 +1121,9 @@ def rule_images(c: Cluster) -> list[Violation]:
             if not _enabled(r.effective, im.enabled):
                 continue
             value = get(r.effective, im.path) or ""
-            ok = str(value).rstrip("/") == registry if im.registry_only else _registry_ok(str(value), registry, overrides)
+            host = str(value).rstrip("/")
+            ok = (host == registry or any(o.startswith(f"{host}/") for o in overrides)) if im.registry_only \
+                else _registry_ok(str(value), registry, overrides)
             if not ok:
                 out.append(Violation("images", r.id, IMAGES_KEY, f"{im.path} is {value or 'unset'!s}, not from {registry}"))
     return out

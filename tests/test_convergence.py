@@ -1,9 +1,8 @@
 """The whole-plan convergence check (render/convergence.py): every stack, every rule, and the field failures.
 
-Stack-level expectations that fail on main because issue 10 items 1, 2 and 4
-(pod network, storage, requests-only quota, control-plane scrapes) land on
-branch converge are marked xfail(strict=True) through PENDING: the integrator
-empties PENDING after the merge.
+Stack-level expectations that fail on the plan are marked
+xfail(strict=True) through PENDING; it is empty since branch converge
+(issue 10 items 1-5) is merged.
 Negative tests start from a golden plan (tests/golden/<stack>/) and change
 one thing, as the field failure did; a few run the real program on a changed
 config under mocks.
@@ -22,22 +21,17 @@ import yaml
 from render import convergence as cv
 from render.convergence import Plan, Violation, check, selector_matches, tolerates, untolerated
 from stacks.config import StackConfig
-from tests.conftest import ROOT, run_stack, stack_file
+from tests.conftest import ROOT, require_reference, run_stack, stack_file
 from tools import plan as plan_tool
 
 GOLDEN = ROOT / "tests" / "golden"
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
 RULES = [name for name, _ in cv.RULES]
 CONVERGE = "CNI/storage land on branch converge"
-# (stack, rule) pairs that fail on main until branch converge is merged. After the merge every one of them
-# XPASSes (checked on a trial merge): empty this dict, and the strict xfail marks below disappear with it.
-PENDING = {
-    **{(s, "networking"): CONVERGE for s in STACKS},
-    **{(s, "storage"): CONVERGE for s in STACKS},
-    ("dev", "quotas"): "requests-only GPU quota (issue 10 item 4) lands on branch converge",
-    ("fleet", "quotas"): "requests-only GPU quota (issue 10 item 4) lands on branch converge",
-    **{(s, "targets"): "control-plane scrapes switched off (issue 10 item 4) land on branch converge" for s in STACKS},
-}
+# (stack, rule) pairs expected to fail, each marked xfail(strict=True) with its reason. Empty since main
+# merged branch converge (pod network, local-path storage, requests-only quotas, control-plane scrapes off);
+# before that it held networking and storage for every stack, quotas for dev and fleet, targets for all.
+PENDING: dict[tuple[str, str], str] = {}
 
 
 def config(stack: str) -> StackConfig:
@@ -562,6 +556,69 @@ def test_operator_images_include_nfd():
 def test_unknown_objects_are_not_a_pass():
     plan = Plan(golden("dev").resources, {**golden("dev").files, "manifests/late/UNKNOWN.yaml": "# [unknown until deploy]\n"})
     assert [v.object for v in check(plan, config("dev"), rules=["plan"])] == ["ConfigGroup late"]
+
+
+# --- the chart models against the pinned charts' defaults ---------------------------------------------------
+
+CHART_REFERENCE = {
+    "nvidia-device-plugin": "nvidia-device-plugin-v0.20.0.values.yaml",
+    "gpu-operator": "gpu-operator-v26.7.0.values.yaml",
+    "kube-prometheus-stack": "kube-prometheus-stack-88.5.3.values.yaml",
+    "tigera-operator": "tigera-operator-v3.32.1.values.yaml",
+}
+# model paths whose defaults live in a subchart's values.yaml, not in the parent chart's
+SUBCHART_DEFAULTS = {
+    "gpu-operator": ("node-feature-discovery.image", "node-feature-discovery.master",
+                     "node-feature-discovery.gc.nodeSelector", "node-feature-discovery.gc.tolerations", "node-feature-discovery.gc.affinity",
+                     "node-feature-discovery.worker.enable", "node-feature-discovery.worker.nodeSelector",
+                     "node-feature-discovery.worker.affinity"),
+    "kube-prometheus-stack": ("grafana.nodeSelector", "grafana.tolerations", "grafana.affinity", "grafana.persistence",
+                              "kube-state-metrics.", "prometheus-node-exporter.nodeSelector",
+                              "prometheus-node-exporter.tolerations", "prometheus-node-exporter.affinity"),
+    "tigera-operator": ("installation.registry",),  # commented out upstream: unset
+}
+_MISSING = object()
+
+
+ATOMIC = ("nodeSelector", "tolerations", "affinity", "additionalLabels")  # compared whole: label keys hold dots
+
+
+def _leaves(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ATOMIC:
+            yield from _leaves(v, path + ".")
+        else:
+            yield path, v
+
+
+@pytest.mark.parametrize("chart", sorted(CHART_REFERENCE))
+def test_chart_model_defaults_are_the_pinned_charts(chart):
+    """Every default the check assumes equals the pinned chart's values.yaml, or is a documented subchart default."""
+    ref = yaml.safe_load(require_reference(CHART_REFERENCE[chart]).read_text())
+    checked, problems = 0, []
+    for path, want in _leaves(cv.CHARTS[chart].defaults):
+        got = cv.get(ref, path, _MISSING)
+        if any(path == s or path.startswith(s if s.endswith(".") else s + ".") or path == s.rstrip(".") for s in SUBCHART_DEFAULTS.get(chart, ())):
+            if got is not _MISSING:  # the parent chart sets it after all: compare
+                problems.append(f"{path}: listed as a subchart default but the chart sets {got!r}")
+            continue
+        checked += 1
+        if got is _MISSING or got != want:
+            problems.append(f"{path}: model {want!r}, chart {'(absent)' if got is _MISSING else repr(got)}")
+    assert not problems and checked >= 3, problems
+
+
+def test_operator_dcgm_objects_match_the_v26_7_0_assets():
+    """The Service/ServiceMonitor the model creates are the ones in assets/state-dcgm-exporter/ (read at tag v26.7.0)."""
+    rel = cv.build_cluster(golden("prod"), config("prod")).release("gpu-operator")
+    objs = {o["kind"]: o for o in cv._operator_objects(rel)}
+    svc, sm = objs["Service"], objs["ServiceMonitor"]
+    assert svc["metadata"]["name"] == "nvidia-dcgm-exporter" and svc["spec"]["selector"] == {"app": "nvidia-dcgm-exporter"}
+    assert svc["spec"]["ports"] == [{"name": "gpu-metrics", "port": 9400, "targetPort": 9400}]
+    assert sm["spec"]["endpoints"][0]["port"] == "gpu-metrics" and sm["spec"]["namespaceSelector"] == {"matchNames": ["gpu-operator"]}
+    assert sm["metadata"]["labels"] == {"app": "nvidia-dcgm-exporter", "release": "kube-prometheus-stack"}
+    assert objs["RuntimeClass"]["handler"] == "nvidia"
 
 
 # --- make plan ---------------------------------------------------------------------------------------

@@ -21,11 +21,9 @@ def plan(tmp_path: Path, stack: str = "dev", stack_dir: Path = ROOT) -> subproce
 
 
 def assert_planned(proc: subprocess.CompletedProcess) -> None:
-    """The plan was written. Until branch converge (CNI, storage, requests-only quotas) is merged the convergence
-    check fails on every stack, so exit 1 is accepted when stderr holds only convergence violations
-    (tests/test_convergence.py tests the check and the exit status). After the merge: returncode == 0."""
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 0 or (proc.returncode == 1 and lines and all(x.startswith("convergence: ") for x in lines)), proc.stderr
+    """The plan was written and the convergence check (render/convergence.py) passed."""
+    assert proc.returncode == 0, proc.stderr
+    assert "convergence: ok (" in proc.stdout
 
 
 def tree_digest(root: Path) -> dict[str, str]:
