@@ -7,6 +7,12 @@ library xsltproc uses). Secrets never reach the files: `secure:` values and
 absent required secrets are placeholders, and every secret input is written
 as "[secret]". The same config gives byte-identical files.
 
+Without host facts, IOMMU groups are assumed isolated. With `--facts`
+(`make plan FACTS=a.json,b.json`, one file per host) or `--facts-dir`
+(`<dir>/<host>.facts.json` for each host of the stack, as `make plans` does
+with hosts/), the program gets the files in GPU_STACK_HOST_FACTS, exactly as
+`pulumi preview` would, and checks IOMMU groups, BARs and NUMA against them.
+
 After writing, the whole-plan convergence check (render/convergence.py) runs
 on exactly what was written; each violation is one line on stderr naming the
 object and the config key to change, and the exit status is 1.
@@ -29,6 +35,7 @@ from lxml import etree
 
 from render import convergence
 from render.guest_scripts import HEREDOC
+from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import ConfigError
@@ -203,7 +210,7 @@ def addon_summary(result: mockrun.RunResult) -> list[str]:
     return lines
 
 
-def summary(stack: str, result: mockrun.RunResult) -> str:
+def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None = None) -> str:
     counts = Counter(r.type for r in result.resources)
     lines = [f"plan {stack}: {len(result.resources)} resources"]
     for type_, n in sorted(counts.items()):
@@ -217,8 +224,46 @@ def summary(stack: str, result: mockrun.RunResult) -> str:
                      f"{int(domain.inputs['vcpu'])} vCPUs, {int(domain.inputs['memory']) // 1024} GiB"
                      + (f", hole64 {hole.group(1)}" if hole else ""))
     lines += addon_summary(result)
-    lines.append("  (offline: IOMMU groups assumed isolated; secrets are placeholders)")
+    facts = facts or {}
+    hosts = sorted(r.name.removeprefix("libvirt-") for r in result.of_type("pulumi:providers:libvirt"))
+    for host in hosts:
+        if host in facts:
+            lines.append(f"  host {host}: IOMMU groups, BARs, NUMA and address bits checked against {facts[host]}")
+    unchecked = [h for h in hosts if h not in facts]
+    if unchecked:
+        lines.append(f"  (offline: IOMMU groups assumed isolated on {', '.join(unchecked)}, no host facts; secrets are placeholders)")
+    else:
+        lines.append("  (offline: secrets are placeholders)")
     return "\n".join(lines)
+
+
+def stack_host_names(values: dict[str, str]) -> list[str]:
+    """hosts[].name of the engine-form config, as far as it can be read (the program reports the rest)."""
+    hosts = decode_config_value(values.get(f"{mockrun.PROJECT}:hosts", "[]"))
+    if not isinstance(hosts, list):
+        return []
+    return [h["name"] for h in hosts if isinstance(h, dict) and isinstance(h.get("name"), str)]
+
+
+def facts_files(facts: list[str], facts_dir: str | None, host_names: list[str]) -> list[str]:
+    """`--facts` files (comma-separated, repeatable), plus <facts_dir>/<host>.facts.json for each host of the stack."""
+    files = [f for item in facts for f in item.split(",") if f]
+    if facts_dir is not None:
+        directory = Path(facts_dir)
+        if not directory.is_dir():
+            raise SystemExit(f"--facts-dir {facts_dir}: no such directory")
+        files += [str(directory / f"{h}.facts.json") for h in host_names if (directory / f"{h}.facts.json").is_file()]
+    return files
+
+
+def _facts_by_host(files: list[str]) -> dict[str, str]:
+    out = {}
+    for f in files:
+        try:
+            out[load_host_facts(f).host] = f
+        except FactsError:  # the program has refused it already
+            continue
+    return out
 
 
 @dataclass(frozen=True)
@@ -228,10 +273,11 @@ class PlanResult:
     violations: list[convergence.Violation]
 
 
-def run_plan(stack: str, out_root: Path, root: Path = ROOT) -> PlanResult:
+def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> PlanResult:
     """Write the plan, then run the convergence check (render/convergence.py) on exactly what was written."""
     values, secret_keys = plan_config(load_stack_file(stack, root))
-    result = mockrun.run(values, secret_keys, stack=stack, preview=True)
+    facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
+    result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
     out = out_root / stack
     if out.exists():
         shutil.rmtree(out)
@@ -245,11 +291,11 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT) -> PlanResult:
     violations = convergence.check(convergence.Plan(tuple(json.loads(rows)), files), stack_config(values, secret_keys))
     n = len(convergence.RULES)
     verdict = f"ok ({n} rules)" if not violations else f"{len(violations)} violation{'s' if len(violations) != 1 else ''} ({n} rules)"
-    return PlanResult(out, summary(stack, result) + f"\n  convergence: {verdict}", violations)
+    return PlanResult(out, summary(stack, result, _facts_by_host(facts_paths)) + f"\n  convergence: {verdict}", violations)
 
 
-def write_plan(stack: str, out_root: Path, root: Path = ROOT) -> tuple[Path, str]:
-    result = run_plan(stack, out_root, root)
+def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> tuple[Path, str]:
+    result = run_plan(stack, out_root, root, facts, facts_dir)
     return result.out, result.summary
 
 
@@ -258,9 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stack")
     parser.add_argument("--out", default=str(ROOT / "build" / "plan"))
     parser.add_argument("--stack-dir", default=str(ROOT), help="where Pulumi.<stack>.yaml lives")
+    parser.add_argument("--facts", action="append", default=[], metavar="FILE[,FILE...]",
+                        help="host facts from scripts/host-facts.sh, one file per host (matched by the host name inside)")
+    parser.add_argument("--facts-dir", help="use <dir>/<host>.facts.json for each host of the stack that has one")
     args = parser.parse_args(argv)
     try:
-        result = run_plan(args.stack, Path(args.out), Path(args.stack_dir))
+        result = run_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1
