@@ -20,13 +20,19 @@ def plan(tmp_path: Path, stack: str = "dev", stack_dir: Path = ROOT) -> subproce
     )
 
 
+def assert_planned(proc: subprocess.CompletedProcess) -> None:
+    """The plan was written and the convergence check (render/convergence.py) passed."""
+    assert proc.returncode == 0, proc.stderr
+    assert "convergence: ok (" in proc.stdout
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_plan_dev_writes_resources_and_artifacts(tmp_path):
     proc = plan(tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert_planned(proc)
     out = tmp_path / "plan" / "dev"
     resources = json.loads((out / "resources.json").read_text())
     assert {"type", "name", "parent", "inputs", "options"} <= set(resources[0])
@@ -38,12 +44,13 @@ def test_plan_dev_writes_resources_and_artifacts(tmp_path):
 
 def test_plan_is_byte_identical_across_runs(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
-    assert plan(first).returncode == 0 and plan(second).returncode == 0
+    assert_planned(plan(first))
+    assert_planned(plan(second))
     assert tree_digest(first / "plan") == tree_digest(second / "plan")
 
 
 def test_plan_holds_no_secret_values(tmp_path):
-    assert plan(tmp_path).returncode == 0
+    assert_planned(plan(tmp_path))
     out = tmp_path / "plan" / "dev"
     text = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
     assert "plan-placeholder" not in text
@@ -76,7 +83,7 @@ def test_secure_values_in_the_stack_file_become_placeholders(tmp_path):
     doc["config"]["gpu-stack:grafanaAdminPassword"] = {"secure": "v1:AAAAciphertext-grafana"}
     (tmp_path / "Pulumi.enc.yaml").write_text(yaml.safe_dump(doc))
     proc = plan(tmp_path, "enc", tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert_planned(proc)
     text = "".join(p.read_text() for p in (tmp_path / "plan" / "enc").rglob("*") if p.is_file())
     assert "ciphertext" not in text and "plan-placeholder" not in text
     secret = next(r for r in json.loads((tmp_path / "plan" / "enc" / "resources.json").read_text()) if r["name"] == "monitoring-grafana-admin")

@@ -12,6 +12,10 @@ Without host facts, IOMMU groups are assumed isolated. With `--facts`
 (`<dir>/<host>.facts.json` for each host of the stack, as `make plans` does
 with hosts/), the program gets the files in GPU_STACK_HOST_FACTS, exactly as
 `pulumi preview` would, and checks IOMMU groups, BARs and NUMA against them.
+
+After writing, the whole-plan convergence check (render/convergence.py) runs
+on exactly what was written; each violation is one line on stderr naming the
+object and the config key to change, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -23,17 +27,19 @@ import re
 import shutil
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from lxml import etree
 
+from render import convergence
 from render.guest_scripts import HEREDOC
 from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
-from stacks.config import SECRET_KEYS
+from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import ConfigError
 from stacks.load import decode_config_value, parse_stack_config
 from tools import mockrun
@@ -94,6 +100,13 @@ def plan_config(stack_config: dict[str, Any]) -> tuple[dict[str, str], list[str]
                 values[full] = f"plan-placeholder-{issue.path}"
                 secret_keys.append(full)
     return values, secret_keys
+
+
+def stack_config(values: dict[str, str], secret_keys: list[str]) -> StackConfig:
+    """The typed config the plan was rendered from (values as plan_config returns them)."""
+    raw = {k.split(":", 1)[1]: decode_config_value(v) for k, v in values.items()}
+    cfg, _ = parse_stack_config(raw, {k.split(":", 1)[1] for k in secret_keys})
+    return cfg
 
 
 def _domain_artifacts(result: mockrun.RunResult, domain: mockrun.Registered) -> dict[str, str]:
@@ -296,7 +309,15 @@ def _facts_by_host(files: list[str]) -> dict[str, str]:
     return out
 
 
-def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> tuple[Path, str]:
+@dataclass(frozen=True)
+class PlanResult:
+    out: Path
+    summary: str
+    violations: list[convergence.Violation]
+
+
+def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> PlanResult:
+    """Write the plan, then run the convergence check (render/convergence.py) on exactly what was written."""
     values, secret_keys = plan_config(load_stack_file(stack, root))
     facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
@@ -304,12 +325,21 @@ def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] |
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    files = {"resources.json": resources_json(result), **artifacts(result)}
-    for rel, text in sorted(files.items()):
+    rows = resources_json(result)
+    files = artifacts(result)
+    for rel, text in sorted({"resources.json": rows, **files}.items()):
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return out, summary(stack, result, _facts_by_host(facts_paths))
+    violations = convergence.check(convergence.Plan(tuple(json.loads(rows)), files), stack_config(values, secret_keys))
+    n = len(convergence.RULES)
+    verdict = f"ok ({n} rules)" if not violations else f"{len(violations)} violation{'s' if len(violations) != 1 else ''} ({n} rules)"
+    return PlanResult(out, summary(stack, result, _facts_by_host(facts_paths)) + f"\n  convergence: {verdict}", violations)
+
+
+def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> tuple[Path, str]:
+    result = run_plan(stack, out_root, root, facts, facts_dir)
+    return result.out, result.summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,13 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facts-dir", help="use <dir>/<host>.facts.json for each host of the stack that has one")
     args = parser.parse_args(argv)
     try:
-        out, text = write_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir)
+        result = run_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1
-    print(text)
+    out = result.out
+    print(result.summary)
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return 0
+    for v in result.violations:
+        print(f"convergence: {v}", file=sys.stderr)
+    return 1 if result.violations else 0
 
 
 if __name__ == "__main__":
