@@ -12,6 +12,8 @@ case "$GS_RUNTIME" in
   containerd) grep -q 'runtimes.nvidia' <<<"$(containerd config dump)" || die "containerd has no nvidia runtime" ;;
   docker) grep -q nvidia <<<"$(docker info --format '{{json .Runtimes}}')" || die "docker has no nvidia runtime" ;;
 esac
+# bootstrap is done: apt-daily / unattended-upgrades (dnf-makecache) run again (lib.sh pkg_timers_hold)
+pkg_timers_resume >&2
 echo "--- gpu-inventory ---"
 nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader
 echo "--- nvidia-smi ---"

@@ -59,8 +59,38 @@ def _apt_pin(name: str) -> str | None:
     return None
 
 
+def _apt_options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """(-o NAME=VALUE options, the other arguments)."""
+    options: dict[str, str] = {}
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "-o":
+            name, _, value = next(it).partition("=")
+            options[name] = value
+        else:
+            rest.append(arg)
+    return options, rest
+
+
 def apt_get(argv: list[str]) -> int:
+    """Like apt: the dpkg lock held by unattended-upgrades fails a call unless it waits
+    (DPkg::Lock::Timeout); the lists lock of a running apt-daily fails `update` whatever the option."""
     state = load()
+    options, rest = _apt_options(argv)
+    if rest and rest[0] == "update" and state.get("lists_lock_held"):
+        record("apt-get", argv, False)
+        sys.stderr.write("E: Could not get lock /var/lib/apt/lists/lock. It is held by process 811 (apt-get)\n")
+        return 100
+    if state.get("dpkg_lock_held"):
+        if int(options.get("DPkg::Lock::Timeout", "0") or 0) <= 0:
+            record("apt-get", argv, False)
+            sys.stderr.write("E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 1234 (unattended-upgr)\n")
+            return 100
+        state["dpkg_lock_held"] = False  # the holder finished while apt-get waited
+        state.setdefault("waited_for_lock", []).append(" ".join(rest[:1]))
+        save(state)
+    argv = rest
     if argv and argv[0] == "update":
         record("apt-get", argv, True)
         return 0
@@ -149,6 +179,14 @@ def systemctl(argv: list[str]) -> int:
     if verb in ("is-enabled", "is-active"):
         record("systemctl", argv, False)
         key = "enabled" if verb == "is-enabled" else "active"
+        busy = state.get("busy_units", {})
+        if verb == "is-active" and any(busy.get(u, 0) > 0 for u in units):
+            for u in units:  # a running oneshot (apt-daily.service) that finishes after a few polls
+                busy[u] = max(0, busy.get(u, 0) - 1)
+                if busy[u] == 0 and u == "apt-daily.service":
+                    state["lists_lock_held"] = False
+            save(state)
+            return 0
         return 0 if all(units_state.get(u, {}).get(key) for u in units) else 1
     record("systemctl", argv, True)
     for u in units:

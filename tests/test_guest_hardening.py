@@ -1,0 +1,127 @@
+"""Guest behaviour the validators cannot see: atomic writes, the package lock at first boot,
+the taint each Kubernetes version applies, short-lived join tokens (issue 11).
+
+Each scenario runs the rendered phase scripts in the sandbox (tests/support/guest_sandbox.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from render.guest_scripts import SCRIPTS
+from tests.conftest import require_tool
+from tests.support.guest_sandbox import GuestSandbox
+from tests.test_guest_scripts import config, phases_for
+
+TOKEN = "abcdef.0123456789abcdef"
+
+
+def _phase(phases, name):
+    return next(p for p in phases if p.name == name)
+
+
+# --- write_file is atomic ---------------------------------------------------------
+
+def _lib_script(body: str) -> str:
+    return "set -euo pipefail\nGS_PHASE=test\n" + (SCRIPTS / "lib.sh").read_text() + "\n" + body + "\n"
+
+
+def test_write_file_never_exposes_a_partial_or_readable_file(tmp_path):
+    root = tmp_path / "root"
+    target = root / "etc/containerd/certs.d/nvcr.io/hosts.toml"
+    target.parent.mkdir(parents=True)
+    target.write_text("old = true\n")
+    target.chmod(0o600)
+    fifo = tmp_path / "content"
+    os.mkfifo(fifo)
+    script = _lib_script(f'write_file /etc/containerd/certs.d/nvcr.io/hosts.toml 0600 < "{fifo}"')
+    proc = subprocess.Popen(["bash", "-c", script], env={"GS_ROOT": str(root), "PATH": "/usr/bin:/bin"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with open(fifo, "w") as writer:
+        writer.write('[host."https://harbor"]\n  header = { Authorization = ["Basic c2VjcmV0"] }\n')
+        writer.flush()
+        deadline = time.monotonic() + 10
+        temps: list[Path] = []
+        while time.monotonic() < deadline:
+            temps = [p for p in target.parent.iterdir() if p.name.startswith(".gpu-stack.") and p.stat().st_size > 0]
+            if temps:
+                break
+            time.sleep(0.02)
+        assert temps, "the content goes to a temporary file in the same directory first"
+        assert temps[0].stat().st_mode & 0o077 == 0, "while it is written, nobody but root can read it"
+        assert target.read_text() == "old = true\n", "the final path is untouched until the rename"
+        proc.send_signal(signal.SIGKILL)  # interrupted mid-write
+        proc.wait(timeout=10)
+    assert target.read_text() == "old = true\n", "an interrupted write leaves the old file, never a truncated one"
+
+
+def test_write_file_renames_into_place_with_the_final_mode(tmp_path):
+    root = tmp_path / "root"
+    script = _lib_script("printf 'a = 1\\n' | write_file /etc/containerd/config.toml 0644\n"
+                         "printf 's\\n' | write_file /etc/secret.toml 0600\n"
+                         "printf 'a = 1\\n' | write_file /etc/containerd/config.toml 0644 || echo unchanged")
+    result = subprocess.run(["bash", "-c", script], env={"GS_ROOT": str(root), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (root / "etc/containerd/config.toml").read_text() == "a = 1\n"
+    assert oct((root / "etc/containerd/config.toml").stat().st_mode & 0o777) == "0o644"
+    assert oct((root / "etc/secret.toml").stat().st_mode & 0o777) == "0o600"
+    assert result.stdout.rstrip().endswith("unchanged"), "same content: nothing written"
+    leftovers = [p for p in root.rglob(".gpu-stack.*")]
+    assert leftovers == []
+
+
+# --- the package lock at first boot -----------------------------------------------
+
+UBUNTU_TIMERS = {"apt-daily.timer": {"enabled": True, "active": True},
+                 "apt-daily-upgrade.timer": {"enabled": True, "active": True}}
+
+
+def test_simulated_lock_fails_apt_get_without_a_timeout(tmp_path):
+    """The stub behaves like apt: a held dpkg lock fails a call that does not wait."""
+    sb = GuestSandbox(tmp_path, "ubuntu", dpkg_lock_held=True)
+    env = {"PATH": f"{sb.bin}:/usr/bin:/bin", "GS_ROOT": str(sb.root), "GS_SANDBOX": str(sb.tmp)}
+    plain = subprocess.run([str(sb.bin / "apt-get"), "install", "-y", "jq"], env=env, capture_output=True, text=True)
+    assert plain.returncode == 100 and "Could not get lock /var/lib/dpkg/lock-frontend" in plain.stderr
+    waiting = subprocess.run([str(sb.bin / "apt-get"), "-o", "DPkg::Lock::Timeout=60", "install", "-y", "jq"],
+                             env=env, capture_output=True, text=True)
+    assert waiting.returncode == 0
+
+
+def test_first_boot_apt_daily_and_unattended_upgrades_do_not_fail_the_driver_install(tmp_path):
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu", units=dict(UBUNTU_TIMERS), dpkg_lock_held=True, lists_lock_held=True,
+                      busy_units={"apt-daily.service": 3})
+    phases = phases_for(config())
+    for name in ("driver", "container-runtime"):
+        result = sb.run(_phase(phases, name))
+        assert result.returncode == 0, f"{name}:\n{result.stdout}\n{result.stderr}"
+    calls = sb.mutating()
+    assert "systemctl stop apt-daily.timer" in calls and "systemctl stop apt-daily-upgrade.timer" in calls
+    assert calls.index("systemctl stop apt-daily.timer") < next(i for i, c in enumerate(calls) if c.startswith("apt-get"))
+    assert sb.state["waited_for_lock"], "apt-get waited for the dpkg lock instead of failing"
+    assert all(c.split()[1] in ("update", "install") for c in calls if c.startswith("apt-get"))
+    assert sb.state["units"]["apt-daily.timer"]["active"] is False, "held off during bootstrap"
+    sb.clear_calls()
+    verify = sb.run(_phase(phases, "verify"))
+    assert verify.returncode == 0, verify.stderr
+    assert {"systemctl start apt-daily.timer", "systemctl start apt-daily-upgrade.timer"} <= set(sb.mutating())
+    assert sb.state["units"]["apt-daily-upgrade.timer"]["active"] is True, "security updates resume after bootstrap"
+    sb.clear_calls()
+    assert sb.run(_phase(phases, "verify")).returncode == 0
+    assert sb.mutating() == [], "resumed once; a second verify changes nothing"
+
+
+def test_rhel_holds_off_dnf_makecache(tmp_path):
+    sb = GuestSandbox(tmp_path, "rhel", units={"firewalld": {"enabled": True, "active": True},
+                                             "dnf-makecache.timer": {"enabled": True, "active": True}})
+    result = sb.run(_phase(phases_for(config("rhel")), "driver"))
+    assert result.returncode == 0, result.stderr
+    calls = sb.mutating()
+    assert calls.index("systemctl stop dnf-makecache.timer") < next(i for i, c in enumerate(calls) if c.startswith("dnf install"))
