@@ -139,11 +139,23 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
             params["GS_K8S_CA_HASH"] = kubernetes.join.ca_cert_hash
         elif role == "join":
             late = ("GS_K8S_ENDPOINT", "GS_K8S_CA_HASH")
-        phases.append(Phase("kubernetes", params, stdin_secret="joinToken", long_running=True, late_params=late))
+        # init needs no token; a join reads it on stdin: the joinToken secret (mode join) or
+        # the short-lived token this stack's control plane creates for the VM (join_token_phase)
+        stdin = "joinToken" if role == "join" else None
+        phases.append(Phase("kubernetes", params, stdin_secret=stdin, long_running=True, late_params=late))
         if role == "init":
             phases.append(Phase("kubeconfig", {}, secret_stdout=True))
     phases.append(Phase("verify", {**counts, "GS_RUNTIME": rt.name}))
     return phases
+
+
+def join_token_phase(vm: Vm, kubernetes: Kubernetes) -> Phase:
+    """Runs on the init VM: a bootstrap token for `vm` alone, expiring after kubernetes.joinTokenTtl.
+
+    Its triggers are its own script (which names the node) and the joining VM's
+    domain: an unchanged stack creates no new token, a rebuilt VM gets one.
+    """
+    return Phase("join-token", {"GS_JOIN_NODE": vm.name, "GS_TOKEN_TTL": kubernetes.join_token_ttl}, secret_stdout=True)
 
 
 def teardown_script(vm: Vm) -> str:

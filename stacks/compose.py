@@ -13,11 +13,11 @@ import hashlib
 import pulumi
 import pulumi_libvirt as libvirt
 
-from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs
+from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs, JoinTokenSource
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
 from components.guest_command import GuestConnection
-from render.guest_scripts import guest_phases
-from render.identity import derived_bootstrap_token, derived_mac
+from render.guest_scripts import guest_phases, join_token_phase
+from render.identity import derived_mac
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
 from stacks.config import Host, StackConfig
 from stacks.errors import ConfigError, ConfigIssue
@@ -135,34 +135,38 @@ def build_guests(stack: LoadedStack, vms: dict[str, GpuPassthroughVm]) -> dict[s
     key = stack.secrets["sshPrivateKey"]
     bootstraps: dict[str, GpuGuestBootstrap] = {}
     init_vm = cfg.vms[0] if cfg.kubernetes is not None and cfg.kubernetes.mode == "init" else None
-    own_token = None
-    if init_vm is not None:
-        stack_name = pulumi.get_stack()
-        rotation = cfg.kubernetes.bootstrap_token_rotation
-        seed = f"{stack_name}/{init_vm.name}" + (f"/rotation-{rotation}" if rotation else "")
-        own_token = pulumi.Output.secret(key.apply(lambda k: derived_bootstrap_token(f"{seed}/{k}")))
+
+    def connection(name: str) -> GuestConnection:
+        machine = vms[name]
+        return GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key)
+
     for index, vm in enumerate(cfg.vms):
         role = _role(cfg, index)
         late = None
-        token = None
-        if role in ("init", "join"):
-            token = own_token if init_vm is not None else stack.secrets["joinToken"]
+        token = stack.secrets["joinToken"] if role == "join" and init_vm is None else None
+        token_source = None
         if role == "join" and init_vm is not None:
             late = {
                 "GS_K8S_ENDPOINT": vms[init_vm.name].ip.apply(lambda ip: f"{ip}:6443"),
                 "GS_K8S_CA_HASH": bootstraps[init_vm.name].ca_cert_hash,
             }
-        machine = vms[vm.name]
+            token_source = JoinTokenSource(
+                phase=join_token_phase(vm, cfg.kubernetes),
+                connection=connection(init_vm.name),
+                after=[bootstraps[init_vm.name].control_plane],
+                identity=vms[vm.name].domain_id,
+            )
         bootstraps[vm.name] = GpuGuestBootstrap(
             f"{vm.name}-guest",
             GpuGuestBootstrapArgs(
                 vm=vm,
                 phases=guest_phases(vm, cfg.guest, cfg.kubernetes, role),
-                connection=GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key),
-                after=[machine],
+                connection=connection(vm.name),
+                after=[vms[vm.name]],
                 join_token=token,
                 registry_password=stack.secrets.get("registryPassword"),
                 late_params=late,
+                join_token_source=token_source,
             ),
         )
     return bootstraps

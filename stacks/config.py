@@ -237,8 +237,8 @@ class Kubernetes(Model):
     """init: the first VM runs kubeadm init, the rest join it. join: all VMs join `join`. existing: nodes are already members; gpu-stack:kubeconfig is required."""
     join: Optional[JoinTarget] = None
     pod_cidr: str = "10.244.0.0/16"
-    bootstrap_token_rotation: int = Field(default=0, ge=0)
-    """Mode init: bump to derive a new bootstrap token for joining nodes (docs/OPERATIONS.md, rotating the join token)."""
+    join_token_ttl: str = Field(default="2h", pattern=r"^([1-9]\d*)(m|h)$")
+    """Mode init: lifetime of the bootstrap token the control plane creates for each joining VM (`kubeadm token create --ttl`), e.g. 30m or 2h. A joined node never needs it again (docs/OPERATIONS.md, join tokens)."""
     package_repository: Optional[str] = None
     """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>."""
     node_labels: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
@@ -334,6 +334,15 @@ class StackConfig(Model):
     kubernetes: Optional[Kubernetes] = None
     addons: Addons = Addons()
 
+
+REMOVED_KEYS: dict[tuple[str, ...], str] = {
+    ("kubernetes", "bootstrapTokenRotation"): (
+        "was removed: gpu-stack no longer derives a never-expiring bootstrap token. The control plane now "
+        "creates a short-lived token for each VM that joins (kubernetes.joinTokenTtl, default 2h), so there is "
+        "nothing to rotate; delete this key (docs/OPERATIONS.md, join tokens)"
+    ),
+}
+"""Keys that older gpu-stack versions accepted, with what replaced them; refused by name."""
 
 SECRET_KEYS = ("sshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""

@@ -125,3 +125,78 @@ def test_rhel_holds_off_dnf_makecache(tmp_path):
     assert result.returncode == 0, result.stderr
     calls = sb.mutating()
     assert calls.index("systemctl stop dnf-makecache.timer") < next(i for i, c in enumerate(calls) if c.startswith("dnf install"))
+
+
+# --- the taint each Kubernetes version applies -----------------------------------------
+
+@pytest.mark.parametrize("version, removed", [
+    ("1.23.17", ["node-role.kubernetes.io/master"]),
+    ("1.24.17", ["node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane"]),
+    ("1.25.16", ["node-role.kubernetes.io/control-plane"]),
+    ("1.32.4", ["node-role.kubernetes.io/control-plane"]),
+])
+def test_single_node_init_removes_the_taints_kubeadm_applied(tmp_path, version, removed):
+    require_tool("openssl")
+    raw = config()
+    raw["kubernetes"]["version"] = version
+    if version < "1.28":  # a device plugin release that supports this Kubernetes (stacks/compat.py)
+        raw["addons"]["devicePlugin"] = {"enabled": True, "version": "0.11.0" if version < "1.25" else "0.14.5", "deploy": "static"}
+    phase = _phase(phases_for(raw), "kubernetes")
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    result = sb.run(phase)
+    assert result.returncode == 0, result.stderr
+    calls = sb.mutating()
+    assert [c for c in calls if c.startswith("kubectl taint")] == [f"kubectl taint node gpu-dev-0 {k}:NoSchedule-" for k in removed]
+    assert not [t for t in sb.state["node"]["taints"] if t.startswith("node-role.kubernetes.io/")], "GPU pods can schedule"
+    sb.clear_calls()
+    assert sb.run(phase).returncode == 0 and sb.mutating() == []
+
+
+# --- short-lived join tokens -------------------------------------------------------------
+
+def test_control_plane_creates_a_short_lived_token_per_join_and_a_joined_node_never_needs_it_again(tmp_path):
+    from render.guest_scripts import join_token_phase
+    from render.identity import split_join_token_output
+    from stacks.load import parse_stack_config
+    from tests.test_guest_scripts import SECRETS
+
+    require_tool("openssl")
+    raw = config()
+    cfg, _ = parse_stack_config(raw, SECRETS)
+    control = GuestSandbox(tmp_path / "cp", "ubuntu")
+    init = control.run(_phase(phases_for(raw), "kubernetes"))
+    assert init.returncode == 0, init.stderr
+    assert control.state["token_ttls"] == {control.state["tokens"][0]: "1h0m0s"}, "kubeadm init's own token expires too"
+
+    phase = join_token_phase(cfg.vms[0].model_copy(update={"name": "gpu-dev-1"}), cfg.kubernetes)
+    created = control.run(phase)
+    assert created.returncode == 0, created.stderr
+    token = split_join_token_output(created.stdout)
+    assert token and token in control.state["tokens"]
+    assert control.state["token_ttls"][token] == "2h", "kubernetes.joinTokenTtl, never 0"
+    create = next(c for c in control.mutating() if c.startswith("kubeadm token create"))
+    assert "--description gpu-stack: kubeadm join of gpu-dev-1" in create
+
+    raw_join = config()
+    raw_join["kubernetes"] = {"version": "1.32.4", "mode": "join",
+                              "join": {"controlPlaneEndpoint": "10.0.0.10:6443", "caCertHash": "sha256:" + "a" * 64}}
+    join = _phase(phases_for(raw_join, role="join"), "kubernetes")
+    node = GuestSandbox(tmp_path / "node", "ubuntu")
+    first = node.run(join, stdin=token + "\n")
+    assert first.returncode == 0, first.stderr
+    assert any(c.startswith(f"kubeadm join 10.0.0.10:6443 --token {token} ") for c in node.mutating())
+    node.clear_calls()
+    expired = "zzzzzz.zzzzzzzzzzzzzzzz"  # what the state still holds hours later
+    again = node.run(join, stdin=expired + "\n")
+    assert again.returncode == 0 and node.mutating() == [], "a joined node never uses a token again"
+    assert token not in first.stdout + first.stderr + created.stderr
+
+
+def test_join_token_phase_refuses_a_vm_without_a_control_plane(tmp_path):
+    from render.guest_scripts import join_token_phase
+    from stacks.load import parse_stack_config
+    from tests.test_guest_scripts import SECRETS
+
+    cfg, _ = parse_stack_config(config(), SECRETS)
+    result = GuestSandbox(tmp_path, "ubuntu").run(join_token_phase(cfg.vms[0], cfg.kubernetes))
+    assert result.returncode != 0 and "kubeadm init has not run" in result.stderr

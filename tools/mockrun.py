@@ -110,6 +110,8 @@ def _fake_stdout(name: str, create: str) -> str:
         rows = "".join(f"{i}, NVIDIA Mock GPU, GPU-{i:08d}-mock, 00000000:{i + 1:02X}:00.0, 570.172.08, 46068 MiB\n" for i in range(count))
         banner = "| NVIDIA-SMI 570.172.08            Driver Version: 570.172.08     CUDA Version: 12.8     |\n"
         return f"--- gpu-inventory ---\n{rows}--- nvidia-smi ---\n{banner}"
+    if name.endswith("-join-token"):
+        return "# gpu-stack-join-token: mock00.0000000000000000\n"
     if name.endswith("-kubeconfig"):
         return "apiVersion: v1\nkind: Config\nclusters: []\n# gpu-stack-ca-cert-hash: sha256:" + "ab" * 32 + "\n"
     return ""

@@ -435,6 +435,11 @@ def sh(argv: list[str]) -> int:
 
 # --- Kubernetes -----------------------------------------------------------------
 
+def _new_token(state: dict) -> str:
+    n = len(state["tokens"])
+    return f"tok{n:03d}." + f"{n:016d}"
+
+
 def kubeadm(argv: list[str]) -> int:
     state = load()
     if argv[:2] == ["token", "list"]:
@@ -447,14 +452,25 @@ def kubeadm(argv: list[str]) -> int:
         (kube / "pki").mkdir(parents=True, exist_ok=True)
         (kube / "admin.conf").write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: kubernetes\n")
         (kube / "pki/ca.crt").write_text((_env.SANDBOX / "ca.crt").read_text())
-        state["tokens"].append(argv[argv.index("--token") + 1])
+        ttl = argv[argv.index("--token-ttl") + 1] if "--token-ttl" in argv else "24h0m0s"
+        token = argv[argv.index("--token") + 1] if "--token" in argv else _new_token(state)
+        state["tokens"].append(token)
+        state["token_ttls"] = {**state.get("token_ttls", {}), token: ttl}
+        minor = int(argv[argv.index("--kubernetes-version") + 1].lstrip("v").split(".")[1])
+        # what kubeadm applies: master up to 1.23, both in 1.24, control-plane from 1.25
+        roles = ["master"] if minor < 24 else ["master", "control-plane"] if minor == 24 else ["control-plane"]
         state["node"] = {"labels": {"kubernetes.io/hostname": argv[argv.index("--node-name") + 1]},
-                         "taints": ["node-role.kubernetes.io/control-plane=:NoSchedule"]}
+                         "taints": [f"node-role.kubernetes.io/{r}=:NoSchedule" for r in roles]}
     elif argv[0] == "join":
         kube.mkdir(parents=True, exist_ok=True)
         (kube / "kubelet.conf").write_text("apiVersion: v1\nkind: Config\n")
     elif argv[:2] == ["token", "create"]:
-        state["tokens"].append(argv[2])
+        token = argv[2] if len(argv) > 2 and not argv[2].startswith("-") else _new_token(state)
+        state["tokens"].append(token)
+        state["token_ttls"] = {**state.get("token_ttls", {}), token: argv[argv.index("--ttl") + 1] if "--ttl" in argv else "24h0m0s"}
+        save(state)
+        out(token + "\n")
+        return 0
     elif argv[0] == "reset":
         for name in ("admin.conf", "kubelet.conf"):
             (kube / name).unlink(missing_ok=True)
