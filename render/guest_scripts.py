@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from render.catalog import GPU_MODELS, default_kernel_modules
 from stacks.config import Guest, Kubernetes, Vm
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "guest"
@@ -86,6 +87,11 @@ def _proxy(guest: Guest) -> dict[str, str]:
     }
 
 
+def kernel_modules(vm: Vm, guest: Guest) -> str:
+    """open or proprietary: guest.nvidia.kernelModules, else the default for the VM's GPUs (stacks.checks refuses a VM with none)."""
+    return guest.nvidia.kernel_modules or default_kernel_modules({GPU_MODELS[g.model].architecture for g in vm.gpus}) or "proprietary"
+
+
 def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str) -> list[Phase]:
     """Ordered phases for one VM. role: init, join or none (existing cluster / no Kubernetes).
 
@@ -110,6 +116,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
         Phase("nouveau-check", {}, waits_for_boot=True),
         Phase("driver", {
             "GS_DRIVER_VERSION": nv.driver_version, "GS_DRIVER_METHOD": nv.install_method,
+            "GS_KERNEL_MODULES": kernel_modules(vm, guest),
             "GS_DRIVER_RUNFILE_URL": nv.runfile_url or "", "GS_NVSWITCH_COUNT": counts["GS_NVSWITCH_COUNT"], **proxy,
         }, long_running=True),
     ]

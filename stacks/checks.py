@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from render.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, place_host
 from stacks.compat import device_plugin_problems
@@ -60,6 +61,7 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
             issues += _check_firmware_and_mmio(hi, host, vi, vm)
 
     issues += _check_guest_and_cluster(cfg, secrets)
+    issues += _check_kernel_modules(cfg)
     issues += _check_addons(cfg, secrets)
     return issues, placements
 
@@ -189,4 +191,29 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
     for qi, q in enumerate(a.gpu_quotas):
         if q.default_request > q.gpus:
             issues.append(ConfigIssue(f"addons.gpuQuotas[{qi}].defaultRequest", f"default request {q.default_request} exceeds the quota of {q.gpus} GPUs"))
+    return issues
+
+
+def _check_kernel_modules(cfg: StackConfig) -> list[ConfigIssue]:
+    """guest.nvidia.kernelModules against each VM's GPU architectures (render/catalog.py)."""
+    if cfg.guest is None:
+        return []
+    nv = cfg.guest.nvidia
+    key = "guest.nvidia.kernelModules"
+    branch = int(nv.driver_version.split(".")[0])
+    issues = []
+    for vi, vm in enumerate(cfg.vms):
+        archs = {GPU_MODELS[g.model].architecture for g in vm.gpus}
+        for gi, g in enumerate(vm.gpus):
+            arch = GPU_MODELS[g.model].architecture
+            where = f"vms[{vi}].gpus[{gi}] ({g.model}, {arch.capitalize()})"
+            if nv.kernel_modules == "open" and arch in PROPRIETARY_ONLY:
+                issues.append(ConfigIssue(key, f"open kernel modules cannot drive {where}: they need the GSP, first in Turing; use proprietary (or unset it)"))
+            if nv.kernel_modules == "proprietary" and arch in OPEN_ONLY:
+                issues.append(ConfigIssue(key, f"{where} runs only with the open kernel modules; NVIDIA does not support the proprietary ones on Blackwell; use open (or unset it)"))
+        resolved = nv.kernel_modules or default_kernel_modules(archs)
+        if resolved is None:
+            issues.append(ConfigIssue(f"vms[{vi}].gpus", f"VM {vm.name} mixes GPUs that need the proprietary kernel modules ({', '.join(sorted(archs & PROPRIETARY_ONLY))}) with GPUs that need the open ones ({', '.join(sorted(archs & OPEN_ONLY))}); no driver runs both, put them in separate VMs"))
+        elif resolved == "open" and branch < OPEN_MODULES_SINCE_BRANCH and vm.gpus:
+            issues.append(ConfigIssue("guest.nvidia.driverVersion", f"driver {nv.driver_version} has no open kernel modules (they start with branch {OPEN_MODULES_SINCE_BRANCH}), which VM {vm.name} uses ({key}: {nv.kernel_modules or 'default for its GPUs'}); use a newer driver or set {key}: proprietary"))
     return issues

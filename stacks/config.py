@@ -176,6 +176,8 @@ class Nvidia(Model):
     install_method: Literal["package", "runfile"] = "package"
     runfile_url: Optional[str] = None
     """Driver .run installer when install_method is runfile."""
+    kernel_modules: Optional[Literal["open", "proprietary"]] = None
+    """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (render/catalog.py): open from Turing on (NVIDIA's recommendation, required by Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
     cuda: Optional[Cuda] = None
 
 

@@ -200,3 +200,102 @@ def test_join_token_phase_refuses_a_vm_without_a_control_plane(tmp_path):
     cfg, _ = parse_stack_config(config(), SECRETS)
     result = GuestSandbox(tmp_path, "ubuntu").run(join_token_phase(cfg.vms[0], cfg.kubernetes))
     assert result.returncode != 0 and "kubeadm init has not run" in result.stderr
+
+
+# --- kernel modules: open or proprietary, precompiled or DKMS ----------------------------
+
+def _driver_calls(tmp_path, raw, **state):
+    sb = GuestSandbox(tmp_path, "ubuntu", **state)
+    result = sb.run(_phase(phases_for(raw), "driver"))
+    return sb, result
+
+
+def test_ubuntu_prefers_the_signed_precompiled_open_modules_for_the_running_kernel(tmp_path):
+    raw = config()  # dev: an L40S (Ada): open by default
+    kernel = "6.8.0-45-generic"
+    sb, result = _driver_calls(tmp_path, raw, kernel=kernel, precompiled_driver="570.172.08",
+                               archive=[f"linux-modules-nvidia-570-server-open-{kernel}"])
+    assert result.returncode == 0, result.stderr
+    install = next(c for c in sb.mutating() if c.startswith("apt-get install"))
+    assert f"linux-modules-nvidia-570-server-open-{kernel}" in install
+    assert "linux-modules-nvidia-570-server-open-generic" in install, "the flavour metapackage follows kernel updates"
+    assert "nvidia-headless-no-dkms-570-server-open" in install and "dkms" not in install.replace("no-dkms", "")
+    assert sb.state["module_flavour"] == "open" and sb.state["driver_loaded"] == "570.172.08"
+    assert "kernel modules: open, precompiled" in result.stdout
+
+
+def test_ubuntu_falls_back_to_dkms_where_no_precompiled_package_exists(tmp_path):
+    sb, result = _driver_calls(tmp_path, config(), kernel="6.8.0-999-generic", archive=[])
+    assert result.returncode == 0, result.stderr
+    install = next(c for c in sb.mutating() if c.startswith("apt-get install"))
+    assert "nvidia-headless-570-server-open" in install and "linux-modules-nvidia" not in install
+    assert "kernel modules: open, dkms" in result.stdout
+
+
+def test_pascal_gets_the_proprietary_modules(tmp_path):
+    raw = config()
+    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": "P100-PCIE-16GB", "numaNode": 0}]
+    kernel = "6.8.0-45-generic"
+    sb, result = _driver_calls(tmp_path, raw, kernel=kernel, precompiled_driver="570.172.08",
+                               archive=[f"linux-modules-nvidia-570-server-{kernel}", f"linux-modules-nvidia-570-server-open-{kernel}"])
+    assert result.returncode == 0, result.stderr
+    install = next(c for c in sb.mutating() if c.startswith("apt-get install"))
+    assert f"linux-modules-nvidia-570-server-{kernel}" in install and "-open" not in install
+    assert sb.state["module_flavour"] == "proprietary"
+
+
+def test_precompiled_modules_of_another_driver_build_fail_with_the_fix(tmp_path):
+    kernel = "6.8.0-45-generic"
+    _, result = _driver_calls(tmp_path, config(), kernel=kernel, precompiled_driver="570.133.20",
+                              archive=[f"linux-modules-nvidia-570-server-open-{kernel}"])
+    assert result.returncode != 0
+    assert "are driver '570.133.20', not 570.172.08; pin guest.nvidia.driverVersion" in result.stderr
+
+
+def test_runfile_picks_the_module_flavour(tmp_path):
+    raw = config("rhel", nvidia={"driverVersion": "570.172.08", "installMethod": "runfile",
+                                 "runfileUrl": "https://mirror.lab/NVIDIA-Linux-x86_64-570.172.08.run"})
+    sb = GuestSandbox(tmp_path, "rhel")
+    assert sb.run(_phase(phases_for(raw), "driver")).returncode == 0
+    installer = next(c for c in sb.mutating() if c.startswith("sh ") and "NVIDIA-Linux" in c)
+    assert "-m=kernel-open" in installer
+
+
+def test_rhel_package_flavour(tmp_path):
+    sb = GuestSandbox(tmp_path, "rhel")
+    assert sb.run(_phase(phases_for(config("rhel")), "driver")).returncode == 0
+    assert any("kmod-nvidia-open-dkms-570.172.08" in c for c in sb.mutating() if c.startswith("dnf install"))
+
+
+@pytest.mark.parametrize("model, flavour, message", [
+    ("P100-PCIE-16GB", "open", "open kernel modules cannot drive vms[0].gpus[0] (P100-PCIE-16GB, Pascal)"),
+    ("V100-PCIE-16GB", "open", "open kernel modules cannot drive vms[0].gpus[0] (V100-PCIE-16GB, Volta)"),
+    ("B200-SXM-180GB", "proprietary", "vms[0].gpus[0] (B200-SXM-180GB, Blackwell) runs only with the open kernel modules"),
+])
+def test_kernel_modules_that_cannot_drive_the_gpu_are_refused_naming_the_key(model, flavour, message):
+    from stacks.errors import ConfigError
+    from stacks.load import parse_stack_config
+    from tests.test_guest_scripts import SECRETS
+    raw = config(nvidia={"driverVersion": "570.172.08", "kernelModules": flavour})
+    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": model, "numaNode": 0}]
+    with pytest.raises(ConfigError) as err:
+        parse_stack_config(raw, SECRETS)
+    assert "gpu-stack:guest.nvidia.kernelModules" in str(err.value) and message in str(err.value)
+
+
+@pytest.mark.parametrize("model, expected", [("P100-PCIE-16GB", "proprietary"), ("V100-SXM2-32GB", "proprietary"),
+                                             ("T4", "open"), ("H100-SXM5-80GB", "open"), ("B200-SXM-180GB", "open")])
+def test_kernel_modules_default_from_the_architecture(model, expected):
+    raw = config()
+    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": model, "numaNode": 0}]
+    driver = _phase(phases_for(raw), "driver")
+    assert driver.params["GS_KERNEL_MODULES"] == expected
+
+
+def test_open_modules_need_branch_515(tmp_path):
+    from stacks.errors import ConfigError
+    from stacks.load import parse_stack_config
+    from tests.test_guest_scripts import SECRETS
+    with pytest.raises(ConfigError) as err:
+        parse_stack_config(config(nvidia={"driverVersion": "510.47.03"}), SECRETS)
+    assert "gpu-stack:guest.nvidia.driverVersion" in str(err.value) and "branch 515" in str(err.value)

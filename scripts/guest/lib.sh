@@ -147,6 +147,16 @@ pkg_install() {
   changed "installed $*"
 }
 
+# apt_package_exists NAME: the archive has NAME (after one apt-get update).
+apt_package_exists() {
+  if [ "$apt_updated" = 0 ]; then
+    pkg_timers_hold
+    apt_get update -qq
+    apt_updated=1
+  fi
+  [ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | grep '^Package: ' || true)" ]
+}
+
 # ensure_pkgs NAME...: install the ones that are missing.
 ensure_pkgs() {
   local missing=() p

@@ -101,12 +101,36 @@ def apt_get(argv: list[str]) -> int:
                 continue
             name, _, version = arg.partition("=")
             state["packages"][name] = version or _apt_pin(name) or "1.0-1"
-            if name.startswith("nvidia-headless-"):
-                state["driver_installed"] = state["packages"][name].rsplit("-", 1)[0]
+            if name.startswith("linux-modules-nvidia-") and re.search(r"-\d+\.\d+\.\d+-\d+-", name):
+                # Canonical's module build for one kernel: its driver version is whatever they built
+                state["driver_installed"] = state.get("precompiled_driver", "")
+                state["module_flavour"] = "open" if "-open-" in name else "proprietary"
+            elif name.startswith("nvidia-headless-") and "-no-dkms-" not in name:
+                state["driver_installed"] = state["packages"][name].rsplit("-", 1)[0]  # DKMS builds the pinned one
+                state["module_flavour"] = "open" if name.endswith("-open") else "proprietary"
         save(state)
         return 0
     record("apt-get", argv, True)
     return 0
+
+
+def apt_cache(argv: list[str]) -> int:
+    """`apt-cache show NAME`: found when NAME is in the state's archive list (precompiled modules per kernel)."""
+    record("apt-cache", argv, False)
+    name = argv[-1]
+    if name in load().get("archive", []):
+        out(f"Package: {name}\nVersion: 1.0-1\n\n")
+        return 0
+    sys.stderr.write(f"E: No packages found\n")
+    return 100
+
+
+def uname(argv: list[str]) -> int:
+    record("uname", argv, False)
+    if argv == ["-r"]:
+        out(load().get("kernel", "6.8.0-45-generic") + "\n")
+        return 0
+    os.execv("/bin/uname", ["uname", *argv])
 
 
 def apt_mark(argv: list[str]) -> int:
@@ -505,7 +529,7 @@ def kubectl(argv: list[str]) -> int:
 
 
 HANDLERS = {
-    "apt-get": apt_get, "apt-mark": apt_mark, "dpkg-query": dpkg_query, "dnf": dnf, "rpm": rpm,
+    "apt-get": apt_get, "apt-cache": apt_cache, "uname": uname, "apt-mark": apt_mark, "dpkg-query": dpkg_query, "dnf": dnf, "rpm": rpm,
     "systemctl": systemctl, "modprobe": modprobe, "lsmod": lsmod, "swapon": swapon, "swapoff": swapoff,
     "hostnamectl": hostnamectl, "hostname": hostname, "getenforce": getenforce, "setenforce": setenforce,
     "mokutil": mokutil, "lspci": lspci, "df": df, "cloud-init": cloud_init, "systemd-run": systemd_run,
