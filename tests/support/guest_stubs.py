@@ -212,6 +212,11 @@ def systemctl(argv: list[str]) -> int:
             save(state)
             return 0
         return 0 if all(units_state.get(u, {}).get(key) for u in units) else 1
+    if verb == "status":
+        record("systemctl", argv, False)
+        status = state.get("status_outputs", {})
+        out("".join(Path(status[u]).read_text() for u in units if u in status))
+        return 0 if all(units_state.get(u, {}).get("active") for u in units) else 3
     record("systemctl", argv, True)
     for u in units:
         entry = units_state.setdefault(u, {"enabled": False, "active": False})
@@ -358,6 +363,11 @@ def nvidia_smi(argv: list[str]) -> int:
     if mutating:
         state["persistence"] = True
         save(state)
+        return 0
+    captured = state.get("smi_outputs", {})  # real nvidia-smi output (tests/fixtures/nvidia-smi) by subcommand
+    key = {("-L",): "L", ("topo", "-m"): "topo", ("nvlink", "-s"): "nvlink", ("-q",): "q"}.get(tuple(argv))
+    if key in captured:
+        out(Path(captured[key]).read_text())
         return 0
     if argv == ["-L"]:
         out("".join(f"GPU {i}: NVIDIA H800 (UUID: GPU-{i:08d}-0000-0000-0000-000000000000)\n" for i in range(n)))
