@@ -54,6 +54,7 @@ def domain_spec(args: GpuPassthroughVmArgs) -> DomainSpec:
         maxphysaddr="passthrough",
         hugepages_1g=vm.numa.hugepages_1g,
         kvm_hidden=vm.kvm_hidden if vm.kvm_hidden is not None else consumer,
+        housekeeping_cpus=args.host.reserved_cpu_ids,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from render.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
+from render.hypervisor import domain_elements, version_problems
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, place_host
 from stacks.compat import device_plugin_problems
@@ -59,6 +60,7 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
                 issues += device_cells(vi, vm, placed[vm.name])[1]
         for vi, vm in vms:
             issues += _check_firmware_and_mmio(hi, host, vi, vm)
+        issues += _check_hypervisor_versions(hi, host, vms)
 
     issues += _check_guest_and_cluster(cfg, secrets)
     issues += _check_kernel_modules(cfg)
@@ -216,4 +218,14 @@ def _check_kernel_modules(cfg: StackConfig) -> list[ConfigIssue]:
             issues.append(ConfigIssue(f"vms[{vi}].gpus", f"VM {vm.name} mixes GPUs that need the proprietary kernel modules ({', '.join(sorted(archs & PROPRIETARY_ONLY))}) with GPUs that need the open ones ({', '.join(sorted(archs & OPEN_ONLY))}); no driver runs both, put them in separate VMs"))
         elif resolved == "open" and branch < OPEN_MODULES_SINCE_BRANCH and vm.gpus:
             issues.append(ConfigIssue("guest.nvidia.driverVersion", f"driver {nv.driver_version} has no open kernel modules (they start with branch {OPEN_MODULES_SINCE_BRANCH}), which VM {vm.name} uses ({key}: {nv.kernel_modules or 'default for its GPUs'}); use a newer driver or set {key}: proprietary"))
+    return issues
+
+
+def _check_hypervisor_versions(hi, host, vms) -> list[ConfigIssue]:
+    """hosts[].libvirtVersion / qemuVersion against what each VM's domain XML uses (render/hypervisor.py)."""
+    issues = []
+    for vi, vm in vms:
+        for problem in version_problems(domain_elements(vm, host), host.libvirt_version, host.qemu_version):
+            key = "libvirtVersion" if "needs libvirt" in problem else "qemuVersion"
+            issues.append(ConfigIssue(f"hosts[{hi}].{key}", f"host {host.name}, VM {vm.name}: {problem}"))
     return issues

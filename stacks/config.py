@@ -76,6 +76,12 @@ class Host(Model):
     storage_pool: str = "default"
     firmware: HostFirmware = HostFirmware()
     base_image: BaseImage
+    thread_siblings: tuple[CpuList, ...] = ()
+    """SMT: each entry the two hardware threads of one physical core, as /sys/devices/system/cpu/cpuN/topology/thread_siblings_list prints them (e.g. "0,32"). Set: vCPUs are allocated as sibling pairs (vCPUs 2k and 2k+1 on one core) and the guest sees threads=2. Empty: no SMT information, one vCPU per host CPU, threads=1. The host-facts script can fill it later."""
+    libvirt_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    """libvirt on this host (`virsh version --daemon`). Set: the plan refuses domain elements this version lacks (render/hypervisor.py). Unset: not checked."""
+    qemu_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    """QEMU on this host (`qemu-system-x86_64 --version`). Checked like libvirtVersion."""
 
     @property
     def reserved_cpu_ids(self) -> tuple[int, ...]:
