@@ -81,3 +81,14 @@ def minimum_versions(elements: list[str]) -> tuple[str, str]:
     lib = max(MINIMUMS[e].libvirt for e in elements)
     qemu = max((MINIMUMS[e].qemu for e in elements if MINIMUMS[e].qemu), default=(0,))
     return _fmt(lib), _fmt(qemu)
+
+
+def smt_undeclared(host_index: int, host: Host, threads_per_core: int | None) -> str | None:
+    """A warning when libvirt reports SMT (getNodeInfo cpu_threads_per_core > 1) but hosts[].threadSiblings is empty."""
+    if host.thread_siblings or not threads_per_core or threads_per_core < 2:
+        return None
+    return (
+        f"gpu-stack:hosts[{host_index}].threadSiblings: host {host.name} reports {threads_per_core} threads per core, but no "
+        "sibling list is declared, so vCPUs are pinned without pairing and the guest sees threads=1. Declare the pairs "
+        "(sort -u /sys/devices/system/cpu/cpu*/topology/thread_siblings_list) to pin SMT siblings together"
+    )

@@ -17,6 +17,7 @@ from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapA
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
 from components.guest_command import GuestConnection
 from render.guest_scripts import guest_phases, join_token_phase
+from render.hypervisor import smt_undeclared
 from render.identity import derived_mac
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
 from stacks.config import Host, StackConfig
@@ -64,6 +65,21 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider]) ->
     return result
 
 
+def smt_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider]) -> None:
+    """Warn when a host has SMT (libvirt's node info) that hosts[].threadSiblings does not describe.
+
+    pulumi-libvirt 0.5.4 has no data source for the libvirt or QEMU version, so those come
+    from hosts[].libvirtVersion / qemuVersion (render/hypervisor.py), not from here.
+    """
+    for hi, host in enumerate(cfg.hosts):
+        if host.name not in providers or host.thread_siblings:
+            continue
+        info = libvirt.get_node_info(opts=pulumi.InvokeOptions(provider=providers[host.name]))
+        message = smt_undeclared(hi, host, info.cpu_threads_per_core)
+        if message:
+            pulumi.log.warn(message)
+
+
 def _base_volume(host: Host, provider: libvirt.Provider, production: bool) -> libvirt.Volume:
     digest = hashlib.sha256(host.base_image.source.encode()).hexdigest()[:12]
     return libvirt.Volume(
@@ -81,6 +97,7 @@ def build(stack: LoadedStack) -> None:
     used_hosts = [h for h in cfg.hosts if any(vm.host == h.name for vm in cfg.vms)]
     providers = {h.name: libvirt.Provider(f"libvirt-{h.name}", uri=h.libvirt_uri) for h in used_hosts}
     hostdevs = iommu_preflight(cfg, providers)
+    smt_preflight(cfg, providers)
     bases = {h.name: _base_volume(h, providers[h.name], cfg.production) for h in used_hosts}
     hosts = {h.name: h for h in cfg.hosts}
     guest = cfg.guest

@@ -103,3 +103,13 @@ def test_an_old_hypervisor_is_refused_naming_host_and_element():
 def test_this_machines_libvirt_passes():
     """Debian 12 (libvirt 9.0, QEMU 7.2) defines and boots these domains in tests/test_domain_libvirt.py."""
     parse_stack_config(_seed000(libvirtVersion="9.0.0", qemuVersion="7.2.0"), SECRETS)
+
+
+def test_smt_reported_by_libvirt_but_not_declared_is_warned_about():
+    from render.hypervisor import smt_undeclared
+    cfg, _ = parse_stack_config(_seed000(), SECRETS)
+    message = smt_undeclared(0, cfg.hosts[0], 2)
+    assert message.startswith("gpu-stack:hosts[0].threadSiblings: host hgx-1 reports 2 threads per core")
+    assert smt_undeclared(0, cfg.hosts[0], 1) is None and smt_undeclared(0, cfg.hosts[0], None) is None
+    declared, _ = parse_stack_config(_seed000(threadSiblings=SMT), SECRETS)
+    assert smt_undeclared(0, declared.hosts[0], 2) is None
