@@ -15,9 +15,23 @@ import pulumi_command as command
 from components.guest_command import GuestConnection, connection_args, phase_command
 from components.nvidia_runtime import NvidiaRuntime, NvidiaRuntimeArgs
 from render.guest_scripts import LOGICAL_DEPS, Phase, render_script, ssh_command, teardown_script, triggers
-from render.identity import split_kubeconfig_output
+from render.identity import split_join_token_output, split_kubeconfig_output
 from render.nvidia_smi import parse_verify_output
 from stacks.config import Vm
+
+
+@dataclass(frozen=True)
+class JoinTokenSource:
+    """Where a joining VM gets its bootstrap token: a command on the control plane (the init VM)."""
+
+    phase: Phase
+    """render.guest_scripts.join_token_phase for this VM."""
+    connection: GuestConnection
+    """The init VM's SSH connection."""
+    after: list[pulumi.Resource]
+    """The control plane's kubeconfig phase: kubeadm init has run."""
+    identity: pulumi.Input[str]
+    """The joining VM's domain id: a rebuilt VM gets a fresh token, an unchanged one never does."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,8 @@ class GpuGuestBootstrapArgs:
     registry_password: pulumi.Output[str] | None = None
     late_params: dict[str, pulumi.Output[str]] | None = None
     """Values for the phases' late_params (join endpoint and CA hash of this stack's init VM)."""
+    join_token_source: JoinTokenSource | None = None
+    """Mode init, joining VMs: create a short-lived token on the control plane instead of join_token."""
 
 
 class GpuGuestBootstrap(pulumi.ComponentResource):
@@ -38,6 +54,21 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
     ca_cert_hash: pulumi.Output[str] | None
     gpu_inventory: pulumi.Output[dict]
     ready: pulumi.Resource
+
+    def _join_token(self, name: str, source: JoinTokenSource, previous: list[pulumi.Resource]) -> pulumi.Output[str]:
+        """A remote command on the init VM that creates this VM's bootstrap token (secret stdout).
+
+        It runs right before this VM's join (after its previous phase and the control plane),
+        so the TTL starts when the token is needed. Triggers: its script and the VM's domain id,
+        never time: an expired token does not re-run anything on a node that has joined.
+        """
+        script = render_script(source.phase.name, source.phase.params)
+        token_triggers = pulumi.Output.all(source.identity).apply(
+            lambda ids: [*triggers(source.phase.name, {source.phase.name: script}), f"vm:{ids[0]}"]
+        )
+        cmd = phase_command(f"{name}-{source.phase.name}", source.phase, script, token_triggers, source.connection,
+                            self, [*previous, *source.after])
+        return pulumi.Output.secret(cmd.stdout.apply(split_join_token_output))
 
     def __init__(self, name: str, args: GpuGuestBootstrapArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-stack:index:GpuGuestBootstrap", name, None, opts)
@@ -69,9 +100,12 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
             else:
                 stdin = None
                 if phase.stdin_secret == "joinToken":
-                    if args.join_token is None:
+                    token = args.join_token
+                    if args.join_token_source is not None:
+                        token = self._join_token(name, args.join_token_source, previous)
+                    if token is None:
                         raise ValueError(f"{name}: phase {phase.name} needs a join token")
-                    stdin = args.join_token.apply(lambda t: t + "\n")
+                    stdin = token.apply(lambda t: t + "\n")
                 cmd = phase_command(f"{name}-{phase.name}", phase, scripts[phase.name], phase_triggers, args.connection, self, previous, stdin)
             commands[phase.name] = cmd
             previous = [cmd]
@@ -88,6 +122,7 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
 
         self.kubeconfig = None
         self.ca_cert_hash = None
+        self.control_plane = commands.get("kubeconfig")
         if "kubeconfig" in commands:
             parts = commands["kubeconfig"].stdout.apply(split_kubeconfig_output)
             self.kubeconfig = pulumi.Output.secret(parts.apply(lambda p: p[0]))

@@ -53,7 +53,7 @@ class GpuPassthroughVmArgs:
     target: LibvirtTarget | VsphereTarget
 
 
-def domain_spec(plan: VmPlan, vm: Vm) -> DomainSpec:
+def domain_spec(plan: VmPlan, vm: Vm, host: Host) -> DomainSpec:
     """The libvirt mapping of the plan."""
     affinity: tuple[AffinityGroup, ...] = ()
     if vm.numa.expose_gpu_affinity:
@@ -67,6 +67,7 @@ def domain_spec(plan: VmPlan, vm: Vm) -> DomainSpec:
         maxphysaddr="passthrough",
         hugepages_1g=plan.hugepages_1g,
         kvm_hidden=plan.hide_hypervisor,
+        housekeeping_cpus=host.reserved_cpu_ids,
     )
 
 
@@ -133,7 +134,7 @@ class GpuPassthroughVm(pulumi.ComponentResource):
             format="qcow2",
             opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(protect=keep, retain_on_delete=keep, delete_before_replace=True)),
         )
-        self.xslt = render_domain_xslt(domain_spec(plan, vm))
+        self.xslt = render_domain_xslt(domain_spec(plan, vm, host))
         domain = libvirt.Domain(
             f"{name}-domain",
             name=vm.name,

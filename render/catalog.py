@@ -18,44 +18,71 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 
+# GPU architectures, oldest first. Which kernel modules each can run (NVIDIA Data Center
+# driver installation guide, "Kernel Modules"; NVIDIA Technical Blog, "NVIDIA Transitions
+# Fully Towards Open-Source GPU Kernel Modules", 2024-07):
+# - Maxwell, Pascal, Volta: proprietary only (the open modules need the GSP, first in Turing);
+# - Turing, Ampere, Ada Lovelace, Hopper: both; NVIDIA recommends open, the default from R560;
+# - Blackwell (and Grace Hopper): open only, "the proprietary drivers are unsupported";
+# - a system that mixes older and newer GPUs: proprietary.
+ARCHITECTURES = ("pascal", "volta", "turing", "ampere", "ada", "hopper", "blackwell")
+PROPRIETARY_ONLY = frozenset({"pascal", "volta"})
+OPEN_ONLY = frozenset({"blackwell"})
+OPEN_MODULES_SINCE_BRANCH = 515  # first driver branch that ships the open flavour
+
+
 @dataclass(frozen=True)
 class DeviceModel:
     name: str
     bar1_bytes: int
     other_64bit_bar_bytes: int
     consumer: bool = False  # GeForce: the driver refuses to run if it sees a hypervisor
+    architecture: str = ""  # one of ARCHITECTURES for GPUs; empty for NVSwitches
 
 
-def _gpu(name: str, bar1_gib: float, consumer: bool = False) -> DeviceModel:
-    return DeviceModel(name, int(bar1_gib * GIB), 32 * MIB, consumer)
+def _gpu(name: str, bar1_gib: float, architecture: str, consumer: bool = False) -> DeviceModel:
+    assert architecture in ARCHITECTURES, architecture
+    return DeviceModel(name, int(bar1_gib * GIB), 32 * MIB, consumer, architecture)
+
+
+def default_kernel_modules(architectures: set[str]) -> str | None:
+    """open or proprietary for GPUs of these architectures; None when no flavour runs them all."""
+    if architectures & PROPRIETARY_ONLY and architectures & OPEN_ONLY:
+        return None
+    if architectures & PROPRIETARY_ONLY:
+        return "proprietary"  # includes NVIDIA's advice for mixed old/new systems
+    return "open"
 
 
 GPU_MODELS: dict[str, DeviceModel] = {
     m.name: m
     for m in (
-        _gpu("H800-SXM5-80GB", 128),
-        _gpu("H100-SXM5-80GB", 128),
-        _gpu("H100-PCIE-80GB", 128),
-        _gpu("H100-NVL-94GB", 128),
-        _gpu("H200-SXM-141GB", 256),
-        _gpu("H20-96GB", 128),
-        _gpu("A100-SXM4-80GB", 128),
-        _gpu("A100-SXM4-40GB", 64),
-        _gpu("A100-PCIE-80GB", 128),
-        _gpu("A100-PCIE-40GB", 64),
-        _gpu("A800-SXM4-80GB", 128),
-        _gpu("L40S", 64),
-        _gpu("L40", 64),
-        _gpu("L4", 32),
-        _gpu("A40", 64),
-        _gpu("A30", 32),
-        _gpu("A10", 32),
-        _gpu("T4", 0.25),
-        _gpu("V100-SXM2-32GB", 32),
-        _gpu("V100-PCIE-16GB", 16),
-        _gpu("P100-PCIE-16GB", 16),
-        _gpu("RTX-3090", 0.25, consumer=True),
-        _gpu("RTX-4090", 0.25, consumer=True),
+        _gpu("H800-SXM5-80GB", 128, "hopper"),
+        _gpu("H100-SXM5-80GB", 128, "hopper"),
+        _gpu("H100-PCIE-80GB", 128, "hopper"),
+        _gpu("H100-NVL-94GB", 128, "hopper"),
+        _gpu("H200-SXM-141GB", 256, "hopper"),
+        _gpu("H20-96GB", 128, "hopper"),
+        _gpu("A100-SXM4-80GB", 128, "ampere"),
+        _gpu("A100-SXM4-40GB", 64, "ampere"),
+        _gpu("A100-PCIE-80GB", 128, "ampere"),
+        _gpu("A100-PCIE-40GB", 64, "ampere"),
+        _gpu("A800-SXM4-80GB", 128, "ampere"),
+        _gpu("L40S", 64, "ada"),
+        _gpu("L40", 64, "ada"),
+        _gpu("L4", 32, "ada"),
+        _gpu("A40", 64, "ampere"),
+        _gpu("A30", 32, "ampere"),
+        _gpu("A10", 32, "ampere"),
+        _gpu("T4", 0.25, "turing"),
+        _gpu("V100-SXM2-32GB", 32, "volta"),
+        _gpu("V100-PCIE-16GB", 16, "volta"),
+        _gpu("P100-PCIE-16GB", 16, "pascal"),
+        # HGX B200. BAR1 256 GiB is an inference (no primary source found, FIELD-FACTS.md):
+        # larger than needed only widens the hole; override with gpus[].bar1Gib once measured.
+        _gpu("B200-SXM-180GB", 256, "blackwell"),
+        _gpu("RTX-3090", 0.25, "ampere", consumer=True),
+        _gpu("RTX-4090", 0.25, "ada", consumer=True),
     )
 }
 

@@ -178,6 +178,14 @@ def node_selector_term_matches(term: Mapping[str, Any], node: "Node") -> bool:
         _expr_matches({"metadata.name": node.name}, f) for f in fields)
 
 
+_ROLE_TAINT_LOOP = re.compile(r"for (\w+) in [^\n]*\bnode-role\.kubernetes\.io/control-plane\b[^\n]*\n(?:[^\n]*\n){0,4}?[^\n]*\"\$\{\1\}:NoSchedule-\"")
+
+
+def removes_control_plane_taint(script: str) -> bool:
+    """Whether the init VM's kubernetes phase removes kubeadm's control-plane taint (scripts/guest/kubernetes.sh)."""
+    return "node-role.kubernetes.io/control-plane:NoSchedule-" in script or bool(_ROLE_TAINT_LOOP.search(script))
+
+
 def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
     """Kubernetes' Toleration.ToleratesTaint (k8s.io/api/core/v1/toleration.go)."""
     effect = toleration.get("effect") or ""
@@ -557,7 +565,7 @@ def _nodes(plan: Plan, cfg: StackConfig, gpu_operator: Release | None) -> list[N
                 taints.append({"key": key, "value": value, "effect": effect})
             if env.get("GS_K8S_ROLE") == "init":
                 labels.update({"node-role.kubernetes.io/control-plane": "", "node.kubernetes.io/exclude-from-external-load-balancers": ""})
-                if "node-role.kubernetes.io/control-plane:NoSchedule-" not in script:
+                if not removes_control_plane_taint(script):
                     taints.append(dict(CONTROL_PLANE_TAINT))
         elif k is not None and k.mode == "existing":
             labels.update(k.node_labels)

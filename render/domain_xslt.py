@@ -47,6 +47,7 @@ class DomainSpec:
     hugepages_1g: bool = False
     kvm_hidden: bool = False
     affinity: tuple[AffinityGroup, ...] = ()  # empty: libvirt places the hostdevs on pcie-root
+    housekeeping_cpus: tuple[int, ...] = ()  # hosts[].reservedCpus: emulator and I/O threads run here
 
 
 # Controller indexes and guest bus numbers for the expanders. libvirt numbers
@@ -106,6 +107,55 @@ def _maxphysaddr(spec: DomainSpec) -> str:
     return f'<maxphysaddr mode={_q(mode)} bits={_q(bits)}/>'
 
 
+def cpu_topology(placement: Placement) -> tuple[int, int, int]:
+    """(sockets, cores per socket, threads per core) consistent with the guest NUMA cells.
+
+    Without it QEMU presents every vCPU as a one-core socket (64 sockets for 64 vCPUs).
+    One socket per cell when the cells are the same size, so no socket spans two
+    NUMA nodes; otherwise one socket holding every core. threads is 2 only when the
+    vCPUs are pinned as SMT sibling pairs (render/numa.py), so the guest scheduler's
+    idea of which vCPUs share a core is true on the host. libvirt requires
+    sockets*dies*cores*threads to equal the vCPU count (formatdomain, CPU model and topology).
+    """
+    cells = placement.cells
+    total = sum(len(c.vcpus) for c in cells)
+    threads = placement.threads
+    sizes = {len(c.vcpus) for c in cells}
+    sockets = len(cells) if len(sizes) == 1 else 1
+    cores = total // sockets // threads
+    return sockets, cores, threads
+
+
+def _topology(spec: DomainSpec) -> str:
+    if not spec.placement.cells:
+        return ""
+    sockets, cores, threads = cpu_topology(spec.placement)
+    return f'<topology sockets="{sockets}" dies="1" cores="{cores}" threads="{threads}"/>'
+
+
+def _housekeeping(spec: DomainSpec) -> tuple[str, str, str]:
+    """(emulatorpin cpuset, <iothreads> + iothreadpin XML, disk driver template).
+
+    With hosts[].reservedCpus, QEMU's emulator threads and one I/O thread for the
+    root disk run on those housekeeping CPUs instead of stealing time from the
+    pinned vCPUs (libvirt formatdomain: emulatorpin, iothreadpin since 1.2.9,
+    iothreads since 1.2.8, disk driver iothread). Without: the emulator floats over
+    the vCPUs' CPUs, as before.
+    """
+    cells = spec.placement.cells
+    if not spec.housekeeping_cpus:
+        return format_cpu_list([h for c in cells for h in c.host_cpus]), "", ""
+    cpus = format_cpu_list(list(spec.housekeeping_cpus))
+    iothreads = f'<iothreadpin iothread="1" cpuset="{cpus}"/>'
+    driver = (
+        "  <!-- the root disk (the provider's only device='disk') is served by I/O thread 1 on the housekeeping CPUs -->\n"
+        '  <xsl:template match="/domain/devices/disk[@device=\'disk\'][1]/driver">\n'
+        '    <xsl:copy><xsl:apply-templates select="@*"/><xsl:attribute name="iothread">1</xsl:attribute><xsl:apply-templates select="node()"/></xsl:copy>\n'
+        "  </xsl:template>"
+    )
+    return cpus, iothreads, driver
+
+
 def render_domain_xslt(spec: DomainSpec) -> str:
     cells = spec.placement.cells
     numa = "".join(
@@ -114,7 +164,7 @@ def render_domain_xslt(spec: DomainSpec) -> str:
     vcpupins = "".join(
         f'<vcpupin vcpu="{v}" cpuset="{h}"/>' for c in cells for v, h in zip(c.vcpus, c.host_cpus)
     )
-    all_host_cpus = format_cpu_list([h for c in cells for h in c.host_cpus])
+    emulator_cpus, iothread_pins, disk_driver = _housekeeping(spec)
     nodeset = format_cpu_list(list(spec.placement.host_nodes))
     memnodes = "".join(f'<memnode cellid="{c.guest_id}" mode="strict" nodeset="{c.host_node}"/>' for c in cells)
     controllers, guest_address = _expanders(spec)
@@ -149,13 +199,15 @@ def render_domain_xslt(spec: DomainSpec) -> str:
         '  <xsl:template match="/domain">',
         '    <xsl:copy><xsl:apply-templates select="@*|node()"/>',
         f"      {backing}" if backing else None,
-        f'      <cputune>{vcpupins}<emulatorpin cpuset="{all_host_cpus}"/></cputune>' if cells else None,
+        "      <iothreads>1</iothreads>" if iothread_pins else None,
+        f'      <cputune>{vcpupins}<emulatorpin cpuset="{emulator_cpus}"/>{iothread_pins}</cputune>' if cells else None,
         f'      <numatune><memory mode="strict" nodeset="{nodeset}"/>{memnodes}</numatune>' if cells else None,
         f"      {qemu_args}" if qemu_args else None,
         "    </xsl:copy>",
         "  </xsl:template>",
         '  <xsl:template match="/domain/cpu">',
         '    <xsl:copy><xsl:apply-templates select="@*|node()"/>',
+        f"      {_topology(spec)}" if cells else None,
         f"      {_maxphysaddr(spec)}",
         f"      <numa>{numa}</numa>" if cells else None,
         "    </xsl:copy>",
@@ -177,6 +229,7 @@ def render_domain_xslt(spec: DomainSpec) -> str:
         '  <xsl:template match="/domain/devices/console[not(@type)]">',
         '    <xsl:copy><xsl:attribute name="type">pty</xsl:attribute><xsl:apply-templates select="@*|node()"/></xsl:copy>',
         "  </xsl:template>",
+        disk_driver or None,
         "</xsl:stylesheet>",
     ]
     return "\n".join(p for p in parts if p is not None) + "\n"

@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from render.catalog import GPU_MODELS, default_kernel_modules
 from stacks.config import Guest, Kubernetes, Vm
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "guest"
@@ -88,6 +89,11 @@ def _proxy(guest: Guest) -> dict[str, str]:
     }
 
 
+def kernel_modules(vm: Vm, guest: Guest) -> str:
+    """open or proprietary: guest.nvidia.kernelModules, else the default for the VM's GPUs (stacks.checks refuses a VM with none)."""
+    return guest.nvidia.kernel_modules or default_kernel_modules({GPU_MODELS[g.model].architecture for g in vm.gpus}) or "proprietary"
+
+
 def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str) -> list[Phase]:
     """Ordered phases for one VM. role: init, join or none (existing cluster / no Kubernetes).
 
@@ -112,6 +118,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
         Phase("nouveau-check", {}, waits_for_boot=True),
         Phase("driver", {
             "GS_DRIVER_VERSION": nv.driver_version, "GS_DRIVER_METHOD": nv.install_method,
+            "GS_KERNEL_MODULES": kernel_modules(vm, guest),
             "GS_DRIVER_RUNFILE_URL": nv.runfile_url or "", "GS_NVSWITCH_COUNT": counts["GS_NVSWITCH_COUNT"], **proxy,
         }, long_running=True),
     ]
@@ -142,11 +149,23 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
             params["GS_K8S_CA_HASH"] = kubernetes.join.ca_cert_hash
         elif role == "join":
             late = ("GS_K8S_ENDPOINT", "GS_K8S_CA_HASH")
-        phases.append(Phase("kubernetes", params, stdin_secret="joinToken", long_running=True, late_params=late))
+        # init needs no token; a join reads it on stdin: the joinToken secret (mode join) or
+        # the short-lived token this stack's control plane creates for the VM (join_token_phase)
+        stdin = "joinToken" if role == "join" else None
+        phases.append(Phase("kubernetes", params, stdin_secret=stdin, long_running=True, late_params=late))
         if role == "init":
             phases.append(Phase("kubeconfig", {}, secret_stdout=True))
     phases.append(Phase("verify", {**counts, "GS_RUNTIME": rt.name}))
     return phases
+
+
+def join_token_phase(vm: Vm, kubernetes: Kubernetes) -> Phase:
+    """Runs on the init VM: a bootstrap token for `vm` alone, expiring after kubernetes.joinTokenTtl.
+
+    Its triggers are its own script (which names the node) and the joining VM's
+    domain: an unchanged stack creates no new token, a rebuilt VM gets one.
+    """
+    return Phase("join-token", {"GS_JOIN_NODE": vm.name, "GS_TOKEN_TTL": kubernetes.join_token_ttl}, secret_stdout=True)
 
 
 def teardown_script(vm: Vm) -> str:

@@ -34,18 +34,13 @@ def derived_vmware_mac(stack: str, vm: str) -> str:
     return f"00:50:56:{digest[0] & 0x3F:02x}:{digest[1]:02x}:{digest[2]:02x}"
 
 
-_TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+JOIN_TOKEN_MARKER = "# gpu-stack-join-token: "
 
 
-def derived_bootstrap_token(secret_material: str) -> str:
-    """A kubeadm bootstrap token ([a-z0-9]{6}.[a-z0-9]{16}) derived from a secret.
-
-    Derived (from the init VM's SSH host key) rather than random so the same
-    stack renders the same join inputs and never re-runs a join.
-    """
-    digest = hashlib.sha256(f"gpu-stack/kubeadm-token/{secret_material}".encode()).digest()
-    chars = "".join(_TOKEN_ALPHABET[b % len(_TOKEN_ALPHABET)] for b in digest[:22])
-    return f"{chars[:6]}.{chars[6:22]}"
+def split_join_token_output(stdout: str) -> str:
+    """The bootstrap token the join-token phase printed ([a-z0-9]{6}.[a-z0-9]{16}); empty if none."""
+    tokens = [line[len(JOIN_TOKEN_MARKER):].strip() for line in stdout.splitlines() if line.startswith(JOIN_TOKEN_MARKER)]
+    return tokens[-1] if tokens else ""
 
 
 def split_kubeconfig_output(stdout: str) -> tuple[str, str]:

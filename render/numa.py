@@ -29,6 +29,7 @@ class Cell:
 @dataclass(frozen=True)
 class Placement:
     cells: tuple[Cell, ...]
+    threads: int = 1  # 2: vCPUs 2k and 2k+1 are pinned to the two threads of one host core
 
     @property
     def host_nodes(self) -> tuple[int, ...]:
@@ -49,12 +50,45 @@ def _split(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
+def sibling_pairs(host_index: int, host: Host) -> tuple[dict[int, list[tuple[int, int]]], list[ConfigIssue]]:
+    """hosts[].threadSiblings as sibling pairs per NUMA node, in CPU order, and the problems with them."""
+    key = f"hosts[{host_index}].threadSiblings"
+    node_of = {c: n.id for n in host.numa_nodes for c in n.cpu_ids}
+    pairs: dict[int, list[tuple[int, int]]] = {}
+    seen: set[int] = set()
+    issues: list[ConfigIssue] = []
+    for i, entry in enumerate(host.thread_siblings):
+        cpus = parse_cpu_list(entry)
+        if len(cpus) != 2:
+            issues.append(ConfigIssue(f"{key}[{i}]", f"{entry!r} lists {len(cpus)} CPUs; each entry is the two hardware threads of one core (SMT2)"))
+            continue
+        nodes = {node_of.get(c) for c in cpus}
+        if None in nodes or len(nodes) != 1:
+            issues.append(ConfigIssue(f"{key}[{i}]", f"{entry!r}: both threads must be CPUs of one NUMA node of host {host.name}"))
+            continue
+        if seen & set(cpus):
+            issues.append(ConfigIssue(f"{key}[{i}]", f"{entry!r}: CPU {sorted(seen & set(cpus))} is already in another entry"))
+            continue
+        seen |= set(cpus)
+        pairs.setdefault(nodes.pop(), []).append((cpus[0], cpus[1]))
+    return {n: sorted(p) for n, p in pairs.items()}, issues
+
+
 def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[dict[str, Placement], list[ConfigIssue]]:
-    """Placements for the VMs on one host; `vms` pairs each VM with its index in config."""
+    """Placements for the VMs on one host; `vms` pairs each VM with its index in config.
+
+    With hosts[].threadSiblings, unpinned cells take whole cores: vCPUs 2k and 2k+1
+    go to the two threads of one core (a core with a reserved thread is skipped),
+    so the guest's threads=2 topology matches what runs underneath.
+    """
     issues: list[ConfigIssue] = []
     reserved = set(host.reserved_cpu_ids)
     node_by_id = {n.id: n for n in host.numa_nodes}
     free = {n.id: [c for c in n.cpu_ids if c not in reserved] for n in host.numa_nodes}
+    pairs, pair_issues = sibling_pairs(host_index, host)
+    issues += pair_issues
+    smt = bool(host.thread_siblings) and not pair_issues
+    sibling = {a: b for p in pairs.values() for a, b in p} | {b: a for p in pairs.values() for a, b in p}
     taken: dict[int, str] = {}
     placements: dict[str, Placement] = {}
 
@@ -99,6 +133,17 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
                     if c in free[node]:
                         free[node].remove(c)
                 host_cpus = tuple(pins)
+            elif smt:
+                if vcpus % 2:
+                    issues.append(ConfigIssue(cell_key, f"{vcpus} vCPUs on host NUMA node {node}: host {host.name} has SMT (threadSiblings), so vCPUs are pinned as sibling pairs; give an even number per cell"))
+                    continue
+                whole = [p for p in pairs.get(node, []) if p[0] in free[node] and p[1] in free[node]]
+                if len(whole) < vcpus // 2:
+                    issues.append(ConfigIssue(cell_key, f"host {host.name} NUMA node {node} has {len(whole)} whole cores (sibling pairs) left, {vcpus // 2} needed for {vcpus} vCPUs; lower vcpus or declare more CPUs"))
+                    continue
+                host_cpus = tuple(c for p in whole[: vcpus // 2] for c in p)
+                for c in host_cpus:
+                    free[node].remove(c)
             else:
                 if len(free[node]) < vcpus:
                     issues.append(ConfigIssue(cell_key, f"host {host.name} NUMA node {node} has {len(free[node])} unpinned CPUs left, {vcpus} needed; lower vcpus or declare more CPUs"))
@@ -109,7 +154,11 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
                 taken[c] = vm.name
             cells.append(Cell(guest_id, node, tuple(range(next_vcpu, next_vcpu + vcpus)), host_cpus, gib * 1024))
             next_vcpu += vcpus
-        placements[vm.name] = Placement(tuple(cells))
+        paired = smt and cells and all(
+            len(c.host_cpus) % 2 == 0 and all(sibling.get(a) == b for a, b in zip(c.host_cpus[::2], c.host_cpus[1::2]))
+            for c in cells
+        )
+        placements[vm.name] = Placement(tuple(cells), threads=2 if paired else 1)
 
     # memory per node, when every VM is bound to its nodes
     used: dict[int, int] = {}

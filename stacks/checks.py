@@ -10,6 +10,8 @@ from collections import defaultdict
 
 from render.helm_values import CALICO_UPSTREAM
 from render.identity import in_vmware_static_range
+from render.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
+from render.hypervisor import domain_elements, version_problems
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, place_host
 from stacks.compat import device_plugin_problems
@@ -61,8 +63,10 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
                 issues += device_cells(vi, vm, placed[vm.name])[1]
         for vi, vm in vms:
             issues += _check_firmware_and_mmio(hi, host, vi, vm)
+        issues += _check_hypervisor_versions(hi, host, vms)
 
     issues += _check_guest_and_cluster(cfg, secrets)
+    issues += _check_kernel_modules(cfg)
     issues += _check_addons(cfg, secrets)
     return issues, placements
 
@@ -307,4 +311,39 @@ def _check_calico_images(a) -> list[ConfigIssue]:
         name = key.rsplit("/", 1)[1]
         if value != f"{path}/{name}":
             issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", f"{value!r}: the Tigera operator pulls every Calico image as <registry>/<path>/<upstream name>; with {CALICO_UPSTREAM}/node at {node!r} this image must be {path}/{name}"))
+    return issues
+
+
+def _check_kernel_modules(cfg: StackConfig) -> list[ConfigIssue]:
+    """guest.nvidia.kernelModules against each VM's GPU architectures (render/catalog.py)."""
+    if cfg.guest is None:
+        return []
+    nv = cfg.guest.nvidia
+    key = "guest.nvidia.kernelModules"
+    branch = int(nv.driver_version.split(".")[0])
+    issues = []
+    for vi, vm in enumerate(cfg.vms):
+        archs = {GPU_MODELS[g.model].architecture for g in vm.gpus}
+        for gi, g in enumerate(vm.gpus):
+            arch = GPU_MODELS[g.model].architecture
+            where = f"vms[{vi}].gpus[{gi}] ({g.model}, {arch.capitalize()})"
+            if nv.kernel_modules == "open" and arch in PROPRIETARY_ONLY:
+                issues.append(ConfigIssue(key, f"open kernel modules cannot drive {where}: they need the GSP, first in Turing; use proprietary (or unset it)"))
+            if nv.kernel_modules == "proprietary" and arch in OPEN_ONLY:
+                issues.append(ConfigIssue(key, f"{where} runs only with the open kernel modules; NVIDIA does not support the proprietary ones on Blackwell; use open (or unset it)"))
+        resolved = nv.kernel_modules or default_kernel_modules(archs)
+        if resolved is None:
+            issues.append(ConfigIssue(f"vms[{vi}].gpus", f"VM {vm.name} mixes GPUs that need the proprietary kernel modules ({', '.join(sorted(archs & PROPRIETARY_ONLY))}) with GPUs that need the open ones ({', '.join(sorted(archs & OPEN_ONLY))}); no driver runs both, put them in separate VMs"))
+        elif resolved == "open" and branch < OPEN_MODULES_SINCE_BRANCH and vm.gpus:
+            issues.append(ConfigIssue("guest.nvidia.driverVersion", f"driver {nv.driver_version} has no open kernel modules (they start with branch {OPEN_MODULES_SINCE_BRANCH}), which VM {vm.name} uses ({key}: {nv.kernel_modules or 'default for its GPUs'}); use a newer driver or set {key}: proprietary"))
+    return issues
+
+
+def _check_hypervisor_versions(hi, host, vms) -> list[ConfigIssue]:
+    """hosts[].libvirtVersion / qemuVersion against what each VM's domain XML uses (render/hypervisor.py)."""
+    issues = []
+    for vi, vm in vms:
+        for problem in version_problems(domain_elements(vm, host), host.libvirt_version, host.qemu_version):
+            key = "libvirtVersion" if "needs libvirt" in problem else "qemuVersion"
+            issues.append(ConfigIssue(f"hosts[{hi}].{key}", f"host {host.name}, VM {vm.name}: {problem}"))
     return issues

@@ -16,11 +16,11 @@ import os
 import pulumi
 import pulumi_libvirt as libvirt
 
-from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs
+from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs, JoinTokenSource
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, LibvirtTarget
 from components.guest_command import GuestConnection
-from render.guest_scripts import guest_phases
-from render.identity import derived_bootstrap_token
+from render.guest_scripts import guest_phases, join_token_phase
+from render.hypervisor import smt_undeclared
 from render.host_facts import ENV as HOST_FACTS_ENV
 from render.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
@@ -114,6 +114,25 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
     return result
 
 
+def smt_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], facts: dict[str, HostFacts] | None = None) -> None:
+    """Warn when a host has SMT (libvirt's node info, or its facts) that hosts[].threadSiblings does not describe.
+
+    pulumi-libvirt 0.5.4 has no data source for the libvirt or QEMU version, so those come
+    from hosts[].libvirtVersion / qemuVersion (render/hypervisor.py), not from here.
+    """
+    facts = facts or {}
+    for hi, host in enumerate(cfg.hosts):
+        if host.name not in providers or host.thread_siblings:
+            continue
+        if host.name in facts:
+            threads = max((len(s) for s in facts[host.name].smt_siblings), default=1)
+        else:
+            threads = libvirt.get_node_info(opts=pulumi.InvokeOptions(provider=providers[host.name])).cpu_threads_per_core
+        message = smt_undeclared(hi, host, threads)
+        if message:
+            pulumi.log.warn(message)
+
+
 def _base_volume(host: Host, provider: libvirt.Provider, production: bool) -> libvirt.Volume:
     digest = hashlib.sha256(host.base_image.source.encode()).hexdigest()[:12]
     return libvirt.Volume(
@@ -135,6 +154,7 @@ def build(stack: LoadedStack) -> None:
     providers = {h.name: libvirt.Provider(f"libvirt-{h.name}", uri=h.libvirt_uri) for h in libvirt_hosts}
     vsphere_providers = {h.name: vsphere_provider(h, stack.secrets) for h in used_hosts if h.kind == "vsphere"}
     hostdevs = iommu_preflight(cfg, providers, facts, stack.placements)
+    smt_preflight(cfg, providers, facts)
     vsphere_targets = vsphere_preflight(cfg, vsphere_providers)
     bases = {h.name: _base_volume(h, providers[h.name], cfg.production) for h in libvirt_hosts}
     hosts = {h.name: h for h in cfg.hosts}
@@ -199,34 +219,38 @@ def build_guests(stack: LoadedStack, vms: dict[str, GpuPassthroughVm]) -> dict[s
     key = stack.secrets["sshPrivateKey"]
     bootstraps: dict[str, GpuGuestBootstrap] = {}
     init_vm = cfg.vms[0] if cfg.kubernetes is not None and cfg.kubernetes.mode == "init" else None
-    own_token = None
-    if init_vm is not None:
-        stack_name = pulumi.get_stack()
-        rotation = cfg.kubernetes.bootstrap_token_rotation
-        seed = f"{stack_name}/{init_vm.name}" + (f"/rotation-{rotation}" if rotation else "")
-        own_token = pulumi.Output.secret(key.apply(lambda k: derived_bootstrap_token(f"{seed}/{k}")))
+
+    def connection(name: str) -> GuestConnection:
+        machine = vms[name]
+        return GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key)
+
     for index, vm in enumerate(cfg.vms):
         role = _role(cfg, index)
         late = None
-        token = None
-        if role in ("init", "join"):
-            token = own_token if init_vm is not None else stack.secrets["joinToken"]
+        token = stack.secrets["joinToken"] if role == "join" and init_vm is None else None
+        token_source = None
         if role == "join" and init_vm is not None:
             late = {
                 "GS_K8S_ENDPOINT": vms[init_vm.name].ip.apply(lambda ip: f"{ip}:6443"),
                 "GS_K8S_CA_HASH": bootstraps[init_vm.name].ca_cert_hash,
             }
-        machine = vms[vm.name]
+            token_source = JoinTokenSource(
+                phase=join_token_phase(vm, cfg.kubernetes),
+                connection=connection(init_vm.name),
+                after=[bootstraps[init_vm.name].control_plane],
+                identity=vms[vm.name].domain_id,
+            )
         bootstraps[vm.name] = GpuGuestBootstrap(
             f"{vm.name}-guest",
             GpuGuestBootstrapArgs(
                 vm=vm,
                 phases=guest_phases(vm, cfg.guest, cfg.kubernetes, role),
-                connection=GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key),
-                after=[machine],
+                connection=connection(vm.name),
+                after=[vms[vm.name]],
                 join_token=token,
                 registry_password=stack.secrets.get("registryPassword"),
                 late_params=late,
+                join_token_source=token_source,
             ),
         )
     return bootstraps

@@ -131,6 +131,12 @@ class Host(Model):
     firmware: HostFirmware = HostFirmware()
     base_image: Optional[BaseImage] = None
     """Cloud image the root disks are cloned from. Required for kind libvirt."""
+    thread_siblings: tuple[CpuList, ...] = ()
+    """SMT: each entry the two hardware threads of one physical core, as /sys/devices/system/cpu/cpuN/topology/thread_siblings_list prints them (e.g. "0,32"). Set: vCPUs are allocated as sibling pairs (vCPUs 2k and 2k+1 on one core) and the guest sees threads=2. Empty: no SMT information, one vCPU per host CPU, threads=1. The host-facts script can fill it later."""
+    libvirt_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    """libvirt on this host (`virsh version --daemon`). Set: the plan refuses domain elements this version lacks (render/hypervisor.py). Unset: not checked."""
+    qemu_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    """QEMU on this host (`qemu-system-x86_64 --version`). Checked like libvirtVersion."""
 
     @property
     def reserved_cpu_ids(self) -> tuple[int, ...]:
@@ -237,6 +243,8 @@ class Nvidia(Model):
     install_method: Literal["package", "runfile"] = "package"
     runfile_url: Optional[str] = None
     """Driver .run installer when install_method is runfile."""
+    kernel_modules: Optional[Literal["open", "proprietary"]] = None
+    """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (render/catalog.py): open from Turing on (NVIDIA's recommendation, required by Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
     cuda: Optional[Cuda] = None
 
 
@@ -300,8 +308,8 @@ class Kubernetes(Model):
     """init: the first VM runs kubeadm init, the rest join it. join: all VMs join `join`. existing: nodes are already members; gpu-stack:kubeconfig is required."""
     join: Optional[JoinTarget] = None
     pod_cidr: str = "10.244.0.0/16"
-    bootstrap_token_rotation: int = Field(default=0, ge=0)
-    """Mode init: bump to derive a new bootstrap token for joining nodes (docs/OPERATIONS.md, rotating the join token)."""
+    join_token_ttl: str = Field(default="2h", pattern=r"^([1-9]\d*)(m|h)$")
+    """Mode init: lifetime of the bootstrap token the control plane creates for each joining VM (`kubeadm token create --ttl`), e.g. 30m or 2h. A joined node never needs it again (docs/OPERATIONS.md, join tokens)."""
     package_repository: Optional[str] = None
     """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists for Kubernetes 1.24 and newer: older versions need a mirror here."""
     node_labels: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
@@ -412,6 +420,15 @@ class StackConfig(Model):
     kubernetes: Optional[Kubernetes] = None
     addons: Addons = Addons()
 
+
+REMOVED_KEYS: dict[tuple[str, ...], str] = {
+    ("kubernetes", "bootstrapTokenRotation"): (
+        "was removed: gpu-stack no longer derives a never-expiring bootstrap token. The control plane now "
+        "creates a short-lived token for each VM that joins (kubernetes.joinTokenTtl, default 2h), so there is "
+        "nothing to rotate; delete this key (docs/OPERATIONS.md, join tokens)"
+    ),
+}
+"""Keys that older gpu-stack versions accepted, with what replaced them; refused by name."""
 
 SECRET_KEYS = ("sshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig", "vsphereUser", "vspherePassword")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""

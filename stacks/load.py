@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from render.numa import Placement
 from stacks.checks import check_stack
-from stacks.config import SECRET_KEYS, StackConfig
+from stacks.config import REMOVED_KEYS, SECRET_KEYS, StackConfig
 from stacks.errors import PREFIX, ConfigError, ConfigIssue, loc_to_path
 
 
@@ -89,6 +89,26 @@ def validation_issues(error: ValidationError) -> list[ConfigIssue]:
     return issues
 
 
+def _removed_keys(plain: dict[str, Any]) -> tuple[list[ConfigIssue], dict[str, Any]]:
+    """Issues for keys that were removed (REMOVED_KEYS), and the config without them."""
+    issues = []
+    for path, message in REMOVED_KEYS.items():
+        parent: Any = plain
+        for part in path[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if isinstance(parent, dict) and path[-1] in parent:
+            issues.append(ConfigIssue(".".join(path), message))
+            plain = _without(plain, path)
+    return issues, plain
+
+
+def _without(tree: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    head, *rest = path
+    if not rest:
+        return {k: v for k, v in tree.items() if k != head}
+    return {**tree, head: _without(tree[head], tuple(rest))}
+
+
 def parse_stack_config(raw: dict[str, Any], secret_names: set[str]) -> tuple[StackConfig, dict[str, Placement]]:
     """Validate plain config; raise ConfigError naming every bad key. No Pulumi needed."""
     accepted = {f.alias for f in StackConfig.model_fields.values()} | set(SECRET_KEYS)
@@ -98,6 +118,8 @@ def parse_stack_config(raw: dict[str, Any], secret_names: set[str]) -> tuple[Sta
         if key not in accepted
     ]
     plain = {k: v for k, v in raw.items() if k in accepted and k not in SECRET_KEYS}
+    removed, plain = _removed_keys(plain)
+    issues += removed
     try:
         cfg = StackConfig.model_validate(plain)
     except ValidationError as e:

@@ -385,7 +385,7 @@ def test_operator_labels_are_assumed_but_a_gpu_taint_blocks_the_operator():
 
 
 def test_control_plane_taint_counts_when_the_script_keeps_it():
-    plan = edit_text(golden("dev"), KUBE_DEV, "node-role.kubernetes.io/control-plane:NoSchedule-", "node-role.kubernetes.io/control-plane:NoSchedule")
+    plan = edit_text(golden("dev"), KUBE_DEV, '"${role_taint}:NoSchedule-"', '"${role_taint}:NoSchedule"')
     got = check(plan, config("dev"), rules=["scheduling"])
     v = named(got, "scheduling", "StatefulSet monitoring/prometheus")[0]
     assert v.key == "kubernetes" and "node-role.kubernetes.io/control-plane:NoSchedule" in v.message

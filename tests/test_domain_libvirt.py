@@ -71,7 +71,15 @@ def _affinity_raw() -> dict:
     return raw
 
 
-CASES = {"dev": lambda: stack_file("dev"), "seed000": _seed000_raw, "consumer-hugepages": _variant_raw, "seed000-affinity": _affinity_raw}
+def _smt_raw() -> dict:
+    """Seed 000's host with its SMT siblings declared (cpu c and c+96 share a core): sibling-pair pinning, threads=2."""
+    raw = _seed000_raw()
+    raw["hosts"][0]["threadSiblings"] = [f"{c},{c + 96}" for c in range(96)]
+    return raw
+
+
+CASES = {"dev": lambda: stack_file("dev"), "seed000": _seed000_raw, "consumer-hugepages": _variant_raw,
+         "seed000-affinity": _affinity_raw, "seed000-smt": _smt_raw}
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -133,7 +141,15 @@ def expected_elements(case) -> dict[str, int]:
         "./features/kvm/hidden[@state='on']": 1 if case["name"] == "consumer-hugepages" else 0,
         "./memoryBacking/hugepages/page": 1 if case["name"] == "consumer-hugepages" else 0,
         "./devices/controller[@model='pcie-expander-bus']": cells if case["name"] == "seed000-affinity" else 0,
+        "./cpu/topology": 1,
+        "./iothreads": 1 if _reserved(case) else 0,
+        "./cputune/iothreadpin[@iothread='1']": 1 if _reserved(case) else 0,
+        "./devices/disk[@device='disk']/driver[@iothread='1']": 1 if _reserved(case) else 0,
     }
+
+
+def _reserved(case) -> str:
+    return case["raw"]["hosts"][0].get("reservedCpus", "")
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +173,23 @@ def test_libvirtd_defines_it_and_keeps_every_added_element(transformed, libvirtd
     assert cells_kib == int(back.findtext("memory")), "NUMA cells must sum to the memory size, or libvirt rewrites it"
     assert int(back.findtext("memory")) == transformed["raw"]["vms"][0]["memoryGib"] * 1024 * 1024
     assert all(pin.get("cpuset").isdigit() for pin in back.findall("./cputune/vcpupin")), "one host CPU per vCPU"
+    topo = back.find("./cpu/topology")
+    sockets, dies, cores, threads = (int(topo.get(k)) for k in ("sockets", "dies", "cores", "threads"))
+    vcpus = transformed["raw"]["vms"][0]["vcpus"]
+    assert sockets * dies * cores * threads == vcpus, "libvirt's rule: the topology holds exactly the vCPUs"
+    cells = back.findall("./cpu/numa/cell")
+    if len({c.get("cpus") for c in cells}) == len(cells) and sockets > 1:
+        assert sockets == len(cells), "one socket per guest NUMA cell"
+    pins = {int(p.get("vcpu")): int(p.get("cpuset")) for p in back.findall("./cputune/vcpupin")}
+    if transformed["name"] == "seed000-smt":
+        assert threads == 2
+        assert all(pins[v + 1] == pins[v] + 96 for v in range(0, vcpus, 2)), "vCPUs 2k, 2k+1 on the two threads of one core"
+    else:
+        assert threads == 1
+    if _reserved(transformed):
+        assert back.find("./cputune/emulatorpin").get("cpuset") == _reserved(transformed), "emulator on the housekeeping CPUs"
+        assert back.find("./cputune/iothreadpin").get("cpuset") == _reserved(transformed)
+        assert not set(pins.values()) & {int(c) for c in _reserved(transformed).split(",")}
     expanders = {int(c.get("index")) for c in back.findall("./devices/controller[@model='pcie-expander-bus']")}
     if expanders:
         ports = {int(c.get("index")) for c in back.findall("./devices/controller[@model='pcie-root-port']")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from tests.conftest import run_stack
 from tools.mockrun import SECRET_SIG
 
@@ -50,12 +52,11 @@ def test_driver_change_reruns_driver_and_verify_only(dev):
     assert differs == ["driver", "verify"]
 
 
-def test_join_token_and_kubeconfig_stay_secret(dev):
+def test_init_needs_no_token_and_kubeconfig_stays_secret(dev):
     cmds = commands(run_stack(dev, preview=False))
     kube = cmds["kubernetes"]
-    assert kube.inputs["stdin"][SECRET_SIG], "the bootstrap token is fed on stdin as a secret"
-    assert "--token" not in kube.inputs["create"].split("kubeadm init")[0].split("export")[-1]
-    assert kube.inputs["logging"] == "none" and {"stdout", "stderr"} <= set(kube.additional_secret_outputs)
+    assert "stdin" not in kube.inputs, "kubeadm init creates its own short-lived token; no secret is derived"
+    assert "--token-ttl 0" not in kube.inputs["create"] and "kubeadm token create" not in kube.inputs["create"]
     kubeconfig = cmds["kubeconfig"]
     assert kubeconfig.inputs["logging"] == "none" and "stdout" in kubeconfig.additional_secret_outputs
     assert cmds["driver"].inputs["logging"] == "stdoutAndStderr"
@@ -93,7 +94,17 @@ def test_fleet_in_init_mode_joins_the_first_vm(dev):
     assert "export GS_K8S_ROLE=join" in join and f"export GS_K8S_ENDPOINT={ip}:6443" in join
     assert "export GS_K8S_CA_HASH=sha256:" in join
     assert "kubeconfig" not in second
-    assert first["kubernetes"].inputs["stdin"]["value"] == second["kubernetes"].inputs["stdin"]["value"]
+    # the join's token comes from a command on the control plane, secret from end to end
+    token = second["join-token"]
+    assert token.inputs["connection"]["value"]["host"] == ip, "created on the init VM"
+    assert "kubeadm token create" in token.inputs["create"] and "--ttl" in token.inputs["create"]
+    assert "export GS_TOKEN_TTL=2h" in token.inputs["create"] and "export GS_JOIN_NODE=gpu-dev-1" in token.inputs["create"]
+    assert token.inputs["logging"] == "none" and "stdout" in token.additional_secret_outputs
+    kube = second["kubernetes"]
+    assert kube.inputs["stdin"][SECRET_SIG] and kube.inputs["stdin"]["value"] == "mock00.0000000000000000\n"
+    assert kube.inputs["logging"] == "none" and {"stdout", "stderr"} <= set(kube.additional_secret_outputs)
+    assert f"gpu-dev-0-guest-kubeconfig" in token.depends_on and "gpu-dev-1-guest-nvidia-runtime-container-runtime" in token.depends_on
+    assert any(t.startswith("vm:") for t in token.inputs["triggers"]), "a rebuilt VM gets a fresh token"
 
 
 def test_existing_cluster_mode_sets_up_no_kubeadm(dev):
@@ -103,12 +114,52 @@ def test_existing_cluster_mode_sets_up_no_kubeadm(dev):
     assert "kubernetes" not in cmds and "kubeconfig" not in cmds and "verify" in cmds
 
 
-def test_bootstrap_token_rotation_changes_only_the_token(dev):
-    before = commands(run_stack(dev, preview=False))
+def _two_vms(dev):
+    dev["vms"][0]["vcpus"] = 4
+    dev["vms"][0]["memoryGib"] = 32
+    dev["vms"].append({**copy.deepcopy(dev["vms"][0]), "name": "gpu-dev-1",
+                       "gpus": [{"address": "0000:86:00.0", "model": "L40S", "numaNode": 1}]})
+    return dev
+
+
+def test_unchanged_fleet_reruns_nothing_and_a_new_vm_gets_only_its_own_token(dev):
+    """Tokens expire, but no trigger depends on time: an unchanged stack (a later `pulumi up`) renders the
+    same inputs for every command; adding a VM adds its own token command and touches no joined node."""
+    two = _two_vms(copy.deepcopy(dev))
+    a = {n: (c.inputs["create"], c.inputs.get("triggers"), c.inputs.get("stdin")) for n, c in
+         {**commands(run_stack(two, preview=False)), **{f"1:{k}": v for k, v in commands(run_stack(two, preview=False), "gpu-dev-1").items()}}.items()}
+    b = {n: (c.inputs["create"], c.inputs.get("triggers"), c.inputs.get("stdin")) for n, c in
+         {**commands(run_stack(two, preview=False)), **{f"1:{k}": v for k, v in commands(run_stack(two, preview=False), "gpu-dev-1").items()}}.items()}
+    assert a == b
+    three = copy.deepcopy(two)
+    three["vms"].append({**copy.deepcopy(two["vms"][1]), "name": "gpu-dev-2",
+                         "gpus": [{"address": "0000:af:00.0", "model": "L40S", "numaNode": 1}]})
+    three["vms"][0]["vcpus"] = 2
+    three["vms"][1]["vcpus"] = 2
+    three["vms"][2]["vcpus"] = 2
+    result = run_stack(three, preview=False)
+    second_before = commands(run_stack(_vcpus(two, 2), preview=False), "gpu-dev-1")
+    second_after = commands(result, "gpu-dev-1")
+    assert {n: (c.inputs["create"], c.inputs.get("triggers"), c.inputs.get("stdin")) for n, c in second_after.items()} == \
+           {n: (c.inputs["create"], c.inputs.get("triggers"), c.inputs.get("stdin")) for n, c in second_before.items()}
+    assert "join-token" in commands(result, "gpu-dev-2")
+
+
+def _vcpus(raw, n):
+    raw = copy.deepcopy(raw)
+    for vm in raw["vms"]:
+        vm["vcpus"] = n
+    return raw
+
+
+def test_bootstrap_token_rotation_is_refused_naming_what_replaced_it(dev):
+    from stacks.errors import ConfigError
+    from stacks.load import parse_stack_config
     dev["kubernetes"]["bootstrapTokenRotation"] = 1
-    after = commands(run_stack(dev, preview=False))
-    assert before["kubernetes"].inputs["stdin"]["value"] != after["kubernetes"].inputs["stdin"]["value"]
-    assert before["kubernetes"].inputs["create"] == after["kubernetes"].inputs["create"]
+    with pytest.raises(ConfigError) as err:
+        parse_stack_config(dev, {"sshPrivateKey", "grafanaAdminPassword"})
+    text = str(err.value)
+    assert "kubernetes.bootstrapTokenRotation" in text and "joinTokenTtl" in text
 
 
 def test_joining_vms_wait_for_the_control_plane_only_at_their_kubernetes_phase(dev):
@@ -122,4 +173,4 @@ def test_joining_vms_wait_for_the_control_plane_only_at_their_kubernetes_phase(d
     waits_on_init = {name for name, u in urn.items() if urn["gpu-dev-0-guest-kubeconfig"] in result.dependencies.get(u, [])}
     joining = {n for n in waits_on_init if n.startswith("gpu-dev-1")}
     # verify hashes the kubernetes phase it checks, and runs after it anyway
-    assert joining == {"gpu-dev-1-guest-kubernetes", "gpu-dev-1-guest-verify"}
+    assert joining == {"gpu-dev-1-guest-join-token", "gpu-dev-1-guest-kubernetes", "gpu-dev-1-guest-verify"}

@@ -110,7 +110,9 @@ def test_fresh_host_gets_the_node_it_needs(converged):
         assert "nvidia-driver-570.172.08" in calls and "kubeadm-1.32.4" in calls
         assert "dnf versionlock add kubelet" in calls
         assert "setenforce 0" in calls and "systemctl disable --now firewalld" in calls
-    assert "kubeadm init --kubernetes-version v1.32.4" in calls and "--token-ttl 0" in calls
+    init = next(c for c in converged["first_calls"] if c.startswith("kubeadm init"))
+    assert init.startswith("kubeadm init --kubernetes-version v1.32.4") and "--token-ttl 1h0m0s" in init
+    assert "--token " not in init and "--token-ttl 0" not in calls and "kubeadm token create" not in calls
     assert "kubectl taint node gpu-dev-0 node-role.kubernetes.io/control-plane:NoSchedule-" in calls
     assert "kubectl label --overwrite node gpu-dev-0 nvidia.com/gpu.present=true" in calls
     assert "nvidia-smi -pm 1" in calls

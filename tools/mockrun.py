@@ -230,6 +230,8 @@ def _fake_stdout(name: str, create: str) -> str:
         ns = re.search(r"export GS_SMOKE_NAMESPACE='?([^'\n]*)", create).group(1)
         lines = [f"node {n.split('=')[0]} Ready {resource}={n.split('=')[1]}/{n.split('=')[1]}" for n in nodes]
         return "--- readiness ---\n" + "".join(f"{line}\n" for line in lines) + (f"job {ns}/{job} Succeeded\n" if job else "")
+    if name.endswith("-join-token"):
+        return "# gpu-stack-join-token: mock00.0000000000000000\n"
     if name.endswith("-kubeconfig"):
         return "apiVersion: v1\nkind: Config\nclusters: []\n# gpu-stack-ca-cert-hash: sha256:" + "ab" * 32 + "\n"
     return ""

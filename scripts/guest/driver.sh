@@ -2,21 +2,51 @@
 # Phase: driver. The pinned NVIDIA driver, Fabric Manager at exactly the same
 # version when NVSwitches are attached (without it CUDA fails with error 802),
 # and persistence mode. Skipped when that version is already loaded.
+#
+# Kernel modules (GS_KERNEL_MODULES, guest.nvidia.kernelModules): open or
+# proprietary, chosen from the GPU architecture (render/catalog.py). On Ubuntu
+# the signed, precompiled modules Canonical builds for each kernel are
+# preferred: linux-modules-nvidia-<branch>-server[-open]-<uname -r> for the
+# running kernel plus the -<flavour> metapackage that follows kernel updates,
+# with nvidia-headless-no-dkms-<branch>-server[-open] for the user space (names
+# from packages.ubuntu.com, source linux-restricted-modules and
+# nvidia-graphics-drivers-<branch>-server). No compiler, no headers, no DKMS
+# build at boot, and they load under Secure Boot. Where no precompiled package
+# exists for the running kernel, nvidia-headless-<branch>-server[-open] pulls in
+# nvidia-dkms-<branch>-server[-open], which builds the module (minutes per node,
+# docs/PERFORMANCE.md).
 family=$(os_id)
 branch="${GS_DRIVER_VERSION%%.*}"
 loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+open_suffix=""
+[ "$GS_KERNEL_MODULES" = open ] && open_suffix="-open"
+kernel=$(uname -r)
+modules_source=dkms
 
 if [ "$family" = ubuntu ]; then
   write_file /etc/apt/preferences.d/gpu-stack-nvidia-driver 0644 <<CONF || true
-Package: /^(lib)?nvidia-.*-${branch}(-server)?$/
+Package: /^(lib)?nvidia-.*-${branch}(-server)?(-open)?$/
 Pin: version ${GS_DRIVER_VERSION}-*
 Pin-Priority: 1001
 CONF
-  driver_pkgs=("nvidia-headless-${branch}-server" "nvidia-utils-${branch}-server")
+  precompiled="linux-modules-nvidia-${branch}-server${open_suffix}-${kernel}"
+  flavour=""
+  [[ "$kernel" =~ ^[0-9.]+-[0-9]+-(.+)$ ]] && flavour="${BASH_REMATCH[1]}"
+  if [ "$GS_DRIVER_METHOD" = package ] && [ "$loaded" != "$GS_DRIVER_VERSION" ] && [ -n "$flavour" ] \
+     && apt_package_exists "$precompiled"; then
+    modules_source=precompiled
+    driver_pkgs=("$precompiled" "linux-modules-nvidia-${branch}-server${open_suffix}-${flavour}"
+                 "nvidia-headless-no-dkms-${branch}-server${open_suffix}" "nvidia-utils-${branch}-server")
+  else
+    driver_pkgs=("nvidia-headless-${branch}-server${open_suffix}" "nvidia-utils-${branch}-server")
+  fi
   fm_pkgs=("nvidia-fabricmanager-${branch}" "libnvidia-nscq-${branch}")
   fm_probe="nvidia-fabricmanager-${branch}"
 else
-  driver_pkgs=("nvidia-driver-${GS_DRIVER_VERSION}" "nvidia-driver-cuda-${GS_DRIVER_VERSION}" "kmod-nvidia-latest-dkms-${GS_DRIVER_VERSION}")
+  # NVIDIA's CUDA repository for EL9: kmod-nvidia-open-dkms or kmod-nvidia-latest-dkms
+  kmod="kmod-nvidia-latest-dkms"
+  [ "$GS_KERNEL_MODULES" = open ] && kmod="kmod-nvidia-open-dkms"
+  driver_pkgs=("nvidia-driver-${GS_DRIVER_VERSION}" "nvidia-driver-cuda-${GS_DRIVER_VERSION}" "${kmod}-${GS_DRIVER_VERSION}")
   fm_pkgs=("nvidia-fabric-manager-${GS_DRIVER_VERSION}" "libnvidia-nscq-${branch}-${GS_DRIVER_VERSION}")
   fm_probe="nvidia-fabric-manager"
 fi
@@ -26,9 +56,10 @@ if [ "$loaded" = "$GS_DRIVER_VERSION" ]; then
 else
   case "$GS_DRIVER_METHOD" in
     package)
+      log "kernel modules: ${GS_KERNEL_MODULES}, ${modules_source} (kernel ${kernel})"
       pkg_install "${driver_pkgs[@]}"
       [ "$family" = ubuntu ] && pkg_hold "${driver_pkgs[@]}"
-      [ "$family" = rhel ] && pkg_hold nvidia-driver kmod-nvidia-latest-dkms
+      [ "$family" = rhel ] && pkg_hold nvidia-driver "$kmod"
       ;;
     runfile)
       if [ "$family" = ubuntu ]; then
@@ -41,8 +72,11 @@ else
         mkdir -p "$GS_ROOT/var/cache/gpu-stack"
         https_proxy="${GS_HTTPS_PROXY}" http_proxy="${GS_HTTP_PROXY}" curl -fsSL -o "$GS_ROOT$runfile" "$GS_DRIVER_RUNFILE_URL"
       fi
-      # seed 001's flags: no prompts, DKMS so kernel updates rebuild the module
-      sh "$GS_ROOT$runfile" --silent --dkms --accept-license --no-questions --tmpdir="$GS_ROOT/var/tmp"
+      # seed 001's flags: no prompts, DKMS so kernel updates rebuild the module;
+      # -m picks the flavour (kernel-open or kernel; the installer's default is open from 560)
+      module_dir=kernel
+      [ "$GS_KERNEL_MODULES" = open ] && module_dir="kernel-open"
+      sh "$GS_ROOT$runfile" --silent --dkms --accept-license --no-questions -m="$module_dir" --tmpdir="$GS_ROOT/var/tmp"
       changed "installed driver ${GS_DRIVER_VERSION} from the .run installer"
       ;;
   esac
@@ -52,6 +86,9 @@ else
   fi
   modprobe nvidia
   loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+  if [ "$loaded" != "$GS_DRIVER_VERSION" ] && [ "$modules_source" = precompiled ]; then
+    die "the precompiled modules for kernel ${kernel} (${precompiled}) are driver '${loaded}', not ${GS_DRIVER_VERSION}; pin guest.nvidia.driverVersion to '${loaded}', or use installMethod runfile"
+  fi
   [ "$loaded" = "$GS_DRIVER_VERSION" ] || die "after installing ${GS_DRIVER_VERSION} the kernel has '${loaded}' loaded; see dmesg"
   changed "driver ${GS_DRIVER_VERSION} loaded"
 fi

@@ -2,11 +2,16 @@
 # Phase: kubernetes. kubeadm, kubelet and kubectl pinned and held, then
 # role init (single control plane, its taint removed) or role join (token and
 # CA hash; never the unsafe skip). A node that has joined is not re-joined.
-# The bootstrap token arrives on stdin, never in the script or the logs.
+# Join: the bootstrap token arrives on stdin, never in the script or the logs;
+# it is a short-lived token the control plane created for this node (phase
+# join-token), or the joinToken secret for a cluster gpu-stack did not create.
 family=$(os_id)
 minor="${GS_K8S_VERSION%.*}"
-IFS= read -r token || true
-[ -n "$token" ] || die "no bootstrap token arrived on stdin"
+token=""
+if [ "$GS_K8S_ROLE" = join ]; then
+  IFS= read -r token || true
+  [ -n "$token" ] || die "no bootstrap token arrived on stdin"
+fi
 
 if [ "$family" = ubuntu ]; then
   keyring=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
@@ -60,21 +65,25 @@ if [ "$GS_K8S_ROLE" = init ]; then
   if [ -s "$GS_ROOT/etc/kubernetes/admin.conf" ]; then
     log "control plane already initialised"
   else
+    # The token kubeadm init creates is not used by anyone (each join gets its own
+    # from phase join-token) and expires after an hour, never a TTL of 0 (no expiry).
     kubeadm init --kubernetes-version "v${GS_K8S_VERSION}" --pod-network-cidr "$GS_POD_CIDR" \
-      --node-name "$GS_NODE_NAME" --cri-socket "$cri" --token "$token" --token-ttl 0 >/dev/null
+      --node-name "$GS_NODE_NAME" --cri-socket "$cri" --token-ttl 1h0m0s >/dev/null
     changed "kubeadm init"
   fi
   export KUBECONFIG="$GS_ROOT/etc/kubernetes/admin.conf"
-  # the token other nodes join with; re-created after a rotation
-  if ! grep -qx "${token%%.*}\..*" <<<"$(kubeadm token list -o jsonpath='{.token}{"\n"}')"; then
-    kubeadm token create "$token" --ttl 0 >/dev/null
-    changed "bootstrap token created"
-  fi
+  # Single control plane: the GPU pods must schedule on it. kubeadm taints it
+  # node-role.kubernetes.io/master up to 1.23, both master and control-plane in
+  # 1.24 (kubernetes PR 107533), control-plane only from 1.25 (PR 110095; KEP-2067).
+  # Remove whichever of the two the node carries, so an init of any version (and
+  # a node upgraded from 1.23 that kept the old one) ends up untainted.
   current_taints=$(kubectl get node "$GS_NODE_NAME" -o go-template='{{range .spec.taints}}{{.key}}={{.value}}:{{.effect}}{{"\n"}}{{end}}')
-  if grep -q '^node-role.kubernetes.io/control-plane=' <<<"$current_taints"; then
-    kubectl taint node "$GS_NODE_NAME" node-role.kubernetes.io/control-plane:NoSchedule- >/dev/null
-    changed "control-plane taint removed"
-  fi
+  for role_taint in node-role.kubernetes.io/master node-role.kubernetes.io/control-plane; do
+    if grep -q "^${role_taint}=" <<<"$current_taints"; then
+      kubectl taint node "$GS_NODE_NAME" "${role_taint}:NoSchedule-" >/dev/null
+      changed "${role_taint} taint removed"
+    fi
+  done
   # shellcheck disable=SC2016  # a Go template, not shell
   current_labels=$(kubectl get node "$GS_NODE_NAME" -o go-template='{{range $k, $v := .metadata.labels}}{{$k}}={{$v}}{{"\n"}}{{end}}')
   for label in $GS_NODE_LABELS; do

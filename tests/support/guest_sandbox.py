@@ -106,6 +106,7 @@ class GuestSandbox:
             "GS_SANDBOX": str(self.tmp),
             "HOME": str(self.tmp),
             "LANG": "C.UTF-8",
+            "GS_POLL_SECONDS": "0",  # lib.sh's wait loops poll without sleeping here
         }
         return subprocess.run(["/bin/sh", "-c", ssh_command(script)], input=stdin, capture_output=True, text=True,
                               env=env, cwd=self.tmp, timeout=120)

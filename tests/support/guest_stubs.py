@@ -59,8 +59,38 @@ def _apt_pin(name: str) -> str | None:
     return None
 
 
+def _apt_options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """(-o NAME=VALUE options, the other arguments)."""
+    options: dict[str, str] = {}
+    rest: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "-o":
+            name, _, value = next(it).partition("=")
+            options[name] = value
+        else:
+            rest.append(arg)
+    return options, rest
+
+
 def apt_get(argv: list[str]) -> int:
+    """Like apt: the dpkg lock held by unattended-upgrades fails a call unless it waits
+    (DPkg::Lock::Timeout); the lists lock of a running apt-daily fails `update` whatever the option."""
     state = load()
+    options, rest = _apt_options(argv)
+    if rest and rest[0] == "update" and state.get("lists_lock_held"):
+        record("apt-get", argv, False)
+        sys.stderr.write("E: Could not get lock /var/lib/apt/lists/lock. It is held by process 811 (apt-get)\n")
+        return 100
+    if state.get("dpkg_lock_held"):
+        if int(options.get("DPkg::Lock::Timeout", "0") or 0) <= 0:
+            record("apt-get", argv, False)
+            sys.stderr.write("E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 1234 (unattended-upgr)\n")
+            return 100
+        state["dpkg_lock_held"] = False  # the holder finished while apt-get waited
+        state.setdefault("waited_for_lock", []).append(" ".join(rest[:1]))
+        save(state)
+    argv = rest
     if argv and argv[0] == "update":
         record("apt-get", argv, True)
         return 0
@@ -71,12 +101,36 @@ def apt_get(argv: list[str]) -> int:
                 continue
             name, _, version = arg.partition("=")
             state["packages"][name] = version or _apt_pin(name) or "1.0-1"
-            if name.startswith("nvidia-headless-"):
-                state["driver_installed"] = state["packages"][name].rsplit("-", 1)[0]
+            if name.startswith("linux-modules-nvidia-") and re.search(r"-\d+\.\d+\.\d+-\d+-", name):
+                # Canonical's module build for one kernel: its driver version is whatever they built
+                state["driver_installed"] = state.get("precompiled_driver", "")
+                state["module_flavour"] = "open" if "-open-" in name else "proprietary"
+            elif name.startswith("nvidia-headless-") and "-no-dkms-" not in name:
+                state["driver_installed"] = state["packages"][name].rsplit("-", 1)[0]  # DKMS builds the pinned one
+                state["module_flavour"] = "open" if name.endswith("-open") else "proprietary"
         save(state)
         return 0
     record("apt-get", argv, True)
     return 0
+
+
+def apt_cache(argv: list[str]) -> int:
+    """`apt-cache show NAME`: found when NAME is in the state's archive list (precompiled modules per kernel)."""
+    record("apt-cache", argv, False)
+    name = argv[-1]
+    if name in load().get("archive", []):
+        out(f"Package: {name}\nVersion: 1.0-1\n\n")
+        return 0
+    sys.stderr.write(f"E: No packages found\n")
+    return 100
+
+
+def uname(argv: list[str]) -> int:
+    record("uname", argv, False)
+    if argv == ["-r"]:
+        out(load().get("kernel", "6.8.0-45-generic") + "\n")
+        return 0
+    os.execv("/bin/uname", ["uname", *argv])
 
 
 def apt_mark(argv: list[str]) -> int:
@@ -149,7 +203,20 @@ def systemctl(argv: list[str]) -> int:
     if verb in ("is-enabled", "is-active"):
         record("systemctl", argv, False)
         key = "enabled" if verb == "is-enabled" else "active"
+        busy = state.get("busy_units", {})
+        if verb == "is-active" and any(busy.get(u, 0) > 0 for u in units):
+            for u in units:  # a running oneshot (apt-daily.service) that finishes after a few polls
+                busy[u] = max(0, busy.get(u, 0) - 1)
+                if busy[u] == 0 and u == "apt-daily.service":
+                    state["lists_lock_held"] = False
+            save(state)
+            return 0
         return 0 if all(units_state.get(u, {}).get(key) for u in units) else 1
+    if verb == "status":
+        record("systemctl", argv, False)
+        status = state.get("status_outputs", {})
+        out("".join(Path(status[u]).read_text() for u in units if u in status))
+        return 0 if all(units_state.get(u, {}).get("active") for u in units) else 3
     record("systemctl", argv, True)
     for u in units:
         entry = units_state.setdefault(u, {"enabled": False, "active": False})
@@ -297,6 +364,11 @@ def nvidia_smi(argv: list[str]) -> int:
         state["persistence"] = True
         save(state)
         return 0
+    captured = state.get("smi_outputs", {})  # real nvidia-smi output (tests/fixtures/nvidia-smi) by subcommand
+    key = {("-L",): "L", ("topo", "-m"): "topo", ("nvlink", "-s"): "nvlink", ("-q",): "q"}.get(tuple(argv))
+    if key in captured:
+        out(Path(captured[key]).read_text())
+        return 0
     if argv == ["-L"]:
         out("".join(f"GPU {i}: NVIDIA H800 (UUID: GPU-{i:08d}-0000-0000-0000-000000000000)\n" for i in range(n)))
     elif argv and argv[0].startswith("--query-gpu=persistence_mode"):
@@ -397,6 +469,11 @@ def sh(argv: list[str]) -> int:
 
 # --- Kubernetes -----------------------------------------------------------------
 
+def _new_token(state: dict) -> str:
+    n = len(state["tokens"])
+    return f"tok{n:03d}." + f"{n:016d}"
+
+
 def kubeadm(argv: list[str]) -> int:
     state = load()
     if argv[:2] == ["token", "list"]:
@@ -409,14 +486,25 @@ def kubeadm(argv: list[str]) -> int:
         (kube / "pki").mkdir(parents=True, exist_ok=True)
         (kube / "admin.conf").write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: kubernetes\n")
         (kube / "pki/ca.crt").write_text((_env.SANDBOX / "ca.crt").read_text())
-        state["tokens"].append(argv[argv.index("--token") + 1])
+        ttl = argv[argv.index("--token-ttl") + 1] if "--token-ttl" in argv else "24h0m0s"
+        token = argv[argv.index("--token") + 1] if "--token" in argv else _new_token(state)
+        state["tokens"].append(token)
+        state["token_ttls"] = {**state.get("token_ttls", {}), token: ttl}
+        minor = int(argv[argv.index("--kubernetes-version") + 1].lstrip("v").split(".")[1])
+        # what kubeadm applies: master up to 1.23, both in 1.24, control-plane from 1.25
+        roles = ["master"] if minor < 24 else ["master", "control-plane"] if minor == 24 else ["control-plane"]
         state["node"] = {"labels": {"kubernetes.io/hostname": argv[argv.index("--node-name") + 1]},
-                         "taints": ["node-role.kubernetes.io/control-plane=:NoSchedule"]}
+                         "taints": [f"node-role.kubernetes.io/{r}=:NoSchedule" for r in roles]}
     elif argv[0] == "join":
         kube.mkdir(parents=True, exist_ok=True)
         (kube / "kubelet.conf").write_text("apiVersion: v1\nkind: Config\n")
     elif argv[:2] == ["token", "create"]:
-        state["tokens"].append(argv[2])
+        token = argv[2] if len(argv) > 2 and not argv[2].startswith("-") else _new_token(state)
+        state["tokens"].append(token)
+        state["token_ttls"] = {**state.get("token_ttls", {}), token: argv[argv.index("--ttl") + 1] if "--ttl" in argv else "24h0m0s"}
+        save(state)
+        out(token + "\n")
+        return 0
     elif argv[0] == "reset":
         for name in ("admin.conf", "kubelet.conf"):
             (kube / name).unlink(missing_ok=True)
@@ -481,7 +569,7 @@ def kubectl(argv: list[str]) -> int:
 
 
 HANDLERS = {
-    "apt-get": apt_get, "apt-mark": apt_mark, "dpkg-query": dpkg_query, "dnf": dnf, "rpm": rpm,
+    "apt-get": apt_get, "apt-cache": apt_cache, "uname": uname, "apt-mark": apt_mark, "dpkg-query": dpkg_query, "dnf": dnf, "rpm": rpm,
     "systemctl": systemctl, "modprobe": modprobe, "lsmod": lsmod, "swapon": swapon, "swapoff": swapoff,
     "hostnamectl": hostnamectl, "hostname": hostname, "getenforce": getenforce, "setenforce": setenforce,
     "mokutil": mokutil, "lspci": lspci, "df": df, "cloud-init": cloud_init, "systemd-run": systemd_run,

@@ -15,13 +15,15 @@
   </xsl:template>
   <xsl:template match="/domain">
     <xsl:copy><xsl:apply-templates select="@*|node()"/>
-      <cputune><vcpupin vcpu="0" cpuset="1"/><vcpupin vcpu="1" cpuset="2"/><vcpupin vcpu="2" cpuset="3"/><vcpupin vcpu="3" cpuset="4"/><vcpupin vcpu="4" cpuset="5"/><vcpupin vcpu="5" cpuset="6"/><vcpupin vcpu="6" cpuset="7"/><vcpupin vcpu="7" cpuset="8"/><emulatorpin cpuset="1-8"/></cputune>
+      <iothreads>1</iothreads>
+      <cputune><vcpupin vcpu="0" cpuset="1"/><vcpupin vcpu="1" cpuset="2"/><vcpupin vcpu="2" cpuset="3"/><vcpupin vcpu="3" cpuset="4"/><vcpupin vcpu="4" cpuset="5"/><vcpupin vcpu="5" cpuset="6"/><vcpupin vcpu="6" cpuset="7"/><vcpupin vcpu="7" cpuset="8"/><emulatorpin cpuset="0,32"/><iothreadpin iothread="1" cpuset="0,32"/></cputune>
       <numatune><memory mode="strict" nodeset="0"/><memnode cellid="0" mode="strict" nodeset="0"/></numatune>
       <qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size=128G"/></qemu:commandline>
     </xsl:copy>
   </xsl:template>
   <xsl:template match="/domain/cpu">
     <xsl:copy><xsl:apply-templates select="@*|node()"/>
+      <topology sockets="1" dies="1" cores="8" threads="1"/>
       <maxphysaddr mode="passthrough"/>
       <numa><cell id="0" cpus="0-7" memory="65536" unit="MiB"/></numa>
     </xsl:copy>
@@ -42,5 +44,9 @@
   <!-- libvirtxml omits the console type; libvirt defaults to pty, the RNG schema wants it spelled out. -->
   <xsl:template match="/domain/devices/console[not(@type)]">
     <xsl:copy><xsl:attribute name="type">pty</xsl:attribute><xsl:apply-templates select="@*|node()"/></xsl:copy>
+  </xsl:template>
+  <!-- the root disk (the provider's only device='disk') is served by I/O thread 1 on the housekeeping CPUs -->
+  <xsl:template match="/domain/devices/disk[@device='disk'][1]/driver">
+    <xsl:copy><xsl:apply-templates select="@*"/><xsl:attribute name="iothread">1</xsl:attribute><xsl:apply-templates select="node()"/></xsl:copy>
   </xsl:template>
 </xsl:stylesheet>

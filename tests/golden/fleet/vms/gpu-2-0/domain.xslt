@@ -15,13 +15,15 @@
   </xsl:template>
   <xsl:template match="/domain">
     <xsl:copy><xsl:apply-templates select="@*|node()"/>
-      <cputune><vcpupin vcpu="0" cpuset="1"/><vcpupin vcpu="1" cpuset="2"/><vcpupin vcpu="2" cpuset="3"/><vcpupin vcpu="3" cpuset="4"/><vcpupin vcpu="4" cpuset="5"/><vcpupin vcpu="5" cpuset="6"/><vcpupin vcpu="6" cpuset="7"/><vcpupin vcpu="7" cpuset="8"/><vcpupin vcpu="8" cpuset="9"/><vcpupin vcpu="9" cpuset="10"/><vcpupin vcpu="10" cpuset="11"/><vcpupin vcpu="11" cpuset="12"/><vcpupin vcpu="12" cpuset="13"/><vcpupin vcpu="13" cpuset="14"/><vcpupin vcpu="14" cpuset="15"/><vcpupin vcpu="15" cpuset="16"/><vcpupin vcpu="16" cpuset="17"/><vcpupin vcpu="17" cpuset="18"/><vcpupin vcpu="18" cpuset="19"/><vcpupin vcpu="19" cpuset="20"/><vcpupin vcpu="20" cpuset="21"/><vcpupin vcpu="21" cpuset="22"/><vcpupin vcpu="22" cpuset="23"/><vcpupin vcpu="23" cpuset="24"/><vcpupin vcpu="24" cpuset="25"/><vcpupin vcpu="25" cpuset="26"/><vcpupin vcpu="26" cpuset="27"/><vcpupin vcpu="27" cpuset="28"/><vcpupin vcpu="28" cpuset="29"/><vcpupin vcpu="29" cpuset="30"/><vcpupin vcpu="30" cpuset="31"/><vcpupin vcpu="31" cpuset="65"/><vcpupin vcpu="32" cpuset="66"/><vcpupin vcpu="33" cpuset="67"/><vcpupin vcpu="34" cpuset="68"/><vcpupin vcpu="35" cpuset="69"/><vcpupin vcpu="36" cpuset="70"/><vcpupin vcpu="37" cpuset="71"/><vcpupin vcpu="38" cpuset="72"/><vcpupin vcpu="39" cpuset="73"/><vcpupin vcpu="40" cpuset="74"/><vcpupin vcpu="41" cpuset="75"/><vcpupin vcpu="42" cpuset="76"/><vcpupin vcpu="43" cpuset="77"/><vcpupin vcpu="44" cpuset="78"/><vcpupin vcpu="45" cpuset="79"/><vcpupin vcpu="46" cpuset="80"/><vcpupin vcpu="47" cpuset="81"/><vcpupin vcpu="48" cpuset="82"/><vcpupin vcpu="49" cpuset="83"/><vcpupin vcpu="50" cpuset="84"/><vcpupin vcpu="51" cpuset="85"/><vcpupin vcpu="52" cpuset="86"/><vcpupin vcpu="53" cpuset="87"/><vcpupin vcpu="54" cpuset="88"/><vcpupin vcpu="55" cpuset="89"/><emulatorpin cpuset="1-31,65-89"/></cputune>
+      <iothreads>1</iothreads>
+      <cputune><vcpupin vcpu="0" cpuset="1"/><vcpupin vcpu="1" cpuset="2"/><vcpupin vcpu="2" cpuset="3"/><vcpupin vcpu="3" cpuset="4"/><vcpupin vcpu="4" cpuset="5"/><vcpupin vcpu="5" cpuset="6"/><vcpupin vcpu="6" cpuset="7"/><vcpupin vcpu="7" cpuset="8"/><vcpupin vcpu="8" cpuset="9"/><vcpupin vcpu="9" cpuset="10"/><vcpupin vcpu="10" cpuset="11"/><vcpupin vcpu="11" cpuset="12"/><vcpupin vcpu="12" cpuset="13"/><vcpupin vcpu="13" cpuset="14"/><vcpupin vcpu="14" cpuset="15"/><vcpupin vcpu="15" cpuset="16"/><vcpupin vcpu="16" cpuset="17"/><vcpupin vcpu="17" cpuset="18"/><vcpupin vcpu="18" cpuset="19"/><vcpupin vcpu="19" cpuset="20"/><vcpupin vcpu="20" cpuset="21"/><vcpupin vcpu="21" cpuset="22"/><vcpupin vcpu="22" cpuset="23"/><vcpupin vcpu="23" cpuset="24"/><vcpupin vcpu="24" cpuset="25"/><vcpupin vcpu="25" cpuset="26"/><vcpupin vcpu="26" cpuset="27"/><vcpupin vcpu="27" cpuset="28"/><vcpupin vcpu="28" cpuset="29"/><vcpupin vcpu="29" cpuset="30"/><vcpupin vcpu="30" cpuset="31"/><vcpupin vcpu="31" cpuset="65"/><vcpupin vcpu="32" cpuset="66"/><vcpupin vcpu="33" cpuset="67"/><vcpupin vcpu="34" cpuset="68"/><vcpupin vcpu="35" cpuset="69"/><vcpupin vcpu="36" cpuset="70"/><vcpupin vcpu="37" cpuset="71"/><vcpupin vcpu="38" cpuset="72"/><vcpupin vcpu="39" cpuset="73"/><vcpupin vcpu="40" cpuset="74"/><vcpupin vcpu="41" cpuset="75"/><vcpupin vcpu="42" cpuset="76"/><vcpupin vcpu="43" cpuset="77"/><vcpupin vcpu="44" cpuset="78"/><vcpupin vcpu="45" cpuset="79"/><vcpupin vcpu="46" cpuset="80"/><vcpupin vcpu="47" cpuset="81"/><vcpupin vcpu="48" cpuset="82"/><vcpupin vcpu="49" cpuset="83"/><vcpupin vcpu="50" cpuset="84"/><vcpupin vcpu="51" cpuset="85"/><vcpupin vcpu="52" cpuset="86"/><vcpupin vcpu="53" cpuset="87"/><vcpupin vcpu="54" cpuset="88"/><vcpupin vcpu="55" cpuset="89"/><emulatorpin cpuset="0,32,64,96"/><iothreadpin iothread="1" cpuset="0,32,64,96"/></cputune>
       <numatune><memory mode="strict" nodeset="0"/><memnode cellid="0" mode="strict" nodeset="0"/></numatune>
       <qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size=512G"/></qemu:commandline>
     </xsl:copy>
   </xsl:template>
   <xsl:template match="/domain/cpu">
     <xsl:copy><xsl:apply-templates select="@*|node()"/>
+      <topology sockets="1" dies="1" cores="56" threads="1"/>
       <maxphysaddr mode="passthrough"/>
       <numa><cell id="0" cpus="0-55" memory="491520" unit="MiB"/></numa>
     </xsl:copy>
@@ -42,5 +44,9 @@
   <!-- libvirtxml omits the console type; libvirt defaults to pty, the RNG schema wants it spelled out. -->
   <xsl:template match="/domain/devices/console[not(@type)]">
     <xsl:copy><xsl:attribute name="type">pty</xsl:attribute><xsl:apply-templates select="@*|node()"/></xsl:copy>
+  </xsl:template>
+  <!-- the root disk (the provider's only device='disk') is served by I/O thread 1 on the housekeeping CPUs -->
+  <xsl:template match="/domain/devices/disk[@device='disk'][1]/driver">
+    <xsl:copy><xsl:apply-templates select="@*"/><xsl:attribute name="iothread">1</xsl:attribute><xsl:apply-templates select="node()"/></xsl:copy>
   </xsl:template>
 </xsl:stylesheet>

@@ -15,13 +15,15 @@
   </xsl:template>
   <xsl:template match="/domain">
     <xsl:copy><xsl:apply-templates select="@*|node()"/>
-      <cputune><vcpupin vcpu="0" cpuset="33"/><vcpupin vcpu="1" cpuset="34"/><vcpupin vcpu="2" cpuset="35"/><vcpupin vcpu="3" cpuset="36"/><vcpupin vcpu="4" cpuset="37"/><vcpupin vcpu="5" cpuset="38"/><vcpupin vcpu="6" cpuset="39"/><vcpupin vcpu="7" cpuset="40"/><vcpupin vcpu="8" cpuset="41"/><vcpupin vcpu="9" cpuset="42"/><vcpupin vcpu="10" cpuset="43"/><vcpupin vcpu="11" cpuset="44"/><vcpupin vcpu="12" cpuset="45"/><vcpupin vcpu="13" cpuset="46"/><vcpupin vcpu="14" cpuset="47"/><vcpupin vcpu="15" cpuset="48"/><vcpupin vcpu="16" cpuset="49"/><vcpupin vcpu="17" cpuset="50"/><vcpupin vcpu="18" cpuset="51"/><vcpupin vcpu="19" cpuset="52"/><vcpupin vcpu="20" cpuset="53"/><vcpupin vcpu="21" cpuset="54"/><vcpupin vcpu="22" cpuset="55"/><vcpupin vcpu="23" cpuset="56"/><vcpupin vcpu="24" cpuset="57"/><vcpupin vcpu="25" cpuset="58"/><vcpupin vcpu="26" cpuset="59"/><vcpupin vcpu="27" cpuset="60"/><vcpupin vcpu="28" cpuset="61"/><vcpupin vcpu="29" cpuset="62"/><vcpupin vcpu="30" cpuset="63"/><vcpupin vcpu="31" cpuset="97"/><vcpupin vcpu="32" cpuset="98"/><vcpupin vcpu="33" cpuset="99"/><vcpupin vcpu="34" cpuset="100"/><vcpupin vcpu="35" cpuset="101"/><vcpupin vcpu="36" cpuset="102"/><vcpupin vcpu="37" cpuset="103"/><vcpupin vcpu="38" cpuset="104"/><vcpupin vcpu="39" cpuset="105"/><vcpupin vcpu="40" cpuset="106"/><vcpupin vcpu="41" cpuset="107"/><vcpupin vcpu="42" cpuset="108"/><vcpupin vcpu="43" cpuset="109"/><vcpupin vcpu="44" cpuset="110"/><vcpupin vcpu="45" cpuset="111"/><vcpupin vcpu="46" cpuset="112"/><vcpupin vcpu="47" cpuset="113"/><vcpupin vcpu="48" cpuset="114"/><vcpupin vcpu="49" cpuset="115"/><vcpupin vcpu="50" cpuset="116"/><vcpupin vcpu="51" cpuset="117"/><vcpupin vcpu="52" cpuset="118"/><vcpupin vcpu="53" cpuset="119"/><vcpupin vcpu="54" cpuset="120"/><vcpupin vcpu="55" cpuset="121"/><emulatorpin cpuset="33-63,97-121"/></cputune>
+      <iothreads>1</iothreads>
+      <cputune><vcpupin vcpu="0" cpuset="33"/><vcpupin vcpu="1" cpuset="34"/><vcpupin vcpu="2" cpuset="35"/><vcpupin vcpu="3" cpuset="36"/><vcpupin vcpu="4" cpuset="37"/><vcpupin vcpu="5" cpuset="38"/><vcpupin vcpu="6" cpuset="39"/><vcpupin vcpu="7" cpuset="40"/><vcpupin vcpu="8" cpuset="41"/><vcpupin vcpu="9" cpuset="42"/><vcpupin vcpu="10" cpuset="43"/><vcpupin vcpu="11" cpuset="44"/><vcpupin vcpu="12" cpuset="45"/><vcpupin vcpu="13" cpuset="46"/><vcpupin vcpu="14" cpuset="47"/><vcpupin vcpu="15" cpuset="48"/><vcpupin vcpu="16" cpuset="49"/><vcpupin vcpu="17" cpuset="50"/><vcpupin vcpu="18" cpuset="51"/><vcpupin vcpu="19" cpuset="52"/><vcpupin vcpu="20" cpuset="53"/><vcpupin vcpu="21" cpuset="54"/><vcpupin vcpu="22" cpuset="55"/><vcpupin vcpu="23" cpuset="56"/><vcpupin vcpu="24" cpuset="57"/><vcpupin vcpu="25" cpuset="58"/><vcpupin vcpu="26" cpuset="59"/><vcpupin vcpu="27" cpuset="60"/><vcpupin vcpu="28" cpuset="61"/><vcpupin vcpu="29" cpuset="62"/><vcpupin vcpu="30" cpuset="63"/><vcpupin vcpu="31" cpuset="97"/><vcpupin vcpu="32" cpuset="98"/><vcpupin vcpu="33" cpuset="99"/><vcpupin vcpu="34" cpuset="100"/><vcpupin vcpu="35" cpuset="101"/><vcpupin vcpu="36" cpuset="102"/><vcpupin vcpu="37" cpuset="103"/><vcpupin vcpu="38" cpuset="104"/><vcpupin vcpu="39" cpuset="105"/><vcpupin vcpu="40" cpuset="106"/><vcpupin vcpu="41" cpuset="107"/><vcpupin vcpu="42" cpuset="108"/><vcpupin vcpu="43" cpuset="109"/><vcpupin vcpu="44" cpuset="110"/><vcpupin vcpu="45" cpuset="111"/><vcpupin vcpu="46" cpuset="112"/><vcpupin vcpu="47" cpuset="113"/><vcpupin vcpu="48" cpuset="114"/><vcpupin vcpu="49" cpuset="115"/><vcpupin vcpu="50" cpuset="116"/><vcpupin vcpu="51" cpuset="117"/><vcpupin vcpu="52" cpuset="118"/><vcpupin vcpu="53" cpuset="119"/><vcpupin vcpu="54" cpuset="120"/><vcpupin vcpu="55" cpuset="121"/><emulatorpin cpuset="0,32,64,96"/><iothreadpin iothread="1" cpuset="0,32,64,96"/></cputune>
       <numatune><memory mode="strict" nodeset="1"/><memnode cellid="0" mode="strict" nodeset="1"/></numatune>
       <qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size=512G"/></qemu:commandline>
     </xsl:copy>
   </xsl:template>
   <xsl:template match="/domain/cpu">
     <xsl:copy><xsl:apply-templates select="@*|node()"/>
+      <topology sockets="1" dies="1" cores="56" threads="1"/>
       <maxphysaddr mode="passthrough"/>
       <numa><cell id="0" cpus="0-55" memory="491520" unit="MiB"/></numa>
     </xsl:copy>
@@ -42,5 +44,9 @@
   <!-- libvirtxml omits the console type; libvirt defaults to pty, the RNG schema wants it spelled out. -->
   <xsl:template match="/domain/devices/console[not(@type)]">
     <xsl:copy><xsl:attribute name="type">pty</xsl:attribute><xsl:apply-templates select="@*|node()"/></xsl:copy>
+  </xsl:template>
+  <!-- the root disk (the provider's only device='disk') is served by I/O thread 1 on the housekeeping CPUs -->
+  <xsl:template match="/domain/devices/disk[@device='disk'][1]/driver">
+    <xsl:copy><xsl:apply-templates select="@*"/><xsl:attribute name="iothread">1</xsl:attribute><xsl:apply-templates select="node()"/></xsl:copy>
   </xsl:template>
 </xsl:stylesheet>
