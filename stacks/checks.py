@@ -6,14 +6,18 @@ kubeadm or Helm would only reject halfway through `pulumi up`.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 
+from render.domain_xslt import pcie_problems
+from render.guest_scripts import min_disk_gib
+from render.identity import derived_mac
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, place_host
 from stacks.compat import device_plugin_problems
 from stacks.config import StackConfig
 from stacks.errors import ConfigIssue
-from stacks.types import version_tuple
+from stacks.types import format_cpu_list, version_tuple
 
 SECURE_BOOT_MARKERS = ("secboot", ".ms.", "snakeoil", "secure")
 
@@ -28,9 +32,35 @@ def _duplicates(names: list[str]) -> list[int]:
     return dup
 
 
-def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue], dict[str, Placement]]:
-    """All cross-field problems, and the NUMA placement of every VM when there are none."""
+LIBVIRT_DEFAULT_NETWORK = ipaddress.ip_network("192.168.122.0/24")
+"""What libvirt's stock `default` network hands out, assumed for a VM on it without an address."""
+
+# kubelet --node-labels may only use these in the kubernetes.io / k8s.io namespaces
+# (k8s.io/kubernetes/pkg/kubelet/apis/well_known_labels.go, KEP-0000 NodeRestriction).
+KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
+KUBELET_LABELS = (
+    "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os",
+    "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+    "beta.kubernetes.io/arch", "beta.kubernetes.io/os",
+    "failure-domain.beta.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
+    "topology.kubernetes.io/zone", "topology.kubernetes.io/region",
+)
+
+
+def check_stack(cfg: StackConfig, secrets: set[str], stack: str | None = None) -> tuple[list[ConfigIssue], dict[str, Placement]]:
+    """All cross-field problems, and the NUMA placement of every VM when there are none.
+
+    `stack` (the Pulumi stack name) lets a fixed MAC be compared with the MACs
+    derived for the other VMs; without it only fixed MACs are compared.
+    """
     issues: list[ConfigIssue] = []
+    if not cfg.vms and cfg.kubernetes is None:
+        issues.append(ConfigIssue("vms", (
+            "the stack declares nothing to build: a stack needs hosts and vms (GPU VMs on hypervisors), "
+            "or a kubernetes block with mode existing (the GPU add-ons for a cluster you already have)"
+        )))
+    issues += _check_hosts(cfg)
+    issues += _check_network(cfg, stack)
     for i in _duplicates([h.name for h in cfg.hosts]):
         issues.append(ConfigIssue(f"hosts[{i}].name", f"host name {cfg.hosts[i].name!r} is used twice; names must be unique"))
     for i in _duplicates([v.name for v in cfg.vms]):
@@ -54,14 +84,132 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
         issues += placement_issues
         placements.update(placed)
         for vi, vm in vms:
+            cells_of = None
             if vm.numa.expose_gpu_affinity and vm.name in placed and not placement_issues:
-                issues += device_cells(vi, vm, placed[vm.name])[1]
+                cells_of, cell_issues = device_cells(vi, vm, placed[vm.name])
+                issues += cell_issues
+            if vm.numa.expose_gpu_affinity and cells_of is None:
+                continue
+            per_cell = None
+            if cells_of is not None:
+                per_cell = defaultdict(int)
+                for cell in cells_of.values():
+                    per_cell[cell] += 1
+            for message in pcie_problems(dict(per_cell) if per_cell is not None else None, len(vm.gpus) + len(vm.nvswitches)):
+                issues.append(ConfigIssue(f"vms[{vi}].gpus", f"{message} (vms[{vi}].gpus and vms[{vi}].nvswitches)"))
         for vi, vm in vms:
             issues += _check_firmware_and_mmio(hi, host, vi, vm)
 
+    issues += _check_disks(cfg)
     issues += _check_guest_and_cluster(cfg, secrets)
+    issues += _check_cidrs(cfg)
+    issues += _check_labels(cfg)
     issues += _check_addons(cfg, secrets)
     return issues, placements
+
+
+def _check_hosts(cfg: StackConfig) -> list[ConfigIssue]:
+    issues = []
+    for hi, host in enumerate(cfg.hosts):
+        owner: dict[int, int] = {}
+        for ni, node in enumerate(host.numa_nodes):
+            key = f"hosts[{hi}].numaNodes[{ni}]"
+            if node.id in [n.id for n in host.numa_nodes[:ni]]:
+                issues.append(ConfigIssue(f"{key}.id", f"NUMA node id {node.id} is declared twice on host {host.name}; ids must be unique"))
+            shared = sorted(c for c in node.cpu_ids if c in owner)
+            if shared:
+                others = sorted({owner[c] for c in shared})
+                issues.append(ConfigIssue(f"{key}.cpus", (
+                    f"CPUs {format_cpu_list(shared)} are also in hosts[{hi}].numaNodes[{', '.join(map(str, others))}].cpus; "
+                    "a CPU belongs to exactly one NUMA node (/sys/devices/system/node/nodeN/cpulist)"
+                )))
+            for c in node.cpu_ids:
+                owner.setdefault(c, ni)
+        unknown = [c for c in host.reserved_cpu_ids if c not in owner]
+        if unknown:
+            issues.append(ConfigIssue(f"hosts[{hi}].reservedCpus", (
+                f"CPUs {format_cpu_list(unknown)} are on none of host {host.name}'s NUMA nodes "
+                f"(its CPUs: {format_cpu_list(list(owner))}, hosts[{hi}].numaNodes[].cpus); reserve CPUs the host has"
+            )))
+    return issues
+
+
+def _check_network(cfg: StackConfig, stack: str | None) -> list[ConfigIssue]:
+    issues = []
+    macs: dict[str, str] = {}
+    derived: dict[str, str] = {}
+    if stack is not None:
+        derived = {derived_mac(stack, vm.name): f"vms[{vi}] ({vm.name})" for vi, vm in enumerate(cfg.vms) if vm.network.mac is None}
+    addresses: dict[str, str] = {}
+    for vi, vm in enumerate(cfg.vms):
+        mac = vm.network.mac
+        if mac is not None:
+            if mac in macs:
+                issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is also the MAC of {macs[mac]} (compared case-insensitively); every VM needs its own, or its DHCP lease and IP move between them"))
+            elif mac in derived:
+                issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is the MAC derived for {derived[mac]}, which sets no vms[].network.mac; pick another MAC"))
+            macs.setdefault(mac, f"vms[{vi}] ({vm.name})")
+        address = vm.network.address
+        if address is not None:
+            if address in addresses:
+                issues.append(ConfigIssue(f"vms[{vi}].network.address", f"{address} is also the address of {addresses[address]}; each VM needs its own"))
+            addresses.setdefault(address, f"vms[{vi}] ({vm.name})")
+    return issues
+
+
+def _check_cidrs(cfg: StackConfig) -> list[ConfigIssue]:
+    """kubeadm init's pod and service networks must not overlap each other or the nodes' network."""
+    k = cfg.kubernetes
+    if k is None or k.mode != "init":
+        return []
+    issues = []
+    pod, service = ipaddress.ip_network(k.pod_cidr), ipaddress.ip_network(k.service_cidr)
+    if pod.version == service.version and pod.overlaps(service):
+        issues.append(ConfigIssue("kubernetes.podCidr", f"{pod} overlaps kubernetes.serviceCidr {service}; pods and services need disjoint networks"))
+    for vi, vm in enumerate(cfg.vms):
+        for key, net in (("podCidr", pod), ("serviceCidr", service)):
+            if vm.network.address is not None:
+                address = ipaddress.ip_address(vm.network.address)
+                if address.version == net.version and address in net:
+                    issues.append(ConfigIssue(f"kubernetes.{key}", f"{net} contains vms[{vi}].network.address {address} ({vm.name}); node, pod and service networks must be disjoint"))
+            elif vm.network.name == "default" and net.version == 4 and net.overlaps(LIBVIRT_DEFAULT_NETWORK):
+                issues.append(ConfigIssue(f"kubernetes.{key}", (
+                    f"{net} overlaps {LIBVIRT_DEFAULT_NETWORK}, libvirt's default network that vms[{vi}] ({vm.name}) attaches to "
+                    f"(vms[{vi}].network.name); node, pod and service networks must be disjoint. If that network is numbered differently, set vms[{vi}].network.address"
+                )))
+    return issues
+
+
+def _check_labels(cfg: StackConfig) -> list[ConfigIssue]:
+    k = cfg.kubernetes
+    if k is None:
+        return []
+    issues = []
+    for label in sorted(k.node_labels):
+        prefix = label.rpartition("/")[0]
+        restricted = prefix in ("kubernetes.io", "k8s.io") or prefix.endswith((".kubernetes.io", ".k8s.io"))
+        allowed = label in KUBELET_LABELS or prefix in KUBELET_LABEL_NAMESPACES or prefix.endswith(tuple(f".{n}" for n in KUBELET_LABEL_NAMESPACES))
+        if restricted and not allowed:
+            issues.append(ConfigIssue(f"kubernetes.nodeLabels.{label}", (
+                "kubelet refuses --node-labels in the kubernetes.io and k8s.io namespaces except "
+                f"{', '.join(KUBELET_LABEL_NAMESPACES)} and the well-known labels; use your own prefix such as example.com/"
+            )))
+    return issues
+
+
+def _check_disks(cfg: StackConfig) -> list[ConfigIssue]:
+    if cfg.guest is None:
+        return []
+    issues = []
+    free = cfg.guest.min_root_free_gib
+    need = min_disk_gib(free)
+    for vi, vm in enumerate(cfg.vms):
+        if vm.disk_gib < need:
+            issues.append(ConfigIssue(f"vms[{vi}].diskGib", (
+                f"{vm.disk_gib} GiB cannot leave guest.minRootFreeGib ({free} GiB) free on / once the OS is installed, "
+                f"so the guest preflight would stop; use at least {need} GiB, or lower guest.minRootFreeGib"
+            )))
+    return issues
 
 
 def _check_devices(host, vms) -> list[ConfigIssue]:

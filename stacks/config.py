@@ -14,7 +14,30 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from render.catalog import GPU_MODELS, NVSWITCH_MODELS
-from stacks.types import CpuList, MacAddress, Name, PciAddress, Version3, parse_cpu_list
+from stacks.types import (
+    AbsPath,
+    Cidr,
+    CpuList,
+    DnsSubdomain,
+    HttpUrl,
+    ImageReference,
+    ImageRepository,
+    ImageTag,
+    IPv4,
+    LabelValue,
+    MacAddress,
+    Name,
+    NoProxyItem,
+    PciAddress,
+    ProxyUrl,
+    QualifiedName,
+    RegistryHost,
+    SshUser,
+    UrlOrPath,
+    Version3,
+    Word,
+    parse_cpu_list,
+)
 
 GpuModelName = Literal[tuple(GPU_MODELS)]  # type: ignore[valid-type]
 NvSwitchModelName = Literal[tuple(NVSWITCH_MODELS)]  # type: ignore[valid-type]
@@ -47,16 +70,16 @@ class NumaNode(Model):
 
 
 class HostFirmware(Model):
-    code: str = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    code: AbsPath = "/usr/share/OVMF/OVMF_CODE_4M.fd"
     """OVMF code image on the host. Must be a non-Secure-Boot build (seed 000)."""
-    vars_template: str = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+    vars_template: AbsPath = "/usr/share/OVMF/OVMF_VARS_4M.fd"
     """NVRAM template copied per VM."""
     secure_boot: bool = False
     """Set true if `code` is a Secure Boot build (.secboot/.ms/.cc variants)."""
 
 
 class BaseImage(Model):
-    source: str
+    source: UrlOrPath
     """URL or host path of the cloud image (qcow2) the root disks are cloned from."""
     format: Literal["qcow2", "raw"] = "qcow2"
 
@@ -73,7 +96,8 @@ class Host(Model):
     """Memory kept for the host itself; VMs may not use it."""
     phys_addr_bits: int = Field(default=46, ge=36, le=57)
     """Physical address bits of the host CPU (`grep 'address sizes' /proc/cpuinfo`)."""
-    storage_pool: str = "default"
+    storage_pool: Word = "default"
+    """libvirt storage pool that holds the base image and the root disks."""
     firmware: HostFirmware = HostFirmware()
     base_image: BaseImage
 
@@ -104,11 +128,11 @@ class NvSwitch(Model):
 
 
 class VmNetwork(Model):
-    name: str = "default"
+    name: Word = "default"
     """libvirt network the NIC attaches to."""
     mac: Optional[MacAddress] = None
     """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed)."""
-    address: Optional[str] = Field(default=None, pattern=r"^\d{1,3}(\.\d{1,3}){3}$")
+    address: Optional[IPv4] = None
     """The guest's IPv4 address when known (DHCP reservation for the MAC). Unset: the DHCP lease address."""
     wait_for_lease: bool = True
 
@@ -166,7 +190,7 @@ class GuestOs(Model):
 
 class Cuda(Model):
     version: Version3
-    runfile_url: str
+    runfile_url: UrlOrPath
     """CUDA .run installer; installed with --toolkit only, never its bundled driver (seed 001)."""
 
 
@@ -174,7 +198,7 @@ class Nvidia(Model):
     driver_version: str = Field(pattern=r"^\d{3}\.\d{2,3}(\.\d{2})?$")
     """Pinned driver, e.g. 570.172.08."""
     install_method: Literal["package", "runfile"] = "package"
-    runfile_url: Optional[str] = None
+    runfile_url: Optional[UrlOrPath] = None
     """Driver .run installer when install_method is runfile."""
     cuda: Optional[Cuda] = None
 
@@ -187,21 +211,24 @@ class ContainerRuntime(Model):
 
 
 class Proxy(Model):
-    http: Optional[str] = None
-    https: Optional[str] = None
-    no_proxy: tuple[str, ...] = ("127.0.0.1", "localhost", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ".svc", ".cluster.local")
+    http: Optional[ProxyUrl] = None
+    """Proxy for http:// URLs, with its scheme: http://proxy.lab.local:3128."""
+    https: Optional[ProxyUrl] = None
+    """Proxy for https:// URLs, with its scheme (usually http://, the CONNECT proxy)."""
+    no_proxy: tuple[NoProxyItem, ...] = ("127.0.0.1", "localhost", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ".svc", ".cluster.local")
 
 
 class RegistryMirror(Model):
-    registry: str
+    registry: RegistryHost
     """Upstream registry host, e.g. docker.io, nvcr.io, registry.k8s.io."""
-    endpoint: str
+    endpoint: HttpUrl
     """Mirror URL, e.g. https://harbor.lab.local/v2/nvcr."""
 
 
 class Guest(Model):
     os: GuestOs
-    ssh_user: str = "ubuntu"
+    ssh_user: SshUser = "ubuntu"
+    """User cloud-init creates and gpu-stack connects as (passwordless sudo); a useradd name such as ubuntu."""
     ssh_public_key: str = Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) ")
     """Authorized for ssh_user via cloud-init; its private half is the secret gpu-stack:sshPrivateKey."""
     min_root_free_gib: int = Field(default=50, ge=1)
@@ -210,7 +237,7 @@ class Guest(Model):
     container_runtime: ContainerRuntime = ContainerRuntime()
     proxy: Optional[Proxy] = None
     registry_mirrors: tuple[RegistryMirror, ...] = ()
-    registry_username: Optional[str] = None
+    registry_username: Optional[Word] = None
     """User for the private registry; its password is the secret gpu-stack:registryPassword."""
     selinux: Literal["enforcing", "permissive"] = "permissive"
     disable_firewalld: bool = True
@@ -220,8 +247,8 @@ class Guest(Model):
 
 
 class Taint(Model):
-    key: str
-    value: str = ""
+    key: QualifiedName
+    value: LabelValue = ""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
 
@@ -236,12 +263,15 @@ class Kubernetes(Model):
     mode: Literal["init", "join", "existing"] = "init"
     """init: the first VM runs kubeadm init, the rest join it. join: all VMs join `join`. existing: nodes are already members; gpu-stack:kubeconfig is required."""
     join: Optional[JoinTarget] = None
-    pod_cidr: str = "10.244.0.0/16"
+    pod_cidr: Cidr = "10.244.0.0/16"
+    """Pod network (kubeadm init --pod-network-cidr); must not overlap serviceCidr or the VMs' network."""
+    service_cidr: Cidr = "10.96.0.0/12"
+    """Service network (kubeadm init --service-cidr, kubeadm's default); must not overlap podCidr or the VMs' network."""
     bootstrap_token_rotation: int = Field(default=0, ge=0)
     """Mode init: bump to derive a new bootstrap token for joining nodes (docs/OPERATIONS.md, rotating the join token)."""
-    package_repository: Optional[str] = None
+    package_repository: Optional[HttpUrl] = None
     """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>."""
-    node_labels: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    node_labels: dict[QualifiedName, LabelValue] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     node_taints: tuple[Taint, ...] = (Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule"),)
 
 
@@ -286,10 +316,11 @@ class Monitoring(Model):
     chart_version: Version3 = "88.5.3"
     retention: str = Field(default="15d", pattern=r"^\d+[smhdwy]$")
     storage_gib: int = Field(default=50, ge=1)
-    storage_class: Optional[str] = None
+    storage_class: Optional[DnsSubdomain] = None
+    """StorageClass of Prometheus' volume. Unset: the cluster default."""
     service_monitor_selector_nil_uses_helm_values: bool = True
     """Chart default: Prometheus selects only monitors labelled `release: <releaseName>` (gpu-stack always sets it). false: select every ServiceMonitor, PodMonitor and PrometheusRule."""
-    dcgm_exporter_image_tag: str = "4.5.3-4.8.2-ubuntu22.04"
+    dcgm_exporter_image_tag: ImageTag = "4.5.3-4.8.2-ubuntu22.04"
     """Standalone dcgm-exporter (device plugin path); the counters file we ship matches 4.5.3-4.8.2."""
 
 
@@ -304,10 +335,11 @@ class GpuQuota(Model):
 class Images(Model):
     registry: Optional[str] = Field(default=None, pattern=r"^[a-z0-9.-]+(:\d+)?$")
     """Pull every add-on image from this registry host instead of upstream (seed 001's Harbor): nvcr.io/nvidia/x becomes <registry>/nvidia/x."""
-    overrides: dict[str, str] = Field(default_factory=dict)
+    overrides: dict[ImageRepository, ImageRepository] = Field(default_factory=dict)
     """Per-image repository overrides, upstream repository -> replacement, e.g. nvcr.io/nvidia/k8s-device-plugin: harbor.lab/k8s/k8s-device-plugin."""
-    smoke_test: str = "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04"
-    pull_secret: Optional[str] = None
+    smoke_test: ImageReference = "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04"
+    """Image of the smoke-test Job, with its tag (or @sha256 digest); registry and overrides apply to its repository."""
+    pull_secret: Optional[DnsSubdomain] = None
     """Name of an existing dockerconfigjson Secret for the private registry, added to every add-on's imagePullSecrets."""
 
 

@@ -28,6 +28,8 @@ class ConfigError(Exception):
 def loc_to_path(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a mapping key (the part before names it)
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:

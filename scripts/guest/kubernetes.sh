@@ -60,7 +60,7 @@ if [ "$GS_K8S_ROLE" = init ]; then
   if [ -s "$GS_ROOT/etc/kubernetes/admin.conf" ]; then
     log "control plane already initialised"
   else
-    kubeadm init --kubernetes-version "v${GS_K8S_VERSION}" --pod-network-cidr "$GS_POD_CIDR" \
+    kubeadm init --kubernetes-version "v${GS_K8S_VERSION}" --pod-network-cidr "$GS_POD_CIDR" --service-cidr "$GS_SERVICE_CIDR" \
       --node-name "$GS_NODE_NAME" --cri-socket "$cri" --token "$token" --token-ttl 0 >/dev/null
     changed "kubeadm init"
   fi

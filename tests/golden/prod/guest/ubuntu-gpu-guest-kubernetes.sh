@@ -13,6 +13,7 @@ export GS_NODE_TAINTS=''
 export GS_PHASE=kubernetes
 export GS_POD_CIDR=10.244.0.0/16
 export GS_RUNTIME=containerd
+export GS_SERVICE_CIDR=10.96.0.0/12
 
 # shellcheck shell=bash
 # gpu-stack guest library, inlined after the rendered export header of every
@@ -189,7 +190,7 @@ if [ "$GS_K8S_ROLE" = init ]; then
   if [ -s "$GS_ROOT/etc/kubernetes/admin.conf" ]; then
     log "control plane already initialised"
   else
-    kubeadm init --kubernetes-version "v${GS_K8S_VERSION}" --pod-network-cidr "$GS_POD_CIDR" \
+    kubeadm init --kubernetes-version "v${GS_K8S_VERSION}" --pod-network-cidr "$GS_POD_CIDR" --service-cidr "$GS_SERVICE_CIDR" \
       --node-name "$GS_NODE_NAME" --cri-socket "$cri" --token "$token" --token-ttl 0 >/dev/null
     changed "kubeadm init"
   fi
