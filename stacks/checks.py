@@ -79,7 +79,7 @@ def check_stack(cfg: StackConfig, secrets: set[str], stack: str | None = None) -
         hi = host_index[host_name]
         host = cfg.hosts[hi]
         issues += _check_devices(host, vms)
-        issues += _check_capacity(host, vms)
+        issues += _check_capacity(hi, host, vms)
         placed, placement_issues = place_host(hi, host, vms)
         issues += placement_issues
         placements.update(placed)
@@ -232,7 +232,7 @@ def _check_devices(host, vms) -> list[ConfigIssue]:
     return issues
 
 
-def _check_capacity(host, vms) -> list[ConfigIssue]:
+def _check_capacity(hi, host, vms) -> list[ConfigIssue]:
     issues = []
     reserved = set(host.reserved_cpu_ids)
     cpus = sum(1 for n in host.numa_nodes for c in n.cpu_ids if c not in reserved)
@@ -243,9 +243,9 @@ def _check_capacity(host, vms) -> list[ConfigIssue]:
         total_vcpus += vm.vcpus
         total_mem += vm.memory_gib
         if total_vcpus > cpus:
-            issues.append(ConfigIssue(f"vms[{vi}].vcpus", f"VMs on host {host.name} now ask for {total_vcpus} vCPUs; it has {cpus} CPUs after reservedCpus (vCPUs are pinned 1:1, no overcommit)"))
+            issues.append(ConfigIssue(f"vms[{vi}].vcpus", f"VMs on host {host.name} now ask for {total_vcpus} vCPUs; it has {cpus} CPUs (hosts[{hi}].numaNodes[].cpus less hosts[{hi}].reservedCpus; vCPUs are pinned 1:1, no overcommit)"))
         if total_mem > memory:
-            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"VMs on host {host.name} now ask for {total_mem} GiB; it has {memory} GiB after reservedMemoryGib"))
+            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"VMs on host {host.name} now ask for {total_mem} GiB; it has {memory} GiB (hosts[{hi}].numaNodes[].memoryGib less hosts[{hi}].reservedMemoryGib)"))
     return issues
 
 
@@ -256,7 +256,7 @@ def _check_firmware_and_mmio(hi, host, vi, vm) -> list[ConfigIssue]:
     if looks_secure and vm.gpus and not vm.firmware.allow_secure_boot_with_gpus:
         issues.append(ConfigIssue(
             f"hosts[{hi}].firmware.code",
-            f"{host.firmware.code} is a Secure Boot OVMF build and VM {vm.name} has GPUs; seed 000 got a black screen and GPUs that failed to initialise. "
+            f"{host.firmware.code} is a Secure Boot OVMF build{f' (hosts[{hi}].firmware.secureBoot)' if host.firmware.secure_boot else ''} and VM {vm.name} has GPUs; seed 000 got a black screen and GPUs that failed to initialise. "
             f"Use a non-Secure-Boot build such as /usr/share/OVMF/OVMF_CODE_4M.fd, or set vms[{vi}].firmware.allowSecureBootWithGpus: true",
         ))
     needed = required_hole64_gib(vm)
@@ -301,7 +301,7 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
         if k.mode == "init" and not cfg.vms:
             issues.append(ConfigIssue("kubernetes.mode", "mode init needs at least one VM to run the control plane; for a cluster you already have, use mode existing"))
         if g is not None and g.container_runtime.name == "docker" and version_tuple(k.version)[:2] >= (1, 24):
-            issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} has no dockershim (removed in 1.24); use containerd, or Kubernetes <= 1.23 as in seed 001"))
+            issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} (kubernetes.version) has no dockershim (removed in 1.24); use containerd, or Kubernetes <= 1.23 as in seed 001"))
         blocking = [t for t in k.node_taints if t.effect in ("NoSchedule", "NoExecute")]
         if k.mode == "init" and blocking:
             issues.append(ConfigIssue("kubernetes.nodeTaints", f"in mode init every node of the cluster is one of these GPU VMs, so {blocking[0].key}:{blocking[0].effect} on all of them leaves CoreDNS, Prometheus and every pod without the toleration Pending; set nodeTaints: [], or join the VMs to a cluster that has other nodes (mode join)"))
@@ -323,7 +323,7 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
         issues.append(ConfigIssue("addons.devicePlugin.enabled", "the standalone device plugin and the GPU Operator's device plugin would both run and fight over nvidia.com/gpu; disable one (addons.gpuOperator.devicePluginEnabled: false)"))
     if dp.enabled:
         for suffix, message in device_plugin_problems(dp.version, cfg.kubernetes.version, mig=dp.mig_strategy != "none", time_slicing=dp.time_slicing is not None):
-            issues.append(ConfigIssue(f"addons.devicePlugin.{suffix}", message))
+            issues.append(ConfigIssue(f"addons.devicePlugin.{suffix}", f"{message} (kubernetes.version {cfg.kubernetes.version})"))
         if dp.time_slicing is not None and dp.mig_strategy == "mixed":
             issues.append(ConfigIssue("addons.devicePlugin.timeSlicing", "time-slicing with migStrategy mixed is not supported by the device plugin; use single or none"))
     if not dp.enabled and not (op.enabled and op.device_plugin_enabled) and cfg.vms:
@@ -331,7 +331,7 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
     if cfg.kubernetes.mode == "join" and any_addon and "kubeconfig" not in secrets:
         issues.append(ConfigIssue("kubeconfig", "mode join deploys the add-ons into a cluster this stack did not create; set its kubeconfig with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     if a.monitoring.enabled and "grafanaAdminPassword" not in secrets:
-        issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled; set the Grafana admin password with `pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
+        issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled (addons.monitoring.enabled); set the Grafana admin password with `pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
     for qi in _duplicates([q.namespace for q in a.gpu_quotas]):
         issues.append(ConfigIssue(f"addons.gpuQuotas[{qi}].namespace", "namespace listed twice"))
     for qi, q in enumerate(a.gpu_quotas):

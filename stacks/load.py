@@ -97,7 +97,7 @@ def read_stack_file(path: Path) -> dict[str, Any]:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
         problem = " ".join(str(e.problem or e.context or "invalid YAML").split())
-        hint = "; YAML indents with spaces, never tabs" if "\t" in problem else "; the file must be valid YAML"
+        hint = "; YAML indents with spaces, never tabs" if "\t" in problem or "'\\t'" in problem else "; the file must be valid YAML"
         raise fail(f"{where}{problem}{hint}") from None
     except yaml.YAMLError as e:
         raise fail(f"is not valid YAML ({' '.join(str(e).split())})") from None
