@@ -185,7 +185,7 @@ def parse_stack_config(raw: dict[str, Any], secret_names: Iterable[str], stack: 
     secret_names = set(secret_names)
     accepted = {f.alias for f in StackConfig.model_fields.values()} | set(SECRET_KEYS)
     issues = [
-        ConfigIssue(key, f"unknown key; accepted: {', '.join(sorted(accepted))}")
+        ConfigIssue(loc_to_path((key,)), f"unknown key; accepted: {', '.join(sorted(accepted))}")
         for key in sorted(raw)
         if key not in accepted
     ]

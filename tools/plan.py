@@ -74,6 +74,19 @@ def load_stack_file(stack: str, root: Path = ROOT) -> dict[str, Any]:
     return read_stack_file(path)
 
 
+def _as_program_sees_it(values: dict[str, str], secret_keys: list[str]) -> tuple[dict[str, Any], set[str]]:
+    """`gpu-stack:` keys decoded as stacks.load decodes them, and the secret ones."""
+    ours = f"{PREFIX}:"
+    raw = {k.removeprefix(ours): decode_config_value(v) for k, v in values.items() if k.startswith(ours)}
+    return raw, {k.removeprefix(ours) for k in secret_keys if k.startswith(ours)}
+
+
+def check_plan_config(values: dict[str, str], secret_keys: list[str], stack: str | None = None) -> None:
+    """The program's config validation on the plan's engine-form config, without running it; ConfigError if bad."""
+    raw, present = _as_program_sees_it(values, secret_keys)
+    parse_stack_config(raw, present, stack)
+
+
 def plan_config(stack_config: dict[str, Any], stack: str | None = None) -> tuple[dict[str, str], list[str]]:
     """Engine-form config with placeholders for `secure:` values and for required secrets that are absent.
 
@@ -81,9 +94,7 @@ def plan_config(stack_config: dict[str, Any], stack: str | None = None) -> tuple
     (stacks.load.plaintext_secret_issues), never replaced by a placeholder.
     """
     values, secret_keys = mockrun.config_values(stack_config, lambda key: f"plan-placeholder-{key.split(':', 1)[1]}")
-    ours = f"{PREFIX}:"
-    raw = {k.removeprefix(ours): decode_config_value(v) for k, v in values.items() if k.startswith(ours)}
-    present = {k.removeprefix(ours) for k in secret_keys if k.startswith(ours)}
+    raw, present = _as_program_sees_it(values, secret_keys)
     plain_text = plaintext_secret_issues(raw, lambda key: key in present)
     if plain_text:
         raise ConfigError(plain_text)
@@ -199,6 +210,7 @@ def summary(stack: str, result: mockrun.RunResult) -> str:
 
 def write_plan(stack: str, out_root: Path, root: Path = ROOT) -> tuple[Path, str]:
     values, secret_keys = plan_config(load_stack_file(stack, root), stack)
+    check_plan_config(values, secret_keys, stack)  # the program checks the same again; this fails before any mock run
     result = mockrun.run(values, secret_keys, stack=stack, preview=True)
     out = out_root / stack
     if out.exists():
