@@ -229,7 +229,7 @@ class Guest(Model):
     os: GuestOs
     ssh_user: SshUser = "ubuntu"
     """User cloud-init creates and gpu-stack connects as (passwordless sudo); a useradd name such as ubuntu."""
-    ssh_public_key: str = Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) ")
+    ssh_public_key: str = Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$")
     """Authorized for ssh_user via cloud-init; its private half is the secret gpu-stack:sshPrivateKey."""
     min_root_free_gib: int = Field(default=50, ge=1)
     """Driver and CUDA installers fill the root filesystem (seed 001)."""

@@ -47,6 +47,9 @@ def decode_config_value(value: Any) -> Any:
         return value
 
 
+STACK_FILE_KEYS = ("config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment")
+"""Top-level keys of a Pulumi.<stack>.yaml (Pulumi's ProjectStack)."""
+
 FILE_KEY = "(file)"
 """Key of problems with the stack file itself (not UTF-8, not YAML, not a mapping)."""
 
@@ -107,6 +110,9 @@ def read_stack_file(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(doc, dict):
         raise fail(f"holds a {_type_name(doc)}, not a mapping; a stack file is a mapping with a `config:` key holding gpu-stack:<key>: <value> entries")
+    unknown = sorted(str(k) for k in doc if k not in STACK_FILE_KEYS)
+    if unknown:
+        raise fail(f"unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; a stack file has {', '.join(STACK_FILE_KEYS)}")
     config = doc.get("config")
     if config is None:
         return {}

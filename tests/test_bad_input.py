@@ -148,6 +148,7 @@ ROWS: tuple[Row, ...] = (
     Row("guest.sshUser", "   ", why="useradd"),
     Row("guest.sshUser", "ops admin", why="useradd"),
     Row("guest.sshPublicKey", "AAAAC3NzaC1lZDI1NTE5", why="should match pattern"),
+    Row("guest.sshPublicKey", "ssh-ed25519 AAAAC3Nza ops\nssh-rsa AAAAB3Nza other", why="should match pattern"),
     Row("guest.minRootFreeGib", 0, why="greater than or equal to 1"),
     Row("guest.minRootFreeGib", 500, key="vms[0].diskGib", why="guest.minRootFreeGib (500 GiB)"),
     Row("guest.nvidia", {}, key="guest.nvidia.driverVersion", why="required"),
@@ -447,6 +448,7 @@ MALFORMED = {
     "hosts-a-string": ("config:\n  gpu-stack:hosts: lab-gpu-1\n  gpu-stack:vms: []\n", "hosts", "valid tuple"),
     "date-value": ("config:\n  gpu-stack:production: 2024-01-01\n", "production", "valid boolean"),
     "int-key": ("config:\n  1: true\n", "1", "unknown key"),
+    "top-level-typo": ("confg:\n  gpu-stack:production: false\n", "(file)", "unknown top-level key 'confg'"),
     "binary": ("config:\n  gpu-stack:production: !!binary aGVsbG8=\n", "production", "valid boolean"),
 }
 
