@@ -123,7 +123,8 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
             binders.setdefault(c.host_node, []).append(f"vms[{index_of[name]}].memoryGib")
     for node, mib in sorted(used.items()):
         if node in node_by_id and mib > node_by_id[node].memory_gib * 1024:
-            issues.append(ConfigIssue(f"hosts[{host_index}].numaNodes", f"VMs bind {mib // 1024} GiB to host {host.name} NUMA node {node}, which has {node_by_id[node].memory_gib} GiB ({', '.join(sorted(set(binders[node])))})"))
+            ni = next(i for i, n in enumerate(host.numa_nodes) if n.id == node)
+            issues.append(ConfigIssue(f"hosts[{host_index}].numaNodes", f"VMs bind {mib // 1024} GiB to host {host.name} NUMA node {node}, which has {node_by_id[node].memory_gib} GiB (hosts[{host_index}].numaNodes[{ni}].memoryGib; {', '.join(sorted(set(binders[node])))})"))
     return placements, issues
 
 

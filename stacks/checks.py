@@ -228,7 +228,7 @@ def _check_devices(host, vms) -> list[ConfigIssue]:
                 elif dev.numa_node is not None and dev.numa_node not in node_ids:
                     issues.append(ConfigIssue(f"{key}.numaNode", f"host {host.name} has no NUMA node {dev.numa_node}; it has {sorted(node_ids)}"))
         if vm.nvswitches and not vm.gpus:
-            issues.append(ConfigIssue(f"vms[{vi}].nvswitches", "NVSwitches without GPUs do nothing; pass them through with the GPUs they connect"))
+            issues.append(ConfigIssue(f"vms[{vi}].nvswitches", f"NVSwitches without GPUs (vms[{vi}].gpus is empty) do nothing; pass them through with the GPUs they connect"))
     return issues
 
 
@@ -286,7 +286,7 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
         if g.os.version not in allowed:
             issues.append(ConfigIssue("guest.os.version", f"{g.os.family} {g.os.version} is not supported; accepted: {', '.join(allowed)}"))
         if g.nvidia.install_method == "runfile" and not g.nvidia.runfile_url:
-            issues.append(ConfigIssue("guest.nvidia.runfileUrl", "installMethod runfile needs the URL (or mirror path) of NVIDIA-Linux-x86_64-<version>.run"))
+            issues.append(ConfigIssue("guest.nvidia.runfileUrl", "guest.nvidia.installMethod runfile needs the URL (or mirror path) of NVIDIA-Linux-x86_64-<version>.run"))
         if g.registry_username and "registryPassword" not in secrets:
             issues.append(ConfigIssue("registryPassword", "guest.registryUsername is set; set the password with `pulumi config set --secret gpu-stack:registryPassword`"))
     k = cfg.kubernetes
@@ -306,7 +306,7 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
         if k.mode == "init" and blocking:
             issues.append(ConfigIssue("kubernetes.nodeTaints", f"in mode init every node of the cluster is one of these GPU VMs, so {blocking[0].key}:{blocking[0].effect} on all of them leaves CoreDNS, Prometheus and every pod without the toleration Pending; set nodeTaints: [], or join the VMs to a cluster that has other nodes (mode join)"))
         if k.mode == "existing" and "kubeconfig" not in secrets:
-            issues.append(ConfigIssue("kubeconfig", "mode existing needs the cluster's kubeconfig; set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
+            issues.append(ConfigIssue("kubeconfig", "kubernetes.mode existing needs the cluster's kubeconfig; set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     return issues
 
 
@@ -320,14 +320,14 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
             issues.append(ConfigIssue("kubernetes", "GPU add-ons are enabled but there is no kubernetes block (version, mode)"))
         return issues
     if dp.enabled and op.enabled and op.device_plugin_enabled:
-        issues.append(ConfigIssue("addons.devicePlugin.enabled", "the standalone device plugin and the GPU Operator's device plugin would both run and fight over nvidia.com/gpu; disable one (addons.gpuOperator.devicePluginEnabled: false)"))
+        issues.append(ConfigIssue("addons.devicePlugin.enabled", "the standalone device plugin and the GPU Operator's device plugin (addons.gpuOperator.enabled) would both run and fight over nvidia.com/gpu; disable one (addons.gpuOperator.devicePluginEnabled: false)"))
     if dp.enabled:
         for suffix, message in device_plugin_problems(dp.version, cfg.kubernetes.version, mig=dp.mig_strategy != "none", time_slicing=dp.time_slicing is not None):
             issues.append(ConfigIssue(f"addons.devicePlugin.{suffix}", f"{message} (kubernetes.version {cfg.kubernetes.version})"))
         if dp.time_slicing is not None and dp.mig_strategy == "mixed":
-            issues.append(ConfigIssue("addons.devicePlugin.timeSlicing", "time-slicing with migStrategy mixed is not supported by the device plugin; use single or none"))
+            issues.append(ConfigIssue("addons.devicePlugin.timeSlicing", "time-slicing with addons.devicePlugin.migStrategy mixed is not supported by the device plugin; use single or none"))
     if not dp.enabled and not (op.enabled and op.device_plugin_enabled) and cfg.vms:
-        issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; enable addons.devicePlugin or addons.gpuOperator"))
+        issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; set addons.devicePlugin.enabled, or addons.gpuOperator.enabled with addons.gpuOperator.devicePluginEnabled"))
     if cfg.kubernetes.mode == "join" and any_addon and "kubeconfig" not in secrets:
         issues.append(ConfigIssue("kubeconfig", "mode join deploys the add-ons into a cluster this stack did not create; set its kubeconfig with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     if a.monitoring.enabled and "grafanaAdminPassword" not in secrets:

@@ -471,3 +471,10 @@ def test_a_missing_stack_file_lists_the_stacks(tmp_path, capsys):
     _write_stack(tmp_path, {"config": {}}, "other")
     rc, err = _plan(tmp_path, capsys, "nope")
     assert rc == 1 and err.startswith("gpu-stack:(file): no stack file Pulumi.nope.yaml; stacks here: other")
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if not r.expected.startswith(r.path)], ids=lambda r: r.id)
+def test_an_error_at_another_key_names_the_mutated_one_too(row):
+    """Reported at a related key (physAddrBits at vms[0].memoryGib): the message names both."""
+    messages = [i.message for i in issues_of(mutated(row)) if i.path == row.expected]
+    assert any(row.path in m for m in messages), f"{row.path} not named in {messages}"
