@@ -48,7 +48,7 @@ def decode_config_value(value: Any) -> Any:
 
 
 STACK_FILE_KEYS = ("config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment")
-"""Top-level keys of a Pulumi.<stack>.yaml (Pulumi's ProjectStack)."""
+"""Top-level keys of a Pulumi.<stack>.yaml (Pulumi's ProjectStack); others are named when `config:` is missing."""
 
 FILE_KEY = "(file)"
 """Key of problems with the stack file itself (not UTF-8, not YAML, not a mapping)."""
@@ -111,7 +111,8 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise fail(f"holds a {_type_name(doc)}, not a mapping; a stack file is a mapping with a `config:` key holding gpu-stack:<key>: <value> entries")
     unknown = sorted(str(k) for k in doc if k not in STACK_FILE_KEYS)
-    if unknown:
+    if unknown and not doc.get("config"):
+        # Pulumi ignores unknown top-level keys; without config the stack is refused anyway, so say why
         raise fail(f"unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; a stack file has {', '.join(STACK_FILE_KEYS)}")
     config = doc.get("config")
     if config is None:

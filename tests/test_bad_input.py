@@ -448,7 +448,7 @@ MALFORMED = {
     "hosts-a-string": ("config:\n  gpu-stack:hosts: lab-gpu-1\n  gpu-stack:vms: []\n", "hosts", "valid tuple"),
     "date-value": ("config:\n  gpu-stack:production: 2024-01-01\n", "production", "valid boolean"),
     "int-key": ("config:\n  1: true\n", "1", "unknown key"),
-    "top-level-typo": ("confg:\n  gpu-stack:production: false\n", "(file)", "unknown top-level key 'confg'"),
+    "top-level-typo": ("confg:\n  gpu-stack:production: false\n", "(file)", "unknown top-level key 'confg'; a stack file has config"),
     "binary": ("config:\n  gpu-stack:production: !!binary aGVsbG8=\n", "production", "valid boolean"),
 }
 
