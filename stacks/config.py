@@ -86,7 +86,7 @@ class BaseImage(Model):
 
 class Host(Model):
     name: Name
-    libvirt_uri: str = Field(pattern=r"^qemu(\+[a-z]+)?://")
+    libvirt_uri: str = Field(pattern=r"^qemu(\+[a-z]+)?://\S*$")
     """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system."""
     numa_nodes: tuple[NumaNode, ...] = Field(min_length=1)
     """The host's NUMA topology: `lscpu` / `numactl -H`."""

@@ -66,6 +66,7 @@ ROWS: tuple[Row, ...] = (
     Row("hosts", "lab-gpu-1", why="valid tuple"),
     Row("hosts[0].name", "Lab_GPU", why="lower-case letters"),
     Row("hosts[0].libvirtUri", "ssh://root@lab-gpu-1/system", why="qemu"),
+    Row("hosts[0].libvirtUri", "qemu+ssh://root@lab gpu/system", why="should match pattern"),
     Row("hosts[0].numaNodes", [], why="at least 1"),
     Row("hosts[0].numaNodes[0].id", -1, why="greater than or equal to 0"),
     Row("hosts[0].numaNodes[1].id", 0, key="hosts[0].numaNodes[1].id", why="declared twice"),
