@@ -139,7 +139,12 @@ def _check_network(cfg: StackConfig, stack: str | None) -> list[ConfigIssue]:
     macs: dict[str, str] = {}
     derived: dict[str, str] = {}
     if stack is not None:
-        derived = {derived_mac(stack, vm.name): f"vms[{vi}] ({vm.name})" for vi, vm in enumerate(cfg.vms) if vm.network.mac is None}
+        for vi, vm in enumerate(cfg.vms):
+            if vm.network.mac is None:
+                mac = derived_mac(stack, vm.name)
+                if mac in derived:
+                    issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"the MAC derived for this VM, {mac}, is also derived for {derived[mac]} (a hash collision); set a fixed vms[{vi}].network.mac"))
+                derived.setdefault(mac, f"vms[{vi}] ({vm.name})")
     addresses: dict[str, str] = {}
     for vi, vm in enumerate(cfg.vms):
         mac = vm.network.mac

@@ -352,6 +352,17 @@ def test_the_dev_stack_itself_is_accepted():
     parse_stack_config(stack_file("dev"), SECRETS, "dev")
 
 
+def test_two_derived_macs_that_collide_are_refused():
+    """gpu-1011 and gpu-5617 hash to the same 52:54:00:bb:6e:be in stack dev (24 bits of SHA-256)."""
+    assert derived_mac("dev", "gpu-1011") == derived_mac("dev", "gpu-5617")
+    raw = stack_file("dev")
+    raw["vms"][0]["name"] = "gpu-1011"
+    raw["vms"].append(dict(SECOND_VM, name="gpu-5617"))
+    (issue,) = issues_of(raw)
+    assert issue.path == "vms[1].network.mac" and "hash collision" in issue.message and "vms[0] (gpu-1011)" in issue.message
+    parse_stack_config(raw, SECRETS, "prod")  # another stack derives other MACs
+
+
 # --- the PCIe topology: at the limit, and one past it -------------------------
 
 
