@@ -142,7 +142,7 @@ def _check_network(cfg: StackConfig, stack: str | None) -> list[ConfigIssue]:
         for vi, vm in enumerate(cfg.vms):
             if vm.network.mac is None:
                 mac = derived_mac(stack, vm.name)
-                if mac in derived:
+                if mac in derived and not derived[mac].endswith(f"({vm.name})"):  # a repeated name is reported at vms[].name
                     issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"the MAC derived for this VM, {mac}, is also derived for {derived[mac]} (a hash collision); set a fixed vms[{vi}].network.mac"))
                 derived.setdefault(mac, f"vms[{vi}] ({vm.name})")
     addresses: dict[str, str] = {}
