@@ -56,6 +56,46 @@ FIRST_CONTROLLER_INDEX = 0x40
 FIRST_EXPANDER_BUS = 0x80
 EXPANDER_BUS_SPACING = 0x20
 
+# Limits of the PCIe topology above. q35 has one PCI segment, so bus numbers
+# are 0-255; a slot is 0x00-0x1f; a controller's index is the `bus` of the
+# addresses behind it, so it is at most 0xff too.
+MAX_BUS = 0xFF
+MAX_SLOT = 0x1F
+# With exposeGpuAffinity: expander n takes bus FIRST_EXPANDER_BUS + n * spacing
+# and its root ports the bus numbers after it, one each (a port holds one
+# device, its functions included), up to the next expander's. Booted under
+# TCG at 4 x 31: OVMF numbers the ports' buses 129-159, ..., 225-255.
+MAX_EXPANDERS = (MAX_BUS + 1 - FIRST_EXPANDER_BUS) // EXPANDER_BUS_SPACING  # 4
+MAX_PORTS_PER_EXPANDER = min(EXPANDER_BUS_SPACING - 1, MAX_SLOT + 1)  # 31
+# The largest controller index is then FIRST_CONTROLLER_INDEX + 4 + 4 * 31 - 1 = 0xbf.
+assert FIRST_CONTROLLER_INDEX + MAX_EXPANDERS * (1 + MAX_PORTS_PER_EXPANDER) - 1 <= MAX_BUS
+# Without it libvirt adds one pcie-root-port per hostdev, eight per pcie-root
+# slot, in slots 0x02-0x1e (0x00 host bridge, 0x01 video, 0x1f ICH9 LPC/SATA).
+# The provider's root disk, NIC, RNG, USB and virtio-serial controllers take
+# five of those ports and libvirt keeps one free for hotplug; past that
+# `virsh define` fails with "a PCI slot is needed to connect a PCI controller".
+ROOT_PORTS_ON_PCIE_ROOT = (0x1E - 0x02 + 1) * 8  # 232
+PROVIDER_ROOT_PORTS = 6
+MAX_ROOT_HOSTDEVS = ROOT_PORTS_ON_PCIE_ROOT - PROVIDER_ROOT_PORTS  # 226
+
+
+def pcie_problems(devices_per_cell: dict[int, int] | None, hostdevs: int) -> list[str]:
+    """Why this VM's devices do not fit the topology; devices_per_cell (guest cell -> devices) is None without exposeGpuAffinity."""
+    if devices_per_cell is None:
+        if hostdevs > MAX_ROOT_HOSTDEVS:
+            return [f"{hostdevs} PCI functions to pass through exceed what pcie-root holds: at most {MAX_ROOT_HOSTDEVS} "
+                    f"(one pcie-root-port each, {ROOT_PORTS_ON_PCIE_ROOT} ports in slots 0x02-0x1e less {PROVIDER_ROOT_PORTS} for the VM's own devices)"]
+        return []
+    problems = []
+    if len(devices_per_cell) > MAX_EXPANDERS:
+        problems.append(f"exposeGpuAffinity puts the devices of {len(devices_per_cell)} guest NUMA cells behind one pcie-expander-bus each; "
+                        f"at most {MAX_EXPANDERS} fit (bus numbers 0x{FIRST_EXPANDER_BUS:02x}-0x{MAX_BUS:02x}, 0x{EXPANDER_BUS_SPACING:02x} per expander)")
+    for cell, count in sorted(devices_per_cell.items()):
+        if count > MAX_PORTS_PER_EXPANDER:
+            problems.append(f"{count} devices on guest NUMA cell {cell} exceed what one pcie-expander-bus holds with exposeGpuAffinity: "
+                            f"at most {MAX_PORTS_PER_EXPANDER} (one root port and bus number each, below the next expander's bus)")
+    return problems
+
 
 def _expanders(spec: DomainSpec) -> tuple[str, dict[str, str]]:
     """Controller XML, and the guest address of every hostdev placed behind an expander."""

@@ -13,6 +13,7 @@ dependents.
 from __future__ import annotations
 
 import hashlib
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,19 @@ def triggers(phase: str, scripts: dict[str, str]) -> list[str]:
     return [f"{phase}:{digest(scripts[phase])}", *(f"{d}:{digest(scripts[d])}" for d in deps)]
 
 
+# What the root filesystem holds before the driver: the cloud image's OS plus
+# what cloud-init installs (about 3 GiB on Ubuntu and EL 9 cloud images), and
+# the /boot and EFI partitions. ext4 also keeps 5% of the blocks for root,
+# which `df` does not count as available.
+GUEST_OS_GIB = 4
+FS_RESERVED_FRACTION = 0.05
+
+
+def min_disk_gib(min_root_free_gib: int) -> int:
+    """Smallest root disk on which preflight.sh finds GS_MIN_ROOT_FREE_GIB free on /."""
+    return math.ceil((min_root_free_gib + GUEST_OS_GIB) / (1 - FS_RESERVED_FRACTION))
+
+
 def _proxy(guest: Guest) -> dict[str, str]:
     p = guest.proxy
     return {
@@ -136,6 +150,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
         minor = ".".join(kubernetes.version.split(".")[:2])
         params = {
             "GS_K8S_VERSION": kubernetes.version, "GS_K8S_ROLE": role, "GS_POD_CIDR": kubernetes.pod_cidr,
+            "GS_SERVICE_CIDR": kubernetes.service_cidr,
             "GS_NODE_NAME": vm.name, "GS_RUNTIME": rt.name,
             "GS_K8S_REPO": kubernetes.package_repository or f"https://pkgs.k8s.io/core:/stable:/v{minor}",
             "GS_NODE_LABELS": " ".join(f"{k}={v}" for k, v in sorted(kubernetes.node_labels.items())),

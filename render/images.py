@@ -8,6 +8,7 @@ moves them all.
 from __future__ import annotations
 
 from stacks.config import Images
+from stacks.types import split_image
 
 
 def repository(images: Images, upstream: str) -> str:
@@ -24,6 +25,12 @@ def repository(images: Images, upstream: str) -> str:
 
 def image(images: Images, upstream: str, tag: str) -> str:
     return f"{repository(images, upstream)}:{tag}"
+
+
+def image_reference(images: Images, reference: str) -> str:
+    """A full reference (repository:tag, repository@digest) with the registry and overrides applied."""
+    repo, suffix = split_image(reference)
+    return f"{repository(images, repo)}{suffix}"
 
 
 def split_repository(repo: str) -> tuple[str, str]:

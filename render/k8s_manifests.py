@@ -13,7 +13,7 @@ import yaml
 
 from render.helm_values import (DCGM_COUNTERS_CONFIGMAP, GPU_NODE_SELECTOR, GPU_TOLERATION, LOCAL_PATH_CLASS, LOCAL_PATH_VERSION,
                                 NODE_RELABELING, device_plugin_config)
-from render.images import image
+from render.images import image, image_reference
 from stacks.config import Addons, GpuQuota
 
 COUNTERS_FILE = Path(__file__).with_name("dcgm-counters.csv")
@@ -183,7 +183,7 @@ def smoke_test_job(addons: Addons, runtime_class_name: str | None, resource: str
         "restartPolicy": "Never",
         "nodeSelector": dict(GPU_NODE_SELECTOR),
         "tolerations": [dict(GPU_TOLERATION)],
-        "containers": [{"name": "nvidia-smi", "image": image(addons.images, *addons.images.smoke_test.rsplit(":", 1)),
+        "containers": [{"name": "nvidia-smi", "image": image_reference(addons.images, addons.images.smoke_test),
                         "command": ["nvidia-smi"], "resources": {"limits": {resource: "1"}}}],
         **_pull_secrets(addons),
     }

@@ -39,7 +39,9 @@ class Placement:
 def _spanned_nodes(host: Host, vm: Vm) -> tuple[int, ...]:
     if vm.numa.host_nodes:
         return tuple(sorted(set(vm.numa.host_nodes)))
-    nodes = {d.numa_node for d in (*vm.gpus, *vm.nvswitches) if d.numa_node is not None}
+    # a device on a node the host lacks is reported at its numaNode (stacks/checks.py), not here again
+    known = {n.id for n in host.numa_nodes}
+    nodes = {d.numa_node for d in (*vm.gpus, *vm.nvswitches) if d.numa_node is not None and d.numa_node in known}
     if nodes:
         return tuple(sorted(nodes))
     return (host.numa_nodes[0].id,)
@@ -115,7 +117,7 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
         next_vcpu = 0
         for guest_id, (node, vcpus, gib, pins, cell_key) in enumerate(wanted):
             if node not in node_by_id:
-                issues.append(ConfigIssue(cell_key if vm.numa.cells else f"{key}.numa", f"host {host.name} has no NUMA node {node}; it has {sorted(node_by_id)}"))
+                issues.append(ConfigIssue(f"{cell_key}.hostNode" if vm.numa.cells else f"{key}.numa.hostNodes", f"host {host.name} has no NUMA node {node}; it has {sorted(node_by_id)}"))
                 continue
             if pins is not None:
                 outside = [c for c in pins if c not in node_by_id[node].cpu_ids]
@@ -162,12 +164,16 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
 
     # memory per node, when every VM is bound to its nodes
     used: dict[int, int] = {}
-    for p in placements.values():
+    binders: dict[int, list[str]] = {}
+    index_of = {vm.name: index for index, vm in vms}
+    for name, p in placements.items():
         for c in p.cells:
             used[c.host_node] = used.get(c.host_node, 0) + c.memory_mib
+            binders.setdefault(c.host_node, []).append(f"vms[{index_of[name]}].memoryGib")
     for node, mib in sorted(used.items()):
         if node in node_by_id and mib > node_by_id[node].memory_gib * 1024:
-            issues.append(ConfigIssue(f"hosts[{host_index}].numaNodes", f"VMs bind {mib // 1024} GiB to host {host.name} NUMA node {node}, which has {node_by_id[node].memory_gib} GiB"))
+            ni = next(i for i, n in enumerate(host.numa_nodes) if n.id == node)
+            issues.append(ConfigIssue(f"hosts[{host_index}].numaNodes", f"VMs bind {mib // 1024} GiB to host {host.name} NUMA node {node}, which has {node_by_id[node].memory_gib} GiB (hosts[{host_index}].numaNodes[{ni}].memoryGib; {', '.join(sorted(set(binders[node])))})"))
     return placements, issues
 
 

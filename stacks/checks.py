@@ -6,18 +6,21 @@ kubeadm or Helm would only reject halfway through `pulumi up`.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 
 from render.helm_values import CALICO_UPSTREAM
-from render.identity import in_vmware_static_range
+from render.identity import derived_mac, in_vmware_static_range
 from render.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
 from render.hypervisor import domain_elements, version_problems
+from render.domain_xslt import pcie_problems
+from render.guest_scripts import min_disk_gib
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, place_host
 from stacks.compat import device_plugin_problems
 from stacks.config import Host, StackConfig, VmVsphere
 from stacks.errors import ConfigIssue
-from stacks.types import version_tuple
+from stacks.types import format_cpu_list, version_tuple
 
 SECURE_BOOT_MARKERS = ("secboot", ".ms.", "snakeoil", "secure")
 
@@ -32,9 +35,35 @@ def _duplicates(names: list[str]) -> list[int]:
     return dup
 
 
-def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue], dict[str, Placement]]:
-    """All cross-field problems, and the NUMA placement of every VM when there are none."""
+LIBVIRT_DEFAULT_NETWORK = ipaddress.ip_network("192.168.122.0/24")
+"""What libvirt's stock `default` network hands out, assumed for a VM on it without an address."""
+
+# kubelet --node-labels may only use these in the kubernetes.io / k8s.io namespaces
+# (k8s.io/kubernetes/pkg/kubelet/apis/well_known_labels.go, KEP-0000 NodeRestriction).
+KUBELET_LABEL_NAMESPACES = ("kubelet.kubernetes.io", "node.kubernetes.io")
+KUBELET_LABELS = (
+    "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os",
+    "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+    "beta.kubernetes.io/arch", "beta.kubernetes.io/os",
+    "failure-domain.beta.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/region",
+    "topology.kubernetes.io/zone", "topology.kubernetes.io/region",
+)
+
+
+def check_stack(cfg: StackConfig, secrets: set[str], stack: str | None = None) -> tuple[list[ConfigIssue], dict[str, Placement]]:
+    """All cross-field problems, and the NUMA placement of every VM when there are none.
+
+    `stack` (the Pulumi stack name) lets a fixed MAC be compared with the MACs
+    derived for the other VMs; without it only fixed MACs are compared.
+    """
     issues: list[ConfigIssue] = []
+    if not cfg.vms and cfg.kubernetes is None:
+        issues.append(ConfigIssue("vms", (
+            "the stack declares nothing to build: a stack needs hosts and vms (GPU VMs on hypervisors), "
+            "or a kubernetes block with mode existing (the GPU add-ons for a cluster you already have)"
+        )))
+    issues += _check_hosts(cfg)
+    issues += _check_network(cfg, stack)
     for i in _duplicates([h.name for h in cfg.hosts]):
         issues.append(ConfigIssue(f"hosts[{i}].name", f"host name {cfg.hosts[i].name!r} is used twice; names must be unique"))
     for i in _duplicates([v.name for v in cfg.vms]):
@@ -54,21 +83,144 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
         hi = host_index[host_name]
         host = cfg.hosts[hi]
         issues += _check_devices(host, vms)
-        issues += _check_capacity(host, vms)
+        issues += _check_capacity(hi, host, vms)
         placed, placement_issues = place_host(hi, host, vms)
         issues += placement_issues
         placements.update(placed)
         for vi, vm in vms:
+            cells_of = None
             if vm.numa.expose_gpu_affinity and vm.name in placed and not placement_issues:
-                issues += device_cells(vi, vm, placed[vm.name])[1]
+                cells_of, cell_issues = device_cells(vi, vm, placed[vm.name])
+                issues += cell_issues
+            if vm.numa.expose_gpu_affinity and cells_of is None:
+                continue
+            per_cell = None
+            if cells_of is not None:
+                per_cell = defaultdict(int)
+                for cell in cells_of.values():
+                    per_cell[cell] += 1
+            for message in pcie_problems(dict(per_cell) if per_cell is not None else None, len(vm.gpus) + len(vm.nvswitches)):
+                issues.append(ConfigIssue(f"vms[{vi}].gpus", f"{message} (vms[{vi}].gpus and vms[{vi}].nvswitches)"))
         for vi, vm in vms:
             issues += _check_firmware_and_mmio(hi, host, vi, vm)
         issues += _check_hypervisor_versions(hi, host, vms)
 
+    issues += _check_disks(cfg)
     issues += _check_guest_and_cluster(cfg, secrets)
     issues += _check_kernel_modules(cfg)
+    issues += _check_cidrs(cfg)
+    issues += _check_labels(cfg)
     issues += _check_addons(cfg, secrets)
     return issues, placements
+
+
+def _check_hosts(cfg: StackConfig) -> list[ConfigIssue]:
+    issues = []
+    for hi, host in enumerate(cfg.hosts):
+        owner: dict[int, int] = {}
+        for ni, node in enumerate(host.numa_nodes):
+            key = f"hosts[{hi}].numaNodes[{ni}]"
+            if node.id in [n.id for n in host.numa_nodes[:ni]]:
+                issues.append(ConfigIssue(f"{key}.id", f"NUMA node id {node.id} is declared twice on host {host.name}; ids must be unique"))
+            shared = sorted(c for c in node.cpu_ids if c in owner)
+            if shared:
+                others = sorted({owner[c] for c in shared})
+                issues.append(ConfigIssue(f"{key}.cpus", (
+                    f"CPUs {format_cpu_list(shared)} are also in hosts[{hi}].numaNodes[{', '.join(map(str, others))}].cpus; "
+                    "a CPU belongs to exactly one NUMA node (/sys/devices/system/node/nodeN/cpulist)"
+                )))
+            for c in node.cpu_ids:
+                owner.setdefault(c, ni)
+        unknown = [c for c in host.reserved_cpu_ids if c not in owner]
+        if unknown:
+            issues.append(ConfigIssue(f"hosts[{hi}].reservedCpus", (
+                f"CPUs {format_cpu_list(unknown)} are on none of host {host.name}'s NUMA nodes "
+                f"(its CPUs: {format_cpu_list(list(owner))}, hosts[{hi}].numaNodes[].cpus); reserve CPUs the host has"
+            )))
+    return issues
+
+
+def _check_network(cfg: StackConfig, stack: str | None) -> list[ConfigIssue]:
+    issues = []
+    macs: dict[str, str] = {}
+    derived: dict[str, str] = {}
+    if stack is not None:
+        for vi, vm in enumerate(cfg.vms):
+            if vm.network.mac is None:
+                mac = derived_mac(stack, vm.name)
+                if mac in derived and not derived[mac].endswith(f"({vm.name})"):  # a repeated name is reported at vms[].name
+                    issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"the MAC derived for this VM, {mac}, is also derived for {derived[mac]} (a hash collision); set a fixed vms[{vi}].network.mac"))
+                derived.setdefault(mac, f"vms[{vi}] ({vm.name})")
+    addresses: dict[str, str] = {}
+    for vi, vm in enumerate(cfg.vms):
+        mac = vm.network.mac
+        if mac is not None:
+            if mac in macs:
+                issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is also the MAC of {macs[mac]} (compared case-insensitively); every VM needs its own, or its DHCP lease and IP move between them"))
+            elif mac in derived:
+                issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is the MAC derived for {derived[mac]}, which sets no vms[].network.mac; pick another MAC"))
+            macs.setdefault(mac, f"vms[{vi}] ({vm.name})")
+        address = vm.network.address
+        if address is not None:
+            if address in addresses:
+                issues.append(ConfigIssue(f"vms[{vi}].network.address", f"{address} is also the address of {addresses[address]}; each VM needs its own"))
+            addresses.setdefault(address, f"vms[{vi}] ({vm.name})")
+    return issues
+
+
+def _check_cidrs(cfg: StackConfig) -> list[ConfigIssue]:
+    """kubeadm init's pod and service networks must not overlap each other or the nodes' network."""
+    k = cfg.kubernetes
+    if k is None or k.mode != "init":
+        return []
+    issues = []
+    pod, service = ipaddress.ip_network(k.pod_cidr), ipaddress.ip_network(k.service_cidr)
+    if pod.version == service.version and pod.overlaps(service):
+        issues.append(ConfigIssue("kubernetes.podCidr", f"{pod} overlaps kubernetes.serviceCidr {service}; pods and services need disjoint networks"))
+    for vi, vm in enumerate(cfg.vms):
+        for key, net in (("podCidr", pod), ("serviceCidr", service)):
+            if vm.network.address is not None:
+                address = ipaddress.ip_address(vm.network.address)
+                if address.version == net.version and address in net:
+                    issues.append(ConfigIssue(f"kubernetes.{key}", f"{net} contains vms[{vi}].network.address {address} ({vm.name}); node, pod and service networks must be disjoint"))
+            elif vm.network.name == "default" and net.version == 4 and net.overlaps(LIBVIRT_DEFAULT_NETWORK):
+                issues.append(ConfigIssue(f"kubernetes.{key}", (
+                    f"{net} overlaps {LIBVIRT_DEFAULT_NETWORK}, libvirt's default network that vms[{vi}] ({vm.name}) attaches to "
+                    f"(vms[{vi}].network.name); node, pod and service networks must be disjoint. If that network is numbered differently, set vms[{vi}].network.address"
+                )))
+    return issues
+
+
+def _check_labels(cfg: StackConfig) -> list[ConfigIssue]:
+    k = cfg.kubernetes
+    if k is None:
+        return []
+    issues = []
+    for label in sorted(k.node_labels):
+        prefix = label.rpartition("/")[0]
+        restricted = prefix in ("kubernetes.io", "k8s.io") or prefix.endswith((".kubernetes.io", ".k8s.io"))
+        allowed = label in KUBELET_LABELS or prefix in KUBELET_LABEL_NAMESPACES or prefix.endswith(tuple(f".{n}" for n in KUBELET_LABEL_NAMESPACES))
+        if restricted and not allowed:
+            issues.append(ConfigIssue(f"kubernetes.nodeLabels.{label}", (
+                "kubelet refuses --node-labels in the kubernetes.io and k8s.io namespaces except "
+                f"{', '.join(KUBELET_LABEL_NAMESPACES)} and the well-known labels; use your own prefix such as example.com/"
+            )))
+    return issues
+
+
+def _check_disks(cfg: StackConfig) -> list[ConfigIssue]:
+    if cfg.guest is None:
+        return []
+    issues = []
+    free = cfg.guest.min_root_free_gib
+    need = min_disk_gib(free)
+    for vi, vm in enumerate(cfg.vms):
+        if vm.disk_gib < need:
+            issues.append(ConfigIssue(f"vms[{vi}].diskGib", (
+                f"{vm.disk_gib} GiB cannot leave guest.minRootFreeGib ({free} GiB) free on / once the OS is installed, "
+                f"so the guest preflight would stop; use at least {need} GiB, or lower guest.minRootFreeGib"
+            )))
+    return issues
 
 
 def _check_devices(host, vms) -> list[ConfigIssue]:
@@ -87,11 +239,11 @@ def _check_devices(host, vms) -> list[ConfigIssue]:
                 elif dev.numa_node is not None and dev.numa_node not in node_ids:
                     issues.append(ConfigIssue(f"{key}.numaNode", f"host {host.name} has no NUMA node {dev.numa_node}; it has {sorted(node_ids)}"))
         if vm.nvswitches and not vm.gpus:
-            issues.append(ConfigIssue(f"vms[{vi}].nvswitches", "NVSwitches without GPUs do nothing; pass them through with the GPUs they connect"))
+            issues.append(ConfigIssue(f"vms[{vi}].nvswitches", f"NVSwitches without GPUs (vms[{vi}].gpus is empty) do nothing; pass them through with the GPUs they connect"))
     return issues
 
 
-def _check_capacity(host, vms) -> list[ConfigIssue]:
+def _check_capacity(hi, host, vms) -> list[ConfigIssue]:
     issues = []
     reserved = set(host.reserved_cpu_ids)
     cpus = sum(1 for n in host.numa_nodes for c in n.cpu_ids if c not in reserved)
@@ -102,9 +254,9 @@ def _check_capacity(host, vms) -> list[ConfigIssue]:
         total_vcpus += vm.vcpus
         total_mem += vm.memory_gib
         if total_vcpus > cpus:
-            issues.append(ConfigIssue(f"vms[{vi}].vcpus", f"VMs on host {host.name} now ask for {total_vcpus} vCPUs; it has {cpus} CPUs after reservedCpus (vCPUs are pinned 1:1, no overcommit)"))
+            issues.append(ConfigIssue(f"vms[{vi}].vcpus", f"VMs on host {host.name} now ask for {total_vcpus} vCPUs; it has {cpus} CPUs (hosts[{hi}].numaNodes[].cpus less hosts[{hi}].reservedCpus; vCPUs are pinned 1:1, no overcommit)"))
         if total_mem > memory:
-            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"VMs on host {host.name} now ask for {total_mem} GiB; it has {memory} GiB after reservedMemoryGib"))
+            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"VMs on host {host.name} now ask for {total_mem} GiB; it has {memory} GiB (hosts[{hi}].numaNodes[].memoryGib less hosts[{hi}].reservedMemoryGib)"))
     return issues
 
 
@@ -115,7 +267,7 @@ def _check_firmware_and_mmio(hi, host, vi, vm) -> list[ConfigIssue]:
     if looks_secure and vm.gpus and not vm.firmware.allow_secure_boot_with_gpus:
         issues.append(ConfigIssue(
             f"hosts[{hi}].firmware.code",
-            f"{host.firmware.code} is a Secure Boot OVMF build and VM {vm.name} has GPUs; seed 000 got a black screen and GPUs that failed to initialise. "
+            f"{host.firmware.code} is a Secure Boot OVMF build{f' (hosts[{hi}].firmware.secureBoot)' if host.firmware.secure_boot else ''} and VM {vm.name} has GPUs; seed 000 got a black screen and GPUs that failed to initialise. "
             f"Use a non-Secure-Boot build such as /usr/share/OVMF/OVMF_CODE_4M.fd, or set vms[{vi}].firmware.allowSecureBootWithGpus: true",
         ))
     needed = required_hole64_gib(vm)
@@ -238,7 +390,7 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
         if g.os.version not in allowed:
             issues.append(ConfigIssue("guest.os.version", f"{g.os.family} {g.os.version} is not supported; accepted: {', '.join(allowed)}"))
         if g.nvidia.install_method == "runfile" and not g.nvidia.runfile_url:
-            issues.append(ConfigIssue("guest.nvidia.runfileUrl", "installMethod runfile needs the URL (or mirror path) of NVIDIA-Linux-x86_64-<version>.run"))
+            issues.append(ConfigIssue("guest.nvidia.runfileUrl", "guest.nvidia.installMethod runfile needs the URL (or mirror path) of NVIDIA-Linux-x86_64-<version>.run"))
         if g.registry_username and "registryPassword" not in secrets:
             issues.append(ConfigIssue("registryPassword", "guest.registryUsername is set; set the password with `pulumi config set --secret gpu-stack:registryPassword`"))
     k = cfg.kubernetes
@@ -253,14 +405,14 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
         if k.mode == "init" and not cfg.vms:
             issues.append(ConfigIssue("kubernetes.mode", "mode init needs at least one VM to run the control plane; for a cluster you already have, use mode existing"))
         if g is not None and g.container_runtime.name == "docker" and version_tuple(k.version)[:2] >= (1, 24):
-            issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} has no dockershim (removed in 1.24); use containerd, or Kubernetes <= 1.23 as in seed 001"))
+            issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} (kubernetes.version) has no dockershim (removed in 1.24); use containerd, or Kubernetes <= 1.23 as in seed 001"))
         if k.mode in ("init", "join") and cfg.vms and k.package_repository is None and version_tuple(k.version)[:2] < (1, 24):
             issues.append(ConfigIssue("kubernetes.packageRepository", f"Kubernetes {k.version} is older than the community repository pkgs.k8s.io, which starts at v1.24 (the old apt.kubernetes.io and yum.kubernetes.io repositories are gone); set the base URL of a mirror that carries kubeadm, kubelet and kubectl {k.version}, laid out like pkgs.k8s.io/core:/stable:/v<minor> (deb/ and rpm/ below it)"))
         blocking = [t for t in k.node_taints if t.effect in ("NoSchedule", "NoExecute")]
         if k.mode == "init" and blocking:
             issues.append(ConfigIssue("kubernetes.nodeTaints", f"in mode init every node of the cluster is one of these GPU VMs, so {blocking[0].key}:{blocking[0].effect} on all of them leaves CoreDNS, Prometheus and every pod without the toleration Pending; set nodeTaints: [], or join the VMs to a cluster that has other nodes (mode join)"))
         if k.mode == "existing" and "kubeconfig" not in secrets:
-            issues.append(ConfigIssue("kubeconfig", "mode existing needs the cluster's kubeconfig; set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
+            issues.append(ConfigIssue("kubeconfig", "kubernetes.mode existing needs the cluster's kubeconfig; set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     return issues
 
 
@@ -274,18 +426,18 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
             issues.append(ConfigIssue("kubernetes", "GPU add-ons are enabled but there is no kubernetes block (version, mode)"))
         return issues
     if dp.enabled and op.enabled and op.device_plugin_enabled:
-        issues.append(ConfigIssue("addons.devicePlugin.enabled", "the standalone device plugin and the GPU Operator's device plugin would both run and fight over nvidia.com/gpu; disable one (addons.gpuOperator.devicePluginEnabled: false)"))
+        issues.append(ConfigIssue("addons.devicePlugin.enabled", "the standalone device plugin and the GPU Operator's device plugin (addons.gpuOperator.enabled) would both run and fight over nvidia.com/gpu; disable one (addons.gpuOperator.devicePluginEnabled: false)"))
     if dp.enabled:
         for suffix, message in device_plugin_problems(dp.version, cfg.kubernetes.version, mig=dp.mig_strategy != "none", time_slicing=dp.time_slicing is not None):
-            issues.append(ConfigIssue(f"addons.devicePlugin.{suffix}", message))
+            issues.append(ConfigIssue(f"addons.devicePlugin.{suffix}", f"{message} (kubernetes.version {cfg.kubernetes.version})"))
         if dp.time_slicing is not None and dp.mig_strategy == "mixed":
-            issues.append(ConfigIssue("addons.devicePlugin.timeSlicing", "time-slicing with migStrategy mixed is not supported by the device plugin; use single or none"))
+            issues.append(ConfigIssue("addons.devicePlugin.timeSlicing", "time-slicing with addons.devicePlugin.migStrategy mixed is not supported by the device plugin; use single or none"))
     if not dp.enabled and not (op.enabled and op.device_plugin_enabled) and cfg.vms:
-        issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; enable addons.devicePlugin or addons.gpuOperator"))
+        issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; set addons.devicePlugin.enabled, or addons.gpuOperator.enabled with addons.gpuOperator.devicePluginEnabled"))
     if cfg.kubernetes.mode == "join" and any_addon and "kubeconfig" not in secrets:
         issues.append(ConfigIssue("kubeconfig", "mode join deploys the add-ons into a cluster this stack did not create; set its kubeconfig with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     if a.monitoring.enabled and "grafanaAdminPassword" not in secrets:
-        issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled; set the Grafana admin password with `pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
+        issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled (addons.monitoring.enabled); set the Grafana admin password with `pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
     issues += _check_calico_images(a)
     for qi in _duplicates([q.namespace for q in a.gpu_quotas]):
         issues.append(ConfigIssue(f"addons.gpuQuotas[{qi}].namespace", "namespace listed twice"))

@@ -19,6 +19,7 @@ import pulumi_libvirt as libvirt
 from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs, JoinTokenSource
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, LibvirtTarget
 from components.guest_command import GuestConnection
+from render.domain_xslt import pcie_problems
 from render.guest_scripts import guest_phases, join_token_phase
 from render.hypervisor import smt_undeclared
 from render.host_facts import ENV as HOST_FACTS_ENV
@@ -106,6 +107,10 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
         elsewhere = {addr: who for (host, addr), who in owners.items() if host == vm.host and who != f"vms[{vi}] ({vm.name})"}
         hostdevs, vm_issues = resolve_passthrough(vi, vm, devices, elsewhere)
         issues += vm_issues
+        if not vm.numa.expose_gpu_affinity and not vm_issues:
+            # the config check counted configured devices; the IOMMU groups may add functions (a GPU's audio)
+            for message in pcie_problems(None, len(hostdevs)):
+                issues.append(ConfigIssue(f"vms[{vi}].gpus", f"{message}, counting the other functions of their IOMMU groups (vms[{vi}].gpus and vms[{vi}].nvswitches)"))
         result[vm.name] = hostdevs
     if facts:
         issues += check_host_facts(cfg, facts, result, placements or {})

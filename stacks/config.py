@@ -14,7 +14,30 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from render.catalog import GPU_MODELS, NVSWITCH_MODELS
-from stacks.types import CpuList, MacAddress, Name, PciAddress, Version3, parse_cpu_list
+from stacks.types import (
+    AbsPath,
+    Cidr,
+    CpuList,
+    DnsSubdomain,
+    HttpUrl,
+    ImageReference,
+    ImageRepository,
+    ImageTag,
+    IPv4,
+    LabelValue,
+    MacAddress,
+    Name,
+    NoProxyItem,
+    PciAddress,
+    ProxyUrl,
+    QualifiedName,
+    RegistryHost,
+    SshUser,
+    UrlOrPath,
+    Version3,
+    Word,
+    parse_cpu_list,
+)
 
 GpuModelName = Literal[tuple(GPU_MODELS)]  # type: ignore[valid-type]
 NvSwitchModelName = Literal[tuple(NVSWITCH_MODELS)]  # type: ignore[valid-type]
@@ -47,16 +70,16 @@ class NumaNode(Model):
 
 
 class HostFirmware(Model):
-    code: str = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    code: AbsPath = "/usr/share/OVMF/OVMF_CODE_4M.fd"
     """OVMF code image on the host. Must be a non-Secure-Boot build (seed 000)."""
-    vars_template: str = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+    vars_template: AbsPath = "/usr/share/OVMF/OVMF_VARS_4M.fd"
     """NVRAM template copied per VM."""
     secure_boot: bool = False
     """Set true if `code` is a Secure Boot build (.secboot/.ms/.cc variants)."""
 
 
 class BaseImage(Model):
-    source: str
+    source: UrlOrPath
     """URL or host path of the cloud image (qcow2) the root disks are cloned from."""
     format: Literal["qcow2", "raw"] = "qcow2"
 
@@ -115,7 +138,7 @@ class Host(Model):
     name: Name
     kind: Literal["libvirt", "vsphere"] = "libvirt"
     """Hypervisor of this host: libvirt (KVM over a libvirt URI) or vsphere (ESXi, directly or through vCenter; set `vsphere`)."""
-    libvirt_uri: Optional[str] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://")
+    libvirt_uri: Optional[str] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$")
     """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt."""
     vsphere: Optional[VsphereHost] = None
     """Where and from what VMs are created on a kind vsphere host. Credentials are the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword."""
@@ -127,7 +150,8 @@ class Host(Model):
     """Memory kept for the host itself; VMs may not use it."""
     phys_addr_bits: int = Field(default=46, ge=36, le=57)
     """Physical address bits of the host CPU (`grep 'address sizes' /proc/cpuinfo`)."""
-    storage_pool: str = "default"
+    storage_pool: Word = "default"
+    """libvirt storage pool that holds the base image and the root disks."""
     firmware: HostFirmware = HostFirmware()
     base_image: Optional[BaseImage] = None
     """Cloud image the root disks are cloned from. Required for kind libvirt."""
@@ -165,11 +189,11 @@ class NvSwitch(Model):
 
 
 class VmNetwork(Model):
-    name: str = "default"
+    name: Word = "default"
     """libvirt network the NIC attaches to (on a vSphere host: hosts[].vsphere.network)."""
     mac: Optional[MacAddress] = None
     """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed): 52:54:00:xx:xx:xx on libvirt, in VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff on vSphere (which accepts no other manual MAC)."""
-    address: Optional[str] = Field(default=None, pattern=r"^\d{1,3}(\.\d{1,3}){3}$")
+    address: Optional[IPv4] = None
     """The guest's IPv4 address when known (DHCP reservation for the MAC). Unset: the DHCP lease address."""
     wait_for_lease: bool = True
 
@@ -233,7 +257,7 @@ class GuestOs(Model):
 
 class Cuda(Model):
     version: Version3
-    runfile_url: str
+    runfile_url: UrlOrPath
     """CUDA .run installer; installed with --toolkit only, never its bundled driver (seed 001)."""
 
 
@@ -241,7 +265,7 @@ class Nvidia(Model):
     driver_version: str = Field(pattern=r"^\d{3}\.\d{2,3}(\.\d{2})?$")
     """Pinned driver, e.g. 570.172.08."""
     install_method: Literal["package", "runfile"] = "package"
-    runfile_url: Optional[str] = None
+    runfile_url: Optional[UrlOrPath] = None
     """Driver .run installer when install_method is runfile."""
     kernel_modules: Optional[Literal["open", "proprietary"]] = None
     """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (render/catalog.py): open from Turing on (NVIDIA's recommendation, required by Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
@@ -258,22 +282,25 @@ class ContainerRuntime(Model):
 
 
 class Proxy(Model):
-    http: Optional[str] = None
-    https: Optional[str] = None
-    no_proxy: tuple[str, ...] = ("127.0.0.1", "localhost", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ".svc", ".cluster.local")
+    http: Optional[ProxyUrl] = None
+    """Proxy for http:// URLs, with its scheme: http://proxy.lab.local:3128."""
+    https: Optional[ProxyUrl] = None
+    """Proxy for https:// URLs, with its scheme (usually http://, the CONNECT proxy)."""
+    no_proxy: tuple[NoProxyItem, ...] = ("127.0.0.1", "localhost", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ".svc", ".cluster.local")
 
 
 class RegistryMirror(Model):
-    registry: str
+    registry: RegistryHost
     """Upstream registry host, e.g. docker.io, nvcr.io, registry.k8s.io."""
-    endpoint: str
+    endpoint: HttpUrl
     """Mirror URL, e.g. https://harbor.lab.local/v2/nvcr."""
 
 
 class Guest(Model):
     os: GuestOs
-    ssh_user: str = "ubuntu"
-    ssh_public_key: str = Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp\d+) ")
+    ssh_user: SshUser = "ubuntu"
+    """User cloud-init creates and gpu-stack connects as (passwordless sudo); a useradd name such as ubuntu."""
+    ssh_public_key: str = Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$")
     """Authorized for ssh_user via cloud-init; its private half is the secret gpu-stack:sshPrivateKey."""
     min_root_free_gib: int = Field(default=50, ge=1)
     """Driver and CUDA installers fill the root filesystem (seed 001)."""
@@ -281,7 +308,7 @@ class Guest(Model):
     container_runtime: ContainerRuntime = ContainerRuntime()
     proxy: Optional[Proxy] = None
     registry_mirrors: tuple[RegistryMirror, ...] = ()
-    registry_username: Optional[str] = None
+    registry_username: Optional[Word] = None
     """User for the private registry; its password is the secret gpu-stack:registryPassword."""
     selinux: Literal["enforcing", "permissive"] = "permissive"
     disable_firewalld: bool = True
@@ -291,8 +318,8 @@ class Guest(Model):
 
 
 class Taint(Model):
-    key: str
-    value: str = ""
+    key: QualifiedName
+    value: LabelValue = ""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
 
@@ -307,12 +334,15 @@ class Kubernetes(Model):
     mode: Literal["init", "join", "existing"] = "init"
     """init: the first VM runs kubeadm init, the rest join it. join: all VMs join `join`. existing: nodes are already members; gpu-stack:kubeconfig is required."""
     join: Optional[JoinTarget] = None
-    pod_cidr: str = "10.244.0.0/16"
+    pod_cidr: Cidr = "10.244.0.0/16"
+    """Pod network (kubeadm init --pod-network-cidr); must not overlap serviceCidr or the VMs' network."""
+    service_cidr: Cidr = "10.96.0.0/12"
+    """Service network (kubeadm init --service-cidr, kubeadm's default); must not overlap podCidr or the VMs' network."""
     join_token_ttl: str = Field(default="2h", pattern=r"^([1-9]\d*)(m|h)$")
     """Mode init: lifetime of the bootstrap token the control plane creates for each joining VM (`kubeadm token create --ttl`), e.g. 30m or 2h. A joined node never needs it again (docs/OPERATIONS.md, join tokens)."""
-    package_repository: Optional[str] = None
+    package_repository: Optional[HttpUrl] = None
     """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists for Kubernetes 1.24 and newer: older versions need a mirror here."""
-    node_labels: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    node_labels: dict[QualifiedName, LabelValue] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     node_taints: tuple[Taint, ...] = (Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule"),)
 
 
@@ -359,13 +389,13 @@ class Monitoring(Model):
     chart_version: Version3 = "88.5.3"
     retention: str = Field(default="15d", pattern=r"^\d+[smhdwy]$")
     storage_gib: int = Field(default=50, ge=1)
-    storage_class: Optional[str] = None
+    storage_class: Optional[DnsSubdomain] = None
     """StorageClass of Prometheus's volume claim. Unset in mode init: `local-path`, which gpu-stack installs (a new kubeadm cluster has no class). Unset in mode join/existing: see defaultStorageClassExists."""
     default_storage_class_exists: bool = False
     """Mode join/existing with no storageClass: true declares that the cluster has a default StorageClass, and the claim names none. false: no claim is rendered, Prometheus keeps its data in an emptyDir (lost when the pod moves), and the plan says so."""
     service_monitor_selector_nil_uses_helm_values: bool = True
     """Chart default: Prometheus selects only monitors labelled `release: <releaseName>` (gpu-stack always sets it). false: select every ServiceMonitor, PodMonitor and PrometheusRule."""
-    dcgm_exporter_image_tag: str = "4.5.3-4.8.2-ubuntu22.04"
+    dcgm_exporter_image_tag: ImageTag = "4.5.3-4.8.2-ubuntu22.04"
     """Standalone dcgm-exporter (device plugin path); the counters file we ship matches 4.5.3-4.8.2."""
 
 
@@ -389,10 +419,11 @@ class GpuQuota(Model):
 class Images(Model):
     registry: Optional[str] = Field(default=None, pattern=r"^[a-z0-9.-]+(:\d+)?$")
     """Pull every add-on image from this registry host instead of upstream (seed 001's Harbor): nvcr.io/nvidia/x becomes <registry>/nvidia/x."""
-    overrides: dict[str, str] = Field(default_factory=dict)
+    overrides: dict[ImageRepository, ImageRepository] = Field(default_factory=dict)
     """Per-image repository overrides, upstream repository -> replacement, e.g. nvcr.io/nvidia/k8s-device-plugin: harbor.lab/k8s/k8s-device-plugin."""
-    smoke_test: str = "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04"
-    pull_secret: Optional[str] = None
+    smoke_test: ImageReference = "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04"
+    """Image of the smoke-test Job, with its tag (or @sha256 digest); registry and overrides apply to its repository."""
+    pull_secret: Optional[DnsSubdomain] = None
     """Name of an existing dockerconfigjson Secret for the private registry, added to every add-on's imagePullSecrets."""
 
 

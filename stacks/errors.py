@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pulumi.errors import RunError
+
 PREFIX = "gpu-stack"
 
 
@@ -16,8 +18,12 @@ class ConfigIssue:
         return f"{PREFIX}:{self.path}: {self.message}"
 
 
-class ConfigError(Exception):
-    """Raised before any resource is registered; lists every problem found."""
+class ConfigError(RunError):
+    """Raised before any resource is registered; lists every problem found.
+
+    A pulumi.RunError, so `pulumi preview`/`up` print the problems and exit
+    without a Python traceback.
+    """
 
     def __init__(self, issues: list[ConfigIssue]):
         self.issues = issues
@@ -28,8 +34,10 @@ class ConfigError(Exception):
 def loc_to_path(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a mapping key (the part before names it)
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + (str(part) if part != "" else '""')
     return out

@@ -6,12 +6,15 @@ consumes them; only their presence is checked at load time.
 
 from __future__ import annotations
 
+import datetime
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import pulumi
+import yaml
 from pulumi.runtime import config as runtime_config
 from pydantic import BaseModel, ValidationError
 
@@ -42,6 +45,98 @@ def decode_config_value(value: Any) -> Any:
         return json.loads(value)
     except json.JSONDecodeError:
         return value
+
+
+STACK_FILE_KEYS = ("config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment")
+"""Top-level keys of a Pulumi.<stack>.yaml (Pulumi's ProjectStack); others are named when `config:` is missing."""
+
+FILE_KEY = "(file)"
+"""Key of problems with the stack file itself (not UTF-8, not YAML, not a mapping)."""
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "mapping", list: "list", str: "string", type(None): "empty value", bool: "boolean", int: "number", float: "number"}.get(type(value), type(value).__name__)
+
+
+def _jsonable(value: Any) -> Any:
+    """YAML values as the engine hands them over, as JSON: string keys, dates and binary as text."""
+    if isinstance(value, dict):
+        return {_key(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return [_jsonable(v) for v in sorted(value, key=repr)]
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    value = _jsonable(key)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """`config:` of a Pulumi.<stack>.yaml, every value JSON-able; ConfigError naming the file otherwise."""
+    def fail(message: str) -> ConfigError:
+        return ConfigError([ConfigIssue(FILE_KEY, f"{path.name}: {message}")])
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise fail(f"cannot be read ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise fail(f"is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} (offset {e.start}); save the file as UTF-8") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+        problem = " ".join(str(e.problem or e.context or "invalid YAML").split())
+        hint = "; YAML indents with spaces, never tabs" if "\t" in problem or "'\\t'" in problem else "; the file must be valid YAML"
+        raise fail(f"{where}{problem}{hint}") from None
+    except yaml.YAMLError as e:
+        raise fail(f"is not valid YAML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise fail("is nested too deeply to be a stack file") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise fail(f"holds a {_type_name(doc)}, not a mapping; a stack file is a mapping with a `config:` key holding gpu-stack:<key>: <value> entries")
+    unknown = sorted(str(k) for k in doc if k not in STACK_FILE_KEYS)
+    if unknown and not doc.get("config"):
+        # Pulumi ignores unknown top-level keys; without config the stack is refused anyway, so say why
+        raise fail(f"unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; a stack file has {', '.join(STACK_FILE_KEYS)}")
+    config = doc.get("config")
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise fail(f"`config:` is a {_type_name(config)}; expected a mapping of gpu-stack:<key>: <value> entries")
+    try:
+        return _jsonable(config)
+    except RecursionError:
+        raise fail("is nested too deeply to be a stack file") from None
+
+
+def present_secrets(raw: dict[str, Any]) -> set[str]:
+    """Secret keys that are set (an empty value counts as unset)."""
+    return {k for k in SECRET_KEYS if raw.get(k) not in (None, "")}
+
+
+def plaintext_secret_issues(raw: dict[str, Any], is_secret: Callable[[str], bool]) -> list[ConfigIssue]:
+    """Secret keys stored in plain text; the program and `make plan` refuse them with the same words."""
+    return [
+        ConfigIssue(k, f"is stored in plain text in the stack file; remove it and run `pulumi config set --secret {PREFIX}:{k}`")
+        for k in sorted(present_secrets(raw))
+        if not is_secret(k)
+    ]
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
@@ -109,11 +204,15 @@ def _without(tree: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     return {**tree, head: _without(tree[head], tuple(rest))}
 
 
-def parse_stack_config(raw: dict[str, Any], secret_names: set[str]) -> tuple[StackConfig, dict[str, Placement]]:
-    """Validate plain config; raise ConfigError naming every bad key. No Pulumi needed."""
+def parse_stack_config(raw: dict[str, Any], secret_names: Iterable[str], stack: str | None = None) -> tuple[StackConfig, dict[str, Placement]]:
+    """Validate plain config; raise ConfigError naming every bad key. No Pulumi needed.
+
+    `stack` (the Pulumi stack name) enables the checks that need it (fixed MACs against derived ones).
+    """
+    secret_names = set(secret_names)
     accepted = {f.alias for f in StackConfig.model_fields.values()} | set(SECRET_KEYS)
     issues = [
-        ConfigIssue(key, f"unknown key; accepted: {', '.join(sorted(accepted))}")
+        ConfigIssue(loc_to_path((key,)), f"unknown key; accepted: {', '.join(sorted(accepted))}")
         for key in sorted(raw)
         if key not in accepted
     ]
@@ -124,7 +223,7 @@ def parse_stack_config(raw: dict[str, Any], secret_names: set[str]) -> tuple[Sta
         cfg = StackConfig.model_validate(plain)
     except ValidationError as e:
         raise ConfigError(issues + validation_issues(e)) from None
-    more, placements = check_stack(cfg, secret_names)
+    more, placements = check_stack(cfg, secret_names, stack)
     if issues or more:
         raise ConfigError(issues + more)
     return cfg, placements
@@ -132,14 +231,11 @@ def parse_stack_config(raw: dict[str, Any], secret_names: set[str]) -> tuple[Sta
 
 def load_stack() -> LoadedStack:
     raw = {k: decode_config_value(v) for k, v in _config_keys().items()}
-    present = {k for k in SECRET_KEYS if raw.get(k) not in (None, "")}
-    plain_text = [k for k in sorted(present) if not runtime_config.is_config_secret(f"{PREFIX}:{k}")]
+    plain_text = plaintext_secret_issues(raw, lambda k: runtime_config.is_config_secret(f"{PREFIX}:{k}"))
     if plain_text:
-        raise ConfigError([
-            ConfigIssue(k, f"is stored in plain text in the stack file; remove it and run `pulumi config set --secret {PREFIX}:{k}`")
-            for k in plain_text
-        ])
-    cfg, placements = parse_stack_config(raw, present)
+        raise ConfigError(plain_text)
+    present = present_secrets(raw)
+    cfg, placements = parse_stack_config(raw, present, pulumi.get_stack())
     conf = pulumi.Config(PREFIX)
     secrets = {k: conf.require_secret(k) for k in sorted(present)}
     return LoadedStack(cfg, secrets, placements)

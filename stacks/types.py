@@ -7,8 +7,10 @@ a message that says what is accepted.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator
 
@@ -17,6 +19,25 @@ _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _CPU_ITEM = re.compile(r"^(\d+)(?:-(\d+))?$")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _VERSION3 = re.compile(r"^\d+\.\d+\.\d+$")
+# useradd's default NAME_REGEX (Debian adduser.conf / shadow-utils): POSIX portable user names.
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+# Kubernetes apimachinery validation (k8s.io/apimachinery/pkg/util/validation).
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# The image reference grammar of github.com/distribution/reference (reference.go).
+_REF_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_REF_DOMAIN = rf"(?:{_REF_DOMAIN_COMPONENT}(?:\.{_REF_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
+_REF_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REF_NAME = rf"(?:{_REF_DOMAIN}/)?{_REF_PATH_COMPONENT}(?:/{_REF_PATH_COMPONENT})*"
+_REF_TAG = r"[\w][\w.-]{0,127}"
+_REF_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_REPOSITORY = re.compile(rf"^{_REF_NAME}$")
+_IMAGE = re.compile(rf"^(?P<name>{_REF_NAME})(?::(?P<tag>{_REF_TAG}))?(?:@(?P<digest>{_REF_DIGEST}))?$")
+_TAG = re.compile(rf"^{_REF_TAG}$")
+_REGISTRY_HOST = re.compile(rf"^{_REF_DOMAIN}$")
+_NO_PROXY_ITEM = re.compile(r"^[^\s,]+$")
 
 
 def _pci(value: str) -> str:
@@ -90,11 +111,175 @@ def _version3(value: str) -> str:
     return v
 
 
+def _ssh_user(value: str) -> str:
+    if not _USER.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid user name; expected what useradd accepts: a lower-case letter or '_', "
+            "then lower-case letters, digits, '_' or '-', at most 32 characters (for example ubuntu, cloud-user)"
+        )
+    return value
+
+
+def _ipv4(value: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address; expected four decimal octets 0-255, for example 192.168.122.146") from None
+
+
+def _cidr(value: str) -> str:
+    if "/" not in value:
+        raise ValueError(f"{value!r} is not a network in CIDR notation; expected an address and a prefix length, for example 10.244.0.0/16")
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=True))
+    except ValueError as e:
+        hint = ""
+        try:
+            hint = f"; did you mean {ipaddress.ip_network(value.strip(), strict=False)}?"
+        except ValueError:
+            pass
+        raise ValueError(f"{value!r} is not a network in CIDR notation ({e}); expected an address with its host bits zero and a prefix length, for example 10.244.0.0/16{hint}") from None
+
+
+def _url(value: str, schemes: tuple[str, ...], example: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{value!r} is not a URL with a scheme and a host; expected {' or '.join(s + '://' for s in schemes)}host[:port][/path], for example {example}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"{value!r} has an invalid port; expected 1-65535, for example {example}") from None
+    if any(c.isspace() for c in value.strip()):
+        raise ValueError(f"{value!r} contains white space; expected a URL such as {example}")
+    return value.strip()
+
+
+def _proxy_url(value: str) -> str:
+    return _url(value, ("http", "https"), "http://proxy.lab.local:3128")
+
+
+def _http_url(value: str) -> str:
+    return _url(value, ("http", "https"), "https://harbor.lab.local/v2/nvcr")
+
+
+def _url_or_path(value: str) -> str:
+    if value.startswith("/") and not any(c.isspace() for c in value):
+        return value
+    return _url(value, ("http", "https", "ftp", "file"), "https://example.com/x.run or an absolute path such as /srv/mirror/x.run")
+
+
+def _abs_path(value: str) -> str:
+    if not value.startswith("/") or "\0" in value or "\n" in value:
+        raise ValueError(f"{value!r} is not an absolute path; expected a path on the host such as /usr/share/OVMF/OVMF_CODE_4M.fd")
+    return value
+
+
+def _no_proxy_item(value: str) -> str:
+    if not _NO_PROXY_ITEM.match(value):
+        raise ValueError(f"{value!r} is not a no_proxy entry; expected one host, domain suffix (.svc), IP or CIDR without spaces or commas")
+    return value
+
+
+def _dns_subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes object name; expected a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters")
+    return value
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why `key` is not a Kubernetes qualified name (label or taint key), or None."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        return f"prefix {prefix!r} must be a DNS-1123 subdomain (lower-case letters, digits, '-', '.'; at most 253 characters)"
+    if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        return (f"name {name!r} must be 1-63 characters of letters, digits, '-', '_' or '.', "
+                "starting and ending with a letter or digit (optionally after a DNS-subdomain prefix and '/', as in nvidia.com/gpu.present)")
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        return "a label value must be empty or 1-63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    return None
+
+
+def _qualified_name(value: str) -> str:
+    problem = qualified_name_problem(value)
+    if problem:
+        raise ValueError(f"{value!r} is not a valid Kubernetes key: {problem}")
+    return value
+
+
+def _label_value(value: str) -> str:
+    problem = label_value_problem(value)
+    if problem:
+        raise ValueError(f"{value!r} is not valid: {problem}")
+    return value
+
+
+def split_image(reference: str) -> tuple[str, str]:
+    """(repository, ':tag' or '@digest' or ':tag@digest') of a validated image reference."""
+    m = _IMAGE.match(reference)
+    assert m and (m["tag"] or m["digest"]), reference
+    return m["name"], (f":{m['tag']}" if m["tag"] else "") + (f"@{m['digest']}" if m["digest"] else "")
+
+
+def _image(value: str) -> str:
+    m = _IMAGE.match(value)
+    if not m or len(m["name"]) > 255:
+        raise ValueError(f"{value!r} is not an image reference; expected [registry[:port]/]path/name:tag with a lower-case path, for example nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04")
+    if not m["tag"] and not m["digest"]:
+        raise ValueError(f"{value!r} has no tag; pin one (name:tag or name@sha256:<digest>), for example nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04")
+    return value
+
+
+def _repository(value: str) -> str:
+    if _REPOSITORY.match(value) and len(value) <= 255:
+        return value
+    if _IMAGE.match(value):
+        raise ValueError(f"{value!r} carries a tag or digest; give the repository only (the tag comes from the add-on version), for example harbor.lab.local/nvidia/k8s-device-plugin")
+    raise ValueError(f"{value!r} is not an image repository; expected [registry[:port]/]path/name in lower case, for example harbor.lab.local/nvidia/k8s-device-plugin")
+
+
+def _image_tag(value: str) -> str:
+    if not _TAG.match(value):
+        raise ValueError(f"{value!r} is not an image tag; expected 1-128 letters, digits, '_', '.' or '-', not starting with '.' or '-', for example 4.5.3-4.8.2-ubuntu22.04")
+    return value
+
+
+def _registry_host(value: str) -> str:
+    if not _REGISTRY_HOST.match(value):
+        raise ValueError(f"{value!r} is not a registry host; expected host[:port] without a scheme or path, for example nvcr.io or harbor.lab.local:5000")
+    return value
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip() or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} must be a non-empty word without white space")
+    return value
+
+
 PciAddress = Annotated[str, AfterValidator(_pci)]
 MacAddress = Annotated[str, AfterValidator(_mac)]
 CpuList = Annotated[str, AfterValidator(_cpu_list)]
 Name = Annotated[str, AfterValidator(_name)]
 Version3 = Annotated[str, AfterValidator(_version3)]
+SshUser = Annotated[str, AfterValidator(_ssh_user)]
+IPv4 = Annotated[str, AfterValidator(_ipv4)]
+Cidr = Annotated[str, AfterValidator(_cidr)]
+ProxyUrl = Annotated[str, AfterValidator(_proxy_url)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+UrlOrPath = Annotated[str, AfterValidator(_url_or_path)]
+AbsPath = Annotated[str, AfterValidator(_abs_path)]
+NoProxyItem = Annotated[str, AfterValidator(_no_proxy_item)]
+DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
+QualifiedName = Annotated[str, AfterValidator(_qualified_name)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+ImageReference = Annotated[str, AfterValidator(_image)]
+ImageRepository = Annotated[str, AfterValidator(_repository)]
+ImageTag = Annotated[str, AfterValidator(_image_tag)]
+RegistryHost = Annotated[str, AfterValidator(_registry_host)]
+Word = Annotated[str, AfterValidator(_non_blank)]
 
 
 def pci_parts(address: str) -> tuple[int, int, int, int]:

@@ -5,7 +5,9 @@ config from Pulumi.<name>.yaml. Needs no Pulumi CLI, network, credentials or
 system validators: the domain stylesheet is applied with lxml (libxslt, the
 library xsltproc uses). Secrets never reach the files: `secure:` values and
 absent required secrets are placeholders, and every secret input is written
-as "[secret]". The same config gives byte-identical files.
+as "[secret]"; a secret stored in plain text is refused, as the program
+refuses it. The same config gives byte-identical files. Bad input (of any
+shape) exits 1 with one `gpu-stack:<key>: <problem>` line per problem.
 
 Without host facts, IOMMU groups are assumed isolated. With `--facts`
 (`make plan FACTS=a.json,b.json`, one file per host) or `--facts-dir`
@@ -40,8 +42,8 @@ from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from stacks.config import SECRET_KEYS, StackConfig
-from stacks.errors import ConfigError
-from stacks.load import decode_config_value, parse_stack_config
+from stacks.errors import PREFIX, ConfigError, ConfigIssue
+from stacks.load import FILE_KEY, decode_config_value, parse_stack_config, plaintext_secret_issues, read_stack_file
 from tools import mockrun
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,18 +83,38 @@ def sanitize(value: Any) -> Any:
 
 def load_stack_file(stack: str, root: Path = ROOT) -> dict[str, Any]:
     path = root / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        raise SystemExit(f"no stack file {path.name}; stacks here: {', '.join(sorted(p.name[7:-5] for p in root.glob('Pulumi.*.yaml')))}")
-    return (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    if not path.is_file():
+        here = ", ".join(sorted(p.name[7:-5] for p in root.glob("Pulumi.*.yaml"))) or "none"
+        raise ConfigError([ConfigIssue(FILE_KEY, f"no stack file {path.name}; stacks here: {here}")])
+    return read_stack_file(path)
 
 
-def plan_config(stack_config: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
-    """Engine-form config with placeholders for `secure:` values and for required secrets that are absent."""
+def _as_program_sees_it(values: dict[str, str], secret_keys: list[str]) -> tuple[dict[str, Any], set[str]]:
+    """`gpu-stack:` keys decoded as stacks.load decodes them, and the secret ones."""
+    ours = f"{PREFIX}:"
+    raw = {k.removeprefix(ours): decode_config_value(v) for k, v in values.items() if k.startswith(ours)}
+    return raw, {k.removeprefix(ours) for k in secret_keys if k.startswith(ours)}
+
+
+def check_plan_config(values: dict[str, str], secret_keys: list[str], stack: str | None = None) -> None:
+    """The program's config validation on the plan's engine-form config, without running it; ConfigError if bad."""
+    raw, present = _as_program_sees_it(values, secret_keys)
+    parse_stack_config(raw, present, stack)
+
+
+def plan_config(stack_config: dict[str, Any], stack: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """Engine-form config with placeholders for `secure:` values and for required secrets that are absent.
+
+    A secret in plain text is refused here with the program's own words
+    (stacks.load.plaintext_secret_issues), never replaced by a placeholder.
+    """
     values, secret_keys = mockrun.config_values(stack_config, lambda key: f"plan-placeholder-{key.split(':', 1)[1]}")
-    raw = {k.split(":", 1)[1]: decode_config_value(v) for k, v in values.items()}
-    present = {k.split(":", 1)[1] for k in secret_keys}
+    raw, present = _as_program_sees_it(values, secret_keys)
+    plain_text = plaintext_secret_issues(raw, lambda key: key in present)
+    if plain_text:
+        raise ConfigError(plain_text)
     try:
-        parse_stack_config(raw, present)
+        parse_stack_config(raw, present, stack)
     except ConfigError as e:
         for issue in e.issues:
             if issue.path in SECRET_KEYS and issue.path not in present:
@@ -318,7 +340,8 @@ class PlanResult:
 
 def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> PlanResult:
     """Write the plan, then run the convergence check (render/convergence.py) on exactly what was written."""
-    values, secret_keys = plan_config(load_stack_file(stack, root))
+    values, secret_keys = plan_config(load_stack_file(stack, root), stack)
+    check_plan_config(values, secret_keys, stack)  # the program checks the same again; this fails before any mock run
     facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
     out = out_root / stack
@@ -354,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir)
     except ConfigError as e:
-        print(str(e), file=sys.stderr)
+        for issue in e.issues:
+            print(" ".join(str(issue).split()), file=sys.stderr)
         return 1
     out = result.out
     print(result.summary)

@@ -13,6 +13,7 @@ export GS_NODE_TAINTS=''
 export GS_PHASE=kubernetes
 export GS_POD_CIDR=10.244.0.0/16
 export GS_RUNTIME=containerd
+export GS_SERVICE_CIDR=10.96.0.0/12
 
 # shellcheck shell=bash
 # gpu-stack guest library, inlined after the rendered export header of every
@@ -276,7 +277,7 @@ if [ "$GS_K8S_ROLE" = init ]; then
   else
     # The token kubeadm init creates is not used by anyone (each join gets its own
     # from phase join-token) and expires after an hour, never a TTL of 0 (no expiry).
-    kubeadm init --kubernetes-version "v${GS_K8S_VERSION}" --pod-network-cidr "$GS_POD_CIDR" \
+    kubeadm init --kubernetes-version "v${GS_K8S_VERSION}" --pod-network-cidr "$GS_POD_CIDR" --service-cidr "$GS_SERVICE_CIDR" \
       --node-name "$GS_NODE_NAME" --cri-socket "$cri" --token-ttl 1h0m0s >/dev/null
     changed "kubeadm init"
   fi

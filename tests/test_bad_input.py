@@ -1,0 +1,492 @@
+"""Bad input is refused before anything is registered, at the exact key, saying what is accepted.
+
+One table drives every field of the config schema to at least one refused
+value: each row starts from the dev stack (tests/conftest.py stack_file),
+optionally sets up context, mutates one path, and names the key the error
+must carry. `test_every_schema_field_has_a_row` walks
+StackConfig.model_json_schema() and fails for a field without a row, so a
+field added later needs one too. The PCIe topology limits are tested at the
+limit and one past it; malformed files go through `make plan`'s loader.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+
+from render.domain_xslt import MAX_EXPANDERS, MAX_PORTS_PER_EXPANDER, MAX_ROOT_HOSTDEVS
+from render.identity import derived_mac
+from stacks.config import SECRET_KEYS, StackConfig
+from stacks.errors import ConfigError
+from stacks.load import parse_stack_config
+from tests.conftest import ROOT, stack_file
+from tools import plan as plan_tool
+
+SECRETS = {"sshPrivateKey", "grafanaAdminPassword"}
+DELETE = object()
+
+
+@dataclass(frozen=True)
+class Row:
+    path: str  # the one path mutated, e.g. vms[0].network.mac
+    value: Any
+    key: str | None = None  # the key the error names; default: path
+    why: str = ""  # a fragment of the message (what is accepted, or the related key)
+    setup: dict[str, Any] = field(default_factory=dict)  # context set first (path -> value), valid on its own
+    also: tuple[str, ...] = ()  # other keys the same mistake is rightly reported at
+
+    @property
+    def expected(self) -> str:
+        return self.key or self.path
+
+    @property
+    def id(self) -> str:
+        return f"{self.path}={self.value!r}"[:80]
+
+
+SECOND_VM = {"name": "gpu-dev-1", "host": "lab-gpu-1", "vcpus": 8, "memoryGib": 64,
+             "gpus": [{"address": "0000:3c:00.0", "model": "L40S", "numaNode": 0}]}
+SWITCH = {"vms[0].nvswitches": [{"address": "0000:05:00.0", "numaNode": 0}]}
+CELLS = {"vms[0].numa.cells": [{"hostNode": 0, "vcpus": 8, "memoryGib": 64}]}
+CUDA = {"guest.nvidia.cuda": {"version": "12.8.1", "runfileUrl": "https://developer.download.nvidia.com/cuda_12.8.1_linux.run"}}
+PROXY = {"guest.proxy": {"http": "http://proxy.lab.local:3128"}}
+MIRROR = {"guest.registryMirrors": [{"registry": "nvcr.io", "endpoint": "https://harbor.lab.local/v2/nvcr"}]}
+JOIN = {"kubernetes.join": {"controlPlaneEndpoint": "cp.lab.local:6443", "caCertHash": "sha256:" + "ab" * 32}}
+TAINT = {"kubernetes.nodeTaints": [{"key": "example.com/gpu", "effect": "PreferNoSchedule"}]}
+OPERATOR = {"addons.devicePlugin.enabled": False, "addons.gpuOperator.enabled": True}
+
+ROWS: tuple[Row, ...] = (
+    Row("production", "maybe", why="valid boolean"),
+    # hosts
+    Row("hosts", "lab-gpu-1", why="valid tuple"),
+    Row("hosts[0].name", "Lab_GPU", why="lower-case letters"),
+    Row("hosts[0].libvirtUri", "ssh://root@lab-gpu-1/system", why="qemu"),
+    Row("hosts[0].libvirtUri", "qemu+ssh://root@lab gpu/system", why="should match pattern"),
+    Row("hosts[0].numaNodes", [], why="at least 1"),
+    Row("hosts[0].numaNodes[0].id", -1, why="greater than or equal to 0"),
+    Row("hosts[0].numaNodes[1].id", 0, key="hosts[0].numaNodes[1].id", why="declared twice"),
+    Row("hosts[0].numaNodes[0].cpus", "0-15;32-47", why="not a CPU list"),
+    Row("hosts[0].numaNodes[1].cpus", "15-31,48-63", why="also in hosts[0].numaNodes[0].cpus"),
+    Row("hosts[0].numaNodes[0].memoryGib", 0, why="greater than 0"),
+    Row("hosts[0].numaNodes[0].memoryGib", 32, key="hosts[0].numaNodes", why="vms[0].memoryGib"),
+    Row("hosts[0].reservedCpus", "0,32,64", why="on none of host lab-gpu-1's NUMA nodes"),
+    Row("hosts[0].reservedCpus", "0-63", key="vms[0].vcpus", why="hosts[0].reservedCpus"),
+    Row("hosts[0].reservedMemoryGib", -8, why="greater than or equal to 0"),
+    Row("hosts[0].reservedMemoryGib", 200, key="vms[0].memoryGib", why="hosts[0].reservedMemoryGib"),
+    Row("hosts[0].physAddrBits", 40, key="vms[0].memoryGib", why="hosts[0].physAddrBits"),
+    Row("hosts[0].physAddrBits", 64, why="less than or equal to 57"),
+    Row("hosts[0].storagePool", "my pool", why="without white space"),
+    Row("hosts[0].firmware", "ovmf", why="valid dictionary"),
+    Row("hosts[0].firmware.code", "OVMF_CODE_4M.fd", why="absolute path"),
+    Row("hosts[0].firmware.code", "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", why="allowSecureBootWithGpus"),
+    Row("hosts[0].firmware.varsTemplate", "OVMF_VARS_4M.fd", why="absolute path"),
+    Row("hosts[0].firmware.secureBoot", True, key="hosts[0].firmware.code", why="hosts[0].firmware.secureBoot"),
+    Row("hosts[0].baseImage", None, why="valid dictionary"),
+    Row("hosts[0].baseImage.source", "cloud-images.ubuntu.com/noble.img", why="absolute path"),
+    Row("hosts[0].baseImage.format", "vmdk", why="'qcow2' or 'raw'"),
+    # vms
+    Row("vms", {"name": "gpu-dev-0"}, why="valid tuple"),
+    Row("vms[0].name", "GPU dev", why="lower-case letters"),
+    Row("vms[1].name", "gpu-dev-0", setup={"vms[1]": SECOND_VM}, why="used twice"),
+    Row("vms[0].host", "lab-gpu-9", why="declared hosts"),
+    Row("vms[0].vcpus", 0, why="greater than 0"),
+    Row("vms[0].vcpus", 63, why="62 CPUs"),
+    Row("vms[0].memoryGib", 250, why="248 GiB", also=("hosts[0].numaNodes",)),
+    Row("vms[0].memoryGib", "lots", why="valid integer"),
+    Row("vms[0].diskGib", 19, why="greater than or equal to 20"),
+    Row("vms[0].diskGib", 40, why="at least 57 GiB"),
+    Row("vms[0].network", [], why="valid dictionary"),
+    Row("vms[0].network.name", "", why="non-empty"),
+    Row("vms[0].network.mac", "52:54:00:zz:00:01", why="six hex octets"),
+    Row("vms[0].network.mac", "01:00:5e:00:00:01", why="multicast"),
+    Row("vms[1].network.mac", "52:54:00:AA:BB:CC", setup={"vms[1]": SECOND_VM, "vms[0].network.mac": "52:54:00:aa:bb:cc"}, why="case-insensitively"),
+    Row("vms[1].network.mac", derived_mac("dev", "gpu-dev-0"), setup={"vms[1]": SECOND_VM}, why="derived for vms[0]"),
+    Row("vms[0].network.address", "192.168.122.300", why="octets 0-255"),
+    Row("vms[0].network.address", "192.168.122", why="IPv4 address"),
+    Row("vms[1].network.address", "192.168.122.10", setup={"vms[1]": SECOND_VM, "vms[0].network.address": "192.168.122.10"}, why="also the address of vms[0]"),
+    Row("vms[0].network.address", "10.244.1.5", key="kubernetes.podCidr", why="vms[0].network.address"),
+    Row("vms[0].network.waitForLease", "sometimes", why="valid boolean"),
+    Row("vms[0].gpus", "0000:3b:00.0", why="valid tuple"),
+    Row("vms[0].gpus[0].address", "3b:00.0", why="0000:17:00.0"),
+    Row("vms[0].gpus[1]", {"address": "0000:3B:00.0", "model": "L40S", "numaNode": 0}, key="vms[0].gpus[1].address", why="already assigned"),
+    Row("vms[0].gpus[0].model", "H900", why="H800-SXM5-80GB"),
+    Row("vms[0].gpus[0].numaNode", 7, why="no NUMA node 7"),
+    Row("vms[0].gpus[0].numaNode", DELETE, why="set the node this device sits on"),
+    Row("vms[0].gpus[0].bar1Gib", 0, why="greater than 0"),
+    Row("vms[0].nvswitches", {}, why="valid tuple"),
+    Row("vms[0].nvswitches[0].address", "05:00", setup=SWITCH, why="PCI address"),
+    Row("vms[0].nvswitches[0].model", "NVSwitch-Gen9", setup=SWITCH, why="NVSwitch-Gen3"),
+    Row("vms[0].nvswitches[0].numaNode", 5, setup=SWITCH, why="no NUMA node 5"),
+    Row("vms[0].nvswitches[0].barMib", -1, setup=SWITCH, why="greater than 0"),
+    Row("vms[0].gpus", [], key="vms[0].nvswitches", setup=SWITCH, why="without GPUs"),
+    Row("vms[0].firmware", True, why="valid dictionary"),
+    Row("vms[0].firmware.allowSecureBootWithGpus", "perhaps", why="valid boolean"),
+    Row("vms[0].numa", "node0", why="valid dictionary"),
+    Row("vms[0].numa.hostNodes", [3], why="no NUMA node 3"),
+    Row("vms[0].numa.cells", [{"hostNode": 0, "vcpus": 4, "memoryGib": 32}], why="must be equal"),
+    Row("vms[0].numa.cells[0].hostNode", 4, setup=CELLS, why="no NUMA node 4"),
+    Row("vms[0].numa.cells[0].vcpus", 0, setup=CELLS, why="greater than 0"),
+    Row("vms[0].numa.cells[0].memoryGib", 0, setup=CELLS, why="greater than 0"),
+    Row("vms[0].numa.cells[0].hostCpus", "1-4,16-19", setup=CELLS, why="are not on host lab-gpu-1 NUMA node 0"),
+    Row("vms[0].numa.cells[0].hostCpus", "0-7", setup=CELLS, why="reserved or already pinned"),
+    Row("vms[0].numa.hugepages1g", "2M", why="valid boolean"),
+    Row("vms[0].numa.exposeGpuAffinity", "yes please", why="valid boolean"),
+    Row("vms[0].mmioHole64Gib", 64, why="at least 128 GiB"),
+    Row("vms[0].mmioHole64Gib", 192, why="power of two"),
+    Row("vms[0].kvmHidden", "hidden", why="valid boolean"),
+    # guest
+    Row("guest", "ubuntu", why="valid dictionary"),
+    Row("guest", DELETE, why="no guest block"),
+    Row("guest.os", "ubuntu-24.04", why="valid dictionary"),
+    Row("guest.os.family", "debian", why="'ubuntu' or 'rhel'"),
+    Row("guest.os.version", "9", why="accepted: 22.04, 24.04"),
+    Row("guest.sshUser", "", why="useradd"),
+    Row("guest.sshUser", "   ", why="useradd"),
+    Row("guest.sshUser", "ops admin", why="useradd"),
+    Row("guest.sshPublicKey", "AAAAC3NzaC1lZDI1NTE5", why="should match pattern"),
+    Row("guest.sshPublicKey", "ssh-ed25519 AAAAC3Nza ops\nssh-rsa AAAAB3Nza other", why="should match pattern"),
+    Row("guest.minRootFreeGib", 0, why="greater than or equal to 1"),
+    Row("guest.minRootFreeGib", 500, key="vms[0].diskGib", why="guest.minRootFreeGib (500 GiB)"),
+    Row("guest.nvidia", {}, key="guest.nvidia.driverVersion", why="required"),
+    Row("guest.nvidia.driverVersion", "latest", why="should match pattern"),
+    Row("guest.nvidia.installMethod", "apt", why="'package' or 'runfile'"),
+    Row("guest.nvidia.installMethod", "runfile", key="guest.nvidia.runfileUrl", why="NVIDIA-Linux-x86_64"),
+    Row("guest.nvidia.runfileUrl", "NVIDIA-Linux-x86_64-570.172.08.run", why="absolute path"),
+    Row("guest.nvidia.cuda", "12.8", why="valid dictionary"),
+    Row("guest.nvidia.cuda.version", "12.8", setup=CUDA, why="MAJOR.MINOR.PATCH"),
+    Row("guest.nvidia.cuda.runfileUrl", "cuda_12.8.1_linux.run", setup=CUDA, why="absolute path"),
+    Row("guest.containerRuntime", "containerd", why="valid dictionary"),
+    Row("guest.containerRuntime.name", "cri-o", why="'containerd' or 'docker'"),
+    Row("guest.containerRuntime.name", "docker", why="kubernetes.version"),
+    Row("guest.containerRuntime.nvidiaToolkitVersion", "1.17", why="MAJOR.MINOR.PATCH"),
+    Row("guest.containerRuntime.nvidiaDefault", "nvidia", why="valid boolean"),
+    Row("guest.proxy", "http://proxy.lab.local:3128", why="valid dictionary"),
+    Row("guest.proxy.http", "proxy.lab.local:3128", why="http:// or https://"),
+    Row("guest.proxy.https", "100.64.0.5:8888", setup=PROXY, why="http:// or https://"),
+    Row("guest.proxy.noProxy", "localhost,.svc", setup=PROXY, why="valid tuple"),
+    Row("guest.proxy.noProxy", ["localhost", "10.0.0.0/8, .svc"], key="guest.proxy.noProxy[1]", setup=PROXY, why="without spaces or commas"),
+    Row("guest.registryMirrors", {"nvcr.io": "https://harbor"}, why="valid tuple"),
+    Row("guest.registryMirrors[0].registry", "https://nvcr.io", setup=MIRROR, why="without a scheme"),
+    Row("guest.registryMirrors[0].endpoint", "harbor.lab.local/v2/nvcr", setup=MIRROR, why="http:// or https://"),
+    Row("guest.registryUsername", "robot user", why="without white space"),
+    Row("guest.registryUsername", "robot", key="registryPassword", why="guest.registryUsername"),
+    Row("guest.selinux", "disabled", why="'enforcing' or 'permissive'"),
+    Row("guest.disableFirewalld", "off please", why="valid boolean"),
+    # kubernetes
+    Row("kubernetes", ["1.32.4"], why="valid dictionary"),
+    Row("kubernetes.version", "1.32", why="MAJOR.MINOR.PATCH"),
+    Row("kubernetes.mode", "standalone", why="'init', 'join' or 'existing'"),
+    Row("kubernetes.mode", "existing", key="kubeconfig", why="mode existing"),
+    Row("kubernetes.join", "cp:6443", why="valid dictionary"),
+    Row("kubernetes.join.controlPlaneEndpoint", "https://cp.lab.local", setup=JOIN, why="should match pattern"),
+    Row("kubernetes.join.caCertHash", "ab" * 32, setup=JOIN, why="should match pattern"),
+    Row("kubernetes.podCidr", "10.244.0.0/33", why="CIDR notation"),
+    Row("kubernetes.podCidr", "not-a-cidr", why="CIDR notation"),
+    Row("kubernetes.podCidr", "10.244.0.1/16", why="did you mean 10.244.0.0/16"),
+    Row("kubernetes.podCidr", "10.96.0.0/16", why="overlaps kubernetes.serviceCidr"),
+    Row("kubernetes.podCidr", "192.168.0.0/16", why="libvirt's default network"),
+    Row("kubernetes.serviceCidr", "10.96.0.0", why="CIDR notation"),
+    Row("kubernetes.serviceCidr", "192.168.122.0/26", why="libvirt's default network"),
+    Row("kubernetes.bootstrapTokenRotation", -1, why="greater than or equal to 0"),
+    Row("kubernetes.packageRepository", "pkgs.k8s.io/core:/stable:/v1.32", why="http:// or https://"),
+    Row("kubernetes.nodeLabels", ["nvidia.com/gpu.present=true"], why="valid dictionary"),
+    Row("kubernetes.nodeLabels", {"gpu present": "true"}, key="kubernetes.nodeLabels.gpu present", why="1-63 characters"),
+    Row("kubernetes.nodeLabels", {"Example.com/gpu": "true"}, key="kubernetes.nodeLabels.Example.com/gpu", why="DNS-1123 subdomain"),
+    Row("kubernetes.nodeLabels", {"a" * 64: "true"}, key=f"kubernetes.nodeLabels.{'a' * 64}", why="1-63 characters"),
+    Row("kubernetes.nodeLabels", {"example.com/gpu": "yes please"}, key="kubernetes.nodeLabels.example.com/gpu", why="label value"),
+    Row("kubernetes.nodeLabels", {"node-role.kubernetes.io/gpu": ""}, key="kubernetes.nodeLabels.node-role.kubernetes.io/gpu", why="kubelet refuses"),
+    Row("kubernetes.nodeTaints", {"key": "nvidia.com/gpu"}, why="valid tuple"),
+    Row("kubernetes.nodeTaints", [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}], why="CoreDNS"),
+    Row("kubernetes.nodeTaints[0].key", "nvidia.com/gpu present", setup=TAINT, why="1-63 characters"),
+    Row("kubernetes.nodeTaints[0].value", "true!", setup=TAINT, why="label value"),
+    Row("kubernetes.nodeTaints[0].effect", "NoRun", setup=TAINT, why="'NoSchedule', 'PreferNoSchedule' or 'NoExecute'"),
+    # add-ons
+    Row("addons", [], why="valid dictionary"),
+    Row("addons.devicePlugin", "on", why="valid dictionary"),
+    Row("addons.devicePlugin.enabled", False, key="addons", why="no device plugin is enabled"),
+    Row("addons.devicePlugin.enabled", "on and off", why="valid boolean"),
+    Row("addons.devicePlugin.version", "0.99.0", why="not in the compatibility table"),
+    Row("addons.devicePlugin.version", "0.16.2", why="kubernetes.version 1.32.4"),
+    Row("addons.devicePlugin.deploy", "kustomize", why="'helm' or 'static'"),
+    Row("addons.devicePlugin.namespace", "NVIDIA", why="lower-case letters"),
+    Row("addons.devicePlugin.timeSlicing", 4, why="valid dictionary"),
+    Row("addons.devicePlugin.timeSlicing.replicas", 1, why="greater than or equal to 2"),
+    Row("addons.devicePlugin.timeSlicing.renameByDefault", "rename", why="valid boolean"),
+    Row("addons.devicePlugin.timeSlicing.failRequestsGreaterThanOne", "fail", why="valid boolean"),
+    Row("addons.devicePlugin.migStrategy", "all", why="'none', 'single' or 'mixed'"),
+    Row("addons.devicePlugin.migStrategy", "mixed", key="addons.devicePlugin.timeSlicing", why="not supported"),
+    Row("addons.devicePlugin.failOnInitError", "crash", why="valid boolean"),
+    Row("addons.gpuOperator", "v26.7.0", why="valid dictionary"),
+    Row("addons.gpuOperator.enabled", True, key="addons.devicePlugin.enabled", why="devicePluginEnabled: false"),
+    Row("addons.gpuOperator.version", "26.7.0", setup=OPERATOR, why="should match pattern"),
+    Row("addons.gpuOperator.namespace", "gpu_operator", setup=OPERATOR, why="lower-case letters"),
+    Row("addons.gpuOperator.devicePluginEnabled", False, key="addons", setup=OPERATOR, why="no device plugin is enabled"),
+    Row("addons.gpuOperator.migManagerEnabled", "mig", setup=OPERATOR, why="valid boolean"),
+    Row("addons.gpuOperator.migStrategy", "multi", setup=OPERATOR, why="'none', 'single' or 'mixed'"),
+    Row("addons.monitoring", True, why="valid dictionary"),
+    Row("addons.monitoring.enabled", "prometheus", why="valid boolean"),
+    Row("addons.monitoring.releaseName", "Kube Prometheus", why="lower-case letters"),
+    Row("addons.monitoring.namespace", "", why="lower-case letters"),
+    Row("addons.monitoring.chartVersion", "latest", why="MAJOR.MINOR.PATCH"),
+    Row("addons.monitoring.retention", "15 days", why="should match pattern"),
+    Row("addons.monitoring.storageGib", 0, why="greater than or equal to 1"),
+    Row("addons.monitoring.storageClass", "Fast SSD", why="DNS-1123 subdomain"),
+    Row("addons.monitoring.serviceMonitorSelectorNilUsesHelmValues", "nil", why="valid boolean"),
+    Row("addons.monitoring.dcgmExporterImageTag", ":4.5.3", why="image tag"),
+    Row("addons.gpuQuotas", {"namespace": "ml-dev"}, why="valid tuple"),
+    Row("addons.gpuQuotas[0].namespace", "ML dev", why="lower-case letters"),
+    Row("addons.gpuQuotas[1]", {"namespace": "ml-dev", "gpus": 1}, key="addons.gpuQuotas[1].namespace", why="listed twice"),
+    Row("addons.gpuQuotas[0].gpus", -1, why="greater than or equal to 0"),
+    Row("addons.gpuQuotas[0].defaultRequest", 5, why="exceeds the quota of 4"),
+    Row("addons.gpuQuotas[0].createNamespace", "create", why="valid boolean"),
+    Row("addons.images", "harbor.lab.local", why="valid dictionary"),
+    Row("addons.images.registry", "https://harbor.lab.local", why="should match pattern"),
+    Row("addons.images.overrides", ["harbor.lab/k8s-device-plugin"], why="valid dictionary"),
+    Row("addons.images.overrides", {"nvcr.io/nvidia/k8s-device-plugin": "harbor.lab/k8s/k8s-device-plugin:v0.20.0"},
+        key="addons.images.overrides.nvcr.io/nvidia/k8s-device-plugin", why="the tag comes from the add-on version"),
+    Row("addons.images.overrides", {"nvcr.io/NVIDIA/k8s-device-plugin": "harbor.lab/k8s/k8s-device-plugin"},
+        key="addons.images.overrides.nvcr.io/NVIDIA/k8s-device-plugin", why="not an image repository"),
+    Row("addons.images.smokeTest", "nvcr.io/nvidia/cuda", why="has no tag"),
+    Row("addons.images.smokeTest", "nvcr.io/nvidia/cuda:12.8.1 base", why="not an image reference"),
+    Row("addons.images.pullSecret", "Harbor_Pull", why="DNS-1123 subdomain"),
+    Row("addons.smokeTest", "nvidia-smi", why="valid boolean"),
+)
+
+
+def _parts(path: str) -> list[str | int]:
+    out: list[str | int] = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        out.append(int(index) if index else name)
+    return out
+
+
+def set_path(doc: dict, path: str, value: Any) -> None:
+    """Set (or delete) one path, creating the mappings and the next list entry on the way."""
+    parts = _parts(path)
+    node: Any = doc
+    for part, nxt in zip(parts, parts[1:]):
+        if isinstance(part, int):
+            if part == len(node):
+                node.append({})
+            node = node[part]
+        else:
+            if node.get(part) is None:
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+    last = parts[-1]
+    if value is DELETE:
+        del node[last]
+    elif isinstance(last, int) and last == len(node):
+        node.append(copy.deepcopy(value))
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def mutated(row: Row) -> dict:
+    doc = stack_file("dev")
+    for path, value in row.setup.items():
+        set_path(doc, path, value)
+    set_path(doc, row.path, row.value)
+    return doc
+
+
+def issues_of(raw: dict) -> list:
+    with pytest.raises(ConfigError) as info:
+        parse_stack_config(raw, SECRETS, "dev")
+    return info.value.issues
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
+def test_refused_at_the_key(row):
+    issues = issues_of(mutated(row))
+    at_key = [i for i in issues if i.path == row.expected]
+    assert at_key, f"expected gpu-stack:{row.expected}, got {[str(i) for i in issues]}"
+    assert any(row.why in i.message for i in at_key), f"{row.why!r} not in {[i.message for i in at_key]}"
+    assert {i.path for i in issues} == {row.expected, *row.also}, f"other keys reported too: {[str(i) for i in issues]}"
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if r.setup], ids=lambda r: r.id)
+def test_setups_are_valid_on_their_own(row):
+    doc = stack_file("dev")
+    for path, value in row.setup.items():
+        set_path(doc, path, value)
+    parse_stack_config(doc, SECRETS, "dev")
+
+
+def _resolve(schema: dict, defs: dict) -> dict:
+    if "$ref" in schema:
+        return defs[schema["$ref"].rsplit("/", 1)[1]]
+    options = [s for s in schema.get("anyOf", ()) if s.get("type") != "null"]
+    return _resolve(options[0], defs) if len(options) == 1 else schema
+
+
+def schema_fields(schema: dict, defs: dict, prefix: str = ""):
+    """Every property path of the schema: objects descend with '.', lists of objects with '[]'."""
+    for name, sub in _resolve(schema, defs).get("properties", {}).items():
+        path = f"{prefix}.{name}" if prefix else name
+        yield path
+        inner = _resolve(sub, defs)
+        if "properties" in inner:
+            yield from schema_fields(inner, defs, path)
+        elif inner.get("type") == "array" and "properties" in _resolve(inner.get("items", {}), defs):
+            yield from schema_fields(_resolve(inner["items"], defs), defs, path + "[]")
+
+
+def test_every_schema_field_has_a_row():
+    schema = StackConfig.model_json_schema(by_alias=True, mode="validation")
+    fields = list(schema_fields(schema, schema.get("$defs", {})))
+    assert len(fields) > 100
+    covered = {re.sub(r"\[\d+\]", "[]", re.sub(r"\[\d+\]$", "", r.path)) for r in ROWS}
+    missing = [f for f in fields if f not in covered]
+    assert not missing, f"schema fields without a refused value in tests/test_bad_input.py ROWS: {missing}"
+    unknown = sorted(covered - set(fields))
+    assert not unknown, f"rows for paths the schema does not have: {unknown}"
+
+
+def test_the_dev_stack_itself_is_accepted():
+    parse_stack_config(stack_file("dev"), SECRETS, "dev")
+
+
+def test_two_derived_macs_that_collide_are_refused():
+    """gpu-1011 and gpu-5617 hash to the same 52:54:00:bb:6e:be in stack dev (24 bits of SHA-256)."""
+    assert derived_mac("dev", "gpu-1011") == derived_mac("dev", "gpu-5617")
+    raw = stack_file("dev")
+    raw["vms"][0]["name"] = "gpu-1011"
+    raw["vms"].append(dict(SECOND_VM, name="gpu-5617"))
+    (issue,) = issues_of(raw)
+    assert issue.path == "vms[1].network.mac" and "hash collision" in issue.message and "vms[0] (gpu-1011)" in issue.message
+    parse_stack_config(raw, SECRETS, "prod")  # another stack derives other MACs
+
+
+# --- the PCIe topology: at the limit, and one past it -------------------------
+
+
+def _many_devices_raw(per_node: int, nodes: int, affinity: bool) -> dict:
+    raw = stack_file("dev")
+    raw["hosts"][0].update(physAddrBits=52, reservedCpus="", numaNodes=[
+        {"id": n, "cpus": f"{n * 8}-{n * 8 + 7}", "memoryGib": 64} for n in range(nodes)])
+    vm = raw["vms"][0]
+    vm.update(vcpus=nodes, memoryGib=4 * nodes)
+    count = per_node * nodes
+    vm["gpus"] = [{"address": f"0000:{1 + i // 32:02x}:{i % 32:02x}.0", "model": "T4", "numaNode": i % nodes} for i in range(count)]
+    if affinity:
+        vm["numa"] = {"exposeGpuAffinity": True}
+    return raw
+
+
+def test_expander_layout_at_its_limit_is_accepted():
+    parse_stack_config(_many_devices_raw(MAX_PORTS_PER_EXPANDER, MAX_EXPANDERS, True), SECRETS)
+
+
+def test_one_device_past_an_expander_is_refused():
+    raw = _many_devices_raw(MAX_PORTS_PER_EXPANDER, MAX_EXPANDERS, True)
+    raw["vms"][0]["gpus"].append({"address": "0000:7f:00.0", "model": "T4", "numaNode": 0})
+    (issue,) = issues_of(raw)
+    assert issue.path == "vms[0].gpus"
+    assert f"32 devices on guest NUMA cell 0" in issue.message and f"at most {MAX_PORTS_PER_EXPANDER}" in issue.message
+
+
+def test_one_expander_too_many_is_refused():
+    (issue,) = issues_of(_many_devices_raw(1, MAX_EXPANDERS + 1, True))
+    assert issue.path == "vms[0].gpus" and f"at most {MAX_EXPANDERS} fit" in issue.message
+
+
+def test_200_gpus_behind_expanders_are_refused_with_the_limit():
+    issues = issues_of(_many_devices_raw(100, 2, True))
+    assert [i.path for i in issues] == ["vms[0].gpus", "vms[0].gpus"]
+    assert "100 devices on guest NUMA cell 0" in issues[0].message and "at most 31" in issues[0].message
+    assert "100 devices on guest NUMA cell 1" in issues[1].message
+
+
+def test_pcie_root_at_its_limit_is_accepted_and_one_past_refused():
+    parse_stack_config(_many_devices_raw(MAX_ROOT_HOSTDEVS, 1, False), SECRETS)
+    (issue,) = issues_of(_many_devices_raw(MAX_ROOT_HOSTDEVS + 1, 1, False))
+    assert issue.path == "vms[0].gpus" and f"at most {MAX_ROOT_HOSTDEVS}" in issue.message
+
+
+# --- secrets in the stack file --------------------------------------------------
+
+
+def _write_stack(tmp_path, doc: Any, name: str = "bad") -> None:
+    (tmp_path / f"Pulumi.{name}.yaml").write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+
+
+def _plan(tmp_path, capsys, name: str = "bad") -> tuple[int, str]:
+    rc = plan_tool.main([name, "--out", str(tmp_path / "plan"), "--stack-dir", str(tmp_path)])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_plan_refuses_a_plaintext_secret_as_the_program_does(tmp_path, capsys, key):
+    from tests.conftest import run_stack
+
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    doc["config"][f"gpu-stack:{key}"] = "plain-text-value"
+    _write_stack(tmp_path, doc)
+    rc, err = _plan(tmp_path, capsys)
+    assert rc == 1
+    expected = f"gpu-stack:{key}: is stored in plain text in the stack file; remove it and run `pulumi config set --secret gpu-stack:{key}`"
+    assert err.splitlines() == [expected]
+    assert not (tmp_path / "plan" / "bad").exists()
+    # the program, given the same value as plain (not secret) config, refuses it with the same line
+    raw = stack_file("dev")
+    raw[key] = "plain-text-value"
+    secrets = {k: "x" for k in ("sshPrivateKey", "grafanaAdminPassword") if k != key}
+    with pytest.raises(ConfigError) as info:
+        run_stack(raw, secrets=secrets)
+    assert [str(i) for i in info.value.issues] == [expected]
+
+
+# --- malformed files: refused naming the file, never a traceback ---------------------
+
+
+MALFORMED = {
+    "tab-indent": ("config:\n\tgpu-stack:production: false\n", "(file)", "tabs"),
+    "not-utf8": (b"config:\n  gpu-stack:production: false # \xff\xfe\n", "(file)", "not UTF-8"),
+    "config-a-list": ("config:\n  - gpu-stack:production: false\n", "(file)", "`config:` is a list"),
+    "scalar-file": ("just some text\n", "(file)", "holds a string, not a mapping"),
+    "list-file": ("- a\n- b\n", "(file)", "holds a list"),
+    "unclosed-quote": ("config:\n  gpu-stack:production: 'false\n", "(file)", "line"),
+    "empty-file": ("", "vms", "declares nothing to build"),
+    "empty-config": ("config: {}\n", "vms", "declares nothing to build"),
+    "no-config": ("encryptionsalt: v1:abc\n", "vms", "declares nothing to build"),
+    "config-null": ("config:\n", "vms", "declares nothing to build"),
+    "vms-a-number": ("config:\n  gpu-stack:vms: 5\n", "vms", "valid tuple"),
+    "hosts-a-string": ("config:\n  gpu-stack:hosts: lab-gpu-1\n  gpu-stack:vms: []\n", "hosts", "valid tuple"),
+    "date-value": ("config:\n  gpu-stack:production: 2024-01-01\n", "production", "valid boolean"),
+    "int-key": ("config:\n  1: true\n", "1", "unknown key"),
+    "top-level-typo": ("confg:\n  gpu-stack:production: false\n", "(file)", "unknown top-level key 'confg'; a stack file has config"),
+    "binary": ("config:\n  gpu-stack:production: !!binary aGVsbG8=\n", "production", "valid boolean"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_file_is_refused_naming_the_file(tmp_path, capsys, name):
+    text, key, why = MALFORMED[name]
+    path = tmp_path / "Pulumi.bad.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    rc, err = _plan(tmp_path, capsys)
+    assert rc == 1, err
+    lines = err.splitlines()
+    assert lines and all(line.startswith("gpu-stack:") for line in lines), err
+    assert any(line.startswith(f"gpu-stack:{key}: ") and why in line for line in lines), err
+    if key == "(file)":
+        assert "Pulumi.bad.yaml" in err
+
+
+def test_a_missing_stack_file_lists_the_stacks(tmp_path, capsys):
+    _write_stack(tmp_path, {"config": {}}, "other")
+    rc, err = _plan(tmp_path, capsys, "nope")
+    assert rc == 1 and err.startswith("gpu-stack:(file): no stack file Pulumi.nope.yaml; stacks here: other")
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if not r.expected.startswith(r.path)], ids=lambda r: r.id)
+def test_an_error_at_another_key_names_the_mutated_one_too(row):
+    """Reported at a related key (physAddrBits at vms[0].memoryGib): the message names both."""
+    messages = [i.message for i in issues_of(mutated(row)) if i.path == row.expected]
+    assert any(row.path in m for m in messages), f"{row.path} not named in {messages}"
