@@ -322,7 +322,8 @@ def test_gpu_numa_node_is_checked_against_the_facts():
 def test_host_numa_cpus_and_address_bits_are_checked_against_the_facts():
     cfg = _host_stack(ALL_GPUS)
     cfg["hosts"][0]["numaNodes"][1]["cpus"] = "56-111"
-    cfg["hosts"][0].pop("threadSiblings", None)  # prod's pairs name the CPUs this mutation drops
+    cfg["hosts"][0].pop("threadSiblings", None)  # prod's pairs and reserved CPUs name CPUs this mutation drops
+    cfg["hosts"][0]["reservedCpus"] = "0,56,112"
     cfg["hosts"][0]["physAddrBits"] = 52
     issues = _refused(cfg)
     assert "record node 1's cpulist as 56-111,168-223" in issues["hosts[0].numaNodes[1].cpus"]
