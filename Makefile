@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 STACK   ?= dev
 
-.PHONY: test plan plans golden schema bench venv clean
+.PHONY: test plan plans golden schema bench doctor venv clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ plans: $(STAMP)
 golden: $(STAMP)
 	rm -rf tests/golden
 	for s in $(STACKS); do $(PY) -m tools.plan $$s --out tests/golden || exit 1; done
+
+# seed 003's ten-minute GPU diagnosis against the deployed stack (read-only): `make doctor STACK=prod`,
+# extra flags through DOCTOR_ARGS, e.g. DOCTOR_ARGS="--vm ubuntu-gpu --evidence build/evidence"
+doctor: $(STAMP)
+	$(PY) -m tools.doctor $(STACK) $(DOCTOR_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench
