@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from xml.etree import ElementTree
 
 from render.nvidia_smi import (
+    LIST_LINE as _LIST_LINE,
     XidEvent,
     normalize_pci,
     parse_list,
@@ -285,9 +286,11 @@ def check_guest_driver(x: Expected, ev: Evidence) -> list[Result]:
     out: list[Result] = []
     listing = _out(ev.guest, "nvidia-smi-L")
     if listing is None:
-        return [_missing(s, "nvidia-smi -L", "guest", ev)]
+        return [Result(s, "guest reachable", FAIL, f"guest: {ev.errors.get('guest', 'not collected')}",
+                       "check the VM runs (`virsh list` on the host), its address (outputs vms.<vm>.ip), the SSH key and that the "
+                       "host key still matches vms.<vm>.hostPublicKey; the guest checks need SSH")]
     lines = [line for line in listing.stdout.splitlines() if line.strip()]
-    gpu_lines = [line for line in lines if line.startswith("GPU ") or line.startswith("  MIG ")]
+    gpu_lines = [line for line in lines if _LIST_LINE.match(line)]
     other = [line.strip() for line in lines if line not in gpu_lines] + [line.strip() for line in listing.stderr.splitlines() if line.strip()]
     gpus = parse_list("\n".join(gpu_lines))
     seen = {g.uuid for g in gpus}

@@ -121,6 +121,7 @@ class ListedGpu:
 
 _LIST_GPU = re.compile(r"^GPU (?P<index>\d+): (?P<name>.+?) \(UUID: (?P<uuid>GPU-[0-9A-Fa-f-]+)\)\s*$")
 _LIST_MIG = re.compile(r"^\s+MIG (?P<profile>\S+)\s+Device\s+(?P<device>\d+): \(UUID: (?P<uuid>MIG-[0-9A-Fa-f-]+)\)\s*$")
+LIST_LINE = re.compile(re.sub(r"\?P<\w+>", "", f"{_LIST_GPU.pattern}|{_LIST_MIG.pattern}"))  # a line parse_list() accepts
 
 
 def parse_list(text: str) -> list[ListedGpu]:

@@ -456,3 +456,27 @@ def test_expected_state_from_stack_config(stack_dir):
     assert x.host_addresses == tuple(HOST_ADDRESSES) and x.hole64_gib == 2048 and x.allocatable == 8
     assert x.node_taints == (("nvidia.com/gpu", "true", "NoSchedule"),) and x.plugin == "helm" and x.release == RELEASE
     assert copy.deepcopy(x) == x
+
+
+def test_guest_with_a_different_host_key_is_refused(ssh, kube, keys, stack_dir, planned_domain, tmp_path, capsys):
+    """The guest's host key is pinned from vms.<vm>.hostPublicKey: a server with another key gets no command."""
+    client, host = keys
+    impostor = asyncssh.generate_private_key("ssh-ed25519")
+    key_file = tmp_path / "id"
+    key_file.write_bytes(client.export_private_key())
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"vms": {VM: {"ip": "127.0.0.1", "hostPublicKey": impostor.export_public_key().decode()}},
+                                   "expectedAllocatable": {VM: {"nvidia.com/gpu": 8}}}))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kube.kubeconfig(TOKEN))
+    ssh.responses = {"ubuntu": healthy_guest()}
+    ssh.received.clear()
+    kube.routes = routes(healthy_cluster())
+    code = doctor.main(["h100", "--stack-dir", str(stack_dir), "--outputs", str(outputs), "--ssh-key", str(key_file),
+                        "--ssh-port", str(ssh.port), "--no-host", "--kubeconfig", str(kubeconfig), "--json"])
+    results = {r["check"]: r for r in json.loads(capsys.readouterr().out)["vms"][0]["results"]}
+    assert code == 1 and ssh.received == []
+    reach = results["guest reachable"]
+    assert reach["status"] == FAIL and "Host key is not trusted" in reach["evidence"] and "hostPublicKey" in reach["fix"]
+    assert results["hypervisor checks"]["status"] == "SKIP"
+    assert results["capacity and allocatable"]["status"] == PASS  # the cluster half still ran
