@@ -430,14 +430,12 @@ def test_table_output_without_colour_off_a_tty(run_doctor, capsys):
 
 
 def test_a_command_outside_the_allowlist_is_never_sent(ssh):
-    import asyncio
-
     target = doctor.SshTarget("127.0.0.1", ssh.port, "ubuntu", None, ())
     sent = []
     for cmd in ("systemctl restart nvidia-fabricmanager", "nvidia-smi -r", "readlink /sys/bus/pci/devices/0000:18:00.0/driver; reboot"):
         assert not is_read_only(cmd)
         with pytest.raises(doctor.NotReadOnly):
-            asyncio.run(doctor.run_commands(target, {"x": cmd}, sent))
+            doctor.run_sync(doctor.run_commands(target, {"x": cmd}, sent))
     assert sent == []
 
 

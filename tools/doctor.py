@@ -172,6 +172,15 @@ async def run_commands(target: SshTarget, commands: dict[str, str], ran: list[st
     return dict(done)
 
 
+def run_sync(coro: Any) -> Any:
+    """Run on a private event loop: asyncio.run() would leave the thread without a current loop, which Pulumi's runtime needs."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 def guest_commands(x: Expected) -> dict[str, str]:
     keys = ["nvidia-smi-L", "nvidia-smi-q", "modules", "dmesg", "nvidia-ctk", "cdi", "kubelet-checkpoint"]
     if x.nvswitch:
@@ -336,7 +345,7 @@ def doctor_vm(cfg: StackConfig, x: Expected, outputs: dict[str, Any], args: argp
         target = SshTarget(ip, args.ssh_port, cfg.guest.ssh_user, [asyncssh.import_private_key(ssh_key)],
                            _known_hosts_for(vm_out["hostPublicKey"]))
         try:
-            ev.guest = asyncio.run(run_commands(target, guest_commands(x), ran))
+            ev.guest = run_sync(run_commands(target, guest_commands(x), ran))
         except NotReadOnly:
             raise
         except (OSError, asyncssh.Error) as e:
@@ -351,7 +360,7 @@ def doctor_vm(cfg: StackConfig, x: Expected, outputs: dict[str, Any], args: argp
         known = args.host_known_hosts or os.path.expanduser("~/.ssh/known_hosts")
         target = SshTarget(uri.hostname or "", uri.port or 22, uri.username or "root", keys, known)
         try:
-            ev.host = asyncio.run(run_commands(target, commands, ran))
+            ev.host = run_sync(run_commands(target, commands, ran))
         except NotReadOnly:
             raise
         except (OSError, asyncssh.Error) as e:
