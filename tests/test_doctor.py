@@ -264,6 +264,7 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, tmp_path):
         ssh.received.clear()
         kube.routes = routes(cluster)
         kube.requests.clear()
+        kube.authorization.clear()
         code = doctor.main(["h100", "--stack-dir", str(stack_dir), "--outputs", str(outputs), "--ssh-key", str(key_file),
                             "--ssh-port", str(ssh.port), "--host-ssh-key", str(key_file), "--host-known-hosts", str(known),
                             "--kubeconfig", str(kubeconfig), "--json", *extra])
@@ -273,6 +274,7 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, tmp_path):
         assert ssh.received and all(is_read_only(cmd) for _, cmd in ssh.received), ssh.received
         assert {u for u, _ in ssh.received} == {"ubuntu", "root"}
         assert kube.requests and {m for m, _ in kube.requests} == {"GET"}
+        assert kube.authorization == {f"Bearer {TOKEN}"}  # every call, the service proxy included, authenticated
         return code, {(r["section"], r["check"]): r for r in report["vms"][0]["results"]}
 
     return run

@@ -33,7 +33,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import yaml
 
@@ -238,9 +238,15 @@ class ClusterReader:
             get("prometheusrules", lambda: custom.list_cluster_custom_object("monitoring.coreos.com", "v1", "prometheusrules", _preload_content=False))
             service = f"{x.release}-prometheus:http-web"
             for what in ("targets", "rules", "alerts"):
+                # The path is given whole: the generated connect_get_namespaced_service_proxy_with_path() encodes its
+                # `/` as %2F, which the API server passes on and Prometheus answers with 404.
+                path = f"/api/v1/namespaces/{quote(x.monitoring_namespace)}/services/{quote(service, safe=':')}/proxy/api/v1/{what}"
                 try:
-                    resp = self.core.connect_get_namespaced_service_proxy_with_path(
-                        service, x.monitoring_namespace, f"api/v1/{what}", _preload_content=False)
+                    method, url, headers, _, _ = self.api.param_serialize("GET", path, auth_settings=["BearerToken"])
+                    resp = self.api.call_api(method, url, header_params=headers)
+                    resp.read()
+                    if resp.status != 200:
+                        raise c.exceptions.ApiException(status=resp.status, reason=resp.reason)
                     ev.prometheus[what] = self._json(resp)
                 except Exception as e:  # noqa: BLE001
                     ev.errors["prometheus"] = f"{x.monitoring_namespace}/{service} {what}: {getattr(e, 'status', '')} {getattr(e, 'reason', e)}".strip()

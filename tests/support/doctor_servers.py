@@ -15,7 +15,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import asyncssh
 
@@ -56,6 +56,7 @@ class KubeApi:
     def __init__(self) -> None:
         self.routes: dict[str, Any] = {}
         self.requests: list[tuple[str, str]] = []
+        self.authorization: set[str | None] = set()
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,8 +71,10 @@ class KubeApi:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:  # noqa: N802
-                path = unquote(urlsplit(self.path).path)
+                # Like the API server in front of Prometheus: `%3A` in the service name is decoded, an encoded `/` is not.
+                path = urlsplit(self.path).path.replace("%3A", ":")
                 api.requests.append(("GET", path))
+                api.authorization.add(self.headers.get("Authorization"))
                 if path not in api.routes:
                     status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
                               "message": f"the server could not find the requested resource ({path})"}
