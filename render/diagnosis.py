@@ -215,8 +215,10 @@ def _domain_facts(xml: str) -> dict[str, Any]:
 def check_hypervisor(x: Expected, ev: Evidence) -> list[Result]:
     s = "hypervisor"
     if not ev.host:
-        why = ev.errors.get("host", "no hypervisor access (libvirtUri) for this VM")
-        return [Result(s, "hypervisor checks", SKIP, why)]
+        if "host" in ev.errors:
+            return [Result(s, "hypervisor reachable", WARN, ev.errors["host"],
+                           "check SSH to the libvirtUri's user@host (key, ~/.ssh/known_hosts), or pass --no-host")]
+        return [Result(s, "hypervisor checks", SKIP, ev.errors.get("host-skipped", "no hypervisor access for this VM"))]
     out: list[Result] = []
     bad = []
     for addr in x.host_addresses:
@@ -434,9 +436,26 @@ def _containerd_runtimes(text: str) -> dict[str, dict]:
     return found
 
 
+def _cluster_answered(ev: Evidence) -> bool:
+    return "pods" in ev.k8s
+
+
+def _runtime_class(x: Expected, ev: Evidence) -> list[Result]:
+    classes = {rc["metadata"]["name"]: rc.get("handler") for rc in ev.k8s.get("runtimeclasses") or []}
+    ok = classes.get(x.runtime_handler) == x.runtime_handler
+    return [Result("runtime", "RuntimeClass handler", PASS if ok else FAIL,
+                   f"RuntimeClass {x.runtime_handler}: handler {classes.get(x.runtime_handler, 'absent')}",
+                   "" if ok else "`pulumi up` creates RuntimeClass nvidia (handler nvidia); pods using it fail with `no runtime for \"nvidia\"` without it")]
+
+
 def check_runtime(x: Expected, ev: Evidence) -> list[Result]:
     s = "runtime"
     out: list[Result] = []
+    if not ev.guest:
+        out.append(Result(s, "runtime checks", SKIP, "guest not reachable (see guest driver)"))
+        if x.runtime_handler and _cluster_answered(ev):
+            out.extend(_runtime_class(x, ev))
+        return out
     handler = x.runtime_handler or "nvidia"
     has_handler = None
     if x.runtime == "containerd":
@@ -466,12 +485,8 @@ def check_runtime(x: Expected, ev: Evidence) -> list[Result]:
         has_handler = "nvidia" in runtimes
         out.append(Result(s, "docker nvidia runtime", PASS if has_handler else FAIL, f"daemon.json runtimes: {', '.join(sorted(runtimes)) or 'none'}",
                           "" if has_handler else "`sudo nvidia-ctk runtime configure --runtime=docker --set-as-default` and restart docker"))
-    if x.runtime_handler:
-        classes = {rc["metadata"]["name"]: rc.get("handler") for rc in ev.k8s.get("runtimeclasses") or []}
-        ok = classes.get(x.runtime_handler) == x.runtime_handler
-        out.append(Result(s, "RuntimeClass handler", PASS if ok else FAIL,
-                          f"RuntimeClass {x.runtime_handler}: handler {classes.get(x.runtime_handler, 'absent')}",
-                          "" if ok else "`pulumi up` creates RuntimeClass nvidia (handler nvidia); pods using it fail with `no runtime for \"nvidia\"` without it"))
+    if x.runtime_handler and _cluster_answered(ev):
+        out.extend(_runtime_class(x, ev))
     r = _out(ev.guest, "nvidia-ctk")
     version = None
     if r is not None and r.rc == 0 and (m := re.search(r"version (\d+\.\d+\.\d+)", r.stdout)):
@@ -519,6 +534,9 @@ def _ready(pod: dict) -> bool:
 def check_kubernetes(x: Expected, ev: Evidence, runtime_ok: bool | None = None) -> list[Result]:
     s = "kubernetes"
     node = ev.k8s.get("node")
+    if not _cluster_answered(ev):
+        return [Result(s, "cluster reachable", WARN, f"Kubernetes API: {ev.errors.get('node') or ev.errors.get('pods', 'not collected')}",
+                       "check the kubeconfig output (or --kubeconfig) and that the API server answers; the manual fallback is in docs/OPERATIONS.md")]
     if node is None:
         return [Result(s, "node", FAIL, f"node {x.vm}: {ev.errors.get('node', 'not found')}",
                        "the node never joined: check the kubernetes phase (`journalctl -u kubelet` in the guest)")]
@@ -665,6 +683,8 @@ def classify_pod(pod: dict, events: list[dict], node: dict | None, resource: str
 def check_workloads(x: Expected, ev: Evidence) -> list[Result]:
     s = "workloads"
     out: list[Result] = []
+    if not _cluster_answered(ev):
+        return [Result(s, "GPU pods", SKIP, "cluster not reachable (see kubernetes)")]
     node = ev.k8s.get("node")
     for pod in ev.k8s.get("pods") or []:
         if _requests(pod, x.resource) == 0:
@@ -695,6 +715,8 @@ def check_monitoring(x: Expected, ev: Evidence) -> list[Result]:
     s = "monitoring"
     if not x.monitoring:
         return [Result(s, "monitoring", SKIP, "addons.monitoring is off")]
+    if not _cluster_answered(ev):
+        return [Result(s, "monitoring", SKIP, "cluster not reachable (see kubernetes)")]
     out: list[Result] = []
     monitors = [m for m in ev.k8s.get("servicemonitors") or [] if "dcgm" in m["metadata"]["name"]]
     if not monitors:

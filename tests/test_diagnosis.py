@@ -118,3 +118,13 @@ def test_redaction():
                    "hunter2hunter2", "s3cr3t-value-42"):
         assert secret not in out, secret
     assert "[redacted private key]" in out and "Registered device plugin for 'nvidia.com/gpu' with Kubelet" in out
+
+
+def test_unreachable_sources_do_not_pretend():
+    """No guest, no hypervisor, no cluster: one FAIL (the guest) and WARN/SKIP, never a PASS or a misleading FAIL."""
+    x = Expected(vm="vm", gpu_count=1, runtime_handler="nvidia", monitoring=True, host_addresses=("0000:18:00.0",))
+    results = diagnose(x, Evidence(errors={"guest": "ssh: refused", "host": "ssh: no route", "node": "no kubeconfig"}))
+    by = {(r.section, r.check): r.status for r in results}
+    assert by == {("hypervisor", "hypervisor reachable"): WARN, ("guest driver", "guest reachable"): FAIL,
+                  ("runtime", "runtime checks"): "SKIP", ("kubernetes", "cluster reachable"): WARN,
+                  ("workloads", "GPU pods"): "SKIP", ("monitoring", "monitoring"): "SKIP"}

@@ -360,7 +360,7 @@ def doctor_vm(cfg: StackConfig, x: Expected, outputs: dict[str, Any], args: argp
     uri = urlsplit(host.libvirt_uri)
     commands = host_commands(x.vm, x.host_addresses)
     if args.no_host:
-        ev.errors["host"] = "--no-host"
+        ev.errors["host-skipped"] = "--no-host"
     elif uri.scheme == "qemu+ssh":
         keys = [asyncssh.read_private_key(args.host_ssh_key)] if args.host_ssh_key else None
         known = args.host_known_hosts or os.path.expanduser("~/.ssh/known_hosts")
@@ -374,10 +374,10 @@ def doctor_vm(cfg: StackConfig, x: Expected, outputs: dict[str, Any], args: argp
     elif uri.scheme == "qemu" and not uri.hostname:
         ev.host = run_local(commands, ran)
     else:
-        ev.errors["host"] = f"libvirtUri {host.libvirt_uri}: only qemu+ssh:// and local qemu:/// are read"
+        ev.errors["host-skipped"] = f"libvirtUri {host.libvirt_uri}: only qemu+ssh:// and local qemu:/// are read"
     kubeconfig = outputs.get("kubeconfig") or args.kubeconfig_text
     if cfg.kubernetes is None:
-        ev.errors["node"] = "no kubernetes config"
+        ev.errors["node"] = "no kubernetes config in the stack"
     elif not kubeconfig:
         ev.errors["node"] = "no kubeconfig output (and no --kubeconfig)"
     else:
@@ -413,7 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         outputs = json.loads(Path(args.outputs).read_text())
         secret_names = {"kubeconfig"}
     else:
-        outputs, secret_names = pulumi_outputs(args.stack, root)
+        try:
+            outputs, secret_names = pulumi_outputs(args.stack, root)
+        except Exception as e:  # noqa: BLE001 - no CLI, no backend login, no such stack: say so, no traceback
+            print(f"cannot read the outputs of stack {args.stack} ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
+                  "log in to the backend, or pass --outputs FILE (pulumi stack output --json --show-secrets > FILE)", file=sys.stderr)
+            return 2
     ssh_key = Path(args.ssh_key).read_text() if args.ssh_key else pulumi_secret_config(args.stack, root, "sshPrivateKey")
     args.kubeconfig_text = Path(args.kubeconfig).read_text() if args.kubeconfig else None
     names = [v.name for v in cfg.vms]
