@@ -29,6 +29,7 @@ from tests.support.doctor_servers import KubeApi, SshServer
 from tools import doctor, plan
 
 HERE = Path(__file__).parent
+ROOT_DIR = HERE.parent
 NVSMI = HERE / "fixtures" / "nvidia-smi"
 DOCTOR = HERE / "fixtures" / "doctor"
 VM = "gpu-h100"
@@ -160,6 +161,8 @@ def healthy_cluster() -> dict:
                        "allocatable": {"cpu": "64", "memory": "263819112Ki", "pods": "110", "nvidia.com/gpu": "8"},
                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}]}}
     plugin_pod = pod("nvidia-device-plugin-x7k2p", "nvidia-device-plugin", VM, "Running")
+    plugin_pod["spec"]["containers"] = [{"name": "nvidia-device-plugin-ctr", "image": "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"},
+                                        {"name": "config-manager", "image": "nvcr.io/nvidia/k8s-device-plugin:v0.20.0"}]
     exporter_pod = pod("dcgm-exporter-9qv4d", "gpu-monitoring", VM, "Running")
     return {
         "node": node,
@@ -265,6 +268,7 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, tmp_path):
         kube.routes = routes(cluster)
         kube.requests.clear()
         kube.authorization.clear()
+        kube.queries.clear()
         code = doctor.main(["h100", "--stack-dir", str(stack_dir), "--outputs", str(outputs), "--ssh-key", str(key_file),
                             "--ssh-port", str(ssh.port), "--host-ssh-key", str(key_file), "--host-known-hosts", str(known),
                             "--kubeconfig", str(kubeconfig), "--json", *extra])
@@ -275,6 +279,7 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, tmp_path):
         assert {u for u, _ in ssh.received} == {"ubuntu", "root"}
         assert kube.requests and {m for m, _ in kube.requests} == {"GET"}
         assert kube.authorization == {f"Bearer {TOKEN}"}  # every call, the service proxy included, authenticated
+        assert all(q == "container=nvidia-device-plugin-ctr&tailLines=200" for p, q in kube.queries if p.endswith("/log")), kube.queries
         return code, {(r["section"], r["check"]): r for r in report["vms"][0]["results"]}
 
     return run
@@ -480,3 +485,12 @@ def test_guest_with_a_different_host_key_is_refused(ssh, kube, keys, stack_dir, 
     assert reach["status"] == FAIL and "Host key is not trusted" in reach["evidence"] and "hostPublicKey" in reach["fix"]
     assert results["hypervisor checks"]["status"] == "SKIP"
     assert results["capacity and allocatable"]["status"] == PASS  # the cluster half still ran
+
+
+def test_expected_state_of_the_repositorys_stacks():
+    prod = doctor.expected_for(doctor.load_config("prod", ROOT_DIR), "ubuntu-gpu", {})
+    assert (prod.plugin, prod.plugin_namespace, prod.nvswitch, prod.gpu_count, prod.allocatable) == ("operator", "gpu-operator", True, 8, 8)
+    assert prod.node_taints == () and prod.driver_version == "570.172.08" and prod.hole64_gib == 2048
+    dev = doctor.expected_for(doctor.load_config("dev", ROOT_DIR), "gpu-dev-0", {})
+    assert (dev.plugin, dev.plugin_namespace, dev.nvswitch, dev.allocatable) == ("helm", "nvidia-device-plugin", False, 4)  # time-slicing x4
+    assert "nvidia-smi-topo" not in doctor.guest_commands(dev) and "fabricmanager" in doctor.guest_commands(prod)

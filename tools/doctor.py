@@ -254,8 +254,12 @@ class ClusterReader:
             meta = pod["metadata"]
             if (meta.get("namespace") == x.plugin_namespace and "device-plugin" in meta["name"]
                     and (pod.get("spec") or {}).get("nodeName") == x.vm and (pod.get("status") or {}).get("phase") == "Running"):
+                containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+                # the operator's plugin pod also runs a config-manager sidecar: ask for the plugin's own container
+                container = next((n for n in containers if "device-plugin" in n), containers[0] if containers else None)
                 try:
-                    resp = self.core.read_namespaced_pod_log(meta["name"], meta["namespace"], tail_lines=200, _preload_content=False)
+                    resp = self.core.read_namespaced_pod_log(meta["name"], meta["namespace"], container=container, tail_lines=200,
+                                                             _preload_content=False)
                     ev.plugin_logs[meta["name"]] = resp.data.decode()
                 except Exception as e:  # noqa: BLE001
                     ev.errors[f"log {meta['name']}"] = str(getattr(e, "reason", e))

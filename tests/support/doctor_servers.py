@@ -57,6 +57,7 @@ class KubeApi:
         self.routes: dict[str, Any] = {}
         self.requests: list[tuple[str, str]] = []
         self.authorization: set[str | None] = set()
+        self.queries: list[tuple[str, str]] = []
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,6 +76,7 @@ class KubeApi:
                 path = urlsplit(self.path).path.replace("%3A", ":")
                 api.requests.append(("GET", path))
                 api.authorization.add(self.headers.get("Authorization"))
+                api.queries.append((path, urlsplit(self.path).query))
                 if path not in api.routes:
                     status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
                               "message": f"the server could not find the requested resource ({path})"}
