@@ -103,6 +103,26 @@ def normalize_pci(address: str) -> str:
     return f"{int(m.group('dom') or '0', 16):04x}:{m.group('bus').lower()}:{m.group('slot').lower()}.{m.group('fn')}"
 
 
+def parse_query_gpu_csv(text: str) -> list[dict[str, str | None]]:
+    """`--query-gpu=... --format=csv` (with its header) -> one dict per GPU, keyed by field name without the unit.
+
+    `[N/A]` and `N/A` become None; values keep their units (`81559 MiB`) unless `nounits` was given.
+    One unknown field makes nvidia-smi print only `Field "x" is not a valid field to query.`: a ValueError here.
+    """
+    if m := re.search(r'Field "([^"]+)" is not a valid field to query', text):
+        raise ValueError(f"nvidia-smi refused the query: field {m.group(1)!r} is not valid for this driver")
+    rows = [r for r in csv.reader(io.StringIO(text.strip()), skipinitialspace=True) if r]
+    if not rows:
+        return []
+    header = [re.sub(r"\s*\[[^\]]*\]$", "", h.strip()) for h in rows[0]]
+    out = []
+    for row in rows[1:]:
+        if len(row) != len(header):
+            raise ValueError(f"expected {len(header)} fields, got {len(row)}")
+        out.append({k: na(v) for k, v in zip(header, row)})
+    return out
+
+
 @dataclass(frozen=True)
 class MigDevice:
     profile: str

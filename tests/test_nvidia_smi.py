@@ -190,3 +190,25 @@ def test_xid_lines_and_meanings():
     assert "fallen off the bus" in events[0].meaning
     assert {c for c, (cat, _) in XID_MEANINGS.items() if cat == "memory"} >= {48, 63, 64, 94, 95}
     assert {c for c, (cat, _) in XID_MEANINGS.items() if cat == "application"} == {13, 31, 43}
+
+
+def test_query_gpu_csv_with_header_on_real_captures():
+    from render.nvidia_smi import parse_query_gpu_csv
+
+    (p100,) = parse_query_gpu_csv(fixture("nvidia-smi-query-gpu.1xP100-PCIE-16GB.csv"))  # no trailing newline
+    assert p100["name"] == "Tesla P100-PCIE-16GB" and p100["fan.speed"] is None  # [N/A]
+    assert p100["memory.free"] == "16280" and "index" not in p100
+    (h100,) = parse_query_gpu_csv(fixture("nvidia-smi-query-gpu-allfields.1xH100-SXM-80GB-VM.590.48.01.csv"))
+    assert len(h100) == 212 and h100["pci.bus_id"] == "00000000:00:09.0" and h100["memory.total"] == "81559 MiB"
+    assert normalize_pci(h100["pci.bus_id"]) == "0000:00:09.0" and h100["uuid"] == "GPU-00000000-0000-0000-0000-000000000000"
+    (l40s,) = parse_query_gpu_csv(fixture("nvidia-smi-query-gpu-allfields.1xL40S-VM.595.80.csv"))
+    fabric = {k: v for k, v in l40s.items() if k.startswith("fabric.")}
+    assert fabric and set(fabric.values()) == {None}  # bare N/A on the L40S
+    assert l40s["display_mode"] == "[Requested functionality has been deprecated]"
+
+
+def test_query_gpu_csv_unknown_field_fails_the_whole_query():
+    from render.nvidia_smi import parse_query_gpu_csv
+
+    with pytest.raises(ValueError, match="'throttle_reasons.active' is not valid"):
+        parse_query_gpu_csv(fixture("nvidia-smi-query-gpu.invalid-field-error.8xH100-SXM.580.126.20.txt"))
