@@ -58,6 +58,7 @@ HOST_COMMAND_TEMPLATES: dict[str, str] = {
     "dumpxml": "virsh -c qemu:///system dumpxml {domain}",
     "driver": "readlink /sys/bus/pci/devices/{addr}/driver",
     "iommu-group": "ls /sys/bus/pci/devices/{addr}/iommu_group/devices",
+    "iommu-group-id": "readlink /sys/bus/pci/devices/{addr}/iommu_group",
 }
 
 _ADDR = r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]"
@@ -73,6 +74,7 @@ def host_commands(domain: str, addresses: Iterable[str]) -> dict[str, str]:
     for addr in addresses:
         out[f"driver {addr}"] = HOST_COMMAND_TEMPLATES["driver"].format(addr=addr)
         out[f"iommu-group {addr}"] = HOST_COMMAND_TEMPLATES["iommu-group"].format(addr=addr)
+        out[f"iommu-group-id {addr}"] = HOST_COMMAND_TEMPLATES["iommu-group-id"].format(addr=addr)
     return out
 
 
@@ -248,7 +250,12 @@ def check_hypervisor(x: Expected, ev: Evidence) -> list[Result]:
                           "every other member of a group must be a PCI bridge or given to this VM (seed 002); "
                           "`lspci -nns <member>` tells which; `pulumi preview` re-runs the preflight"))
     else:
-        out.append(Result(s, "IOMMU groups", PASS, "each group holds only this VM's devices (and their other functions)"))
+        groups = []
+        for addr in x.host_addresses:
+            r = ev.host.get(f"iommu-group-id {addr}")
+            groups.append(f"{addr}: {r.stdout.strip().rsplit('/', 1)[-1]}" if r is not None and r.rc == 0 else f"{addr}: ?")
+        out.append(Result(s, "IOMMU groups", PASS, "each group holds only this VM's devices (and their other functions); groups "
+                          + ", ".join(groups)))
     dump = ev.host.get("dumpxml")
     if dump is None or dump.rc != 0:
         out.append(Result(s, "domain hole64 and maxphysaddr", FAIL, f"virsh dumpxml {x.vm}: {_first(dump.stderr or dump.stdout) if dump else 'not run'}",

@@ -109,6 +109,7 @@ def healthy_host(domain_xml: str) -> dict[str, tuple[int, str, str]]:
     for addr in HOST_ADDRESSES:
         out[f"readlink /sys/bus/pci/devices/{addr}/driver"] = (0, "../../../bus/pci/drivers/vfio-pci\n", "")
         out[f"ls /sys/bus/pci/devices/{addr}/iommu_group/devices"] = (0, f"{addr}\n", "")
+        out[f"readlink /sys/bus/pci/devices/{addr}/iommu_group"] = (0, f"../../../../kernel/iommu_groups/{20 + HOST_ADDRESSES.index(addr)}\n", "")
     return out
 
 
@@ -298,6 +299,9 @@ def test_healthy_8xh100_nvswitch(run_doctor, capsys):
     assert results[("guest driver", "Fabric Manager active")]["status"] == PASS
     assert "NV18" in results[("guest driver", "NVLink")]["evidence"]
     assert results[("hypervisor", "domain hole64 and maxphysaddr")]["evidence"] == "hole64 2048G, maxphysaddr passthrough, 12 hostdevs"
+    assert results[("hypervisor", "IOMMU groups")]["evidence"].endswith("0000:18:00.0: 20, 0000:2a:00.0: 21, 0000:3a:00.0: 22, "
+                                                                      "0000:5d:00.0: 23, 0000:9a:00.0: 24, 0000:ab:00.0: 25, 0000:ba:00.0: 26, "
+                                                                      "0000:db:00.0: 27, 0000:05:00.0: 28, 0000:06:00.0: 29, 0000:07:00.0: 30, 0000:08:00.0: 31")
     assert results[("kubernetes", "capacity and allocatable")]["status"] == PASS
     assert results[("kubernetes", "plugin log")]["evidence"] == "Registered device plugin for 'nvidia.com/gpu' with Kubelet"
     assert results[("monitoring", "firing alerts")]["evidence"] == "none firing"
