@@ -165,7 +165,10 @@ async def run_commands(target: SshTarget, commands: dict[str, str], ran: list[st
         async def one(key: str, cmd: str) -> tuple[str, CommandResult]:
             if ran is not None:
                 ran.append(cmd)
-            r = await conn.run(cmd, check=False, timeout=COMMAND_TIMEOUT_S)
+            try:
+                r = await conn.run(cmd, check=False, timeout=COMMAND_TIMEOUT_S)
+            except (asyncssh.TimeoutError, asyncio.TimeoutError):
+                return key, CommandResult(cmd, -1, "", f"timed out after {COMMAND_TIMEOUT_S}s")
             return key, CommandResult(cmd, r.exit_status if r.exit_status is not None else -1, str(r.stdout or ""), str(r.stderr or ""))
 
         done = await asyncio.gather(*(one(k, c) for k, c in commands.items()))
@@ -352,13 +355,13 @@ def doctor_vm(cfg: StackConfig, x: Expected, outputs: dict[str, Any], args: argp
     elif not vm_out.get("hostPublicKey"):
         ev.errors["guest"] = f"no pinned host key (vms.{x.vm}.hostPublicKey) in the outputs"
     else:
-        target = SshTarget(ip, args.ssh_port, cfg.guest.ssh_user, [asyncssh.import_private_key(ssh_key)],
-                           _known_hosts_for(vm_out["hostPublicKey"]))
         try:
+            target = SshTarget(ip, args.ssh_port, cfg.guest.ssh_user, [asyncssh.import_private_key(ssh_key)],
+                               _known_hosts_for(vm_out["hostPublicKey"]))
             ev.guest = run_sync(run_commands(target, guest_commands(x), ran))
         except NotReadOnly:
             raise
-        except (OSError, asyncssh.Error) as e:
+        except (OSError, asyncssh.Error, ValueError) as e:  # unreachable, refused, untrusted host key, unreadable key
             ev.errors["guest"] = f"ssh {cfg.guest.ssh_user}@{ip}:{args.ssh_port}: {e}"
     host = next(h for h in cfg.hosts if h.name == vm.host)
     uri = urlsplit(host.libvirt_uri)
@@ -366,14 +369,14 @@ def doctor_vm(cfg: StackConfig, x: Expected, outputs: dict[str, Any], args: argp
     if args.no_host:
         ev.errors["host-skipped"] = "--no-host"
     elif uri.scheme == "qemu+ssh":
-        keys = [asyncssh.read_private_key(args.host_ssh_key)] if args.host_ssh_key else None
         known = args.host_known_hosts or os.path.expanduser("~/.ssh/known_hosts")
-        target = SshTarget(uri.hostname or "", uri.port or 22, uri.username or "root", keys, known)
+        target = SshTarget(uri.hostname or "", uri.port or 22, uri.username or "root", None, known)
         try:
+            target.client_keys = [asyncssh.read_private_key(args.host_ssh_key)] if args.host_ssh_key else None
             ev.host = run_sync(run_commands(target, commands, ran))
         except NotReadOnly:
             raise
-        except (OSError, asyncssh.Error) as e:
+        except (OSError, asyncssh.Error, ValueError) as e:
             ev.errors["host"] = f"ssh {target.user}@{target.host}:{target.port}: {e}"
     elif uri.scheme == "qemu" and not uri.hostname:
         ev.host = run_local(commands, ran)
