@@ -15,7 +15,6 @@ writes), as libvirt shows a running domain (with an id).
 from __future__ import annotations
 
 import copy
-import io
 import json
 import re
 import tarfile
