@@ -128,3 +128,29 @@ def test_unreachable_sources_do_not_pretend():
     assert by == {("hypervisor", "hypervisor reachable"): WARN, ("guest driver", "guest reachable"): FAIL,
                   ("runtime", "runtime checks"): "SKIP", ("kubernetes", "cluster reachable"): WARN,
                   ("workloads", "GPU pods"): "SKIP", ("monitoring", "monitoring"): "SKIP"}
+
+
+def runtime_results(runtime: str, guest: dict[str, str]) -> dict[str, object]:
+    from render.diagnosis import check_runtime
+
+    x = Expected(vm="vm", gpu_count=2, runtime=runtime, toolkit_version="1.17.8")
+    e = Evidence(guest={k: CommandResult(k, 0, v) for k, v in guest.items()})
+    return {r.check: r for r in check_runtime(x, e)}
+
+
+def test_docker_runtime_and_cdi_listing():
+    r = runtime_results("docker", {
+        "docker-daemon": '{"default-runtime": "nvidia", "runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}}',
+        "nvidia-ctk": "NVIDIA Container Toolkit CLI version 1.17.7\ncommit: 0\n",
+        "cdi": "nvidia.com/gpu=0\nnvidia.com/gpu=GPU-c7a0294c-c2c2-5476-438c-fb468eaa223b\nnvidia.com/gpu=all\n",
+    })
+    assert r["docker nvidia runtime"].status == PASS
+    assert r["toolkit version"].status == WARN and r["toolkit version"].evidence == "nvidia-ctk 1.17.7, pinned 1.17.8"
+    assert r["CDI spec"].status == WARN and "GPUs not in it: 1" in r["CDI spec"].evidence
+
+
+def test_containerd_v3_config_with_nvidia_runtime():
+    toml = ('version = 3\n[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nvidia]\n  runtime_type = "io.containerd.runc.v2"\n'
+            '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nvidia.options]\n  BinaryName = "/usr/bin/nvidia-container-runtime"\n')
+    r = runtime_results("containerd", {"containerd-config": toml, "nvidia-ctk": "NVIDIA Container Toolkit CLI version 1.17.8\n"})
+    assert r["containerd nvidia runtime"].status == PASS and r["toolkit version"].status == PASS
