@@ -497,3 +497,15 @@ def test_expected_state_of_the_repositorys_stacks():
     dev = doctor.expected_for(doctor.load_config("dev", ROOT_DIR), "gpu-dev-0", {})
     assert (dev.plugin, dev.plugin_namespace, dev.nvswitch, dev.allocatable) == ("helm", "nvidia-device-plugin", False, 4)  # time-slicing x4
     assert "nvidia-smi-topo" not in doctor.guest_commands(dev) and "fabricmanager" in doctor.guest_commands(prod)
+
+
+def test_a_hanging_command_times_out_on_its_own(run_doctor, capsys, monkeypatch):
+    monkeypatch.setattr(doctor, "COMMAND_TIMEOUT_S", 1)
+    guest = healthy_guest()
+    rc, out, err = guest[GUEST_COMMANDS["nvidia-smi-q"]]
+    guest[GUEST_COMMANDS["nvidia-smi-q"]] = (rc, out, err, 5)  # nvidia-smi wedged on a lost GPU
+    code, results = run_doctor(guest, healthy_cluster(), capsys)
+    assert code == 1
+    driver = results[("guest driver", "driver version")]
+    assert driver["status"] == FAIL and "timed out after 1s" in driver["evidence"]
+    assert results[("guest driver", "GPU count and UUIDs")]["status"] == PASS  # the other commands still answered

@@ -2,7 +2,7 @@
 
 - `SshServer`: an asyncssh server (random port, own event loop in a thread)
   that authenticates one client key and answers each exec'd command from a
-  table per username (the guest's user and the hypervisor's), recording every
+  table per username ((rc, stdout, stderr[, seconds to hang first])) (the guest's user and the hypervisor's), recording every
   command it was sent.
 - `KubeApi`: an HTTP server that serves JSON to the official `kubernetes`
   client by path, recording every method and path.
@@ -37,11 +37,13 @@ class SshServer:
         self._server = asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def _handle(self, process: asyncssh.SSHServerProcess) -> None:
+    async def _handle(self, process: asyncssh.SSHServerProcess) -> None:
         user = process.get_extra_info("username")
         command = process.command or ""
         self.received.append((user, command))
-        rc, out, err = self.responses.get(user, {}).get(command, (127, "", f"bash: {command.split()[0] if command else ''}: command not found\n"))
+        rc, out, err, *delay = self.responses.get(user, {}).get(command, (127, "", f"bash: {command.split()[0] if command else ''}: command not found\n"))
+        if delay:  # a command that hangs (a wedged nvidia-smi)
+            await asyncio.sleep(delay[0])
         process.stdout.write(out)
         process.stderr.write(err)
         process.exit(rc)
