@@ -2,6 +2,10 @@
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
 STACK   ?= dev
+# FACTS=hosts/a.facts.json,hosts/b.facts.json: host facts (scripts/host-facts.sh) for `make plan`
+FACTS   ?=
+# `make plans` (the pull-request plan) checks every host that has hosts/<host>.facts.json
+FACTS_DIR ?= hosts
 
 .PHONY: test plan plans golden schema bench doctor venv clean
 
@@ -20,12 +24,12 @@ test: $(STAMP) node_modules/.package-lock.json
 	$(PY) -m pytest -q
 
 plan: $(STAMP)
-	$(PY) -m tools.plan $(STACK)
+	$(PY) -m tools.plan $(STACK) $(if $(FACTS),--facts $(FACTS))
 
 STACKS := $(patsubst Pulumi.%.yaml,%,$(wildcard Pulumi.*.yaml))
 
 plans: $(STAMP)
-	for s in $(STACKS); do $(PY) -m tools.plan $$s || exit 1; done
+	for s in $(STACKS); do $(PY) -m tools.plan $$s $(if $(wildcard $(FACTS_DIR)/*.facts.json),--facts-dir $(FACTS_DIR)) || exit 1; done
 
 # Refresh the golden plans after an intended change; review `git diff tests/golden`.
 golden: $(STAMP)

@@ -40,7 +40,7 @@ class GpuOperator(pulumi.ComponentResource):
         base = k8s.yaml.v2.ConfigGroup(
             f"{name}-objects",
             objs=[namespace(op.namespace), dcgm_counters_configmap(op.namespace)],
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.after),
         )
         self.ready = k8s.helm.v3.Release(
             f"{name}-release",

@@ -1,7 +1,8 @@
-"""GpuSmokeTest: a Job that asks for one GPU and runs nvidia-smi; `pulumi up` waits for it.
+"""GpuSmokeTest: a Job that asks for one GPU and runs nvidia-smi.
 
-It fails the deployment when a GPU is not actually allocatable and usable:
-no device plugin, a missing toleration (seed 001), a broken runtime.
+The readiness gate (components/readiness_gate.py) waits for it and fails the
+deployment when a GPU is not actually allocatable and usable: no device
+plugin, a missing toleration (seed 001), a broken runtime.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ class GpuSmokeTestArgs:
 
 
 class GpuSmokeTest(pulumi.ComponentResource):
+    objects: k8s.yaml.v2.ConfigGroup
+
     def __init__(self, name: str, args: GpuSmokeTestArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-stack:index:GpuSmokeTest", name, None, opts)
-        k8s.yaml.v2.ConfigGroup(
+        self.objects = k8s.yaml.v2.ConfigGroup(
             f"{name}-objects", objs=smoke_test_job(args.addons, args.runtime_class_name, args.resource),
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.after,
-                                        custom_timeouts=pulumi.CustomTimeouts(create="20m")),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.after),
         )
         self.register_outputs({"resource": args.resource})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from render.helm_values import monitoring_values
+from render.helm_values import PrometheusStorage, monitoring_values
 from stacks.config import Addons
 
 CHART_REPO = "https://prometheus-community.github.io/helm-charts"
@@ -25,6 +25,8 @@ class MonitoringStackArgs:
     addons: Addons
     grafana_admin_password: pulumi.Output[str]
     provider: k8s.Provider
+    storage: PrometheusStorage
+    """Where Prometheus keeps its data (render.helm_values.prometheus_storage)."""
 
 
 class MonitoringStack(pulumi.ComponentResource):
@@ -36,7 +38,10 @@ class MonitoringStack(pulumi.ComponentResource):
         super().__init__("gpu-stack:index:MonitoringStack", name, None, opts)
         cfg = args.addons.monitoring
         child = pulumi.ResourceOptions(parent=self, provider=args.provider)
-        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata={"name": cfg.namespace}, opts=child)
+        # a component's dependsOn does not order its children: the first child carries it
+        after = pulumi.ResourceOptions(depends_on=opts.depends_on) if opts is not None and opts.depends_on else None
+        ns = k8s.core.v1.Namespace(f"{name}-namespace", metadata={"name": cfg.namespace},
+                                   opts=pulumi.ResourceOptions.merge(child, after))
         secret = k8s.core.v1.Secret(
             f"{name}-grafana-admin",
             metadata={"name": GRAFANA_SECRET, "namespace": cfg.namespace},
@@ -51,7 +56,7 @@ class MonitoringStack(pulumi.ComponentResource):
             version=cfg.chart_version,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPO),
             namespace=cfg.namespace,
-            values=monitoring_values(cfg, args.addons, GRAFANA_SECRET),
+            values=monitoring_values(cfg, args.addons, GRAFANA_SECRET, args.storage),
             timeout=900,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[secret])),
         )

@@ -21,6 +21,8 @@ from stacks.config import Guest, Kubernetes, Vm
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "guest"
 HEREDOC = "GPU_STACK_SCRIPT_EOF"
+DOCKER_REPOSITORY = "https://download.docker.com/linux"
+"""Docker's package repositories (docker-ce; containerd.io on EL): <this>/ubuntu, <this>/rhel, <this>/centos."""
 
 # phase -> phases whose outcome it depends on (beyond running after them)
 LOGICAL_DEPS: dict[str, tuple[str, ...]] = {
@@ -121,6 +123,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
         "GS_NVIDIA_DEFAULT": "1" if rt.nvidia_default else "0",
         "GS_REGISTRY_MIRRORS": " ".join(f"{m.registry}={m.endpoint}" for m in guest.registry_mirrors),
         "GS_REGISTRY_USER": guest.registry_username or "", "GS_NO_PROXY": no_proxy, **proxy,
+        "GS_DOCKER_REPO": rt.docker_repository or DOCKER_REPOSITORY,
     }, stdin_secret="registryPassword" if guest.registry_username else None))
     if kubernetes is not None and role in ("init", "join"):
         minor = ".".join(kubernetes.version.split(".")[:2])
@@ -148,3 +151,26 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
 
 def teardown_script(vm: Vm) -> str:
     return render_script("kubernetes-teardown", {"GS_NODE_NAME": vm.name})
+
+
+GATE_TIMEOUT_S = 1200
+"""All readiness waits together; within the command's 45-minute timeout."""
+
+
+def readiness_phase(expected: dict[str, dict[str, int]], resource: str, plugin_logs: str,
+                    smoke_job: tuple[str, str] | None, kubeconfig_on_stdin: bool) -> Phase:
+    """The gate after the add-ons: nodes Ready, GPU allocatable as configured, smoke-test Job succeeded.
+
+    expected: node -> {resource: count} (stacks.addons.expected_allocatable). Runs on the first
+    VM with the admin kubeconfig (mode init) or the gpu-stack:kubeconfig secret on stdin (mode join).
+    """
+    return Phase("readiness", {
+        "GS_GATE_NODES": " ".join(f"{node}={counts[resource]}" for node, counts in sorted(expected.items())),
+        "GS_GPU_RESOURCE": resource,
+        "GS_PLUGIN_LOGS": plugin_logs,
+        "GS_SMOKE_NAMESPACE": smoke_job[0] if smoke_job else "",
+        "GS_SMOKE_JOB": smoke_job[1] if smoke_job else "",
+        "GS_GATE_TIMEOUT": str(GATE_TIMEOUT_S),
+        "GS_GATE_INTERVAL": "5",
+        "GS_KUBECONFIG_STDIN": "1" if kubeconfig_on_stdin else "0",
+    }, stdin_secret="kubeconfig" if kubeconfig_on_stdin else None, long_running=True)

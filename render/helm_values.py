@@ -1,4 +1,4 @@
-"""Helm values for the three charts, as plain dicts.
+"""Helm values for the charts, as plain dicts.
 
 Every path set here exists in the pinned chart's default values
 (tests/reference/), which tests/test_addons.py checks: a typo
@@ -11,8 +11,10 @@ from typing import Any
 
 import yaml
 
+from dataclasses import dataclass
+
 from render.images import repository, split_repository
-from stacks.config import Addons, Guest, Monitoring
+from stacks.config import Addons, Guest, Kubernetes, Monitoring
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
@@ -79,6 +81,7 @@ def gpu_operator_values(addons: Addons, guest: Guest | None, monitor_labels: dic
         "dcgmExporter": {
             "enabled": True,
             **repo("nvcr.io/nvidia/k8s/dcgm-exporter"),
+            "version": op.dcgm_exporter_version,
             "config": {"name": DCGM_COUNTERS_CONFIGMAP},
             "serviceMonitor": {
                 "enabled": addons.monitoring.enabled,
@@ -95,20 +98,57 @@ def gpu_operator_values(addons: Addons, guest: Guest | None, monitor_labels: dic
     return values
 
 
-def monitoring_values(monitoring: Monitoring, addons: Addons, grafana_secret: str) -> dict[str, Any]:
+LOCAL_PATH_CLASS = "local-path"
+LOCAL_PATH_VERSION = "v0.0.37"
+# kubeadm binds these to 127.0.0.1 on the node; Prometheus (a pod) can't reach them, so the
+# chart's scrapes and their *Down alerts are switched off (docs/ARCHITECTURE.md, control-plane metrics)
+CONTROL_PLANE_SCRAPES = ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")
+
+
+@dataclass(frozen=True)
+class PrometheusStorage:
+    """Where Prometheus keeps its data; never a claim that nothing can bind."""
+    kind: str  # "class" (a named StorageClass), "default" (the cluster's default class), "emptyDir"
+    storage_class: str | None
+    install_local_path: bool
+    """gpu-stack installs the local-path provisioner as the default class (mode init, no class named)."""
+
+    def describe(self, gib: int) -> str:
+        if self.kind == "emptyDir":
+            return ("Prometheus data in an emptyDir (no claim: mode join/existing with no addons.monitoring.storageClass "
+                    "and defaultStorageClassExists false; lost when the pod moves)")
+        where = f"StorageClass {self.storage_class}" if self.storage_class else "the cluster's default StorageClass (declared)"
+        made = f" (local-path-provisioner {LOCAL_PATH_VERSION} installed as the default class)" if self.install_local_path else ""
+        return f"Prometheus claim {gib}Gi on {where}{made}"
+
+
+def prometheus_storage(monitoring: Monitoring, kubernetes: Kubernetes | None) -> PrometheusStorage:
+    creates_cluster = kubernetes is not None and kubernetes.mode == "init"
+    if monitoring.storage_class:
+        return PrometheusStorage("class", monitoring.storage_class, creates_cluster and monitoring.storage_class == LOCAL_PATH_CLASS)
+    if creates_cluster:
+        return PrometheusStorage("class", LOCAL_PATH_CLASS, True)
+    if monitoring.default_storage_class_exists:
+        return PrometheusStorage("default", None, False)
+    return PrometheusStorage("emptyDir", None, False)
+
+
+def monitoring_values(monitoring: Monitoring, addons: Addons, grafana_secret: str, storage: PrometheusStorage) -> dict[str, Any]:
     select_by_release = monitoring.service_monitor_selector_nil_uses_helm_values
     spec: dict[str, Any] = {
         "serviceMonitorSelectorNilUsesHelmValues": select_by_release,
         "podMonitorSelectorNilUsesHelmValues": select_by_release,
         "ruleSelectorNilUsesHelmValues": select_by_release,
         "retention": monitoring.retention,
-        "storageSpec": {"volumeClaimTemplate": {"spec": {
+    }
+    if storage.kind != "emptyDir":
+        spec["storageSpec"] = {"volumeClaimTemplate": {"spec": {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": f"{monitoring.storage_gib}Gi"}},
-            **({"storageClassName": monitoring.storage_class} if monitoring.storage_class else {}),
-        }}},
-    }
+            **({"storageClassName": storage.storage_class} if storage.storage_class else {}),
+        }}}
     values: dict[str, Any] = {
+        **{name: {"enabled": False} for name in CONTROL_PLANE_SCRAPES},
         "prometheus": {"prometheusSpec": spec},
         "grafana": {
             "admin": {"existingSecret": grafana_secret, "userKey": "admin-user", "passwordKey": "admin-password"},
@@ -119,4 +159,53 @@ def monitoring_values(monitoring: Monitoring, addons: Addons, grafana_secret: st
         values["global"] = {"imageRegistry": addons.images.registry}
     if addons.images.pull_secret:
         values.setdefault("global", {})["imagePullSecrets"] = [{"name": addons.images.pull_secret}]
+    return values
+
+
+CALICO_UPSTREAM = "quay.io/calico"
+"""The operator's default registry and path for every Calico image (node, cni, typha, kube-controllers, ...)."""
+TIGERA_OPERATOR_IMAGE = "quay.io/tigera/operator"
+
+
+def calico_image_path(addons: Addons) -> tuple[str, str] | None:
+    """(installation.registry, installation.imagePath) when images are not pulled from quay.io/calico.
+
+    The operator takes one registry and path for all Calico images, so an override
+    is keyed by quay.io/calico/node and must keep the image name (stacks/checks.py).
+    """
+    repo = repository(addons.images, f"{CALICO_UPSTREAM}/node")
+    if repo == f"{CALICO_UPSTREAM}/node":
+        return None
+    path = repo.rsplit("/", 1)[0]
+    registry, _, image_path = path.partition("/")
+    return registry + "/", image_path
+
+
+def pod_network_values(addons: Addons, kubernetes: Kubernetes, nodes: int) -> dict[str, Any]:
+    """tigera-operator: Calico with one IP pool on kubernetes.podCidr (kubeadm's --pod-network-cidr)."""
+    pn = addons.pod_network
+    operator_registry, _, operator_image = repository(addons.images, TIGERA_OPERATOR_IMAGE).partition("/")
+    installation: dict[str, Any] = {
+        "enabled": True,
+        "calicoNetwork": {"ipPools": [{
+            "cidr": kubernetes.pod_cidr, "encapsulation": pn.encapsulation,
+            "natOutgoing": "Enabled", "nodeSelector": "all()", "blockSize": 26,
+        }]},
+        # one VM: a second kube-controllers/apiserver replica would stay Pending
+        "controlPlaneReplicas": min(nodes, 2),
+    }
+    values: dict[str, Any] = {
+        "installation": installation,
+        # the flow aggregator and its UI are not needed for a GPU node; fewer images to mirror
+        "goldmane": {"enabled": False},
+        "whisker": {"enabled": False},
+        "tigeraOperator": {"registry": operator_registry, "image": operator_image},
+    }
+    custom = calico_image_path(addons)
+    if custom is not None:
+        installation["registry"], installation["imagePath"] = custom
+        # the chart's calicoctl init container (OpenShift only) follows the same path
+        values["calicoctl"] = {"image": f"{custom[0]}{custom[1]}/ctl"}
+    if addons.images.pull_secret:
+        installation["imagePullSecrets"] = [{"name": addons.images.pull_secret}]
     return values

@@ -42,22 +42,90 @@ def _addr(m: dict) -> str:
     return f"{int(m['domain'], 16):04x}:{int(m['bus'], 16):02x}:{int(m['slot'], 16):02x}.{int(m['function'], 16):x}"
 
 
-def parse_node_device(address: str, capability: dict, xml: str | None) -> NodeDevice:
-    """From getNodeDeviceInfo's result (capability map and the raw nodedev XML)."""
-    group = capability.get("iommu_group") or {}
-    numa = None
-    if xml:
-        node = ElementTree.fromstring(xml).find("./capability/numa")
-        if node is not None and node.get("node") not in (None, "-1"):
-            numa = int(node.get("node"))
+def _hex(text: str | None, what: str) -> int:
+    try:
+        return int(text or "", 16)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a hex number") from None
+
+
+def nodedev_xml_fields(xml: str) -> dict:
+    """What the preflight reads from `virsh nodedev-dumpxml` of a PCI device (libvirt's formatnode.html).
+
+    Only the elements present are returned, so that the invoke's capability map
+    can fill what an older libvirt leaves out. ValueError when it is not a PCI
+    node device.
+    """
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError as e:
+        raise ValueError(f"not well-formed XML ({e})") from None
+    cap = root.find("./capability[@type='pci']")
+    if root.tag != "device" or cap is None:
+        raise ValueError("not a PCI node device: expected <device> with <capability type='pci'>")
+    out: dict = {}
+    name = root.findtext("name")
+    if name:
+        out["name"] = name.strip()
+    parts = [cap.findtext(k) for k in ("domain", "bus", "slot", "function")]
+    if all(p is not None for p in parts):
+        try:
+            d, b, s, f = (int(p, 0) for p in parts)
+        except ValueError:
+            raise ValueError(f"PCI address elements {parts} are not numbers") from None
+        out["address"] = f"{d:04x}:{b:02x}:{s:02x}.{f:x}"
+    if cap.findtext("class"):
+        out["class_code"] = _hex(cap.findtext("class"), "<class>")
+    vendor = cap.find("vendor")
+    if vendor is not None and vendor.get("id"):
+        out["vendor_id"] = _hex(vendor.get("id"), "<vendor id>")
+    product = cap.find("product")
+    if product is not None:
+        out["product"] = (product.text or "").strip()
+    group = cap.find("iommuGroup")
+    if group is not None:
+        try:
+            out["iommu_group"] = int(group.get("number", ""))
+        except ValueError:
+            raise ValueError(f"<iommuGroup number={group.get('number')!r}> is not a number") from None
+        members = []
+        for a in group.findall("address"):
+            try:
+                members.append(_addr({k: a.get(k, "") for k in ("domain", "bus", "slot", "function")}))
+            except ValueError:
+                raise ValueError(f"<iommuGroup> member address {dict(a.attrib)} is not hex") from None
+        out["group_members"] = tuple(sorted(members))
+    numa = cap.find("numa")
+    if numa is not None and numa.get("node") not in (None, "-1"):
+        try:
+            out["numa_node"] = int(numa.get("node"))
+        except ValueError:
+            raise ValueError(f"<numa node={numa.get('node')!r}> is not a number") from None
+    return out
+
+
+def parse_node_device(address: str, capability: dict | None, xml: str | None) -> NodeDevice:
+    """One node device, from its nodedev XML and, where the XML lacks an element, the invoke's capability map.
+
+    getNodeDeviceInfo gives both; host facts (render/host_facts.py) give the XML
+    alone and pass no capability. ValueError on XML that is not a PCI node device.
+    """
+    cap = capability or {}
+    x = nodedev_xml_fields(xml) if xml else {}
+    group = cap.get("iommu_group") or cap.get("iommuGroup") or {}
+    if "iommu_group" in x:
+        number, members = x["iommu_group"], x["group_members"]
+    else:
+        number = int(group.get("number") or -1)
+        members = tuple(sorted(_addr(m) for m in group.get("addresses") or []))
     return NodeDevice(
         address=address,
-        vendor_id=int((capability.get("vendor") or {}).get("id") or "0", 16),
-        class_code=int(capability.get("class_") or capability.get("class") or "0", 16),
-        product=(capability.get("product") or {}).get("name") or "",
-        numa_node=numa,
-        iommu_group=int(group.get("number") or -1),
-        group_members=tuple(sorted(_addr(m) for m in group.get("addresses") or [])),
+        vendor_id=x["vendor_id"] if "vendor_id" in x else int((cap.get("vendor") or {}).get("id") or "0", 16),
+        class_code=x["class_code"] if "class_code" in x else int(cap.get("class_") or cap.get("class") or "0", 16),
+        product=x.get("product") or (cap.get("product") or {}).get("name") or "",
+        numa_node=x.get("numa_node"),
+        iommu_group=number,
+        group_members=members,
     )
 
 

@@ -11,11 +11,16 @@ from typing import Any
 
 import yaml
 
-from render.helm_values import DCGM_COUNTERS_CONFIGMAP, GPU_NODE_SELECTOR, GPU_TOLERATION, NODE_RELABELING, device_plugin_config
+from render.helm_values import (DCGM_COUNTERS_CONFIGMAP, GPU_NODE_SELECTOR, GPU_TOLERATION, LOCAL_PATH_CLASS, LOCAL_PATH_VERSION,
+                                NODE_RELABELING, device_plugin_config)
 from render.images import image
 from stacks.config import Addons, GpuQuota
 
 COUNTERS_FILE = Path(__file__).with_name("dcgm-counters.csv")
+LOCAL_PATH_MANIFEST = Path(__file__).with_name("upstream") / f"local-path-storage-{LOCAL_PATH_VERSION}.yaml"
+LOCAL_PATH_HELPER_IMAGE = ("docker.io/library/busybox", "1.37.0")
+"""The helper pod that creates and removes volume directories; upstream leaves it unpinned."""
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 RUNTIME_CLASS = "nvidia"
 
 
@@ -129,7 +134,8 @@ def gpu_quota(quota: GpuQuota) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = [namespace(quota.namespace)] if quota.create_namespace else []
     objects += [
         {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpu-quota", "namespace": quota.namespace},
-         "spec": {"hard": {"requests.nvidia.com/gpu": str(quota.gpus), "limits.nvidia.com/gpu": str(quota.gpus)}}},
+         # quota counts extended resources as requests only: a limits.nvidia.com/gpu key is never counted
+         "spec": {"hard": {"requests.nvidia.com/gpu": str(quota.gpus)}}},
         {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "gpu-limit-range", "namespace": quota.namespace},
          "spec": {"limits": [{"type": "Container",
                               "default": {"nvidia.com/gpu": str(quota.default_request)},
@@ -138,11 +144,41 @@ def gpu_quota(quota: GpuQuota) -> list[dict[str, Any]]:
     return objects
 
 
+def local_path_storage(addons: Addons) -> list[dict[str, Any]]:
+    """rancher/local-path-provisioner's release manifest (render/upstream/, byte for byte), with:
+    the images through the registry overrides, the helper pod's image pinned, the pull
+    secret, and its StorageClass marked as the cluster's default."""
+    objects = [o for o in yaml.safe_load_all(LOCAL_PATH_MANIFEST.read_text()) if o]
+    for obj in objects:
+        kind = obj["kind"]
+        if kind == "Deployment":
+            pod = obj["spec"]["template"]["spec"]
+            for container in pod["containers"]:
+                upstream, tag = container["image"].rsplit(":", 1)
+                container["image"] = image(addons.images, upstream, tag)
+            pod.update(_pull_secrets(addons))
+        elif kind == "StorageClass":
+            if obj["metadata"]["name"] != LOCAL_PATH_CLASS:
+                raise ValueError(f"{LOCAL_PATH_MANIFEST.name}: StorageClass {obj['metadata']['name']!r}, expected {LOCAL_PATH_CLASS!r}")
+            obj["metadata"]["annotations"] = {DEFAULT_CLASS_ANNOTATION: "true"}
+        elif kind == "ConfigMap":
+            helper = yaml.safe_load(obj["data"]["helperPod.yaml"])
+            for container in helper["spec"]["containers"]:
+                container["image"] = image(addons.images, *LOCAL_PATH_HELPER_IMAGE)
+            helper["spec"].update(_pull_secrets(addons))
+            obj["data"]["helperPod.yaml"] = yaml.safe_dump(helper, sort_keys=False)
+    return objects
+
+
 SMOKE_NAMESPACE = "gpu-stack-smoke"
+SMOKE_JOB = "gpu-smoke-test"
 
 
 def smoke_test_job(addons: Addons, runtime_class_name: str | None, resource: str = "nvidia.com/gpu") -> list[dict[str, Any]]:
-    """One GPU, the GPU toleration (seed 001's test pod), nvidia-smi; Pulumi waits for it to succeed."""
+    """One GPU, the GPU toleration (seed 001's test pod), nvidia-smi.
+
+    Pulumi does not await the Job (skipAwait): the readiness gate waits for it after
+    checking allocatable, so a failure names the seed 003 step instead of a bare timeout."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "nodeSelector": dict(GPU_NODE_SELECTOR),
@@ -155,7 +191,8 @@ def smoke_test_job(addons: Addons, runtime_class_name: str | None, resource: str
         pod_spec["runtimeClassName"] = runtime_class_name
     return [
         namespace(SMOKE_NAMESPACE),
-        {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "gpu-smoke-test", "namespace": SMOKE_NAMESPACE},
+        {"apiVersion": "batch/v1", "kind": "Job",
+         "metadata": {"name": SMOKE_JOB, "namespace": SMOKE_NAMESPACE, "annotations": {"pulumi.com/skipAwait": "true"}},
          "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 900, "template": {"spec": pod_spec}}},
     ]
 

@@ -36,12 +36,16 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def required_hole64_gib(vm: Vm) -> int:
-    """Smallest hole that fits this VM's devices; 0 when nothing is passed through."""
-    bars = device_bar_bytes(vm)
-    if bars == 0:
+def hole64_gib_for(bar_bytes: int) -> int:
+    """Smallest hole that holds this many bytes of 64-bit BARs; 0 for none."""
+    if bar_bytes == 0:
         return 0
-    return _next_pow2(bars + HEADROOM_BYTES) // GIB
+    return _next_pow2(bar_bytes + HEADROOM_BYTES) // GIB
+
+
+def required_hole64_gib(vm: Vm) -> int:
+    """Smallest hole that fits this VM's devices (catalog sizes); 0 when nothing is passed through."""
+    return hole64_gib_for(device_bar_bytes(vm))
 
 
 def hole64_gib(vm: Vm) -> int:

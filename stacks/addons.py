@@ -1,8 +1,10 @@
-"""The Kubernetes half of a stack: runtime class, device plugin or GPU Operator, monitoring.
+"""The Kubernetes half of a stack: pod network, storage, runtime class, device plugin or GPU Operator, monitoring, gates.
 
 Runs against an explicit Kubernetes provider whose kubeconfig is the init
 VM's (secret) bootstrap output, or gpu-stack:kubeconfig for a cluster that
-already exists. Everything waits for the nodes' verify phase.
+already exists. Everything waits for the nodes' verify phase; in mode init
+everything also waits for the pod network (no CNI: no Ready node, no pod
+runs). The readiness gate runs last and checks what they converged to.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from components.device_plugin import DevicePlugin, DevicePluginArgs
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.gpu_quotas import GpuQuotas
 from components.gpu_smoke_test import GpuSmokeTest, GpuSmokeTestArgs
+from components.guest_command import GuestConnection
+from components.local_path_storage import LocalPathStorage
 from components.monitoring_stack import MonitoringStack, MonitoringStackArgs
 from components.nvidia_runtime import NvidiaRuntimeClass
-from render.helm_values import uses_runtime_class
-from render.k8s_manifests import RUNTIME_CLASS
+from components.pod_network import PodNetwork, PodNetworkArgs
+from components.readiness_gate import ReadinessGate, ReadinessGateArgs
+from render.guest_scripts import readiness_phase
+from render.helm_values import prometheus_storage, uses_runtime_class
+from render.k8s_manifests import RUNTIME_CLASS, SMOKE_JOB, SMOKE_NAMESPACE
 from stacks.config import StackConfig
 from stacks.load import LoadedStack
 
@@ -37,23 +44,55 @@ def expected_allocatable(cfg: StackConfig) -> dict[str, dict[str, int]]:
     return {vm.name: {gpu_resource(cfg): len(vm.gpus) * replicas} for vm in cfg.vms if vm.gpus}
 
 
-def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after: list[pulumi.Resource]) -> None:
+def plugin_logs_command(cfg: StackConfig) -> str:
+    """Where seed 003 step 4 reads the device plugin's registration, on this stack's path."""
+    a = cfg.addons
+    if a.device_plugin.enabled and a.device_plugin.deploy == "helm":
+        return f"kubectl -n {a.device_plugin.namespace} logs ds/nvidia-device-plugin --tail=50"
+    if a.device_plugin.enabled:
+        return "kubectl -n kube-system logs ds/nvidia-device-plugin-daemonset --tail=50"
+    return f"kubectl -n {a.gpu_operator.namespace} logs ds/nvidia-device-plugin-daemonset --tail=50"
+
+
+def gate_plan(cfg: StackConfig, smoke: bool) -> list[str]:
+    """The readiness gates, in words (plan summary and the `readinessGates` output)."""
+    resource = gpu_resource(cfg)
+    gates = [f"node {vm} Ready, allocatable {resource} = {counts[resource]}" for vm, counts in sorted(expected_allocatable(cfg).items())]
+    if smoke:
+        gates.append(f"Job {SMOKE_NAMESPACE}/{SMOKE_JOB} succeeds")
+    return gates
+
+
+def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after: list[pulumi.Resource],
+                 gate_connection: GuestConnection | None = None) -> None:
+    """gate_connection: the first VM, where the readiness gate runs kubectl (None: no gate)."""
     cfg = stack.config
     a = cfg.addons
-    if cfg.kubernetes is None or kubeconfig is None:
+    k = cfg.kubernetes
+    if k is None or kubeconfig is None:
         return
     if not (a.device_plugin.enabled or a.gpu_operator.enabled or a.monitoring.enabled or a.gpu_quotas):
         return
     provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig)
     runtime_class = RUNTIME_CLASS if uses_runtime_class(cfg.guest) else None
+    after = list(after)
+    if k.mode == "init" and a.pod_network.enabled:
+        pod_network = PodNetwork("pod-network", PodNetworkArgs(a, k, len(cfg.vms), provider, after))
+        after.append(pod_network.release)
+        pulumi.export("podNetwork", {"chart": "tigera-operator", "version": a.pod_network.version, "podCidr": k.pod_cidr})
     deps = list(after)
     if runtime_class and not a.gpu_operator.enabled:
         deps.append(NvidiaRuntimeClass("nvidia-runtime-class", provider, after))
 
     monitoring = None
     if a.monitoring.enabled:
-        monitoring = MonitoringStack("monitoring", MonitoringStackArgs(a, stack.secrets["grafanaAdminPassword"], provider),
-                                     pulumi.ResourceOptions(depends_on=after))
+        storage = prometheus_storage(a.monitoring, k)
+        monitoring_after = list(after)
+        if storage.install_local_path:
+            monitoring_after.append(LocalPathStorage("local-path-storage", a, provider, after).objects)
+        monitoring = MonitoringStack("monitoring", MonitoringStackArgs(a, stack.secrets["grafanaAdminPassword"], provider, storage),
+                                     pulumi.ResourceOptions(depends_on=monitoring_after))
+        pulumi.export("storage", storage.describe(a.monitoring.storage_gib))
     ready: list[pulumi.Resource] = []
     if a.device_plugin.enabled:
         ready.append(DevicePlugin("device-plugin", DevicePluginArgs(a, cfg.guest, runtime_class, provider, deps)).ready)
@@ -61,13 +100,25 @@ def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after
         labels = release_labels(monitoring) if monitoring is not None else {}
         operator_after = deps + ([monitoring.release] if monitoring is not None else [])
         ready.append(GpuOperator("gpu-operator", GpuOperatorArgs(a, cfg.guest, labels, provider, operator_after)).ready)
+    converged: list[pulumi.Resource] = list(ready)
+    if monitoring is not None:
+        converged.append(monitoring.release)
     if monitoring is not None and (a.device_plugin.enabled or a.gpu_operator.enabled):
         expected = {vm.name: len(vm.gpus) for vm in cfg.vms if vm.gpus}
-        DcgmServiceMonitor("dcgm", DcgmServiceMonitorArgs(
+        dcgm = DcgmServiceMonitor("dcgm", DcgmServiceMonitorArgs(
             "operator" if a.gpu_operator.enabled else "standalone", a, monitoring, expected, runtime_class, provider, deps,
             tuple(vm.name for vm in cfg.vms if vm.nvswitches)))
+        converged.append(dcgm.objects)
     if a.gpu_quotas:
-        GpuQuotas("gpu-quotas", a.gpu_quotas, provider, pulumi.ResourceOptions(depends_on=after))
-    if a.smoke_test and ready:
-        GpuSmokeTest("gpu-smoke-test", GpuSmokeTestArgs(a, runtime_class, gpu_resource(cfg), provider, ready))
+        GpuQuotas("gpu-quotas", a.gpu_quotas, provider, after)
+    smoke = a.smoke_test and bool(ready)
+    if smoke:
+        converged.append(GpuSmokeTest("gpu-smoke-test", GpuSmokeTestArgs(a, runtime_class, gpu_resource(cfg), provider, ready)).objects)
     pulumi.export("expectedAllocatable", expected_allocatable(cfg))
+    if gate_connection is not None and ready and expected_allocatable(cfg):
+        phase = readiness_phase(expected_allocatable(cfg), gpu_resource(cfg), plugin_logs_command(cfg),
+                                (SMOKE_NAMESPACE, SMOKE_JOB) if smoke else None, kubeconfig_on_stdin=k.mode != "init")
+        gate = ReadinessGate("readiness", ReadinessGateArgs(phase, gate_connection, converged,
+                                                            kubeconfig if k.mode != "init" else None))
+        pulumi.export("readinessGates", gate_plan(cfg, smoke))
+        pulumi.export("readiness", gate.report)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from render.helm_values import CALICO_UPSTREAM
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, place_host
 from stacks.compat import device_plugin_problems
@@ -154,6 +155,8 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
             issues.append(ConfigIssue("kubernetes.mode", "mode init needs at least one VM to run the control plane; for a cluster you already have, use mode existing"))
         if g is not None and g.container_runtime.name == "docker" and version_tuple(k.version)[:2] >= (1, 24):
             issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} has no dockershim (removed in 1.24); use containerd, or Kubernetes <= 1.23 as in seed 001"))
+        if k.mode in ("init", "join") and cfg.vms and k.package_repository is None and version_tuple(k.version)[:2] < (1, 24):
+            issues.append(ConfigIssue("kubernetes.packageRepository", f"Kubernetes {k.version} is older than the community repository pkgs.k8s.io, which starts at v1.24 (the old apt.kubernetes.io and yum.kubernetes.io repositories are gone); set the base URL of a mirror that carries kubeadm, kubelet and kubectl {k.version}, laid out like pkgs.k8s.io/core:/stable:/v<minor> (deb/ and rpm/ below it)"))
         blocking = [t for t in k.node_taints if t.effect in ("NoSchedule", "NoExecute")]
         if k.mode == "init" and blocking:
             issues.append(ConfigIssue("kubernetes.nodeTaints", f"in mode init every node of the cluster is one of these GPU VMs, so {blocking[0].key}:{blocking[0].effect} on all of them leaves CoreDNS, Prometheus and every pod without the toleration Pending; set nodeTaints: [], or join the VMs to a cluster that has other nodes (mode join)"))
@@ -184,9 +187,29 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
         issues.append(ConfigIssue("kubeconfig", "mode join deploys the add-ons into a cluster this stack did not create; set its kubeconfig with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     if a.monitoring.enabled and "grafanaAdminPassword" not in secrets:
         issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled; set the Grafana admin password with `pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
+    issues += _check_calico_images(a)
     for qi in _duplicates([q.namespace for q in a.gpu_quotas]):
         issues.append(ConfigIssue(f"addons.gpuQuotas[{qi}].namespace", "namespace listed twice"))
     for qi, q in enumerate(a.gpu_quotas):
         if q.default_request > q.gpus:
             issues.append(ConfigIssue(f"addons.gpuQuotas[{qi}].defaultRequest", f"default request {q.default_request} exceeds the quota of {q.gpus} GPUs"))
+    return issues
+
+
+def _check_calico_images(a) -> list[ConfigIssue]:
+    """The Tigera operator pulls every Calico image from one registry and path: overrides must agree and keep the name."""
+    issues = []
+    calico = {k: v for k, v in a.images.overrides.items() if k.startswith(CALICO_UPSTREAM + "/")}
+    if not calico:
+        return issues
+    node = calico.get(f"{CALICO_UPSTREAM}/node")
+    if node is None:
+        key = sorted(calico)[0]
+        issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", f"the Tigera operator takes one registry and path for all Calico images; override {CALICO_UPSTREAM}/node (the others follow it), not {key}"))
+        return issues
+    path = node.rsplit("/", 1)[0]
+    for key, value in sorted(calico.items()):
+        name = key.rsplit("/", 1)[1]
+        if value != f"{path}/{name}":
+            issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", f"{value!r}: the Tigera operator pulls every Calico image as <registry>/<path>/<upstream name>; with {CALICO_UPSTREAM}/node at {node!r} this image must be {path}/{name}"))
     return issues

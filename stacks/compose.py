@@ -1,14 +1,17 @@
 """Turn one environment's validated config into components.
 
 Order matters for the promise that bad input registers nothing: config is
-validated first (stacks.load), then the only resources the preflight needs
-(one libvirt provider per host) are registered, then the IOMMU preflight runs
-against the real hosts, and only then are volumes and VMs declared.
+validated first (stacks.load), then the host facts files named by
+GPU_STACK_HOST_FACTS are read and matched to hosts, then the only resources
+the preflight needs (one libvirt provider per host) are registered, then the
+IOMMU preflight runs against the real hosts (or their facts, with no invoke),
+and only then are volumes and VMs declared.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pulumi
 import pulumi_libvirt as libvirt
@@ -18,7 +21,10 @@ from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
 from components.guest_command import GuestConnection
 from render.guest_scripts import guest_phases
 from render.identity import derived_bootstrap_token, derived_mac
+from render.host_facts import ENV as HOST_FACTS_ENV
+from render.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
+from render.numa import Placement
 from stacks.config import Host, StackConfig
 from stacks.errors import ConfigError, ConfigIssue
 from stacks.addons import build_addons
@@ -39,8 +45,30 @@ def _plain(value):
     return value
 
 
-def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider]) -> dict[str, tuple[str, ...]]:
-    """Hostdevs per VM from the hosts' real IOMMU groups; ConfigError when a group cannot be assigned."""
+def host_facts(cfg: StackConfig) -> dict[str, HostFacts]:
+    """Facts by host from the files in GPU_STACK_HOST_FACTS (os.pathsep-separated); ConfigError on a bad or unmatched file."""
+    paths = [p for p in os.environ.get(HOST_FACTS_ENV, "").split(os.pathsep) if p]
+    loaded: list[HostFacts] = []
+    issues: list[ConfigIssue] = []
+    for path in paths:
+        try:
+            loaded.append(load_host_facts(path))
+        except FactsError as e:
+            issues.append(e.issue)
+    by_host, more = match_host_facts(cfg, loaded)
+    if issues or more:
+        raise ConfigError(issues + more)
+    return by_host
+
+
+def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], facts: dict[str, HostFacts] | None = None,
+                    placements: dict[str, Placement] | None = None) -> dict[str, tuple[str, ...]]:
+    """Hostdevs per VM from the hosts' real IOMMU groups; ConfigError when a group cannot be assigned.
+
+    A host with facts is read from them, with no getNodeDeviceInfo invoke;
+    the facts' BAR sizes, NUMA layout and address bits are checked too.
+    """
+    facts = facts or {}
     issues: list[ConfigIssue] = []
     result: dict[str, tuple[str, ...]] = {}
     owners: dict[tuple[str, str], str] = {}
@@ -49,16 +77,34 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider]) ->
             for di, d in enumerate(devs):
                 owners[(vm.host, d.address)] = f"vms[{vi}] ({vm.name})"
     for vi, vm in enumerate(cfg.vms):
-        provider = providers[vm.host]
         devices: dict[str, NodeDevice] = {}
-        for d in (*vm.gpus, *vm.nvswitches):
-            devices[d.address] = _node_device(d.address, provider)
-        for member in sorted({m for dev in list(devices.values()) for m in dev.group_members} - set(devices)):
-            devices[member] = _node_device(member, provider)
+        known = facts.get(vm.host)
+        if known is not None:
+            recorded = known.node_devices
+            missing = []
+            for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
+                for di, d in enumerate(devs):
+                    if d.address not in recorded:
+                        missing.append(d.address)
+                        issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].address", f"{d.address} is not in host facts {known.source} (it records {', '.join(sorted(recorded)) or 'no device'}); "
+                                                                                    f"rerun `scripts/host-facts.sh --host {vm.host} {d.address} ...` on {vm.host} with every configured address"))
+            if missing:
+                continue
+            devices = {a: recorded[a] for a in {d.address for d in (*vm.gpus, *vm.nvswitches)}}
+            for member in {m for dev in list(devices.values()) for m in dev.group_members} - set(devices):
+                devices[member] = recorded[member]
+        else:
+            provider = providers[vm.host]
+            for d in (*vm.gpus, *vm.nvswitches):
+                devices[d.address] = _node_device(d.address, provider)
+            for member in sorted({m for dev in list(devices.values()) for m in dev.group_members} - set(devices)):
+                devices[member] = _node_device(member, provider)
         elsewhere = {addr: who for (host, addr), who in owners.items() if host == vm.host and who != f"vms[{vi}] ({vm.name})"}
         hostdevs, vm_issues = resolve_passthrough(vi, vm, devices, elsewhere)
         issues += vm_issues
         result[vm.name] = hostdevs
+    if facts:
+        issues += check_host_facts(cfg, facts, result, placements or {})
     if issues:
         raise ConfigError(issues)
     return result
@@ -78,9 +124,10 @@ def _base_volume(host: Host, provider: libvirt.Provider, production: bool) -> li
 
 def build(stack: LoadedStack) -> None:
     cfg = stack.config
+    facts = host_facts(cfg)
     used_hosts = [h for h in cfg.hosts if any(vm.host == h.name for vm in cfg.vms)]
     providers = {h.name: libvirt.Provider(f"libvirt-{h.name}", uri=h.libvirt_uri) for h in used_hosts}
-    hostdevs = iommu_preflight(cfg, providers)
+    hostdevs = iommu_preflight(cfg, providers, facts, stack.placements)
     bases = {h.name: _base_volume(h, providers[h.name], cfg.production) for h in used_hosts}
     hosts = {h.name: h for h in cfg.hosts}
     guest = cfg.guest
@@ -115,7 +162,12 @@ def build(stack: LoadedStack) -> None:
         pulumi.export("kubeconfig", kubeconfig)
     else:
         kubeconfig = stack.secrets.get("kubeconfig")
-    build_addons(stack, kubeconfig, [b.ready for b in bootstraps.values()])
+    gate = None
+    if cfg.vms and cfg.guest is not None and _role(cfg, 0) in ("init", "join"):
+        first = vms[cfg.vms[0].name]
+        gate = GuestConnection(host=first.ip, user=cfg.guest.ssh_user, private_key=stack.secrets["sshPrivateKey"],
+                               host_key=first.host_public_key)
+    build_addons(stack, kubeconfig, [b.ready for b in bootstraps.values()], gate)
 
 
 def _role(cfg: StackConfig, index: int) -> str:

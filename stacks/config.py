@@ -184,6 +184,8 @@ class ContainerRuntime(Model):
     nvidia_toolkit_version: Version3 = "1.17.8"
     nvidia_default: bool = False
     """containerd only: make nvidia the default runtime instead of using the RuntimeClass."""
+    docker_repository: Optional[str] = Field(default=None, pattern=r"^https?://\S+[^/]$")
+    """Base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (ubuntu/, rhel/, centos/ below it): docker-ce for runtime docker, and containerd.io on EL. Unset: https://download.docker.com/linux."""
 
 
 class Proxy(Model):
@@ -240,7 +242,7 @@ class Kubernetes(Model):
     bootstrap_token_rotation: int = Field(default=0, ge=0)
     """Mode init: bump to derive a new bootstrap token for joining nodes (docs/OPERATIONS.md, rotating the join token)."""
     package_repository: Optional[str] = None
-    """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>."""
+    """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists for Kubernetes 1.24 and newer: older versions need a mirror here."""
     node_labels: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     node_taints: tuple[Taint, ...] = (Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule"),)
 
@@ -276,6 +278,8 @@ class GpuOperator(Model):
     """The operator's own device plugin. Must be false when addons.devicePlugin is enabled."""
     mig_manager_enabled: bool = False
     mig_strategy: Literal["none", "single", "mixed"] = "none"
+    dcgm_exporter_version: str = Field(default="4.5.3-4.8.2-distroless", pattern=r"^\d+\.\d+\.\d+-\d+\.\d+\.\d+-[a-z0-9.]+$")
+    """dcgmExporter.version: the exporter our counters file (render/dcgm-counters.csv) is derived from, in the chart's tag format (<dcgm-exporter>-<dcgm>-<flavour>)."""
 
 
 class Monitoring(Model):
@@ -287,16 +291,28 @@ class Monitoring(Model):
     retention: str = Field(default="15d", pattern=r"^\d+[smhdwy]$")
     storage_gib: int = Field(default=50, ge=1)
     storage_class: Optional[str] = None
+    """StorageClass of Prometheus's volume claim. Unset in mode init: `local-path`, which gpu-stack installs (a new kubeadm cluster has no class). Unset in mode join/existing: see defaultStorageClassExists."""
+    default_storage_class_exists: bool = False
+    """Mode join/existing with no storageClass: true declares that the cluster has a default StorageClass, and the claim names none. false: no claim is rendered, Prometheus keeps its data in an emptyDir (lost when the pod moves), and the plan says so."""
     service_monitor_selector_nil_uses_helm_values: bool = True
     """Chart default: Prometheus selects only monitors labelled `release: <releaseName>` (gpu-stack always sets it). false: select every ServiceMonitor, PodMonitor and PrometheusRule."""
     dcgm_exporter_image_tag: str = "4.5.3-4.8.2-ubuntu22.04"
     """Standalone dcgm-exporter (device plugin path); the counters file we ship matches 4.5.3-4.8.2."""
 
 
+class PodNetwork(Model):
+    enabled: bool = True
+    """Mode init only: install Calico (Tigera operator chart) so the nodes become Ready. false: you install a CNI yourself before the add-ons can start."""
+    version: str = Field(default="v3.32.1", pattern=r"^v\d+\.\d+\.\d+$")
+    """tigera-operator chart version (= the Calico release) from https://docs.tigera.io/calico/charts."""
+    encapsulation: Literal["VXLANCrossSubnet", "VXLAN", "IPIPCrossSubnet", "IPIP", "None"] = "VXLANCrossSubnet"
+    """Encapsulation of the IP pool (kubernetes.podCidr). VXLAN needs no BGP and works across routed libvirt networks."""
+
+
 class GpuQuota(Model):
     namespace: Name
     gpus: int = Field(ge=0)
-    """Hard limit on requests.nvidia.com/gpu and limits.nvidia.com/gpu."""
+    """Hard limit on requests.nvidia.com/gpu (quota counts extended resources as requests only; a limits.* key is never counted)."""
     default_request: int = Field(default=1, ge=0)
     create_namespace: bool = True
 
@@ -312,6 +328,7 @@ class Images(Model):
 
 
 class Addons(Model):
+    pod_network: PodNetwork = PodNetwork()
     device_plugin: DevicePlugin = DevicePlugin()
     gpu_operator: GpuOperator = GpuOperator()
     monitoring: Monitoring = Monitoring()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import re
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -11,19 +14,37 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.conftest import require_reference, run_stack, stack_file
+from render.helm_values import LOCAL_PATH_VERSION
+from render.k8s_manifests import LOCAL_PATH_MANIFEST
+from stacks.errors import ConfigError
+from stacks.load import parse_stack_config
+from tests.conftest import ROOT, require_reference, run_stack, stack_file
 from tools.mockrun import SECRET_SIG
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 GROUP = "kubernetes:yaml/v2:ConfigGroup"
+# Pinned chart default values in tests/reference/ (README there gives the provenance).
 CHART_DEFAULTS = {
     "nvidia-device-plugin": "nvidia-device-plugin-v0.20.0.values.yaml",
     "gpu-operator": "gpu-operator-v26.7.0.values.yaml",
     "kube-prometheus-stack": "kube-prometheus-stack-88.5.3.values.yaml",
+    "tigera-operator": "tigera-operator-v3.32.1.values.yaml",
 }
 # Paths documented only as commented examples in the chart's values.yaml; the
 # marker must still be there, so a renamed option fails the test.
-DOCUMENTED_IN_COMMENTS = {("gpu-operator", "dcgmExporter.config"): "# name: custom-dcgm-exporter-metrics"}
+DOCUMENTED_IN_COMMENTS = {
+    ("gpu-operator", "dcgmExporter.config"): "# name: custom-dcgm-exporter-metrics",
+    ("tigera-operator", "installation.calicoNetwork"): "  # calicoNetwork:\n",
+    ("tigera-operator", "installation.registry"): "  # registry: <custom-registry>\n",
+    ("tigera-operator", "installation.imagePath"): "  # imagePath: <optional-path>\n",
+}
+
+
+def chart_defaults(chart: str, version: str) -> str:
+    assert chart in CHART_DEFAULTS, f"no pinned default values for chart {chart} {version}"
+    name = CHART_DEFAULTS[chart]
+    assert version.lstrip("v") in name, f"{chart} {version} is rendered, but tests/reference/ pins {name}"
+    return require_reference(name).read_text()
 CRDS = {"ServiceMonitor": "crd-servicemonitors.yaml", "PrometheusRule": "crd-prometheusrules.yaml"}
 
 
@@ -46,6 +67,7 @@ def static_path() -> dict:
     raw["guest"]["containerRuntime"] = {"name": "docker"}
     raw["kubernetes"]["version"] = "1.23.17"
     raw["addons"]["devicePlugin"] = {"enabled": True, "version": "0.11.0", "deploy": "static"}
+    raw["kubernetes"]["packageRepository"] = "https://mirror.lab/kubernetes/v1.23"
     raw["addons"]["images"] = {"overrides": {"nvcr.io/nvidia/k8s-device-plugin": "harbor.baway.org.cn/k8s/k8s-device-plugin"}}
     return raw
 
@@ -103,8 +125,7 @@ def test_every_helm_value_path_exists_in_the_pinned_chart(deployed):
     assert releases or deployed["name"] == "static"
     for release in releases:
         chart = release.inputs["chart"]
-        reference = require_reference(CHART_DEFAULTS[chart])
-        text = reference.read_text()
+        text = chart_defaults(chart, release.inputs["version"])
         defaults = yaml.safe_load(text)
         unknown = []
         for path in unknown_value_paths(unwrap(release.inputs["values"]), defaults):
@@ -267,7 +288,8 @@ def test_explicit_kubernetes_provider_gets_the_secret_kubeconfig(deployed):
 def test_quota_objects(deployed):
     objs = {(o["kind"], o["metadata"].get("namespace")): o for o in manifests(deployed["result"])}
     quota = objs[("ResourceQuota", "ml-dev")]["spec"]["hard"]
-    assert quota == {"requests.nvidia.com/gpu": "4", "limits.nvidia.com/gpu": "4"}
+    # quota counts extended resources as requests only: a limits.* key would be inert
+    assert quota == {"requests.nvidia.com/gpu": "4"}
     assert objs[("LimitRange", "ml-dev")]["spec"]["limits"][0]["defaultRequest"] == {"nvidia.com/gpu": "1"}
 
 
@@ -276,3 +298,230 @@ def test_existing_cluster_uses_the_configured_kubeconfig():
     raw["kubernetes"]["mode"] = "existing"
     result = run_stack(raw, secrets={"sshPrivateKey": "k", "grafanaAdminPassword": "p", "kubeconfig": "apiVersion: v1\nkind: Config\n"})
     assert result.named("kubernetes").inputs["kubeconfig"]["value"] == "apiVersion: v1\nkind: Config\n"
+
+
+# --- pod network, storage, gates (issue 10) ------------------------------------------------
+
+def _release(result, chart: str):
+    return next((r for r in result.of_type(RELEASE) if r.inputs["chart"] == chart), None)
+
+
+def _values(result, chart: str) -> dict:
+    return unwrap(_release(result, chart).inputs["values"])
+
+
+def _all_deps(result, name: str, seen: set[str] | None = None) -> set[str]:
+    """Everything a resource waits for through its own dependsOn, transitively (not via its parent)."""
+    seen = set() if seen is None else seen
+    for dep in result.named(name).depends_on:
+        if dep not in seen:
+            seen.add(dep)
+            _all_deps(result, dep, seen)
+    return seen
+
+
+def join_path() -> dict:
+    raw = plugin_path()
+    raw["kubernetes"] = {"version": "1.32.4", "mode": "join", "nodeTaints": [],
+                         "join": {"controlPlaneEndpoint": "10.0.0.10:6443", "caCertHash": "sha256:" + "a" * 64}}
+    return raw
+
+
+JOIN_SECRETS = {"sshPrivateKey": "k", "grafanaAdminPassword": "p", "joinToken": "abcdef.0123456789abcdef",
+                "kubeconfig": "apiVersion: v1\nkind: Config\n"}
+EXISTING_SECRETS = {"sshPrivateKey": "k", "grafanaAdminPassword": "p", "kubeconfig": "apiVersion: v1\nkind: Config\n"}
+
+
+def existing_path(**monitoring) -> dict:
+    raw = plugin_path()
+    raw["kubernetes"]["mode"] = "existing"
+    raw["addons"]["monitoring"] = {"enabled": True, **monitoring}
+    return raw
+
+
+def test_calico_is_installed_in_mode_init_on_the_pod_cidr(deployed):
+    release = _release(deployed["result"], "tigera-operator")
+    assert release is not None and release.inputs["name"] == "calico" and release.inputs["version"] == "v3.32.1"
+    assert release.inputs["repositoryOpts"]["repo"] == "https://docs.tigera.io/calico/charts"
+    assert release.provider == "kubernetes"
+    pools = unwrap(release.inputs["values"])["installation"]["calicoNetwork"]["ipPools"]
+    assert [p["cidr"] for p in pools] == [deployed["raw"]["kubernetes"].get("podCidr", "10.244.0.0/16")]
+    assert deployed["result"].outputs["podNetwork"]["podCidr"] == "10.244.0.0/16"
+
+
+def test_the_ip_pool_fields_are_the_charts_documented_ones():
+    """installation.calicoNetwork is only a commented example in the chart: every pool field we set is in it."""
+    text = require_reference(CHART_DEFAULTS["tigera-operator"]).read_text()
+    block = text.split("  # calicoNetwork:\n", 1)[1].split("\n\n", 1)[0]
+    example = yaml.safe_load("\n".join(re.sub(r"^  # ?", "", line) for line in block.splitlines()))
+    pool = _values(deploy("plugin")["result"], "tigera-operator")["installation"]["calicoNetwork"]["ipPools"][0]
+    assert set(pool) <= set(example["ipPools"][0]), set(pool) - set(example["ipPools"][0])
+    choices = next(line for line in block.splitlines() if "encapsulation:" in line).split("#")[-1]
+    assert pool["encapsulation"] in [c.strip() for c in choices.split(",")], choices
+
+
+def test_a_podcidr_change_moves_the_pool():
+    raw = plugin_path()
+    raw["kubernetes"]["podCidr"] = "10.32.0.0/16"
+    values = _values(run_stack(raw, preview=False), "tigera-operator")
+    assert values["installation"]["calicoNetwork"]["ipPools"][0]["cidr"] == "10.32.0.0/16"
+
+
+@pytest.mark.parametrize("raw, secrets", [(join_path, JOIN_SECRETS), (existing_path, EXISTING_SECRETS)], ids=["join", "existing"])
+def test_no_pod_network_on_a_cluster_this_stack_did_not_create(raw, secrets):
+    result = run_stack(raw(), secrets=secrets)
+    assert _release(result, "tigera-operator") is None
+    assert not result.of_type("gpu-stack:index:PodNetwork")
+
+
+def test_every_addon_release_and_object_waits_for_the_pod_network(deployed):
+    result = deployed["result"]
+    addons = [r for r in result.resources if r.provider == "kubernetes" and r.name != "pod-network-release"]
+    assert addons
+    for r in addons:
+        assert "pod-network-release" in _all_deps(result, r.name), f"{r.type} {r.name} does not wait for the pod network"
+    assert "pod-network-release" in _all_deps(result, "readiness-gate")
+
+
+def test_cni_images_follow_the_registry_override():
+    result = deploy("operator")["result"]
+    values = _values(result, "tigera-operator")
+    assert values["installation"]["registry"] == "harbor.lab.local/" and values["installation"]["imagePath"] == "calico"
+    assert values["installation"]["imagePullSecrets"] == [{"name": "harbor-pull"}]
+    assert values["tigeraOperator"] == {"registry": "harbor.lab.local", "image": "tigera/operator"}
+    assert values["calicoctl"] == {"image": "harbor.lab.local/calico/ctl"}
+    plain = _values(deploy("plugin")["result"], "tigera-operator")
+    assert "registry" not in plain["installation"] and plain["tigeraOperator"]["registry"] == "quay.io"
+
+
+def test_cni_image_override_keeps_one_path_for_all_calico_images():
+    raw = plugin_path()
+    raw["addons"]["images"] = {"overrides": {"quay.io/calico/node": "harbor.lab/mirror/calico/node",
+                                             "quay.io/tigera/operator": "harbor.lab/mirror/tigera/operator"}}
+    values = _values(run_stack(raw, preview=False), "tigera-operator")
+    assert values["installation"]["registry"] == "harbor.lab/" and values["installation"]["imagePath"] == "mirror/calico"
+    assert values["tigeraOperator"] == {"registry": "harbor.lab", "image": "mirror/tigera/operator"}
+    raw["addons"]["images"]["overrides"]["quay.io/calico/cni"] = "harbor.lab/other/cni"
+    with pytest.raises(ConfigError) as info:
+        parse_stack_config(raw, {"sshPrivateKey", "grafanaAdminPassword"})
+    assert "addons.images.overrides['quay.io/calico/cni']" in str(info.value)
+    assert "harbor.lab/mirror/calico/cni" in str(info.value)
+
+
+def test_init_installs_local_path_as_the_default_class_and_prometheus_names_it(deployed):
+    result = deployed["result"]
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in unwrap(result.named("local-path-storage-objects").inputs["objs"])}
+    sc = objs[("StorageClass", "local-path")]
+    assert sc["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
+    assert sc["provisioner"] == "rancher.io/local-path" and sc["volumeBindingMode"] == "WaitForFirstConsumer"
+    spec = _values(result, "kube-prometheus-stack")["prometheus"]["prometheusSpec"]["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert spec["storageClassName"] == "local-path"
+    assert "local-path-storage-objects" in _all_deps(result, "monitoring-release")
+    assert "local-path" in result.outputs["storage"]
+
+
+def test_local_path_images_follow_the_registry_override():
+    objs = unwrap(deploy("operator")["result"].named("local-path-storage-objects").inputs["objs"])
+    deployment = next(o for o in objs if o["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"harbor.lab.local/rancher/local-path-provisioner:{LOCAL_PATH_VERSION}"
+    assert pod["imagePullSecrets"] == [{"name": "harbor-pull"}]
+    helper = yaml.safe_load(next(o for o in objs if o["kind"] == "ConfigMap")["data"]["helperPod.yaml"])
+    assert helper["spec"]["containers"][0]["image"] == "harbor.lab.local/library/busybox:1.37.0"
+
+
+def test_local_path_manifest_is_the_pinned_upstream_file():
+    provenance = (LOCAL_PATH_MANIFEST.parent / "PROVENANCE.md").read_text()
+    row = next(line for line in provenance.splitlines() if LOCAL_PATH_MANIFEST.name in line)
+    assert hashlib.sha256(LOCAL_PATH_MANIFEST.read_bytes()).hexdigest() in row
+    assert f"docker.io/rancher/local-path-provisioner:{LOCAL_PATH_VERSION}" in LOCAL_PATH_MANIFEST.read_text()
+
+
+def test_reference_files_match_their_pinned_hashes_and_have_provenance():
+    reference = ROOT / "tests" / "reference"
+    pinned = dict(reversed(line.split("  ", 1)) for line in (reference / "SHA256SUMS").read_text().splitlines())
+    readme = (reference / "README.md").read_text()
+    files = sorted(p.name for p in reference.iterdir() if p.name not in ("README.md", "SHA256SUMS"))
+    assert sorted(pinned) == files
+    for name in files:
+        assert hashlib.sha256((reference / name).read_bytes()).hexdigest() == pinned[name], name
+        assert name in readme, f"{name} has no provenance row in tests/reference/README.md"
+
+
+def _storage_spec(result):
+    return _values(result, "kube-prometheus-stack")["prometheus"]["prometheusSpec"].get("storageSpec")
+
+
+def test_existing_cluster_without_a_declared_class_gets_no_claim_and_says_so():
+    result = run_stack(existing_path(), secrets=EXISTING_SECRETS)
+    assert _storage_spec(result) is None
+    assert not result.of_type("gpu-stack:index:LocalPathStorage")
+    assert "emptyDir" in result.outputs["storage"] and "defaultStorageClassExists" in result.outputs["storage"]
+
+
+def test_existing_cluster_with_a_declared_default_class_claims_without_naming_one():
+    result = run_stack(existing_path(defaultStorageClassExists=True), secrets=EXISTING_SECRETS)
+    spec = _storage_spec(result)["volumeClaimTemplate"]["spec"]
+    assert "storageClassName" not in spec and spec["resources"]["requests"]["storage"] == "50Gi"
+
+
+def test_a_named_class_is_used_as_given_and_installs_nothing():
+    result = run_stack(existing_path(storageClass="ceph-rbd"), secrets=EXISTING_SECRETS)
+    assert _storage_spec(result)["volumeClaimTemplate"]["spec"]["storageClassName"] == "ceph-rbd"
+    raw = plugin_path()
+    raw["addons"]["monitoring"] = {"enabled": True, "storageClass": "ceph-rbd"}
+    result = run_stack(raw)
+    assert not result.of_type("gpu-stack:index:LocalPathStorage")
+    assert _storage_spec(result)["volumeClaimTemplate"]["spec"]["storageClassName"] == "ceph-rbd"
+
+
+def test_control_plane_scrapes_kubeadm_binds_to_localhost_are_off(deployed):
+    values = _values(deployed["result"], "kube-prometheus-stack")
+    for name in ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy"):
+        assert values[name] == {"enabled": False}, name
+
+
+def test_operator_pins_the_dcgm_exporter_our_counters_file_is_from():
+    values = _values(deploy("operator")["result"], "gpu-operator")
+    version = values["dcgmExporter"]["version"]
+    counters = (ROOT / "render" / "dcgm-counters.csv").read_text()
+    assert version.rsplit("-", 1)[0] in counters.split("\n", 3)[1], "counters file header names the exporter it is from"
+    default = yaml.safe_load(require_reference(CHART_DEFAULTS["gpu-operator"]).read_text())["dcgmExporter"]["version"]
+    assert version.rsplit("-", 1)[1] == default.rsplit("-", 1)[1], f"same image flavour as the chart default {default}"
+
+
+def test_readiness_gate_runs_last_on_the_init_vm_with_the_admin_kubeconfig(deployed):
+    result = deployed["result"]
+    gate = result.named("readiness-gate")
+    assert gate.type == "command:remote:Command" and gate.parent == "readiness"
+    deps = _all_deps(result, "readiness-gate")
+    releases = {r.name for r in result.of_type(RELEASE)}
+    assert releases <= deps and "gpu-smoke-test-objects" in deps
+    script = gate.inputs["create"]
+    assert "export GS_KUBECONFIG_STDIN=0" in script and "stdin" not in gate.inputs
+    resource = "nvidia.com/gpu"
+    count = 4 if deployed["name"] == "plugin" else 1
+    assert f"export GS_GATE_NODES=gpu-dev-0={count}" in script and f"export GS_GPU_RESOURCE={resource}" in script
+    assert result.outputs["readiness"] == {
+        "nodes": {"gpu-dev-0": {"ready": True, "allocatable": {resource: count}, "expected": {resource: count}}},
+        "smokeTest": {"job": "gpu-stack-smoke/gpu-smoke-test", "status": "Succeeded"}}
+
+
+def test_the_smoke_job_is_awaited_by_the_gate_not_by_pulumi(deployed):
+    job = next(o for o in manifests(deployed["result"]) if o["kind"] == "Job")
+    assert job["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+    assert "export GS_SMOKE_JOB=gpu-smoke-test" in deployed["result"].named("readiness-gate").inputs["create"]
+
+
+def test_join_gate_reads_the_kubeconfig_secret_on_stdin():
+    result = run_stack(join_path(), secrets=JOIN_SECRETS)
+    gate = result.named("readiness-gate")
+    assert "export GS_KUBECONFIG_STDIN=1" in gate.inputs["create"]
+    assert gate.inputs["stdin"][SECRET_SIG] and gate.inputs["logging"] == "none"
+
+
+def test_existing_cluster_has_no_gate_and_the_plan_says_so():
+    from tools.plan import addon_summary
+    result = run_stack(existing_path(), secrets=EXISTING_SECRETS)
+    assert not result.of_type("gpu-stack:index:ReadinessGate")
+    assert any("readiness gates: none" in line for line in addon_summary(result))

@@ -141,6 +141,7 @@ def test_device_plugin_too_new_for_kubernetes_1_23(dev):
 
 def test_device_plugin_0_11_on_kubernetes_1_23_is_fine(dev):
     dev["kubernetes"]["version"] = "1.23.17"
+    dev["kubernetes"]["packageRepository"] = "https://mirror.lab/kubernetes/v1.23"
     dev["addons"]["devicePlugin"] = {"enabled": True, "version": "0.11.0", "deploy": "static"}
     parse_stack_config(dev, SECRETS)
 
@@ -237,3 +238,26 @@ def test_gpu_taint_on_every_node_of_an_init_cluster_is_refused(dev):
 def test_docker_needs_kubernetes_with_dockershim(dev):
     dev["guest"]["containerRuntime"] = {"name": "docker"}
     assert "dockershim" in problems(dev)["guest.containerRuntime.name"]
+
+
+def test_kubernetes_below_1_24_needs_a_package_repository(dev):
+    """pkgs.k8s.io starts at v1.24: seed 001's 1.23.17 would get a URL that does not exist."""
+    dev["kubernetes"]["version"] = "1.23.17"
+    dev["addons"]["devicePlugin"] = {"enabled": True, "version": "0.11.0", "deploy": "static"}
+    message = problems(dev)["kubernetes.packageRepository"]
+    assert "pkgs.k8s.io" in message and "v1.24" in message and "mirror" in message
+    dev["kubernetes"]["version"] = "1.24.17"
+    dev["addons"]["devicePlugin"] = {"enabled": True, "version": "0.13.0"}
+    parse_stack_config(dev, SECRETS)
+
+
+def test_existing_cluster_below_1_24_installs_no_kubeadm_and_needs_no_repository(dev):
+    dev["kubernetes"]["version"] = "1.23.17"
+    dev["kubernetes"]["mode"] = "existing"
+    dev["addons"]["devicePlugin"] = {"enabled": True, "version": "0.11.0", "deploy": "static"}
+    parse_stack_config(dev, SECRETS | {"kubeconfig"})
+
+
+def test_docker_repository_must_be_a_url_without_trailing_slash(dev):
+    dev["guest"]["containerRuntime"] = {"dockerRepository": "https://mirror.lab/docker/"}
+    assert "guest.containerRuntime.dockerRepository" in problems(dev)

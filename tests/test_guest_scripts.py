@@ -266,6 +266,7 @@ def test_nvswitches_get_fabric_manager_at_the_driver_version(tmp_path):
 def test_docker_runtime_is_nvidia_by_default_like_seed001(tmp_path):
     raw = config("rhel", containerRuntime={"name": "docker"})
     raw["kubernetes"]["version"] = "1.23.17"
+    raw["kubernetes"]["packageRepository"] = "https://mirror.lab/kubernetes/v1.23"
     raw["addons"]["devicePlugin"] = {"enabled": True, "version": "0.11.0", "deploy": "static"}
     sb = GuestSandbox(tmp_path, "rhel")
     assert sb.run(_phase(phases_for(raw), "container-runtime")).returncode == 0
@@ -309,3 +310,142 @@ def test_teardown_resets_a_joined_node_and_only_then(tmp_path):
     (sb.root / "etc/kubernetes/kubelet.conf").write_text("x")
     assert subprocess.run(wrapper, env=env, capture_output=True).returncode == 0
     assert sb.mutating() == ["kubeadm reset -f"]
+
+
+# --- Docker's package repository -------------------------------------------------------------
+
+def docker_config(family: str, **runtime) -> dict:
+    raw = config(family, containerRuntime={"name": "docker", **runtime}, proxy={"https": "http://100.64.0.5:8888"})
+    raw["kubernetes"]["version"] = "1.23.17"
+    raw["kubernetes"]["packageRepository"] = "https://mirror.lab/kubernetes/v1.23"
+    raw["addons"]["devicePlugin"] = {"enabled": True, "version": "0.11.0", "deploy": "static"}
+    return raw
+
+
+@pytest.mark.parametrize("family", ["ubuntu", "rhel"])
+def test_docker_path_adds_dockers_repository_before_installing_docker_ce(tmp_path, family):
+    sb = GuestSandbox(tmp_path, family)
+    phase = _phase(phases_for(docker_config(family)), "container-runtime")
+    result = sb.run(phase)
+    assert result.returncode == 0, result.stderr
+    calls = sb.mutating()
+    install = next(i for i, c in enumerate(calls) if "docker-ce" in c and (c.startswith("apt-get install") or c.startswith("dnf install")))
+    if family == "ubuntu":
+        key = next(i for i, c in enumerate(calls) if c.startswith("gpg --dearmor"))
+        assert key < install
+        fetch = next(c for c in sb.calls() if c["cmd"] == "curl")
+        assert fetch["argv"][-1] == "https://download.docker.com/linux/ubuntu/gpg"
+        source = (sb.root / "etc/apt/sources.list.d/docker.list").read_text()
+        assert source == "deb [signed-by=/etc/apt/keyrings/docker.gpg] https://download.docker.com/linux/ubuntu noble stable\n"
+    else:
+        repo = (sb.root / "etc/yum.repos.d/docker-ce.repo").read_text()
+        # Rocky is not RHEL: Docker publishes its EL builds for it under centos/
+        assert "baseurl=https://download.docker.com/linux/centos/$releasever/$basearch/stable\n" in repo
+        assert "gpgkey=https://download.docker.com/linux/centos/gpg\n" in repo and "gpgcheck=1" in repo
+    sb.clear_calls()
+    tree = sb.tree()
+    assert sb.run(phase).returncode == 0
+    assert sb.mutating() == [] and sb.tree() == tree
+
+
+def test_docker_repository_mirror_is_used(tmp_path):
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    phase = _phase(phases_for(docker_config("ubuntu", dockerRepository="https://mirror.lab/docker-ce/linux")), "container-runtime")
+    assert sb.run(phase).returncode == 0
+    assert "https://mirror.lab/docker-ce/linux/ubuntu noble stable" in (sb.root / "etc/apt/sources.list.d/docker.list").read_text()
+    assert not any("download.docker.com" in c["argv"][-1] for c in sb.calls() if c["cmd"] == "curl")
+    assert "https://mirror.lab/docker-ce/linux/ubuntu/gpg" in [c["argv"][-1] for c in sb.calls() if c["cmd"] == "curl"]
+
+
+def test_containerd_on_el_gets_dockers_repository_for_containerd_io(tmp_path):
+    sb = GuestSandbox(tmp_path, "rhel")
+    assert sb.run(_phase(phases_for(config("rhel")), "container-runtime")).returncode == 0
+    assert (sb.root / "etc/yum.repos.d/docker-ce.repo").exists()
+    assert any(c.startswith("dnf install") and "containerd.io" in c for c in sb.mutating())
+
+
+def test_containerd_on_ubuntu_needs_no_docker_repository(tmp_path):
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    assert sb.run(_phase(phases_for(config("ubuntu")), "container-runtime")).returncode == 0
+    assert not (sb.root / "etc/apt/sources.list.d/docker.list").exists()
+
+
+# --- readiness gate --------------------------------------------------------------------------
+
+def gate_phase(stdin: bool = False, smoke: bool = True, expected: int = 4, resource: str = "nvidia.com/gpu"):
+    from render.guest_scripts import readiness_phase
+    return readiness_phase({"gpu-dev-0": {resource: expected}}, resource, "kubectl -n nvidia-device-plugin logs ds/nvidia-device-plugin --tail=50",
+                           ("gpu-stack-smoke", "gpu-smoke-test") if smoke else None, kubeconfig_on_stdin=stdin)
+
+
+def gate_sandbox(tmp_path, ready="True", allocatable="4", job=("Complete",), admin=True) -> GuestSandbox:
+    sb = GuestSandbox(tmp_path, "ubuntu", cluster={
+        "nodes": {"gpu-dev-0": {"ready": ready, "allocatable": {"nvidia.com/gpu": allocatable} if allocatable is not None else {}}},
+        "jobs": {"gpu-stack-smoke/gpu-smoke-test": list(job)} if job is not None else {}})
+    if admin:
+        (sb.root / "etc/kubernetes").mkdir(parents=True)
+        (sb.root / "etc/kubernetes/admin.conf").write_text("apiVersion: v1\nkind: Config\n")
+    return sb
+
+
+def run_gate(sb, phase, stdin: str = "", timeout: str = "1"):
+    return sb.run(phase, stdin=stdin, params={**phase.params, "GS_GATE_TIMEOUT": timeout, "GS_GATE_INTERVAL": "0.2"})
+
+
+def test_gate_reports_a_converged_cluster_and_changes_nothing(tmp_path):
+    from render.readiness import parse_readiness_output
+    sb = gate_sandbox(tmp_path)
+    result = run_gate(sb, gate_phase())
+    assert result.returncode == 0, result.stderr
+    assert parse_readiness_output(result.stdout) == {
+        "nodes": {"gpu-dev-0": {"ready": True, "allocatable": {"nvidia.com/gpu": 4}, "expected": {"nvidia.com/gpu": 4}}},
+        "smokeTest": {"job": "gpu-stack-smoke/gpu-smoke-test", "status": "Succeeded"}}
+    assert sb.mutating() == [], "the gate only reads"
+
+
+@pytest.mark.parametrize("state, step, words", [
+    ({"ready": "False"}, "Seed 003 step 1", "node gpu-dev-0 is not Ready"),
+    ({"allocatable": None}, "Seed 003 step 4", "kubectl -n nvidia-device-plugin logs ds/nvidia-device-plugin"),
+    ({"allocatable": "0"}, "Seed 003 step 4", "has no allocatable nvidia.com/gpu (expected 4)"),
+    ({"allocatable": "3"}, "Seed 003 step 2", "has 3 allocatable nvidia.com/gpu, the config expects 4"),
+    ({"job": ("Failed",)}, "Seed 003 step 3", "smoke-test Job gpu-stack-smoke/gpu-smoke-test failed"),
+    ({"job": ()}, "Seed 003 step 3", "did not finish in 1s"),
+])
+def test_gate_failures_name_the_seed003_step(tmp_path, state, step, words):
+    result = run_gate(gate_sandbox(tmp_path, **state), gate_phase())
+    assert result.returncode != 0
+    assert step in result.stderr and words in result.stderr, result.stderr
+
+
+def test_gate_waits_are_bounded(tmp_path):
+    import time
+    start = time.monotonic()
+    result = run_gate(gate_sandbox(tmp_path, ready="False"), gate_phase(), timeout="2")
+    assert result.returncode != 0 and "gave up waiting for node gpu-dev-0 Ready after 2s" in result.stdout
+    assert time.monotonic() - start < 30
+
+
+def test_gate_without_smoke_test_and_time_sliced_counts(tmp_path):
+    sb = gate_sandbox(tmp_path, allocatable="16", job=None)
+    result = run_gate(sb, gate_phase(smoke=False, expected=16))
+    assert result.returncode == 0, result.stderr
+    assert "node gpu-dev-0 Ready nvidia.com/gpu=16/16" in result.stdout and "job " not in result.stdout
+
+
+def test_gate_on_a_joined_node_reads_the_kubeconfig_from_stdin(tmp_path):
+    sb = gate_sandbox(tmp_path, admin=False)
+    assert "no /etc/kubernetes/admin.conf" in run_gate(sb, gate_phase()).stderr
+    phase = gate_phase(stdin=True)
+    assert phase.stdin_secret == "kubeconfig"
+    assert "no kubeconfig arrived on stdin" in run_gate(sb, phase).stderr
+    result = run_gate(sb, phase, stdin="apiVersion: v1\nkind: Config\n")
+    assert result.returncode == 0, result.stderr
+    assert "apiVersion" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("stdin", [False, True], ids=["admin-kubeconfig", "kubeconfig-on-stdin"])
+def test_rendered_readiness_gate_is_shellcheck_clean(tmp_path, stdin):
+    phase = gate_phase(stdin=stdin)
+    script = tmp_path / "readiness.sh"
+    script.write_text(render_script(phase.name, phase.params))
+    _shellcheck([script])

@@ -81,3 +81,17 @@ def test_secure_values_in_the_stack_file_become_placeholders(tmp_path):
     assert "ciphertext" not in text and "plan-placeholder" not in text
     secret = next(r for r in json.loads((tmp_path / "plan" / "enc" / "resources.json").read_text()) if r["name"] == "monitoring-grafana-admin")
     assert secret["inputs"]["stringData"] == "[secret]"
+
+
+def test_plan_prod_lists_the_pod_network_storage_and_readiness_gates(tmp_path):
+    proc = plan(tmp_path, "prod")
+    assert proc.returncode == 0, proc.stderr
+    assert "helm release calico: tigera-operator v3.32.1 in namespace tigera-operator" in proc.stdout
+    assert "pod network: tigera-operator v3.32.1 (Calico), pool 10.244.0.0/16" in proc.stdout
+    assert "storage: Prometheus claim 200Gi on StorageClass local-path (local-path-provisioner v0.0.37" in proc.stdout
+    gates = next(line for line in proc.stdout.splitlines() if "readiness gates" in line)
+    assert "node ubuntu-gpu Ready, allocatable nvidia.com/gpu = 8" in gates and "Job gpu-stack-smoke/gpu-smoke-test succeeds" in gates
+    out = tmp_path / "plan" / "prod"
+    assert (out / "helm" / "calico.values.yaml").exists()
+    assert (out / "manifests" / "local-path-storage-objects" / "storageclass-local-path.yaml").exists()
+    assert "scripts/guest/readiness.sh" in (out / "guest" / "readiness-gate.sh").read_text()

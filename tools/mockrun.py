@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -22,6 +23,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from render.host_facts import ENV as HOST_FACTS_ENV
 from render.iommu import nodedev_name
 
 PROJECT = "gpu-stack"
@@ -110,6 +112,13 @@ def _fake_stdout(name: str, create: str) -> str:
         rows = "".join(f"{i}, NVIDIA Mock GPU, GPU-{i:08d}-mock, 00000000:{i + 1:02X}:00.0, 570.172.08, 46068 MiB\n" for i in range(count))
         banner = "| NVIDIA-SMI 570.172.08            Driver Version: 570.172.08     CUDA Version: 12.8     |\n"
         return f"--- gpu-inventory ---\n{rows}--- nvidia-smi ---\n{banner}"
+    if name == "readiness-gate":
+        resource = re.search(r"export GS_GPU_RESOURCE='?([^'\n]+)", create).group(1)
+        nodes = re.search(r"export GS_GATE_NODES='?([^'\n]*)", create).group(1).split()
+        job = re.search(r"export GS_SMOKE_JOB='?([^'\n]*)", create).group(1)
+        ns = re.search(r"export GS_SMOKE_NAMESPACE='?([^'\n]*)", create).group(1)
+        lines = [f"node {n.split('=')[0]} Ready {resource}={n.split('=')[1]}/{n.split('=')[1]}" for n in nodes]
+        return "--- readiness ---\n" + "".join(f"{line}\n" for line in lines) + (f"job {ns}/{job} Succeeded\n" if job else "")
     if name.endswith("-kubeconfig"):
         return "apiVersion: v1\nkind: Config\nclusters: []\n# gpu-stack-ca-cert-hash: sha256:" + "ab" * 32 + "\n"
     return ""
@@ -180,8 +189,14 @@ def run(
     node_devices: dict[str, dict] | None = None,
     outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None,
     on_register: Callable[[str, str], None] | None = None,
+    host_facts: list[str] | None = None,
 ) -> RunResult:
-    """Run stacks.compose.main under mocks; raises what the program raises."""
+    """Run stacks.compose.main under mocks; raises what the program raises.
+
+    `host_facts` are facts files (scripts/host-facts.sh), handed to the program
+    as `pulumi preview` gets them: in GPU_STACK_HOST_FACTS. None or [] runs
+    without facts, whatever the caller's environment holds.
+    """
     from stacks.compose import main
 
     mocks = StackMocks(preview, node_devices, outputs, on_register)
@@ -227,7 +242,15 @@ def run(
         finally:
             pulumi.export = original_export
 
-    _sync_await(run_pulumi_func(program))
+    saved = os.environ.pop(HOST_FACTS_ENV, None)
+    if host_facts:
+        os.environ[HOST_FACTS_ENV] = os.pathsep.join(str(p) for p in host_facts)
+    try:
+        _sync_await(run_pulumi_func(program))
+    finally:
+        os.environ.pop(HOST_FACTS_ENV, None)
+        if saved is not None:
+            os.environ[HOST_FACTS_ENV] = saved
     for r in captured:
         r.inputs = mocks.inputs.get((r.type, r.name), {})
     resolved = {k: _resolve(v) for k, v in stack_outputs.items()}

@@ -6,6 +6,12 @@ system validators: the domain stylesheet is applied with lxml (libxslt, the
 library xsltproc uses). Secrets never reach the files: `secure:` values and
 absent required secrets are placeholders, and every secret input is written
 as "[secret]". The same config gives byte-identical files.
+
+Without host facts, IOMMU groups are assumed isolated. With `--facts`
+(`make plan FACTS=a.json,b.json`, one file per host) or `--facts-dir`
+(`<dir>/<host>.facts.json` for each host of the stack, as `make plans` does
+with hosts/), the program gets the files in GPU_STACK_HOST_FACTS, exactly as
+`pulumi preview` would, and checks IOMMU groups, BARs and NUMA against them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import yaml
 from lxml import etree
 
 from render.guest_scripts import HEREDOC
+from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
 from stacks.config import SECRET_KEYS
 from stacks.errors import ConfigError
@@ -169,7 +176,28 @@ def resources_json(result: mockrun.RunResult) -> str:
     return json.dumps(rows, indent=2, sort_keys=True) + "\n"
 
 
-def summary(stack: str, result: mockrun.RunResult) -> str:
+def addon_summary(result: mockrun.RunResult) -> list[str]:
+    """Helm releases, the pod network, where Prometheus's data goes, and the readiness gates."""
+    lines = []
+    for release in result.of_type("kubernetes:helm.sh/v3:Release"):
+        lines.append(f"  helm release {release.inputs.get('name')}: {release.inputs.get('chart')} {release.inputs.get('version')}"
+                     f" in namespace {release.inputs.get('namespace')}")
+    pod_network = result.outputs.get("podNetwork")
+    if isinstance(pod_network, dict):
+        lines.append(f"  pod network: {pod_network['chart']} {pod_network['version']} (Calico), pool {pod_network['podCidr']}")
+    elif result.of_type("kubernetes:helm.sh/v3:Release"):
+        lines.append("  pod network: none installed by this stack (mode join/existing, or addons.podNetwork.enabled false)")
+    if isinstance(result.outputs.get("storage"), str):
+        lines.append(f"  storage: {result.outputs['storage']}")
+    gates = result.outputs.get("readinessGates")
+    if isinstance(gates, list):
+        lines.append("  readiness gates (readiness-gate, after the add-ons): " + "; ".join(gates))
+    elif result.of_type("kubernetes:helm.sh/v3:Release"):
+        lines.append("  readiness gates: none (no VM of this stack runs kubectl: mode existing, or no GPUs)")
+    return lines
+
+
+def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None = None) -> str:
     counts = Counter(r.type for r in result.resources)
     lines = [f"plan {stack}: {len(result.resources)} resources"]
     for type_, n in sorted(counts.items()):
@@ -182,13 +210,53 @@ def summary(stack: str, result: mockrun.RunResult) -> str:
         lines.append(f"  vm {vm.name}: {len(kids)} resources, {xslt.count('<hostdev ')} hostdevs, "
                      f"{int(domain.inputs['vcpu'])} vCPUs, {int(domain.inputs['memory']) // 1024} GiB"
                      + (f", hole64 {hole.group(1)}" if hole else ""))
-    lines.append("  (offline: IOMMU groups assumed isolated; secrets are placeholders)")
+    lines += addon_summary(result)
+    facts = facts or {}
+    hosts = sorted(r.name.removeprefix("libvirt-") for r in result.of_type("pulumi:providers:libvirt"))
+    for host in hosts:
+        if host in facts:
+            lines.append(f"  host {host}: IOMMU groups, BARs, NUMA and address bits checked against {facts[host]}")
+    unchecked = [h for h in hosts if h not in facts]
+    if unchecked:
+        lines.append(f"  (offline: IOMMU groups assumed isolated on {', '.join(unchecked)}, no host facts; secrets are placeholders)")
+    else:
+        lines.append("  (offline: secrets are placeholders)")
     return "\n".join(lines)
 
 
-def write_plan(stack: str, out_root: Path, root: Path = ROOT) -> tuple[Path, str]:
+def stack_host_names(values: dict[str, str]) -> list[str]:
+    """hosts[].name of the engine-form config, as far as it can be read (the program reports the rest)."""
+    hosts = decode_config_value(values.get(f"{mockrun.PROJECT}:hosts", "[]"))
+    if not isinstance(hosts, list):
+        return []
+    return [h["name"] for h in hosts if isinstance(h, dict) and isinstance(h.get("name"), str)]
+
+
+def facts_files(facts: list[str], facts_dir: str | None, host_names: list[str]) -> list[str]:
+    """`--facts` files (comma-separated, repeatable), plus <facts_dir>/<host>.facts.json for each host of the stack."""
+    files = [f for item in facts for f in item.split(",") if f]
+    if facts_dir is not None:
+        directory = Path(facts_dir)
+        if not directory.is_dir():
+            raise SystemExit(f"--facts-dir {facts_dir}: no such directory")
+        files += [str(directory / f"{h}.facts.json") for h in host_names if (directory / f"{h}.facts.json").is_file()]
+    return files
+
+
+def _facts_by_host(files: list[str]) -> dict[str, str]:
+    out = {}
+    for f in files:
+        try:
+            out[load_host_facts(f).host] = f
+        except FactsError:  # the program has refused it already
+            continue
+    return out
+
+
+def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> tuple[Path, str]:
     values, secret_keys = plan_config(load_stack_file(stack, root))
-    result = mockrun.run(values, secret_keys, stack=stack, preview=True)
+    facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
+    result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
     out = out_root / stack
     if out.exists():
         shutil.rmtree(out)
@@ -198,7 +266,7 @@ def write_plan(stack: str, out_root: Path, root: Path = ROOT) -> tuple[Path, str
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return out, summary(stack, result)
+    return out, summary(stack, result, _facts_by_host(facts_paths))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,9 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stack")
     parser.add_argument("--out", default=str(ROOT / "build" / "plan"))
     parser.add_argument("--stack-dir", default=str(ROOT), help="where Pulumi.<stack>.yaml lives")
+    parser.add_argument("--facts", action="append", default=[], metavar="FILE[,FILE...]",
+                        help="host facts from scripts/host-facts.sh, one file per host (matched by the host name inside)")
+    parser.add_argument("--facts-dir", help="use <dir>/<host>.facts.json for each host of the stack that has one")
     args = parser.parse_args(argv)
     try:
-        out, text = write_plan(args.stack, Path(args.out), Path(args.stack_dir))
+        out, text = write_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1

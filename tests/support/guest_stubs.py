@@ -424,8 +424,38 @@ def kubeadm(argv: list[str]) -> int:
     return 0
 
 
+def _kubectl_jsonpath(argv: list[str], state: dict) -> int:
+    """Read-only queries of the readiness gate: node Ready, allocatable, Job conditions."""
+    record("kubectl", argv, False)
+    args = list(argv)
+    ns = None
+    if args[0] == "-n":
+        ns, args = args[1], args[2:]
+    kind, name, path = args[1], args[2], args[args.index("-o") + 1]
+    cluster = state.get("cluster", {})
+    if kind == "node":
+        node = cluster.get("nodes", {}).get(name)
+        if node is None:
+            sys.stderr.write(f'Error from server (NotFound): nodes "{name}" not found\n')
+            return 1
+        if "Ready" in path:
+            out(node.get("ready", "False"))
+        else:
+            resource = path.split("allocatable.", 1)[1].rstrip("}").replace("\\.", ".")
+            out(str(node.get("allocatable", {}).get(resource, "")))
+        return 0
+    job = cluster.get("jobs", {}).get(f"{ns}/{name}")
+    if job is None:
+        sys.stderr.write(f'Error from server (NotFound): jobs.batch "{name}" not found\n')
+        return 1
+    out("".join(f"{c} " for c in job))
+    return 0
+
+
 def kubectl(argv: list[str]) -> int:
     state = load()
+    if any(a.startswith("jsonpath=") for a in argv):
+        return _kubectl_jsonpath(argv, state)
     node = state["node"]
     if argv[0] == "get":
         record("kubectl", argv, False)

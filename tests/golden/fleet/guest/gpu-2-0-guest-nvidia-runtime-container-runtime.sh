@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # gpu-stack guest phase 'container-runtime': scripts/guest/container-runtime.sh with its parameters (render/guest_scripts.py)
 set -euo pipefail
+export GS_DOCKER_REPO=https://download.docker.com/linux
 export GS_HTTPS_PROXY=''
 export GS_HTTP_PROXY=''
 export GS_NO_PROXY=''
@@ -130,12 +131,55 @@ module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(ls
 # and `nvidia-ctk runtime configure`. containerd gets an `nvidia` runtime used
 # through a RuntimeClass (default only when asked); docker gets nvidia as its
 # default runtime (seed 001). Configs are rebuilt in a temp file and installed
-# only when they differ, so a converged host is not restarted.
+# only when they differ, so a converged host is not restarted. Docker's package
+# repository (or GS_DOCKER_REPO, a mirror laid out like download.docker.com/linux)
+# is added first where a package comes from it: docker-ce anywhere, containerd.io on EL.
 family=$(os_id)
 registry_password=""
 if [ -n "$GS_REGISTRY_USER" ]; then
   IFS= read -r registry_password || true
   [ -n "$registry_password" ] || die "guest.registryUsername is set but no password arrived on stdin"
+fi
+
+# docker_repo: Docker's repository for this distribution, like the Kubernetes one (kubernetes.sh).
+docker_repo() {
+  local id codename
+  # shellcheck source=/dev/null  # the guest's os-release
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  if [ "$family" = ubuntu ]; then
+    local keyring=/etc/apt/keyrings/docker.gpg
+    # shellcheck source=/dev/null
+    codename=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_CODENAME:-${UBUNTU_CODENAME:-}}")
+    if [ -z "$codename" ]; then
+      case "$(os_version)" in
+        22.04) codename=jammy ;;
+        24.04) codename=noble ;;
+        *) die "cannot tell the Ubuntu codename for Docker's repository (no VERSION_CODENAME in /etc/os-release)" ;;
+      esac
+    fi
+    if [ ! -s "$GS_ROOT$keyring" ]; then
+      mkdir -p "$GS_ROOT/etc/apt/keyrings"
+      https_proxy="${GS_HTTPS_PROXY}" curl -fsSL "${GS_DOCKER_REPO}/ubuntu/gpg" | gpg --dearmor -o "$GS_ROOT$keyring"
+      changed "Docker apt key"
+    fi
+    write_file /etc/apt/sources.list.d/docker.list 0644 <<CONF || true
+deb [signed-by=${keyring}] ${GS_DOCKER_REPO}/ubuntu ${codename} stable
+CONF
+  else
+    local path=centos
+    [ "$id" = rhel ] && path=rhel
+    write_file /etc/yum.repos.d/docker-ce.repo 0644 <<CONF || true
+[docker-ce-stable]
+name=Docker CE Stable
+baseurl=${GS_DOCKER_REPO}/${path}/\$releasever/\$basearch/stable
+enabled=1
+gpgcheck=1
+gpgkey=${GS_DOCKER_REPO}/${path}/gpg
+CONF
+  fi
+}
+if [ "$GS_RUNTIME" = docker ] || [ "$family" != ubuntu ]; then
+  docker_repo
 fi
 
 if [ "$family" = ubuntu ]; then
