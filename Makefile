@@ -7,7 +7,7 @@ FACTS   ?=
 # `make plans` (the pull-request plan) checks every host that has hosts/<host>.facts.json
 FACTS_DIR ?= hosts
 
-.PHONY: test plan plans golden schema bench venv clean
+.PHONY: test plan plans golden schema bench doctor venv clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,11 @@ plans: $(STAMP)
 golden: $(STAMP)
 	rm -rf tests/golden
 	rc=0; for s in $(STACKS); do $(PY) -m tools.plan $$s --out tests/golden || rc=1; done; exit $$rc
+
+# seed 003's ten-minute GPU diagnosis against the deployed stack (read-only): `make doctor STACK=prod`,
+# extra flags through DOCTOR_ARGS, e.g. DOCTOR_ARGS="--vm ubuntu-gpu --evidence build/evidence"
+doctor: $(STAMP)
+	$(PY) -m tools.doctor $(STACK) $(DOCTOR_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench

@@ -37,6 +37,7 @@ class DcgmServiceMonitorArgs:
     runtime_class_name: str | None
     provider: k8s.Provider
     after: list[pulumi.Resource]
+    fabric_nodes: tuple[str, ...] = ()
 
 
 class DcgmServiceMonitor(pulumi.ComponentResource):
@@ -44,7 +45,7 @@ class DcgmServiceMonitor(pulumi.ComponentResource):
         super().__init__("gpu-stack:index:DcgmServiceMonitor", name, None, opts)
         labels = release_labels(args.monitoring)
         objs = labels.apply(lambda lab: [
-            prometheus_rule(args.monitoring.namespace, lab, args.expected_gpus),
+            prometheus_rule(args.monitoring.namespace, lab, args.expected_gpus, args.fabric_nodes),
             dashboard_configmap(args.monitoring.namespace),
             *([namespace(STANDALONE_NAMESPACE), *dcgm_exporter_standalone(args.addons, STANDALONE_NAMESPACE, args.runtime_class_name, lab)]
               if args.mode == "standalone" else []),

@@ -5,6 +5,19 @@ tests/test_dcgm_alerts.py), and the rules pass `promtool check rules` and
 `promtool test rules` with firing and quiet cases. Series carry a `node`
 label from the ServiceMonitor's relabeling (pod node name), so "GPUs missing"
 can compare each node with its configured count.
+
+Real exporters drop series rather than report 0 (dcgm-exporter skips blank
+values: XID_ERRORS is absent on the L40S and L4 scrapes, row remapping on MIG
+GPUs, temperature on vGPU; tests/fixtures/dcgm-exporter/). So every rule
+either compares a series that exists (and is then quiet when it does not), or
+counts with `or vector(0)`, or watches for the series itself with `absent()`,
+and GPUs are counted on the framebuffer series, which every scrape has.
+
+Fabric-aware rules (nodes with NVSwitches): DCGM_FI_DEV_FABRIC_MANAGER_STATUS
+is dcgmFabricManagerStatus_t (0 NotSupported, 1 NotStarted, 2 InProgress,
+3 Success, 4 Failure, 5 Unrecognized, 6 NvmlTooOld), field 170 in go-dcgm at
+the commit dcgm-exporter 4.5.3-4.8.2 pins; DCGM_FI_DEV_FABRIC_MANAGER_ERROR_CODE
+(171) is only set once Fabric Manager finished starting.
 """
 
 from __future__ import annotations
@@ -29,8 +42,54 @@ def _alert(name: str, expr: str, for_: str, severity: str, summary: str, descrip
     return rule
 
 
-def gpu_alert_groups(expected_gpus: dict[str, int]) -> list[dict[str, Any]]:
-    """Rule groups (the PrometheusRule spec.groups, and a promtool rule file's groups)."""
+FABRIC_STATUS_FAILURE = 4
+FABRIC_STATUS_SUCCESS = 3
+XID_FALLEN_OFF_THE_BUS = 79
+NVLINK_ERROR_COUNTERS = (
+    "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL",
+    "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL",
+)
+
+
+def _gpu_count(node: str) -> str:
+    """Distinct GPUs DCGM reports on a node: MIG instances share their GPU's `gpu` label; 0 when none."""
+    return f'(count(count by (gpu) (DCGM_FI_DEV_FB_USED{{node="{node}"}})) or vector(0))'
+
+
+def _fabric_rules(nodes: list[str]) -> list[dict[str, Any]]:
+    sel = f'node=~"{"|".join(nodes)}"'
+    rules = [
+        _alert("GpuFabricManagerFailure", f"DCGM_FI_DEV_FABRIC_MANAGER_STATUS{{{sel}}} == {FABRIC_STATUS_FAILURE}", "0m", "critical",
+               "Fabric Manager failed to train the NVSwitch fabric",
+               "GPU {{ $labels.gpu }} on node {{ $labels.node }}: Fabric Manager status Failure; CUDA fails with error 802. "
+               "Run `gpu-stack doctor`; in the guest `systemctl status nvidia-fabricmanager` and `nvidia-smi -q` (Fabric)."),
+        _alert("GpuFabricNotCompleted", f"DCGM_FI_DEV_FABRIC_MANAGER_STATUS{{{sel}}} > 0 < {FABRIC_STATUS_SUCCESS}", "10m", "critical",
+               "NVSwitch fabric not trained",
+               "GPU {{ $labels.gpu }} on node {{ $labels.node }}: fabric state not completed for 10 minutes (status {{ $value }}: "
+               "1 not started, 2 in progress); Fabric Manager is down or not all NVSwitches are passed through. "
+               "`sudo systemctl enable --now nvidia-fabricmanager` in the guest."),
+        _alert("GpuFabricManagerError", f"DCGM_FI_DEV_FABRIC_MANAGER_ERROR_CODE{{{sel}}} > 0", "0m", "critical",
+               "Fabric Manager reports an error",
+               "GPU {{ $labels.gpu }} on node {{ $labels.node }}: Fabric Manager error code {{ $value }}; see `journalctl -u nvidia-fabricmanager`."),
+    ]
+    for node in nodes:
+        rules.append(_alert(
+            "GpuFabricStatusAbsent",
+            f'absent(DCGM_FI_DEV_FABRIC_MANAGER_STATUS{{node="{node}"}}) unless on() absent(DCGM_FI_DEV_FB_USED{{node="{node}"}})', "15m", "warning",
+            "Fabric Manager status not exported",
+            f"Node {node} has NVSwitches and DCGM exports its GPUs but not DCGM_FI_DEV_FABRIC_MANAGER_STATUS; the fabric alerts are blind "
+            "there: check the exporter's counters file (render/dcgm-counters.csv).",
+            {"node": node}))
+    return rules
+
+
+def gpu_alert_groups(expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...] | list[str] = ()) -> list[dict[str, Any]]:
+    """Rule groups (the PrometheusRule spec.groups, and a promtool rule file's groups).
+
+    `fabric_nodes`: the nodes whose VM has NVSwitches, watched for Fabric Manager and fabric state.
+    """
     health = [
         _alert("GpuXidError", "max_over_time(DCGM_EXP_XID_ERRORS_COUNT[5m]) > 0", "0m", "critical",
                "GPU reported an XID error",
@@ -44,14 +103,25 @@ def gpu_alert_groups(expected_gpus: dict[str, int]) -> list[dict[str, Any]]:
         _alert("GpuTemperatureHigh", f"DCGM_FI_DEV_GPU_TEMP > {TEMPERATURE_C}", "5m", "warning",
                "GPU temperature high",
                f"GPU {{{{ $labels.gpu }}}} on node {{{{ $labels.node }}}} has been above {TEMPERATURE_C} C for 5 minutes."),
+        _alert("GpuFellOffTheBus",
+               f'count_over_time((DCGM_FI_DEV_XID_ERRORS == {XID_FALLEN_OFF_THE_BUS})[10m:1m]) > 0 '
+               f'or max_over_time(DCGM_EXP_XID_ERRORS_COUNT{{xid="{XID_FALLEN_OFF_THE_BUS}"}}[10m]) > 0', "0m", "critical",
+               "GPU has fallen off the bus (Xid 79)",
+               "GPU {{ $labels.gpu }} on node {{ $labels.node }} reported Xid 79: the PCIe link is gone. Drain the node, reboot the VM "
+               "(and the host if the GPU stays lost), check power and seating; `gpu-stack doctor` lists the Xid lines."),
+        _alert("GpuNvlinkErrors", " or ".join(f"increase({m}[10m]) > 0" for m in NVLINK_ERROR_COUNTERS), "0m", "warning",
+               "NVLink error counters rising",
+               "GPU {{ $labels.gpu }} on node {{ $labels.node }}: NVLink CRC, replay or recovery errors in the last 10 minutes; "
+               "check `nvidia-smi nvlink -s` and `nvidia-smi nvlink -e`; reset the GPU if they keep rising."),
         _alert("GpuPowerAtLimit", f"DCGM_FI_DEV_POWER_USAGE / DCGM_FI_DEV_POWER_MGMT_LIMIT > {POWER_FRACTION}", "15m", "warning",
                "GPU drawing its power limit",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }} has been at its power limit for 15 minutes and is likely throttling."),
     ]
     inventory = [
-        _alert("GpusMissing", f'(count(DCGM_FI_DEV_GPU_TEMP{{node="{node}"}}) or vector(0)) < {count}', "10m", "critical",
+        _alert("GpusMissing", f"{_gpu_count(node)} < {count}", "10m", "critical",
                "GPUs missing on a node",
-               f"Node {node} should expose {count} GPUs, DCGM sees {{{{ $value }}}}; check `nvidia-smi -L`, the device plugin and the VM's hostdevs.",
+               f"Node {node} should expose {count} GPUs, DCGM sees {{{{ $value }}}}; a GPU fell off the bus (Xid 79) or was not passed through: "
+               "check `nvidia-smi -L`, dmesg, the device plugin and the VM's hostdevs (`gpu-stack doctor`).",
                {"node": node})
         for node, count in sorted(expected_gpus.items())
     ]
@@ -62,17 +132,20 @@ def gpu_alert_groups(expected_gpus: dict[str, int]) -> list[dict[str, Any]]:
                "No dcgm-exporter is scraped",
                "Prometheus has no dcgm-exporter target: check the ServiceMonitor's `release` label and that the exporter runs (seed 000)."),
     ]
-    return [
+    groups = [
         {"name": "gpu-stack.gpu-health", "rules": health},
         {"name": "gpu-stack.gpu-inventory", "rules": inventory},
-        {"name": "gpu-stack.dcgm-exporter", "rules": exporter},
     ]
+    if fabric_nodes:
+        groups.append({"name": "gpu-stack.gpu-fabric", "rules": _fabric_rules(sorted(fabric_nodes))})
+    groups.append({"name": "gpu-stack.dcgm-exporter", "rules": exporter})
+    return groups
 
 
-def prometheus_rule(ns: str, labels: dict[str, Any], expected_gpus: dict[str, int]) -> dict[str, Any]:
+def prometheus_rule(ns: str, labels: dict[str, Any], expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
             "metadata": {"name": "gpu-stack-gpu-alerts", "namespace": ns, "labels": labels},
-            "spec": {"groups": gpu_alert_groups(expected_gpus)}}
+            "spec": {"groups": gpu_alert_groups(expected_gpus, fabric_nodes)}}
 
 
 def _panel(pid: int, title: str, expr: str, unit: str, x: int, y: int) -> dict[str, Any]:

@@ -106,7 +106,8 @@ def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after
     if monitoring is not None and (a.device_plugin.enabled or a.gpu_operator.enabled):
         expected = {vm.name: len(vm.gpus) for vm in cfg.vms if vm.gpus}
         dcgm = DcgmServiceMonitor("dcgm", DcgmServiceMonitorArgs(
-            "operator" if a.gpu_operator.enabled else "standalone", a, monitoring, expected, runtime_class, provider, deps))
+            "operator" if a.gpu_operator.enabled else "standalone", a, monitoring, expected, runtime_class, provider, deps,
+            tuple(vm.name for vm in cfg.vms if vm.nvswitches)))
         converged.append(dcgm.objects)
     if a.gpu_quotas:
         GpuQuotas("gpu-quotas", a.gpu_quotas, provider, after)
