@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from render.catalog import GPU_MODELS, NVSWITCH_MODELS
 from stacks.types import (
     AbsPath,
+    BaseUrl,
     Cidr,
     CpuList,
     DnsSubdomain,
@@ -37,6 +38,7 @@ from stacks.types import (
     RegistryHost,
     SshUser,
     UrlOrPath,
+    VcenterEndpoint,
     Version3,
     VsphereGuestId,
     Word,
@@ -103,7 +105,7 @@ class VsphereTemplate(Model):
 
 
 class VsphereHost(Model):
-    endpoint: str = Field(pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    endpoint: VcenterEndpoint = Field(json_schema_extra={"pattern": r"^[A-Za-z0-9.:\[\]-]+$"})  # for editors; the type says why
     """vCenter host name or address (the provider's vsphere_server), e.g. vcenter.lab.local. The provider clones and deploys OVFs only through vCenter, not over a direct ESXi connection."""
     allow_unverified_ssl: bool = False
     """Accept a self-signed endpoint certificate."""
@@ -281,7 +283,7 @@ class ContainerRuntime(Model):
     nvidia_toolkit_version: Version3 = "1.17.8"
     nvidia_default: bool = False
     """containerd only: make nvidia the default runtime instead of using the RuntimeClass."""
-    docker_repository: Optional[str] = Field(default=None, pattern=r"^https?://\S+[^/]$")
+    docker_repository: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
     """Base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (ubuntu/, rhel/, centos/ below it): docker-ce for runtime docker, and containerd.io on EL. Unset: https://download.docker.com/linux."""
 
 

@@ -290,6 +290,22 @@ def _vsphere_guest_id(value: str) -> str:
     return value
 
 
+def _vcenter_endpoint(value: str) -> str:
+    if not _REGISTRY_HOST.match(value):
+        raise ValueError(
+            f"{value!r} is not a vCenter host name or address; expected host[:port] without a scheme or path "
+            "(the provider connects to https://<endpoint>/sdk), for example vcenter.lab.local or 10.203.43.5"
+        )
+    return value
+
+
+def _base_url(value: str) -> str:
+    url = _url(value, ("http", "https"), "https://download.docker.com/linux")
+    if url.endswith("/"):
+        raise ValueError(f"{value!r} ends with '/'; give the base URL without it (paths are appended), for example https://download.docker.com/linux")
+    return url
+
+
 def _ovf_url(value: str) -> str:
     return _url(value, ("http", "https"), "http://mirror.lab.local/images/alma-9.6.ova")
 
@@ -319,6 +335,8 @@ InventoryName = Annotated[str, AfterValidator(_inventory_name)]
 InventoryFolder = Annotated[str, AfterValidator(_inventory_folder)]
 VsphereGuestId = Annotated[str, AfterValidator(_vsphere_guest_id)]
 OvfUrl = Annotated[str, AfterValidator(_ovf_url)]
+VcenterEndpoint = Annotated[str, AfterValidator(_vcenter_endpoint)]
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
 
 
 def pci_parts(address: str) -> tuple[int, int, int, int]:
