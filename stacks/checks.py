@@ -298,7 +298,7 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
             if host.base_image is None:
                 issues.append(ConfigIssue(f"{key}.baseImage", "required for kind libvirt: the cloud image (qcow2) root disks are cloned from"))
             if host.vsphere is not None:
-                issues.append(ConfigIssue(f"{key}.vsphere", "only for kind vsphere; set kind: vsphere or remove this block"))
+                issues.append(ConfigIssue(f"{key}.vsphere", f"only for kind vsphere ({key}.kind is libvirt); set {key}.kind: vsphere or remove this block"))
             continue
         for field in ("libvirt_uri", "base_image"):
             if getattr(host, field) is not None:
@@ -312,7 +312,7 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
             issues.append(ConfigIssue(f"{key}.vsphere.datacenter", "ha-datacenter is a standalone ESXi host's own: terraform-provider-vsphere clones and deploys OVF/OVA only through vCenter Server, "
                                       "not over a direct ESXi connection; add the host to a vCenter and name that vCenter (endpoint) and its datacenter"))
         if (t.vm is None) == (t.ovf is None):
-            issues.append(ConfigIssue(f"{key}.vsphere.template", "set exactly one of vm (a VM template to clone, needs vCenter) and ovf (an OVF/OVA URL)"))
+            issues.append(ConfigIssue(f"{key}.vsphere.template", f"set exactly one of {key}.vsphere.template.vm (a VM template to clone, needs vCenter) and {key}.vsphere.template.ovf (an OVF/OVA URL)"))
     used_vsphere = [h.name for h in cfg.hosts if h.kind == "vsphere" and h.name in by_host]
     for secret in ("vsphereUser", "vspherePassword"):
         if used_vsphere and secret not in secrets:

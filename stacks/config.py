@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from render.catalog import GPU_MODELS, NVSWITCH_MODELS
 from stacks.types import (
     AbsPath,
+    BaseUrl,
     Cidr,
     CpuList,
     DnsSubdomain,
@@ -23,18 +24,23 @@ from stacks.types import (
     ImageReference,
     ImageRepository,
     ImageTag,
+    InventoryFolder,
+    InventoryName,
     IPv4,
     LabelValue,
     MacAddress,
     Name,
     NoProxyItem,
+    OvfUrl,
     PciAddress,
     ProxyUrl,
     QualifiedName,
     RegistryHost,
     SshUser,
     UrlOrPath,
+    VcenterEndpoint,
     Version3,
+    VsphereGuestId,
     Word,
     parse_cpu_list,
 )
@@ -90,30 +96,30 @@ class BaseImage(Model):
 class VsphereTemplate(Model):
     """What the VM is created from: exactly one of `vm` and `ovf`."""
 
-    vm: Optional[str] = None
+    vm: Optional[InventoryName] = None
     """Name of a VM template in the datacenter, cloned; its first disk is grown to vms[].diskGib. Its guest must run cloud-init with the VMware datasource (guestinfo)."""
-    ovf: Optional[str] = None
+    ovf: Optional[OvfUrl] = None
     """URL of an OVF or OVA deployed with ovf_deploy. Its guest must run cloud-init with the VMware datasource (guestinfo). Its root disk is deployed at the size the OVA has."""
-    ovf_network: str = "VM Network"
+    ovf_network: InventoryName = "VM Network"
     """Network name in the OVF descriptor, mapped to `network`."""
 
 
 class VsphereHost(Model):
-    endpoint: str = Field(pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    endpoint: VcenterEndpoint = Field(json_schema_extra={"pattern": r"^[A-Za-z0-9.:\[\]-]+$"})  # for editors; the type says why
     """vCenter host name or address (the provider's vsphere_server), e.g. vcenter.lab.local. The provider clones and deploys OVFs only through vCenter, not over a direct ESXi connection."""
     allow_unverified_ssl: bool = False
     """Accept a self-signed endpoint certificate."""
-    datacenter: str
+    datacenter: InventoryName
     """vCenter datacenter that holds the host. (ha-datacenter, a standalone host's own, is refused: no clone or OVF deploy there.)"""
-    cluster: Optional[str] = None
+    cluster: Optional[InventoryName] = None
     """Compute cluster whose resource pool the VM goes in. Unset: the host's own resource pool."""
-    host: str
+    host: InventoryName
     """The ESXi host the VM runs on, as named in vCenter's inventory (often its address). Passed-through devices are a host's, so a GPU VM is bound to it."""
-    datastore: str
+    datastore: InventoryName
     """Datastore for the VM's files and root disk."""
-    network: str
+    network: InventoryName
     """Port group (network) the VM's NIC attaches to, e.g. VM Network."""
-    folder: Optional[str] = None
+    folder: Optional[InventoryFolder] = None
     """VM folder, relative to the datacenter's vm folder."""
     template: VsphereTemplate
     pci_devices: tuple[PciAddress, ...] = Field(min_length=1)
@@ -127,7 +133,7 @@ class VmVsphere(Model):
     """Cores per virtual socket. Unset: vcpus divided by the guest NUMA cells when vms[].numa sets hostNodes or cells, else the provider default."""
     latency_sensitivity: Optional[Literal["low", "normal", "medium", "high"]] = None
     """VM latency sensitivity; high needs the memory reservation gpu-stack always sets, and a full CPU reservation set in vSphere."""
-    guest_id: Optional[str] = None
+    guest_id: Optional[VsphereGuestId] = None
     """vSphere guest OS id. Unset: the template's."""
 
 
@@ -277,7 +283,7 @@ class ContainerRuntime(Model):
     nvidia_toolkit_version: Version3 = "1.17.8"
     nvidia_default: bool = False
     """containerd only: make nvidia the default runtime instead of using the RuntimeClass."""
-    docker_repository: Optional[str] = Field(default=None, pattern=r"^https?://\S+[^/]$")
+    docker_repository: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
     """Base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (ubuntu/, rhel/, centos/ below it): docker-ce for runtime docker, and containerd.io on EL. Unset: https://download.docker.com/linux."""
 
 

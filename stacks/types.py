@@ -38,6 +38,9 @@ _IMAGE = re.compile(rf"^(?P<name>{_REF_NAME})(?::(?P<tag>{_REF_TAG}))?(?:@(?P<di
 _TAG = re.compile(rf"^{_REF_TAG}$")
 _REGISTRY_HOST = re.compile(rf"^{_REF_DOMAIN}$")
 _NO_PROXY_ITEM = re.compile(r"^[^\s,]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# vim.vm.GuestOsDescriptor.GuestOsIdentifier: rhel9_64Guest, ubuntu64Guest, otherLinux64Guest, otherGuest64, ...
+_VSPHERE_GUEST_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*Guest(64)?$")
 
 
 def _pci(value: str) -> str:
@@ -259,6 +262,54 @@ def _non_blank(value: str) -> str:
     return value
 
 
+def _inventory_name(value: str) -> str:
+    if not value.strip() or value != value.strip() or _CONTROL.search(value):
+        raise ValueError(
+            f"{value!r} is not a vSphere inventory name; expected the name as vCenter shows it: not empty, "
+            "no leading or trailing white space, no control characters such as newlines or tabs (for example VM Network)"
+        )
+    return value
+
+
+def _inventory_folder(value: str) -> str:
+    _inventory_name(value)
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ValueError(
+            f"{value!r} is not a folder path relative to the datacenter's vm folder; expected folder names joined by '/', "
+            "without a leading, trailing or doubled '/' (for example gpu/k8s for /<datacenter>/vm/gpu/k8s)"
+        )
+    return value
+
+
+def _vsphere_guest_id(value: str) -> str:
+    if not _VSPHERE_GUEST_ID.match(value):
+        raise ValueError(
+            f"{value!r} is not a vSphere guest OS id; expected a VirtualMachineGuestOsIdentifier such as rhel9_64Guest, "
+            "ubuntu64Guest or otherLinux64Guest (unset: the template's)"
+        )
+    return value
+
+
+def _vcenter_endpoint(value: str) -> str:
+    if not _REGISTRY_HOST.match(value):
+        raise ValueError(
+            f"{value!r} is not a vCenter host name or address; expected host[:port] without a scheme or path "
+            "(the provider connects to https://<endpoint>/sdk), for example vcenter.lab.local or 10.203.43.5"
+        )
+    return value
+
+
+def _base_url(value: str) -> str:
+    url = _url(value, ("http", "https"), "https://download.docker.com/linux")
+    if url.endswith("/"):
+        raise ValueError(f"{value!r} ends with '/'; give the base URL without it (paths are appended), for example https://download.docker.com/linux")
+    return url
+
+
+def _ovf_url(value: str) -> str:
+    return _url(value, ("http", "https"), "http://mirror.lab.local/images/alma-9.6.ova")
+
+
 PciAddress = Annotated[str, AfterValidator(_pci)]
 MacAddress = Annotated[str, AfterValidator(_mac)]
 CpuList = Annotated[str, AfterValidator(_cpu_list)]
@@ -280,6 +331,12 @@ ImageRepository = Annotated[str, AfterValidator(_repository)]
 ImageTag = Annotated[str, AfterValidator(_image_tag)]
 RegistryHost = Annotated[str, AfterValidator(_registry_host)]
 Word = Annotated[str, AfterValidator(_non_blank)]
+InventoryName = Annotated[str, AfterValidator(_inventory_name)]
+InventoryFolder = Annotated[str, AfterValidator(_inventory_folder)]
+VsphereGuestId = Annotated[str, AfterValidator(_vsphere_guest_id)]
+OvfUrl = Annotated[str, AfterValidator(_ovf_url)]
+VcenterEndpoint = Annotated[str, AfterValidator(_vcenter_endpoint)]
+BaseUrl = Annotated[str, AfterValidator(_base_url)]
 
 
 def pci_parts(address: str) -> tuple[int, int, int, int]:

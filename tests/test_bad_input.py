@@ -21,7 +21,7 @@ import yaml
 
 from render.domain_xslt import MAX_EXPANDERS, MAX_PORTS_PER_EXPANDER, MAX_ROOT_HOSTDEVS
 from render.identity import derived_mac
-from stacks.config import SECRET_KEYS, StackConfig
+from stacks.config import REMOVED_KEYS, SECRET_KEYS, StackConfig
 from stacks.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import ROOT, stack_file
@@ -59,12 +59,22 @@ MIRROR = {"guest.registryMirrors": [{"registry": "nvcr.io", "endpoint": "https:/
 JOIN = {"kubernetes.join": {"controlPlaneEndpoint": "cp.lab.local:6443", "caCertHash": "sha256:" + "ab" * 32}}
 TAINT = {"kubernetes.nodeTaints": [{"key": "example.com/gpu", "effect": "PreferNoSchedule"}]}
 OPERATOR = {"addons.devicePlugin.enabled": False, "addons.gpuOperator.enabled": True}
+# a second host, kind vsphere and without VMs (so no vSphere credentials are needed): tests/test_vsphere.py, Pulumi.esxi.yaml
+VSPHERE_HOST = {"name": "esxi-1", "kind": "vsphere", "numaNodes": [{"id": 0, "cpus": "0-15", "memoryGib": 128}],
+                "vsphere": {"endpoint": "vcenter.lab.local", "datacenter": "lab", "host": "10.203.43.10", "datastore": "datastore1",
+                            "network": "VM Network", "template": {"vm": "almalinux-9.6-cloud-template"}, "pciDevices": ["0000:03:00.0"]}}
+VSPHERE = {"hosts[1]": VSPHERE_HOST}
+OVF = {**VSPHERE, "hosts[1].vsphere.template": {"ovf": "http://mirror.lab.local/images/alma-9.6.ova"}}
+PASCAL = {"vms[0].gpus[0].model": "P100-PCIE-16GB"}
 
 ROWS: tuple[Row, ...] = (
     Row("production", "maybe", why="valid boolean"),
     # hosts
     Row("hosts", "lab-gpu-1", why="valid tuple"),
     Row("hosts[0].name", "Lab_GPU", why="lower-case letters"),
+    Row("hosts[0].kind", "kvm", why="'libvirt' or 'vsphere'"),
+    Row("hosts[1].kind", "libvirt", key="hosts[1].vsphere", setup=VSPHERE, why="hosts[1].kind is libvirt",
+        also=("hosts[1].libvirtUri", "hosts[1].baseImage")),
     Row("hosts[0].libvirtUri", "ssh://root@lab-gpu-1/system", why="qemu"),
     Row("hosts[0].libvirtUri", "qemu+ssh://root@lab gpu/system", why="should match pattern"),
     Row("hosts[0].numaNodes", [], why="at least 1"),
@@ -86,9 +96,42 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[0].firmware.code", "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", why="allowSecureBootWithGpus"),
     Row("hosts[0].firmware.varsTemplate", "OVMF_VARS_4M.fd", why="absolute path"),
     Row("hosts[0].firmware.secureBoot", True, key="hosts[0].firmware.code", why="hosts[0].firmware.secureBoot"),
-    Row("hosts[0].baseImage", None, why="valid dictionary"),
+    Row("hosts[0].baseImage", None, why="required for kind libvirt"),
+    Row("hosts[0].baseImage", "noble.img", why="valid dictionary"),
     Row("hosts[0].baseImage.source", "cloud-images.ubuntu.com/noble.img", why="absolute path"),
     Row("hosts[0].baseImage.format", "vmdk", why="'qcow2' or 'raw'"),
+    Row("hosts[0].threadSiblings", "0,32", why="valid tuple"),
+    Row("hosts[0].threadSiblings", ["0,32,1"], key="hosts[0].threadSiblings[0]", why="lists 3 CPUs"),
+    Row("hosts[0].threadSiblings", ["0,16"], key="hosts[0].threadSiblings[0]", why="one NUMA node"),
+    Row("hosts[0].threadSiblings", ["0,32", "32,0"], key="hosts[0].threadSiblings[1]", why="already in another entry"),
+    Row("hosts[0].libvirtVersion", "ten", why="should match pattern"),
+    Row("hosts[0].libvirtVersion", "5.0.0", why="<cpu/maxphysaddr> needs libvirt 8.7.0 or later"),
+    Row("hosts[0].qemuVersion", "qemu-8.2.2", why="should match pattern"),
+    Row("hosts[0].qemuVersion", "2.0", why="<cpu/maxphysaddr> needs QEMU 2.7.0 or later"),
+    # hosts, kind vsphere
+    Row("hosts[0].vsphere", "vcenter.lab.local", why="valid dictionary"),
+    Row("hosts[0].vsphere", VSPHERE_HOST["vsphere"], why="hosts[0].kind is libvirt"),
+    Row("hosts[1].vsphere", DELETE, setup=VSPHERE, why="required for kind vsphere"),
+    Row("hosts[1].vsphere.endpoint", "https://vcenter.lab.local/sdk", setup=VSPHERE, why="without a scheme or path"),
+    Row("hosts[1].vsphere.endpoint", "", setup=VSPHERE, why="not a vCenter host name or address"),
+    Row("hosts[1].vsphere.allowUnverifiedSsl", "insecure", setup=VSPHERE, why="valid boolean"),
+    Row("hosts[1].vsphere.datacenter", "ha-datacenter", setup=VSPHERE, why="only through vCenter Server"),
+    Row("hosts[1].vsphere.datacenter", "", setup=VSPHERE, why="not a vSphere inventory name"),
+    Row("hosts[1].vsphere.cluster", "gpu\n", setup=VSPHERE, why="no control characters"),
+    Row("hosts[1].vsphere.host", " 10.203.43.10", setup=VSPHERE, why="no leading or trailing white space"),
+    Row("hosts[1].vsphere.datastore", ["datastore1"], setup=VSPHERE, why="valid string"),
+    Row("hosts[1].vsphere.network", "   ", setup=VSPHERE, why="not a vSphere inventory name"),
+    Row("hosts[1].vsphere.folder", "/lab/vm/gpu", setup=VSPHERE, why="relative to the datacenter's vm folder"),
+    Row("hosts[1].vsphere.folder", "gpu//k8s", setup=VSPHERE, why="doubled '/'"),
+    Row("hosts[1].vsphere.template", "almalinux-9.6-cloud-template", setup=VSPHERE, why="valid dictionary"),
+    Row("hosts[1].vsphere.template", {}, setup=VSPHERE, why="set exactly one of hosts[1].vsphere.template.vm"),
+    Row("hosts[1].vsphere.template.vm", "", setup=VSPHERE, why="not a vSphere inventory name"),
+    Row("hosts[1].vsphere.template.ovf", "http://mirror.lab.local/images/alma-9.6.ova", key="hosts[1].vsphere.template",
+        setup=VSPHERE, why="set exactly one of hosts[1].vsphere.template.vm"),
+    Row("hosts[1].vsphere.template.ovf", "mirror.lab.local/images/alma-9.6.ova", setup=OVF, why="http:// or https://"),
+    Row("hosts[1].vsphere.template.ovfNetwork", "nat\t", setup=OVF, why="no control characters"),
+    Row("hosts[1].vsphere.pciDevices", [], setup=VSPHERE, why="at least 1"),
+    Row("hosts[1].vsphere.pciDevices", ["0000:03:00.0", "03:00.0"], key="hosts[1].vsphere.pciDevices[1]", setup=VSPHERE, why="PCI address"),
     # vms
     Row("vms", {"name": "gpu-dev-0"}, why="valid tuple"),
     Row("vms[0].name", "GPU dev", why="lower-case letters"),
@@ -125,6 +168,10 @@ ROWS: tuple[Row, ...] = (
     Row("vms[0].nvswitches[0].barMib", -1, setup=SWITCH, why="greater than 0"),
     Row("vms[0].gpus", [], key="vms[0].nvswitches", setup=SWITCH, why="without GPUs"),
     Row("vms[0].firmware", True, why="valid dictionary"),
+    Row("vms[0].firmware.type", "uefi", why="'efi' or 'bios'"),
+    Row("vms[0].firmware.type", "bios", why="libvirt VMs boot OVMF"),
+    Row("vms[0].firmware.secureBoot", True, why="hosts[].firmware.code"),
+    Row("vms[0].firmware.secureBoot", "on and off", why="valid boolean"),
     Row("vms[0].firmware.allowSecureBootWithGpus", "perhaps", why="valid boolean"),
     Row("vms[0].numa", "node0", why="valid dictionary"),
     Row("vms[0].numa.hostNodes", [3], why="no NUMA node 3"),
@@ -139,6 +186,11 @@ ROWS: tuple[Row, ...] = (
     Row("vms[0].mmioHole64Gib", 64, why="at least 128 GiB"),
     Row("vms[0].mmioHole64Gib", 192, why="power of two"),
     Row("vms[0].kvmHidden", "hidden", why="valid boolean"),
+    Row("vms[0].vsphere", "high", why="valid dictionary"),
+    Row("vms[0].vsphere", {}, why="is kind libvirt"),
+    Row("vms[0].vsphere.numCoresPerSocket", 0, why="greater than 0"),
+    Row("vms[0].vsphere.latencySensitivity", "extreme", why="'low', 'normal', 'medium' or 'high'"),
+    Row("vms[0].vsphere.guestId", "AlmaLinux 9 (64-bit)", why="not a vSphere guest OS id"),
     # guest
     Row("guest", "ubuntu", why="valid dictionary"),
     Row("guest", DELETE, why="no guest block"),
@@ -157,6 +209,8 @@ ROWS: tuple[Row, ...] = (
     Row("guest.nvidia.installMethod", "apt", why="'package' or 'runfile'"),
     Row("guest.nvidia.installMethod", "runfile", key="guest.nvidia.runfileUrl", why="NVIDIA-Linux-x86_64"),
     Row("guest.nvidia.runfileUrl", "NVIDIA-Linux-x86_64-570.172.08.run", why="absolute path"),
+    Row("guest.nvidia.kernelModules", "nouveau", why="'open' or 'proprietary'"),
+    Row("guest.nvidia.kernelModules", "open", setup=PASCAL, why="first in Turing"),
     Row("guest.nvidia.cuda", "12.8", why="valid dictionary"),
     Row("guest.nvidia.cuda.version", "12.8", setup=CUDA, why="MAJOR.MINOR.PATCH"),
     Row("guest.nvidia.cuda.runfileUrl", "cuda_12.8.1_linux.run", setup=CUDA, why="absolute path"),
@@ -165,6 +219,8 @@ ROWS: tuple[Row, ...] = (
     Row("guest.containerRuntime.name", "docker", why="kubernetes.version"),
     Row("guest.containerRuntime.nvidiaToolkitVersion", "1.17", why="MAJOR.MINOR.PATCH"),
     Row("guest.containerRuntime.nvidiaDefault", "nvidia", why="valid boolean"),
+    Row("guest.containerRuntime.dockerRepository", "download.docker.com/linux", why="http:// or https://"),
+    Row("guest.containerRuntime.dockerRepository", "https://download.docker.com/linux/", why="without it"),
     Row("guest.proxy", "http://proxy.lab.local:3128", why="valid dictionary"),
     Row("guest.proxy.http", "proxy.lab.local:3128", why="http:// or https://"),
     Row("guest.proxy.https", "100.64.0.5:8888", setup=PROXY, why="http:// or https://"),
@@ -192,7 +248,10 @@ ROWS: tuple[Row, ...] = (
     Row("kubernetes.podCidr", "192.168.0.0/16", why="libvirt's default network"),
     Row("kubernetes.serviceCidr", "10.96.0.0", why="CIDR notation"),
     Row("kubernetes.serviceCidr", "192.168.122.0/26", why="libvirt's default network"),
-    Row("kubernetes.bootstrapTokenRotation", -1, why="greater than or equal to 0"),
+    Row("kubernetes.joinTokenTtl", "2 hours", why="should match pattern"),
+    Row("kubernetes.joinTokenTtl", "0h", why="should match pattern"),
+    Row("kubernetes.bootstrapTokenRotation", -1, why="was removed: gpu-stack no longer derives a never-expiring bootstrap token"),
+    Row("kubernetes.bootstrapTokenRotation", 24, why="kubernetes.joinTokenTtl"),
     Row("kubernetes.packageRepository", "pkgs.k8s.io/core:/stable:/v1.32", why="http:// or https://"),
     Row("kubernetes.nodeLabels", ["nvidia.com/gpu.present=true"], why="valid dictionary"),
     Row("kubernetes.nodeLabels", {"gpu present": "true"}, key="kubernetes.nodeLabels.gpu present", why="1-63 characters"),
@@ -207,6 +266,10 @@ ROWS: tuple[Row, ...] = (
     Row("kubernetes.nodeTaints[0].effect", "NoRun", setup=TAINT, why="'NoSchedule', 'PreferNoSchedule' or 'NoExecute'"),
     # add-ons
     Row("addons", [], why="valid dictionary"),
+    Row("addons.podNetwork", "calico", why="valid dictionary"),
+    Row("addons.podNetwork.enabled", "calico", why="valid boolean"),
+    Row("addons.podNetwork.version", "3.32.1", why="should match pattern"),
+    Row("addons.podNetwork.encapsulation", "Geneve", why="'VXLANCrossSubnet', 'VXLAN', 'IPIPCrossSubnet', 'IPIP' or 'None'"),
     Row("addons.devicePlugin", "on", why="valid dictionary"),
     Row("addons.devicePlugin.enabled", False, key="addons", why="no device plugin is enabled"),
     Row("addons.devicePlugin.enabled", "on and off", why="valid boolean"),
@@ -228,6 +291,7 @@ ROWS: tuple[Row, ...] = (
     Row("addons.gpuOperator.devicePluginEnabled", False, key="addons", setup=OPERATOR, why="no device plugin is enabled"),
     Row("addons.gpuOperator.migManagerEnabled", "mig", setup=OPERATOR, why="valid boolean"),
     Row("addons.gpuOperator.migStrategy", "multi", setup=OPERATOR, why="'none', 'single' or 'mixed'"),
+    Row("addons.gpuOperator.dcgmExporterVersion", "4.5.3", setup=OPERATOR, why="should match pattern"),
     Row("addons.monitoring", True, why="valid dictionary"),
     Row("addons.monitoring.enabled", "prometheus", why="valid boolean"),
     Row("addons.monitoring.releaseName", "Kube Prometheus", why="lower-case letters"),
@@ -236,6 +300,7 @@ ROWS: tuple[Row, ...] = (
     Row("addons.monitoring.retention", "15 days", why="should match pattern"),
     Row("addons.monitoring.storageGib", 0, why="greater than or equal to 1"),
     Row("addons.monitoring.storageClass", "Fast SSD", why="DNS-1123 subdomain"),
+    Row("addons.monitoring.defaultStorageClassExists", "perhaps", why="valid boolean"),
     Row("addons.monitoring.serviceMonitorSelectorNilUsesHelmValues", "nil", why="valid boolean"),
     Row("addons.monitoring.dcgmExporterImageTag", ":4.5.3", why="image tag"),
     Row("addons.gpuQuotas", {"namespace": "ml-dev"}, why="valid tuple"),
@@ -344,12 +409,30 @@ def test_every_schema_field_has_a_row():
     covered = {re.sub(r"\[\d+\]", "[]", re.sub(r"\[\d+\]$", "", r.path)) for r in ROWS}
     missing = [f for f in fields if f not in covered]
     assert not missing, f"schema fields without a refused value in tests/test_bad_input.py ROWS: {missing}"
-    unknown = sorted(covered - set(fields))
+    removed = {".".join(path) for path in REMOVED_KEYS}  # no longer in the schema, refused by name
+    assert removed <= covered, f"removed keys without a row: {sorted(removed - covered)}"
+    unknown = sorted(covered - set(fields) - removed)
     assert not unknown, f"rows for paths the schema does not have: {unknown}"
 
 
 def test_the_dev_stack_itself_is_accepted():
     parse_stack_config(stack_file("dev"), SECRETS, "dev")
+
+
+@pytest.mark.parametrize("guest_id", ["rhel9_64Guest", "ubuntu64Guest", "otherLinux64Guest", "otherGuest64"])
+def test_vsphere_names_as_vcenter_shows_them_are_accepted(guest_id):
+    """The inventory checks refuse only what vCenter cannot name: names with spaces, paths, addresses pass."""
+    doc = stack_file("dev")
+    set_path(doc, "hosts[1]", VSPHERE_HOST)
+    set_path(doc, "hosts[1].vsphere.cluster", "GPU Cluster")
+    set_path(doc, "hosts[1].vsphere.folder", "gpu/k8s nodes")
+    set_path(doc, "hosts[1].vsphere.datacenter", "labs/Lab 1")
+    set_path(doc, "vms[1]", dict(SECOND_VM, host="esxi-1", gpus=[{"address": "0000:03:00.0", "model": "P100-PCIE-16GB", "numaNode": 0}],
+                                 vsphere={"guestId": guest_id, "numCoresPerSocket": 4}))
+    cfg, _ = parse_stack_config(doc, SECRETS | {"vsphereUser", "vspherePassword"}, "dev")
+    target = cfg.hosts[1].vsphere
+    assert (target.cluster, target.folder, target.datacenter) == ("GPU Cluster", "gpu/k8s nodes", "labs/Lab 1")
+    assert cfg.vms[1].vsphere.guest_id == guest_id
 
 
 def test_two_derived_macs_that_collide_are_refused():
