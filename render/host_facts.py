@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from render.catalog import GIB, MIB
+from render.hypervisor import domain_elements, parse_version, version_problems
 from render.iommu import NodeDevice, nodedev_name, parse_node_device
 from render.mmio import hole64_gib, hole64_gib_for
 from render.numa import Placement
@@ -398,4 +399,39 @@ def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: di
                 issues.append(ConfigIssue(key, f"the {hole} GiB 64-bit PCI hole cannot hold the real BARs: host facts {f.source} record {_bytes(real)} of 64-bit BARs for this VM's devices "
                                                f"({big} alone has {_bytes(f.devices[big].bar64_bytes)}), which needs {needed} GiB; set the GPUs' bar1Gib to the real BAR1 size"
                                                + (" or raise mmioHole64Gib" if vm.mmio_hole64_gib is not None else "")))
+        issues += _version_issues(hi, host, vms, f)
+        issues += _sibling_issues(hi, host, f)
     return issues
+
+
+def _version_issues(hi: int, host, vms, f: HostFacts) -> list[ConfigIssue]:
+    """The recorded libvirt and QEMU versions against what each VM's domain uses (render/hypervisor.py), and against the declared ones."""
+    issues = []
+    real = {"libvirtVersion": f.libvirt_version, "qemuVersion": f.qemu_version}
+    recorded = {key: ".".join(map(str, v)) for key, v in real.items()}
+    declared = {"libvirtVersion": host.libvirt_version, "qemuVersion": host.qemu_version}
+    for key, value in declared.items():
+        if value is not None and _padded(parse_version(value)) != _padded(real[key]):
+            issues.append(ConfigIssue(f"hosts[{hi}].{key}", f"is {value}, but host facts {f.source} record {recorded[key]}; set {key}: {recorded[key]} or drop it (the facts are checked)"))
+    for vi, vm in vms:
+        for problem in version_problems(domain_elements(vm, host), recorded["libvirtVersion"], recorded["qemuVersion"]):
+            key = "libvirtVersion" if "needs libvirt" in problem else "qemuVersion"
+            issues.append(ConfigIssue(f"vms[{vi}]", f"host facts {f.source}: {host.name} runs {key[:-7]} {recorded[key]}; {problem}; upgrade the hypervisor or drop the element's option"))
+    return issues
+
+
+def _padded(version: tuple[int, ...]) -> tuple[int, ...]:
+    return (version + (0, 0, 0))[:3]
+
+
+def _sibling_issues(hi: int, host, f: HostFacts) -> list[ConfigIssue]:
+    """hosts[].threadSiblings, when declared, must be the recorded SMT sibling pairs (thread_siblings_list)."""
+    if not host.thread_siblings or not f.smt_siblings:
+        return []
+    declared = {tuple(parse_cpu_list(s)) for s in host.thread_siblings}
+    real = {tuple(s) for s in f.smt_siblings if len(s) > 1}
+    wrong = sorted(declared - real)
+    if not wrong:
+        return []
+    return [ConfigIssue(f"hosts[{hi}].threadSiblings", f"pairs {', '.join(format_cpu_list(w) for w in wrong[:4])}{' ...' if len(wrong) > 4 else ''} are not SMT siblings in host facts {f.source}; "
+                                                      f"copy the pairs from the facts (smt), e.g. {', '.join(format_cpu_list(r) for r in sorted(real)[:2])}")]

@@ -250,6 +250,8 @@ def _host_stack(gpus: list[str] | list[list[str]], switches: list[str] = SWITCHE
     cfg = copy.deepcopy(stack_file("prod"))
     host = cfg["hosts"][0]
     host.update(name="hgx-h100-1", libvirtUri="qemu+ssh://root@hgx-h100-1.lab.local/system")
+    host.pop("libvirtVersion", None)  # the captured host's versions are its facts'
+    host.pop("qemuVersion", None)
     groups = gpus if gpus and isinstance(gpus[0], list) else [gpus]
     template = cfg["vms"][0]
     vms = []
@@ -459,3 +461,33 @@ def test_make_plan_passes_facts_through():
     assert proc.returncode != 0
     for path in (SHARED, ISOLATED):
         assert f"host facts {path}: host: is 'hgx-h100-1', which is not in gpu-stack:hosts (declared: hgx-h800-1)" in proc.stderr
+
+
+def _facts_with(tmp_path, **changes) -> str:
+    """The isolated facts file with top-level sections changed (section -> {field: value})."""
+    doc = json.loads(Path(ISOLATED).read_text())
+    for section, fields in changes.items():
+        doc[section].update(fields)
+    path = tmp_path / "hgx-h100-1.facts.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_hypervisor_versions_come_from_the_facts(tmp_path):
+    old = _facts_with(tmp_path, libvirt={"libvirtVersion": "8.0.0", "qemuVersion": "6.2.0"})
+    issues = _refused(_host_stack(ALL_GPUS), facts=(old,))
+    assert "needs libvirt 8.7" in issues["vms[0]"] and "maxphysaddr" in issues["vms[0]"], issues
+
+
+def test_declared_versions_must_agree_with_the_facts():
+    cfg = _host_stack(ALL_GPUS)
+    cfg["hosts"][0]["libvirtVersion"] = "10.0.0"
+    issues = _refused(cfg, facts=(ISOLATED,))
+    assert "record 9.0.0" in issues["hosts[0].libvirtVersion"], issues
+
+
+def test_declared_thread_siblings_must_be_the_recorded_pairs():
+    cfg = _host_stack(ALL_GPUS)
+    cfg["hosts"][0]["threadSiblings"] = ["0,113", "1,112"] + cfg["hosts"][0]["threadSiblings"][2:]  # valid pairs, wrong cores
+    issues = _refused(cfg, facts=(ISOLATED,))
+    assert "are not SMT siblings" in issues["hosts[0].threadSiblings"], issues
