@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from render.catalog import BAR_SIZE_REQUIRED
 from render.helm_values import CALICO_UPSTREAM
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, place_host
@@ -62,7 +63,26 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
 
     issues += _check_guest_and_cluster(cfg, secrets)
     issues += _check_addons(cfg, secrets)
+    issues += _check_fleet(cfg)
     return issues, placements
+
+
+def _check_fleet(cfg: StackConfig) -> list[ConfigIssue]:
+    """Day 2: the rollout's wave size, and Blackwell parts whose BARs the catalog does not know (render/catalog.py)."""
+    issues = []
+    nodes = len(cfg.vms)
+    if cfg.vms and cfg.fleet.max_unavailable > nodes:
+        issues.append(ConfigIssue("fleet.maxUnavailable", f"{cfg.fleet.max_unavailable} is more than the {nodes} VM{'s' if nodes != 1 else ''} of this stack; "
+                                                           f"use 1 to {nodes} (GPU nodes drained and upgraded at the same time)"))
+    for vi, vm in enumerate(cfg.vms):
+        for gi, gpu in enumerate(vm.gpus):
+            if gpu.model in BAR_SIZE_REQUIRED and gpu.bar1_gib is None:
+                issues.append(ConfigIssue(f"vms[{vi}].gpus[{gi}].bar1Gib", f"{gpu.model}: the catalog has no cited BAR1 size for this part yet; set it from `lspci -vv -s {gpu.address}` "
+                                                                           "(the largest 64-bit prefetchable Region, in GiB)"))
+        for si, switch in enumerate(vm.nvswitches):
+            if switch.model in BAR_SIZE_REQUIRED and switch.bar_mib is None:
+                issues.append(ConfigIssue(f"vms[{vi}].nvswitches[{si}].barMib", f"{switch.model}: the catalog has no cited BAR size for this part yet; set it from `lspci -vv -s {switch.address}` (MiB)"))
+    return issues
 
 
 def _check_devices(host, vms) -> list[ConfigIssue]:

@@ -19,7 +19,10 @@ import pulumi_libvirt as libvirt
 from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
 from components.guest_command import GuestConnection
-from render.guest_scripts import guest_phases
+from components.node_upgrade import NodeUpgrade, NodeUpgradeArgs
+from render.guest_scripts import guest_phases, upgrade_phases
+from render.nvidia_smi import parse_verify_output
+from render.rollout import waves
 from render.identity import derived_bootstrap_token, derived_mac
 from render.host_facts import ENV as HOST_FACTS_ENV
 from render.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
@@ -27,7 +30,7 @@ from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_pa
 from render.numa import Placement
 from stacks.config import Host, StackConfig
 from stacks.errors import ConfigError, ConfigIssue
-from stacks.addons import build_addons
+from stacks.addons import build_addons, expected_allocatable, gpu_resource, plugin_logs_command
 from stacks.load import LoadedStack, load_stack
 
 
@@ -217,7 +220,61 @@ def build_guests(stack: LoadedStack, vms: dict[str, GpuPassthroughVm]) -> dict[s
                 late_params=late,
             ),
         )
+    build_upgrades(stack, vms, bootstraps, own_token)
     return bootstraps
+
+
+def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstraps: dict[str, GpuGuestBootstrap],
+                   own_token: pulumi.Output[str] | None) -> dict[str, NodeUpgrade]:
+    """Day 2: one NodeUpgrade per VM, chained wave after wave (render/rollout.waves), the control plane first.
+
+    Each wave's first command depends on the previous wave's last ones, so the
+    engine runs the waves; nothing in them runs on the first bootstrap. The
+    bootstrap's gpuInventory then comes from upgrade-verify once it has run.
+    """
+    cfg = stack.config
+    if cfg.guest is None or not cfg.vms:
+        return {}
+    key = stack.secrets["sshPrivateKey"]
+    k = cfg.kubernetes
+    first = vms[cfg.vms[0].name]
+    gate = GuestConnection(host=first.ip, user=cfg.guest.ssh_user, private_key=key, host_key=first.host_public_key)
+    resource = gpu_resource(cfg)
+    expected = expected_allocatable(cfg) if (cfg.addons.device_plugin.enabled or cfg.addons.gpu_operator.enabled) else {}
+    by_name = {vm.name: (i, vm) for i, vm in enumerate(cfg.vms)}
+    kubeconfig = bootstraps[cfg.vms[0].name].kubeconfig if k is not None and k.mode == "init" else stack.secrets.get("kubeconfig")
+    secrets = {
+        "joinToken": own_token if own_token is not None else stack.secrets.get("joinToken"),
+        "registryPassword": stack.secrets.get("registryPassword"),
+        "kubeconfig": kubeconfig,
+    }
+    upgrades: dict[str, NodeUpgrade] = {}
+    previous_wave: list[pulumi.Resource] = []
+    for wave in waves(cfg):
+        done = []
+        for name in wave:
+            index, vm = by_name[name]
+            role = _role(cfg, index)
+            bootstrap = bootstraps[name]
+            phases = upgrade_phases(vm, guest_phases(vm, cfg.guest, k, role), cfg.fleet, role,
+                                    control_plane=role == "init", gpu_resource=resource,
+                                    expected_allocatable=expected.get(name, {}).get(resource),
+                                    plugin_logs=plugin_logs_command(cfg), kubeconfig_on_stdin=k is not None and k.mode != "init")
+            machine = vms[name]
+            upgrade = NodeUpgrade(f"{name}-upgrade", NodeUpgradeArgs(
+                node_name=name, phases=phases,
+                node=GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key),
+                control_plane=gate if role in ("init", "join") else None,
+                after=[bootstrap.ready, *previous_wave], secrets=secrets,
+            ))
+            bootstrap.gpu_inventory = pulumi.Output.all(upgrade.verify_stdout, bootstrap.verify_stdout).apply(
+                lambda out: parse_verify_output(out[0] or out[1]))
+            upgrades[name] = upgrade
+            done.append(upgrade.done)
+        previous_wave = done
+    pulumi.export("rollout", {"waves": waves(cfg), "maxUnavailable": cfg.fleet.max_unavailable,
+                              "drainTimeoutSeconds": cfg.fleet.drain_timeout_seconds})
+    return upgrades
 
 
 def main() -> None:
