@@ -20,6 +20,7 @@ import argparse
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -31,6 +32,7 @@ from lxml import etree
 from render.guest_scripts import HEREDOC
 from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
+from render.rollout import change_issues, reruns, rollout
 from stacks.config import SECRET_KEYS
 from stacks.errors import ConfigError
 from stacks.load import decode_config_value, parse_stack_config
@@ -149,9 +151,56 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
     for cmd in result.of_type("command:remote:Command"):
         if cmd.inputs.get("create") not in (None, "true"):
             out[f"guest/{cmd.name}.sh"] = _script_in(cmd.inputs["create"])
+        if cmd.inputs.get("update"):
+            out[f"guest/{cmd.name}.update.sh"] = _script_in(cmd.inputs["update"])
         if cmd.inputs.get("delete"):
             out[f"guest/{cmd.name}.delete.sh"] = _script_in(cmd.inputs["delete"])
     return out
+
+
+def _config_of(values: dict[str, str], secret_keys: list[str]):
+    raw = {k.split(":", 1)[1]: decode_config_value(v) for k, v in values.items()}
+    return parse_stack_config(raw, {k.split(":", 1)[1] for k in secret_keys})[0]
+
+
+def command_inputs(result: mockrun.RunResult) -> dict[str, dict[str, Any]]:
+    return {c.name: sanitize(c.inputs) for c in result.of_type("command:remote:Command")}
+
+
+def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], result: mockrun.RunResult,
+                 base: str | None = None, root: Path = ROOT, facts: list[str] | None = None) -> str:
+    """rollout.json: the waves and each node's upgrade phases; with `base` (a git ref), what changing
+    that ref's Pulumi.<stack>.yaml into this one re-runs, from both configs' update-mode runs.
+    Raises ConfigError for a change the upgrade path refuses (render/rollout.change_issues)."""
+    cfg = _config_of(values, secret_keys)
+    triggers = {name: inputs.get("triggers") if isinstance(inputs.get("triggers"), list) else []
+                for name, inputs in command_inputs(result).items()}
+    runs = None
+    if base is not None:
+        text = _git_show(base, f"Pulumi.{stack}.yaml", root)
+        old_values, old_secrets = plan_config((yaml.safe_load(text) or {}).get("config") or {}) if text is not None else ({}, [])
+        if text is not None:
+            issues = change_issues(_config_of(old_values, old_secrets), cfg)
+            if issues:
+                raise ConfigError(issues)
+            old = command_inputs(mockrun.run(old_values, old_secrets, stack=stack, preview=False, host_facts=facts))
+        else:
+            old = {}
+        new = command_inputs(mockrun.run(values, secret_keys, stack=stack, preview=False, host_facts=facts))
+        runs = reruns(old, new)
+    doc = rollout(cfg, triggers, runs)
+    if base is not None:
+        doc["base"] = base
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def _git_show(ref: str, path: str, root: Path) -> str | None:
+    proc = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        if "does not exist" in proc.stderr or "exists on disk, but not in" in proc.stderr:
+            return None
+        raise SystemExit(f"BASE={ref}: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def resources_json(result: mockrun.RunResult) -> str:
@@ -253,20 +302,29 @@ def _facts_by_host(files: list[str]) -> dict[str, str]:
     return out
 
 
-def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> tuple[Path, str]:
+def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None,
+               base: str | None = None) -> tuple[Path, str]:
     values, secret_keys = plan_config(load_stack_file(stack, root))
     facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
+    rollout_text = rollout_json(stack, values, secret_keys, result, base, root, facts_paths)
     out = out_root / stack
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    files = {"resources.json": resources_json(result), **artifacts(result)}
+    files = {"resources.json": resources_json(result), "rollout.json": rollout_text, **artifacts(result)}
     for rel, text in sorted(files.items()):
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    return out, summary(stack, result, _facts_by_host(facts_paths))
+    return out, summary(stack, result, _facts_by_host(facts_paths)) + "\n" + rollout_summary(json.loads(rollout_text))
+
+
+def rollout_summary(doc: dict[str, Any]) -> str:
+    if "summary" in doc:
+        return f"  rollout from {doc['base']} (rollout.json):\n" + "\n".join(f"    {line}" for line in doc["summary"])
+    return (f"  rollout waves (fleet.maxUnavailable {doc['maxUnavailable']}, control plane first): "
+            + "; ".join(" ".join(e["node"] for e in w["nodes"]) for w in doc["waves"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,9 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facts", action="append", default=[], metavar="FILE[,FILE...]",
                         help="host facts from scripts/host-facts.sh, one file per host (matched by the host name inside)")
     parser.add_argument("--facts-dir", help="use <dir>/<host>.facts.json for each host of the stack that has one")
+    parser.add_argument("--base", help="git ref: rollout.json lists what changing that ref's Pulumi.<stack>.yaml into this one re-runs")
     args = parser.parse_args(argv)
     try:
-        out, text = write_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir)
+        out, text = write_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir, args.base)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 1
