@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# gpu-stack guest phase 'upgrade-check': scripts/guest/upgrade-check.sh with its parameters (render/guest_scripts.py)
+set -euo pipefail
+export GS_GPU_COUNT=4
+export GS_K8S_VERSION=1.32.4
+export GS_NODE_NAME=gpu-2-1
+export GS_PHASE=upgrade-check
+
+# shellcheck shell=bash
+# gpu-stack guest library, inlined after the rendered export header of every
+# phase script. Every file path goes through $GS_ROOT (empty on a real guest)
+# so the tests can run the phases in a sandbox root with recording stubs.
+
+GS_ROOT="${GS_ROOT:-}"
+GS_CHANGED=0
+export GS_CHANGED  # read by the phase script this library is inlined into
+
+log() { printf '[gpu-stack %s] %s\n' "${GS_PHASE:-?}" "$*"; }
+die() { printf '[gpu-stack %s] ERROR: %s\n' "${GS_PHASE:-?}" "$*" >&2; exit 1; }
+changed() { GS_CHANGED=1; log "changed: $*"; }
+
+# os_id: ubuntu or rhel, from /etc/os-release.
+# shellcheck source=/dev/null  # the guest's os-release
+os_id() {
+  local id like
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  like=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID_LIKE:-}")
+  case " $id $like " in
+    *" ubuntu "*|*" debian "*) echo ubuntu ;;
+    *" rhel "*|*" fedora "*|*" centos "*) echo rhel ;;
+    *) echo "unknown:$id" ;;
+  esac
+}
+
+# shellcheck source=/dev/null
+os_version() { (. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-}"); }
+
+# write_file PATH MODE < content: replace PATH only when the content differs.
+# Returns 0 when it wrote, 1 when the file was already right.
+write_file() {
+  local path="$GS_ROOT$1" mode="$2" tmp
+  tmp=$(mktemp)
+  cat >"$tmp"
+  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  mkdir -p "$(dirname "$path")"
+  cp "$tmp" "$path"
+  chmod "$mode" "$path"
+  rm -f "$tmp"
+  changed "wrote $1"
+  return 0
+}
+
+pkg_installed() {
+  if [ "$(os_id)" = ubuntu ]; then
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  else
+    rpm -q "$1" >/dev/null 2>&1
+  fi
+}
+
+# pkg_version NAME: the installed version, empty when not installed.
+pkg_version() {
+  if [ "$(os_id)" = ubuntu ]; then
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
+  else
+    rpm -q --qf '%{VERSION}' "$1" 2>/dev/null || true
+  fi
+}
+
+apt_updated=0
+pkg_install() {
+  [ "$#" -gt 0 ] || return 0
+  if [ "$(os_id)" = ubuntu ]; then
+    if [ "$apt_updated" = 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades --allow-change-held-packages "$@"
+  else
+    dnf install -y -q "$@"
+  fi
+  changed "installed $*"
+}
+
+# ensure_pkgs NAME...: install the ones that are missing.
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  pkg_install "${missing[@]}"
+}
+
+pkg_hold() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local p
+    for p in "$@"; do
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+    done
+  else
+    ensure_pkgs python3-dnf-plugin-versionlock
+    local p
+    for p in "$@"; do
+      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+    done
+  fi
+}
+
+service_enable_now() {
+  local unit="$1"
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl enable --now "$unit"
+    changed "enabled $unit"
+  fi
+}
+
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
+
+# shellcheck shell=bash
+# Upgrade phase: upgrade-check (on the node, before anything is drained or
+# changed). Refuses what kubeadm cannot do (a Kubernetes downgrade, a jump of
+# more than one minor) against the version this node runs, naming the config
+# key, and records the GPUs by UUID so upgrade-verify can tell that every GPU
+# came back after the change. Changes nothing else.
+record=/var/lib/gpu-stack/upgrade/gpus.before
+
+# minor_of 1.32.4 -> 32
+minor_of() { local v="${1#v}"; v="${v#*.}"; printf '%s' "${v%%.*}"; }
+
+if [ -n "$GS_K8S_VERSION" ]; then
+  have=$(pkg_version kubeadm)
+  have="${have%%-*}"
+  if [ -n "$have" ] && [ "$have" != "$GS_K8S_VERSION" ]; then
+    newest=$(printf '%s\n%s\n' "$have" "$GS_K8S_VERSION" | sort -V | tail -n1)
+    if [ "$newest" = "$have" ]; then
+      die "gpu-stack:kubernetes.version: ${GS_K8S_VERSION} is older than the ${have} that ${GS_NODE_NAME} runs; kubeadm cannot downgrade a cluster: set kubernetes.version back to ${have} or newer"
+    fi
+    have_minor=$(minor_of "$have")
+    want_minor=$(minor_of "$GS_K8S_VERSION")
+    if [ $((want_minor - have_minor)) -gt 1 ]; then
+      die "gpu-stack:kubernetes.version: ${have} to ${GS_K8S_VERSION} skips a minor on ${GS_NODE_NAME}; kubeadm upgrades one minor at a time: set 1.$((have_minor + 1)).x first, then ${GS_K8S_VERSION}"
+    fi
+  fi
+fi
+
+if [ ! -s "$GS_ROOT$record" ] && [ "$GS_GPU_COUNT" -gt 0 ]; then
+  if uuids=$(nvidia-smi --query-gpu=uuid --format=csv,noheader 2>/dev/null); then
+    mkdir -p "$(dirname "$GS_ROOT$record")"
+    printf '%s\n' "$uuids" | sort >"$GS_ROOT$record"
+    log "recorded $(wc -l <"$GS_ROOT$record") GPUs by UUID before the upgrade"
+  else
+    log "nvidia-smi does not answer before the upgrade; upgrade-verify checks the GPU count (${GS_GPU_COUNT}) only"
+  fi
+fi
+log "done"
