@@ -177,24 +177,65 @@ def test_blackwell_needs_bar_sizes_from_the_host():
     assert any(i.path == "vms[0].gpus[0].bar1Gib" and "lspci -vv" in i.message for i in e.value.issues)
 
 
-def test_plan_with_base_refuses_a_two_minor_jump(tmp_path):
-    from tools.plan import rollout_json
+def _base_repo(tmp_path, raw: dict):
+    """A git repository whose HEAD has Pulumi.t.yaml with `raw`: the BASE of `make plan BASE=HEAD`."""
     import subprocess
+
+    import yaml
     require_tool("git")
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    import yaml
-    raw = three_nodes()
-    doc = {"config": {f"gpu-stack:{k}": v for k, v in raw.items()}}
-    (tmp_path / "Pulumi.t.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "Pulumi.t.yaml").write_text(yaml.safe_dump({"config": {f"gpu-stack:{k}": v for k, v in raw.items()}}))
     subprocess.run(["git", "-C", str(tmp_path), "add", "-A"], check=True)
     subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base"], check=True)
-    from tools.plan import plan_config
-    new = bumped(raw, kubernetes="1.34.1")
+
+
+def _rollout_from_base(tmp_path, new: dict) -> dict:
+    import json
+
+    from tools.plan import plan_config, rollout_json
     values, secret_keys = plan_config({f"gpu-stack:{k}": v for k, v in new.items()})
-    result = run_stack(new)
+    return json.loads(rollout_json("t", values, secret_keys, run_stack(new), base="HEAD", root=tmp_path))
+
+
+def test_plan_with_base_refuses_a_two_minor_jump(tmp_path):
+    _base_repo(tmp_path, three_nodes())
     with pytest.raises(ConfigError) as e:
-        rollout_json("t", values, secret_keys, result, base="HEAD", root=tmp_path)
+        _rollout_from_base(tmp_path, bumped(three_nodes(), kubernetes="1.34.1"))
     assert "gpu-stack:kubernetes.version" in str(e.value) and "1.33.x" in str(e.value)
+
+
+def test_plan_with_base_writes_the_rollout(tmp_path):
+    _base_repo(tmp_path, three_nodes(2))
+    doc = _rollout_from_base(tmp_path, bumped(three_nodes(2), driver="570.195.03"))
+    assert [[e["node"] for e in w["nodes"]] for w in doc["waves"]] == [["gpu-1-0"], ["gpu-1-1", "gpu-2-0"]]
+    for wave in doc["waves"]:
+        for entry in wave["nodes"]:
+            assert [p["phase"] for p in entry["phases"]] == ["upgrade-check", "drain", "upgrade-driver", "upgrade-reboot",
+                                                             "upgrade-verify", "uncordon"]
+            assert entry["versionGate"] == ["driver"] and entry["bootstrapReruns"] == []
+    assert doc["otherReruns"] == [] and doc["base"] == "HEAD"
+    unchanged = _rollout_from_base(tmp_path, three_nodes(2))
+    assert all(e["phases"] == [] for w in unchanged["waves"] for e in w["nodes"])
+
+
+@pytest.mark.parametrize("family", ["ubuntu", "rhel"])
+def test_rendered_upgrade_phases_are_shellcheck_clean(tmp_path, family):
+    import subprocess
+
+    from render.guest_scripts import UPGRADE_MANAGED, gate_script, render_script
+    tool = require_tool("shellcheck")
+    raw = hgx(family, "580.95.05", "B200-SXM-180GB", "NVSwitch-Gen4")
+    _, phases = phases_of(raw)
+    paths = []
+    for phase in upgrade_of(raw):
+        paths.append(tmp_path / f"{phase.name}.sh")
+        paths[-1].write_text(render_script(phase.name, phase.params))
+    for phase in phases:
+        if phase.name in UPGRADE_MANAGED:
+            paths.append(tmp_path / f"{phase.name}.update.sh")
+            paths[-1].write_text(gate_script(phase.name, phase.params))
+    proc = subprocess.run([tool, "-s", "bash", *map(str, paths)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
 
 
 # --- package sets by branch and NVLink generation -----------------------------------------

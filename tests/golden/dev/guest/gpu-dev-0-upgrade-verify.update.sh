@@ -146,8 +146,8 @@ if [ "$GS_GPU_COUNT" -gt 0 ]; then
   if [ -s "$GS_ROOT$record" ]; then
     now=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | sort)
     if [ "$now" != "$(cat "$GS_ROOT$record")" ]; then
-      missing=$(comm -23 "$GS_ROOT$record" <(printf '%s\n' "$now") | tr '\n' ' ')
-      fail "the GPUs are not the ones there before the upgrade (missing: ${missing:-none}). Seed 003 step 2 (driver health): nvidia-smi -L, lspci -d 10de:"
+      gone=$(comm -23 "$GS_ROOT$record" <(printf '%s\n' "$now") | tr '\n' ' ')
+      fail "the GPUs are not the ones there before the upgrade (missing: ${gone:-none}). Seed 003 step 2 (driver health): nvidia-smi -L, lspci -d 10de:"
     fi
   fi
 fi
