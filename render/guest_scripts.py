@@ -229,9 +229,11 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
         return {"GS_UNLOCK": " ".join(f"{n}={v}" for n, v in pairs)}
 
     driver_unlock = [("nvidia-driver", drv["GS_DRIVER_VERSION"]), ("kmod-nvidia-latest-dkms", drv["GS_DRIVER_VERSION"])]
-    driver_unlock += [(name, drv["GS_DRIVER_VERSION"]) for name in drv["GS_FM_HOLD"].split()]
+    # both namings on EL: a 570 -> 580 change replaces the locked nvidia-fabric-manager by nvidia-fabricmanager
+    fm_names = dict.fromkeys([*drv["GS_FM_HOLD"].split(), "nvidia-fabric-manager", "nvidia-fabricmanager", "libnvidia-nscq"])
+    driver_unlock += [(name, drv["GS_DRIVER_VERSION"]) for name in fm_names]
     phases = [
-        Phase("upgrade-check", {**base, "GS_K8S_VERSION": k8s_version, "GS_GPU_COUNT": drv.get("GS_GPU_COUNT", str(len(vm.gpus)))}),
+        Phase("upgrade-check", {**base, "GS_K8S_VERSION": k8s_version, "GS_GPU_COUNT": str(len(vm.gpus))}),
     ]
     if managed:
         phases.append(Phase("drain", {**base, "GS_DRAIN_TIMEOUT": str(fleet.drain_timeout_seconds),

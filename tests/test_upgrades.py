@@ -520,3 +520,25 @@ def test_kubernetes_upgrade_node_on_a_joined_node(tmp_path):
     assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items() if r.returncode}
     joined = "\n".join(sb.mutating())
     assert "kubeadm upgrade node" in joined and "kubeadm upgrade apply" not in joined
+
+
+@pytest.mark.parametrize("family, new_names, unlocked", [
+    ("ubuntu", ["nvidia-fabricmanager-580", "libnvidia-nscq-580"], None),
+    ("rhel", ["nvidia-fabricmanager-580.95.05", "libnvidia-nscq-580.95.05"], "dnf versionlock delete nvidia-fabric-manager"),
+])
+def test_branch_upgrade_570_to_580_on_hgx_switches_the_fabric_manager_names(tmp_path, family, new_names, unlocked):
+    require_tool("openssl")
+    raw = hgx(family, "570.172.08")
+    sb = GuestSandbox(tmp_path, family, lspci_nvswitches=1)
+    _, phases = phases_of(raw)
+    converge(sb, phases)
+    sb.clear_calls()
+    results = run_upgrade(sb, upgrade_of(bumped(raw, driver="580.95.05")))
+    assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items() if r.returncode}
+    calls = sb.mutating()
+    installs = [c for c in calls if c.startswith(("apt-get install", "dnf install"))]
+    assert any(all(n in c for n in new_names) for c in installs), installs
+    if unlocked:
+        assert unlocked in calls
+    assert sb.state["driver_loaded"] == "580.95.05"
+    assert any(c.endswith("systemctl reboot") for c in calls)

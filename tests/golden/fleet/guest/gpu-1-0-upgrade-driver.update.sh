@@ -12,7 +12,7 @@ export GS_HTTP_PROXY=''
 export GS_NVLINK5_PACKAGES=''
 export GS_NVSWITCH_COUNT=0
 export GS_PHASE=upgrade-driver
-export GS_UNLOCK='nvidia-driver=570.172.08 kmod-nvidia-latest-dkms=570.172.08 nvidia-fabricmanager-570=570.172.08 libnvidia-nscq-570=570.172.08'
+export GS_UNLOCK='nvidia-driver=570.172.08 kmod-nvidia-latest-dkms=570.172.08 nvidia-fabricmanager-570=570.172.08 libnvidia-nscq-570=570.172.08 nvidia-fabric-manager=570.172.08 nvidia-fabricmanager=570.172.08 libnvidia-nscq=570.172.08'
 export GS_UPGRADE=1
 
 # shellcheck shell=bash
