@@ -542,3 +542,12 @@ def test_branch_upgrade_570_to_580_on_hgx_switches_the_fabric_manager_names(tmp_
         assert unlocked in calls
     assert sb.state["driver_loaded"] == "580.95.05"
     assert any(c.endswith("systemctl reboot") for c in calls)
+
+
+def test_token_rotation_drains_nothing():
+    raw = three_nodes()
+    rotated = copy.deepcopy(raw)
+    rotated["kubernetes"]["bootstrapTokenRotation"] = 1
+    runs, _ = rerun_set(raw, rotated)
+    assert not any(n.endswith(("-drain", "-upgrade-reboot", "-uncordon")) for n in runs), sorted(runs)
+    assert "gpu-1-0-guest-kubernetes" in runs, "the control plane creates the new token"

@@ -17,6 +17,7 @@ with hosts/), the program gets the files in GPU_STACK_HOST_FACTS, exactly as
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import shutil
@@ -163,8 +164,21 @@ def _config_of(values: dict[str, str], secret_keys: list[str]):
     return parse_stack_config(raw, {k.split(":", 1)[1] for k in secret_keys})[0]
 
 
+def _fingerprint(value: Any) -> Any:
+    """Inputs for comparing two runs: a secret becomes a digest of its value (never written out), so a
+    changed secret (a rotated token on stdin) still counts as a change."""
+    if isinstance(value, dict):
+        if value.get(mockrun.SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+            return "[secret " + hashlib.sha256(json.dumps(sanitize(value.get("value")), sort_keys=True).encode()).hexdigest() + "]"
+        return {k: _fingerprint(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_fingerprint(v) for v in value]
+    return sanitize(value)
+
+
 def command_inputs(result: mockrun.RunResult) -> dict[str, dict[str, Any]]:
-    return {c.name: sanitize(c.inputs) for c in result.of_type("command:remote:Command")}
+    """Remote commands' inputs, comparable between runs (render/rollout.reruns)."""
+    return {c.name: _fingerprint(c.inputs) for c in result.of_type("command:remote:Command")}
 
 
 def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], result: mockrun.RunResult,
@@ -173,8 +187,8 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
     that ref's Pulumi.<stack>.yaml into this one re-runs, from both configs' update-mode runs.
     Raises ConfigError for a change the upgrade path refuses (render/rollout.change_issues)."""
     cfg = _config_of(values, secret_keys)
-    triggers = {name: inputs.get("triggers") if isinstance(inputs.get("triggers"), list) else []
-                for name, inputs in command_inputs(result).items()}
+    triggers = {c.name: sanitize(c.inputs.get("triggers")) if isinstance(sanitize(c.inputs.get("triggers")), list) else []
+                for c in result.of_type("command:remote:Command")}
     runs = None
     if base is not None:
         text = _git_show(base, f"Pulumi.{stack}.yaml", root)
