@@ -272,6 +272,10 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
             upgrades[name] = upgrade
             done.append(upgrade.done)
         previous_wave = done
+    for index, wave in enumerate(waves(cfg)):
+        # `pulumi preview` shows which <vm>-upgrade-* commands update; this says in which wave they run
+        pulumi.log.info(f"rollout wave {index}: {', '.join(wave)} (upgrade commands run only when a version changes; "
+                        f"fleet.maxUnavailable {cfg.fleet.max_unavailable}, control plane first)")
     pulumi.export("rollout", {"waves": waves(cfg), "maxUnavailable": cfg.fleet.max_unavailable,
                               "drainTimeoutSeconds": cfg.fleet.drain_timeout_seconds})
     return upgrades
