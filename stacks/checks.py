@@ -63,13 +63,18 @@ def check_stack(cfg: StackConfig, secrets: set[str]) -> tuple[list[ConfigIssue],
 
     issues += _check_guest_and_cluster(cfg, secrets)
     issues += _check_addons(cfg, secrets)
-    issues += _check_fleet(cfg)
+    issues += _check_fleet(cfg, secrets)
     return issues, placements
 
 
-def _check_fleet(cfg: StackConfig) -> list[ConfigIssue]:
-    """Day 2: the rollout's wave size, and Blackwell parts whose BARs the catalog does not know (render/catalog.py)."""
+def _check_fleet(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
+    """Day 2: the rollout's wave size, the kubeconfig its drains need, and Blackwell parts whose BARs the catalog does not know (render/catalog.py)."""
     issues = []
+    k = cfg.kubernetes
+    if k is not None and k.mode == "join" and cfg.guest is not None and cfg.vms and "kubeconfig" not in secrets \
+            and not any(i.path == "kubeconfig" for i in _check_addons(cfg, secrets)):
+        issues.append(ConfigIssue("kubeconfig", "mode join: upgrades cordon, drain and uncordon the nodes with kubectl on the first VM, which needs the cluster's kubeconfig; "
+                                                "set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     nodes = len(cfg.vms)
     if cfg.vms and cfg.fleet.max_unavailable > nodes:
         issues.append(ConfigIssue("fleet.maxUnavailable", f"{cfg.fleet.max_unavailable} is more than the {nodes} VM{'s' if nodes != 1 else ''} of this stack; "

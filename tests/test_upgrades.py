@@ -551,3 +551,17 @@ def test_token_rotation_drains_nothing():
     runs, _ = rerun_set(raw, rotated)
     assert not any(n.endswith(("-drain", "-upgrade-reboot", "-uncordon")) for n in runs), sorted(runs)
     assert "gpu-1-0-guest-kubernetes" in runs, "the control plane creates the new token"
+
+
+def test_mode_join_needs_the_kubeconfig_its_drains_use():
+    raw = three_nodes()
+    raw["kubernetes"] = {"version": "1.32.4", "mode": "join", "nodeTaints": [],
+                         "join": {"controlPlaneEndpoint": "10.0.0.10:6443", "caCertHash": "sha256:" + "a" * 64}}
+    raw["addons"] = {"monitoring": {"enabled": False}, "podNetwork": {"enabled": False}}
+    with pytest.raises(ConfigError) as e:
+        parse_stack_config(raw, {"sshPrivateKey", "joinToken"})
+    kube = [i for i in e.value.issues if i.path == "kubeconfig"]
+    assert len(kube) == 1 and "drain" in kube[0].message
+    with pytest.raises(ConfigError) as e:
+        parse_stack_config(raw, {"sshPrivateKey", "joinToken", "kubeconfig"})
+    assert not any(i.path == "kubeconfig" for i in e.value.issues)
