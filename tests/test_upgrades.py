@@ -500,6 +500,7 @@ def test_kubernetes_upgrade_apply_on_the_control_plane_only(tmp_path, family):
     if family == "rhel":
         assert "dnf versionlock delete kubeadm" in joined, "a locked package is unlocked before its pinned upgrade"
     assert "upgrade-reboot" in results and "GPU_STACK_REBOOT=0" in results["upgrade-reboot"].stdout
+    assert all(TOKEN not in r.stdout + r.stderr for r in results.values()), "the token stays on stdin"
 
 
 def test_kubernetes_upgrade_node_on_a_joined_node(tmp_path):

@@ -159,6 +159,10 @@ fi
 # labels, taints and the bootstrap token.
 family=$(os_id)
 minor="${GS_K8S_VERSION%.*}"
+# the bootstrap token (stdin) is for kubernetes.sh below: keep it from the
+# package manager and kubeadm, and hand it back just before kubernetes.sh
+IFS= read -r upgrade_token || true
+exec </dev/null
 k8s_is() { case "$(pkg_version "$1")" in "$GS_K8S_VERSION"|"$GS_K8S_VERSION"-*) return 0 ;; *) return 1 ;; esac; }
 
 # the same repository files kubernetes.sh writes, for the configured minor
@@ -219,6 +223,8 @@ else
   systemctl restart kubelet
   changed "kubelet ${GS_K8S_VERSION} restarted"
 fi
+exec < <(printf '%s\n' "$upgrade_token")
+unset upgrade_token
 
 # shellcheck shell=bash
 # Phase: kubernetes. kubeadm, kubelet and kubectl pinned and held, then
