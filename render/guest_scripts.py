@@ -206,7 +206,7 @@ FABRIC_TIMEOUT_S = 300
 
 def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, control_plane: bool,
                    gpu_resource: str, expected_allocatable: int | None, plugin_logs: str,
-                   kubeconfig_on_stdin: bool) -> list[Phase]:
+                   kubeconfig_on_stdin: bool, in_cluster: bool = False) -> list[Phase]:
     """The upgrade path of one node, in order: what re-runs after the first bootstrap when a version changes.
 
     Each phase is a command whose `create` is empty (nothing runs on the first
@@ -214,7 +214,8 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     phase's triggers (its script and the scripts of the steps it checks) change.
     role: init, join or none. control_plane: this node runs `kubeadm upgrade apply`.
     kubeconfig_on_stdin: drain and uncordon get gpu-stack:kubeconfig on stdin (mode join)
-    instead of the first VM's admin.conf (mode init).
+    instead of the first VM's admin.conf (mode init). in_cluster: the node is a member of a
+    cluster this stack does not manage (mode existing), which gpu-stack cannot drain.
     """
     by_name = {p.name: p for p in bootstrap}
     drv = by_name["driver"].params
@@ -233,7 +234,8 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     fm_names = dict.fromkeys([*drv["GS_FM_HOLD"].split(), "nvidia-fabric-manager", "nvidia-fabricmanager", "libnvidia-nscq"])
     driver_unlock += [(name, drv["GS_DRIVER_VERSION"]) for name in fm_names]
     phases = [
-        Phase("upgrade-check", {**base, "GS_K8S_VERSION": k8s_version, "GS_GPU_COUNT": str(len(vm.gpus))}),
+        Phase("upgrade-check", {**base, "GS_K8S_VERSION": k8s_version, "GS_GPU_COUNT": str(len(vm.gpus)),
+                                "GS_UNDRAINED": "1" if role == "none" and in_cluster and not fleet.drained_externally else "0"}),
     ]
     if managed:
         phases.append(Phase("drain", {**base, "GS_DRAIN_TIMEOUT": str(fleet.drain_timeout_seconds),

@@ -259,7 +259,8 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
             phases = upgrade_phases(vm, guest_phases(vm, cfg.guest, k, role), cfg.fleet, role,
                                     control_plane=role == "init", gpu_resource=resource,
                                     expected_allocatable=expected.get(name, {}).get(resource),
-                                    plugin_logs=plugin_logs_command(cfg), kubeconfig_on_stdin=k is not None and k.mode != "init")
+                                    plugin_logs=plugin_logs_command(cfg), kubeconfig_on_stdin=k is not None and k.mode != "init",
+                                    in_cluster=k is not None and k.mode == "existing")
             machine = vms[name]
             upgrade = NodeUpgrade(f"{name}-upgrade", NodeUpgradeArgs(
                 node_name=name, phases=phases,

@@ -566,3 +566,19 @@ def test_mode_join_needs_the_kubeconfig_its_drains_use():
     with pytest.raises(ConfigError) as e:
         parse_stack_config(raw, {"sshPrivateKey", "joinToken", "kubeconfig"})
     assert not any(i.path == "kubeconfig" for i in e.value.issues)
+
+
+def test_mode_existing_refuses_an_undrained_upgrade(tmp_path):
+    raw = copy.deepcopy(stack_file("dev"))
+    raw["kubernetes"]["mode"] = "existing"
+    cfg, _ = parse_stack_config(raw, SECRETS)
+    phases = guest_phases(cfg.vms[0], cfg.guest, cfg.kubernetes, "none")
+
+    def steps(fleet):
+        return upgrade_phases(cfg.vms[0], phases, fleet, "none", False, "nvidia.com/gpu", 1, "", kubeconfig_on_stdin=True, in_cluster=True)
+    assert [p.name for p in steps(cfg.fleet)] == ["upgrade-check", "upgrade-driver", "upgrade-runtime", "upgrade-reboot", "upgrade-verify"]
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    r = sb.run(steps(cfg.fleet)[0])
+    assert r.returncode != 0 and "fleet.drainedExternally" in r.stderr and sb.mutating() == []
+    r = sb.run(steps(cfg.fleet.model_copy(update={"drained_externally": True}))[0])
+    assert r.returncode == 0

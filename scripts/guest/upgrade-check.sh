@@ -6,6 +6,10 @@
 # came back after the change. Changes nothing else.
 record=/var/lib/gpu-stack/upgrade/gpus.before
 
+if [ "$GS_UNDRAINED" = 1 ]; then
+  die "node ${GS_NODE_NAME}, phase upgrade-check: kubernetes.mode existing: gpu-stack has no kubectl here and cannot drain ${GS_NODE_NAME}, and this upgrade may reboot it. Drain it yourself (kubectl drain ${GS_NODE_NAME} --ignore-daemonsets --delete-emptydir-data), set gpu-stack:fleet.drainedExternally true, run pulumi up, then uncordon it"
+fi
+
 # minor_of 1.32.4 -> 32
 minor_of() { local v="${1#v}"; v="${v#*.}"; printf '%s' "${v%%.*}"; }
 

@@ -5,6 +5,7 @@ export GS_GPU_COUNT=4
 export GS_K8S_VERSION=1.32.4
 export GS_NODE_NAME=gpu-2-1
 export GS_PHASE=upgrade-check
+export GS_UNDRAINED=0
 
 # shellcheck shell=bash
 # gpu-stack guest library, inlined after the rendered export header of every
@@ -126,6 +127,10 @@ module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(ls
 # key, and records the GPUs by UUID so upgrade-verify can tell that every GPU
 # came back after the change. Changes nothing else.
 record=/var/lib/gpu-stack/upgrade/gpus.before
+
+if [ "$GS_UNDRAINED" = 1 ]; then
+  die "node ${GS_NODE_NAME}, phase upgrade-check: kubernetes.mode existing: gpu-stack has no kubectl here and cannot drain ${GS_NODE_NAME}, and this upgrade may reboot it. Drain it yourself (kubectl drain ${GS_NODE_NAME} --ignore-daemonsets --delete-emptydir-data), set gpu-stack:fleet.drainedExternally true, run pulumi up, then uncordon it"
+fi
 
 # minor_of 1.32.4 -> 32
 minor_of() { local v="${1#v}"; v="${v#*.}"; printf '%s' "${v%%.*}"; }
