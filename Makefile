@@ -4,6 +4,8 @@ STAMP   := .venv/.installed
 STACK   ?= dev
 # FACTS=hosts/a.facts.json,hosts/b.facts.json: host facts (scripts/host-facts.sh) for `make plan`
 FACTS   ?=
+# BASE=<git ref>: rollout.json says what changing that ref's Pulumi.<stack>.yaml into this one re-runs
+BASE    ?=
 # `make plans` (the pull-request plan) checks every host that has hosts/<host>.facts.json
 FACTS_DIR ?= hosts
 
@@ -24,7 +26,7 @@ test: $(STAMP) node_modules/.package-lock.json
 	$(PY) -m pytest -q
 
 plan: $(STAMP)
-	$(PY) -m tools.plan $(STACK) $(if $(FACTS),--facts $(FACTS))
+	$(PY) -m tools.plan $(STACK) $(if $(FACTS),--facts $(FACTS)) $(if $(BASE),--base $(BASE))
 
 STACKS := $(patsubst Pulumi.%.yaml,%,$(wildcard Pulumi.*.yaml))
 

@@ -14,7 +14,7 @@ import pulumi_command as command
 
 from components.guest_command import GuestConnection, connection_args, phase_command
 from components.nvidia_runtime import NvidiaRuntime, NvidiaRuntimeArgs
-from render.guest_scripts import LOGICAL_DEPS, Phase, render_script, ssh_command, teardown_script, triggers
+from render.guest_scripts import LOGICAL_DEPS, UPGRADE_MANAGED, Phase, gate_script, render_script, ssh_command, teardown_script, triggers
 from render.identity import split_join_token_output, split_kubeconfig_output
 from render.nvidia_smi import parse_verify_output
 from stacks.config import Vm
@@ -74,14 +74,17 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
         super().__init__("gpu-stack:index:GpuGuestBootstrap", name, None, opts)
         late = args.late_params or {}
         scripts: dict[str, pulumi.Output[str]] = {}
+        updates: dict[str, pulumi.Output[str]] = {}
         for phase in args.phases:
-            if phase.late_params:
-                values = [late[k] for k in phase.late_params]
-                scripts[phase.name] = pulumi.Output.all(*values).apply(
-                    lambda vals, p=phase: render_script(p.name, {**p.params, **dict(zip(p.late_params, vals))})
-                )
-            else:
-                scripts[phase.name] = pulumi.Output.from_input(render_script(phase.name, phase.params))
+            renderers = [(scripts, render_script)] + ([(updates, gate_script)] if phase.name in UPGRADE_MANAGED else [])
+            for target, render in renderers:
+                if phase.late_params:
+                    values = [late[k] for k in phase.late_params]
+                    target[phase.name] = pulumi.Output.all(*values).apply(
+                        lambda vals, p=phase, r=render: r(p.name, {**p.params, **dict(zip(p.late_params, vals))})
+                    )
+                else:
+                    target[phase.name] = pulumi.Output.from_input(render(phase.name, phase.params))
 
         previous: list[pulumi.Resource] = list(args.after)
         commands: dict[str, command.remote.Command] = {}
@@ -93,7 +96,8 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
             if phase.name == "container-runtime":
                 runtime = NvidiaRuntime(
                     f"{name}-nvidia-runtime",
-                    NvidiaRuntimeArgs(phase, scripts[phase.name], phase_triggers, args.connection, previous, args.registry_password),
+                    NvidiaRuntimeArgs(phase, scripts[phase.name], phase_triggers, args.connection, previous, args.registry_password,
+                                      updates.get(phase.name)),
                     pulumi.ResourceOptions(parent=self),
                 )
                 cmd = runtime.command
@@ -106,7 +110,8 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
                     if token is None:
                         raise ValueError(f"{name}: phase {phase.name} needs a join token")
                     stdin = token.apply(lambda t: t + "\n")
-                cmd = phase_command(f"{name}-{phase.name}", phase, scripts[phase.name], phase_triggers, args.connection, self, previous, stdin)
+                cmd = phase_command(f"{name}-{phase.name}", phase, scripts[phase.name], phase_triggers, args.connection, self, previous, stdin,
+                                    update=updates.get(phase.name))
             commands[phase.name] = cmd
             previous = [cmd]
 
@@ -127,7 +132,8 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
             parts = commands["kubeconfig"].stdout.apply(split_kubeconfig_output)
             self.kubeconfig = pulumi.Output.secret(parts.apply(lambda p: p[0]))
             self.ca_cert_hash = pulumi.Output.unsecret(parts.apply(lambda p: p[1]))
-        self.gpu_inventory = commands["verify"].stdout.apply(parse_verify_output)
+        self.verify_stdout = commands["verify"].stdout
+        self.gpu_inventory = self.verify_stdout.apply(parse_verify_output)
         self.ready = commands["verify"]
         self.register_outputs({
             "gpuInventory": self.gpu_inventory,

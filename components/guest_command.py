@@ -45,13 +45,24 @@ def phase_command(
     parent: pulumi.Resource,
     depends_on: list[pulumi.Resource],
     stdin: pulumi.Output[str] | None = None,
+    update: pulumi.Input[str] | None = None,
+    update_only: bool = False,
 ) -> command.remote.Command:
+    """update: the script run when the inputs change (default: `script` again).
+    update_only: no create command, so nothing runs (or connects) when the resource
+    is first created; `script` runs only when the inputs change (the upgrade phases)."""
     secret = phase.stdin_secret is not None or phase.secret_stdout
     timeouts = pulumi.CustomTimeouts(create="45m", update="45m") if phase.long_running else None
+    wrapped = pulumi.Output.from_input(script).apply(ssh_command)
+    if update_only:
+        update = wrapped
+    elif update is not None:
+        update = pulumi.Output.from_input(update).apply(ssh_command)
     return command.remote.Command(
         resource_name,
         connection=connection_args(conn, phase.waits_for_boot),
-        create=pulumi.Output.from_input(script).apply(ssh_command),
+        create=None if update_only else wrapped,
+        update=update,
         triggers=triggers,
         stdin=stdin,
         logging=command.remote.Logging.NONE if secret else command.remote.Logging.STDOUT_AND_STDERR,

@@ -33,6 +33,8 @@ class NvidiaRuntimeArgs:
     connection: GuestConnection
     after: list[pulumi.Resource]
     registry_password: pulumi.Output[str] | None = None
+    update_script: pulumi.Input[str] | None = None
+    """Run instead of `script` when the inputs change (the version gate, render/guest_scripts.gate_script)."""
 
 
 class NvidiaRuntime(pulumi.ComponentResource):
@@ -43,7 +45,7 @@ class NvidiaRuntime(pulumi.ComponentResource):
         stdin = args.registry_password.apply(lambda p: p + "\n") if args.registry_password is not None else None
         self.command = phase_command(
             f"{name}-container-runtime", args.phase, args.script, args.triggers,
-            args.connection, self, args.after, stdin,
+            args.connection, self, args.after, stdin, update=args.update_script,
         )
         self.runtime = args.phase.params["GS_RUNTIME"]
         self.handler = RUNTIME_HANDLER

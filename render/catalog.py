@@ -94,3 +94,37 @@ NVSWITCH_MODELS: dict[str, DeviceModel] = {
         DeviceModel("NVSwitch-Gen2", 0, 32 * MIB),
     )
 }
+
+
+# --- day 2 (issue 16): Blackwell parts and NVLink generations -----------------
+# Kept apart from the tables above so it merges cleanly with the real-hardware
+# work on the same file. No primary source with a B200/B300 BAR1 size was found
+# (docs/FIELD-FACTS.md: "No H200 or B200 BAR1 size was found in a primary
+# source"), so these entries carry no BAR size: stacks/checks.py requires
+# gpus[].bar1Gib / nvswitches[].barMib for them, read from the host's
+# `lspci -vv`, instead of sizing the MMIO window on a guess.
+
+BLACKWELL_GPUS = ("B200-SXM-180GB", "B300-SXM-288GB")
+NVLINK5_SWITCHES = ("NVSwitch-Gen4",)
+"""The NVLink 5 switch of HGX B200/B300 (fifth-generation NVLink)."""
+
+for _name in BLACKWELL_GPUS:
+    GPU_MODELS[_name] = DeviceModel(_name, 0, 32 * MIB)
+for _name in NVLINK5_SWITCHES:
+    NVSWITCH_MODELS[_name] = DeviceModel(_name, 0, 0)
+
+BAR_SIZE_REQUIRED = frozenset((*BLACKWELL_GPUS, *NVLINK5_SWITCHES))
+"""Models whose BAR sizes must come from the config (no cited catalog value)."""
+
+NVLINK_GENERATION: dict[str, int] = {
+    **{m: 5 for m in BLACKWELL_GPUS},
+    **{m: 4 for m in ("H800-SXM5-80GB", "H100-SXM5-80GB", "H200-SXM-141GB", "H20-96GB")},
+    **{m: 3 for m in ("A100-SXM4-80GB", "A100-SXM4-40GB", "A800-SXM4-80GB")},
+    **{m: 2 for m in ("V100-SXM2-32GB",)},
+}
+"""NVLink generation of the SXM parts (NVSwitch systems). Generation 5 needs the NVLink subnet manager (NVLSM) next to Fabric Manager."""
+
+
+def nvlink_generation(gpu_models: list[str]) -> int:
+    """The highest NVLink generation among a VM's GPUs; 0 for PCIe parts."""
+    return max((NVLINK_GENERATION.get(m, 0) for m in gpu_models), default=0)

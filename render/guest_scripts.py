@@ -18,20 +18,35 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from render.catalog import GPU_MODELS, default_kernel_modules
-from stacks.config import Guest, Kubernetes, Vm
+from render.catalog import GPU_MODELS, default_kernel_modules, nvlink_generation
+from render.nvidia_packages import fabric_packages
+from stacks.config import Fleet, Guest, Kubernetes, Vm
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "guest"
 HEREDOC = "GPU_STACK_SCRIPT_EOF"
 DOCKER_REPOSITORY = "https://download.docker.com/linux"
 """Docker's package repositories (docker-ce; containerd.io on EL): <this>/ubuntu, <this>/rhel, <this>/centos."""
 
-# phase -> phases whose outcome it depends on (beyond running after them)
+# phase -> phases whose outcome it depends on (beyond running after them).
+# driver, container-runtime and kubernetes are UPGRADE_MANAGED: after the first
+# bootstrap their changes are applied and verified by the upgrade phases
+# (upgrade_phases), so verify and kubeconfig do not re-run for them.
 LOGICAL_DEPS: dict[str, tuple[str, ...]] = {
     "nouveau-check": ("nouveau",),
-    "kubeconfig": ("kubernetes",),
-    "verify": ("driver", "cuda", "container-runtime", "kubernetes"),
+    "verify": ("cuda",),
 }
+
+UPGRADE_MANAGED = ("driver", "container-runtime", "kubernetes")
+"""Bootstrap phases whose `update` is the version gate (scripts/guest/upgrade-gate.sh + the phase):
+a later change re-runs the phase only where the node already has the configured
+versions; a version change is left to the drained, wave-ordered upgrade phases."""
+
+BODIES: dict[str, tuple[str, ...]] = {
+    "upgrade-driver": ("upgrade-unlock", "driver"),
+    "upgrade-runtime": ("upgrade-unlock", "container-runtime"),
+    "upgrade-kubernetes": ("upgrade-unlock", "upgrade-kubernetes", "kubernetes"),
+}
+"""Phases whose body is other phase files (in this order) instead of scripts/guest/<phase>.sh."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +70,21 @@ def render_script(phase: str, params: dict[str, str]) -> str:
         *(f"export {k}={shlex.quote(v)}" for k, v in sorted(values.items())),
     ]
     lib = (SCRIPTS / "lib.sh").read_text()
-    body = (SCRIPTS / f"{phase}.sh").read_text()
+    body = "\n".join((SCRIPTS / f"{name}.sh").read_text() for name in BODIES.get(phase, (phase,)))
     return "\n".join(header) + "\n\n" + lib + "\n" + body
+
+
+def gate_script(phase: str, params: dict[str, str]) -> str:
+    """The `update` of an UPGRADE_MANAGED phase: the version gate, then the phase itself."""
+    values = {**params, "GS_PHASE": phase}
+    header = [
+        "#!/usr/bin/env bash",
+        f"# gpu-stack guest phase '{phase}' on update: scripts/guest/upgrade-gate.sh, then scripts/guest/{phase}.sh (render/guest_scripts.py)",
+        "set -euo pipefail",
+        *(f"export {k}={shlex.quote(v)}" for k, v in sorted(values.items())),
+    ]
+    parts = [(SCRIPTS / f"{name}.sh").read_text() for name in ("lib", "upgrade-gate", phase)]
+    return "\n".join(header) + "\n\n" + "\n".join(parts)
 
 
 def ssh_command(script: str) -> str:
@@ -118,6 +146,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
     no_proxy = ",".join(guest.proxy.no_proxy) if guest.proxy else ""
     nv = guest.nvidia
     counts = {"GS_GPU_COUNT": str(len(vm.gpus)), "GS_NVSWITCH_COUNT": str(len(vm.nvswitches))}
+    fabric = fabric_packages(guest.os.family, nv.driver_version, nvlink_generation=nvlink_generation([g.model for g in vm.gpus]))
     phases = [
         Phase("wait-ssh", {}, waits_for_boot=True),
         Phase("preflight", {
@@ -134,6 +163,8 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
             "GS_DRIVER_VERSION": nv.driver_version, "GS_DRIVER_METHOD": nv.install_method,
             "GS_KERNEL_MODULES": kernel_modules(vm, guest),
             "GS_DRIVER_RUNFILE_URL": nv.runfile_url or "", "GS_NVSWITCH_COUNT": counts["GS_NVSWITCH_COUNT"], **proxy,
+            "GS_FM_PACKAGES": " ".join(fabric.install), "GS_FM_PROBE": fabric.probe, "GS_FM_HOLD": " ".join(fabric.hold),
+            "GS_NVLINK5_PACKAGES": " ".join(fabric.nvlink5),
         }, long_running=True),
     ]
     if nv.cuda is not None:
@@ -181,6 +212,100 @@ def join_token_phase(vm: Vm, kubernetes: Kubernetes) -> Phase:
     domain: an unchanged stack creates no new token, a rebuilt VM gets one.
     """
     return Phase("join-token", {"GS_JOIN_NODE": vm.name, "GS_TOKEN_TTL": kubernetes.join_token_ttl}, secret_stdout=True)
+
+
+# --- day 2: the upgrade path (docs/OPERATIONS.md, Upgrading) -------------------
+
+NODE_STEPS = ("upgrade-driver", "upgrade-runtime", "upgrade-kubernetes")
+"""The steps that change a node; the others (check, drain, reboot, verify, uncordon) re-run when any of them does."""
+
+UPGRADE_DEPS: dict[str, tuple[str, ...]] = {
+    "upgrade-check": NODE_STEPS,
+    "drain": NODE_STEPS,
+    "upgrade-reboot": ("upgrade-driver",),
+    "upgrade-verify": NODE_STEPS,
+    "uncordon": NODE_STEPS,
+}
+"""Upgrade phase -> upgrade steps whose scripts are in its triggers."""
+
+UPGRADE_ORDER = ("upgrade-check", "drain", "upgrade-driver", "upgrade-runtime", "upgrade-kubernetes",
+                 "upgrade-reboot", "upgrade-verify", "uncordon")
+ON_CONTROL_PLANE = ("drain", "uncordon")
+"""Phases that run kubectl on the stack's first VM (admin kubeconfig, or gpu-stack:kubeconfig on stdin), not on the node."""
+
+FABRIC_TIMEOUT_S = 300
+"""Fabric state Completed after a reboot: Fabric Manager waits 30 s for the GPUs, 47 s were seen in a CC guest (FIELD-FACTS)."""
+
+
+def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, control_plane: bool,
+                   gpu_resource: str, expected_allocatable: int | None, plugin_logs: str,
+                   kubeconfig_on_stdin: bool, in_cluster: bool = False) -> list[Phase]:
+    """The upgrade path of one node, in order: what re-runs after the first bootstrap when a version changes.
+
+    Each phase is a command whose `create` is empty (nothing runs on the first
+    bootstrap) and whose `update` is the script: Pulumi runs it only when the
+    phase's triggers (its script and the scripts of the steps it checks) change.
+    role: init, join or none. control_plane: this node runs `kubeadm upgrade apply`.
+    kubeconfig_on_stdin: drain and uncordon get gpu-stack:kubeconfig on stdin (mode join)
+    instead of the first VM's admin.conf (mode init). in_cluster: the node is a member of a
+    cluster this stack does not manage (mode existing), which gpu-stack cannot drain.
+    """
+    by_name = {p.name: p for p in bootstrap}
+    drv = by_name["driver"].params
+    rt = by_name["container-runtime"].params
+    k8s = by_name.get("kubernetes")
+    managed = role in ("init", "join")
+    k8s_version = k8s.params["GS_K8S_VERSION"] if k8s is not None else ""
+    fm_probe = drv["GS_FM_PROBE"] if drv["GS_NVSWITCH_COUNT"] != "0" else ""
+    base = {"GS_NODE_NAME": vm.name}
+
+    def unlock(pairs: list[tuple[str, str]]) -> dict[str, str]:
+        return {"GS_UNLOCK": " ".join(f"{n}={v}" for n, v in pairs)}
+
+    driver_unlock = [("nvidia-driver", drv["GS_DRIVER_VERSION"]), ("kmod-nvidia-latest-dkms", drv["GS_DRIVER_VERSION"]),
+                     ("kmod-nvidia-open-dkms", drv["GS_DRIVER_VERSION"])]  # EL9: whichever flavour guest.nvidia.kernelModules chose
+    # both namings on EL: a 570 -> 580 change replaces the locked nvidia-fabric-manager by nvidia-fabricmanager
+    fm_names = dict.fromkeys([*drv["GS_FM_HOLD"].split(), "nvidia-fabric-manager", "nvidia-fabricmanager", "libnvidia-nscq"])
+    driver_unlock += [(name, drv["GS_DRIVER_VERSION"]) for name in fm_names]
+    phases = [
+        Phase("upgrade-check", {**base, "GS_K8S_VERSION": k8s_version, "GS_GPU_COUNT": str(len(vm.gpus)),
+                                "GS_UNDRAINED": "1" if role == "none" and in_cluster and not fleet.drained_externally else "0"}),
+    ]
+    if managed:
+        phases.append(Phase("drain", {**base, "GS_DRAIN_TIMEOUT": str(fleet.drain_timeout_seconds),
+                                      "GS_K8S_VERSION": k8s_version, "GS_CONTROL_PLANE": "1" if control_plane else "0",
+                                      "GS_KUBECONFIG_STDIN": "1" if kubeconfig_on_stdin else "0"},
+                            stdin_secret="kubeconfig" if kubeconfig_on_stdin else None, long_running=True))
+    phases.append(Phase("upgrade-driver", {**drv, **unlock(driver_unlock), "GS_UPGRADE": "1"}, long_running=True))
+    phases.append(Phase("upgrade-runtime", {**rt, **unlock([("nvidia-container-toolkit", rt["GS_TOOLKIT_VERSION"]),
+                                                             ("nvidia-container-toolkit-base", rt["GS_TOOLKIT_VERSION"])]), "GS_UPGRADE": "1"},
+                        stdin_secret=by_name["container-runtime"].stdin_secret, long_running=True))
+    if k8s is not None:
+        params = {**k8s.params, "GS_K8S_ENDPOINT": k8s.params["GS_K8S_ENDPOINT"] if not k8s.late_params else "",
+                  "GS_K8S_CA_HASH": k8s.params["GS_K8S_CA_HASH"] if not k8s.late_params else "",
+                  "GS_CONTROL_PLANE": "1" if control_plane else "0", "GS_UPGRADE": "1",
+                  **unlock([(n, k8s_version) for n in ("kubeadm", "kubelet", "kubectl")])}
+        phases.append(Phase("upgrade-kubernetes", params, stdin_secret="joinToken", long_running=True))
+    phases.append(Phase("upgrade-reboot", {**base}))
+    phases.append(Phase("upgrade-verify", {
+        **base, "GS_GPU_COUNT": str(len(vm.gpus)), "GS_NVSWITCH_COUNT": str(len(vm.nvswitches)),
+        "GS_DRIVER_VERSION": drv["GS_DRIVER_VERSION"], "GS_FM_PROBE": fm_probe,
+        "GS_TOOLKIT_VERSION": rt["GS_TOOLKIT_VERSION"], "GS_RUNTIME": rt["GS_RUNTIME"],
+        "GS_K8S_VERSION": k8s_version, "GS_FABRIC_TIMEOUT": str(FABRIC_TIMEOUT_S), "GS_GATE_INTERVAL": "5",
+    }, waits_for_boot=True, long_running=True))
+    if managed:
+        phases.append(Phase("uncordon", {
+            **base, "GS_GPU_RESOURCE": gpu_resource, "GS_EXPECTED": "" if expected_allocatable is None else str(expected_allocatable),
+            "GS_PLUGIN_LOGS": plugin_logs, "GS_GATE_TIMEOUT": str(GATE_TIMEOUT_S), "GS_GATE_INTERVAL": "5",
+            "GS_KUBECONFIG_STDIN": "1" if kubeconfig_on_stdin else "0",
+        }, stdin_secret="kubeconfig" if kubeconfig_on_stdin else None, long_running=True))
+    return phases
+
+
+def upgrade_triggers(phase: str, scripts: dict[str, str]) -> list[str]:
+    """Hashes of this upgrade phase and of the node steps it checks (those present)."""
+    deps = [d for d in UPGRADE_DEPS.get(phase, ()) if d in scripts]
+    return [f"{phase}:{digest(scripts[phase])}", *(f"{d}:{digest(scripts[d])}" for d in deps)]
 
 
 def teardown_script(vm: Vm) -> str:

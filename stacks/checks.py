@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 
+from render.catalog import BAR_SIZE_REQUIRED
 from render.helm_values import CALICO_UPSTREAM
 from render.identity import derived_mac, in_vmware_static_range
 from render.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
@@ -111,6 +112,7 @@ def check_stack(cfg: StackConfig, secrets: set[str], stack: str | None = None) -
     issues += _check_cidrs(cfg)
     issues += _check_labels(cfg)
     issues += _check_addons(cfg, secrets)
+    issues += _check_fleet(cfg, secrets)
     return issues, placements
 
 
@@ -220,6 +222,29 @@ def _check_disks(cfg: StackConfig) -> list[ConfigIssue]:
                 f"{vm.disk_gib} GiB cannot leave guest.minRootFreeGib ({free} GiB) free on / once the OS is installed, "
                 f"so the guest preflight would stop; use at least {need} GiB, or lower guest.minRootFreeGib"
             )))
+    return issues
+
+
+def _check_fleet(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
+    """Day 2: the rollout's wave size, the kubeconfig its drains need, and Blackwell parts whose BARs the catalog does not know (render/catalog.py)."""
+    issues = []
+    k = cfg.kubernetes
+    if k is not None and k.mode == "join" and cfg.guest is not None and cfg.vms and "kubeconfig" not in secrets \
+            and not any(i.path == "kubeconfig" for i in _check_addons(cfg, secrets)):
+        issues.append(ConfigIssue("kubeconfig", "mode join: upgrades cordon, drain and uncordon the nodes with kubectl on the first VM, which needs the cluster's kubeconfig; "
+                                                "set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
+    nodes = len(cfg.vms)
+    if cfg.vms and cfg.fleet.max_unavailable > nodes:
+        issues.append(ConfigIssue("fleet.maxUnavailable", f"{cfg.fleet.max_unavailable} is more than the {nodes} VM{'s' if nodes != 1 else ''} of this stack; "
+                                                           f"use 1 to {nodes} (GPU nodes drained and upgraded at the same time)"))
+    for vi, vm in enumerate(cfg.vms):
+        for gi, gpu in enumerate(vm.gpus):
+            if gpu.model in BAR_SIZE_REQUIRED and gpu.bar1_gib is None:
+                issues.append(ConfigIssue(f"vms[{vi}].gpus[{gi}].bar1Gib", f"{gpu.model}: the catalog has no cited BAR1 size for this part yet; set it from `lspci -vv -s {gpu.address}` "
+                                                                           "(the largest 64-bit prefetchable Region, in GiB)"))
+        for si, switch in enumerate(vm.nvswitches):
+            if switch.model in BAR_SIZE_REQUIRED and switch.bar_mib is None:
+                issues.append(ConfigIssue(f"vms[{vi}].nvswitches[{si}].barMib", f"{switch.model}: the catalog has no cited BAR size for this part yet; set it from `lspci -vv -s {switch.address}` (MiB)"))
     return issues
 
 

@@ -22,6 +22,10 @@ from components.guest_command import GuestConnection
 from render.domain_xslt import pcie_problems
 from render.guest_scripts import guest_phases, join_token_phase
 from render.hypervisor import smt_undeclared
+from components.node_upgrade import NodeUpgrade, NodeUpgradeArgs
+from render.guest_scripts import upgrade_phases
+from render.nvidia_smi import parse_verify_output
+from render.rollout import waves
 from render.host_facts import ENV as HOST_FACTS_ENV
 from render.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
@@ -29,7 +33,7 @@ from render.numa import Placement
 from render.vm_plan import plan_vm
 from stacks.config import Host, StackConfig
 from stacks.errors import ConfigError, ConfigIssue
-from stacks.addons import build_addons
+from stacks.addons import build_addons, expected_allocatable, gpu_resource, plugin_logs_command
 from stacks.load import LoadedStack, load_stack
 from stacks.vsphere_hosts import vsphere_preflight, vsphere_provider
 
@@ -258,7 +262,67 @@ def build_guests(stack: LoadedStack, vms: dict[str, GpuPassthroughVm]) -> dict[s
                 join_token_source=token_source,
             ),
         )
+    build_upgrades(stack, vms, bootstraps)
     return bootstraps
+
+
+def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstraps: dict[str, GpuGuestBootstrap]) -> dict[str, NodeUpgrade]:
+    """Day 2: one NodeUpgrade per VM, chained wave after wave (render/rollout.waves), the control plane first.
+
+    Each wave's first command depends on the previous wave's last ones, so the
+    engine runs the waves; nothing in them runs on the first bootstrap. The
+    bootstrap's gpuInventory then comes from upgrade-verify once it has run.
+    """
+    cfg = stack.config
+    if cfg.guest is None or not cfg.vms:
+        return {}
+    key = stack.secrets["sshPrivateKey"]
+    k = cfg.kubernetes
+    first = vms[cfg.vms[0].name]
+    gate = GuestConnection(host=first.ip, user=cfg.guest.ssh_user, private_key=key, host_key=first.host_public_key)
+    resource = gpu_resource(cfg)
+    expected = expected_allocatable(cfg) if (cfg.addons.device_plugin.enabled or cfg.addons.gpu_operator.enabled) else {}
+    by_name = {vm.name: (i, vm) for i, vm in enumerate(cfg.vms)}
+    kubeconfig = bootstraps[cfg.vms[0].name].kubeconfig if k is not None and k.mode == "init" else stack.secrets.get("kubeconfig")
+    secrets = {
+        # upgrade-kubernetes hands stdin to kubernetes.sh, which never re-joins a member: in mode init
+        # (per-VM short-lived tokens, phase join-token) an upgrade needs no token, so it gets an empty one
+        "joinToken": stack.secrets.get("joinToken") or pulumi.Output.secret(""),
+        "registryPassword": stack.secrets.get("registryPassword"),
+        "kubeconfig": kubeconfig,
+    }
+    upgrades: dict[str, NodeUpgrade] = {}
+    previous_wave: list[pulumi.Resource] = []
+    for wave in waves(cfg):
+        done = []
+        for name in wave:
+            index, vm = by_name[name]
+            role = _role(cfg, index)
+            bootstrap = bootstraps[name]
+            phases = upgrade_phases(vm, guest_phases(vm, cfg.guest, k, role), cfg.fleet, role,
+                                    control_plane=role == "init", gpu_resource=resource,
+                                    expected_allocatable=expected.get(name, {}).get(resource),
+                                    plugin_logs=plugin_logs_command(cfg), kubeconfig_on_stdin=k is not None and k.mode != "init",
+                                    in_cluster=k is not None and k.mode == "existing")
+            machine = vms[name]
+            upgrade = NodeUpgrade(f"{name}-upgrade", NodeUpgradeArgs(
+                node_name=name, phases=phases,
+                node=GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key),
+                control_plane=gate if role in ("init", "join") else None,
+                after=[bootstrap.ready, *previous_wave], secrets=secrets,
+            ))
+            bootstrap.gpu_inventory = pulumi.Output.all(upgrade.verify_stdout, bootstrap.verify_stdout).apply(
+                lambda out: parse_verify_output(out[0] or out[1]))
+            upgrades[name] = upgrade
+            done.append(upgrade.done)
+        previous_wave = done
+    for index, wave in enumerate(waves(cfg)):
+        # `pulumi preview` shows which <vm>-upgrade-* commands update; this says in which wave they run
+        pulumi.log.info(f"rollout wave {index}: {', '.join(wave)} (upgrade commands run only when a version changes; "
+                        f"fleet.maxUnavailable {cfg.fleet.max_unavailable}, control plane first)")
+    pulumi.export("rollout", {"waves": waves(cfg), "maxUnavailable": cfg.fleet.max_unavailable,
+                              "drainTimeoutSeconds": cfg.fleet.drain_timeout_seconds})
+    return upgrades
 
 
 def main() -> None:

@@ -443,6 +443,18 @@ class Addons(Model):
     smoke_test: bool = True
 
 
+# --- day 2: rolling upgrades (docs/OPERATIONS.md, Upgrading) -----------------
+
+
+class Fleet(Model):
+    max_unavailable: int = Field(default=1, ge=1)
+    """GPU nodes upgraded (cordoned, drained, changed, rebooted) at the same time, after the control plane, which always goes alone first. At least 1 and at most the number of VMs."""
+    drain_timeout_seconds: int = Field(default=900, ge=30)
+    """How long `kubectl drain` may wait for pods to leave a node (PodDisruptionBudgets are respected, the node is never forced). On timeout the rollout stops with that node cordoned."""
+    drained_externally: bool = False
+    """kubernetes.mode existing only: the VMs have no kubectl, so gpu-stack cannot cordon or drain them. A version change there is refused on the node until this is true, which says you drain each node yourself before `pulumi up` (docs/OPERATIONS.md, Upgrading)."""
+
+
 # --- the stack --------------------------------------------------------------
 
 
@@ -456,6 +468,8 @@ class StackConfig(Model):
     guest: Optional[Guest] = None
     kubernetes: Optional[Kubernetes] = None
     addons: Addons = Addons()
+    fleet: Fleet = Fleet()
+    """How version changes after the first bootstrap roll over the nodes."""
 
 
 REMOVED_KEYS: dict[tuple[str, ...], str] = {

@@ -320,6 +320,12 @@ ROWS: tuple[Row, ...] = (
     Row("addons.images.smokeTest", "nvcr.io/nvidia/cuda:12.8.1 base", why="not an image reference"),
     Row("addons.images.pullSecret", "Harbor_Pull", why="DNS-1123 subdomain"),
     Row("addons.smokeTest", "nvidia-smi", why="valid boolean"),
+    # fleet (day 2 rollouts)
+    Row("fleet", [1], why="valid dictionary"),
+    Row("fleet.maxUnavailable", 0, why="greater than or equal to 1"),
+    Row("fleet.maxUnavailable", 2, why="more than the 1 VM of this stack"),
+    Row("fleet.drainTimeoutSeconds", 5, why="greater than or equal to 30"),
+    Row("fleet.drainedExternally", "sometimes", why="valid boolean"),
 )
 
 

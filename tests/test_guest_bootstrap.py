@@ -42,14 +42,17 @@ def test_same_config_gives_identical_scripts_and_triggers(dev):
     assert a == b
 
 
-def test_driver_change_reruns_driver_and_verify_only(dev):
+def test_driver_change_touches_only_the_driver_phase_of_the_bootstrap(dev):
+    """verify no longer re-runs for a driver change: upgrade-verify checks it (tests/test_upgrades.py);
+    the driver phase's update is the version gate, which leaves a version change to the upgrade path."""
     before = commands(run_stack(dev))
     changed = copy.deepcopy(dev)
     changed["guest"]["nvidia"]["driverVersion"] = "570.195.03"
     after = commands(run_stack(changed))
     differs = sorted(n for n in before if (before[n].inputs["create"], before[n].inputs.get("triggers"))
                      != (after[n].inputs["create"], after[n].inputs.get("triggers")))
-    assert differs == ["driver", "verify"]
+    assert differs == ["driver"]
+    assert "upgrade-gate.sh" in after["driver"].inputs["update"]
 
 
 def test_init_needs_no_token_and_kubeconfig_stays_secret(dev):
@@ -172,5 +175,6 @@ def test_joining_vms_wait_for_the_control_plane_only_at_their_kubernetes_phase(d
     urn = {u.rsplit("::", 1)[1]: u for u in result.registered}
     waits_on_init = {name for name, u in urn.items() if urn["gpu-dev-0-guest-kubeconfig"] in result.dependencies.get(u, [])}
     joining = {n for n in waits_on_init if n.startswith("gpu-dev-1")}
-    # verify hashes the kubernetes phase it checks, and runs after it anyway
-    assert joining == {"gpu-dev-1-guest-join-token", "gpu-dev-1-guest-kubernetes", "gpu-dev-1-guest-verify"}
+    # verify runs after it anyway; it no longer hashes the kubernetes phase (upgrade-verify checks version changes),
+    # and the upgrade commands render without deploy-time values
+    assert joining == {"gpu-dev-1-guest-join-token", "gpu-dev-1-guest-kubernetes"}

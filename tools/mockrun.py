@@ -218,6 +218,8 @@ def _fake_ip(name: str) -> str:
 
 def _fake_stdout(name: str, create: str) -> str:
     """What a converged guest prints, for update-mode runs (the scripts run for real in tests/test_guest_scripts.py)."""
+    if not create:  # no create command (the upgrade phases): nothing runs on create
+        return ""
     if name.endswith("-verify"):
         count = int(re.search(r"export GS_GPU_COUNT='?(\d+)", create).group(1))
         rows = "".join(f"{i}, NVIDIA Mock GPU, GPU-{i:08d}-mock, 00000000:{i + 1:02X}:00.0, 570.172.08, 46068 MiB\n" for i in range(count))

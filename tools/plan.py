@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from render import convergence
 from render.guest_scripts import HEREDOC
 from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
+from render.rollout import change_issues, reruns, rollout
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import PREFIX, ConfigError, ConfigIssue
@@ -217,9 +220,64 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
     for cmd in result.of_type("command:remote:Command"):
         if cmd.inputs.get("create") not in (None, "true"):
             out[f"guest/{cmd.name}.sh"] = _script_in(cmd.inputs["create"])
+        if cmd.inputs.get("update"):
+            out[f"guest/{cmd.name}.update.sh"] = _script_in(cmd.inputs["update"])
         if cmd.inputs.get("delete"):
             out[f"guest/{cmd.name}.delete.sh"] = _script_in(cmd.inputs["delete"])
     return out
+
+
+def _fingerprint(value: Any) -> Any:
+    """Inputs for comparing two runs: a secret becomes a digest of its value (never written out), so a
+    changed secret (a rotated token on stdin) still counts as a change."""
+    if isinstance(value, dict):
+        if value.get(mockrun.SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
+            return "[secret " + hashlib.sha256(json.dumps(sanitize(value.get("value")), sort_keys=True).encode()).hexdigest() + "]"
+        return {k: _fingerprint(v) for k, v in sorted(value.items())}
+    if isinstance(value, (list, tuple)):
+        return [_fingerprint(v) for v in value]
+    return sanitize(value)
+
+
+def command_inputs(result: mockrun.RunResult) -> dict[str, dict[str, Any]]:
+    """Remote commands' inputs, comparable between runs (render/rollout.reruns)."""
+    return {c.name: _fingerprint(c.inputs) for c in result.of_type("command:remote:Command")}
+
+
+def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], result: mockrun.RunResult,
+                 base: str | None = None, root: Path = ROOT, facts: list[str] | None = None) -> str:
+    """rollout.json: the waves and each node's upgrade phases; with `base` (a git ref), what changing
+    that ref's Pulumi.<stack>.yaml into this one re-runs, from both configs' update-mode runs.
+    Raises ConfigError for a change the upgrade path refuses (render/rollout.change_issues)."""
+    cfg = stack_config(values, secret_keys)
+    triggers = {c.name: sanitize(c.inputs.get("triggers")) if isinstance(sanitize(c.inputs.get("triggers")), list) else []
+                for c in result.of_type("command:remote:Command")}
+    runs = None
+    if base is not None:
+        text = _git_show(base, f"Pulumi.{stack}.yaml", root)
+        old_values, old_secrets = plan_config((yaml.safe_load(text) or {}).get("config") or {}) if text is not None else ({}, [])
+        if text is not None:
+            issues = change_issues(stack_config(old_values, old_secrets), cfg)
+            if issues:
+                raise ConfigError(issues)
+            old = command_inputs(mockrun.run(old_values, old_secrets, stack=stack, preview=False, host_facts=facts))
+        else:
+            old = {}
+        new = command_inputs(mockrun.run(values, secret_keys, stack=stack, preview=False, host_facts=facts))
+        runs = reruns(old, new)
+    doc = rollout(cfg, triggers, runs)
+    if base is not None:
+        doc["base"] = base
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def _git_show(ref: str, path: str, root: Path) -> str | None:
+    proc = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        if "does not exist" in proc.stderr or "exists on disk, but not in" in proc.stderr:
+            return None
+        raise SystemExit(f"BASE={ref}: {proc.stderr.strip()}")
+    return proc.stdout
 
 
 def resources_json(result: mockrun.RunResult) -> str:
@@ -338,31 +396,42 @@ class PlanResult:
     violations: list[convergence.Violation]
 
 
-def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> PlanResult:
-    """Write the plan, then run the convergence check (render/convergence.py) on exactly what was written."""
+def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None,
+             base: str | None = None) -> PlanResult:
+    """Write the plan (and rollout.json: the waves, or with `base` what changing that ref's config re-runs), then run the convergence check (render/convergence.py) on exactly what was written."""
     values, secret_keys = plan_config(load_stack_file(stack, root), stack)
     check_plan_config(values, secret_keys, stack)  # the program checks the same again; this fails before any mock run
     facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
+    rollout_text = rollout_json(stack, values, secret_keys, result, base, root, facts_paths)
     out = out_root / stack
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     rows = resources_json(result)
     files = artifacts(result)
-    for rel, text in sorted({"resources.json": rows, **files}.items()):
+    for rel, text in sorted({"resources.json": rows, "rollout.json": rollout_text, **files}.items()):
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     violations = convergence.check(convergence.Plan(tuple(json.loads(rows)), files), stack_config(values, secret_keys))
     n = len(convergence.RULES)
     verdict = f"ok ({n} rules)" if not violations else f"{len(violations)} violation{'s' if len(violations) != 1 else ''} ({n} rules)"
-    return PlanResult(out, summary(stack, result, _facts_by_host(facts_paths)) + f"\n  convergence: {verdict}", violations)
+    text = summary(stack, result, _facts_by_host(facts_paths)) + "\n" + rollout_summary(json.loads(rollout_text)) + f"\n  convergence: {verdict}"
+    return PlanResult(out, text, violations)
 
 
-def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None) -> tuple[Path, str]:
-    result = run_plan(stack, out_root, root, facts, facts_dir)
+def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None,
+               base: str | None = None) -> tuple[Path, str]:
+    result = run_plan(stack, out_root, root, facts, facts_dir, base)
     return result.out, result.summary
+
+
+def rollout_summary(doc: dict[str, Any]) -> str:
+    if "summary" in doc:
+        return f"  rollout from {doc['base']} (rollout.json):\n" + "\n".join(f"    {line}" for line in doc["summary"])
+    return (f"  rollout waves (fleet.maxUnavailable {doc['maxUnavailable']}, control plane first): "
+            + "; ".join(" ".join(e["node"] for e in w["nodes"]) for w in doc["waves"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,9 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--facts", action="append", default=[], metavar="FILE[,FILE...]",
                         help="host facts from scripts/host-facts.sh, one file per host (matched by the host name inside)")
     parser.add_argument("--facts-dir", help="use <dir>/<host>.facts.json for each host of the stack that has one")
+    parser.add_argument("--base", help="git ref: rollout.json lists what changing that ref's Pulumi.<stack>.yaml into this one re-runs")
     args = parser.parse_args(argv)
     try:
-        result = run_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir)
+        result = run_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir, args.base)
     except ConfigError as e:
         for issue in e.issues:
             print(" ".join(str(issue).split()), file=sys.stderr)

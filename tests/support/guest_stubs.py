@@ -587,3 +587,89 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --- day 2 (issue 16): upgrades -------------------------------------------------
+# Kept in one block: cordon/drain/uncordon and the API server version for kubectl,
+# `kubeadm upgrade`, modinfo, nvidia-smi's UUID and fabric queries, dnf versionlock
+# delete. Everything else goes to the handlers above.
+
+_base_kubectl, _base_kubeadm, _base_nvidia_smi, _base_dnf = kubectl, kubeadm, nvidia_smi, dnf
+
+
+def _upgrade_kubectl(argv: list[str]) -> int:
+    state = load()
+    node = state["node"]
+    if argv[:1] == ["version"]:
+        record("kubectl", argv, False)
+        out(json.dumps({"serverVersion": {"gitVersion": f"v{state.get('server_version', '1.32.4')}"}}, indent=2) + "\n")
+        return 0
+    if any("{.spec.unschedulable}" in a for a in argv):
+        record("kubectl", argv, False)
+        out("true" if node.get("unschedulable") else "")
+        return 0
+    if argv[:1] in (["cordon"], ["uncordon"], ["drain"]):
+        record("kubectl", argv, True)
+        if argv[0] == "drain" and state.get("drain_fails"):
+            sys.stderr.write("error: timed out waiting for the condition (Cannot evict pod as it would violate the pod's disruption budget)\n")
+            return 1
+        node["unschedulable"] = argv[0] != "uncordon"
+        if argv[0] == "drain":
+            node["drained"] = True
+        save(state)
+        return 0
+    return _base_kubectl(argv)
+
+
+def _upgrade_kubeadm(argv: list[str]) -> int:
+    if argv[:1] != ["upgrade"]:
+        return _base_kubeadm(argv)
+    record("kubeadm", argv, True)
+    state = load()
+    if argv[1] == "apply":
+        version = argv[-1]
+        manifest = _env.ROOT / "etc/kubernetes/manifests/kube-apiserver.yaml"
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(f"spec:\n  containers:\n  - image: registry.k8s.io/kube-apiserver:{version}\n")
+        state["server_version"] = version.removeprefix("v")
+    save(state)
+    return 0
+
+
+def _upgrade_modinfo(argv: list[str]) -> int:
+    record("modinfo", argv, False)
+    installed = load().get("driver_installed")
+    if not installed:
+        return 1
+    out(f"{installed}\n")
+    return 0
+
+
+def _upgrade_nvidia_smi(argv: list[str]) -> int:
+    state = load()
+    if state["driver_loaded"] and argv[:1] == ["--query-gpu=uuid"]:
+        record("nvidia-smi", argv, False)
+        offset = state.get("uuid_offset", 0)
+        out("".join(f"GPU-{i + offset:08d}-0000-0000-0000-000000000000\n" for i in range(state["lspci_gpus"])))
+        return 0
+    if state["driver_loaded"] and argv == ["-q"]:
+        record("nvidia-smi", argv, False)
+        fabric = state.get("fabric_state", "Completed")
+        out("".join(f"GPU 00000000:{i + 1:02X}:00.0\n    Fabric\n        State                             : {fabric}\n"
+                    f"        Status                            : Success\n" for i in range(state["lspci_gpus"])))
+        return 0
+    return _base_nvidia_smi(argv)
+
+
+def _upgrade_dnf(argv: list[str]) -> int:
+    if argv[:2] == ["versionlock", "delete"]:
+        record("dnf", argv, True)
+        state = load()
+        state["versionlock"] = sorted(set(state["versionlock"]) - set(argv[2:]))
+        save(state)
+        return 0
+    return _base_dnf(argv)
+
+
+HANDLERS.update({"kubectl": _upgrade_kubectl, "kubeadm": _upgrade_kubeadm, "modinfo": _upgrade_modinfo,
+                 "nvidia-smi": _upgrade_nvidia_smi, "dnf": _upgrade_dnf})

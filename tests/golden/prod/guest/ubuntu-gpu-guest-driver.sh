@@ -4,9 +4,13 @@ set -euo pipefail
 export GS_DRIVER_METHOD=package
 export GS_DRIVER_RUNFILE_URL=''
 export GS_DRIVER_VERSION=570.172.08
+export GS_FM_HOLD='nvidia-fabricmanager-570 libnvidia-nscq-570'
+export GS_FM_PACKAGES='nvidia-fabricmanager-570 libnvidia-nscq-570'
+export GS_FM_PROBE=nvidia-fabricmanager-570
 export GS_HTTPS_PROXY=http://100.64.0.5:8888
 export GS_HTTP_PROXY=http://100.64.0.5:8888
 export GS_KERNEL_MODULES=open
+export GS_NVLINK5_PACKAGES=''
 export GS_NVSWITCH_COUNT=4
 export GS_PHASE=driver
 
@@ -207,6 +211,10 @@ module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(ls
 # Phase: driver. The pinned NVIDIA driver, Fabric Manager at exactly the same
 # version when NVSwitches are attached (without it CUDA fails with error 802),
 # and persistence mode. Skipped when that version is already loaded.
+# Fabric Manager and NSCQ names change with the branch and repository
+# (render/nvidia_packages.py): GS_FM_PACKAGES, GS_FM_PROBE, GS_FM_HOLD, and
+# NVLSM on NVLink 5 (GS_NVLINK5_PACKAGES). As upgrade-driver (GS_UPGRADE=1, on a
+# drained node) an older loaded module is left for upgrade-reboot to replace.
 #
 # Kernel modules (GS_KERNEL_MODULES, guest.nvidia.kernelModules): open or
 # proprietary, chosen from the GPU architecture (render/catalog.py). On Ubuntu
@@ -245,16 +253,15 @@ CONF
   else
     driver_pkgs=("nvidia-headless-${branch}-server${open_suffix}" "nvidia-utils-${branch}-server")
   fi
-  fm_pkgs=("nvidia-fabricmanager-${branch}" "libnvidia-nscq-${branch}")
-  fm_probe="nvidia-fabricmanager-${branch}"
 else
   # NVIDIA's CUDA repository for EL9: kmod-nvidia-open-dkms or kmod-nvidia-latest-dkms
   kmod="kmod-nvidia-latest-dkms"
   [ "$GS_KERNEL_MODULES" = open ] && kmod="kmod-nvidia-open-dkms"
   driver_pkgs=("nvidia-driver-${GS_DRIVER_VERSION}" "nvidia-driver-cuda-${GS_DRIVER_VERSION}" "${kmod}-${GS_DRIVER_VERSION}")
-  fm_pkgs=("nvidia-fabric-manager-${GS_DRIVER_VERSION}" "libnvidia-nscq-${branch}-${GS_DRIVER_VERSION}")
-  fm_probe="nvidia-fabric-manager"
 fi
+read -r -a fm_pkgs <<<"$GS_FM_PACKAGES"
+read -r -a fm_hold <<<"$GS_FM_HOLD"
+fm_probe="$GS_FM_PROBE"
 
 if [ "$loaded" = "$GS_DRIVER_VERSION" ]; then
   log "driver ${loaded} is loaded"
@@ -285,28 +292,34 @@ else
       changed "installed driver ${GS_DRIVER_VERSION} from the .run installer"
       ;;
   esac
-  if [ -n "$loaded" ]; then
-    modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia 2>/dev/null \
-      || die "driver ${GS_DRIVER_VERSION} is installed but ${loaded} is loaded and busy: drain the node and reboot it (docs/OPERATIONS.md)"
+  if [ -n "$loaded" ] && [ "${GS_UPGRADE:-0}" = 1 ]; then
+    log "driver ${GS_DRIVER_VERSION} installed, ${loaded} still loaded: upgrade-reboot reboots the drained node"
+  else
+    if [ -n "$loaded" ]; then
+      modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia 2>/dev/null \
+        || die "driver ${GS_DRIVER_VERSION} is installed but ${loaded} is loaded and busy: drain the node and reboot it (docs/OPERATIONS.md)"
+    fi
+    modprobe nvidia
+    loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+    if [ "$loaded" != "$GS_DRIVER_VERSION" ] && [ "$modules_source" = precompiled ]; then
+      die "the precompiled modules for kernel ${kernel} (${precompiled}) are driver '${loaded}', not ${GS_DRIVER_VERSION}; pin guest.nvidia.driverVersion to '${loaded}', or use installMethod runfile"
+    fi
+    [ "$loaded" = "$GS_DRIVER_VERSION" ] || die "after installing ${GS_DRIVER_VERSION} the kernel has '${loaded}' loaded; see dmesg"
+    changed "driver ${GS_DRIVER_VERSION} loaded"
   fi
-  modprobe nvidia
-  loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
-  if [ "$loaded" != "$GS_DRIVER_VERSION" ] && [ "$modules_source" = precompiled ]; then
-    die "the precompiled modules for kernel ${kernel} (${precompiled}) are driver '${loaded}', not ${GS_DRIVER_VERSION}; pin guest.nvidia.driverVersion to '${loaded}', or use installMethod runfile"
-  fi
-  [ "$loaded" = "$GS_DRIVER_VERSION" ] || die "after installing ${GS_DRIVER_VERSION} the kernel has '${loaded}' loaded; see dmesg"
-  changed "driver ${GS_DRIVER_VERSION} loaded"
 fi
 
 if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
   fm_version=$(pkg_version "$fm_probe")
   case "$fm_version" in
     "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
-    *)
-      pkg_install "${fm_pkgs[@]}"
-      [ "$family" = ubuntu ] && pkg_hold "${fm_pkgs[@]}"
-      ;;
+    *) pkg_install "${fm_pkgs[@]}" ;;
   esac
+  pkg_hold "${fm_hold[@]}"
+  if [ -n "$GS_NVLINK5_PACKAGES" ]; then
+    read -r -a nvlink5_pkgs <<<"$GS_NVLINK5_PACKAGES"
+    ensure_pkgs "${nvlink5_pkgs[@]}"
+  fi
   service_enable_now nvidia-fabricmanager
 fi
 

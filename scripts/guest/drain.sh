@@ -1,0 +1,38 @@
+# shellcheck shell=bash
+# Upgrade phase: drain (runs kubectl on the stack's first VM). Cordons the
+# node, then drains it through the eviction API, so PodDisruptionBudgets are
+# respected; never --force, never --disable-eviction. When the drain does not
+# finish within GS_DRAIN_TIMEOUT seconds the command fails: the node stays
+# cordoned and Pulumi starts nothing that depends on it (later waves).
+# A node that is not the control plane is only drained for a Kubernetes change
+# once the API server runs that minor (kubelet must never be newer).
+if [ "$GS_KUBECONFIG_STDIN" = 1 ]; then
+  kubeconfig=$(mktemp)
+  trap 'rm -f "$kubeconfig"' EXIT
+  cat >"$kubeconfig"
+  [ -s "$kubeconfig" ] || die "no kubeconfig arrived on stdin"
+else
+  kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
+  [ -s "$kubeconfig" ] || die "no /etc/kubernetes/admin.conf on this node: kubeadm init has not run"
+fi
+export KUBECONFIG="$kubeconfig"
+node="$GS_NODE_NAME"
+
+if [ -n "$GS_K8S_VERSION" ] && [ "$GS_CONTROL_PLANE" != 1 ]; then
+  server=$(kubectl version -o json 2>/dev/null | sed -n 's/.*"gitVersion": *"v\([0-9.]*\).*/\1/p' | tail -n1)
+  want_minor="${GS_K8S_VERSION%.*}"
+  if [ -n "$server" ]; then
+    newest=$(printf '%s\n%s\n' "${server%.*}" "$want_minor" | sort -V | tail -n1)
+    [ "$newest" = "${server%.*}" ] || die "node ${node}, phase drain: the API server runs ${server}, older than kubernetes.version ${GS_K8S_VERSION}; the control plane is upgraded first (wave 0): see its upgrade-kubernetes output"
+  fi
+fi
+
+if [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" != true ]; then
+  kubectl cordon "$node" >/dev/null
+  changed "cordoned ${node}"
+fi
+if ! kubectl drain "$node" --ignore-daemonsets --delete-emptydir-data --timeout="${GS_DRAIN_TIMEOUT}s" >/dev/null; then
+  die "node ${node}, phase drain: the drain did not finish in ${GS_DRAIN_TIMEOUT}s (fleet.drainTimeoutSeconds). ${node} stays cordoned and later waves do not start. Seed 003 step 3 (pod events): kubectl get pdb -A (a PodDisruptionBudget that allows no disruption), kubectl get pods -A -o wide --field-selector spec.nodeName=${node} (a pod no controller owns is never forced off). Fix it, then run pulumi up again"
+fi
+changed "drained ${node}"
+log "done"

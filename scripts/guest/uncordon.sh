@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# Upgrade phase: uncordon (runs kubectl on the stack's first VM, after
+# upgrade-verify passed). Waits, bounded by GS_GATE_TIMEOUT, until the node is
+# Ready and its GPU resource is allocatable at the expected count again (the
+# readiness gate's check), then uncordons it. A failure leaves it cordoned.
+if [ "$GS_KUBECONFIG_STDIN" = 1 ]; then
+  kubeconfig=$(mktemp)
+  trap 'rm -f "$kubeconfig"' EXIT
+  cat >"$kubeconfig"
+  [ -s "$kubeconfig" ] || die "no kubeconfig arrived on stdin"
+else
+  kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
+  [ -s "$kubeconfig" ] || die "no /etc/kubernetes/admin.conf on this node: kubeadm init has not run"
+fi
+export KUBECONFIG="$kubeconfig"
+node="$GS_NODE_NAME"
+deadline=$(( $(date +%s) + GS_GATE_TIMEOUT ))
+resource_path="${GS_GPU_RESOURCE//./\\.}"
+node_ready() { [ "$(kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)" = True ]; }
+allocatable() { kubectl get node "$node" -o jsonpath="{.status.allocatable.${resource_path}}" 2>/dev/null || true; }
+wait_for() {
+  until "$@"; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep "$GS_GATE_INTERVAL"
+  done
+}
+wait_for node_ready || die "node ${node}, phase uncordon: not Ready after the upgrade (${GS_GATE_TIMEOUT}s); it stays cordoned. Seed 003 step 1: kubectl describe node ${node}, journalctl -u kubelet on ${node}"
+if [ -n "$GS_EXPECTED" ]; then
+  allocatable_back() { [ "$(allocatable)" = "$GS_EXPECTED" ]; }
+  wait_for allocatable_back || die "node ${node}, phase uncordon: allocatable ${GS_GPU_RESOURCE} is '$(allocatable)', expected ${GS_EXPECTED}; it stays cordoned. Seed 003 step 4 (plugin logs and registration): ${GS_PLUGIN_LOGS}; step 2: nvidia-smi -L on ${node}"
+fi
+if [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" = true ]; then
+  kubectl uncordon "$node" >/dev/null
+  changed "uncordoned ${node}"
+fi
+echo "--- upgraded ---"
+echo "node ${node} Ready ${GS_GPU_RESOURCE}=$(allocatable)/${GS_EXPECTED:-any} uncordoned"

@@ -1,0 +1,16 @@
+# shellcheck shell=bash
+# Upgrade phase: upgrade-reboot (on a drained node). Reboots when the loaded
+# kernel module differs from the installed one (a new driver), with sshd
+# stopped first so upgrade-verify, whose connection retries with the pinned
+# host key, reaches the guest only on the new boot. Otherwise nothing.
+loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+installed=$(modinfo -F version nvidia 2>/dev/null || true)
+if [ -n "$installed" ] && [ "$loaded" != "$installed" ]; then
+  log "nvidia ${loaded:-(none)} is loaded, ${installed} is installed: rebooting ${GS_NODE_NAME}"
+  systemd-run --on-active=5 --unit=gpu-stack-reboot systemctl reboot
+  systemctl stop ssh.socket ssh.service sshd.service 2>/dev/null || true
+  echo "GPU_STACK_REBOOT=1"
+  exit 0
+fi
+echo "GPU_STACK_REBOOT=0"
+log "nvidia ${loaded:-(none)} loaded and installed: no reboot"

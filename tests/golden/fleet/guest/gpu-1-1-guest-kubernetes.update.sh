@@ -1,0 +1,2 @@
+#!/usr/bin/env bash
+# [unknown until deploy: this phase's parameters come from other resources' outputs]
