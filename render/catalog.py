@@ -78,9 +78,6 @@ GPU_MODELS: dict[str, DeviceModel] = {
         _gpu("V100-SXM2-32GB", 32, "volta"),
         _gpu("V100-PCIE-16GB", 16, "volta"),
         _gpu("P100-PCIE-16GB", 16, "pascal"),
-        # HGX B200. BAR1 256 GiB is an inference (no primary source found, FIELD-FACTS.md):
-        # larger than needed only widens the hole; override with gpus[].bar1Gib once measured.
-        _gpu("B200-SXM-180GB", 256, "blackwell"),
         _gpu("RTX-3090", 0.25, "ampere", consumer=True),
         _gpu("RTX-4090", 0.25, "ada", consumer=True),
     )
@@ -109,7 +106,7 @@ NVLINK5_SWITCHES = ("NVSwitch-Gen4",)
 """The NVLink 5 switch of HGX B200/B300 (fifth-generation NVLink)."""
 
 for _name in BLACKWELL_GPUS:
-    GPU_MODELS[_name] = DeviceModel(_name, 0, 32 * MIB)
+    GPU_MODELS[_name] = DeviceModel(_name, 0, 32 * MIB, False, "blackwell")  # open kernel modules only
 for _name in NVLINK5_SWITCHES:
     NVSWITCH_MODELS[_name] = DeviceModel(_name, 0, 0)
 

@@ -269,6 +269,14 @@ def test_rhel_package_flavour(tmp_path):
     assert any("kmod-nvidia-open-dkms-570.172.08" in c for c in sb.mutating() if c.startswith("dnf install"))
 
 
+def _gpu(model: str) -> dict:
+    """One GPU of this model; Blackwell parts carry no catalog BAR1 size, so it is given (render/catalog.py)."""
+    gpu = {"address": "0000:3b:00.0", "model": model, "numaNode": 0}
+    if model.startswith("B200"):
+        gpu["bar1Gib"] = 256
+    return gpu
+
+
 @pytest.mark.parametrize("model, flavour, message", [
     ("P100-PCIE-16GB", "open", "open kernel modules cannot drive vms[0].gpus[0] (P100-PCIE-16GB, Pascal)"),
     ("V100-PCIE-16GB", "open", "open kernel modules cannot drive vms[0].gpus[0] (V100-PCIE-16GB, Volta)"),
@@ -279,7 +287,7 @@ def test_kernel_modules_that_cannot_drive_the_gpu_are_refused_naming_the_key(mod
     from stacks.load import parse_stack_config
     from tests.test_guest_scripts import SECRETS
     raw = config(nvidia={"driverVersion": "570.172.08", "kernelModules": flavour})
-    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": model, "numaNode": 0}]
+    raw["vms"][0]["gpus"] = [_gpu(model)]
     with pytest.raises(ConfigError) as err:
         parse_stack_config(raw, SECRETS)
     assert "gpu-stack:guest.nvidia.kernelModules" in str(err.value) and message in str(err.value)
@@ -289,7 +297,7 @@ def test_kernel_modules_that_cannot_drive_the_gpu_are_refused_naming_the_key(mod
                                              ("T4", "open"), ("H100-SXM5-80GB", "open"), ("B200-SXM-180GB", "open")])
 def test_kernel_modules_default_from_the_architecture(model, expected):
     raw = config()
-    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": model, "numaNode": 0}]
+    raw["vms"][0]["gpus"] = [_gpu(model)]
     driver = _phase(phases_for(raw), "driver")
     assert driver.params["GS_KERNEL_MODULES"] == expected
 

@@ -652,7 +652,7 @@ def _upgrade_nvidia_smi(argv: list[str]) -> int:
         offset = state.get("uuid_offset", 0)
         out("".join(f"GPU-{i + offset:08d}-0000-0000-0000-000000000000\n" for i in range(state["lspci_gpus"])))
         return 0
-    if state["driver_loaded"] and argv == ["-q"]:
+    if state["driver_loaded"] and argv == ["-q"] and "q" not in state.get("smi_outputs", {}):  # a real capture wins
         record("nvidia-smi", argv, False)
         fabric = state.get("fabric_state", "Completed")
         out("".join(f"GPU 00000000:{i + 1:02X}:00.0\n    Fabric\n        State                             : {fabric}\n"
