@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,7 +23,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from render.host_facts import ENV as HOST_FACTS_ENV
 from render.iommu import nodedev_name
@@ -29,6 +31,9 @@ from render.iommu import nodedev_name
 PROJECT = "gpu-stack"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+PARALLEL = 2147483647
+"""The CLI's default `--parallel` ("unbounded"): the language host sizes the event loop's default executor with it."""
+_executors: dict[int, ThreadPoolExecutor] = {}
 
 
 @dataclass
@@ -125,8 +130,10 @@ def _fake_stdout(name: str, create: str) -> str:
 
 
 class StackMocks(pulumi_mocks.Mocks):
-    def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None, on_register: Callable[[str, str], None] | None = None):
+    def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None, on_register: Callable[[str, str], None] | None = None,
+                 invoke_seconds: float = 0.0):
         self.preview = preview
+        self.invoke_seconds = invoke_seconds
         self.on_register = on_register
         self.node_devices = node_devices
         self.extra_outputs = outputs
@@ -154,6 +161,8 @@ class StackMocks(pulumi_mocks.Mocks):
 
     def call(self, args: pulumi_mocks.MockCallArgs):
         self.calls.append((args.token, dict(args.args)))
+        if self.invoke_seconds:
+            time.sleep(self.invoke_seconds)  # a provider's round trip to its host; blocks like monitor.Invoke does
         if args.token == "libvirt:index/getNodeDeviceInfo:getNodeDeviceInfo":
             name = args.args["name"]
             if self.node_devices is not None:
@@ -190,17 +199,32 @@ def run(
     outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None,
     on_register: Callable[[str, str], None] | None = None,
     host_facts: list[str] | None = None,
+    invoke_seconds: float = 0.0,
+    parallel: int = PARALLEL,
+    program: Callable[[], None] | None = None,
 ) -> RunResult:
     """Run stacks.compose.main under mocks; raises what the program raises.
 
     `host_facts` are facts files (scripts/host-facts.sh), handed to the program
     as `pulumi preview` gets them: in GPU_STACK_HOST_FACTS. None or [] runs
-    without facts, whatever the caller's environment holds.
+    without facts, whatever the caller's environment holds. `invoke_seconds`
+    delays every invoke, standing in for the provider's round trip to a host.
+    `parallel` is `pulumi preview --parallel`: as the language host does
+    (pulumi-language-python-exec), the event loop's default executor, where
+    the SDK runs its blocking monitor calls, gets that many threads at most.
+    `program` replaces stacks.compose.main (tools/bench.py's floor).
     """
-    from stacks.compose import main
+    if program is None:
+        from stacks.compose import main
+    else:
+        main = program
 
-    mocks = StackMocks(preview, node_devices, outputs, on_register)
+    mocks = StackMocks(preview, node_devices, outputs, on_register, invoke_seconds)
     monitor = RecordingMonitor(mocks)
+    loop = _ensure_event_loop()
+    if parallel not in _executors:
+        _executors[parallel] = ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix=f"mock-parallel-{parallel}")
+    loop.set_default_executor(_executors[parallel])
     # a fresh root stack per run: set_mocks reuses the previous one, and with it
     # the previous run's stack transformation
     pulumi.runtime.settings.set_root_resource(None)
