@@ -82,16 +82,18 @@ def floor_program(result):
     """A program registering what `result` registered (type, name, parent, input size), with nothing computed."""
     import pulumi
 
-    shapes = [(r.type, r.name, r.parent, r.custom, _inputs_size(r.inputs)) for r in result.resources]
+    # every property the typed class declared (the SDK resolves an output for each), one input carrying the size
+    shapes = [(r.type, r.name, r.parent, r.custom, {**dict.fromkeys(r.properties), "input": "x" * _inputs_size(r.inputs)})
+              for r in result.resources]
 
     def program() -> None:
         made: dict[str, pulumi.Resource] = {}
-        for type_, name, parent, custom, size in shapes:
+        for type_, name, parent, custom, props in shapes:
             opts = pulumi.ResourceOptions(parent=made.get(parent))
             if type_.startswith("pulumi:providers:"):
-                made[name] = pulumi.ProviderResource(type_.removeprefix("pulumi:providers:"), name, {"input": "x" * size}, opts)
+                made[name] = pulumi.ProviderResource(type_.removeprefix("pulumi:providers:"), name, dict(props), opts)
             elif custom:
-                made[name] = pulumi.CustomResource(type_, name, {"input": "x" * size}, opts)
+                made[name] = pulumi.CustomResource(type_, name, dict(props), opts)
             else:
                 made[name] = pulumi.ComponentResource(type_, name, None, opts)
                 made[name].register_outputs({})

@@ -51,6 +51,8 @@ class Registered:
     custom: bool = True
     additional_secret_outputs: list[str] = field(default_factory=list)
     custom_timeouts: dict[str, str] = field(default_factory=dict)
+    properties: list[str] = field(default_factory=list)
+    """The names of the properties the resource declared (inputs and outputs), as its class hands them to the SDK."""
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -249,6 +251,7 @@ def run(
             custom=isinstance(args.resource, pulumi.CustomResource),
             additional_secret_outputs=list(o.additional_secret_outputs or []),
             custom_timeouts={k: v for k, v in vars(o.custom_timeouts).items() if v} if o.custom_timeouts else {},
+            properties=sorted(args.props or {}),
         ))
         return None
 
