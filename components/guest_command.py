@@ -51,7 +51,7 @@ def phase_command(
     return command.remote.Command(
         resource_name,
         connection=connection_args(conn, phase.waits_for_boot),
-        create=pulumi.Output.from_input(script).apply(ssh_command),
+        create=ssh_command(script) if isinstance(script, str) else pulumi.Output.from_input(script).apply(ssh_command),
         triggers=triggers,
         stdin=stdin,
         logging=command.remote.Logging.NONE if secret else command.remote.Logging.STDOUT_AND_STDERR,

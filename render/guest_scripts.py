@@ -12,6 +12,7 @@ dependents.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shlex
 from dataclasses import dataclass, field
@@ -52,9 +53,13 @@ def render_script(phase: str, params: dict[str, str]) -> str:
         "set -euo pipefail",
         *(f"export {k}={shlex.quote(v)}" for k, v in sorted(values.items())),
     ]
-    lib = (SCRIPTS / "lib.sh").read_text()
-    body = (SCRIPTS / f"{phase}.sh").read_text()
-    return "\n".join(header) + "\n\n" + lib + "\n" + body
+    return "\n".join(header) + "\n\n" + _source("lib") + "\n" + _source(phase)
+
+
+@functools.cache
+def _source(name: str) -> str:
+    """scripts/guest/<name>.sh, read once per process: every VM's phases inline the same files."""
+    return (SCRIPTS / f"{name}.sh").read_text()
 
 
 def ssh_command(script: str) -> str:
