@@ -100,7 +100,7 @@ def floor_program(result):
     return program
 
 
-def measure(vms: int, invoke_ms: float, repeat: int) -> dict:
+def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None) -> dict:
     from tools import mockrun
     import stacks.compose as compose
 
@@ -113,12 +113,13 @@ def measure(vms: int, invoke_ms: float, repeat: int) -> dict:
 
     def timed(kind: str | None = None, **kw) -> float:
         start, start_cpu = time.perf_counter(), time.process_time()
-        mockrun.run(config, list(secrets), stack="bench", preview=True, **kw)
+        mockrun.run(config, list(secrets), stack="bench", preview=True, parallel=parallel, **kw)
         if kind is not None:
             cpu[kind].append(time.process_time() - start_cpu)  # every thread of the process: the mock monitor's too
         return time.perf_counter() - start
 
-    result = mockrun.run(config, list(secrets), stack="bench", preview=True)
+    parallel = mockrun.PARALLEL if parallel is None else parallel
+    result = mockrun.run(config, list(secrets), stack="bench", preview=True, parallel=parallel)
     cold = time.perf_counter() - T0
     floor = floor_program(result)
     timed(program=floor)  # the floor's own warm-up
@@ -165,15 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoke-ms", type=float, default=20.0, help="simulated round trip per invoke (default 20)")
     parser.add_argument("--repeat", type=int, default=3, help="best of R for each warm measurement (default 3)")
+    parser.add_argument("--parallel", type=int, help="`pulumi preview --parallel`: threads for the SDK's monitor calls (default: the CLI's, unbounded)")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="fleet sizes (default 1,8,64)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(args.one, args.invoke_ms, max(args.repeat, 1))))
+        print(json.dumps(measure(args.one, args.invoke_ms, max(args.repeat, 1), args.parallel)))
         return 0
     rows = []
     for n in (int(x) for x in args.sizes.split(",")):
-        out = subprocess.run([sys.executable, "-m", "tools.bench", "--one", str(n), "--invoke-ms", str(args.invoke_ms), "--repeat", str(args.repeat)],
+        out = subprocess.run([sys.executable, "-m", "tools.bench", "--one", str(n), "--invoke-ms", str(args.invoke_ms), "--repeat", str(args.repeat),
+                              *(["--parallel", str(args.parallel)] if args.parallel else [])],
                              cwd=ROOT, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     ms = f"{args.invoke_ms:g} ms"
