@@ -73,8 +73,9 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
     def __init__(self, name: str, args: GpuGuestBootstrapArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-stack:index:GpuGuestBootstrap", name, None, opts)
         late = args.late_params or {}
-        scripts: dict[str, pulumi.Output[str]] = {}
-        updates: dict[str, pulumi.Output[str]] = {}
+        # plain text where the config decides it all; an Output only for a phase with late params
+        scripts: dict[str, str | pulumi.Output[str]] = {}
+        updates: dict[str, str | pulumi.Output[str]] = {}
         for phase in args.phases:
             renderers = [(scripts, render_script)] + ([(updates, gate_script)] if phase.name in UPGRADE_MANAGED else [])
             for target, render in renderers:
@@ -84,7 +85,7 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
                         lambda vals, p=phase, r=render: r(p.name, {**p.params, **dict(zip(p.late_params, vals))})
                     )
                 else:
-                    target[phase.name] = pulumi.Output.from_input(render(phase.name, phase.params))
+                    target[phase.name] = render(phase.name, phase.params)
 
         previous: list[pulumi.Resource] = list(args.after)
         commands: dict[str, command.remote.Command] = {}
@@ -92,7 +93,10 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
             # only this phase's script and those it checks: a joining VM's early phases
             # must not wait for the control plane's outputs
             needed = {n: scripts[n] for n in (phase.name, *LOGICAL_DEPS.get(phase.name, ())) if n in scripts}
-            phase_triggers = pulumi.Output.all(**needed).apply(lambda ss, n=phase.name: triggers(n, ss))
+            if all(isinstance(text, str) for text in needed.values()):
+                phase_triggers = triggers(phase.name, needed)
+            else:
+                phase_triggers = pulumi.Output.all(**needed).apply(lambda ss, n=phase.name: triggers(n, ss))
             if phase.name == "container-runtime":
                 runtime = NvidiaRuntime(
                     f"{name}-nvidia-runtime",

@@ -36,6 +36,11 @@ def connection_args(conn: GuestConnection, waits_for_boot: bool) -> command.remo
     )
 
 
+def _wrap(script: pulumi.Input[str]) -> pulumi.Input[str]:
+    """The phase script inside its SSH wrapper: plain text when the script is, an Output only when it must be."""
+    return ssh_command(script) if isinstance(script, str) else pulumi.Output.from_input(script).apply(ssh_command)
+
+
 def phase_command(
     resource_name: str,
     phase: Phase,
@@ -53,11 +58,11 @@ def phase_command(
     is first created; `script` runs only when the inputs change (the upgrade phases)."""
     secret = phase.stdin_secret is not None or phase.secret_stdout
     timeouts = pulumi.CustomTimeouts(create="45m", update="45m") if phase.long_running else None
-    wrapped = pulumi.Output.from_input(script).apply(ssh_command)
+    wrapped = _wrap(script)
     if update_only:
         update = wrapped
     elif update is not None:
-        update = pulumi.Output.from_input(update).apply(ssh_command)
+        update = _wrap(update)
     return command.remote.Command(
         resource_name,
         connection=connection_args(conn, phase.waits_for_boot),

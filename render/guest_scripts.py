@@ -12,6 +12,7 @@ dependents.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import shlex
@@ -69,9 +70,14 @@ def render_script(phase: str, params: dict[str, str]) -> str:
         "set -euo pipefail",
         *(f"export {k}={shlex.quote(v)}" for k, v in sorted(values.items())),
     ]
-    lib = (SCRIPTS / "lib.sh").read_text()
-    body = "\n".join((SCRIPTS / f"{name}.sh").read_text() for name in BODIES.get(phase, (phase,)))
-    return "\n".join(header) + "\n\n" + lib + "\n" + body
+    body = "\n".join(_source(name) for name in BODIES.get(phase, (phase,)))
+    return "\n".join(header) + "\n\n" + _source("lib") + "\n" + body
+
+
+@functools.cache
+def _source(name: str) -> str:
+    """scripts/guest/<name>.sh, read once per process: every VM's phases inline the same files."""
+    return (SCRIPTS / f"{name}.sh").read_text()
 
 
 def gate_script(phase: str, params: dict[str, str]) -> str:

@@ -10,11 +10,13 @@ and only then are volumes and VMs declared.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 
 import pulumi
 import pulumi_libvirt as libvirt
+from pulumi.runtime.sync_await import _sync_await
 
 from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs, JoinTokenSource
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, LibvirtTarget
@@ -38,9 +40,46 @@ from stacks.load import LoadedStack, load_stack
 from stacks.vsphere_hosts import vsphere_preflight, vsphere_provider
 
 
-def _node_device(address: str, provider: libvirt.Provider) -> NodeDevice:
-    info = libvirt.get_node_device_info(name=nodedev_name(address), opts=pulumi.InvokeOptions(provider=provider))
-    return parse_node_device(address, _plain(info.capability), info.xml)
+# At most this many getNodeDeviceInfo look-ups are in flight at once. Each runs
+# the SDK's blocking monitor.Invoke on a thread of the event loop's default
+# executor, which the Pulumi language host sizes from `--parallel` (unbounded by
+# default), so `pulumi preview --parallel P` lowers it further. 128 covers the
+# twelve devices of about ten HGX hosts in one wave.
+PREFLIGHT_CONCURRENCY = 128
+_NODE_DEVICE_INFO = "libvirt:index/getNodeDeviceInfo:getNodeDeviceInfo"
+
+
+async def _node_device(address: str, provider: libvirt.Provider) -> NodeDevice:
+    """getNodeDeviceInfo as pulumi_libvirt.get_node_device_info calls it (token, type, option defaults), awaited."""
+    opts = pulumi.InvokeOptions.merge(libvirt._utilities.get_invoke_opts_defaults(), pulumi.InvokeOptions(provider=provider))
+    info = await pulumi.runtime.invoke_async(_NODE_DEVICE_INFO, {"capability": None, "name": nodedev_name(address)},
+                                             opts=opts, typ=libvirt.GetNodeDeviceInfoResult)
+    return parse_node_device(address, _plain(pulumi.get(info, "capability")), pulumi.get(info, "xml"))
+
+
+def _node_devices(wanted: list[tuple[str, str]], providers: dict[str, libvirt.Provider]) -> dict[tuple[str, str], NodeDevice]:
+    """Every (host, address) look-up issued at once, then all awaited; the first failure in `wanted` order is raised.
+
+    The program is synchronous, so this waits the way the SDK's own
+    pulumi.runtime.invoke does: by pumping the event loop (_sync_await).
+    """
+    if not wanted:
+        return {}
+
+    async def every() -> list:
+        gate = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
+
+        async def one(host: str, address: str) -> NodeDevice:
+            async with gate:
+                return await _node_device(address, providers[host])
+
+        return await asyncio.gather(*(one(h, a) for h, a in wanted), return_exceptions=True)
+
+    found = _sync_await(every())
+    failed = next((r for r in found if isinstance(r, BaseException)), None)
+    if failed is not None:
+        raise failed
+    return dict(zip(wanted, found))
 
 
 def _plain(value):
@@ -83,6 +122,12 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
         for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
             for di, d in enumerate(devs):
                 owners[(vm.host, d.address)] = f"vms[{vi}] ({vm.name})"
+    # every host without facts: its configured devices in one round, then the
+    # group members not yet read in a second; no invoke for hosts with facts
+    asked = [vm for vm in cfg.vms if vm.host not in facts and vm.host in providers]  # libvirt hosts only
+    fetched = _node_devices(list(dict.fromkeys((vm.host, d.address) for vm in asked for d in (*vm.gpus, *vm.nvswitches))), providers)
+    members = {(vm.host, m) for vm in asked for d in (*vm.gpus, *vm.nvswitches) for m in fetched[(vm.host, d.address)].group_members}
+    fetched.update(_node_devices(sorted(members - set(fetched)), providers))
     for vi, vm in enumerate(cfg.vms):
         if vm.host not in providers:  # a host of another kind: its own preflight (stacks/vsphere_hosts.py)
             continue
@@ -103,11 +148,10 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
             for member in {m for dev in list(devices.values()) for m in dev.group_members} - set(devices):
                 devices[member] = recorded[member]
         else:
-            provider = providers[vm.host]
             for d in (*vm.gpus, *vm.nvswitches):
-                devices[d.address] = _node_device(d.address, provider)
+                devices[d.address] = fetched[(vm.host, d.address)]
             for member in sorted({m for dev in list(devices.values()) for m in dev.group_members} - set(devices)):
-                devices[member] = _node_device(member, provider)
+                devices[member] = fetched[(vm.host, member)]
         elsewhere = {addr: who for (host, addr), who in owners.items() if host == vm.host and who != f"vms[{vi}] ({vm.name})"}
         hostdevs, vm_issues = resolve_passthrough(vi, vm, devices, elsewhere)
         issues += vm_issues

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from render.iommu import nodedev_name, parse_node_device
@@ -100,3 +103,119 @@ def test_declared_numa_node_must_match_the_host(dev):
     with pytest.raises(ConfigError) as info:
         run_stack(dev, node_devices=devices)
     assert info.value.issues[0].path == "vms[0].gpus[0].numaNode"
+
+
+# --- the preflight in one round: every look-up issued at once, all done before any VM, volume or command -----------
+
+NODE_DEVICE_INFO = "libvirt:index/getNodeDeviceInfo:getNodeDeviceInfo"
+
+
+def _three_hosts(dev) -> tuple[dict, dict]:
+    """Three hosts with one VM each; every GPU has an audio function in its group (read in the second round)."""
+    host, vm = dev["hosts"][0], dev["vms"][0]
+    dev["hosts"] = [dict(host, name=f"lab-gpu-{i}", libvirtUri=f"qemu+ssh://root@lab-gpu-{i}/system") for i in range(3)]
+    dev["vms"] = []
+    devices: dict = {}
+    for i in range(3):
+        gpus = []
+        for bus in ("3b", "3c"):
+            gpu, audio = f"0000:{bus}:00.0", f"0000:{bus}:00.1"
+            gpus.append({"address": gpu, "model": "L40S", "numaNode": 0})
+            devices.update([nodedev(gpu, GPU_CLASS, int(bus, 16), [gpu, audio]),
+                            nodedev(audio, AUDIO_CLASS, int(bus, 16), [gpu, audio], product="AD102 HD Audio")])
+        dev["vms"].append(dict(vm, name=f"gpu-dev-{i}", host=f"lab-gpu-{i}", gpus=gpus))
+    return dev, devices
+
+
+class _Recorder:
+    """Wraps the mock provider's call(): each look-up sleeps a little, and the order of events is kept."""
+
+    def __init__(self, monkeypatch, seconds: float = 0.02):
+        from tools import mockrun
+
+        self.events: list[tuple[str, str]] = []
+        self.in_flight = self.most_in_flight = 0
+        self.lock = threading.Lock()
+        original = mockrun.StackMocks.call
+        recorder = self
+
+        def call(mocks, args):
+            if args.token != NODE_DEVICE_INFO:
+                return original(mocks, args)
+            with recorder.lock:
+                recorder.in_flight += 1
+                recorder.most_in_flight = max(recorder.most_in_flight, recorder.in_flight)
+            time.sleep(seconds)
+            try:
+                return original(mocks, args)
+            finally:
+                with recorder.lock:
+                    recorder.in_flight -= 1
+                    recorder.events.append(("invoked", args.args["name"]))
+
+        monkeypatch.setattr(mockrun.StackMocks, "call", call)
+
+    def registered(self, type_: str, name: str) -> None:
+        with self.lock:
+            self.events.append(("registered", type_))
+
+
+def test_concurrent_preflight_finishes_before_anything_but_the_providers_is_registered(dev, monkeypatch):
+    cfg, devices = _three_hosts(dev)
+    rec = _Recorder(monkeypatch)
+    result = run_stack(cfg, node_devices=devices, on_register=rec.registered)
+    invoked = [i for i, (what, _) in enumerate(rec.events) if what == "invoked"]
+    others = [i for i, (what, t) in enumerate(rec.events) if what == "registered" and t != "pulumi:providers:libvirt"]
+    assert len(invoked) == 12  # 3 hosts x (2 GPUs in the first round + 2 audio functions in the second)
+    assert others and max(invoked) < min(others)
+    providers = [i for i, (what, t) in enumerate(rec.events) if t == "pulumi:providers:libvirt"]
+    assert len(providers) == 3 and max(providers) < min(others)
+    # the second round's members were attached: the look-ups' results reached the VMs
+    xslt = result.named("gpu-dev-2-domain").inputs["xml"]["xslt"]
+    assert 'bus="0x3c" slot="0x00" function="0x1"' in xslt
+
+
+def test_preflight_look_ups_overlap(dev, monkeypatch):
+    cfg, devices = _three_hosts(dev)
+    rec = _Recorder(monkeypatch)
+    run_stack(cfg, node_devices=devices)
+    # six GPUs in the first round, six audio functions in the second: each round is issued at once
+    assert rec.most_in_flight == 6
+
+
+def test_preflight_overlap_is_bounded(dev, monkeypatch):
+    import stacks.compose
+
+    cfg, devices = _three_hosts(dev)
+    monkeypatch.setattr(stacks.compose, "PREFLIGHT_CONCURRENCY", 2)
+    rec = _Recorder(monkeypatch)
+    run_stack(cfg, node_devices=devices)
+    assert rec.most_in_flight == 2
+
+
+def test_concurrent_preflight_refusal_registers_only_providers(dev, monkeypatch):
+    cfg, devices = _three_hosts(dev)
+    # on every host the GPUs share a group with a third GPU no VM is given (seed 002), read in the second round;
+    # the mock serves devices by name, whatever the host
+    a, b, c = "0000:3b:00.0", "0000:3c:00.0", "0000:3d:00.0"
+    shared = dict(nodedev(x, GPU_CLASS, 30, [a, b, c]) for x in (a, b, c))
+    rec = _Recorder(monkeypatch)
+    registered: list = []
+    with pytest.raises(ConfigError) as info:
+        run_stack(cfg, node_devices={**devices, **shared}, on_register=lambda t, n: registered.append(t))
+    assert {i.path for i in info.value.issues} == {"vms[0].gpus[0].address", "vms[0].gpus[1].address",
+                                                   "vms[1].gpus[0].address", "vms[1].gpus[1].address",
+                                                   "vms[2].gpus[0].address", "vms[2].gpus[1].address"}
+    assert all("IOMMU group 30" in i.message and c in i.message for i in info.value.issues)
+    assert set(registered) == {"pulumi:providers:libvirt"}
+    assert len([e for e in rec.events if e[0] == "invoked"]) == 9
+
+
+def test_concurrent_preflight_look_up_failure_registers_only_providers(dev, monkeypatch):
+    cfg, devices = _three_hosts(dev)
+    del devices[nodedev_name("0000:3c:00.0")]
+    _Recorder(monkeypatch)
+    registered: list = []
+    with pytest.raises(Exception, match="failed to lookup node device.*pci_0000_3c_00_0"):
+        run_stack(cfg, node_devices=devices, on_register=lambda t, n: registered.append(t))
+    assert set(registered) == {"pulumi:providers:libvirt"}

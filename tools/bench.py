@@ -1,10 +1,24 @@
-"""`make bench`: the program's cost and shape for fleets of 1, 8 and 64 VMs with 8 GPUs each.
+"""`make bench`: what a user waits for, for fleets of 1, 8 and 64 VMs with 8 GPUs each.
 
-Each size runs in its own process (so peak memory is that size's alone): the
-real program under the mock monitor in preview mode, as `make plan` runs it.
-Reported: evaluation time, peak RSS, resources, and the dependency depth: the
-longest chain of resources that must run one after another, counting
-resources that do work (not components or providers).
+Each size runs in its own process: the real program under the mock monitor in
+preview mode, as `make plan` runs it. In that one process:
+
+- cold start: the imports and the first run, on their own line;
+- evaluation: a run after that warm-up, every invoke answered at once;
+- with N ms per invoke (`--invoke-ms`, default 20): every getNodeDeviceInfo
+  (and any other invoke) takes N ms in the mock provider, standing in for the
+  round trip to a hypervisor over qemu+ssh; its extra time over the evaluation,
+  and the IOMMU preflight's share of it;
+- floor: the same number of resources, of the same types, with the same
+  parents and the same total input size, registered under the same mock
+  monitor with no rendering and no checks (after its own warm-up run), and
+  the ratio of the evaluation to it.
+
+With `--repeat R` each warm measurement is the best of R, taken in turns.
+Also reported: peak RSS, resources, and the dependency depth: the longest
+chain of resources that must run one after another, counting resources that
+do work (not components or providers). Timings are for reading side by side
+from one run (ratios), never for tests.
 """
 
 from __future__ import annotations
@@ -16,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+T0 = time.perf_counter()  # before pulumi and gpu-stack are imported: the cold start counts from here
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (1, 8, 64)
@@ -58,18 +74,89 @@ def depth(result) -> int:
     return max(longest.values(), default=0)
 
 
-def measure(vms: int) -> dict:
+def _inputs_size(inputs) -> int:
+    return len(json.dumps(inputs, sort_keys=True, default=str))
+
+
+def floor_program(result):
+    """A program registering what `result` registered (type, name, parent, input size), with nothing computed."""
+    import pulumi
+
+    # every property the typed class declared (the SDK resolves an output for each), one input carrying the size
+    shapes = [(r.type, r.name, r.parent, r.custom, {**dict.fromkeys(r.properties), "input": "x" * _inputs_size(r.inputs)})
+              for r in result.resources]
+
+    def program() -> None:
+        made: dict[str, pulumi.Resource] = {}
+        for type_, name, parent, custom, props in shapes:
+            opts = pulumi.ResourceOptions(parent=made.get(parent))
+            if type_.startswith("pulumi:providers:"):
+                made[name] = pulumi.ProviderResource(type_.removeprefix("pulumi:providers:"), name, dict(props), opts)
+            elif custom:
+                made[name] = pulumi.CustomResource(type_, name, dict(props), opts)
+            else:
+                made[name] = pulumi.ComponentResource(type_, name, None, opts)
+                made[name].register_outputs({})
+    return program
+
+
+def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None) -> dict:
     from tools import mockrun
+    import stacks.compose as compose
 
     raw = fleet_config(vms)
     values = {f"gpu-stack:{k}": json.dumps(v) for k, v in raw.items()}
     secrets = {"gpu-stack:sshPrivateKey": "bench-key", "gpu-stack:grafanaAdminPassword": "bench"}
-    start = time.perf_counter()
-    result = mockrun.run({**values, **secrets}, list(secrets), stack="bench", preview=True)
-    seconds = time.perf_counter() - start
+    config = {**values, **secrets}
+
+    cpu: dict[str, list[float]] = {"warm": [], "floor": []}
+
+    def timed(kind: str | None = None, **kw) -> float:
+        start, start_cpu = time.perf_counter(), time.process_time()
+        mockrun.run(config, list(secrets), stack="bench", preview=True, parallel=parallel, **kw)
+        if kind is not None:
+            cpu[kind].append(time.process_time() - start_cpu)  # every thread of the process: the mock monitor's too
+        return time.perf_counter() - start
+
+    parallel = mockrun.PARALLEL if parallel is None else parallel
+    result = mockrun.run(config, list(secrets), stack="bench", preview=True, parallel=parallel)
+    cold = time.perf_counter() - T0
+    floor = floor_program(result)
+    timed(program=floor)  # the floor's own warm-up
+
+    preflight = compose.iommu_preflight
+    spent: list[float] = []
+
+    def timed_preflight(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return preflight(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    warm, warm_preflight, slow, slow_preflight, base = [], [], [], [], []
+    compose.iommu_preflight = timed_preflight
+    try:
+        for _ in range(repeat):
+            spent.clear()
+            warm.append(timed("warm"))
+            warm_preflight.append(sum(spent))
+            spent.clear()
+            slow.append(timed(invoke_seconds=invoke_ms / 1000))
+            slow_preflight.append(sum(spent))
+            base.append(timed("floor", program=floor))
+    finally:
+        compose.iommu_preflight = preflight
+    i = min(range(repeat), key=lambda k: slow[k])
+    w = min(range(repeat), key=lambda k: warm[k])
+    floor_s = min(base)
     reboots = sum(1 for r in result.resources if r.name.endswith("-guest-nouveau"))
     return {
-        "vms": vms, "gpus": 8 * vms, "seconds": round(seconds, 2),
+        "vms": vms, "gpus": 8 * vms, "cold_seconds": round(cold, 2), "seconds": round(warm[w], 3), "preflight_seconds": round(warm_preflight[w], 3),
+        "invoke_ms": invoke_ms, "slow_seconds": round(slow[i], 3), "slow_preflight_seconds": round(slow_preflight[i], 3),
+        "floor_seconds": round(floor_s, 3), "ratio": round(warm[w] / floor_s, 2),
+        "cpu_seconds": round(min(cpu["warm"]), 3), "floor_cpu_seconds": round(min(cpu["floor"]), 3),
+        "cpu_ratio": round(min(cpu["warm"]) / min(cpu["floor"]), 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "resources": len(result.resources), "depth": depth(result), "reboot_points_per_vm": reboots // vms,
     }
@@ -77,20 +164,31 @@ def measure(vms: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--invoke-ms", type=float, default=20.0, help="simulated round trip per invoke (default 20)")
+    parser.add_argument("--repeat", type=int, default=3, help="best of R for each warm measurement (default 3)")
+    parser.add_argument("--parallel", type=int, help="`pulumi preview --parallel`: threads for the SDK's monitor calls (default: the CLI's, unbounded)")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="fleet sizes (default 1,8,64)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(args.one)))
+        print(json.dumps(measure(args.one, args.invoke_ms, max(args.repeat, 1), args.parallel)))
         return 0
     rows = []
-    for n in SIZES:
-        out = subprocess.run([sys.executable, "-m", "tools.bench", "--one", str(n)], cwd=ROOT, capture_output=True, text=True, check=True)
+    for n in (int(x) for x in args.sizes.split(",")):
+        out = subprocess.run([sys.executable, "-m", "tools.bench", "--one", str(n), "--invoke-ms", str(args.invoke_ms), "--repeat", str(args.repeat),
+                              *(["--parallel", str(args.parallel)] if args.parallel else [])],
+                             cwd=ROOT, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print("| VMs | GPUs | evaluation (s) | s per VM | peak RSS (MiB) | resources | dependency depth | reboot points per VM |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    ms = f"{args.invoke_ms:g} ms"
+    print(f"| VMs | GPUs | evaluation (s) | s per VM | floor (s) | ratio to floor | CPU ratio to floor | with {ms} per invoke (s) | slower by (s) "
+          f"| preflight (s) | preflight at {ms} (s) | peak RSS (MiB) | resources | dependency depth | reboot points per VM |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['vms']} | {r['gpus']} | {r['seconds']} | {r['seconds'] / r['vms']:.2f} | {r['peak_rss_mib']} | "
-              f"{r['resources']} | {r['depth']} | {r['reboot_points_per_vm']} |")
+        print(f"| {r['vms']} | {r['gpus']} | {r['seconds']:.2f} | {r['seconds'] / r['vms']:.3f} | {r['floor_seconds']:.2f} | {r['ratio']:.2f}x | {r['cpu_ratio']:.2f}x "
+              f"| {r['slow_seconds']:.2f} | {r['slow_seconds'] - r['seconds']:+.2f} | {r['preflight_seconds']:.2f} | {r['slow_preflight_seconds']:.2f} "
+              f"| {r['peak_rss_mib']} | {r['resources']} | {r['depth']} | {r['reboot_points_per_vm']} |")
+    print()
+    print("cold start (imports and the first run): " + ", ".join(f"{r['vms']} VM{'s' if r['vms'] > 1 else ''} {r['cold_seconds']:.2f} s" for r in rows))
     return 0
 
 

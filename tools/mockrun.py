@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,7 +23,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from render.host_facts import ENV as HOST_FACTS_ENV
 from render.iommu import nodedev_name
@@ -30,6 +32,9 @@ from render.vsphere import NVIDIA_VENDOR_ID
 PROJECT = "gpu-stack"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+PARALLEL = 2147483647
+"""The CLI's default `--parallel` ("unbounded"): the language host sizes the event loop's default executor with it."""
+_executors: dict[int, ThreadPoolExecutor] = {}
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Registered:
     custom: bool = True
     additional_secret_outputs: list[str] = field(default_factory=list)
     custom_timeouts: dict[str, str] = field(default_factory=dict)
+    properties: list[str] = field(default_factory=list)
+    """The names of the properties the resource declared (inputs and outputs), as its class hands them to the SDK."""
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -240,8 +247,10 @@ def _fake_stdout(name: str, create: str) -> str:
 
 
 class StackMocks(pulumi_mocks.Mocks):
-    def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None, on_register: Callable[[str, str], None] | None = None):
+    def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None, on_register: Callable[[str, str], None] | None = None,
+                 invoke_seconds: float = 0.0):
         self.preview = preview
+        self.invoke_seconds = invoke_seconds
         self.on_register = on_register
         self.node_devices = node_devices
         self.extra_outputs = outputs
@@ -272,6 +281,8 @@ class StackMocks(pulumi_mocks.Mocks):
 
     def call(self, args: pulumi_mocks.MockCallArgs):
         self.calls.append((args.token, dict(args.args)))
+        if self.invoke_seconds:
+            time.sleep(self.invoke_seconds)  # a provider's round trip to its host; blocks like monitor.Invoke does
         if args.token == "libvirt:index/getNodeDeviceInfo:getNodeDeviceInfo":
             name = args.args["name"]
             if self.node_devices is not None:
@@ -312,18 +323,33 @@ def run(
     host_facts: list[str] | None = None,
     vsphere_pci: dict[str, list[dict]] | None = None,
     vsphere_missing: set[str] | None = None,
+    invoke_seconds: float = 0.0,
+    parallel: int = PARALLEL,
+    program: Callable[[], None] | None = None,
 ) -> RunResult:
     """Run stacks.compose.main under mocks; raises what the program raises.
 
     `host_facts` are facts files (scripts/host-facts.sh), handed to the program
     as `pulumi preview` gets them: in GPU_STACK_HOST_FACTS. None or [] runs
-    without facts, whatever the caller's environment holds.
+    without facts, whatever the caller's environment holds. `invoke_seconds`
+    delays every invoke, standing in for the provider's round trip to a host.
+    `parallel` is `pulumi preview --parallel`: as the language host does
+    (pulumi-language-python-exec), the event loop's default executor, where
+    the SDK runs its blocking monitor calls, gets that many threads at most.
+    `program` replaces stacks.compose.main (tools/bench.py's floor).
     """
-    from stacks.compose import main
+    if program is None:
+        from stacks.compose import main
+    else:
+        main = program
 
-    mocks = StackMocks(preview, node_devices, outputs, on_register)
+    mocks = StackMocks(preview, node_devices, outputs, on_register, invoke_seconds)
     mocks.vsphere = VsphereInventory(offline_vsphere_pci(config) if vsphere_pci is None else vsphere_pci, vsphere_missing)
     monitor = RecordingMonitor(mocks)
+    loop = _ensure_event_loop()
+    if parallel not in _executors:
+        _executors[parallel] = ThreadPoolExecutor(max_workers=max(parallel, 1), thread_name_prefix=f"mock-parallel-{parallel}")
+    loop.set_default_executor(_executors[parallel])
     # a fresh root stack per run: set_mocks reuses the previous one, and with it
     # the previous run's stack transformation
     pulumi.runtime.settings.set_root_resource(None)
@@ -348,6 +374,7 @@ def run(
             custom=isinstance(args.resource, pulumi.CustomResource),
             additional_secret_outputs=list(o.additional_secret_outputs or []),
             custom_timeouts={k: v for k, v in vars(o.custom_timeouts).items() if v} if o.custom_timeouts else {},
+            properties=sorted(args.props or {}),
         ))
         return None
 
