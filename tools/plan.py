@@ -215,6 +215,9 @@ def kubevirt_artifacts(result: mockrun.RunResult) -> dict[str, str]:
                 out[f"vms/{name}/secret-cloudinit.yaml"] = to_yaml(_k8s_object(sibling, "v1", "Secret"))
     for patch in result.of_type(KUBEVIRT_PATCH):
         out["kubevirt/kubevirt-cr-patch.yaml"] = to_yaml(sanitize(patch.inputs))
+    allocatable = result.outputs.get("kubevirtExpectedAllocatable")
+    if isinstance(allocatable, dict) and allocatable:
+        out["kubevirt/expected-allocatable.yaml"] = to_yaml(sanitize(allocatable))
     return out
 
 
