@@ -352,3 +352,41 @@ def test_kubevirt_host_needs_its_block(kv):
 def test_container_disk_with_a_storage_class_is_refused(kv):
     kv["hosts"][0]["kubevirt"]["rootDisk"] = {"containerDisk": "quay.io/containerdisks/ubuntu:24.04", "storageClass": "ceph-rbd"}
     assert "ephemeral" in refused(kv)["hosts[0].kubevirt.rootDisk.storageClass"]
+
+
+def test_a_stack_may_mix_libvirt_and_kubevirt_hosts():
+    raw = copy.deepcopy(stack_file("dev"))
+    kv = stack_file("kubevirt")
+    raw["hosts"].append(kv["hosts"][0])
+    vm = copy.deepcopy(kv["vms"][0])
+    vm["gpus"] = vm["gpus"][:1]
+    raw["vms"].append(vm)
+    result = run(raw, host_facts=[FACTS])
+    [domain_] = result.of_type("libvirt:index/domain:Domain")
+    assert domain_.provider.startswith("libvirt-") and machine(result).provider == "kubevirt-host-cluster"
+    assert {c.name.split("-guest-")[0] for c in result.of_type("command:remote:Command") if "-guest-" in c.name} >= {"gpu-dev-0", "kv-3090"}
+
+
+def test_load_balancer_ssh_uses_the_services_ingress_address(kv):
+    kv["hosts"][0]["kubevirt"]["ssh"] = {"serviceType": "LoadBalancer"}
+
+    def lb(args):
+        if args.typ == "kubernetes:core/v1:Service" and args.name == "kv-3090-ssh":
+            return {"status": {"loadBalancer": {"ingress": [{"ip": "10.20.0.200"}]}}}
+        return {}
+
+    result = run(kv, preview=False, outputs=lb)
+    [wait] = [r for r in result.of_type("command:remote:Command") if r.name == "kv-3090-guest-wait-ssh"]
+    conn = unwrap(wait.inputs["connection"])
+    assert conn["host"] == "10.20.0.200" and int(conn["port"]) == 22
+    [svc] = [r for r in result.of_type("kubernetes:core/v1:Service") if r.name == "kv-3090-ssh"]
+    assert svc.inputs["spec"]["type"] == "LoadBalancer" and "nodePort" not in svc.inputs["spec"]["ports"][0]
+
+
+def test_node_selector_binds_the_vm_to_a_pool(kv):
+    h = kv["hosts"][0]["kubevirt"]
+    del h["nodeName"]
+    h["nodeSelector"] = {"gpu-stack.io/pool": "rtx3090"}
+    result = run(kv, host_facts=[FACTS])
+    assert machine(result).inputs["spec"]["template"]["spec"]["nodeSelector"] == {"gpu-stack.io/pool": "rtx3090"}
+    assert result.outputs["kubevirtExpectedAllocatable"] == {"gpu-stack.io/pool=rtx3090": {"nvidia.com/RTX_3090": 4}}
