@@ -85,6 +85,12 @@ def check_capacity(cfg: StackConfig, facts: dict[str, HostFacts]) -> list[Config
         f = facts[host.name]
         ours, _ = advertised_models(cfg, host)
         vms = [(vi, vm) for vi, vm in enumerate(cfg.vms) if vm.host == host.name]
+        for vi, vm in vms:
+            for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
+                for di, d in enumerate(devs):
+                    if d.address not in f.devices:
+                        issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].address", f"{d.address} is not in host facts {f.source} (node {node_of(host)}); on KubeVirt the device plugin "
+                                                                                      f"picks the device, but the address must name one on the node: rerun scripts/host-facts.sh --host {host.name} with every configured address"))
         for model in ours:
             adv = advertised(f, model)
             asks = [(vi, vm, kind, sum(1 for d in devs if d.model == model))

@@ -390,3 +390,8 @@ def test_node_selector_binds_the_vm_to_a_pool(kv):
     result = run(kv, host_facts=[FACTS])
     assert machine(result).inputs["spec"]["template"]["spec"]["nodeSelector"] == {"gpu-stack.io/pool": "rtx3090"}
     assert result.outputs["kubevirtExpectedAllocatable"] == {"gpu-stack.io/pool=rtx3090": {"nvidia.com/RTX_3090": 4}}
+
+
+def test_an_address_the_node_facts_do_not_have_is_refused(kv):
+    kv["vms"][0]["gpus"][0]["address"] = "0000:d8:00.0"
+    assert "not in host facts" in refused(kv, host_facts=[FACTS])["vms[0].gpus[0].address"]
