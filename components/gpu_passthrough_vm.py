@@ -51,6 +51,8 @@ class KubevirtTarget:
 
     after: tuple[pulumi.Resource, ...] = ()
     """The KubeVirt CR patch, when gpu-stack manages it: devices must be permitted before the VM asks for them."""
+    ssh_node_port: int | None = None
+    """NodePort of this VM's SSH Service (render/kubevirt.ssh_node_port); None for a LoadBalancer."""
 
 
 @dataclass(frozen=True)
@@ -243,11 +245,11 @@ class GpuPassthroughVm(pulumi.ComponentResource):
                 custom_timeouts=pulumi.CustomTimeouts(create="30m"),
             )),
         )
-        svc = kubevirt_map.ssh_service(vm, kv)
+        svc = kubevirt_map.ssh_service(vm, kv, target.ssh_node_port)
         service = k8s.core.v1.Service(f"{name}-ssh", metadata=svc["metadata"], spec=svc["spec"], opts=on_host)
         if kv.ssh.service_type == "NodePort":
             self.ip = pulumi.Output.from_input(kv.ssh.address)
-            self.ssh_port = pulumi.Output.from_input(kv.ssh.node_port)
+            self.ssh_port = pulumi.Output.from_input(target.ssh_node_port)
         else:
             self.ip = service.status.apply(
                 lambda st: next(iter([i.ip or i.hostname for i in ((st.load_balancer.ingress if st and st.load_balancer else None) or [])]), None)

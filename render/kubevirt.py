@@ -178,11 +178,21 @@ def cloud_init_secret_meta(vm: Vm, kv: KubevirtHost) -> dict:
     return {"name": names(vm).cloud_init_secret, "namespace": kv.namespace, "labels": {**MANAGED_BY, VM_LABEL: vm.name}}
 
 
-def ssh_service(vm: Vm, kv: KubevirtHost) -> dict:
+def ssh_node_port(cfg: StackConfig, vm: Vm) -> int | None:
+    """NodePort of this VM's SSH Service: hosts[].kubevirt.ssh.nodePort for the host's first VM, +1 for each next one."""
+    host = next(h for h in cfg.hosts if h.name == vm.host)
+    base = host.kubevirt.ssh.node_port if host.kubevirt is not None and host.kubevirt.ssh.service_type == "NodePort" else None
+    if base is None:
+        return None
+    on_host = [v.name for v in cfg.vms if v.host == vm.host]
+    return base + on_host.index(vm.name)
+
+
+def ssh_service(vm: Vm, kv: KubevirtHost, node_port: int | None = None) -> dict:
     """The Service that exposes the guest's port 22 (masquerade forwards it to the guest)."""
     port: dict = {"name": "ssh", "port": 22, "targetPort": 22, "protocol": "TCP"}
-    if kv.ssh.service_type == "NodePort" and kv.ssh.node_port is not None:
-        port["nodePort"] = kv.ssh.node_port
+    if kv.ssh.service_type == "NodePort" and node_port is not None:
+        port["nodePort"] = node_port
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": names(vm).ssh_service, "namespace": kv.namespace, "labels": {**MANAGED_BY, VM_LABEL: vm.name}},

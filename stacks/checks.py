@@ -424,6 +424,8 @@ def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
     elif ssh.service_type == "NodePort":
         if ssh.node_port is None:
             issues.append(ConfigIssue(f"{k}.ssh.nodePort", "required for serviceType NodePort: a fixed port in 30000-32767, so the SSH endpoint is known before the Service exists"))
+        elif ssh.node_port + len(vms) - 1 > 32767:
+            issues.append(ConfigIssue(f"{k}.ssh.nodePort", f"{ssh.node_port} is the first of {len(vms)} node ports (one per VM on {host.name}: nodePort, nodePort+1, ...); the last must be at most 32767"))
         if ssh.address is None:
             issues.append(ConfigIssue(f"{k}.ssh.address", "required for serviceType NodePort: the address of a host-cluster node reachable from where Pulumi runs"))
     else:

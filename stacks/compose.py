@@ -209,7 +209,8 @@ def build(stack: LoadedStack) -> None:
             target, provider = vsphere_targets[vm.name], vsphere_providers[vm.host]
             devices = target.pci_device_ids
         elif host.kind == "kubevirt":
-            target, provider = KubevirtTarget(after=kubevirt_after), kubevirt_provider
+            target = KubevirtTarget(after=kubevirt_after, ssh_node_port=kubevirt_map.ssh_node_port(cfg, vm))
+            provider = kubevirt_provider
             devices = tuple(kubevirt_map.device_resource(kind, d.model) for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)) for d in devs)
         else:
             target, provider = LibvirtTarget(base_volume_id=bases[vm.host].id), providers[vm.host]

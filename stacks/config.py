@@ -159,7 +159,7 @@ class KubevirtSsh(Model):
     service_type: Literal["NodePort", "LoadBalancer"] = "NodePort"
     """Type of the Service that exposes the guest's port 22."""
     node_port: Optional[int] = Field(default=None, ge=30000, le=32767)
-    """NodePort: the fixed node port (the kube-apiserver default range 30000-32767). Required for NodePort, so the SSH endpoint is known at preview."""
+    """NodePort: the fixed node port of the host's first VM (the kube-apiserver default range 30000-32767); the next VMs on this host get nodePort+1, +2, ... in vms order. Required for NodePort, so the SSH endpoint is known at preview."""
     address: Optional[IPv4] = None
     """NodePort: the address of a node reachable from where Pulumi runs (required). LoadBalancer: unset, the Service's load-balancer ingress address once assigned."""
 

@@ -395,3 +395,16 @@ def test_node_selector_binds_the_vm_to_a_pool(kv):
 def test_an_address_the_node_facts_do_not_have_is_refused(kv):
     kv["vms"][0]["gpus"][0]["address"] = "0000:d8:00.0"
     assert "not in host facts" in refused(kv, host_facts=[FACTS])["vms[0].gpus[0].address"]
+
+
+def test_each_vm_on_a_host_gets_its_own_node_port(kv):
+    second = copy.deepcopy(kv["vms"][0]) | {"name": "kv-cpu"}
+    second["gpus"] = [{"address": SHARED[0], "model": "RTX-3090", "numaNode": 0}]
+    kv["vms"].append(second)
+    result = run(kv, preview=False)  # no facts: capacity unchecked
+    ports = {r.name: r.inputs["spec"]["ports"][0]["nodePort"] for r in result.of_type("kubernetes:core/v1:Service") if r.name.endswith("-ssh")}
+    assert ports == {"kv-3090-ssh": 30122, "kv-cpu-ssh": 30123}
+    [wait] = [r for r in result.of_type("command:remote:Command") if r.name == "kv-cpu-guest-wait-ssh"]
+    assert int(unwrap(wait.inputs["connection"])["port"]) == 30123
+    kv["hosts"][0]["kubevirt"]["ssh"]["nodePort"] = 32767
+    assert "at most 32767" in refused(kv)["hosts[0].kubevirt.ssh.nodePort"]
