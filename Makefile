@@ -35,9 +35,10 @@ plans: $(STAMP)
 	rc=0; for s in $(STACKS); do $(PY) -m tools.plan $$s $(if $(wildcard $(FACTS_DIR)/*.facts.json),--facts-dir $(FACTS_DIR)) || rc=1; done; exit $$rc
 
 # Refresh the golden plans after an intended change; review `git diff tests/golden`.
+# Like `make plans`, a stack whose host has hosts/<host>.facts.json is planned with it (seed 002's kubevirt node).
 golden: $(STAMP)
 	rm -rf tests/golden
-	rc=0; for s in $(STACKS); do $(PY) -m tools.plan $$s --out tests/golden || rc=1; done; exit $$rc
+	rc=0; for s in $(STACKS); do $(PY) -m tools.plan $$s --out tests/golden $(if $(wildcard $(FACTS_DIR)/*.facts.json),--facts-dir $(FACTS_DIR)) || rc=1; done; exit $$rc
 
 # seed 003's ten-minute GPU diagnosis against the deployed stack (read-only): `make doctor STACK=prod`,
 # extra flags through DOCTOR_ARGS, e.g. DOCTOR_ARGS="--vm ubuntu-gpu --evidence build/evidence"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_kubernetes as k8s
 import pulumi_libvirt as libvirt
 import pulumi_tls as tls
 import pulumi_vsphere as vsphere
@@ -22,6 +23,7 @@ import pulumi_vsphere as vsphere
 from render.catalog import GIB
 from render.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
 from render.numa import affinity_groups, device_cells
+from render import kubevirt as kubevirt_map
 from render.vm_plan import VmPlan
 from render.vsphere import Inventory, TemplateInfo, b64, virtual_machine_inputs
 from stacks.config import Host, Vm
@@ -44,13 +46,23 @@ class VsphereTarget:
 
 
 @dataclass(frozen=True)
+class KubevirtTarget:
+    """A VM on a KubeVirt host: everything goes through the HOST cluster's provider (gpu-stack:kubevirtKubeconfig)."""
+
+    after: tuple[pulumi.Resource, ...] = ()
+    """The KubeVirt CR patch, when gpu-stack manages it: devices must be permitted before the VM asks for them."""
+    ssh_node_port: int | None = None
+    """NodePort of this VM's SSH Service (render/kubevirt.ssh_node_port); None for a LoadBalancer."""
+
+
+@dataclass(frozen=True)
 class GpuPassthroughVmArgs:
     vm: Vm
     host: Host
     plan: VmPlan
     provider: pulumi.ProviderResource
     production: bool
-    target: LibvirtTarget | VsphereTarget
+    target: LibvirtTarget | VsphereTarget | KubevirtTarget
 
 
 def domain_spec(plan: VmPlan, vm: Vm, host: Host) -> DomainSpec:
@@ -97,8 +109,11 @@ class GpuPassthroughVm(pulumi.ComponentResource):
         user_data = pulumi.Output.all(host_key.private_key_openssh, host_key.public_key_openssh).apply(
             lambda keys: plan.user_data(keys[0], keys[1].strip())
         )
+        self.ssh_port: pulumi.Output[int] | None = None
         if isinstance(args.target, VsphereTarget):
             machine_id, outputs = self._vsphere(name, args, args.target, user_data)
+        elif isinstance(args.target, KubevirtTarget):
+            machine_id, outputs = self._kubevirt(name, args, args.target, user_data)
         else:
             machine_id, outputs = self._libvirt(name, args, args.target, user_data)
         self.domain_id = machine_id
@@ -197,3 +212,47 @@ class GpuPassthroughVm(pulumi.ComponentResource):
         else:
             self.ip = machine.default_ip_address
         return machine.id, {"mmio64SizeGb": plan.mmio64_gib}
+
+    def _kubevirt(self, name: str, args: GpuPassthroughVmArgs, target: KubevirtTarget, user_data: pulumi.Output[str]):
+        """VirtualMachine, cloud-init Secret, hook ConfigMap and SSH Service, all on the host cluster's provider."""
+        vm, host, plan = args.vm, args.host, args.plan
+        kv = host.kubevirt
+        keep = args.production
+        on_host = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        secret_meta = kubevirt_map.cloud_init_secret_meta(vm, kv)
+        secret = k8s.core.v1.Secret(
+            f"{name}-cloudinit",
+            metadata=secret_meta,
+            type="Opaque",
+            string_data={"userdata": pulumi.Output.secret(user_data)},
+            opts=on_host,
+        )
+        deps: list[pulumi.Resource] = [secret, *target.after]
+        hook = kubevirt_map.hook_configmap(plan, vm, kv)
+        if hook is not None:
+            deps.append(k8s.core.v1.ConfigMap(f"{name}-pcihole64", metadata=hook["metadata"], data=hook["data"], opts=on_host))
+        doc = kubevirt_map.virtual_machine(plan, vm, host)
+        machine = k8s.apiextensions.CustomResource(
+            f"{name}-vm",
+            api_version=doc["apiVersion"],
+            kind=doc["kind"],
+            metadata=doc["metadata"],
+            spec=doc["spec"],
+            opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(
+                protect=keep,
+                retain_on_delete=keep,  # the DataVolume is the VM's dataVolumeTemplate: kept with it
+                depends_on=deps,
+                custom_timeouts=pulumi.CustomTimeouts(create="30m"),
+            )),
+        )
+        svc = kubevirt_map.ssh_service(vm, kv, target.ssh_node_port)
+        service = k8s.core.v1.Service(f"{name}-ssh", metadata=svc["metadata"], spec=svc["spec"], opts=on_host)
+        if kv.ssh.service_type == "NodePort":
+            self.ip = pulumi.Output.from_input(kv.ssh.address)
+            self.ssh_port = pulumi.Output.from_input(target.ssh_node_port)
+        else:
+            self.ip = service.status.apply(
+                lambda st: next(iter([i.ip or i.hostname for i in ((st.load_balancer.ingress if st and st.load_balancer else None) or [])]), None)
+            )
+            self.ssh_port = pulumi.Output.from_input(22)
+        return machine.id, {"mmio64Gib": plan.mmio64_gib, "namespace": kv.namespace}

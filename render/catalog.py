@@ -38,11 +38,54 @@ class DeviceModel:
     other_64bit_bar_bytes: int
     consumer: bool = False  # GeForce: the driver refuses to run if it sees a hypervisor
     architecture: str = ""  # one of ARCHITECTURES for GPUs; empty for NVSwitches
+    pci_ids: tuple[str, ...] = ()
+    """vendor:device IDs (lowercase hex, `lspci -nn`); empty where no source was found: such a model cannot go on a KubeVirt host."""
+    resource: str = ""
+    """KubeVirt resource name (permittedHostDevices.pciHostDevices[].resourceName, domain.devices.gpus[].deviceName)."""
+
+
+def _resource(name: str) -> str:
+    """nvidia.com/<MODEL>: the catalog name with the characters a resource name may not hold as _."""
+    return "nvidia.com/" + name.replace("-", "_").replace(".", "_")
 
 
 def _gpu(name: str, bar1_gib: float, architecture: str, consumer: bool = False) -> DeviceModel:
     assert architecture in ARCHITECTURES, architecture
-    return DeviceModel(name, int(bar1_gib * GIB), 32 * MIB, consumer, architecture)
+    ids = tuple(f"10de:{d}" for d in PCI_DEVICE_IDS.get(name, ()))
+    return DeviceModel(name, int(bar1_gib * GIB), 32 * MIB, consumer, architecture, ids, _resource(name))
+
+
+# NVIDIA (vendor 10de) device IDs per model, for KubeVirt's pciVendorSelector. Sources:
+# - [cap] lspci -nn captures in tests/fixtures (host-facts/lspci-Dnn.8xH100-SXM-4xNVSwitch.kvm-host.txt: 2330, 22a3;
+#   /work/shared/reference/captures lspci-v+dmesg.8xA100-SXM4-80GB: 20b2);
+# - [pci.ids] the PCI ID Repository (https://pci-ids.ucw.cz, vendor 10de) as tabulated, name by name, in a public
+#   Go table that maps NVIDIA device IDs to NVML product names ("Device IDs follow the public PCI ID database"),
+#   and for 2204 an `lspci -nn` line "GA102 [GeForce RTX 3090] [10de:2204]" in a public write-up.
+# A model left out has no ID we could source (P100, A800, NVSwitch Gen2): a KubeVirt host refuses it by key.
+PCI_DEVICE_IDS: dict[str, tuple[str, ...]] = {
+    "H800-SXM5-80GB": ("2324",),  # pci.ids GH100 [H800]
+    "H100-SXM5-80GB": ("2330",),  # cap
+    "H100-PCIE-80GB": ("2331",),  # pci.ids GH100 [H100 PCIe]
+    "H100-NVL-94GB": ("2321",),  # pci.ids GH100 [H100L 94GB]
+    "H200-SXM-141GB": ("2335",),  # pci.ids GH100 [H200 SXM 141GB]
+    "H20-96GB": ("2329",),  # pci.ids GH100 [H20]
+    "A100-SXM4-80GB": ("20b2",),  # cap
+    "A100-SXM4-40GB": ("20b0",),  # pci.ids GA100 [A100 SXM4 40GB]
+    "A100-PCIE-80GB": ("20b5",),  # pci.ids GA100 [A100 PCIe 80GB]
+    "A100-PCIE-40GB": ("20b1", "20f1"),  # pci.ids: both are GA100 [A100 PCIe 40GB]
+    "L40S": ("26b9",),  # pci.ids AD102GL [L40S]
+    "L40": ("26b5",),  # pci.ids AD102GL [L40]
+    "L4": ("27b8",),  # pci.ids AD104GL [L4]
+    "A40": ("2235",),  # pci.ids GA102GL [A40]
+    "A30": ("20b7",),  # pci.ids GA100GL [A30 PCIe]
+    "A10": ("2236",),  # pci.ids GA102GL [A10]
+    "T4": ("1eb8",),  # pci.ids TU104GL [Tesla T4]
+    "V100-SXM2-32GB": ("1db5",),  # pci.ids GV100GL [Tesla V100 SXM2 32GB]
+    "V100-PCIE-16GB": ("1db4",),  # pci.ids GV100GL [Tesla V100 PCIe 16GB]
+    "B200-SXM-180GB": ("2901",),  # pci.ids GB100 [B200]
+    "RTX-3090": ("2204",),  # pci.ids / lspci -nn GA102 [GeForce RTX 3090]
+    "RTX-4090": ("2684",),  # pci.ids AD102 [GeForce RTX 4090]
+}
 
 
 def default_kernel_modules(architectures: set[str]) -> str | None:
@@ -87,8 +130,8 @@ GPU_MODELS: dict[str, DeviceModel] = {
 NVSWITCH_MODELS: dict[str, DeviceModel] = {
     m.name: m
     for m in (
-        DeviceModel("NVSwitch-Gen3", 0, 32 * MIB),
-        DeviceModel("NVSwitch-Gen2", 0, 32 * MIB),
+        DeviceModel("NVSwitch-Gen3", 0, 32 * MIB, pci_ids=("10de:22a3",), resource=_resource("NVSwitch-Gen3")),  # cap: GH100 [H100 NVSwitch]
+        DeviceModel("NVSwitch-Gen2", 0, 32 * MIB, resource=_resource("NVSwitch-Gen2")),  # no sourced ID
     )
 }
 

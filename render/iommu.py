@@ -31,6 +31,8 @@ class NodeDevice:
     numa_node: int | None
     iommu_group: int
     group_members: tuple[str, ...]
+    product_id: int = -1
+    """PCI device ID (<product id='0x2204'>); -1 where the source does not give it."""
 
 
 def nodedev_name(address: str) -> str:
@@ -82,6 +84,8 @@ def nodedev_xml_fields(xml: str) -> dict:
     product = cap.find("product")
     if product is not None:
         out["product"] = (product.text or "").strip()
+        if product.get("id"):
+            out["product_id"] = _hex(product.get("id"), "<product id>")
     group = cap.find("iommuGroup")
     if group is not None:
         try:
@@ -126,6 +130,7 @@ def parse_node_device(address: str, capability: dict | None, xml: str | None) ->
         numa_node=x.get("numa_node"),
         iommu_group=number,
         group_members=members,
+        product_id=x["product_id"] if "product_id" in x else (_hex((cap.get("product") or {}).get("id"), "product id") if (cap.get("product") or {}).get("id") else -1),
     )
 
 

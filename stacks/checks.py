@@ -324,7 +324,14 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
                 issues.append(ConfigIssue(f"{key}.baseImage", "required for kind libvirt: the cloud image (qcow2) root disks are cloned from"))
             if host.vsphere is not None:
                 issues.append(ConfigIssue(f"{key}.vsphere", f"only for kind vsphere ({key}.kind is libvirt); set {key}.kind: vsphere or remove this block"))
+            if host.kubevirt is not None:
+                issues.append(ConfigIssue(f"{key}.kubevirt", f"only for kind kubevirt ({key}.kind is {host.kind}); set {key}.kind: kubevirt or remove this block"))
             continue
+        if host.kind == "kubevirt":
+            issues += _check_kubevirt_host(hi, host, by_host.get(host.name, []), secrets)
+            continue
+        if host.kubevirt is not None:
+            issues.append(ConfigIssue(f"{key}.kubevirt", "only for kind kubevirt; set kind: kubevirt or remove this block"))
         for field in ("libvirt_uri", "base_image"):
             if getattr(host, field) is not None:
                 alias = Host.model_fields[field].alias
@@ -347,9 +354,14 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
         host = cfg.hosts[index[host_name]]
         for vi, vm in vms:
             issues += _check_vm_firmware(host, vi, vm)
+            if vm.kubevirt is not None and host.kind != "kubevirt":
+                issues.append(ConfigIssue(f"vms[{vi}].kubevirt", f"host {host.name} is kind {host.kind}; this block is for VMs on kind kubevirt hosts"))
             if host.kind == "libvirt":
                 if vm.vsphere is not None:
                     issues.append(ConfigIssue(f"vms[{vi}].vsphere", f"host {host.name} is kind libvirt; this block is for VMs on kind vsphere hosts"))
+                continue
+            if host.kind == "kubevirt":
+                issues += _check_kubevirt_vm(index[host_name], host, vi, vm)
                 continue
             issues += _check_vsphere_vm(index[host_name], host, vi, vm)
     return issues
@@ -400,6 +412,88 @@ def _check_vsphere_vm(hi, host, vi, vm) -> list[ConfigIssue]:
 
 
 # ------------------------------------------------------------------------- end vsphere
+
+
+# --- hosts[].kind: kubevirt ------------------------------------------ begin kubevirt
+
+
+def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
+    """A KubeVirt host: its block, the host cluster's kubeconfig, root disk, SSH path, and who advertises each device."""
+    from render.catalog import NVSWITCH_MODELS
+
+    issues: list[ConfigIssue] = []
+    key = f"hosts[{hi}]"
+    for field in ("libvirt_uri", "base_image", "vsphere"):
+        if getattr(host, field) is not None:
+            alias = Host.model_fields[field].alias
+            issues.append(ConfigIssue(f"{key}.{alias}", f"not used by kind kubevirt (the VM's disk is {key}.kubevirt.rootDisk); remove it"))
+    if vms and "kubevirtKubeconfig" not in secrets:
+        issues.append(ConfigIssue("kubevirtKubeconfig", f"KubeVirt host {host.name} needs the kubeconfig of its host cluster (never the guest cluster's gpu-stack:kubeconfig); "
+                                                         "set it with `pulumi config set --secret gpu-stack:kubevirtKubeconfig < host-cluster.kubeconfig`"))
+    kv = host.kubevirt
+    if kv is None:
+        issues.append(ConfigIssue(f"{key}.kubevirt", "required for kind kubevirt: namespace, nodeName (or nodeSelector) and rootDisk"))
+        return issues
+    k = f"{key}.kubevirt"
+    if (kv.node_name is None) == (not kv.node_selector):
+        issues.append(ConfigIssue(f"{k}.nodeName", "set exactly one of nodeName (the node's kubernetes.io/hostname) and nodeSelector: passed-through devices are a node's, so a GPU VM is bound to one"))
+    d = kv.root_disk
+    sources = [n for n, v in (("url", d.url), ("registry", d.registry), ("containerDisk", d.container_disk)) if v is not None]
+    if len(sources) != 1:
+        issues.append(ConfigIssue(f"{k}.rootDisk", f"set exactly one of url (DataVolume from an image URL), registry (DataVolume from a registry image) and containerDisk; got {', '.join(sources) or 'none'}"))
+    elif d.container_disk is not None and d.storage_class is not None:
+        issues.append(ConfigIssue(f"{k}.rootDisk.storageClass", "a containerDisk is ephemeral and has no volume; remove storageClass or import the image into a DataVolume (url or registry)"))
+    ssh = kv.ssh
+    if ssh.via == "multus":
+        issues.append(ConfigIssue(f"{k}.ssh.via", "multus (a secondary network with a static address) is not implemented in this gpu-stack; use service (NodePort or LoadBalancer)"))
+    elif ssh.service_type == "NodePort":
+        if ssh.node_port is None:
+            issues.append(ConfigIssue(f"{k}.ssh.nodePort", "required for serviceType NodePort: a fixed port in 30000-32767, so the SSH endpoint is known before the Service exists"))
+        elif ssh.node_port + len(vms) - 1 > 32767:
+            issues.append(ConfigIssue(f"{k}.ssh.nodePort", f"{ssh.node_port} is the first of {len(vms)} node ports (one per VM on {host.name}: nodePort, nodePort+1, ...); the last must be at most 32767"))
+        if ssh.address is None:
+            issues.append(ConfigIssue(f"{k}.ssh.address", "required for serviceType NodePort: the address of a host-cluster node reachable from where Pulumi runs"))
+    else:
+        for field, alias in (("node_port", "nodePort"), ("address", "address")):
+            if getattr(ssh, field) is not None:
+                issues.append(ConfigIssue(f"{k}.ssh.{alias}", "only for serviceType NodePort; a LoadBalancer is reached at its ingress address"))
+    ours = set(kv.device_plugins.kubevirt or ())
+    for j, model in enumerate(kv.device_plugins.gpu_operator):
+        if model in ours:
+            issues.append(ConfigIssue(f"{k}.devicePlugins.gpuOperator[{j}]", f"{model} is also in {k}.devicePlugins.kubevirt: two device plugins would advertise the same device "
+                                                                            "(KubeVirt's with externalResourceProvider false, and the GPU Operator's sandbox plugin); keep it in one list"))
+    for vi, vm in vms:
+        for kind, devices in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
+            catalog = GPU_MODELS if kind == "gpus" else NVSWITCH_MODELS
+            for di, dev in enumerate(devices):
+                if not catalog[dev.model].pci_ids:
+                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} has no vendor:device ID in render/catalog.py, and a KubeVirt host selects devices by it "
+                                                                              "(permittedHostDevices.pciHostDevices[].pciVendorSelector); add the ID from `lspci -nn -d 10de:` to the catalog with its source"))
+                elif kv.device_plugins.kubevirt is not None and dev.model not in ours and dev.model not in kv.device_plugins.gpu_operator:
+                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} is advertised by no device plugin on {host.name}; add it to {k}.devicePlugins.kubevirt or .gpuOperator"))
+    return issues
+
+
+def _check_kubevirt_vm(hi, host, vi, vm) -> list[ConfigIssue]:
+    from stacks.config import VmKubevirt
+
+    issues = []
+    key = f"vms[{vi}]"
+    opts = vm.kubevirt or VmKubevirt()
+    if vm.vsphere is not None:
+        issues.append(ConfigIssue(f"{key}.vsphere", f"host {host.name} is kind kubevirt; this block is for VMs on kind vsphere hosts"))
+    if vm.numa.expose_gpu_affinity:
+        issues.append(ConfigIssue(f"{key}.numa.exposeGpuAffinity", "libvirt only (pcie-expander-bus); on KubeVirt set kubevirt.guestNuma (guestMappingPassthrough)"))
+    if vm.numa.cells is not None:
+        issues.append(ConfigIssue(f"{key}.numa.cells", "libvirt only; KubeVirt derives guest cells from the dedicated CPUs it pins (kubevirt.guestNuma)"))
+    if opts.isolate_emulator_thread and not opts.dedicated_cpus:
+        issues.append(ConfigIssue(f"{key}.kubevirt.isolateEmulatorThread", "needs kubevirt.dedicatedCpus: true (KubeVirt only isolates the emulator thread of a VM with dedicated CPUs)"))
+    if opts.guest_numa and not (opts.dedicated_cpus and vm.numa.hugepages_1g):
+        issues.append(ConfigIssue(f"{key}.kubevirt.guestNuma", "guestMappingPassthrough needs kubevirt.dedicatedCpus: true and numa.hugepages1g: true (KubeVirt refuses it otherwise)"))
+    return issues
+
+
+# ------------------------------------------------------------------------- end kubevirt
 
 
 def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:

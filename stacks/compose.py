@@ -15,11 +15,12 @@ import hashlib
 import os
 
 import pulumi
+import pulumi_kubernetes as k8s
 import pulumi_libvirt as libvirt
 from pulumi.runtime.sync_await import _sync_await
 
 from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs, JoinTokenSource
-from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, LibvirtTarget
+from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, KubevirtTarget, LibvirtTarget
 from components.guest_command import GuestConnection
 from render.domain_xslt import pcie_problems
 from render.guest_scripts import guest_phases, join_token_phase
@@ -30,6 +31,9 @@ from render.nvidia_smi import parse_verify_output
 from render.rollout import waves
 from render.host_facts import ENV as HOST_FACTS_ENV
 from render.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
+from render import kubevirt as kubevirt_map
+from render.kubevirt_capacity import check_capacity, unchecked_hosts
+from render.kubevirt_capacity import expected_allocatable as kubevirt_allocatable
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
 from render.numa import Placement
 from render.vm_plan import plan_vm
@@ -186,6 +190,39 @@ def smt_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fact
             pulumi.log.warn(message)
 
 
+def kubevirt_host_cluster(cfg: StackConfig, stack: LoadedStack, used_hosts: list[Host], facts: dict[str, HostFacts]):
+    """The host cluster's provider (gpu-stack:kubevirtKubeconfig, never the guest cluster's), the capacity check, and the KubeVirt CR patch.
+
+    Capacity is checked before the provider is registered: a plan that asks for more devices
+    than the node will advertise registers nothing.
+    """
+    hosts = [h for h in used_hosts if h.kind == "kubevirt"]
+    if not hosts:
+        return None, ()
+    problems = check_capacity(cfg, facts)
+    if problems:
+        raise ConfigError(problems)
+    provider = k8s.Provider("kubevirt-host-cluster", kubeconfig=stack.secrets["kubevirtKubeconfig"])
+    after: tuple[pulumi.Resource, ...] = ()
+    patch = kubevirt_map.kubevirt_cr_patch(cfg, hosts)
+    if patch is not None:
+        after = (k8s.apiextensions.CustomResourcePatch(
+            "kubevirt-config",
+            api_version=patch["apiVersion"],
+            kind=patch["kind"],
+            metadata={**patch["metadata"], "annotations": {"pulumi.com/patchForce": "true"}},
+            spec=patch["spec"],
+            opts=pulumi.ResourceOptions(provider=provider),
+        ),)
+    allocatable = kubevirt_allocatable(cfg, facts)
+    pulumi.export("kubevirtExpectedAllocatable", allocatable)
+    unchecked = unchecked_hosts(cfg, facts)
+    if unchecked:
+        pulumi.export("kubevirtCapacity", f"unchecked on {', '.join(unchecked)}: no host facts (scripts/host-facts.sh on the node)")
+        pulumi.log.warn(f"KubeVirt capacity unchecked on {', '.join(unchecked)}: no host facts, so the IOMMU groups that decide what KubeVirt advertises are unknown")
+    return provider, after
+
+
 def _base_volume(host: Host, provider: libvirt.Provider, production: bool) -> libvirt.Volume:
     digest = hashlib.sha256(host.base_image.source.encode()).hexdigest()[:12]
     return libvirt.Volume(
@@ -209,6 +246,7 @@ def build(stack: LoadedStack) -> None:
     hostdevs = iommu_preflight(cfg, providers, facts, stack.placements)
     smt_preflight(cfg, providers, facts)
     vsphere_targets = vsphere_preflight(cfg, vsphere_providers)
+    kubevirt_provider, kubevirt_after = kubevirt_host_cluster(cfg, stack, used_hosts, facts)
     bases = {h.name: _base_volume(h, providers[h.name], cfg.production) for h in libvirt_hosts}
     hosts = {h.name: h for h in cfg.hosts}
     guest = cfg.guest
@@ -219,6 +257,10 @@ def build(stack: LoadedStack) -> None:
         if host.kind == "vsphere":
             target, provider = vsphere_targets[vm.name], vsphere_providers[vm.host]
             devices = target.pci_device_ids
+        elif host.kind == "kubevirt":
+            target = KubevirtTarget(after=kubevirt_after, ssh_node_port=kubevirt_map.ssh_node_port(cfg, vm))
+            provider = kubevirt_provider
+            devices = tuple(kubevirt_map.device_resource(kind, d.model) for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)) for d in devs)
         else:
             target, provider = LibvirtTarget(base_volume_id=bases[vm.host].id), providers[vm.host]
             devices = hostdevs[vm.name]
@@ -251,7 +293,7 @@ def build(stack: LoadedStack) -> None:
     if cfg.vms and cfg.guest is not None and _role(cfg, 0) in ("init", "join"):
         first = vms[cfg.vms[0].name]
         gate = GuestConnection(host=first.ip, user=cfg.guest.ssh_user, private_key=stack.secrets["sshPrivateKey"],
-                               host_key=first.host_public_key)
+                               host_key=first.host_public_key, port=first.ssh_port)
     build_addons(stack, kubeconfig, [b.ready for b in bootstraps.values()], gate)
 
 
@@ -275,7 +317,7 @@ def build_guests(stack: LoadedStack, vms: dict[str, GpuPassthroughVm]) -> dict[s
 
     def connection(name: str) -> GuestConnection:
         machine = vms[name]
-        return GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key)
+        return GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key, port=machine.ssh_port)
 
     for index, vm in enumerate(cfg.vms):
         role = _role(cfg, index)

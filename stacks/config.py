@@ -47,6 +47,7 @@ from stacks.types import (
 
 GpuModelName = Literal[tuple(GPU_MODELS)]  # type: ignore[valid-type]
 NvSwitchModelName = Literal[tuple(NVSWITCH_MODELS)]  # type: ignore[valid-type]
+DeviceModelName = Literal[tuple(GPU_MODELS) + tuple(NVSWITCH_MODELS)]  # type: ignore[valid-type]
 
 
 class Model(BaseModel):
@@ -140,14 +141,92 @@ class VmVsphere(Model):
 # ------------------------------------------------------------------------ end vsphere
 
 
+# --- KubeVirt (hosts[].kind: kubevirt) -------------------------------- begin kubevirt
+
+
+class KubevirtRootDisk(Model):
+    """The VM's root disk: exactly one of `url`, `registry` and `containerDisk`."""
+
+    url: Optional[HttpUrl] = None
+    """Cloud image (qcow2/raw) imported by CDI into a DataVolume (dataVolumeTemplates, source http), sized vms[].diskGib."""
+    registry: Optional[ImageReference] = None
+    """Container image holding the disk image, imported by CDI into a DataVolume (source registry, docker://...)."""
+    container_disk: Optional[ImageReference] = None
+    """Ephemeral containerDisk image: nothing persists across a VMI restart, no storage class needed."""
+    storage_class: Optional[DnsSubdomain] = None
+    """StorageClass of the DataVolume (url/registry). Unset: the cluster's default class."""
+
+
+class KubevirtSsh(Model):
+    """How gpu-stack reaches the guest over SSH: a Service for the VMI (implemented) or a Multus network (refused: not implemented)."""
+
+    via: Literal["service", "multus"] = "service"
+    """service: a Service selecting the VMI (NodePort or LoadBalancer). multus: not implemented in this gpu-stack; refused by name."""
+    service_type: Literal["NodePort", "LoadBalancer"] = "NodePort"
+    """Type of the Service that exposes the guest's port 22."""
+    node_port: Optional[int] = Field(default=None, ge=30000, le=32767)
+    """NodePort: the fixed node port of the host's first VM (the kube-apiserver default range 30000-32767); the next VMs on this host get nodePort+1, +2, ... in vms order. Required for NodePort, so the SSH endpoint is known at preview."""
+    address: Optional[IPv4] = None
+    """NodePort: the address of a node reachable from where Pulumi runs (required). LoadBalancer: unset, the Service's load-balancer ingress address once assigned."""
+
+
+class KubevirtDevicePlugins(Model):
+    """Who advertises each device model as a node resource. A model in both lists is refused."""
+
+    kubevirt: Optional[tuple[DeviceModelName, ...]] = None
+    """Models advertised by KubeVirt's own device plugin (permittedHostDevices with externalResourceProvider false, as in seed 002): one device per IOMMU group. Unset: every model the VMs on this host use that gpuOperator does not list."""
+    gpu_operator: tuple[DeviceModelName, ...] = ()
+    """Models advertised by NVIDIA's sandbox device plugin through the GPU Operator (sandboxWorkloads, vfio-manager) on the host cluster: permittedHostDevices with externalResourceProvider true."""
+
+
+class KubevirtHost(Model):
+    namespace: Name
+    """Namespace of the VirtualMachine, its DataVolume, cloud-init Secret and SSH Service on the host cluster."""
+    node_name: Optional[Name] = None
+    """The node (its kubernetes.io/hostname label) the VM is bound to; host facts are that node's. Set this or nodeSelector."""
+    node_selector: dict[QualifiedName, LabelValue] = Field(default_factory=dict)
+    """Node selector of a labelled node pool instead of one node. Capacity is then predicted per host facts of one representative node only."""
+    root_disk: KubevirtRootDisk
+    ssh: KubevirtSsh = KubevirtSsh()
+    manage_kubevirt_config: bool = Field(default=False, alias="manageKubeVirtConfig")
+    """Patch the existing KubeVirt CR (server-side apply) with permittedHostDevices and the feature gates this gpu-stack needs. false: the CR is left alone and the convergence check only states what it must permit."""
+    kubevirt_cr: Name = "kubevirt"
+    """Name of the KubeVirt CR (one per cluster)."""
+    kubevirt_namespace: Name = "kubevirt"
+    """Namespace of the KubeVirt CR."""
+    feature_gates: tuple[Word, ...] = ()
+    """manageKubeVirtConfig: feature gates the cluster already has, kept. The CR's featureGates list is atomic, so the patch replaces it whole; gpu-stack adds HostDevices and Sidecar itself."""
+    device_plugins: KubevirtDevicePlugins = KubevirtDevicePlugins()
+    sidecar_image: ImageReference = "quay.io/kubevirt/sidecar-shim:v1.8.4"
+    """Image of the hook sidecar that sets the 64-bit PCI hole (KubeVirt v1.8.4 has no size annotation)."""
+
+
+class VmKubevirt(Model):
+    """KubeVirt-only settings of a VM on a `kind: kubevirt` host."""
+
+    run_strategy: Literal["Always", "RerunOnFailure", "Manual", "Halted", "Once"] = "Always"
+    """spec.runStrategy of the VirtualMachine."""
+    dedicated_cpus: bool = False
+    """domain.cpu.dedicatedCpuPlacement: pinned, exclusive host CPUs (the node's kubelet needs the static CPU manager policy)."""
+    isolate_emulator_thread: bool = False
+    """domain.cpu.isolateEmulatorThread: one more dedicated CPU for QEMU's emulator thread. Needs dedicatedCpus."""
+    guest_numa: bool = False
+    """domain.cpu.numa.guestMappingPassthrough: the guest sees the host NUMA of its pinned CPUs. Needs dedicatedCpus and numa.hugepages1g."""
+
+
+# ------------------------------------------------------------------------ end kubevirt
+
+
 class Host(Model):
     name: Name
-    kind: Literal["libvirt", "vsphere"] = "libvirt"
-    """Hypervisor of this host: libvirt (KVM over a libvirt URI) or vsphere (ESXi, directly or through vCenter; set `vsphere`)."""
+    kind: Literal["libvirt", "vsphere", "kubevirt"] = "libvirt"
+    """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`) or kubevirt (a node of a Kubernetes cluster running KubeVirt; set `kubevirt`)."""
     libvirt_uri: Optional[str] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$")
     """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt."""
     vsphere: Optional[VsphereHost] = None
     """Where and from what VMs are created on a kind vsphere host. Credentials are the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword."""
+    kubevirt: Optional[KubevirtHost] = None
+    """Where and from what VMs are created on a kind kubevirt host. The host cluster's kubeconfig is the secret gpu-stack:kubevirtKubeconfig (never the guest cluster's gpu-stack:kubeconfig)."""
     numa_nodes: tuple[NumaNode, ...] = Field(min_length=1)
     """The host's NUMA topology: `lscpu` / `numactl -H`."""
     reserved_cpus: CpuList = ""
@@ -250,6 +329,8 @@ class Vm(Model):
     """Hide the hypervisor from the guest (libvirt <kvm><hidden>, vSphere hypervisor.cpuid.v0 = FALSE). Unset: on for consumer GPUs (catalog), off for data-centre GPUs."""
     vsphere: Optional[VmVsphere] = None
     """Settings for a VM on a kind vsphere host."""
+    kubevirt: Optional[VmKubevirt] = None
+    """Settings for a VM on a kind kubevirt host."""
 
 
 # --- guest ------------------------------------------------------------------
@@ -481,5 +562,5 @@ REMOVED_KEYS: dict[tuple[str, ...], str] = {
 }
 """Keys that older gpu-stack versions accepted, with what replaced them; refused by name."""
 
-SECRET_KEYS = ("sshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig", "vsphereUser", "vspherePassword")
+SECRET_KEYS = ("sshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""

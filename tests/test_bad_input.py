@@ -27,7 +27,7 @@ from stacks.load import parse_stack_config
 from tests.conftest import ROOT, stack_file
 from tools import plan as plan_tool
 
-SECRETS = {"sshPrivateKey", "grafanaAdminPassword"}
+SECRETS = {"sshPrivateKey", "grafanaAdminPassword", "kubevirtKubeconfig"}  # kubevirtKubeconfig: only read for kind kubevirt hosts
 DELETE = object()
 
 
@@ -66,13 +66,51 @@ VSPHERE_HOST = {"name": "esxi-1", "kind": "vsphere", "numaNodes": [{"id": 0, "cp
 VSPHERE = {"hosts[1]": VSPHERE_HOST}
 OVF = {**VSPHERE, "hosts[1].vsphere.template": {"ovf": "http://mirror.lab.local/images/alma-9.6.ova"}}
 PASCAL = {"vms[0].gpus[0].model": "P100-PCIE-16GB"}
+KV = {"hosts[0].kind": "kubevirt", "hosts[0].libvirtUri": DELETE, "hosts[0].baseImage": DELETE,
+      "hosts[0].kubevirt": {"namespace": "gpu-vms", "nodeName": "lab-gpu-1", "rootDisk": {"url": "https://images.lab.local/noble.img"},
+                            "ssh": {"nodePort": 30122, "address": "10.0.0.31"}}}
+KV_LB = {**KV, "hosts[0].kubevirt.ssh": {"serviceType": "LoadBalancer"}}
 
 ROWS: tuple[Row, ...] = (
+    # hosts[].kind kubevirt (seed 002)
+    Row("hosts[0].kind", "kvm", why="'libvirt', 'vsphere' or 'kubevirt'"),
+    Row("hosts[0].kubevirt", DELETE, why="required for kind kubevirt", setup=KV),
+    Row("hosts[0].kubevirt", {"namespace": "x"}, key="hosts[0].kubevirt.rootDisk", why="required key is missing"),
+    Row("hosts[0].kubevirt.namespace", "GPU_VMS", why="lower-case", setup=KV),
+    Row("hosts[0].kubevirt.nodeName", DELETE, why="exactly one of nodeName", setup=KV),
+    Row("hosts[0].kubevirt.nodeSelector", {"gpu": "a b"}, key="hosts[0].kubevirt.nodeSelector.gpu", why="label value", setup=KV),
+    Row("hosts[0].kubevirt.rootDisk", "noble.img", why="valid dictionary", setup=KV),
+    Row("hosts[0].kubevirt.rootDisk.url", "ftp://images/noble.img", why="http", setup=KV),
+    Row("hosts[0].kubevirt.rootDisk.registry", "Not An Image", why="image", setup=KV),
+    Row("hosts[0].kubevirt.rootDisk.containerDisk", "Not An Image", why="image", setup=KV),
+    Row("hosts[0].kubevirt.rootDisk.storageClass", "Fast_SSD", why="DNS", setup=KV),
+    Row("hosts[0].kubevirt.ssh", "nodeport", why="valid dictionary", setup=KV),
+    Row("hosts[0].kubevirt.ssh.via", "multus", why="not implemented", setup=KV),
+    Row("hosts[0].kubevirt.ssh.serviceType", "ClusterIP", why="'NodePort' or 'LoadBalancer'", setup=KV),
+    Row("hosts[0].kubevirt.ssh.nodePort", 22, why="greater than or equal to 30000", setup=KV),
+    Row("hosts[0].kubevirt.ssh.nodePort", 30122, why="only for serviceType NodePort", setup=KV_LB),
+    Row("hosts[0].kubevirt.ssh.address", DELETE, why="required for serviceType NodePort", setup=KV),
+    Row("hosts[0].kubevirt.manageKubeVirtConfig", "yes please", why="valid boolean", setup=KV),
+    Row("hosts[0].kubevirt.kubevirtCr", "KubeVirt", why="lower-case", setup=KV),
+    Row("hosts[0].kubevirt.kubevirtNamespace", "Kube Virt", why="lower-case", setup=KV),
+    Row("hosts[0].kubevirt.featureGates", ["Live Migration"], key="hosts[0].kubevirt.featureGates[0]", why="without white space", setup=KV),
+    Row("hosts[0].kubevirt.devicePlugins", "both", why="valid dictionary", setup=KV),
+    Row("hosts[0].kubevirt.devicePlugins.kubevirt", ["GTX-1080"], key="hosts[0].kubevirt.devicePlugins.kubevirt[0]", why="Input should be", setup=KV),
+    Row("hosts[0].kubevirt.devicePlugins.kubevirt", ["L4"], key="vms[0].gpus[0].model", why="advertised by no device plugin", setup=KV),
+    Row("hosts[0].kubevirt.devicePlugins.gpuOperator", ["L40S"], key="hosts[0].kubevirt.devicePlugins.gpuOperator[0]", why="two device plugins",
+        setup={**KV, "hosts[0].kubevirt.devicePlugins": {"kubevirt": ["L40S"]}}),
+    Row("hosts[0].kubevirt.sidecarImage", "Sidecar Shim", why="image", setup=KV),
+    Row("vms[0].gpus[0].model", "P100-PCIE-16GB", why="no vendor:device ID", setup=KV),
+    Row("vms[0].kubevirt", "dedicated", why="valid dictionary", setup=KV),
+    Row("vms[0].kubevirt", {"runStrategy": "Always"}, why="this block is for VMs on kind kubevirt hosts"),
+    Row("vms[0].kubevirt.runStrategy", "Sometimes", why="'Always'", setup=KV),
+    Row("vms[0].kubevirt.dedicatedCpus", "many", why="valid boolean", setup=KV),
+    Row("vms[0].kubevirt.isolateEmulatorThread", True, why="needs kubevirt.dedicatedCpus", setup=KV),
+    Row("vms[0].kubevirt.guestNuma", True, why="guestMappingPassthrough needs", setup={**KV, "vms[0].kubevirt": {"dedicatedCpus": True}}),
     Row("production", "maybe", why="valid boolean"),
     # hosts
     Row("hosts", "lab-gpu-1", why="valid tuple"),
     Row("hosts[0].name", "Lab_GPU", why="lower-case letters"),
-    Row("hosts[0].kind", "kvm", why="'libvirt' or 'vsphere'"),
     Row("hosts[1].kind", "libvirt", key="hosts[1].vsphere", setup=VSPHERE, why="hosts[1].kind is libvirt",
         also=("hosts[1].libvirtUri", "hosts[1].baseImage")),
     Row("hosts[0].libvirtUri", "ssh://root@lab-gpu-1/system", why="qemu"),

@@ -662,3 +662,35 @@ def test_make_plan_reports_ok(tmp_path, capsys, monkeypatch):
 
 def test_check_is_pure():
     assert not re.search(r"^\s*(import|from) pulumi", Path(cv.__file__).read_text(), re.M)
+
+
+# --- KubeVirt (seed 002): permitted in the KubeVirt CR, advertised on the node --------
+
+
+KV_VM = "vms/kv-3090/virtualmachine.yaml"
+
+
+def test_kubevirt_golden_plan_permits_and_fits_what_its_vm_requests():
+    plan = golden("kubevirt")
+    assert "kubevirt/expected-allocatable.yaml" in plan.files and "kubevirt/kubevirt-cr-patch.yaml" in plan.files
+    assert check(plan, config("kubevirt"), rules=["kubevirt"]) == []
+
+
+def test_kubevirt_resource_not_permitted_by_the_cr_patch_is_named():
+    plan = edit(golden("kubevirt"), "kubevirt/kubevirt-cr-patch.yaml",
+                lambda d: d["spec"]["configuration"]["permittedHostDevices"].update(pciHostDevices=[]))
+    [v] = check(plan, config("kubevirt"), rules=["kubevirt"])
+    assert v.object == "VirtualMachine gpu-vms/kv-3090" and v.key == "hosts[0].kubevirt.devicePlugins" and "nvidia.com/RTX_3090" in v.message
+
+
+def test_kubevirt_vm_asking_for_more_than_the_node_advertises_is_named():
+    plan = edit(golden("kubevirt"), "kubevirt/expected-allocatable.yaml", lambda d: d["kv-gpu-node-1"].update({"nvidia.com/RTX_3090": 3}))
+    [v] = check(plan, config("kubevirt"), rules=["kubevirt"])
+    assert v.object == "Node kv-gpu-node-1" and v.key == "vms[0].gpus" and "request 4" in v.message and "advertise 3" in v.message
+
+
+def test_kubevirt_hook_without_the_sidecar_gate_is_named():
+    plan = edit(golden("kubevirt"), "kubevirt/kubevirt-cr-patch.yaml",
+                lambda d: d["spec"]["configuration"]["developerConfiguration"].update(featureGates=["HostDevices"]))
+    [v] = check(plan, config("kubevirt"), rules=["kubevirt"])
+    assert v.key == "hosts[0].kubevirt.featureGates" and "Sidecar" in v.message

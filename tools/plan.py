@@ -193,9 +193,40 @@ def _script_in(command_text: Any) -> str:
     return command_text.split(start, 1)[1].rsplit(f"{HEREDOC}\n", 1)[0]
 
 
+KUBEVIRT_VM = "kubernetes:kubevirt.io/v1:VirtualMachine"
+KUBEVIRT_PATCH = "kubernetes:kubevirt.io/v1:KubeVirtPatch"
+
+
+def _k8s_object(r: mockrun.Registered, api_version: str, kind: str) -> dict:
+    doc = {k: v for k, v in sanitize(r.inputs).items() if k not in ("apiVersion", "kind")}
+    return {"apiVersion": api_version, "kind": kind, **doc}
+
+
+def kubevirt_artifacts(result: mockrun.RunResult) -> dict[str, str]:
+    """The KubeVirt objects for reviewers: the VirtualMachine and what goes with it, and the KubeVirt CR patch."""
+    out: dict[str, str] = {}
+    for machine in result.of_type(KUBEVIRT_VM):
+        vm = sanitize(machine.inputs)
+        name = vm["metadata"]["name"]
+        out[f"vms/{name}/virtualmachine.yaml"] = to_yaml(vm)
+        for sibling in result.children_of(machine.parent):
+            if sibling.type == "kubernetes:core/v1:ConfigMap":
+                out[f"vms/{name}/configmap-pcihole64.yaml"] = to_yaml(_k8s_object(sibling, "v1", "ConfigMap"))
+            elif sibling.type == "kubernetes:core/v1:Service":
+                out[f"vms/{name}/service-ssh.yaml"] = to_yaml(_k8s_object(sibling, "v1", "Service"))
+            elif sibling.type == "kubernetes:core/v1:Secret":
+                out[f"vms/{name}/secret-cloudinit.yaml"] = to_yaml(_k8s_object(sibling, "v1", "Secret"))
+    for patch in result.of_type(KUBEVIRT_PATCH):
+        out["kubevirt/kubevirt-cr-patch.yaml"] = to_yaml(sanitize(patch.inputs))
+    allocatable = result.outputs.get("kubevirtExpectedAllocatable")
+    if isinstance(allocatable, dict) and allocatable:
+        out["kubevirt/expected-allocatable.yaml"] = to_yaml(sanitize(allocatable))
+    return out
+
+
 def artifacts(result: mockrun.RunResult) -> dict[str, str]:
     """Relative path -> content for everything that reaches a machine."""
-    out: dict[str, str] = {}
+    out: dict[str, str] = kubevirt_artifacts(result)
     for domain in result.of_type("libvirt:index/domain:Domain"):
         for fname, text in _domain_artifacts(result, domain).items():
             out[f"vms/{domain.inputs['name']}/{fname}"] = text
@@ -330,6 +361,14 @@ def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None 
         lines.append(f"  {n:3d}  {type_}")
     for vm in result.of_type("gpu-stack:index:GpuPassthroughVm"):
         kids = result.children_of(vm.name)
+        kv = next((k for k in kids if k.type == KUBEVIRT_VM), None)
+        if kv is not None:
+            devices = kv.inputs["spec"]["template"]["spec"]["domain"]["devices"]
+            hook = "hooks.kubevirt.io/hookSidecars" in (kv.inputs["spec"]["template"].get("metadata") or {}).get("annotations", {})
+            lines.append(f"  vm {vm.name} (kubevirt): {len(kids)} resources, {len(devices.get('gpus', []))} gpus + {len(devices.get('hostDevices', []))} hostDevices, "
+                         f"{int(kv.inputs['spec']['template']['spec']['domain']['cpu']['cores'])} vCPUs"
+                         + (", pcihole64 by hook sidecar" if hook else ""))
+            continue
         machine = next((k for k in kids if k.type == VSPHERE_VM), None)
         if machine is not None:
             extra = _unwrap_secret(machine.inputs.get("extraConfig")) or {}
@@ -356,6 +395,12 @@ def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None 
         notes.append(f"IOMMU groups assumed isolated on {', '.join(unchecked)}, no host facts")
     if result.of_type("pulumi:providers:vsphere"):
         notes.append("vSphere inventory and PCI devices assumed as configured")
+    allocatable = result.outputs.get("kubevirtExpectedAllocatable")
+    if isinstance(allocatable, dict):
+        for node, resources in sorted(allocatable.items()):
+            lines.append(f"  kubevirt node {node}: expected allocatable " + ", ".join(f"{r}={n}" for r, n in sorted(resources.items())) + " (one per IOMMU group, host facts)")
+    if isinstance(result.outputs.get("kubevirtCapacity"), str):
+        notes.append(f"KubeVirt capacity {result.outputs['kubevirtCapacity']}")
     lines.append(f"  (offline: {'; '.join(notes + ['secrets are placeholders'])})")
     return "\n".join(lines)
 
@@ -409,8 +454,8 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
         shutil.rmtree(out)
     out.mkdir(parents=True)
     rows = resources_json(result)
-    files = artifacts(result)
-    for rel, text in sorted({"resources.json": rows, "rollout.json": rollout_text, **files}.items()):
+    files = {"rollout.json": rollout_text, **artifacts(result)}
+    for rel, text in sorted({"resources.json": rows, **files}.items()):
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

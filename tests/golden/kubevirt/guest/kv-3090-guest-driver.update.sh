@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# gpu-stack guest phase 'driver' on update: scripts/guest/upgrade-gate.sh, then scripts/guest/driver.sh (render/guest_scripts.py)
+set -euo pipefail
+export GS_DRIVER_METHOD=package
+export GS_DRIVER_RUNFILE_URL=''
+export GS_DRIVER_VERSION=570.172.08
+export GS_FM_HOLD='nvidia-fabricmanager-570 libnvidia-nscq-570'
+export GS_FM_PACKAGES='nvidia-fabricmanager-570 libnvidia-nscq-570'
+export GS_FM_PROBE=nvidia-fabricmanager-570
+export GS_HTTPS_PROXY=''
+export GS_HTTP_PROXY=''
+export GS_KERNEL_MODULES=open
+export GS_NVLINK5_PACKAGES=''
+export GS_NVSWITCH_COUNT=0
+export GS_PHASE=driver
+
+# shellcheck shell=bash
+# gpu-stack guest library, inlined after the rendered export header of every
+# phase script. Every file path goes through $GS_ROOT (empty on a real guest)
+# so the tests can run the phases in a sandbox root with recording stubs.
+
+GS_ROOT="${GS_ROOT:-}"
+GS_CHANGED=0
+export GS_CHANGED  # read by the phase script this library is inlined into
+
+log() { printf '[gpu-stack %s] %s\n' "${GS_PHASE:-?}" "$*"; }
+die() { printf '[gpu-stack %s] ERROR: %s\n' "${GS_PHASE:-?}" "$*" >&2; exit 1; }
+changed() { GS_CHANGED=1; log "changed: $*"; }
+
+# os_id: ubuntu or rhel, from /etc/os-release.
+# shellcheck source=/dev/null  # the guest's os-release
+os_id() {
+  local id like
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  like=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID_LIKE:-}")
+  case " $id $like " in
+    *" ubuntu "*|*" debian "*) echo ubuntu ;;
+    *" rhel "*|*" fedora "*|*" centos "*) echo rhel ;;
+    *) echo "unknown:$id" ;;
+  esac
+}
+
+# shellcheck source=/dev/null
+os_version() { (. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-}"); }
+
+# write_file PATH MODE < content: replace PATH only when the content differs.
+# Returns 0 when it wrote, 1 when the file was already right.
+# Atomic: the content goes to a temporary file in the same directory (mktemp
+# creates it 0600, so credentials are never readable by others), gets the final
+# mode and is flushed, then rename(2) replaces PATH in one step. An interrupted
+# write leaves PATH as it was, never truncated. The temporary name starts with a
+# dot and has no extension, so no *.conf/*.list/*.toml directory glob reads it.
+write_file() {
+  local path="$GS_ROOT$1" mode="$2" dir tmp
+  dir=$(dirname "$path")
+  mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.gpu-stack.XXXXXXXX")
+  if ! cat >"$tmp"; then
+    rm -f "$tmp"
+    die "could not write the content of $1"
+  fi
+  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod "$mode" "$tmp"
+  sync "$tmp" 2>/dev/null || true
+  mv -f "$tmp" "$path"
+  changed "wrote $1"
+  return 0
+}
+
+pkg_installed() {
+  if [ "$(os_id)" = ubuntu ]; then
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  else
+    rpm -q "$1" >/dev/null 2>&1
+  fi
+}
+
+# pkg_version NAME: the installed version, empty when not installed.
+pkg_version() {
+  if [ "$(os_id)" = ubuntu ]; then
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
+  else
+    rpm -q --qf '%{VERSION}' "$1" 2>/dev/null || true
+  fi
+}
+
+# The package lock at first boot. Ubuntu cloud images start apt-daily and
+# apt-daily-upgrade (unattended-upgrades) right after boot (the timers are
+# Persistent), so a plain apt-get fails with "Could not get lock
+# /var/lib/dpkg/lock-frontend". Every apt-get waits for the lock instead
+# (APT option DPkg::Lock::Timeout, apt >= 1.9.11, see apt.conf(5) and
+# apt-get(8)), and the first install of a phase holds the timers off until the
+# verify phase starts them again (pkg_timers_resume). DPkg::Lock::Timeout
+# covers the dpkg lock only, not the lists lock `apt-get update` takes, so a
+# running apt-daily.service (which is `apt-get update`) is waited for first.
+# dnf waits on its own lock by itself (dnf/lock.py: "Waiting for process with
+# pid N to finish", unless exit_on_lock is set in dnf.conf(5));
+# dnf-makecache.timer is held off the same way.
+GS_PKG_LOCK_TIMEOUT="${GS_PKG_LOCK_TIMEOUT:-900}"
+PKG_TIMERS_UBUNTU="apt-daily.timer apt-daily-upgrade.timer"
+PKG_TIMERS_RHEL="dnf-makecache.timer"
+pkg_timers() { if [ "$(os_id)" = ubuntu ]; then echo "$PKG_TIMERS_UBUNTU"; else echo "$PKG_TIMERS_RHEL"; fi; }
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=${GS_PKG_LOCK_TIMEOUT}" "$@"
+}
+
+pkg_timers_held=0
+pkg_timers_hold() {
+  [ "$pkg_timers_held" = 0 ] || return 0
+  pkg_timers_held=1
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl stop "$t"
+      log "holding off ${t} during bootstrap"
+    fi
+  done
+  [ "$(os_id)" = ubuntu ] && wait_unit_inactive apt-daily.service
+  return 0
+}
+
+# wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
+wait_unit_inactive() {
+  local waited=0 step="${GS_POLL_SECONDS:-2}"
+  while systemctl is-active --quiet "$1" 2>/dev/null; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still running after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish"
+    sleep "$step"
+    waited=$((waited + ${step%.*} + 1))
+  done
+}
+
+# pkg_timers_resume: start the timers again once bootstrap is done (verify phase).
+pkg_timers_resume() {
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl start "$t"
+      log "resumed ${t}"
+    fi
+  done
+}
+
+apt_updated=0
+pkg_install() {
+  [ "$#" -gt 0 ] || return 0
+  pkg_timers_hold
+  if [ "$(os_id)" = ubuntu ]; then
+    if [ "$apt_updated" = 0 ]; then
+      apt_get update -qq
+      apt_updated=1
+    fi
+    apt_get install -y -qq --allow-downgrades --allow-change-held-packages "$@"
+  else
+    dnf install -y -q "$@"
+  fi
+  changed "installed $*"
+}
+
+# apt_package_exists NAME: the archive has NAME (after one apt-get update).
+apt_package_exists() {
+  if [ "$apt_updated" = 0 ]; then
+    pkg_timers_hold
+    apt_get update -qq
+    apt_updated=1
+  fi
+  [ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | grep '^Package: ' || true)" ]
+}
+
+# ensure_pkgs NAME...: install the ones that are missing.
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  pkg_install "${missing[@]}"
+}
+
+pkg_hold() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local p
+    for p in "$@"; do
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+    done
+  else
+    ensure_pkgs python3-dnf-plugin-versionlock
+    local p
+    for p in "$@"; do
+      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+    done
+  fi
+}
+
+service_enable_now() {
+  local unit="$1"
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl enable --now "$unit"
+    changed "enabled $unit"
+  fi
+}
+
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
+
+# shellcheck shell=bash
+# Version gate: the `update` of the driver, container-runtime and kubernetes
+# phases (render/guest_scripts.py UPGRADE_MANAGED), inlined before the phase.
+# When the node already runs the configured versions the phase below re-runs as
+# usual (a registry mirror, a label, a rotated token). When a version differs,
+# this stops here and changes nothing: the change belongs to the upgrade path
+# (<vm>-upgrade-*: cordon, drain, pinned packages, reboot, verify, uncordon),
+# which Pulumi runs next, one wave of nodes at a time.
+
+# version_is INSTALLED WANTED: the installed package version is the wanted one (any packaging revision).
+version_is() { case "$1" in "$2"|"$2"-*|"$2".*) return 0 ;; *) return 1 ;; esac; }
+
+gate_differs=""
+case "$GS_PHASE" in
+  driver)
+    gate_loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+    if [ -n "$gate_loaded" ] && [ "$gate_loaded" != "$GS_DRIVER_VERSION" ]; then
+      gate_differs="driver ${gate_loaded} loaded, ${GS_DRIVER_VERSION} configured"
+    elif [ "$GS_NVSWITCH_COUNT" -gt 0 ] && pkg_installed "$GS_FM_PROBE" && ! version_is "$(pkg_version "$GS_FM_PROBE")" "$GS_DRIVER_VERSION"; then
+      gate_differs="Fabric Manager $(pkg_version "$GS_FM_PROBE") installed, ${GS_DRIVER_VERSION} configured"
+    fi
+    ;;
+  container-runtime)
+    if pkg_installed nvidia-container-toolkit && ! version_is "$(pkg_version nvidia-container-toolkit)" "$GS_TOOLKIT_VERSION"; then
+      gate_differs="nvidia-container-toolkit $(pkg_version nvidia-container-toolkit) installed, ${GS_TOOLKIT_VERSION} configured"
+    fi
+    ;;
+  kubernetes)
+    for gate_pkg in kubeadm kubelet; do
+      if pkg_installed "$gate_pkg" && ! version_is "$(pkg_version "$gate_pkg")" "$GS_K8S_VERSION"; then
+        gate_differs="${gate_pkg} $(pkg_version "$gate_pkg") installed, ${GS_K8S_VERSION} configured"
+      fi
+    done
+    ;;
+esac
+if [ -n "$gate_differs" ]; then
+  log "${gate_differs}: left to the upgrade path (${GS_NODE_NAME:-this node}'s upgrade-* commands, drained, in its wave); nothing changed here"
+  exit 0
+fi
+
+# shellcheck shell=bash
+# Phase: driver. The pinned NVIDIA driver, Fabric Manager at exactly the same
+# version when NVSwitches are attached (without it CUDA fails with error 802),
+# and persistence mode. Skipped when that version is already loaded.
+# Fabric Manager and NSCQ names change with the branch and repository
+# (render/nvidia_packages.py): GS_FM_PACKAGES, GS_FM_PROBE, GS_FM_HOLD, and
+# NVLSM on NVLink 5 (GS_NVLINK5_PACKAGES). As upgrade-driver (GS_UPGRADE=1, on a
+# drained node) an older loaded module is left for upgrade-reboot to replace.
+#
+# Kernel modules (GS_KERNEL_MODULES, guest.nvidia.kernelModules): open or
+# proprietary, chosen from the GPU architecture (render/catalog.py). On Ubuntu
+# the signed, precompiled modules Canonical builds for each kernel are
+# preferred: linux-modules-nvidia-<branch>-server[-open]-<uname -r> for the
+# running kernel plus the -<flavour> metapackage that follows kernel updates,
+# with nvidia-headless-no-dkms-<branch>-server[-open] for the user space (names
+# from packages.ubuntu.com, source linux-restricted-modules and
+# nvidia-graphics-drivers-<branch>-server). No compiler, no headers, no DKMS
+# build at boot, and they load under Secure Boot. Where no precompiled package
+# exists for the running kernel, nvidia-headless-<branch>-server[-open] pulls in
+# nvidia-dkms-<branch>-server[-open], which builds the module (minutes per node,
+# docs/PERFORMANCE.md).
+family=$(os_id)
+branch="${GS_DRIVER_VERSION%%.*}"
+loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+open_suffix=""
+[ "$GS_KERNEL_MODULES" = open ] && open_suffix="-open"
+kernel=$(uname -r)
+modules_source=dkms
+
+if [ "$family" = ubuntu ]; then
+  write_file /etc/apt/preferences.d/gpu-stack-nvidia-driver 0644 <<CONF || true
+Package: /^(lib)?nvidia-.*-${branch}(-server)?(-open)?$/
+Pin: version ${GS_DRIVER_VERSION}-*
+Pin-Priority: 1001
+CONF
+  precompiled="linux-modules-nvidia-${branch}-server${open_suffix}-${kernel}"
+  flavour=""
+  [[ "$kernel" =~ ^[0-9.]+-[0-9]+-(.+)$ ]] && flavour="${BASH_REMATCH[1]}"
+  if [ "$GS_DRIVER_METHOD" = package ] && [ "$loaded" != "$GS_DRIVER_VERSION" ] && [ -n "$flavour" ] \
+     && apt_package_exists "$precompiled"; then
+    modules_source=precompiled
+    driver_pkgs=("$precompiled" "linux-modules-nvidia-${branch}-server${open_suffix}-${flavour}"
+                 "nvidia-headless-no-dkms-${branch}-server${open_suffix}" "nvidia-utils-${branch}-server")
+  else
+    driver_pkgs=("nvidia-headless-${branch}-server${open_suffix}" "nvidia-utils-${branch}-server")
+  fi
+else
+  # NVIDIA's CUDA repository for EL9: kmod-nvidia-open-dkms or kmod-nvidia-latest-dkms
+  kmod="kmod-nvidia-latest-dkms"
+  [ "$GS_KERNEL_MODULES" = open ] && kmod="kmod-nvidia-open-dkms"
+  driver_pkgs=("nvidia-driver-${GS_DRIVER_VERSION}" "nvidia-driver-cuda-${GS_DRIVER_VERSION}" "${kmod}-${GS_DRIVER_VERSION}")
+fi
+read -r -a fm_pkgs <<<"$GS_FM_PACKAGES"
+read -r -a fm_hold <<<"$GS_FM_HOLD"
+fm_probe="$GS_FM_PROBE"
+
+if [ "$loaded" = "$GS_DRIVER_VERSION" ]; then
+  log "driver ${loaded} is loaded"
+else
+  case "$GS_DRIVER_METHOD" in
+    package)
+      log "kernel modules: ${GS_KERNEL_MODULES}, ${modules_source} (kernel ${kernel})"
+      pkg_install "${driver_pkgs[@]}"
+      [ "$family" = ubuntu ] && pkg_hold "${driver_pkgs[@]}"
+      [ "$family" = rhel ] && pkg_hold nvidia-driver "$kmod"
+      ;;
+    runfile)
+      if [ "$family" = ubuntu ]; then
+        ensure_pkgs build-essential dkms "linux-headers-$(uname -r)"
+      else
+        ensure_pkgs gcc make dkms elfutils-libelf-devel "kernel-devel-$(uname -r)" "kernel-headers-$(uname -r)"
+      fi
+      runfile="/var/cache/gpu-stack/NVIDIA-Linux-x86_64-${GS_DRIVER_VERSION}.run"
+      if [ ! -s "$GS_ROOT$runfile" ]; then
+        mkdir -p "$GS_ROOT/var/cache/gpu-stack"
+        https_proxy="${GS_HTTPS_PROXY}" http_proxy="${GS_HTTP_PROXY}" curl -fsSL -o "$GS_ROOT$runfile" "$GS_DRIVER_RUNFILE_URL"
+      fi
+      # seed 001's flags: no prompts, DKMS so kernel updates rebuild the module;
+      # -m picks the flavour (kernel-open or kernel; the installer's default is open from 560)
+      module_dir=kernel
+      [ "$GS_KERNEL_MODULES" = open ] && module_dir="kernel-open"
+      sh "$GS_ROOT$runfile" --silent --dkms --accept-license --no-questions -m="$module_dir" --tmpdir="$GS_ROOT/var/tmp"
+      changed "installed driver ${GS_DRIVER_VERSION} from the .run installer"
+      ;;
+  esac
+  if [ -n "$loaded" ] && [ "${GS_UPGRADE:-0}" = 1 ]; then
+    log "driver ${GS_DRIVER_VERSION} installed, ${loaded} still loaded: upgrade-reboot reboots the drained node"
+  else
+    if [ -n "$loaded" ]; then
+      modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia 2>/dev/null \
+        || die "driver ${GS_DRIVER_VERSION} is installed but ${loaded} is loaded and busy: drain the node and reboot it (docs/OPERATIONS.md)"
+    fi
+    modprobe nvidia
+    loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+    if [ "$loaded" != "$GS_DRIVER_VERSION" ] && [ "$modules_source" = precompiled ]; then
+      die "the precompiled modules for kernel ${kernel} (${precompiled}) are driver '${loaded}', not ${GS_DRIVER_VERSION}; pin guest.nvidia.driverVersion to '${loaded}', or use installMethod runfile"
+    fi
+    [ "$loaded" = "$GS_DRIVER_VERSION" ] || die "after installing ${GS_DRIVER_VERSION} the kernel has '${loaded}' loaded; see dmesg"
+    changed "driver ${GS_DRIVER_VERSION} loaded"
+  fi
+fi
+
+if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
+  fm_version=$(pkg_version "$fm_probe")
+  case "$fm_version" in
+    "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
+    *) pkg_install "${fm_pkgs[@]}" ;;
+  esac
+  pkg_hold "${fm_hold[@]}"
+  if [ -n "$GS_NVLINK5_PACKAGES" ]; then
+    read -r -a nvlink5_pkgs <<<"$GS_NVLINK5_PACKAGES"
+    ensure_pkgs "${nvlink5_pkgs[@]}"
+  fi
+  service_enable_now nvidia-fabricmanager
+fi
+
+if grep -q Disabled <<<"$(nvidia-smi --query-gpu=persistence_mode --format=csv,noheader)"; then
+  nvidia-smi -pm 1 >/dev/null
+  changed "persistence mode on"
+fi
+service_enable_now nvidia-persistenced
+log "done (changed=${GS_CHANGED})"

@@ -1,0 +1,354 @@
+#!/usr/bin/env bash
+# gpu-stack guest phase 'kubernetes' on update: scripts/guest/upgrade-gate.sh, then scripts/guest/kubernetes.sh (render/guest_scripts.py)
+set -euo pipefail
+export GS_HTTPS_PROXY=''
+export GS_K8S_CA_HASH=''
+export GS_K8S_ENDPOINT=''
+export GS_K8S_REPO=https://pkgs.k8s.io/core:/stable:/v1.32
+export GS_K8S_ROLE=init
+export GS_K8S_VERSION=1.32.4
+export GS_NODE_LABELS=nvidia.com/gpu.present=true
+export GS_NODE_NAME=kv-3090
+export GS_NODE_TAINTS=''
+export GS_PHASE=kubernetes
+export GS_POD_CIDR=10.244.0.0/16
+export GS_RUNTIME=containerd
+export GS_SERVICE_CIDR=10.96.0.0/12
+
+# shellcheck shell=bash
+# gpu-stack guest library, inlined after the rendered export header of every
+# phase script. Every file path goes through $GS_ROOT (empty on a real guest)
+# so the tests can run the phases in a sandbox root with recording stubs.
+
+GS_ROOT="${GS_ROOT:-}"
+GS_CHANGED=0
+export GS_CHANGED  # read by the phase script this library is inlined into
+
+log() { printf '[gpu-stack %s] %s\n' "${GS_PHASE:-?}" "$*"; }
+die() { printf '[gpu-stack %s] ERROR: %s\n' "${GS_PHASE:-?}" "$*" >&2; exit 1; }
+changed() { GS_CHANGED=1; log "changed: $*"; }
+
+# os_id: ubuntu or rhel, from /etc/os-release.
+# shellcheck source=/dev/null  # the guest's os-release
+os_id() {
+  local id like
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  like=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID_LIKE:-}")
+  case " $id $like " in
+    *" ubuntu "*|*" debian "*) echo ubuntu ;;
+    *" rhel "*|*" fedora "*|*" centos "*) echo rhel ;;
+    *) echo "unknown:$id" ;;
+  esac
+}
+
+# shellcheck source=/dev/null
+os_version() { (. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-}"); }
+
+# write_file PATH MODE < content: replace PATH only when the content differs.
+# Returns 0 when it wrote, 1 when the file was already right.
+# Atomic: the content goes to a temporary file in the same directory (mktemp
+# creates it 0600, so credentials are never readable by others), gets the final
+# mode and is flushed, then rename(2) replaces PATH in one step. An interrupted
+# write leaves PATH as it was, never truncated. The temporary name starts with a
+# dot and has no extension, so no *.conf/*.list/*.toml directory glob reads it.
+write_file() {
+  local path="$GS_ROOT$1" mode="$2" dir tmp
+  dir=$(dirname "$path")
+  mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.gpu-stack.XXXXXXXX")
+  if ! cat >"$tmp"; then
+    rm -f "$tmp"
+    die "could not write the content of $1"
+  fi
+  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod "$mode" "$tmp"
+  sync "$tmp" 2>/dev/null || true
+  mv -f "$tmp" "$path"
+  changed "wrote $1"
+  return 0
+}
+
+pkg_installed() {
+  if [ "$(os_id)" = ubuntu ]; then
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  else
+    rpm -q "$1" >/dev/null 2>&1
+  fi
+}
+
+# pkg_version NAME: the installed version, empty when not installed.
+pkg_version() {
+  if [ "$(os_id)" = ubuntu ]; then
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
+  else
+    rpm -q --qf '%{VERSION}' "$1" 2>/dev/null || true
+  fi
+}
+
+# The package lock at first boot. Ubuntu cloud images start apt-daily and
+# apt-daily-upgrade (unattended-upgrades) right after boot (the timers are
+# Persistent), so a plain apt-get fails with "Could not get lock
+# /var/lib/dpkg/lock-frontend". Every apt-get waits for the lock instead
+# (APT option DPkg::Lock::Timeout, apt >= 1.9.11, see apt.conf(5) and
+# apt-get(8)), and the first install of a phase holds the timers off until the
+# verify phase starts them again (pkg_timers_resume). DPkg::Lock::Timeout
+# covers the dpkg lock only, not the lists lock `apt-get update` takes, so a
+# running apt-daily.service (which is `apt-get update`) is waited for first.
+# dnf waits on its own lock by itself (dnf/lock.py: "Waiting for process with
+# pid N to finish", unless exit_on_lock is set in dnf.conf(5));
+# dnf-makecache.timer is held off the same way.
+GS_PKG_LOCK_TIMEOUT="${GS_PKG_LOCK_TIMEOUT:-900}"
+PKG_TIMERS_UBUNTU="apt-daily.timer apt-daily-upgrade.timer"
+PKG_TIMERS_RHEL="dnf-makecache.timer"
+pkg_timers() { if [ "$(os_id)" = ubuntu ]; then echo "$PKG_TIMERS_UBUNTU"; else echo "$PKG_TIMERS_RHEL"; fi; }
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=${GS_PKG_LOCK_TIMEOUT}" "$@"
+}
+
+pkg_timers_held=0
+pkg_timers_hold() {
+  [ "$pkg_timers_held" = 0 ] || return 0
+  pkg_timers_held=1
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl stop "$t"
+      log "holding off ${t} during bootstrap"
+    fi
+  done
+  [ "$(os_id)" = ubuntu ] && wait_unit_inactive apt-daily.service
+  return 0
+}
+
+# wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
+wait_unit_inactive() {
+  local waited=0 step="${GS_POLL_SECONDS:-2}"
+  while systemctl is-active --quiet "$1" 2>/dev/null; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still running after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish"
+    sleep "$step"
+    waited=$((waited + ${step%.*} + 1))
+  done
+}
+
+# pkg_timers_resume: start the timers again once bootstrap is done (verify phase).
+pkg_timers_resume() {
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl start "$t"
+      log "resumed ${t}"
+    fi
+  done
+}
+
+apt_updated=0
+pkg_install() {
+  [ "$#" -gt 0 ] || return 0
+  pkg_timers_hold
+  if [ "$(os_id)" = ubuntu ]; then
+    if [ "$apt_updated" = 0 ]; then
+      apt_get update -qq
+      apt_updated=1
+    fi
+    apt_get install -y -qq --allow-downgrades --allow-change-held-packages "$@"
+  else
+    dnf install -y -q "$@"
+  fi
+  changed "installed $*"
+}
+
+# apt_package_exists NAME: the archive has NAME (after one apt-get update).
+apt_package_exists() {
+  if [ "$apt_updated" = 0 ]; then
+    pkg_timers_hold
+    apt_get update -qq
+    apt_updated=1
+  fi
+  [ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | grep '^Package: ' || true)" ]
+}
+
+# ensure_pkgs NAME...: install the ones that are missing.
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  pkg_install "${missing[@]}"
+}
+
+pkg_hold() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local p
+    for p in "$@"; do
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+    done
+  else
+    ensure_pkgs python3-dnf-plugin-versionlock
+    local p
+    for p in "$@"; do
+      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+    done
+  fi
+}
+
+service_enable_now() {
+  local unit="$1"
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl enable --now "$unit"
+    changed "enabled $unit"
+  fi
+}
+
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
+
+# shellcheck shell=bash
+# Version gate: the `update` of the driver, container-runtime and kubernetes
+# phases (render/guest_scripts.py UPGRADE_MANAGED), inlined before the phase.
+# When the node already runs the configured versions the phase below re-runs as
+# usual (a registry mirror, a label, a rotated token). When a version differs,
+# this stops here and changes nothing: the change belongs to the upgrade path
+# (<vm>-upgrade-*: cordon, drain, pinned packages, reboot, verify, uncordon),
+# which Pulumi runs next, one wave of nodes at a time.
+
+# version_is INSTALLED WANTED: the installed package version is the wanted one (any packaging revision).
+version_is() { case "$1" in "$2"|"$2"-*|"$2".*) return 0 ;; *) return 1 ;; esac; }
+
+gate_differs=""
+case "$GS_PHASE" in
+  driver)
+    gate_loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+    if [ -n "$gate_loaded" ] && [ "$gate_loaded" != "$GS_DRIVER_VERSION" ]; then
+      gate_differs="driver ${gate_loaded} loaded, ${GS_DRIVER_VERSION} configured"
+    elif [ "$GS_NVSWITCH_COUNT" -gt 0 ] && pkg_installed "$GS_FM_PROBE" && ! version_is "$(pkg_version "$GS_FM_PROBE")" "$GS_DRIVER_VERSION"; then
+      gate_differs="Fabric Manager $(pkg_version "$GS_FM_PROBE") installed, ${GS_DRIVER_VERSION} configured"
+    fi
+    ;;
+  container-runtime)
+    if pkg_installed nvidia-container-toolkit && ! version_is "$(pkg_version nvidia-container-toolkit)" "$GS_TOOLKIT_VERSION"; then
+      gate_differs="nvidia-container-toolkit $(pkg_version nvidia-container-toolkit) installed, ${GS_TOOLKIT_VERSION} configured"
+    fi
+    ;;
+  kubernetes)
+    for gate_pkg in kubeadm kubelet; do
+      if pkg_installed "$gate_pkg" && ! version_is "$(pkg_version "$gate_pkg")" "$GS_K8S_VERSION"; then
+        gate_differs="${gate_pkg} $(pkg_version "$gate_pkg") installed, ${GS_K8S_VERSION} configured"
+      fi
+    done
+    ;;
+esac
+if [ -n "$gate_differs" ]; then
+  log "${gate_differs}: left to the upgrade path (${GS_NODE_NAME:-this node}'s upgrade-* commands, drained, in its wave); nothing changed here"
+  exit 0
+fi
+
+# shellcheck shell=bash
+# Phase: kubernetes. kubeadm, kubelet and kubectl pinned and held, then
+# role init (single control plane, its taint removed) or role join (token and
+# CA hash; never the unsafe skip). A node that has joined is not re-joined.
+# Join: the bootstrap token arrives on stdin, never in the script or the logs;
+# it is a short-lived token the control plane created for this node (phase
+# join-token), or the joinToken secret for a cluster gpu-stack did not create.
+family=$(os_id)
+minor="${GS_K8S_VERSION%.*}"
+token=""
+if [ "$GS_K8S_ROLE" = join ]; then
+  IFS= read -r token || true
+  [ -n "$token" ] || die "no bootstrap token arrived on stdin"
+fi
+
+if [ "$family" = ubuntu ]; then
+  keyring=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
+  if [ ! -s "$GS_ROOT$keyring" ]; then
+    mkdir -p "$GS_ROOT/etc/apt/keyrings"
+    https_proxy="${GS_HTTPS_PROXY}" curl -fsSL "${GS_K8S_REPO}/deb/Release.key" | gpg --dearmor -o "$GS_ROOT$keyring"
+    changed "Kubernetes apt key"
+  fi
+  write_file /etc/apt/sources.list.d/kubernetes.list 0644 <<CONF || true
+deb [signed-by=${keyring}] ${GS_K8S_REPO}/deb/ /
+CONF
+  write_file /etc/apt/preferences.d/gpu-stack-kubernetes 0644 <<CONF || true
+Package: kubeadm kubelet kubectl
+Pin: version ${GS_K8S_VERSION}-*
+Pin-Priority: 1001
+CONF
+  pkgs=(kubeadm kubelet kubectl)
+else
+  write_file /etc/yum.repos.d/kubernetes.repo 0644 <<CONF || true
+[kubernetes]
+name=Kubernetes ${minor}
+baseurl=${GS_K8S_REPO}/rpm/
+enabled=1
+gpgcheck=1
+gpgkey=${GS_K8S_REPO}/rpm/repodata/repomd.xml.key
+CONF
+  pkgs=("kubeadm-${GS_K8S_VERSION}" "kubelet-${GS_K8S_VERSION}" "kubectl-${GS_K8S_VERSION}")
+fi
+case "$(pkg_version kubeadm)" in
+  "${GS_K8S_VERSION}"|"${GS_K8S_VERSION}"-*) ;;
+  *) pkg_install "${pkgs[@]}" ;;
+esac
+pkg_hold kubeadm kubelet kubectl
+systemctl is-enabled --quiet kubelet 2>/dev/null || { systemctl enable kubelet; changed "kubelet enabled"; }
+
+case "$GS_RUNTIME" in
+  containerd) cri=unix:///run/containerd/containerd.sock ;;
+  docker) cri=unix:///var/run/dockershim.sock ;;
+esac
+
+# Labels and taints for a node that registers itself (join): kubelet flags.
+kubelet_env=/etc/default/kubelet
+[ "$family" = rhel ] && kubelet_env=/etc/sysconfig/kubelet
+labels="${GS_NODE_LABELS// /,}"
+taints="${GS_NODE_TAINTS// /,}"
+write_file "$kubelet_env" 0644 <<CONF || true
+KUBELET_EXTRA_ARGS=${labels:+--node-labels=${labels}}${taints:+ --register-with-taints=${taints}}
+CONF
+
+if [ "$GS_K8S_ROLE" = init ]; then
+  if [ -s "$GS_ROOT/etc/kubernetes/admin.conf" ]; then
+    log "control plane already initialised"
+  else
+    # The token kubeadm init creates is not used by anyone (each join gets its own
+    # from phase join-token) and expires after an hour, never a TTL of 0 (no expiry).
+    kubeadm init --kubernetes-version "v${GS_K8S_VERSION}" --pod-network-cidr "$GS_POD_CIDR" --service-cidr "$GS_SERVICE_CIDR" \
+      --node-name "$GS_NODE_NAME" --cri-socket "$cri" --token-ttl 1h0m0s >/dev/null
+    changed "kubeadm init"
+  fi
+  export KUBECONFIG="$GS_ROOT/etc/kubernetes/admin.conf"
+  # Single control plane: the GPU pods must schedule on it. kubeadm taints it
+  # node-role.kubernetes.io/master up to 1.23, both master and control-plane in
+  # 1.24 (kubernetes PR 107533), control-plane only from 1.25 (PR 110095; KEP-2067).
+  # Remove whichever of the two the node carries, so an init of any version (and
+  # a node upgraded from 1.23 that kept the old one) ends up untainted.
+  current_taints=$(kubectl get node "$GS_NODE_NAME" -o go-template='{{range .spec.taints}}{{.key}}={{.value}}:{{.effect}}{{"\n"}}{{end}}')
+  for role_taint in node-role.kubernetes.io/master node-role.kubernetes.io/control-plane; do
+    if grep -q "^${role_taint}=" <<<"$current_taints"; then
+      kubectl taint node "$GS_NODE_NAME" "${role_taint}:NoSchedule-" >/dev/null
+      changed "${role_taint} taint removed"
+    fi
+  done
+  # shellcheck disable=SC2016  # a Go template, not shell
+  current_labels=$(kubectl get node "$GS_NODE_NAME" -o go-template='{{range $k, $v := .metadata.labels}}{{$k}}={{$v}}{{"\n"}}{{end}}')
+  for label in $GS_NODE_LABELS; do
+    grep -qxF "$label" <<<"$current_labels" || { kubectl label --overwrite node "$GS_NODE_NAME" "$label" >/dev/null; changed "label ${label}"; }
+  done
+  for taint in $GS_NODE_TAINTS; do
+    grep -qxF "$taint" <<<"$current_taints" || { kubectl taint --overwrite node "$GS_NODE_NAME" "$taint" >/dev/null; changed "taint ${taint}"; }
+  done
+else
+  if [ -s "$GS_ROOT/etc/kubernetes/kubelet.conf" ]; then
+    log "already joined"
+  else
+    kubeadm join "$GS_K8S_ENDPOINT" --token "$token" --discovery-token-ca-cert-hash "$GS_K8S_CA_HASH" \
+      --node-name "$GS_NODE_NAME" --cri-socket "$cri" >/dev/null
+    changed "kubeadm join ${GS_K8S_ENDPOINT}"
+  fi
+fi
+log "done (changed=${GS_CHANGED})"

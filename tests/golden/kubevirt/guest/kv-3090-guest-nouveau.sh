@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# gpu-stack guest phase 'nouveau': scripts/guest/nouveau.sh with its parameters (render/guest_scripts.py)
+set -euo pipefail
+export GS_PHASE=nouveau
+
+# shellcheck shell=bash
+# gpu-stack guest library, inlined after the rendered export header of every
+# phase script. Every file path goes through $GS_ROOT (empty on a real guest)
+# so the tests can run the phases in a sandbox root with recording stubs.
+
+GS_ROOT="${GS_ROOT:-}"
+GS_CHANGED=0
+export GS_CHANGED  # read by the phase script this library is inlined into
+
+log() { printf '[gpu-stack %s] %s\n' "${GS_PHASE:-?}" "$*"; }
+die() { printf '[gpu-stack %s] ERROR: %s\n' "${GS_PHASE:-?}" "$*" >&2; exit 1; }
+changed() { GS_CHANGED=1; log "changed: $*"; }
+
+# os_id: ubuntu or rhel, from /etc/os-release.
+# shellcheck source=/dev/null  # the guest's os-release
+os_id() {
+  local id like
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  like=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID_LIKE:-}")
+  case " $id $like " in
+    *" ubuntu "*|*" debian "*) echo ubuntu ;;
+    *" rhel "*|*" fedora "*|*" centos "*) echo rhel ;;
+    *) echo "unknown:$id" ;;
+  esac
+}
+
+# shellcheck source=/dev/null
+os_version() { (. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-}"); }
+
+# write_file PATH MODE < content: replace PATH only when the content differs.
+# Returns 0 when it wrote, 1 when the file was already right.
+# Atomic: the content goes to a temporary file in the same directory (mktemp
+# creates it 0600, so credentials are never readable by others), gets the final
+# mode and is flushed, then rename(2) replaces PATH in one step. An interrupted
+# write leaves PATH as it was, never truncated. The temporary name starts with a
+# dot and has no extension, so no *.conf/*.list/*.toml directory glob reads it.
+write_file() {
+  local path="$GS_ROOT$1" mode="$2" dir tmp
+  dir=$(dirname "$path")
+  mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.gpu-stack.XXXXXXXX")
+  if ! cat >"$tmp"; then
+    rm -f "$tmp"
+    die "could not write the content of $1"
+  fi
+  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod "$mode" "$tmp"
+  sync "$tmp" 2>/dev/null || true
+  mv -f "$tmp" "$path"
+  changed "wrote $1"
+  return 0
+}
+
+pkg_installed() {
+  if [ "$(os_id)" = ubuntu ]; then
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  else
+    rpm -q "$1" >/dev/null 2>&1
+  fi
+}
+
+# pkg_version NAME: the installed version, empty when not installed.
+pkg_version() {
+  if [ "$(os_id)" = ubuntu ]; then
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
+  else
+    rpm -q --qf '%{VERSION}' "$1" 2>/dev/null || true
+  fi
+}
+
+# The package lock at first boot. Ubuntu cloud images start apt-daily and
+# apt-daily-upgrade (unattended-upgrades) right after boot (the timers are
+# Persistent), so a plain apt-get fails with "Could not get lock
+# /var/lib/dpkg/lock-frontend". Every apt-get waits for the lock instead
+# (APT option DPkg::Lock::Timeout, apt >= 1.9.11, see apt.conf(5) and
+# apt-get(8)), and the first install of a phase holds the timers off until the
+# verify phase starts them again (pkg_timers_resume). DPkg::Lock::Timeout
+# covers the dpkg lock only, not the lists lock `apt-get update` takes, so a
+# running apt-daily.service (which is `apt-get update`) is waited for first.
+# dnf waits on its own lock by itself (dnf/lock.py: "Waiting for process with
+# pid N to finish", unless exit_on_lock is set in dnf.conf(5));
+# dnf-makecache.timer is held off the same way.
+GS_PKG_LOCK_TIMEOUT="${GS_PKG_LOCK_TIMEOUT:-900}"
+PKG_TIMERS_UBUNTU="apt-daily.timer apt-daily-upgrade.timer"
+PKG_TIMERS_RHEL="dnf-makecache.timer"
+pkg_timers() { if [ "$(os_id)" = ubuntu ]; then echo "$PKG_TIMERS_UBUNTU"; else echo "$PKG_TIMERS_RHEL"; fi; }
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=${GS_PKG_LOCK_TIMEOUT}" "$@"
+}
+
+pkg_timers_held=0
+pkg_timers_hold() {
+  [ "$pkg_timers_held" = 0 ] || return 0
+  pkg_timers_held=1
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl stop "$t"
+      log "holding off ${t} during bootstrap"
+    fi
+  done
+  [ "$(os_id)" = ubuntu ] && wait_unit_inactive apt-daily.service
+  return 0
+}
+
+# wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
+wait_unit_inactive() {
+  local waited=0 step="${GS_POLL_SECONDS:-2}"
+  while systemctl is-active --quiet "$1" 2>/dev/null; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still running after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish"
+    sleep "$step"
+    waited=$((waited + ${step%.*} + 1))
+  done
+}
+
+# pkg_timers_resume: start the timers again once bootstrap is done (verify phase).
+pkg_timers_resume() {
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl start "$t"
+      log "resumed ${t}"
+    fi
+  done
+}
+
+apt_updated=0
+pkg_install() {
+  [ "$#" -gt 0 ] || return 0
+  pkg_timers_hold
+  if [ "$(os_id)" = ubuntu ]; then
+    if [ "$apt_updated" = 0 ]; then
+      apt_get update -qq
+      apt_updated=1
+    fi
+    apt_get install -y -qq --allow-downgrades --allow-change-held-packages "$@"
+  else
+    dnf install -y -q "$@"
+  fi
+  changed "installed $*"
+}
+
+# apt_package_exists NAME: the archive has NAME (after one apt-get update).
+apt_package_exists() {
+  if [ "$apt_updated" = 0 ]; then
+    pkg_timers_hold
+    apt_get update -qq
+    apt_updated=1
+  fi
+  [ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | grep '^Package: ' || true)" ]
+}
+
+# ensure_pkgs NAME...: install the ones that are missing.
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  pkg_install "${missing[@]}"
+}
+
+pkg_hold() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local p
+    for p in "$@"; do
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+    done
+  else
+    ensure_pkgs python3-dnf-plugin-versionlock
+    local p
+    for p in "$@"; do
+      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+    done
+  fi
+}
+
+service_enable_now() {
+  local unit="$1"
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl enable --now "$unit"
+    changed "enabled $unit"
+  fi
+}
+
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
+
+# shellcheck shell=bash
+# Phase: nouveau. Blacklist it, rebuild the initramfs, unload it without a
+# reboot when possible; otherwise reboot once. Never reboots when nouveau is
+# already absent. When it reboots it stops sshd first, so the next phase
+# (nouveau-check, whose connection retries) reaches the guest only after it.
+family=$(os_id)
+if write_file /etc/modprobe.d/blacklist-nouveau.conf 0644 <<'CONF'
+blacklist nouveau
+options nouveau modeset=0
+CONF
+then
+  if [ "$family" = ubuntu ]; then
+    update-initramfs -u
+  else
+    dracut -f
+  fi
+  changed "initramfs rebuilt without nouveau"
+fi
+
+if module_loaded nouveau; then
+  if modprobe -r nouveau 2>/dev/null; then
+    changed "nouveau unloaded"
+  else
+    log "nouveau is in use (console); rebooting once"
+    systemd-run --on-active=5 --unit=gpu-stack-reboot systemctl reboot
+    systemctl stop ssh.socket ssh.service sshd.service 2>/dev/null || true
+    echo "GPU_STACK_REBOOT=1"
+    exit 0
+  fi
+fi
+echo "GPU_STACK_REBOOT=0"
+log "done (changed=${GS_CHANGED})"

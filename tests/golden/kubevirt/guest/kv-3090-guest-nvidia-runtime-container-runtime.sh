@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# gpu-stack guest phase 'container-runtime': scripts/guest/container-runtime.sh with its parameters (render/guest_scripts.py)
+set -euo pipefail
+export GS_DOCKER_REPO=https://download.docker.com/linux
+export GS_HTTPS_PROXY=''
+export GS_HTTP_PROXY=''
+export GS_NO_PROXY=''
+export GS_NVIDIA_DEFAULT=0
+export GS_PHASE=container-runtime
+export GS_REGISTRY_MIRRORS=''
+export GS_REGISTRY_USER=''
+export GS_RUNTIME=containerd
+export GS_TOOLKIT_VERSION=1.17.8
+
+# shellcheck shell=bash
+# gpu-stack guest library, inlined after the rendered export header of every
+# phase script. Every file path goes through $GS_ROOT (empty on a real guest)
+# so the tests can run the phases in a sandbox root with recording stubs.
+
+GS_ROOT="${GS_ROOT:-}"
+GS_CHANGED=0
+export GS_CHANGED  # read by the phase script this library is inlined into
+
+log() { printf '[gpu-stack %s] %s\n' "${GS_PHASE:-?}" "$*"; }
+die() { printf '[gpu-stack %s] ERROR: %s\n' "${GS_PHASE:-?}" "$*" >&2; exit 1; }
+changed() { GS_CHANGED=1; log "changed: $*"; }
+
+# os_id: ubuntu or rhel, from /etc/os-release.
+# shellcheck source=/dev/null  # the guest's os-release
+os_id() {
+  local id like
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  like=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID_LIKE:-}")
+  case " $id $like " in
+    *" ubuntu "*|*" debian "*) echo ubuntu ;;
+    *" rhel "*|*" fedora "*|*" centos "*) echo rhel ;;
+    *) echo "unknown:$id" ;;
+  esac
+}
+
+# shellcheck source=/dev/null
+os_version() { (. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-}"); }
+
+# write_file PATH MODE < content: replace PATH only when the content differs.
+# Returns 0 when it wrote, 1 when the file was already right.
+# Atomic: the content goes to a temporary file in the same directory (mktemp
+# creates it 0600, so credentials are never readable by others), gets the final
+# mode and is flushed, then rename(2) replaces PATH in one step. An interrupted
+# write leaves PATH as it was, never truncated. The temporary name starts with a
+# dot and has no extension, so no *.conf/*.list/*.toml directory glob reads it.
+write_file() {
+  local path="$GS_ROOT$1" mode="$2" dir tmp
+  dir=$(dirname "$path")
+  mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.gpu-stack.XXXXXXXX")
+  if ! cat >"$tmp"; then
+    rm -f "$tmp"
+    die "could not write the content of $1"
+  fi
+  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod "$mode" "$tmp"
+  sync "$tmp" 2>/dev/null || true
+  mv -f "$tmp" "$path"
+  changed "wrote $1"
+  return 0
+}
+
+pkg_installed() {
+  if [ "$(os_id)" = ubuntu ]; then
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  else
+    rpm -q "$1" >/dev/null 2>&1
+  fi
+}
+
+# pkg_version NAME: the installed version, empty when not installed.
+pkg_version() {
+  if [ "$(os_id)" = ubuntu ]; then
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
+  else
+    rpm -q --qf '%{VERSION}' "$1" 2>/dev/null || true
+  fi
+}
+
+# The package lock at first boot. Ubuntu cloud images start apt-daily and
+# apt-daily-upgrade (unattended-upgrades) right after boot (the timers are
+# Persistent), so a plain apt-get fails with "Could not get lock
+# /var/lib/dpkg/lock-frontend". Every apt-get waits for the lock instead
+# (APT option DPkg::Lock::Timeout, apt >= 1.9.11, see apt.conf(5) and
+# apt-get(8)), and the first install of a phase holds the timers off until the
+# verify phase starts them again (pkg_timers_resume). DPkg::Lock::Timeout
+# covers the dpkg lock only, not the lists lock `apt-get update` takes, so a
+# running apt-daily.service (which is `apt-get update`) is waited for first.
+# dnf waits on its own lock by itself (dnf/lock.py: "Waiting for process with
+# pid N to finish", unless exit_on_lock is set in dnf.conf(5));
+# dnf-makecache.timer is held off the same way.
+GS_PKG_LOCK_TIMEOUT="${GS_PKG_LOCK_TIMEOUT:-900}"
+PKG_TIMERS_UBUNTU="apt-daily.timer apt-daily-upgrade.timer"
+PKG_TIMERS_RHEL="dnf-makecache.timer"
+pkg_timers() { if [ "$(os_id)" = ubuntu ]; then echo "$PKG_TIMERS_UBUNTU"; else echo "$PKG_TIMERS_RHEL"; fi; }
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=${GS_PKG_LOCK_TIMEOUT}" "$@"
+}
+
+pkg_timers_held=0
+pkg_timers_hold() {
+  [ "$pkg_timers_held" = 0 ] || return 0
+  pkg_timers_held=1
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl stop "$t"
+      log "holding off ${t} during bootstrap"
+    fi
+  done
+  [ "$(os_id)" = ubuntu ] && wait_unit_inactive apt-daily.service
+  return 0
+}
+
+# wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
+wait_unit_inactive() {
+  local waited=0 step="${GS_POLL_SECONDS:-2}"
+  while systemctl is-active --quiet "$1" 2>/dev/null; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still running after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish"
+    sleep "$step"
+    waited=$((waited + ${step%.*} + 1))
+  done
+}
+
+# pkg_timers_resume: start the timers again once bootstrap is done (verify phase).
+pkg_timers_resume() {
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl start "$t"
+      log "resumed ${t}"
+    fi
+  done
+}
+
+apt_updated=0
+pkg_install() {
+  [ "$#" -gt 0 ] || return 0
+  pkg_timers_hold
+  if [ "$(os_id)" = ubuntu ]; then
+    if [ "$apt_updated" = 0 ]; then
+      apt_get update -qq
+      apt_updated=1
+    fi
+    apt_get install -y -qq --allow-downgrades --allow-change-held-packages "$@"
+  else
+    dnf install -y -q "$@"
+  fi
+  changed "installed $*"
+}
+
+# apt_package_exists NAME: the archive has NAME (after one apt-get update).
+apt_package_exists() {
+  if [ "$apt_updated" = 0 ]; then
+    pkg_timers_hold
+    apt_get update -qq
+    apt_updated=1
+  fi
+  [ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | grep '^Package: ' || true)" ]
+}
+
+# ensure_pkgs NAME...: install the ones that are missing.
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  pkg_install "${missing[@]}"
+}
+
+pkg_hold() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local p
+    for p in "$@"; do
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+    done
+  else
+    ensure_pkgs python3-dnf-plugin-versionlock
+    local p
+    for p in "$@"; do
+      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+    done
+  fi
+}
+
+service_enable_now() {
+  local unit="$1"
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl enable --now "$unit"
+    changed "enabled $unit"
+  fi
+}
+
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
+
+# shellcheck shell=bash
+# Phase: container-runtime (NvidiaRuntime, guest half). containerd (default) or
+# docker with the systemd cgroup driver, the pinned nvidia-container-toolkit,
+# and `nvidia-ctk runtime configure`. containerd gets an `nvidia` runtime used
+# through a RuntimeClass (default only when asked); docker gets nvidia as its
+# default runtime (seed 001). Configs are rebuilt in a temp file and installed
+# only when they differ, so a converged host is not restarted. Docker's package
+# repository (or GS_DOCKER_REPO, a mirror laid out like download.docker.com/linux)
+# is added first where a package comes from it: docker-ce anywhere, containerd.io on EL.
+family=$(os_id)
+registry_password=""
+if [ -n "$GS_REGISTRY_USER" ]; then
+  IFS= read -r registry_password || true
+  [ -n "$registry_password" ] || die "guest.registryUsername is set but no password arrived on stdin"
+fi
+
+# docker_repo: Docker's repository for this distribution, like the Kubernetes one (kubernetes.sh).
+docker_repo() {
+  local id codename
+  # shellcheck source=/dev/null  # the guest's os-release
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  if [ "$family" = ubuntu ]; then
+    local keyring=/etc/apt/keyrings/docker.gpg
+    # shellcheck source=/dev/null
+    codename=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_CODENAME:-${UBUNTU_CODENAME:-}}")
+    if [ -z "$codename" ]; then
+      case "$(os_version)" in
+        22.04) codename=jammy ;;
+        24.04) codename=noble ;;
+        *) die "cannot tell the Ubuntu codename for Docker's repository (no VERSION_CODENAME in /etc/os-release)" ;;
+      esac
+    fi
+    if [ ! -s "$GS_ROOT$keyring" ]; then
+      mkdir -p "$GS_ROOT/etc/apt/keyrings"
+      https_proxy="${GS_HTTPS_PROXY}" curl -fsSL "${GS_DOCKER_REPO}/ubuntu/gpg" | gpg --dearmor -o "$GS_ROOT$keyring"
+      changed "Docker apt key"
+    fi
+    write_file /etc/apt/sources.list.d/docker.list 0644 <<CONF || true
+deb [signed-by=${keyring}] ${GS_DOCKER_REPO}/ubuntu ${codename} stable
+CONF
+  else
+    local path=centos
+    [ "$id" = rhel ] && path=rhel
+    write_file /etc/yum.repos.d/docker-ce.repo 0644 <<CONF || true
+[docker-ce-stable]
+name=Docker CE Stable
+baseurl=${GS_DOCKER_REPO}/${path}/\$releasever/\$basearch/stable
+enabled=1
+gpgcheck=1
+gpgkey=${GS_DOCKER_REPO}/${path}/gpg
+CONF
+  fi
+}
+if [ "$GS_RUNTIME" = docker ] || [ "$family" != ubuntu ]; then
+  docker_repo
+fi
+
+if [ "$family" = ubuntu ]; then
+  write_file /etc/apt/preferences.d/gpu-stack-nvidia-container-toolkit 0644 <<CONF || true
+Package: nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1
+Pin: version ${GS_TOOLKIT_VERSION}-*
+Pin-Priority: 1001
+CONF
+  toolkit=(nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1)
+else
+  toolkit=("nvidia-container-toolkit-${GS_TOOLKIT_VERSION}" "nvidia-container-toolkit-base-${GS_TOOLKIT_VERSION}"
+           "libnvidia-container-tools-${GS_TOOLKIT_VERSION}" "libnvidia-container1-${GS_TOOLKIT_VERSION}")
+fi
+case "$(pkg_version nvidia-container-toolkit)" in
+  "${GS_TOOLKIT_VERSION}"|"${GS_TOOLKIT_VERSION}"-*) ;;
+  *) pkg_install "${toolkit[@]}" ;;
+esac
+pkg_hold nvidia-container-toolkit nvidia-container-toolkit-base
+
+restart=0
+# sync_proxy_dropin UNIT: the unit's proxy drop-in matches the config (seed 000:
+# pulls went through a proxy). Returns 0 when it changed something.
+sync_proxy_dropin() {
+  local path="/etc/systemd/system/$1.service.d/http-proxy.conf"
+  if [ -n "${GS_HTTP_PROXY}${GS_HTTPS_PROXY}" ]; then
+    printf '[Service]\nEnvironment="HTTP_PROXY=%s"\nEnvironment="HTTPS_PROXY=%s"\nEnvironment="NO_PROXY=%s"\n' \
+      "$GS_HTTP_PROXY" "$GS_HTTPS_PROXY" "$GS_NO_PROXY" | write_file "$path" 0644
+  elif [ -f "$GS_ROOT$path" ]; then
+    rm -f "$GS_ROOT$path"
+    changed "removed ${path}"
+  else
+    return 1
+  fi
+}
+
+if [ "$GS_RUNTIME" = containerd ]; then
+  if [ "$family" = ubuntu ]; then ensure_pkgs containerd; else ensure_pkgs containerd.io; fi
+  tmp=$(mktemp)
+  containerd config default >"$tmp"
+  sed -i -e 's/SystemdCgroup = false/SystemdCgroup = true/' \
+         -e 's|config_path = ""|config_path = "/etc/containerd/certs.d"|' "$tmp"
+  set_default=()
+  [ "$GS_NVIDIA_DEFAULT" = 1 ] && set_default=(--set-as-default)
+  nvidia-ctk runtime configure --runtime=containerd --config="$tmp" "${set_default[@]}" >/dev/null
+  write_file /etc/containerd/config.toml 0644 <"$tmp" && restart=1
+  rm -f "$tmp"
+  for pair in $GS_REGISTRY_MIRRORS; do
+    registry="${pair%%=*}"
+    endpoint="${pair#*=}"
+    server="https://${registry}"
+    [ "$registry" = docker.io ] && server="https://registry-1.docker.io"
+    {
+      printf 'server = "%s"\n\n[host."%s"]\n  capabilities = ["pull", "resolve"]\n' "$server" "$endpoint"
+      if [ -n "$registry_password" ]; then
+        printf '  [host."%s".header]\n    Authorization = ["Basic %s"]\n' "$endpoint" \
+          "$(printf '%s:%s' "$GS_REGISTRY_USER" "$registry_password" | base64 -w0)"
+      fi
+    } | write_file "/etc/containerd/certs.d/${registry}/hosts.toml" 0600 || true
+  done
+  if sync_proxy_dropin containerd; then
+    systemctl daemon-reload
+    restart=1
+  fi
+  service_enable_now containerd
+  if [ "$restart" = 1 ]; then systemctl restart containerd; changed "containerd restarted"; fi
+else
+  ensure_pkgs docker-ce docker-ce-cli containerd.io
+  mirrors=""
+  for pair in $GS_REGISTRY_MIRRORS; do
+    [ "${pair%%=*}" = docker.io ] && mirrors="${mirrors:+$mirrors, }\"${pair#*=}\""
+  done
+  tmp=$(mktemp)
+  printf '{\n  "exec-opts": ["native.cgroupdriver=systemd"],\n  "log-driver": "json-file",\n  "log-opts": {"max-size": "100m"},\n  "storage-driver": "overlay2",\n  "registry-mirrors": [%s]\n}\n' "$mirrors" >"$tmp"
+  nvidia-ctk runtime configure --runtime=docker --set-as-default --config="$tmp" >/dev/null
+  write_file /etc/docker/daemon.json 0644 <"$tmp" && restart=1
+  rm -f "$tmp"
+  if sync_proxy_dropin docker; then
+    systemctl daemon-reload
+    restart=1
+  fi
+  service_enable_now docker
+  if [ "$restart" = 1 ]; then systemctl restart docker; changed "docker restarted"; fi
+fi
+log "done (changed=${GS_CHANGED})"

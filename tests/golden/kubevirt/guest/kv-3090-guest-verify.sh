@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# gpu-stack guest phase 'verify': scripts/guest/verify.sh with its parameters (render/guest_scripts.py)
+set -euo pipefail
+export GS_GPU_COUNT=4
+export GS_NVSWITCH_COUNT=0
+export GS_PHASE=verify
+export GS_RUNTIME=containerd
+
+# shellcheck shell=bash
+# gpu-stack guest library, inlined after the rendered export header of every
+# phase script. Every file path goes through $GS_ROOT (empty on a real guest)
+# so the tests can run the phases in a sandbox root with recording stubs.
+
+GS_ROOT="${GS_ROOT:-}"
+GS_CHANGED=0
+export GS_CHANGED  # read by the phase script this library is inlined into
+
+log() { printf '[gpu-stack %s] %s\n' "${GS_PHASE:-?}" "$*"; }
+die() { printf '[gpu-stack %s] ERROR: %s\n' "${GS_PHASE:-?}" "$*" >&2; exit 1; }
+changed() { GS_CHANGED=1; log "changed: $*"; }
+
+# os_id: ubuntu or rhel, from /etc/os-release.
+# shellcheck source=/dev/null  # the guest's os-release
+os_id() {
+  local id like
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  like=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID_LIKE:-}")
+  case " $id $like " in
+    *" ubuntu "*|*" debian "*) echo ubuntu ;;
+    *" rhel "*|*" fedora "*|*" centos "*) echo rhel ;;
+    *) echo "unknown:$id" ;;
+  esac
+}
+
+# shellcheck source=/dev/null
+os_version() { (. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-}"); }
+
+# write_file PATH MODE < content: replace PATH only when the content differs.
+# Returns 0 when it wrote, 1 when the file was already right.
+# Atomic: the content goes to a temporary file in the same directory (mktemp
+# creates it 0600, so credentials are never readable by others), gets the final
+# mode and is flushed, then rename(2) replaces PATH in one step. An interrupted
+# write leaves PATH as it was, never truncated. The temporary name starts with a
+# dot and has no extension, so no *.conf/*.list/*.toml directory glob reads it.
+write_file() {
+  local path="$GS_ROOT$1" mode="$2" dir tmp
+  dir=$(dirname "$path")
+  mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.gpu-stack.XXXXXXXX")
+  if ! cat >"$tmp"; then
+    rm -f "$tmp"
+    die "could not write the content of $1"
+  fi
+  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod "$mode" "$tmp"
+  sync "$tmp" 2>/dev/null || true
+  mv -f "$tmp" "$path"
+  changed "wrote $1"
+  return 0
+}
+
+pkg_installed() {
+  if [ "$(os_id)" = ubuntu ]; then
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  else
+    rpm -q "$1" >/dev/null 2>&1
+  fi
+}
+
+# pkg_version NAME: the installed version, empty when not installed.
+pkg_version() {
+  if [ "$(os_id)" = ubuntu ]; then
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
+  else
+    rpm -q --qf '%{VERSION}' "$1" 2>/dev/null || true
+  fi
+}
+
+# The package lock at first boot. Ubuntu cloud images start apt-daily and
+# apt-daily-upgrade (unattended-upgrades) right after boot (the timers are
+# Persistent), so a plain apt-get fails with "Could not get lock
+# /var/lib/dpkg/lock-frontend". Every apt-get waits for the lock instead
+# (APT option DPkg::Lock::Timeout, apt >= 1.9.11, see apt.conf(5) and
+# apt-get(8)), and the first install of a phase holds the timers off until the
+# verify phase starts them again (pkg_timers_resume). DPkg::Lock::Timeout
+# covers the dpkg lock only, not the lists lock `apt-get update` takes, so a
+# running apt-daily.service (which is `apt-get update`) is waited for first.
+# dnf waits on its own lock by itself (dnf/lock.py: "Waiting for process with
+# pid N to finish", unless exit_on_lock is set in dnf.conf(5));
+# dnf-makecache.timer is held off the same way.
+GS_PKG_LOCK_TIMEOUT="${GS_PKG_LOCK_TIMEOUT:-900}"
+PKG_TIMERS_UBUNTU="apt-daily.timer apt-daily-upgrade.timer"
+PKG_TIMERS_RHEL="dnf-makecache.timer"
+pkg_timers() { if [ "$(os_id)" = ubuntu ]; then echo "$PKG_TIMERS_UBUNTU"; else echo "$PKG_TIMERS_RHEL"; fi; }
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=${GS_PKG_LOCK_TIMEOUT}" "$@"
+}
+
+pkg_timers_held=0
+pkg_timers_hold() {
+  [ "$pkg_timers_held" = 0 ] || return 0
+  pkg_timers_held=1
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl stop "$t"
+      log "holding off ${t} during bootstrap"
+    fi
+  done
+  [ "$(os_id)" = ubuntu ] && wait_unit_inactive apt-daily.service
+  return 0
+}
+
+# wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
+wait_unit_inactive() {
+  local waited=0 step="${GS_POLL_SECONDS:-2}"
+  while systemctl is-active --quiet "$1" 2>/dev/null; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still running after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish"
+    sleep "$step"
+    waited=$((waited + ${step%.*} + 1))
+  done
+}
+
+# pkg_timers_resume: start the timers again once bootstrap is done (verify phase).
+pkg_timers_resume() {
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl start "$t"
+      log "resumed ${t}"
+    fi
+  done
+}
+
+apt_updated=0
+pkg_install() {
+  [ "$#" -gt 0 ] || return 0
+  pkg_timers_hold
+  if [ "$(os_id)" = ubuntu ]; then
+    if [ "$apt_updated" = 0 ]; then
+      apt_get update -qq
+      apt_updated=1
+    fi
+    apt_get install -y -qq --allow-downgrades --allow-change-held-packages "$@"
+  else
+    dnf install -y -q "$@"
+  fi
+  changed "installed $*"
+}
+
+# apt_package_exists NAME: the archive has NAME (after one apt-get update).
+apt_package_exists() {
+  if [ "$apt_updated" = 0 ]; then
+    pkg_timers_hold
+    apt_get update -qq
+    apt_updated=1
+  fi
+  [ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | grep '^Package: ' || true)" ]
+}
+
+# ensure_pkgs NAME...: install the ones that are missing.
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  pkg_install "${missing[@]}"
+}
+
+pkg_hold() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local p
+    for p in "$@"; do
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+    done
+  else
+    ensure_pkgs python3-dnf-plugin-versionlock
+    local p
+    for p in "$@"; do
+      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+    done
+  fi
+}
+
+service_enable_now() {
+  local unit="$1"
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl enable --now "$unit"
+    changed "enabled $unit"
+  fi
+}
+
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
+
+# shellcheck shell=bash
+# Phase: verify. The GPUs, the NVSwitch fabric and the container runtime work;
+# prints the GPU inventory that becomes a stack output.
+#
+# Not only exit codes: the outputs are parsed (POSIX awk, as Ubuntu's mawk runs
+# it) and every GPU is named by its UUID, which stays the same inside and
+# outside the VM; bus IDs do not (a VM renumbers every bus: host 1b:00.0 is
+# guest 0d:00.0 in the 8xH100 captures, tests/fixtures/nvidia-smi/).
+# - nvidia-smi topo -m: on an NVSwitch system every GPU pair is NV<n> (all NV18
+#   on HGX H100); a PIX/PXB/PHB/NODE/SYS pair means that pair talks over PCIe.
+# - nvidia-smi nvlink -s: every link of every GPU is up ("<inactive>" is down)
+#   at one speed (26.562 GB/s per link on H100).
+# - nvidia-smi -q, section Fabric: State Completed and Status Success. "In
+#   Progress" is what an HGX GPU shows without its NVSwitches or Fabric
+#   Manager, and CUDA then fails with error 802. N/A: no fabric (PCIe GPUs).
+
+strip_ansi() { awk '{ gsub(/\033\[[0-9;]*m/, ""); print }'; }
+
+# gpu_uuids: "index uuid" per GPU, from nvidia-smi -L
+gpu_uuids() {
+  awk '/^GPU [0-9]+:/ { i = $2; sub(/:$/, "", i); u = $0; sub(/.*\(UUID: /, "", u); sub(/\).*/, "", u); print i, u }'
+}
+
+# topo_non_nvlink_pairs < topo -m: "GPUi GPUj CELL" for every GPU pair not joined by NVLink
+topo_non_nvlink_pairs() {
+  strip_ansi | awk -F '\t' '
+    !header && /GPU0/ && /CPU Affinity/ {
+      header = 1; off = ($1 == "GPU0") ? 1 : 0
+      for (k = 1; k <= NF; k++) col[k + off] = $k
+      next
+    }
+    header && $1 ~ /^GPU[0-9]+$/ {
+      for (k = 2; k <= NF; k++) {
+        if (col[k] !~ /^GPU[0-9]+$/ || col[k] == $1) continue
+        cell = $k; gsub(/ /, "", cell)
+        if (cell !~ /^NV[0-9]+$/) print $1, col[k], cell
+      }
+    }
+    header && /^$/ { exit }'
+}
+
+# topo_gpu_rows < topo -m: the number of GPU rows
+topo_gpu_rows() { strip_ansi | awk -F '\t' '$1 ~ /^GPU[0-9]+$/ && !/CPU Affinity/ { n++ } END { print n + 0 }'; }
+
+# nvlink_links < nvlink -s: "uuid link state" per link; state is the speed (26.562) or "down"
+nvlink_links() {
+  awk '
+    /^GPU [0-9]+:/ { u = $0; sub(/.*\(UUID: /, "", u); sub(/\).*/, "", u); next }
+    /^[ \t]+Link [0-9]+:/ {
+      l = $0; sub(/^[ \t]+Link /, "", l); n = l; sub(/:.*/, "", n); v = l; sub(/^[0-9]+: */, "", v)
+      if (v ~ /^[0-9.]+ GB\/s$/) { sub(/ GB\/s$/, "", v); print u, n, v } else print u, n, "down"
+    }'
+}
+
+# fabric_states < nvidia-smi -q: "uuid state status" per GPU (the Fabric section's first State and Status)
+fabric_states() {
+  awk '
+    function trim(s) { sub(/^[^:]*: */, "", s); sub(/ +$/, "", s); return s }
+    /^GPU [0-9A-Fa-f]+:/ { if (u != "") print u, st, ss; u = ""; st = "none"; ss = "none"; infab = 0; next }
+    /^    GPU UUID / { u = trim($0); next }
+    /^    Fabric *$/ { infab = 1; seen = 0; next }
+    infab && /^    [^ ]/ { infab = 0 }
+    infab && /^        State / && !(seen % 2) { st = trim($0); gsub(/ /, "_", st); seen++ }
+    infab && /^        Status / && seen == 1 { ss = trim($0); gsub(/ /, "_", ss); seen++ }
+    END { if (u != "") print u, st, ss }'
+}
+
+uuids=$(nvidia-smi -L | gpu_uuids)
+count=$(awk 'NF' <<<"$uuids" | wc -l)
+[ "$count" -eq "$GS_GPU_COUNT" ] || die "nvidia-smi -L lists ${count} GPUs, the config passes through ${GS_GPU_COUNT}; see dmesg for NVRM/Xid"
+
+if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
+  if ! systemctl is-active --quiet nvidia-fabricmanager; then
+    systemctl status --no-pager nvidia-fabricmanager >&2 || true
+    die "nvidia-fabricmanager is not active: CUDA fails with error 802 on NVSwitch systems"
+  fi
+  topo=$(nvidia-smi topo -m) || die "nvidia-smi topo -m failed"
+  rows=$(topo_gpu_rows <<<"$topo")
+  [ "$rows" -eq "$GS_GPU_COUNT" ] || die "nvidia-smi topo -m shows ${rows} GPUs, expected ${GS_GPU_COUNT}"
+  pcie=$(topo_non_nvlink_pairs <<<"$topo")
+  if [ -n "$pcie" ]; then
+    printf '%s\n' "$pcie" | while read -r a b cell; do
+      printf '  %s (%s) - %s (%s): %s\n' "$a" "$(awk -v i="${a#GPU}" '$1 == i { print $2 }' <<<"$uuids")" \
+        "$b" "$(awk -v i="${b#GPU}" '$1 == i { print $2 }' <<<"$uuids")" "$cell" >&2
+    done
+    die "GPU pairs not connected by NVLink (topo -m): every pair must be NV<n> behind ${GS_NVSWITCH_COUNT} NVSwitches; check that all NVSwitches are passed through and Fabric Manager configured them"
+  fi
+  nvlink=$(nvidia-smi nvlink -s) || die "nvidia-smi nvlink -s failed"
+  links=$(nvlink_links <<<"$nvlink")
+  while read -r _ uuid; do
+    [ -n "$uuid" ] || continue
+    grep -q "^${uuid} " <<<"$links" || die "nvidia-smi nvlink -s shows no links for ${uuid}"
+  done <<<"$uuids"
+  down=$(awk '$3 == "down" { print "  " $1 " link " $2 }' <<<"$links")
+  [ -z "$down" ] || { printf '%s\n' "$down" >&2; die "NVLinks are down (nvidia-smi nvlink -s)"; }
+  speeds=$(awk '{ print $3 }' <<<"$links" | sort -u | tr '\n' ' ')
+  [ "$(wc -w <<<"$speeds")" -eq 1 ] || die "NVLinks run at different speeds (${speeds% } GB/s): a degraded link trains down; see nvidia-smi nvlink -e"
+  log "NVLink: $(wc -l <<<"$links") links up at ${speeds% } GB/s, every GPU pair NVLink-connected"
+fi
+
+# Fabric state of every GPU, by UUID (any VM: an HGX GPU passed through without
+# its NVSwitches shows "In Progress" even when the config declares none).
+fabric=$(nvidia-smi -q | fabric_states)
+while read -r _ uuid; do
+  [ -n "$uuid" ] || continue
+  read -r state status <<<"$(awk -v u="$uuid" '$1 == u { print $2, $3 }' <<<"$fabric")"
+  case "${state:-none}:${status:-none}" in
+    Completed:Success|N/A:*|none:*) ;;
+    *) die "GPU ${uuid}: fabric State ${state//_/ }, Status ${status//_/ } (nvidia-smi -q); expected Completed / Success. CUDA fails with error 802 until it is: check nvidia-fabricmanager and that every NVSwitch is passed through" ;;
+  esac
+done <<<"$uuids"
+
+case "$GS_RUNTIME" in
+  containerd) grep -q 'runtimes.nvidia' <<<"$(containerd config dump)" || die "containerd has no nvidia runtime" ;;
+  docker) grep -q nvidia <<<"$(docker info --format '{{json .Runtimes}}')" || die "docker has no nvidia runtime" ;;
+esac
+# bootstrap is done: apt-daily / unattended-upgrades (dnf-makecache) run again (lib.sh pkg_timers_hold)
+pkg_timers_resume >&2
+echo "--- gpu-inventory ---"
+nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader
+echo "--- nvidia-smi ---"
+nvidia-smi

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# gpu-stack guest phase 'upgrade-verify': scripts/guest/upgrade-verify.sh with its parameters (render/guest_scripts.py)
+set -euo pipefail
+export GS_DRIVER_VERSION=570.172.08
+export GS_FABRIC_TIMEOUT=300
+export GS_FM_PROBE=''
+export GS_GATE_INTERVAL=5
+export GS_GPU_COUNT=4
+export GS_K8S_VERSION=1.32.4
+export GS_NODE_NAME=kv-3090
+export GS_NVSWITCH_COUNT=0
+export GS_PHASE=upgrade-verify
+export GS_RUNTIME=containerd
+export GS_TOOLKIT_VERSION=1.17.8
+
+# shellcheck shell=bash
+# gpu-stack guest library, inlined after the rendered export header of every
+# phase script. Every file path goes through $GS_ROOT (empty on a real guest)
+# so the tests can run the phases in a sandbox root with recording stubs.
+
+GS_ROOT="${GS_ROOT:-}"
+GS_CHANGED=0
+export GS_CHANGED  # read by the phase script this library is inlined into
+
+log() { printf '[gpu-stack %s] %s\n' "${GS_PHASE:-?}" "$*"; }
+die() { printf '[gpu-stack %s] ERROR: %s\n' "${GS_PHASE:-?}" "$*" >&2; exit 1; }
+changed() { GS_CHANGED=1; log "changed: $*"; }
+
+# os_id: ubuntu or rhel, from /etc/os-release.
+# shellcheck source=/dev/null  # the guest's os-release
+os_id() {
+  local id like
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  like=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID_LIKE:-}")
+  case " $id $like " in
+    *" ubuntu "*|*" debian "*) echo ubuntu ;;
+    *" rhel "*|*" fedora "*|*" centos "*) echo rhel ;;
+    *) echo "unknown:$id" ;;
+  esac
+}
+
+# shellcheck source=/dev/null
+os_version() { (. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-}"); }
+
+# write_file PATH MODE < content: replace PATH only when the content differs.
+# Returns 0 when it wrote, 1 when the file was already right.
+# Atomic: the content goes to a temporary file in the same directory (mktemp
+# creates it 0600, so credentials are never readable by others), gets the final
+# mode and is flushed, then rename(2) replaces PATH in one step. An interrupted
+# write leaves PATH as it was, never truncated. The temporary name starts with a
+# dot and has no extension, so no *.conf/*.list/*.toml directory glob reads it.
+write_file() {
+  local path="$GS_ROOT$1" mode="$2" dir tmp
+  dir=$(dirname "$path")
+  mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.gpu-stack.XXXXXXXX")
+  if ! cat >"$tmp"; then
+    rm -f "$tmp"
+    die "could not write the content of $1"
+  fi
+  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod "$mode" "$tmp"
+  sync "$tmp" 2>/dev/null || true
+  mv -f "$tmp" "$path"
+  changed "wrote $1"
+  return 0
+}
+
+pkg_installed() {
+  if [ "$(os_id)" = ubuntu ]; then
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  else
+    rpm -q "$1" >/dev/null 2>&1
+  fi
+}
+
+# pkg_version NAME: the installed version, empty when not installed.
+pkg_version() {
+  if [ "$(os_id)" = ubuntu ]; then
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
+  else
+    rpm -q --qf '%{VERSION}' "$1" 2>/dev/null || true
+  fi
+}
+
+# The package lock at first boot. Ubuntu cloud images start apt-daily and
+# apt-daily-upgrade (unattended-upgrades) right after boot (the timers are
+# Persistent), so a plain apt-get fails with "Could not get lock
+# /var/lib/dpkg/lock-frontend". Every apt-get waits for the lock instead
+# (APT option DPkg::Lock::Timeout, apt >= 1.9.11, see apt.conf(5) and
+# apt-get(8)), and the first install of a phase holds the timers off until the
+# verify phase starts them again (pkg_timers_resume). DPkg::Lock::Timeout
+# covers the dpkg lock only, not the lists lock `apt-get update` takes, so a
+# running apt-daily.service (which is `apt-get update`) is waited for first.
+# dnf waits on its own lock by itself (dnf/lock.py: "Waiting for process with
+# pid N to finish", unless exit_on_lock is set in dnf.conf(5));
+# dnf-makecache.timer is held off the same way.
+GS_PKG_LOCK_TIMEOUT="${GS_PKG_LOCK_TIMEOUT:-900}"
+PKG_TIMERS_UBUNTU="apt-daily.timer apt-daily-upgrade.timer"
+PKG_TIMERS_RHEL="dnf-makecache.timer"
+pkg_timers() { if [ "$(os_id)" = ubuntu ]; then echo "$PKG_TIMERS_UBUNTU"; else echo "$PKG_TIMERS_RHEL"; fi; }
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=${GS_PKG_LOCK_TIMEOUT}" "$@"
+}
+
+pkg_timers_held=0
+pkg_timers_hold() {
+  [ "$pkg_timers_held" = 0 ] || return 0
+  pkg_timers_held=1
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl stop "$t"
+      log "holding off ${t} during bootstrap"
+    fi
+  done
+  [ "$(os_id)" = ubuntu ] && wait_unit_inactive apt-daily.service
+  return 0
+}
+
+# wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
+wait_unit_inactive() {
+  local waited=0 step="${GS_POLL_SECONDS:-2}"
+  while systemctl is-active --quiet "$1" 2>/dev/null; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still running after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish"
+    sleep "$step"
+    waited=$((waited + ${step%.*} + 1))
+  done
+}
+
+# pkg_timers_resume: start the timers again once bootstrap is done (verify phase).
+pkg_timers_resume() {
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl start "$t"
+      log "resumed ${t}"
+    fi
+  done
+}
+
+apt_updated=0
+pkg_install() {
+  [ "$#" -gt 0 ] || return 0
+  pkg_timers_hold
+  if [ "$(os_id)" = ubuntu ]; then
+    if [ "$apt_updated" = 0 ]; then
+      apt_get update -qq
+      apt_updated=1
+    fi
+    apt_get install -y -qq --allow-downgrades --allow-change-held-packages "$@"
+  else
+    dnf install -y -q "$@"
+  fi
+  changed "installed $*"
+}
+
+# apt_package_exists NAME: the archive has NAME (after one apt-get update).
+apt_package_exists() {
+  if [ "$apt_updated" = 0 ]; then
+    pkg_timers_hold
+    apt_get update -qq
+    apt_updated=1
+  fi
+  [ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | grep '^Package: ' || true)" ]
+}
+
+# ensure_pkgs NAME...: install the ones that are missing.
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  pkg_install "${missing[@]}"
+}
+
+pkg_hold() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local p
+    for p in "$@"; do
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+    done
+  else
+    ensure_pkgs python3-dnf-plugin-versionlock
+    local p
+    for p in "$@"; do
+      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+    done
+  fi
+}
+
+service_enable_now() {
+  local unit="$1"
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl enable --now "$unit"
+    changed "enabled $unit"
+  fi
+}
+
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
+
+# shellcheck shell=bash
+# Upgrade phase: upgrade-verify (on the node, on its new boot: the connection
+# retries with the pinned host key). The same GPUs are back, by UUID; the
+# configured driver is loaded; on NVSwitch systems Fabric Manager matches it
+# and the fabric state is Completed on every GPU; the toolkit and kubelet run
+# the configured versions. A failure exits non-zero with the seed 003 step that
+# diagnoses it; the node stays cordoned (uncordon runs only after this).
+# Prints the GPU inventory like verify does (the gpuInventory stack output).
+record=/var/lib/gpu-stack/upgrade/gpus.before
+fail() { die "node ${GS_NODE_NAME}, phase upgrade-verify: $*. ${GS_NODE_NAME} stays cordoned and later waves do not start; fix it and run pulumi up again (docs/OPERATIONS.md, Upgrading)"; }
+pkg_is() { case "$(pkg_version "$1")" in "$2"|"$2"-*|"$2".*) return 0 ;; *) return 1 ;; esac; }
+
+loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+[ "$loaded" = "$GS_DRIVER_VERSION" ] || fail "the kernel has nvidia '${loaded}' loaded, guest.nvidia.driverVersion is ${GS_DRIVER_VERSION}. Seed 003 step 2 (driver health): dmesg | grep -i -e nvrm -e xid, modinfo nvidia"
+if [ "$GS_GPU_COUNT" -gt 0 ]; then
+  count=$(nvidia-smi -L | grep -c '^GPU ' || true)
+  [ "$count" -eq "$GS_GPU_COUNT" ] || fail "nvidia-smi -L lists ${count} GPUs, the config passes through ${GS_GPU_COUNT}. Seed 003 step 2 (driver health): nvidia-smi -L, dmesg | grep -i xid"
+  if [ -s "$GS_ROOT$record" ]; then
+    now=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | sort)
+    if [ "$now" != "$(cat "$GS_ROOT$record")" ]; then
+      gone=$(comm -23 "$GS_ROOT$record" <(printf '%s\n' "$now") | tr '\n' ' ')
+      fail "the GPUs are not the ones there before the upgrade (missing: ${gone:-none}). Seed 003 step 2 (driver health): nvidia-smi -L, lspci -d 10de:"
+    fi
+  fi
+fi
+if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
+  pkg_is "$GS_FM_PROBE" "$GS_DRIVER_VERSION" || fail "Fabric Manager ($GS_FM_PROBE) is $(pkg_version "$GS_FM_PROBE"), the driver ${GS_DRIVER_VERSION}: CUDA fails with error 802. Seed 003 step 2: apt-cache policy / dnf list ${GS_FM_PROBE}"
+  systemctl is-active --quiet nvidia-fabricmanager || fail "nvidia-fabricmanager is not active. Seed 003 step 2: journalctl -u nvidia-fabricmanager, /var/log/fabricmanager.log"
+  fabric_done() {
+    [ "$(nvidia-smi -q | awk '/^ *Fabric *$/ {f = 1; next} f && /State/ {print $NF; f = 0}' | grep -c '^Completed$' || true)" -ge "$GS_GPU_COUNT" ]
+  }
+  deadline=$(( $(date +%s) + GS_FABRIC_TIMEOUT ))
+  until fabric_done; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "the NVLink fabric state is not Completed on every GPU after ${GS_FABRIC_TIMEOUT}s (nvidia-smi -q | grep -A2 Fabric). Seed 003 step 2: journalctl -u nvidia-fabricmanager; on NVLink 5 also the NVLSM log"
+    sleep "$GS_GATE_INTERVAL"
+  done
+fi
+pkg_is nvidia-container-toolkit "$GS_TOOLKIT_VERSION" || fail "nvidia-container-toolkit is $(pkg_version nvidia-container-toolkit), guest.containerRuntime.nvidiaToolkitVersion is ${GS_TOOLKIT_VERSION}"
+case "$GS_RUNTIME" in
+  containerd) grep -q 'runtimes.nvidia' <<<"$(containerd config dump)" || fail "containerd has no nvidia runtime. Seed 003 step 3: containerd config dump | grep nvidia" ;;
+  docker) grep -q nvidia <<<"$(docker info --format '{{json .Runtimes}}')" || fail "docker has no nvidia runtime" ;;
+esac
+if [ -n "$GS_K8S_VERSION" ]; then
+  pkg_is kubelet "$GS_K8S_VERSION" || fail "kubelet is $(pkg_version kubelet), kubernetes.version is ${GS_K8S_VERSION}. Seed 003 step 1: journalctl -u kubelet"
+  systemctl is-active --quiet kubelet || fail "kubelet is not running. Seed 003 step 1: journalctl -u kubelet"
+fi
+if [ -e "$GS_ROOT$record" ]; then
+  rm -f "$GS_ROOT$record"
+fi
+echo "--- gpu-inventory ---"
+if [ "$GS_GPU_COUNT" -gt 0 ]; then
+  nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader
+  echo "--- nvidia-smi ---"
+  nvidia-smi
+fi

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# gpu-stack guest phase 'readiness': scripts/guest/readiness.sh with its parameters (render/guest_scripts.py)
+set -euo pipefail
+export GS_GATE_INTERVAL=5
+export GS_GATE_NODES=kv-3090=4
+export GS_GATE_TIMEOUT=1200
+export GS_GPU_RESOURCE=nvidia.com/gpu
+export GS_KUBECONFIG_STDIN=0
+export GS_PHASE=readiness
+export GS_PLUGIN_LOGS='kubectl -n nvidia-device-plugin logs ds/nvidia-device-plugin --tail=50'
+export GS_SMOKE_JOB=gpu-smoke-test
+export GS_SMOKE_NAMESPACE=gpu-stack-smoke
+
+# shellcheck shell=bash
+# gpu-stack guest library, inlined after the rendered export header of every
+# phase script. Every file path goes through $GS_ROOT (empty on a real guest)
+# so the tests can run the phases in a sandbox root with recording stubs.
+
+GS_ROOT="${GS_ROOT:-}"
+GS_CHANGED=0
+export GS_CHANGED  # read by the phase script this library is inlined into
+
+log() { printf '[gpu-stack %s] %s\n' "${GS_PHASE:-?}" "$*"; }
+die() { printf '[gpu-stack %s] ERROR: %s\n' "${GS_PHASE:-?}" "$*" >&2; exit 1; }
+changed() { GS_CHANGED=1; log "changed: $*"; }
+
+# os_id: ubuntu or rhel, from /etc/os-release.
+# shellcheck source=/dev/null  # the guest's os-release
+os_id() {
+  local id like
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  like=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID_LIKE:-}")
+  case " $id $like " in
+    *" ubuntu "*|*" debian "*) echo ubuntu ;;
+    *" rhel "*|*" fedora "*|*" centos "*) echo rhel ;;
+    *) echo "unknown:$id" ;;
+  esac
+}
+
+# shellcheck source=/dev/null
+os_version() { (. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-}"); }
+
+# write_file PATH MODE < content: replace PATH only when the content differs.
+# Returns 0 when it wrote, 1 when the file was already right.
+# Atomic: the content goes to a temporary file in the same directory (mktemp
+# creates it 0600, so credentials are never readable by others), gets the final
+# mode and is flushed, then rename(2) replaces PATH in one step. An interrupted
+# write leaves PATH as it was, never truncated. The temporary name starts with a
+# dot and has no extension, so no *.conf/*.list/*.toml directory glob reads it.
+write_file() {
+  local path="$GS_ROOT$1" mode="$2" dir tmp
+  dir=$(dirname "$path")
+  mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.gpu-stack.XXXXXXXX")
+  if ! cat >"$tmp"; then
+    rm -f "$tmp"
+    die "could not write the content of $1"
+  fi
+  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod "$mode" "$tmp"
+  sync "$tmp" 2>/dev/null || true
+  mv -f "$tmp" "$path"
+  changed "wrote $1"
+  return 0
+}
+
+pkg_installed() {
+  if [ "$(os_id)" = ubuntu ]; then
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  else
+    rpm -q "$1" >/dev/null 2>&1
+  fi
+}
+
+# pkg_version NAME: the installed version, empty when not installed.
+pkg_version() {
+  if [ "$(os_id)" = ubuntu ]; then
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
+  else
+    rpm -q --qf '%{VERSION}' "$1" 2>/dev/null || true
+  fi
+}
+
+# The package lock at first boot. Ubuntu cloud images start apt-daily and
+# apt-daily-upgrade (unattended-upgrades) right after boot (the timers are
+# Persistent), so a plain apt-get fails with "Could not get lock
+# /var/lib/dpkg/lock-frontend". Every apt-get waits for the lock instead
+# (APT option DPkg::Lock::Timeout, apt >= 1.9.11, see apt.conf(5) and
+# apt-get(8)), and the first install of a phase holds the timers off until the
+# verify phase starts them again (pkg_timers_resume). DPkg::Lock::Timeout
+# covers the dpkg lock only, not the lists lock `apt-get update` takes, so a
+# running apt-daily.service (which is `apt-get update`) is waited for first.
+# dnf waits on its own lock by itself (dnf/lock.py: "Waiting for process with
+# pid N to finish", unless exit_on_lock is set in dnf.conf(5));
+# dnf-makecache.timer is held off the same way.
+GS_PKG_LOCK_TIMEOUT="${GS_PKG_LOCK_TIMEOUT:-900}"
+PKG_TIMERS_UBUNTU="apt-daily.timer apt-daily-upgrade.timer"
+PKG_TIMERS_RHEL="dnf-makecache.timer"
+pkg_timers() { if [ "$(os_id)" = ubuntu ]; then echo "$PKG_TIMERS_UBUNTU"; else echo "$PKG_TIMERS_RHEL"; fi; }
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=${GS_PKG_LOCK_TIMEOUT}" "$@"
+}
+
+pkg_timers_held=0
+pkg_timers_hold() {
+  [ "$pkg_timers_held" = 0 ] || return 0
+  pkg_timers_held=1
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl stop "$t"
+      log "holding off ${t} during bootstrap"
+    fi
+  done
+  [ "$(os_id)" = ubuntu ] && wait_unit_inactive apt-daily.service
+  return 0
+}
+
+# wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
+wait_unit_inactive() {
+  local waited=0 step="${GS_POLL_SECONDS:-2}"
+  while systemctl is-active --quiet "$1" 2>/dev/null; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still running after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish"
+    sleep "$step"
+    waited=$((waited + ${step%.*} + 1))
+  done
+}
+
+# pkg_timers_resume: start the timers again once bootstrap is done (verify phase).
+pkg_timers_resume() {
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! systemctl is-active --quiet "$t" 2>/dev/null; then
+      systemctl start "$t"
+      log "resumed ${t}"
+    fi
+  done
+}
+
+apt_updated=0
+pkg_install() {
+  [ "$#" -gt 0 ] || return 0
+  pkg_timers_hold
+  if [ "$(os_id)" = ubuntu ]; then
+    if [ "$apt_updated" = 0 ]; then
+      apt_get update -qq
+      apt_updated=1
+    fi
+    apt_get install -y -qq --allow-downgrades --allow-change-held-packages "$@"
+  else
+    dnf install -y -q "$@"
+  fi
+  changed "installed $*"
+}
+
+# apt_package_exists NAME: the archive has NAME (after one apt-get update).
+apt_package_exists() {
+  if [ "$apt_updated" = 0 ]; then
+    pkg_timers_hold
+    apt_get update -qq
+    apt_updated=1
+  fi
+  [ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | grep '^Package: ' || true)" ]
+}
+
+# ensure_pkgs NAME...: install the ones that are missing.
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  pkg_install "${missing[@]}"
+}
+
+pkg_hold() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local p
+    for p in "$@"; do
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+    done
+  else
+    ensure_pkgs python3-dnf-plugin-versionlock
+    local p
+    for p in "$@"; do
+      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+    done
+  fi
+}
+
+service_enable_now() {
+  local unit="$1"
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+    systemctl enable --now "$unit"
+    changed "enabled $unit"
+  fi
+}
+
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
+
+# shellcheck shell=bash
+# Phase: readiness (a gate after the add-ons, on the first VM). Waits, bounded by
+# GS_GATE_TIMEOUT seconds in all, until every node is Ready, its GPU resource's
+# allocatable equals the count the config passes through (times the time-slicing
+# replicas), and the smoke-test Job has succeeded. A failure names the step of
+# seed 003's ten-minute diagnosis (docs/OPERATIONS.md) that explains it. Prints
+# what it found; render/readiness.py parses it into the `readiness` stack output.
+# Reads only: it never changes the cluster.
+if [ "$GS_KUBECONFIG_STDIN" = 1 ]; then
+  kubeconfig=$(mktemp)
+  trap 'rm -f "$kubeconfig"' EXIT
+  cat >"$kubeconfig"
+  [ -s "$kubeconfig" ] || die "no kubeconfig arrived on stdin"
+else
+  kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
+  [ -s "$kubeconfig" ] || die "no /etc/kubernetes/admin.conf on this node: kubeadm init has not run"
+fi
+export KUBECONFIG="$kubeconfig"
+deadline=$(( $(date +%s) + GS_GATE_TIMEOUT ))
+resource_path="${GS_GPU_RESOURCE//./\\.}"
+
+# wait_for DESCRIPTION COMMAND...: poll until COMMAND succeeds or the gate's deadline passes.
+wait_for() {
+  local what="$1"
+  shift
+  until "$@"; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "gave up waiting for ${what} after ${GS_GATE_TIMEOUT}s"
+      return 1
+    fi
+    sleep "$GS_GATE_INTERVAL"
+  done
+}
+
+node_ready() {
+  [ "$(kubectl get node "$1" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)" = True ]
+}
+allocatable() { kubectl get node "$1" -o jsonpath="{.status.allocatable.${resource_path}}" 2>/dev/null || true; }
+allocatable_is() { [ "$(allocatable "$1")" = "$2" ]; }
+
+report=()
+for entry in $GS_GATE_NODES; do
+  node="${entry%%=*}"
+  want="${entry#*=}"
+  if ! wait_for "node ${node} Ready" node_ready "$node"; then
+    die "node ${node} is not Ready. Seed 003 step 1 (components and resources ready): kubectl describe node ${node}; 'cni plugin not initialized' or 'network plugin is not ready' means the pod network is not running (kubectl -n calico-system get pods, kubectl -n tigera-operator logs deploy/tigera-operator)"
+  fi
+  if ! wait_for "${GS_GPU_RESOURCE} on ${node}" allocatable_is "$node" "$want"; then
+    have=$(allocatable "$node")
+    if [ -z "$have" ] || [ "$have" = 0 ]; then
+      die "node ${node} has no allocatable ${GS_GPU_RESOURCE} (expected ${want}). Seed 003 step 4 (plugin logs and registration): ${GS_PLUGIN_LOGS}; then step 1: kubectl get node ${node} -o jsonpath='{.status.allocatable}'"
+    fi
+    die "node ${node} has ${have} allocatable ${GS_GPU_RESOURCE}, the config expects ${want}. Seed 003 step 2 (driver health): nvidia-smi -L on ${node} and dmesg | grep -i xid; step 5 (MIG, time-slicing): the plugin's sharing config"
+  fi
+  report+=("node ${node} Ready ${GS_GPU_RESOURCE}=$(allocatable "$node")/${want}")
+done
+
+if [ -n "$GS_SMOKE_JOB" ]; then
+  job_state() {
+    kubectl -n "$GS_SMOKE_NAMESPACE" get job "$GS_SMOKE_JOB" \
+      -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type}{" "}{end}' 2>/dev/null || true
+  }
+  job_done() { grep -qE '(^| )(Complete|Failed) ' <<<"$(job_state) "; }
+  wait_for "job ${GS_SMOKE_NAMESPACE}/${GS_SMOKE_JOB}" job_done || true
+  state=$(job_state)
+  case " $state " in
+    *" Complete "*) report+=("job ${GS_SMOKE_NAMESPACE}/${GS_SMOKE_JOB} Succeeded") ;;
+    *" Failed "*) die "the smoke-test Job ${GS_SMOKE_NAMESPACE}/${GS_SMOKE_JOB} failed. Seed 003 step 3 (pod events): kubectl -n ${GS_SMOKE_NAMESPACE} describe pod -l job-name=${GS_SMOKE_JOB}; kubectl -n ${GS_SMOKE_NAMESPACE} logs job/${GS_SMOKE_JOB}" ;;
+    *) die "the smoke-test Job ${GS_SMOKE_NAMESPACE}/${GS_SMOKE_JOB} did not finish in ${GS_GATE_TIMEOUT}s. Seed 003 step 3 (pod events): kubectl -n ${GS_SMOKE_NAMESPACE} describe pod -l job-name=${GS_SMOKE_JOB} (Insufficient ${GS_GPU_RESOURCE}, an untolerated taint, a missing runtimeClassName)" ;;
+  esac
+fi
+echo "--- readiness ---"
+printf '%s\n' "${report[@]}"
