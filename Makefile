@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 STACK   ?= dev
 
-.PHONY: test plan plans golden schema bench venv clean
+.PHONY: test plan plans golden schema bench venv clean engine preview
 
 venv: $(STAMP)
 
@@ -31,6 +31,16 @@ plans: $(STAMP)
 golden: $(STAMP)
 	rm -rf tests/golden
 	for s in $(STACKS); do $(PY) -m tools.plan $$s --out tests/golden || exit 1; done
+
+# The real engine (Pulumi CLI and plugins) from the pinned Go modules in engine/, cached outside
+# the repository (scripts/build-engine.sh prints where); a second run reuses it.
+engine:
+	bash scripts/build-engine.sh
+
+# A real `pulumi preview` of STACK: local file backend and passphrase secrets in a temp dir,
+# the stack's own config with placeholder secrets (tools/engine.py).
+preview: $(STAMP) engine
+	$(PY) -m tools.engine preview $(STACK)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench

@@ -1,0 +1,134 @@
+"""The program under the real Pulumi engine (the CLI from `make engine`), not the mock monitor.
+
+Each test makes a throwaway stack in a temporary local file backend (tools.engine.workspace):
+the stack's own config, the passphrase secrets provider, and no network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from pulumi import automation as auto
+
+from tools.engine import TEST_PASSPHRASE, manifest, workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+SECRET = "engine-test-secret-5f0c2a9e"  # grepped for in what the engine writes
+
+
+def test_cli_is_the_pinned_release(engine):
+    cli = next(b for b in manifest()["binary"] if b["name"] == "pulumi")
+    out = subprocess.run([str(engine / "pulumi"), "version"], capture_output=True, text=True, check=True,
+                         env={"PULUMI_SKIP_UPDATE_CHECK": "true", "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == f"v{cli['version']}"
+
+
+def _events(ws, **kwargs) -> tuple[list, str]:
+    events: list = []
+    lines: list[str] = []
+    try:
+        ws.stack.preview(color="never", on_event=events.append, on_output=lines.append, **kwargs)
+        error = ""
+    except auto.errors.CommandError as e:
+        error = str(e)
+    return events, "\n".join(lines) + "\n" + error
+
+
+def test_bad_config_fails_naming_the_key_without_a_traceback_and_registers_nothing(engine):
+    """The promise the mock harness makes (ConfigError before any resource), kept by the real engine."""
+    with workspace("dev", engine, config_overrides={"gpu-stack:vmz": [{"name": "typo"}]}) as ws:
+        events, text = _events(ws)
+    assert "gpu-stack:vmz" in text, text
+    assert "Traceback" not in text, text
+    registered = [e.resource_pre_event.metadata.type for e in events if e.resource_pre_event]
+    assert set(registered) <= {"pulumi:pulumi:Stack"}, registered
+    diagnostics = [e.diagnostic_event.message for e in events if e.diagnostic_event and e.diagnostic_event.severity == "error"]
+    assert any("gpu-stack:vmz" in m for m in diagnostics), diagnostics
+
+
+def test_secrets_are_ciphertext_in_the_stack_file_and_read_back(engine):
+    with workspace("dev", engine, secrets={"grafanaAdminPassword": SECRET}) as ws:
+        text = (Path(ws.stack.workspace.work_dir) / "Pulumi.dev.yaml").read_text()
+        doc = yaml.safe_load(text)
+        assert SECRET not in text
+        assert set(doc["config"]["gpu-stack:grafanaAdminPassword"]) == {"secure"}
+        assert doc["encryptionsalt"]
+        assert ws.stack.get_config("gpu-stack:grafanaAdminPassword").value == SECRET
+        ws.env["PULUMI_CONFIG_PASSPHRASE"] = TEST_PASSPHRASE + "-wrong"
+        bad = ws.cli("config", "get", "gpu-stack:grafanaAdminPassword", check=False)
+        assert bad.returncode != 0, "another passphrase must not decrypt it"
+        assert SECRET not in bad.stdout + bad.stderr
+
+
+# --- needs the provider plugins (engine/engine.toml [[blocked]] says why they are not built) ---
+
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's unknown-value sentinel
+
+
+def _normalize(value):
+    if isinstance(value, dict):
+        return {k: _normalize(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_normalize(v) for v in value]
+    if value == UNKNOWN or (isinstance(value, str) and re.fullmatch(r"output<[^>]*>", value)):
+        return "[unknown]"
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _name(urn_or_ref: str | None) -> str | None:
+    """Resource name from a URN, or from a provider reference (URN::ID); default providers -> None."""
+    if not urn_or_ref:
+        return None
+    parts = urn_or_ref.split("::")
+    name = parts[3] if len(parts) > 4 else parts[-1]
+    if parts[2] == "pulumi:pulumi:Stack" or name.startswith("default"):
+        return None
+    return name
+
+
+def engine_rows(preview: dict) -> dict[tuple[str, str], dict]:
+    rows = {}
+    for step in preview.get("steps", []):
+        state = step.get("newState") or {}
+        if state.get("type") in (None, "pulumi:pulumi:Stack"):
+            continue
+        rows[(state["type"], _name(state["urn"]))] = {
+            "parent": _name(state.get("parent")),
+            "provider": _name(state.get("provider")),
+            "inputs": _normalize(state.get("inputs") or {}),
+        }
+    return rows
+
+
+def differences(engine: dict, plan: list[dict]) -> list[str]:
+    want = {(r["type"], r["name"]): r for r in plan}
+    out = [f"only in the engine's preview: {t} {n}" for t, n in sorted(set(engine) - set(want))]
+    out += [f"only in the mock plan: {t} {n}" for t, n in sorted(set(want) - set(engine))]
+    for key in sorted(set(engine) & set(want)):
+        got, exp = engine[key], want[key]
+        for field in ("parent", "provider"):
+            if got[field] != exp[field]:
+                out.append(f"{key[0]} {key[1]}: {field} {got[field]!r} (engine) != {exp[field]!r} (plan)")
+        for k in sorted(set(got["inputs"]) | set(exp["inputs"])):
+            a, b = got["inputs"].get(k, "<absent>"), _normalize(exp["inputs"].get(k, "<absent>"))
+            if a != b:
+                out.append(f"{key[0]} {key[1]}: input {k}: {json.dumps(a)[:200]} (engine) != {json.dumps(b)[:200]} (plan)")
+    return out
+
+
+@pytest.mark.parametrize("stack", sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()))
+def test_preview_equals_the_mock_plan(providers, stack):
+    with workspace(stack, providers) as ws:
+        result = ws.stack.preview(json=True, color="never")
+    preview = json.loads(result.stdout)
+    plan = json.loads((GOLDEN / stack / "resources.json").read_text())
+    diffs = differences(engine_rows(preview), plan)
+    assert not diffs, f"{len(diffs)} differences between `pulumi preview` and the mock plan:\n" + "\n".join(diffs)
