@@ -47,6 +47,7 @@ EOF
 
 mkdir -p "$cache/$key"
 stage="$(mktemp -d "$cache/$key/bin.partial.XXXXXX")"
+chmod 755 "$stage"
 trap 'rm -rf "$stage"' EXIT
 start=$SECONDS
 while IFS=$'\t' read -r name dir package ldflags; do

@@ -172,7 +172,8 @@ def _preview(stack: str, as_json: bool) -> int:
         try:
             result = ws.stack.preview(diff=not as_json, json=as_json, color="never", on_output=print)
         except auto.errors.CommandError as e:
-            print(str(e), file=sys.stderr)
+            # the CLI's stdout was shown as it came; its stderr says why it stopped
+            print(str(e).rsplit(" stderr: ", 1)[-1].rstrip(), file=sys.stderr)
             return 1
     if not as_json:
         print(f"preview {stack}: {dict(sorted(result.change_summary.items()))}")
