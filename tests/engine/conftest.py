@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,17 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if Path(str(item.fspath)).parent == Path(__file__).parent:
             item.add_marker(pytest.mark.engine)
+
+
+WATCHDOG_S = 600
+
+
+@pytest.fixture(autouse=True)
+def _watchdog():
+    """A hung engine run must not hold CI for its 90 minutes: dump every thread's stack and exit."""
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session")

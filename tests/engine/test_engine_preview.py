@@ -52,6 +52,24 @@ def test_bad_config_fails_naming_the_key_without_a_traceback_and_registers_nothi
     assert any("gpu-stack:vmz" in m for m in diagnostics), diagnostics
 
 
+@pytest.mark.parametrize("stack", sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()))
+def test_stack_config_loads_under_the_real_engine(engine, stack):
+    """The engine hands the program Pulumi.<stack>.yaml itself (structured values serialized by
+    the CLI, not by tools/mockrun.py): the program must get past config and start registering
+    resources. It may stop only at a provider plugin that engine/engine.toml records as blocked."""
+    blocked = {e["name"]: e["wants"] for e in manifest().get("blocked", [])}
+    with workspace(stack, engine) as ws:
+        events, text = _events(ws)
+    assert "Traceback" not in text and "invalid stack config" not in text, text
+    registered = [e.resource_pre_event.metadata.type for e in events if e.resource_pre_event]
+    assert "pulumi:pulumi:Stack" in registered, text
+    errors = [e.diagnostic_event.message for e in events if e.diagnostic_event and e.diagnostic_event.severity == "error"]
+    for message in errors:
+        m = re.search(r"no resource plugin '(pulumi-resource-[a-z0-9-]+)' found in the workspace at version v(\S+)", message)
+        assert m, f"the real engine stopped for another reason: {message}"
+        assert blocked.get(m.group(1)) == m.group(2), f"{m.group(1)} v{m.group(2)} is not a recorded blocked plugin"
+
+
 def test_secrets_are_ciphertext_in_the_stack_file_and_read_back(engine):
     with workspace("dev", engine, secrets={"grafanaAdminPassword": SECRET}) as ws:
         text = (Path(ws.stack.workspace.work_dir) / "Pulumi.dev.yaml").read_text()
