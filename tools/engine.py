@@ -17,6 +17,7 @@ The program runs as an automation-API inline program: pulumi's own in-process la
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import runpy
 import shutil
@@ -155,6 +156,49 @@ def workspace(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass
+class Outcome:
+    """What one engine operation showed; plain data, so it crosses a process boundary."""
+    ok: bool
+    stdout: str
+    error: str  # the CLI's stderr when it failed
+    registered: list[str]  # resource types, in the order the engine registered them
+    diagnostics: list[tuple[str, str]]  # (severity, message)
+
+
+def operate(stack: str, bin_dir: str, op: str = "preview", *, secrets: dict[str, str] | None = None,
+            config_overrides: dict[str, Any] | None = None, **op_args: Any) -> Outcome:
+    """One automation-API operation (`preview`, `up`, ...) on a fresh throwaway stack."""
+    from pulumi import automation as auto
+
+    events: list[Any] = []
+    with workspace(stack, Path(bin_dir), secrets=secrets, config_overrides=config_overrides) as ws:
+        try:
+            result = getattr(ws.stack, op)(color="never", on_event=events.append, **op_args)
+            ok, stdout, error = True, result.stdout, ""
+        except auto.errors.CommandError as e:
+            text = str(e)
+            ok, stdout, error = False, text.split(" stdout: ", 1)[-1].rsplit(" stderr: ", 1)[0], text.rsplit(" stderr: ", 1)[-1]
+    return Outcome(
+        ok, stdout, error,
+        [e.resource_pre_event.metadata.type for e in events if e.resource_pre_event],
+        [(e.diagnostic_event.severity, e.diagnostic_event.message) for e in events if e.diagnostic_event],
+    )
+
+
+def isolated(fn, *args: Any, timeout: float = 600, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs) in a fresh Python process, which is then killed.
+
+    When the engine stops mid-program (e.g. at a provider plugin it cannot load), the inline
+    program's thread stays blocked on an output that never resolves, spinning in pulumi's
+    sync-await loop, and the interpreter can never exit (it joins that thread). A process of its
+    own per operation, terminated afterwards, keeps that from reaching the caller (pytest).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:  # leaving the block terminates the worker, stuck threads and all
+        return pool.apply_async(fn, args, kwargs).get(timeout)
+
+
 def _preview(stack: str, as_json: bool) -> int:
     from pulumi import automation as auto
 
@@ -194,7 +238,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(bin_dir)
         return 0
-    return _preview(args.stack, args.json)
+    rc = _preview(args.stack, args.json)
+    # os._exit, not sys.exit: a program the engine abandoned may leave a thread that never ends (see isolated())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pulumi import automation as auto
-
-from tools.engine import TEST_PASSPHRASE, manifest, workspace
+from tools.engine import TEST_PASSPHRASE, Outcome, isolated, manifest, operate, workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -29,27 +27,20 @@ def test_cli_is_the_pinned_release(engine):
     assert out.stdout.strip() == f"v{cli['version']}"
 
 
-def _events(ws, **kwargs) -> tuple[list, str]:
-    events: list = []
-    lines: list[str] = []
-    try:
-        ws.stack.preview(color="never", on_event=events.append, on_output=lines.append, **kwargs)
-        error = ""
-    except auto.errors.CommandError as e:
-        error = str(e)
-    return events, "\n".join(lines) + "\n" + error
+def preview(stack: str, engine: Path, **kwargs) -> Outcome:
+    """A real preview of a fresh throwaway stack, in a process of its own (tools.engine.isolated)."""
+    return isolated(operate, stack, str(engine), "preview", **kwargs)
 
 
 def test_bad_config_fails_naming_the_key_without_a_traceback_and_registers_nothing(engine):
     """The promise the mock harness makes (ConfigError before any resource), kept by the real engine."""
-    with workspace("dev", engine, config_overrides={"gpu-stack:vmz": [{"name": "typo"}]}) as ws:
-        events, text = _events(ws)
+    out = preview("dev", engine, config_overrides={"gpu-stack:vmz": [{"name": "typo"}]})
+    text = out.stdout + out.error
+    assert not out.ok
     assert "gpu-stack:vmz" in text, text
-    assert "Traceback" not in text, text
-    registered = [e.resource_pre_event.metadata.type for e in events if e.resource_pre_event]
-    assert set(registered) <= {"pulumi:pulumi:Stack"}, registered
-    diagnostics = [e.diagnostic_event.message for e in events if e.diagnostic_event and e.diagnostic_event.severity == "error"]
-    assert any("gpu-stack:vmz" in m for m in diagnostics), diagnostics
+    assert "Traceback" not in text + "".join(m for _, m in out.diagnostics), text
+    assert set(out.registered) <= {"pulumi:pulumi:Stack"}, out.registered
+    assert any("gpu-stack:vmz" in m for s, m in out.diagnostics if s == "error"), out.diagnostics
 
 
 @pytest.mark.parametrize("stack", sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()))
@@ -58,13 +49,11 @@ def test_stack_config_loads_under_the_real_engine(engine, stack):
     the CLI, not by tools/mockrun.py): the program must get past config and start registering
     resources. It may stop only at a provider plugin that engine/engine.toml records as blocked."""
     blocked = {e["name"]: e["wants"] for e in manifest().get("blocked", [])}
-    with workspace(stack, engine) as ws:
-        events, text = _events(ws)
+    out = preview(stack, engine)
+    text = out.stdout + out.error + "".join(m for _, m in out.diagnostics)
     assert "Traceback" not in text and "invalid stack config" not in text, text
-    registered = [e.resource_pre_event.metadata.type for e in events if e.resource_pre_event]
-    assert "pulumi:pulumi:Stack" in registered, text
-    errors = [e.diagnostic_event.message for e in events if e.diagnostic_event and e.diagnostic_event.severity == "error"]
-    for message in errors:
+    assert "pulumi:pulumi:Stack" in out.registered, text
+    for message in [m for s, m in out.diagnostics if s == "error"] or ([out.error] if not out.ok else []):
         m = re.search(r"no resource plugin '(pulumi-resource-[a-z0-9-]+)' found in the workspace at version v(\S+)", message)
         assert m, f"the real engine stopped for another reason: {message}"
         assert blocked.get(m.group(1)) == m.group(2), f"{m.group(1)} v{m.group(2)} is not a recorded blocked plugin"
@@ -144,9 +133,9 @@ def differences(engine: dict, plan: list[dict]) -> list[str]:
 
 @pytest.mark.parametrize("stack", sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()))
 def test_preview_equals_the_mock_plan(providers, stack):
-    with workspace(stack, providers) as ws:
-        result = ws.stack.preview(json=True, color="never")
-    preview = json.loads(result.stdout)
+    out = preview(stack, providers, json=True)
+    assert out.ok, out.error
+    preview_doc = json.loads(out.stdout)
     plan = json.loads((GOLDEN / stack / "resources.json").read_text())
-    diffs = differences(engine_rows(preview), plan)
+    diffs = differences(engine_rows(preview_doc), plan)
     assert not diffs, f"{len(diffs)} differences between `pulumi preview` and the mock plan:\n" + "\n".join(diffs)
