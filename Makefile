@@ -9,7 +9,7 @@ BASE    ?=
 # `make plans` (the pull-request plan) checks every host that has hosts/<host>.facts.json
 FACTS_DIR ?= hosts
 
-.PHONY: test plan plans golden schema bench doctor venv clean
+.PHONY: test plan plans golden schema bench doctor venv clean engine preview
 
 venv: $(STAMP)
 
@@ -44,6 +44,16 @@ golden: $(STAMP)
 # extra flags through DOCTOR_ARGS, e.g. DOCTOR_ARGS="--vm ubuntu-gpu --evidence build/evidence"
 doctor: $(STAMP)
 	$(PY) -m tools.doctor $(STACK) $(DOCTOR_ARGS)
+
+# The real engine (Pulumi CLI and plugins) from the pinned Go modules in engine/, cached outside
+# the repository (scripts/build-engine.sh prints where); a second run reuses it.
+engine:
+	bash scripts/build-engine.sh
+
+# A real `pulumi preview` of STACK: local file backend and passphrase secrets in a temp dir,
+# the stack's own config with placeholder secrets (tools/engine.py).
+preview: $(STAMP) engine
+	$(PY) -m tools.engine preview $(STACK)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench

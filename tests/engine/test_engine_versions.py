@@ -1,0 +1,66 @@
+"""engine/ pins the versions that the installed Python packages ask for, or says why not.
+
+The Python SDK names the CLI release it belongs to (its own version) and each provider package
+names its plugin in pulumi-plugin.json; the engine's manifest (engine/engine.toml) and the Go
+wrapper modules (engine/<dir>/go.mod) must agree with them. Needs no Go and no engine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import metadata, resources
+from pathlib import Path
+
+import pytest
+
+from tools.engine import MANIFEST, ROOT, manifest
+
+ENTRIES = [(kind, e) for kind in ("binary", "blocked") for e in manifest().get(kind, [])]
+
+
+def wanted(python_package: str) -> str:
+    """What the installed package asks for: the SDK's own version, or its plugin's version."""
+    if python_package == "pulumi":
+        return metadata.version("pulumi")
+    plugin = json.loads(resources.files(python_package).joinpath("pulumi-plugin.json").read_text())
+    return plugin["version"]
+
+
+def gomod_requires(path: Path) -> dict[str, str]:
+    text = path.read_text()
+    return dict(re.findall(r"^\s*(?:require\s+)?(\S+)\s+(v\S+)(?:\s+//.*)?$", text, flags=re.M))
+
+
+@pytest.mark.parametrize(("kind", "entry"), ENTRIES, ids=[e["name"] for _, e in ENTRIES])
+def test_manifest_wants_what_the_python_package_asks_for(kind, entry):
+    assert entry["wants"] == wanted(entry["python"]), f"{MANIFEST.name}: {entry['name']}"
+
+
+def test_every_provider_package_in_requirements_has_an_entry():
+    pins = re.findall(r"^(pulumi-[a-z0-9-]+)==(\S+)", (ROOT / "requirements.txt").read_text(), flags=re.M)
+    assert pins, "requirements.txt pins the provider packages"
+    names = {e["name"] for _, e in ENTRIES}
+    for package, version in pins:
+        plugin = json.loads(resources.files(package.replace("-", "_")).joinpath("pulumi-plugin.json").read_text())
+        assert plugin["version"] == version, f"installed {package} is not the pinned {version}"
+        assert f"pulumi-resource-{plugin['name']}" in names, f"{package} {version}: no entry in {MANIFEST.name}"
+
+
+@pytest.mark.parametrize("entry", manifest()["binary"], ids=[e["name"] for e in manifest()["binary"]])
+def test_go_mod_pins_the_manifest_version(entry):
+    gomod = ROOT / "engine" / entry["dir"] / "go.mod"
+    requires = gomod_requires(gomod)
+    assert requires.get(entry["module"]) == f"v{entry['version']}", f"{gomod.relative_to(ROOT)} pins {entry['module']}"
+    assert entry["package"].startswith(entry["module"] + "/") or entry["package"] == entry["module"]
+    assert re.search(rf"^tool {re.escape(entry['package'])}$", gomod.read_text(), flags=re.M), "a `tool` directive names the binary's package"
+    if entry["version"] != entry["wants"]:
+        assert entry.get("deviation", "").strip(), f"{entry['name']}: pinned {entry['version']} but the Python package wants {entry['wants']}; say why in `deviation`"
+    if "ldflags" in entry:
+        assert f"=v{entry['version']}" in entry["ldflags"], "the version stamped into the binary is the pinned one"
+
+
+@pytest.mark.parametrize("entry", manifest().get("blocked", []), ids=[e["name"] for e in manifest().get("blocked", [])])
+def test_a_blocked_binary_says_what_the_registry_answered(entry):
+    assert re.search(r"\b(403|404)\b", entry["error"]), entry["name"]
+    assert entry["module"].startswith("github.com/")
