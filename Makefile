@@ -52,8 +52,10 @@ engine:
 
 # A real `pulumi preview` of STACK: local file backend and passphrase secrets in a temp dir,
 # the stack's own config with placeholder secrets (tools/engine.py).
+# FACTS=... stands in for the live hypervisors, as for `make plan` (GPU_STACK_HOST_FACTS).
+comma := ,
 preview: $(STAMP) engine
-	$(PY) -m tools.engine preview $(STACK)
+	GPU_STACK_HOST_FACTS="$(subst $(comma),:,$(FACTS))" $(PY) -m tools.engine preview $(STACK)
 
 bench: $(STAMP)
 	$(PY) -m tools.bench
