@@ -6,16 +6,7 @@
 # cordoned and Pulumi starts nothing that depends on it (later waves).
 # A node that is not the control plane is only drained for a Kubernetes change
 # once the API server runs that minor (kubelet must never be newer).
-if [ "$GS_KUBECONFIG_STDIN" = 1 ]; then
-  kubeconfig=$(mktemp)
-  trap 'rm -f "$kubeconfig"' EXIT
-  cat >"$kubeconfig"
-  [ -s "$kubeconfig" ] || die "no kubeconfig arrived on stdin"
-else
-  kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
-  [ -s "$kubeconfig" ] || die "no /etc/kubernetes/admin.conf on this node: kubeadm init has not run"
-fi
-export KUBECONFIG="$kubeconfig"
+use_cluster_kubeconfig "$GS_KUBECONFIG_STDIN"
 node="$GS_NODE_NAME"
 
 if [ -n "$GS_K8S_VERSION" ] && [ "$GS_CONTROL_PLANE" != 1 ]; then

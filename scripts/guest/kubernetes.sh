@@ -6,38 +6,16 @@
 # it is a short-lived token the control plane created for this node (phase
 # join-token), or the joinToken secret for a cluster gpu-stack did not create.
 family=$(os_id)
-minor="${GS_K8S_VERSION%.*}"
 token=""
 if [ "$GS_K8S_ROLE" = join ]; then
   IFS= read -r token || true
   [ -n "$token" ] || die "no bootstrap token arrived on stdin"
 fi
 
+kubernetes_repository "$GS_K8S_REPO" "$GS_K8S_VERSION"
 if [ "$family" = ubuntu ]; then
-  keyring=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
-  if [ ! -s "$GS_ROOT$keyring" ]; then
-    mkdir -p "$GS_ROOT/etc/apt/keyrings"
-    https_proxy="${GS_HTTPS_PROXY}" curl -fsSL "${GS_K8S_REPO}/deb/Release.key" | gpg --dearmor -o "$GS_ROOT$keyring"
-    changed "Kubernetes apt key"
-  fi
-  write_file /etc/apt/sources.list.d/kubernetes.list 0644 <<CONF || true
-deb [signed-by=${keyring}] ${GS_K8S_REPO}/deb/ /
-CONF
-  write_file /etc/apt/preferences.d/gpu-stack-kubernetes 0644 <<CONF || true
-Package: kubeadm kubelet kubectl
-Pin: version ${GS_K8S_VERSION}-*
-Pin-Priority: 1001
-CONF
   pkgs=(kubeadm kubelet kubectl)
 else
-  write_file /etc/yum.repos.d/kubernetes.repo 0644 <<CONF || true
-[kubernetes]
-name=Kubernetes ${minor}
-baseurl=${GS_K8S_REPO}/rpm/
-enabled=1
-gpgcheck=1
-gpgkey=${GS_K8S_REPO}/rpm/repodata/repomd.xml.key
-CONF
   pkgs=("kubeadm-${GS_K8S_VERSION}" "kubelet-${GS_K8S_VERSION}" "kubectl-${GS_K8S_VERSION}")
 fi
 case "$(pkg_version kubeadm)" in

@@ -6,16 +6,7 @@
 # seed 003's ten-minute diagnosis (docs/OPERATIONS.md) that explains it. Prints
 # what it found; render/readiness.py parses it into the `readiness` stack output.
 # Reads only: it never changes the cluster.
-if [ "$GS_KUBECONFIG_STDIN" = 1 ]; then
-  kubeconfig=$(mktemp)
-  trap 'rm -f "$kubeconfig"' EXIT
-  cat >"$kubeconfig"
-  [ -s "$kubeconfig" ] || die "no kubeconfig arrived on stdin"
-else
-  kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
-  [ -s "$kubeconfig" ] || die "no /etc/kubernetes/admin.conf on this node: kubeadm init has not run"
-fi
-export KUBECONFIG="$kubeconfig"
+use_cluster_kubeconfig "$GS_KUBECONFIG_STDIN"
 deadline=$(( $(date +%s) + GS_GATE_TIMEOUT ))
 resource_path="${GS_GPU_RESOURCE//./\\.}"
 

@@ -3,16 +3,7 @@
 # upgrade-verify passed). Waits, bounded by GS_GATE_TIMEOUT, until the node is
 # Ready and its GPU resource is allocatable at the expected count again (the
 # readiness gate's check), then uncordons it. A failure leaves it cordoned.
-if [ "$GS_KUBECONFIG_STDIN" = 1 ]; then
-  kubeconfig=$(mktemp)
-  trap 'rm -f "$kubeconfig"' EXIT
-  cat >"$kubeconfig"
-  [ -s "$kubeconfig" ] || die "no kubeconfig arrived on stdin"
-else
-  kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
-  [ -s "$kubeconfig" ] || die "no /etc/kubernetes/admin.conf on this node: kubeadm init has not run"
-fi
-export KUBECONFIG="$kubeconfig"
+use_cluster_kubeconfig "$GS_KUBECONFIG_STDIN"
 node="$GS_NODE_NAME"
 deadline=$(( $(date +%s) + GS_GATE_TIMEOUT ))
 resource_path="${GS_GPU_RESOURCE//./\\.}"

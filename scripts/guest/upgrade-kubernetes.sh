@@ -7,40 +7,18 @@
 # (inlined after this) and finds the packages converged: it only re-applies
 # labels, taints and the bootstrap token.
 family=$(os_id)
-minor="${GS_K8S_VERSION%.*}"
 # the bootstrap token (stdin) is for kubernetes.sh below: keep it from the
 # package manager and kubeadm, and hand it back just before kubernetes.sh
 IFS= read -r upgrade_token || true
 exec </dev/null
 k8s_is() { case "$(pkg_version "$1")" in "$GS_K8S_VERSION"|"$GS_K8S_VERSION"-*) return 0 ;; *) return 1 ;; esac; }
 
-# the same repository files kubernetes.sh writes, for the configured minor
+# the same repository files kubernetes.sh writes (lib.sh), for the configured minor
+kubernetes_repository "$GS_K8S_REPO" "$GS_K8S_VERSION"
 if [ "$family" = ubuntu ]; then
-  keyring=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
-  if [ ! -s "$GS_ROOT$keyring" ]; then
-    mkdir -p "$GS_ROOT/etc/apt/keyrings"
-    https_proxy="${GS_HTTPS_PROXY}" curl -fsSL "${GS_K8S_REPO}/deb/Release.key" | gpg --dearmor -o "$GS_ROOT$keyring"
-    changed "Kubernetes apt key"
-  fi
-  write_file /etc/apt/sources.list.d/kubernetes.list 0644 <<CONF || true
-deb [signed-by=${keyring}] ${GS_K8S_REPO}/deb/ /
-CONF
-  write_file /etc/apt/preferences.d/gpu-stack-kubernetes 0644 <<CONF || true
-Package: kubeadm kubelet kubectl
-Pin: version ${GS_K8S_VERSION}-*
-Pin-Priority: 1001
-CONF
   kubeadm_pkg=(kubeadm)
   node_pkgs=(kubelet kubectl)
 else
-  write_file /etc/yum.repos.d/kubernetes.repo 0644 <<CONF || true
-[kubernetes]
-name=Kubernetes ${minor}
-baseurl=${GS_K8S_REPO}/rpm/
-enabled=1
-gpgcheck=1
-gpgkey=${GS_K8S_REPO}/rpm/repodata/repomd.xml.key
-CONF
   kubeadm_pkg=("kubeadm-${GS_K8S_VERSION}")
   node_pkgs=("kubelet-${GS_K8S_VERSION}" "kubectl-${GS_K8S_VERSION}")
 fi

@@ -205,6 +205,59 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# use_cluster_kubeconfig: point kubectl at the cluster for the phases that run
+# kubectl on the stack's first VM (readiness, drain, uncordon). With
+# GS_KUBECONFIG_STDIN=1 (modes join/existing) the kubeconfig arrives on stdin
+# (gpu-stack:kubeconfig, never in the script or the logs) and lives in a
+# temporary file removed on exit; else the node's own admin.conf (mode init).
+# $1: GS_KUBECONFIG_STDIN.
+use_cluster_kubeconfig() {
+  if [ "$1" = 1 ]; then
+    cluster_kubeconfig=$(mktemp)
+    trap 'rm -f "$cluster_kubeconfig"' EXIT
+    cat >"$cluster_kubeconfig"
+    [ -s "$cluster_kubeconfig" ] || die "no kubeconfig arrived on stdin"
+  else
+    cluster_kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
+    [ -s "$cluster_kubeconfig" ] || die "no /etc/kubernetes/admin.conf on this node: kubeadm init has not run"
+  fi
+  export KUBECONFIG="$cluster_kubeconfig"
+}
+
+# kubernetes_repository: the kubeadm/kubelet/kubectl repository of the
+# configured minor (GS_K8S_REPO, pkgs.k8s.io layout), pinned to GS_K8S_VERSION
+# on Ubuntu; shared by the kubernetes phase and upgrade-kubernetes.
+# $1: GS_K8S_REPO, $2: GS_K8S_VERSION.
+kubernetes_repository() {
+  local repo="$1" version="$2"
+  local minor="${version%.*}"
+  if [ "$(os_id)" = ubuntu ]; then
+    local keyring=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
+    if [ ! -s "$GS_ROOT$keyring" ]; then
+      mkdir -p "$GS_ROOT/etc/apt/keyrings"
+      https_proxy="${GS_HTTPS_PROXY}" curl -fsSL "${repo}/deb/Release.key" | gpg --dearmor -o "$GS_ROOT$keyring"
+      changed "Kubernetes apt key"
+    fi
+    write_file /etc/apt/sources.list.d/kubernetes.list 0644 <<CONF || true
+deb [signed-by=${keyring}] ${repo}/deb/ /
+CONF
+    write_file /etc/apt/preferences.d/gpu-stack-kubernetes 0644 <<CONF || true
+Package: kubeadm kubelet kubectl
+Pin: version ${version}-*
+Pin-Priority: 1001
+CONF
+  else
+    write_file /etc/yum.repos.d/kubernetes.repo 0644 <<CONF || true
+[kubernetes]
+name=Kubernetes ${minor}
+baseurl=${repo}/rpm/
+enabled=1
+gpgcheck=1
+gpgkey=${repo}/rpm/repodata/repomd.xml.key
+CONF
+  fi
+}
+
 # shellcheck shell=bash
 # Phase: container-runtime (NvidiaRuntime, guest half). containerd (default) or
 # docker with the systemd cgroup driver, the pinned nvidia-container-toolkit,
