@@ -57,7 +57,7 @@ def _gpu(name: str, bar1_gib: float, architecture: str, consumer: bool = False) 
 
 # NVIDIA (vendor 10de) device IDs per model, for KubeVirt's pciVendorSelector. Sources:
 # - [cap] lspci -nn captures in tests/fixtures (host-facts/lspci-Dnn.8xH100-SXM-4xNVSwitch.kvm-host.txt: 2330, 22a3;
-#   /work/shared/reference/captures lspci-v+dmesg.8xA100-SXM4-80GB: 20b2);
+#   lspci/lspci-v+dmesg.8xA100-SXM4-80GB.qemu-guest-BAR-failure.txt: 20b2);
 # - [pci.ids] the PCI ID Repository (https://pci-ids.ucw.cz, vendor 10de) as tabulated, name by name, in a public
 #   Go table that maps NVIDIA device IDs to NVML product names ("Device IDs follow the public PCI ID database"),
 #   and for 2204 an `lspci -nn` line "GA102 [GeForce RTX 3090] [10de:2204]" in a public write-up.

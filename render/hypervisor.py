@@ -10,7 +10,7 @@ JSON (render/host_facts.py, another branch) can feed the same function later.
 Sources: libvirt docs/formatdomain.rst (the ":since:" notes), read at libvirt
 commit 64e98bd8 (2026); the expander-bus minimum from the Controllers section as
 quoted by a translation of that page; the QEMU minimum for host-phys-bits from
-/work/shared/docs/FIELD-FACTS.md (not re-verified).
+docs/FIELD-FACTS.md (not re-verified).
 """
 
 from __future__ import annotations
