@@ -1,13 +1,9 @@
-"""gpu-stack: load this stack's config, then declare its resources."""
+"""gpu-stack: load this stack's config, then declare its resources.
 
-import pulumi
+Bad config raises stacks.errors.ConfigError, a pulumi.RunError: the language
+host prints its message alone, never a Python traceback.
+"""
 
 from stacks.compose import main
-from stacks.errors import ConfigError
 
-try:
-    main()
-except ConfigError as e:
-    # The language host prints a RunError's message alone; any other exception comes with a
-    # Python traceback, which bad config must never show.
-    raise pulumi.RunError(str(e)) from None
+main()

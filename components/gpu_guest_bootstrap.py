@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
-from components.guest_command import GuestConnection, connection_args, phase_command
+from components.guest_command import GuestConnection, connection_args, phase_command, stdin_line
 from components.nvidia_runtime import NvidiaRuntime, NvidiaRuntimeArgs
 from render.guest_scripts import LOGICAL_DEPS, UPGRADE_MANAGED, Phase, gate_script, render_script, ssh_command, teardown_script, triggers
 from render.identity import split_join_token_output, split_kubeconfig_output
@@ -113,7 +113,7 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
                         token = self._join_token(name, args.join_token_source, previous)
                     if token is None:
                         raise ValueError(f"{name}: phase {phase.name} needs a join token")
-                    stdin = token.apply(lambda t: t + "\n")
+                    stdin = stdin_line(token)
                 cmd = phase_command(f"{name}-{phase.name}", phase, scripts[phase.name], phase_triggers, args.connection, self, previous, stdin,
                                     update=updates.get(phase.name))
             commands[phase.name] = cmd

@@ -40,6 +40,11 @@ def connection_args(conn: GuestConnection, waits_for_boot: bool) -> command.remo
     )
 
 
+def stdin_line(value: pulumi.Output[str]) -> pulumi.Output[str]:
+    """A secret for a command's stdin, as the one line the script's `read -r` expects (secretness kept)."""
+    return value.apply(lambda v: v if v.endswith("\n") else v + "\n")
+
+
 def _wrap(script: pulumi.Input[str]) -> pulumi.Input[str]:
     """The phase script inside its SSH wrapper: plain text when the script is, an Output only when it must be."""
     return ssh_command(script) if isinstance(script, str) else pulumi.Output.from_input(script).apply(ssh_command)

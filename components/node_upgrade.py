@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
-from components.guest_command import GuestConnection, phase_command
+from components.guest_command import GuestConnection, phase_command, stdin_line
 from render.guest_scripts import ON_CONTROL_PLANE, Phase, render_script, upgrade_triggers
 
 
@@ -51,7 +51,7 @@ class NodeUpgrade(pulumi.ComponentResource):
                 value = args.secrets.get(phase.stdin_secret)
                 if value is None:
                     raise ValueError(f"{name}: phase {phase.name} needs {phase.stdin_secret}")
-                stdin = value.apply(lambda v: v if v.endswith("\n") else v + "\n")
+                stdin = stdin_line(value)
             conn = args.control_plane if phase.name in ON_CONTROL_PLANE else args.node
             if conn is None:
                 raise ValueError(f"{name}: phase {phase.name} runs on the control plane, which is not given")

@@ -18,7 +18,7 @@ import pulumi
 
 import pulumi_kubernetes as k8s
 
-from components.guest_command import GuestConnection, phase_command
+from components.guest_command import GuestConnection, phase_command, stdin_line
 from render.guest_scripts import Phase
 from render.k8s_manifests import runtime_class
 
@@ -42,7 +42,7 @@ class NvidiaRuntime(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NvidiaRuntimeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-stack:index:NvidiaRuntime", name, None, opts)
-        stdin = args.registry_password.apply(lambda p: p + "\n") if args.registry_password is not None else None
+        stdin = stdin_line(args.registry_password) if args.registry_password is not None else None
         self.command = phase_command(
             f"{name}-container-runtime", args.phase, args.script, args.triggers,
             args.connection, self, args.after, stdin, update=args.update_script,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
-from components.guest_command import GuestConnection, phase_command
+from components.guest_command import GuestConnection, phase_command, stdin_line
 from render.guest_scripts import Phase, digest, render_script
 from render.readiness import parse_readiness_output
 
@@ -35,7 +35,7 @@ class ReadinessGate(pulumi.ComponentResource):
     def __init__(self, name: str, args: ReadinessGateArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-stack:index:ReadinessGate", name, None, opts)
         script = render_script(args.phase.name, args.phase.params)
-        stdin = args.kubeconfig.apply(lambda k: k if k.endswith("\n") else k + "\n") if args.kubeconfig is not None else None
+        stdin = stdin_line(args.kubeconfig) if args.kubeconfig is not None else None
         self.command = phase_command(f"{name}-gate", args.phase, script, [f"readiness:{digest(script)}"],
                                      args.connection, self, args.after, stdin)
         self.report = self.command.stdout.apply(parse_readiness_output)

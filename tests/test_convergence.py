@@ -1,8 +1,5 @@
 """The whole-plan convergence check (render/convergence.py): every stack, every rule, and the field failures.
 
-Stack-level expectations that fail on the plan are marked
-xfail(strict=True) through PENDING; it is empty since branch converge
-(issue 10 items 1-5) is merged.
 Negative tests start from a golden plan (tests/golden/<stack>/) and change
 one thing, as the field failure did; a few run the real program on a changed
 config under mocks.
@@ -27,11 +24,6 @@ from tools import plan as plan_tool
 GOLDEN = ROOT / "tests" / "golden"
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
 RULES = [name for name, _ in cv.RULES]
-CONVERGE = "CNI/storage land on branch converge"
-# (stack, rule) pairs expected to fail, each marked xfail(strict=True) with its reason. Empty since main
-# merged branch converge (pod network, local-path storage, requests-only quotas, control-plane scrapes off);
-# before that it held networking and storage for every stack, quotas for dev and fleet, targets for all.
-PENDING: dict[tuple[str, str], str] = {}
 
 
 def config(stack: str) -> StackConfig:
@@ -137,23 +129,13 @@ def program_plan(raw: dict) -> Plan:
 # --- every stack ----------------------------------------------------------------
 
 
-def _stack_rule_params():
-    for stack in STACKS:
-        for rule in RULES:
-            reason = PENDING.get((stack, rule))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            yield pytest.param(stack, rule, marks=marks, id=f"{stack}-{rule}")
-
-
-@pytest.mark.parametrize("stack,rule", list(_stack_rule_params()))
+@pytest.mark.parametrize("stack,rule", [pytest.param(s, r, id=f"{s}-{r}") for s in STACKS for r in RULES])
 def test_stack_plan_passes_rule(stack, rule):
     violations = check(golden(stack), config(stack), rules=[rule])
     assert not violations, "\n".join(map(str, violations))
 
 
-@pytest.mark.parametrize("stack", [
-    pytest.param(s, marks=[pytest.mark.xfail(strict=True, reason=CONVERGE)] if any(k[0] == s for k in PENDING) else [])
-    for s in STACKS])
+@pytest.mark.parametrize("stack", STACKS)
 def test_stack_converges(stack):
     violations = check(golden(stack), config(stack))
     assert not violations, "\n".join(map(str, violations))
