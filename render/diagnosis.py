@@ -106,6 +106,7 @@ class Expected:
     release: str = "kube-prometheus-stack"
     hole64_gib: int | None = None
     maxphysaddr: str | None = "passthrough"
+    iommu_groups: dict[str, int] | None = None  # vms.<vm>.iommuGroups: the groups the preflight saw; None: not recorded
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class Evidence:
     k8s: dict[str, Any] = field(default_factory=dict)               # node, pods, daemonsets, events, runtimeclasses, servicemonitors, prometheusrules
     prometheus: dict[str, Any] = field(default_factory=dict)        # targets, rules, alerts (the API's JSON)
     plugin_logs: dict[str, str] = field(default_factory=dict)       # pod name -> log tail
+    pod_logs: dict[str, str] = field(default_factory=dict)          # namespace/name of a GPU pod on the node -> log tail
     errors: dict[str, str] = field(default_factory=dict)            # what could not be collected, and why
 
 
@@ -214,6 +216,42 @@ def _domain_facts(xml: str) -> dict[str, Any]:
     return {"hole64_gib": hole, "maxphysaddr": maxphys, "hostdevs": hostdevs, "state": root.get("id")}
 
 
+def _group_id(ev: Evidence, addr: str) -> str | None:
+    """The group number from `readlink /sys/bus/pci/devices/<addr>/iommu_group` (…/kernel/iommu_groups/34)."""
+    r = ev.host.get(f"iommu-group-id {addr}")
+    if r is None or r.rc != 0 or not r.stdout.strip():
+        return None
+    return r.stdout.strip().rsplit("/", 1)[-1]
+
+
+def _groups_as_planned(x: Expected, ev: Evidence) -> Result:
+    """Each device is in the IOMMU group the preflight read (the stack's vms.<vm>.iommuGroups output).
+
+    A group number changes when the host's firmware or kernel regroups the
+    devices (an ACS setting, a BIOS update, pcie_acs_override, a card moved to
+    another slot); the preflight's verdict on who shares a group is then stale.
+    """
+    s, name = "hypervisor", "IOMMU groups as at preflight"
+    if x.iommu_groups is None:
+        return Result(s, name, WARN, "the stack's outputs record no vms.<vm>.iommuGroups (a stack last updated before gpu-stack recorded them)",
+                      "`pulumi up` records the groups the preflight reads; until then this check cannot compare")
+    moved, unread = [], []
+    for addr in x.host_addresses:
+        want = x.iommu_groups.get(addr)
+        now = _group_id(ev, addr)
+        if now is None:
+            unread.append(addr)
+        elif want is None or str(want) != now:
+            moved.append(f"{addr} is in group {now}, the preflight saw {'no group' if want is None else want}")
+    if moved:
+        return Result(s, name, FAIL, "; ".join(moved),
+                      "the host regrouped its devices since the last `pulumi up` (firmware or kernel update, ACS, a moved card): "
+                      "run `pulumi preview` to re-run the IOMMU preflight on today's groups (seed 002), then `pulumi up`")
+    if unread:
+        return Result(s, name, WARN, f"group unreadable for {', '.join(unread)}", "run the doctor with hypervisor access (SSH to the libvirtUri's host)")
+    return Result(s, name, PASS, ", ".join(f"{a}: {x.iommu_groups[a]}" for a in x.host_addresses))
+
+
 def check_hypervisor(x: Expected, ev: Evidence) -> list[Result]:
     s = "hypervisor"
     if not ev.host:
@@ -252,10 +290,10 @@ def check_hypervisor(x: Expected, ev: Evidence) -> list[Result]:
     else:
         groups = []
         for addr in x.host_addresses:
-            r = ev.host.get(f"iommu-group-id {addr}")
-            groups.append(f"{addr}: {r.stdout.strip().rsplit('/', 1)[-1]}" if r is not None and r.rc == 0 else f"{addr}: ?")
+            groups.append(f"{addr}: {_group_id(ev, addr) or '?'}")
         out.append(Result(s, "IOMMU groups", PASS, "each group holds only this VM's devices (and their other functions); groups "
                           + ", ".join(groups)))
+    out.append(_groups_as_planned(x, ev))
     dump = ev.host.get("dumpxml")
     if dump is None or dump.rc != 0:
         out.append(Result(s, "domain hole64 and maxphysaddr", FAIL, f"virsh dumpxml {x.vm}: {_first(dump.stderr or dump.stdout) if dump else 'not run'}",
@@ -687,6 +725,50 @@ def classify_pod(pod: dict, events: list[dict], node: dict | None, resource: str
     return ("running but failing", text or "no events", "`kubectl exec <pod> -- nvidia-smi`: fails -> driver/mounts; works -> CUDA version (seed 003 §2.1)")
 
 
+# What a container without its GPUs prints, by the branch of seed 003's tree it
+# points to ("Running but no GPU -> nvidia-smi in the container -> driver/mounts,
+# or the CUDA version"). The texts are the CUDA runtime's error strings
+# (cudaGetErrorString of cudaErrorInsufficientDriver 35, cudaErrorNoDevice 100,
+# cudaErrorSystemNotReady 802, cudaErrorCompatNotSupportedOnDevice 804), NVML's,
+# nvidia-smi's and PyTorch's, as users quote them in NVIDIA's trackers.
+NO_GPU_SIGNATURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("CUDA version", re.compile(r"CUDA driver version is insufficient for CUDA runtime version|"
+                                r"forward compatibility was attempted on non supported HW|cudaErrorInsufficientDriver"),
+     "the image's CUDA is newer than the node's driver supports: an image built for an older CUDA, or a newer "
+     "guest.nvidia.driverVersion (docs/OPERATIONS.md, Upgrading); seed 003 §3.5"),
+    ("fabric not ready", re.compile(r"system not yet initialized|cudaErrorSystemNotReady|CUDA error 802|error 802"),
+     "CUDA error 802 on an NVSwitch system: Fabric Manager is down or the fabric is not Completed (guest driver section)"),
+    ("NVML lost the devices", re.compile(r"Failed to initialize NVML: Unknown Error"),
+     "the container lost its device cgroup entries, typically after `systemctl daemon-reload` on a systemd-cgroup runc "
+     "(NVIDIA/nvidia-container-toolkit#48): restart the pod; lasting fix: CDI device injection"),
+    ("driver or mounts", re.compile(r"no CUDA-capable device is detected|cudaErrorNoDevice|NVIDIA-SMI has failed because it couldn't communicate|"
+                                    r"libnvidia-ml\.so\.1: cannot open shared object file|Found no NVIDIA driver on your system|"
+                                    r"nvidia-smi: (command )?not found"),
+     "the container got no GPU devices or driver libraries: the runtime did not inject them (runtime section; "
+     "`runtimeClassName: nvidia` on the containerd path); seed 003 §3.4"),
+)
+
+
+def no_gpu_signature(log: str) -> tuple[str, str, str] | None:
+    """(class, the matching log line, fix) for the first known no-GPU message in a container's log."""
+    for cls, pattern, fix in NO_GPU_SIGNATURES:
+        for line in log.splitlines():
+            if pattern.search(line):
+                return cls, line.strip()[:240], fix
+    return None
+
+
+def _running_without_gpu(pod: dict, log: str | None, x: Expected) -> tuple[str, str, str] | None:
+    """A Running pod that holds GPUs but cannot use them, from its spec and its own log."""
+    spec = pod.get("spec") or {}
+    if x.runtime_handler and spec.get("runtimeClassName") != x.runtime_handler:
+        return ("running without the nvidia runtime",
+                f"runtimeClassName {spec.get('runtimeClassName') or 'unset'}: containerd's default runtime ignores the "
+                f"allocated GPUs (NVIDIA_VISIBLE_DEVICES), so the container sees none",
+                f"add `runtimeClassName: {x.runtime_handler}` to the pod spec, or set guest.containerRuntime.nvidiaDefault: true (docs/OPERATIONS.md)")
+    return no_gpu_signature(log) if log else None
+
+
 def check_workloads(x: Expected, ev: Evidence) -> list[Result]:
     s = "workloads"
     out: list[Result] = []
@@ -701,14 +783,22 @@ def check_workloads(x: Expected, ev: Evidence) -> list[Result]:
             continue
         st = pod.get("status") or {}
         waiting = [c["state"]["waiting"] for c in st.get("containerStatuses") or [] if "waiting" in (c.get("state") or {})]
-        if st.get("phase") not in ("Pending", "Failed") and not waiting:
-            continue
         name = f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
+        log = ev.pod_logs.get(name)
+        if st.get("phase") not in ("Pending", "Failed") and not waiting:
+            found = _running_without_gpu(pod, log, x) if st.get("phase") == "Running" else None
+            if found:
+                cls, text, fix = found
+                out.append(Result(s, f"pod {name}", FAIL, f"Running but no GPU: {cls}: {text}", fix))
+            continue
         evs = _events_for(ev, "Pod", pod["metadata"]["name"], pod["metadata"].get("namespace"))
         cls, text, fix = classify_pod(pod, evs, node, x.resource)
+        if cls == "running but failing" and log and (found := no_gpu_signature(log)):
+            cls, line, fix = found
+            text = f"{text} | log: {line}"
         out.append(Result(s, f"pod {name}", FAIL, f"{st.get('phase')}: {cls}: {text}", fix))
     if not out:
-        out.append(Result(s, "GPU pods", PASS, "no Pending or failing pod requests " + x.resource))
+        out.append(Result(s, "GPU pods", PASS, f"no Pending, failing or GPU-less pod requests {x.resource}"))
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -111,8 +112,17 @@ def host_facts(cfg: StackConfig) -> dict[str, HostFacts]:
     return by_host
 
 
+@dataclass(frozen=True)
+class Preflight:
+    hostdevs: dict[str, tuple[str, ...]]
+    """Per VM: every host function to attach (configured devices and their groups' other functions)."""
+    groups: dict[str, dict[str, int]]
+    """Per VM: the IOMMU group of each configured device as the preflight read it, exported as
+    `vms.<vm>.iommuGroups` so that `gpu-stack doctor` can tell when a group changed under a running VM."""
+
+
 def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], facts: dict[str, HostFacts] | None = None,
-                    placements: dict[str, Placement] | None = None) -> dict[str, tuple[str, ...]]:
+                    placements: dict[str, Placement] | None = None) -> Preflight:
     """Hostdevs per VM from the hosts' real IOMMU groups; ConfigError when a group cannot be assigned.
 
     A host with facts is read from them, with no getNodeDeviceInfo invoke;
@@ -121,6 +131,7 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
     facts = facts or {}
     issues: list[ConfigIssue] = []
     result: dict[str, tuple[str, ...]] = {}
+    groups: dict[str, dict[str, int]] = {}
     owners: dict[tuple[str, str], str] = {}
     for vi, vm in enumerate(cfg.vms):
         for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
@@ -164,11 +175,12 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
             for message in pcie_problems(None, len(hostdevs)):
                 issues.append(ConfigIssue(f"vms[{vi}].gpus", f"{message}, counting the other functions of their IOMMU groups (vms[{vi}].gpus and vms[{vi}].nvswitches)"))
         result[vm.name] = hostdevs
+        groups[vm.name] = {d.address: devices[d.address].iommu_group for d in (*vm.gpus, *vm.nvswitches)}
     if facts:
         issues += check_host_facts(cfg, facts, result, placements or {})
     if issues:
         raise ConfigError(issues)
-    return result
+    return Preflight(result, groups)
 
 
 def smt_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], facts: dict[str, HostFacts] | None = None) -> None:
@@ -243,7 +255,7 @@ def build(stack: LoadedStack) -> None:
     libvirt_hosts = [h for h in used_hosts if h.kind == "libvirt"]
     providers = {h.name: libvirt.Provider(f"libvirt-{h.name}", uri=h.libvirt_uri) for h in libvirt_hosts}
     vsphere_providers = {h.name: vsphere_provider(h, stack.secrets) for h in used_hosts if h.kind == "vsphere"}
-    hostdevs = iommu_preflight(cfg, providers, facts, stack.placements)
+    preflight = iommu_preflight(cfg, providers, facts, stack.placements)
     smt_preflight(cfg, providers, facts)
     vsphere_targets = vsphere_preflight(cfg, vsphere_providers)
     kubevirt_provider, kubevirt_after = kubevirt_host_cluster(cfg, stack, used_hosts, facts)
@@ -263,7 +275,7 @@ def build(stack: LoadedStack) -> None:
             devices = tuple(kubevirt_map.device_resource(kind, d.model) for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)) for d in devs)
         else:
             target, provider = LibvirtTarget(base_volume_id=bases[vm.host].id), providers[vm.host]
-            devices = hostdevs[vm.name]
+            devices = preflight.hostdevs[vm.name]
         vms[vm.name] = GpuPassthroughVm(
             vm.name,
             GpuPassthroughVmArgs(
@@ -280,7 +292,8 @@ def build(stack: LoadedStack) -> None:
     bootstraps = build_guests(stack, vms)
 
     pulumi.export("vms", {
-        name: {"mac": c.mac, "ip": c.ip, "domainId": c.domain_id, "hostPublicKey": c.host_public_key}
+        name: {"mac": c.mac, "ip": c.ip, "domainId": c.domain_id, "hostPublicKey": c.host_public_key,
+               **({"iommuGroups": preflight.groups[name]} if name in preflight.groups else {})}
         for name, c in vms.items()
     })
     pulumi.export("gpuInventory", {name: b.gpu_inventory for name, b in bootstraps.items()})

@@ -71,8 +71,9 @@ DOMAIN = """<domain type="kvm" id="{id}" xmlns:qemu="http://libvirt.org/schemas/
 
 
 def host_evidence(hole: int, id_: str = "1", driver: str = "vfio-pci", group: str = "0000:18:00.0 0000:18:00.1") -> Evidence:
-    x = Expected(vm="vm", gpu_count=1, host_addresses=("0000:18:00.0",), hole64_gib=2048)
+    x = Expected(vm="vm", gpu_count=1, host_addresses=("0000:18:00.0",), hole64_gib=2048, iommu_groups={"0000:18:00.0": 27})
     e = Evidence(host={
+        "iommu-group-id 0000:18:00.0": CommandResult("readlink", 0, "../../../../kernel/iommu_groups/27\n"),
         "dumpxml": CommandResult("virsh", 0, DOMAIN.format(hole=hole, id=id_)),
         "driver 0000:18:00.0": CommandResult("readlink", 0, f"../../../bus/pci/drivers/{driver}\n"),
         "iommu-group 0000:18:00.0": CommandResult("ls", 0, group + "\n"),

@@ -25,7 +25,7 @@ import pytest
 
 from render.diagnosis import FAIL, GUEST_COMMANDS, PASS, is_read_only
 from tests.support.doctor_servers import KubeApi, SshServer
-from tools import doctor, plan
+from tools import doctor, mockrun, plan
 
 HERE = Path(__file__).parent
 ROOT_DIR = HERE.parent
@@ -103,12 +103,13 @@ def healthy_guest() -> dict[str, tuple[int, str, str]]:
     }
 
 
-def healthy_host(domain_xml: str) -> dict[str, tuple[int, str, str]]:
+def healthy_host(domain_xml: str, groups: dict[str, int]) -> dict[str, tuple[int, str, str]]:
+    """The hypervisor as the preflight left it: each device alone in the group the preflight read."""
     out = {f"virsh -c qemu:///system dumpxml {VM}": (0, domain_xml, "")}
     for addr in HOST_ADDRESSES:
         out[f"readlink /sys/bus/pci/devices/{addr}/driver"] = (0, "../../../bus/pci/drivers/vfio-pci\n", "")
         out[f"ls /sys/bus/pci/devices/{addr}/iommu_group/devices"] = (0, f"{addr}\n", "")
-        out[f"readlink /sys/bus/pci/devices/{addr}/iommu_group"] = (0, f"../../../../kernel/iommu_groups/{20 + HOST_ADDRESSES.index(addr)}\n", "")
+        out[f"readlink /sys/bus/pci/devices/{addr}/iommu_group"] = (0, f"../../../../kernel/iommu_groups/{groups[addr]}\n", "")
     return out
 
 
@@ -132,11 +133,14 @@ def plugin_daemonset(tolerations: bool = True) -> dict:
             "status": {"currentNumberScheduled": 1, "desiredNumberScheduled": 1, "numberReady": 1, "numberMisscheduled": 0}}
 
 
-def pod(name: str, namespace: str, node: str | None, phase: str, gpus: int = 0, ready: bool = True, waiting: str | None = None) -> dict:
+def pod(name: str, namespace: str, node: str | None, phase: str, gpus: int = 0, ready: bool = True, waiting: str | None = None,
+        runtime_class: str | None = "nvidia") -> dict:
     container = {"name": "main", "image": "nvcr.io/nvidia/cuda:12.8.0-base-ubuntu22.04"}
+    spec: dict = {"containers": [container]}
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}, "requests": {"nvidia.com/gpu": str(gpus)}}
-    spec = {"containers": [container]}
+        if runtime_class:
+            spec["runtimeClassName"] = runtime_class
     if node:
         spec["nodeName"] = node
     status: dict = {"phase": phase}
@@ -188,6 +192,7 @@ def healthy_cluster() -> dict:
             "I1201 09:01:02.100000       1 server.go:195] Starting GRPC server for 'nvidia.com/gpu'\n"
             "I1201 09:01:02.200000       1 server.go:139] Starting to serve 'nvidia.com/gpu' on /var/lib/kubelet/device-plugins/nvidia-gpu.sock\n"
             "I1201 09:01:02.300000       1 server.go:146] Registered device plugin for 'nvidia.com/gpu' with Kubelet\n")},
+        "podlogs": {"ml/train-0": "[rank0] world size 8, NCCL 2.27.3, 8 x NVIDIA H100 80GB HBM3\nstep 100 loss 2.314\n"},
     }
 
 
@@ -207,6 +212,9 @@ def routes(c: dict) -> dict:
         r[f"{proxy}/{what}"] = c[what]
     for name, log in c["logs"].items():
         r[f"/api/v1/namespaces/nvidia-device-plugin/pods/{name}/log"] = log
+    for key, log in c.get("podlogs", {}).items():
+        namespace, name = key.split("/")
+        r[f"/api/v1/namespaces/{namespace}/pods/{name}/log"] = log
     return r
 
 
@@ -245,8 +253,15 @@ def planned_domain(stack_dir, tmp_path_factory):
     return xml.replace('<domain type="kvm">', '<domain type="kvm" id="3">', 1)
 
 
+@pytest.fixture(scope="module")
+def stack_outputs(stack_dir):
+    """The program's own outputs for the doctor's stack (mock monitor): vms.<vm>.iommuGroups as the preflight exports them."""
+    values, secret_keys = plan.plan_config(plan.load_stack_file("h100", stack_dir), "h100")
+    return mockrun.run(values, secret_keys, stack="h100", preview=True).outputs
+
+
 @pytest.fixture
-def run_doctor(ssh, kube, keys, stack_dir, planned_domain, tmp_path):
+def run_doctor(ssh, kube, keys, stack_dir, planned_domain, stack_outputs, tmp_path):
     client, host = keys
     key_file = tmp_path / "id_ed25519"
     key_file.write_bytes(client.export_private_key())
@@ -256,14 +271,15 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, tmp_path):
     kubeconfig.write_text(kube.kubeconfig(TOKEN))
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps({
-        "vms": {VM: {"ip": "127.0.0.1", "mac": "52:54:00:a9:a2:12", "domainId": "uuid", "hostPublicKey": host.export_public_key().decode()}},
+        "vms": {VM: {"ip": "127.0.0.1", "mac": "52:54:00:a9:a2:12", "domainId": "uuid", "hostPublicKey": host.export_public_key().decode(),
+                     "iommuGroups": stack_outputs["vms"][VM]["iommuGroups"]}},
         "gpuInventory": {VM: {"driverVersion": "590.48.01", "cudaVersion": "13.1",
                               "gpus": [{"index": i, "name": "NVIDIA H100 80GB HBM3", "uuid": u, "busId": "", "memoryMib": 81559} for i, u in enumerate(H100_UUIDS)]}},
         "expectedAllocatable": {VM: {"nvidia.com/gpu": 8}},
     }))
 
-    def run(guest: dict, cluster: dict, capsys, *extra: str) -> tuple[int, dict]:
-        ssh.responses = {"ubuntu": guest, "root": healthy_host(planned_domain)}
+    def run(guest: dict, cluster: dict, capsys, *extra: str, host: dict | None = None) -> tuple[int, dict]:
+        ssh.responses = {"ubuntu": guest, "root": host or healthy_host(planned_domain, stack_outputs["vms"][VM]["iommuGroups"])}
         ssh.received.clear()
         kube.routes = routes(cluster)
         kube.requests.clear()
@@ -279,7 +295,8 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, tmp_path):
         assert {u for u, _ in ssh.received} == {"ubuntu", "root"}
         assert kube.requests and {m for m, _ in kube.requests} == {"GET"}
         assert kube.authorization == {f"Bearer {TOKEN}"}  # every call, the service proxy included, authenticated
-        assert all(q == "container=nvidia-device-plugin-ctr&tailLines=200" for p, q in kube.queries if p.endswith("/log")), kube.queries
+        assert all(q == ("container=nvidia-device-plugin-ctr&tailLines=200" if "/nvidia-device-plugin/" in p else "container=main&tailLines=50")
+                   for p, q in kube.queries if p.endswith("/log")), kube.queries
         return code, {(r["section"], r["check"]): r for r in report["vms"][0]["results"]}
 
     return run
@@ -287,6 +304,17 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, tmp_path):
 
 def statuses(results: dict, status: str) -> set[str]:
     return {check for (_, check), r in results.items() if r["status"] == status}
+
+
+def test_a_device_regrouped_since_the_preflight_fails(run_doctor, planned_domain, stack_outputs, capsys):
+    """Isolation still holds, but the group number moved (a BIOS update, ACS): the preflight's verdict is stale."""
+    seen = stack_outputs["vms"][VM]["iommuGroups"]
+    host = healthy_host(planned_domain, dict(seen, **{"0000:9a:00.0": 300}))
+    code, results = run_doctor(healthy_guest(), healthy_cluster(), capsys, host=host)
+    r = results[("hypervisor", "IOMMU groups as at preflight")]
+    assert code == 1 and r["status"] == FAIL and results[("hypervisor", "IOMMU groups")]["status"] == PASS
+    assert r["evidence"] == f"0000:9a:00.0 is in group 300, the preflight saw {seen['0000:9a:00.0']}"
+    assert "pulumi preview" in r["fix"] and "seed 002" in r["fix"]
 
 
 def test_healthy_8xh100_nvswitch(run_doctor, capsys):
@@ -298,9 +326,10 @@ def test_healthy_8xh100_nvswitch(run_doctor, capsys):
     assert results[("guest driver", "Fabric Manager active")]["status"] == PASS
     assert "NV18" in results[("guest driver", "NVLink")]["evidence"]
     assert results[("hypervisor", "domain hole64 and maxphysaddr")]["evidence"] == "hole64 2048G, maxphysaddr passthrough, 12 hostdevs"
-    assert results[("hypervisor", "IOMMU groups")]["evidence"].endswith("0000:18:00.0: 20, 0000:2a:00.0: 21, 0000:3a:00.0: 22, "
-                                                                      "0000:5d:00.0: 23, 0000:9a:00.0: 24, 0000:ab:00.0: 25, 0000:ba:00.0: 26, "
-                                                                      "0000:db:00.0: 27, 0000:05:00.0: 28, 0000:06:00.0: 29, 0000:07:00.0: 30, 0000:08:00.0: 31")
+    assert results[("hypervisor", "IOMMU groups")]["evidence"].endswith("0000:18:00.0: 24, 0000:2a:00.0: 42, 0000:3a:00.0: 58, "
+                                                                      "0000:5d:00.0: 93, 0000:9a:00.0: 154, 0000:ab:00.0: 171, 0000:ba:00.0: 186, "
+                                                                      "0000:db:00.0: 219, 0000:05:00.0: 5, 0000:06:00.0: 6, 0000:07:00.0: 7, 0000:08:00.0: 8")
+    assert results[("hypervisor", "IOMMU groups as at preflight")]["status"] == PASS
     assert results[("kubernetes", "capacity and allocatable")]["status"] == PASS
     assert results[("kubernetes", "plugin log")]["evidence"] == "Registered device plugin for 'nvidia.com/gpu' with Kubelet"
     assert results[("monitoring", "firing alerts")]["evidence"] == "none firing"
@@ -395,6 +424,32 @@ def test_service_monitor_without_release_label(run_doctor, capsys):
     assert statuses(results, FAIL) == {"ServiceMonitor selected", "dcgm-exporter target up"}
 
 
+def test_running_pod_without_the_runtime_class_sees_no_gpu(run_doctor, capsys):
+    """Seed 003 §2.1 "Running but no GPU": on the containerd path runc ignores NVIDIA_VISIBLE_DEVICES."""
+    cluster = healthy_cluster()
+    cluster["pods"].append(pod("infer-0", "ml", VM, "Running", gpus=1, runtime_class=None))
+    cluster["podlogs"]["ml/infer-0"] = "RuntimeError: Found no NVIDIA driver on your system.\n"
+    code, results = run_doctor(healthy_guest(), cluster, capsys)
+    r = results[("workloads", "pod ml/infer-0")]
+    assert code == 1 and statuses(results, FAIL) == {"pod ml/infer-0"}
+    assert r["evidence"].startswith("Running but no GPU: running without the nvidia runtime: runtimeClassName unset")
+    assert "runtimeClassName: nvidia" in r["fix"]
+
+
+@pytest.mark.parametrize("line, cls, hint", [
+    ("CUDA error: CUDA driver version is insufficient for CUDA runtime version", "CUDA version", "seed 003 §3.5"),
+    ("RuntimeError: CUDA error: system not yet initialized", "fabric not ready", "Fabric Manager"),
+    ("Failed to initialize NVML: Unknown Error", "NVML lost the devices", "nvidia-container-toolkit#48"),
+])
+def test_running_pod_whose_log_says_it_has_no_gpu(run_doctor, capsys, line, cls, hint):
+    cluster = healthy_cluster()
+    cluster["podlogs"]["ml/train-0"] += f"Traceback (most recent call last):\n{line}\n"
+    code, results = run_doctor(healthy_guest(), cluster, capsys)
+    r = results[("workloads", "pod ml/train-0")]
+    assert code == 1 and r["status"] == FAIL
+    assert r["evidence"] == f"Running but no GPU: {cls}: {line}" and hint in r["fix"]
+
+
 def test_pending_pod_with_insufficient_gpus(run_doctor, capsys):
     cluster = healthy_cluster()
     cluster["pods"].append(pod("train-1", "ml", None, "Pending", gpus=4))
@@ -464,6 +519,19 @@ def test_expected_state_from_stack_config(stack_dir):
     assert x.host_addresses == tuple(HOST_ADDRESSES) and x.hole64_gib == 2048 and x.allocatable == 8
     assert x.node_taints == (("nvidia.com/gpu", "true", "NoSchedule"),) and x.plugin == "helm" and x.release == RELEASE
     assert copy.deepcopy(x) == x
+    assert x.iommu_groups is None  # outputs without vms.<vm>.iommuGroups
+
+
+def test_groups_not_recorded_is_a_warning_not_a_pass(stack_dir, planned_domain, stack_outputs):
+    from render.diagnosis import WARN, CommandResult, Evidence, check_hypervisor, host_commands
+    cfg = doctor.load_config("h100", stack_dir)
+    host = healthy_host(planned_domain, stack_outputs["vms"][VM]["iommuGroups"])
+    older = doctor.expected_for(cfg, VM, {"vms": {VM: {"ip": "127.0.0.1"}}})
+    ev = Evidence(host={k: CommandResult(c, *host[c]) for k, c in host_commands(VM, older.host_addresses).items()})
+    r = next(r for r in check_hypervisor(older, ev) if r.check == "IOMMU groups as at preflight")
+    assert r.status == WARN and "iommuGroups" in r.evidence and "pulumi up" in r.fix
+    recorded = doctor.expected_for(cfg, VM, {"vms": stack_outputs["vms"]})
+    assert next(r for r in check_hypervisor(recorded, ev) if r.check == "IOMMU groups as at preflight").status == PASS
 
 
 def test_guest_with_a_different_host_key_is_refused(ssh, kube, keys, stack_dir, planned_domain, tmp_path, capsys):

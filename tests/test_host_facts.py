@@ -307,6 +307,12 @@ def test_isolated_groups_pass_and_a_numa_split_of_shared_groups_passes_too():
     node1 = [a for a in ALL_GPUS if a not in node0]
     result = run_stack(_host_stack([node0, node1]), host_facts=[SHARED], node_devices=NO_INVOKE)
     assert len(result.of_type("libvirt:index/domain:Domain")) == 2
+    # the groups the preflight read from the facts are exported for `gpu-stack doctor` to compare with the host later
+    recorded = load_host_facts(str(SHARED)).node_devices
+    stack = _host_stack([node0, node1])
+    for vm in stack["vms"]:
+        addresses = [d["address"] for d in (*vm["gpus"], *vm.get("nvswitches", []))]
+        assert result.outputs["vms"][vm["name"]]["iommuGroups"] == {a: recorded[a].iommu_group for a in addresses}
 
 
 def _refused(cfg: dict, facts=(SHARED,)) -> dict[str, str]:

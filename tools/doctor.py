@@ -99,6 +99,10 @@ def pulumi_secret_config(stack: str, root: Path, key: str) -> str | None:
         return None
 
 
+WORKLOAD_LOG_LINES = 50
+"""The tail of a GPU pod's log that is searched for the no-GPU messages (render/diagnosis.py NO_GPU_SIGNATURES)."""
+
+
 def expected_for(cfg: StackConfig, vm_name: str, outputs: dict[str, Any]) -> Expected:
     vm = next(v for v in cfg.vms if v.name == vm_name)
     inventory = (outputs.get("gpuInventory") or {}).get(vm_name) or {}
@@ -137,7 +141,14 @@ def expected_for(cfg: StackConfig, vm_name: str, outputs: dict[str, Any]) -> Exp
         release=a.monitoring.release_name,
         hole64_gib=hole64_gib(vm) or None,
         maxphysaddr="passthrough",
+        iommu_groups=_recorded_groups(outputs, vm.name),
     )
+
+
+def _recorded_groups(outputs: dict[str, Any], vm_name: str) -> dict[str, int] | None:
+    """vms.<vm>.iommuGroups, the groups the preflight read at the last `pulumi up`; None when not recorded."""
+    groups = ((outputs.get("vms") or {}).get(vm_name) or {}).get("iommuGroups")
+    return {str(a): int(g) for a, g in groups.items()} if isinstance(groups, dict) else None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -254,7 +265,18 @@ class ClusterReader:
                 except Exception as e:  # noqa: BLE001
                     ev.errors["prometheus"] = f"{x.monitoring_namespace}/{service} {what}: {getattr(e, 'status', '')} {getattr(e, 'reason', e)}".strip()
         for pod in ev.k8s.get("pods") or []:
-            meta = pod["metadata"]
+            meta, spec = pod["metadata"], pod.get("spec") or {}
+            gpu_containers = [c["name"] for c in spec.get("containers") or []
+                              if int((((c.get("resources") or {}).get("limits") or {}).get(x.resource, 0)) or 0)]
+            if gpu_containers and spec.get("nodeName") == x.vm and (pod.get("status") or {}).get("phase") != "Pending":
+                # seed 003's "Running but no GPU": what the workload itself printed (read, never exec)
+                key = f"{meta.get('namespace')}/{meta['name']}"
+                try:
+                    resp = self.core.read_namespaced_pod_log(meta["name"], meta["namespace"], container=gpu_containers[0],
+                                                             tail_lines=WORKLOAD_LOG_LINES, _preload_content=False)
+                    ev.pod_logs[key] = resp.data.decode(errors="replace")
+                except Exception as e:  # noqa: BLE001 - a log the API cannot give is no verdict either way
+                    ev.errors[f"log {key}"] = str(getattr(e, "reason", e))
             if (meta.get("namespace") == x.plugin_namespace and "device-plugin" in meta["name"]
                     and (pod.get("spec") or {}).get("nodeName") == x.vm and (pod.get("status") or {}).get("phase") == "Running"):
                 containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
