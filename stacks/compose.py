@@ -52,6 +52,7 @@ from stacks.vsphere_hosts import vsphere_preflight, vsphere_provider
 # twelve devices of about ten HGX hosts in one wave.
 PREFLIGHT_CONCURRENCY = 128
 _NODE_DEVICE_INFO = "libvirt:index/getNodeDeviceInfo:getNodeDeviceInfo"
+_NODE_INFO = "libvirt:index/getNodeInfo:getNodeInfo"
 
 
 async def _node_device(address: str, provider: libvirt.Provider) -> NodeDevice:
@@ -62,8 +63,16 @@ async def _node_device(address: str, provider: libvirt.Provider) -> NodeDevice:
     return parse_node_device(address, _plain(pulumi.get(info, "capability")), pulumi.get(info, "xml"))
 
 
-def _node_devices(wanted: list[tuple[str, str]], providers: dict[str, libvirt.Provider]) -> dict[tuple[str, str], NodeDevice]:
-    """Every (host, address) look-up issued at once, then all awaited; the first failure in `wanted` order is raised.
+async def _threads_per_core(provider: libvirt.Provider) -> int:
+    """getNodeInfo's cpu_threads_per_core, called as pulumi_libvirt.get_node_info calls it, awaited."""
+    opts = pulumi.InvokeOptions.merge(libvirt._utilities.get_invoke_opts_defaults(), pulumi.InvokeOptions(provider=provider))
+    info = await pulumi.runtime.invoke_async(_NODE_INFO, {}, opts=opts, typ=libvirt.GetNodeInfoResult)
+    return pulumi.get(info, "cpu_threads_per_core")
+
+
+def _all_at_once(wanted: list, call) -> dict:
+    """call(*key) for every key issued at once (at most PREFLIGHT_CONCURRENCY in flight), then all awaited;
+    the first failure in `wanted` order is raised.
 
     The program is synchronous, so this waits the way the SDK's own
     pulumi.runtime.invoke does: by pumping the event loop (_sync_await).
@@ -74,17 +83,22 @@ def _node_devices(wanted: list[tuple[str, str]], providers: dict[str, libvirt.Pr
     async def every() -> list:
         gate = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
 
-        async def one(host: str, address: str) -> NodeDevice:
+        async def one(key):
             async with gate:
-                return await _node_device(address, providers[host])
+                return await call(*key)
 
-        return await asyncio.gather(*(one(h, a) for h, a in wanted), return_exceptions=True)
+        return await asyncio.gather(*(one(k) for k in wanted), return_exceptions=True)
 
     found = _sync_await(every())
     failed = next((r for r in found if isinstance(r, BaseException)), None)
     if failed is not None:
         raise failed
     return dict(zip(wanted, found))
+
+
+def _node_devices(wanted: list[tuple[str, str]], providers: dict[str, libvirt.Provider]) -> dict[tuple[str, str], NodeDevice]:
+    """Every (host, address) look-up issued at once, then all awaited."""
+    return _all_at_once(wanted, lambda host, address: _node_device(address, providers[host]))
 
 
 def _plain(value):
@@ -190,13 +204,16 @@ def smt_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fact
     from hosts[].libvirtVersion / qemuVersion (render/hypervisor.py), not from here.
     """
     facts = facts or {}
+    unread = [h for h in cfg.hosts if h.name in providers and not h.thread_siblings]
+    # one round for every host without facts, as the IOMMU preflight does: no wait per host
+    asked = _all_at_once([(h.name,) for h in unread if h.name not in facts], lambda name: _threads_per_core(providers[name]))
     for hi, host in enumerate(cfg.hosts):
-        if host.name not in providers or host.thread_siblings:
+        if host not in unread:
             continue
         if host.name in facts:
             threads = max((len(s) for s in facts[host.name].smt_siblings), default=1)
         else:
-            threads = libvirt.get_node_info(opts=pulumi.InvokeOptions(provider=providers[host.name])).cpu_threads_per_core
+            threads = asked[(host.name,)]
         message = smt_undeclared(hi, host, threads)
         if message:
             pulumi.log.warn(message)

@@ -219,3 +219,36 @@ def test_concurrent_preflight_look_up_failure_registers_only_providers(dev, monk
     with pytest.raises(Exception, match="failed to lookup node device.*pci_0000_3c_00_0"):
         run_stack(cfg, node_devices=devices, on_register=lambda t, n: registered.append(t))
     assert set(registered) == {"pulumi:providers:libvirt"}
+
+
+def test_smt_look_ups_are_one_round_and_warn_per_host(dev, monkeypatch):
+    """getNodeInfo (threads per core, for the SMT warning) of every host is issued at once too, not one per host."""
+    import pulumi
+    from tools import mockrun
+
+    cfg, devices = _three_hosts(dev)
+    original = mockrun.StackMocks.call
+    lock, state = threading.Lock(), {"in": 0, "most": 0, "calls": 0}
+
+    def call(mocks, args):
+        if args.token != "libvirt:index/getNodeInfo:getNodeInfo":
+            return original(mocks, args)
+        with lock:
+            state["in"] += 1
+            state["calls"] += 1
+            state["most"] = max(state["most"], state["in"])
+        time.sleep(0.05)
+        with lock:
+            state["in"] -= 1
+        return {"cpuModel": "x86_64", "cpuSockets": 2, "cpuCoresPerSocket": 48, "cpuCoresTotal": 192, "cpuThreadsPerCore": 2,
+                "memoryTotalKb": 2 * 1024 ** 3, "numaNodes": 2}
+
+    monkeypatch.setattr(mockrun.StackMocks, "call", call)
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *a, **k: warned.append(message))
+    run_stack(cfg, node_devices=devices)
+    hosts = [h["name"] for h in cfg["hosts"] if not h.get("threadSiblings")]
+    assert state["calls"] == len(hosts) >= 3 and state["most"] == len(hosts)
+    smt = [m for m in warned if "threads per core" in m]
+    assert [m.split(":", 2)[1] for m in smt] == [f"hosts[{i}].threadSiblings" for i, h in enumerate(cfg["hosts"]) if h["name"] in hosts]
+    assert all("reports 2 threads per core" in m for m in smt)

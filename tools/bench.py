@@ -8,7 +8,7 @@ preview mode, as `make plan` runs it. In that one process:
 - with N ms per invoke (`--invoke-ms`, default 20): every getNodeDeviceInfo
   (and any other invoke) takes N ms in the mock provider, standing in for the
   round trip to a hypervisor over qemu+ssh; its extra time over the evaluation,
-  and the IOMMU preflight's share of it;
+  and the preflight's share of it (the IOMMU and SMT look-ups: every invoke);
 - floor: the same number of resources, of the same types, with the same
   parents and the same total input size, registered under the same mock
   monitor with no rendering and no checks (after its own warm-up run), and
@@ -124,18 +124,22 @@ def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None
     floor = floor_program(result)
     timed(program=floor)  # the floor's own warm-up
 
-    preflight = compose.iommu_preflight
+    # every invoke of the program is in these two: the IOMMU look-ups and the SMT look-ups (getNodeInfo)
+    preflights = {name: getattr(compose, name) for name in ("iommu_preflight", "smt_preflight")}
     spent: list[float] = []
 
-    def timed_preflight(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return preflight(*args, **kwargs)
-        finally:
-            spent.append(time.perf_counter() - start)
+    def clocked(function):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent.append(time.perf_counter() - start)
+        return run
 
     warm, warm_preflight, slow, slow_preflight, base = [], [], [], [], []
-    compose.iommu_preflight = timed_preflight
+    for name, function in preflights.items():
+        setattr(compose, name, clocked(function))
     try:
         for _ in range(repeat):
             spent.clear()
@@ -146,7 +150,8 @@ def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None
             slow_preflight.append(sum(spent))
             base.append(timed("floor", program=floor))
     finally:
-        compose.iommu_preflight = preflight
+        for name, function in preflights.items():
+            setattr(compose, name, function)
     i = min(range(repeat), key=lambda k: slow[k])
     w = min(range(repeat), key=lambda k: warm[k])
     floor_s = min(base)
