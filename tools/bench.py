@@ -62,11 +62,18 @@ def fleet_config(vms: int) -> dict:
 
 
 def depth(result) -> int:
-    """Longest chain of working resources; dependencies are registered before their dependents."""
+    """Longest chain of resources that do work on the first `pulumi up`; dependencies are registered before their dependents.
+
+    Components and providers do no work; neither do the day-2 upgrade
+    commands (components/node_upgrade.py: no `create`, only `update`), whose
+    chain across the waves runs only when a version changes.
+    """
+    update_only = {r.name for r in result.resources if r.type == "command:remote:Command" and not r.inputs.get("create")}
     kinds = {}
     for urn in result.registered:
         type_ = urn.split("::")[2].split("$")[-1]
-        kinds[urn] = not type_.startswith("pulumi:providers:") and not type_.startswith("gpu-stack:")
+        kinds[urn] = (not type_.startswith("pulumi:providers:") and not type_.startswith("gpu-stack:")
+                      and urn.rsplit("::", 1)[-1] not in update_only)
     longest: dict[str, int] = {}
     for urn in result.registered:  # registration order
         before = max((longest.get(d, 0) for d in result.dependencies.get(urn, [])), default=0)
