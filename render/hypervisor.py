@@ -22,8 +22,10 @@ Sources, verified 2026-12-02 (docs/SOURCES.md, "Domain elements"):
   dies into `-smp ...,dies=1`, and the expander into
   `-device pxb-pcie,...,numa_node=N`; `qemu-system-x86_64 -device
   q35-pcihost,help` lists `pci-hole64-size`.
-The one QEMU minimum not found in a primary source is host-phys-bits (2.7.0,
-from docs/FIELD-FACTS.md): QEMU's git history was not available here.
+The QEMU minimum of maxphysaddr is libvirt 8.7.0's own floor, QEMU 4.2 (NEWS.rst
+v8.7.0 "Remove support for QEMU < 4.2"), which is above every other QEMU minimum
+here; when QEMU itself got host-phys-bits (2.7.0 per docs/FIELD-FACTS.md) was
+not verified, QEMU's git history was not available here, and does not matter.
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ EXPANDER = "controller[@model='pcie-expander-bus']/target/node"
 
 MINIMUMS: dict[str, Minimum] = {m.element: m for m in (
     # always emitted
-    Minimum(MAXPHYSADDR, (8, 7, 0), (2, 7, 0),
-            "formatdomain.rst: 'Since 8.7.0 the maxphysaddr element'; libvirt turns mode='passthrough' into "
-            "-cpu host-phys-bits=on, which QEMU has since 2.7 per FIELD-FACTS.md (not found in QEMU's history)"),
-    Minimum("cpu/maxphysaddr[@mode='emulate']/@bits", (8, 7, 0), (2, 7, 0),
+    Minimum(MAXPHYSADDR, (8, 7, 0), (4, 2, 0),
+            "formatdomain.rst: 'Since 8.7.0 the maxphysaddr element'; libvirt NEWS.rst v8.7.0, the same release: "
+            "'qemu: Remove support for QEMU < 4.2', so no libvirt that accepts maxphysaddr runs an older QEMU. "
+            "libvirt turns mode='passthrough' into -cpu host-phys-bits=on (QEMU 2.7 per FIELD-FACTS.md, older than 4.2)"),
+    Minimum("cpu/maxphysaddr[@mode='emulate']/@bits", (8, 7, 0), (4, 2, 0),
             "formatdomain.rst: maxphysaddr 'Since 8.7.0', emulate with bits (bits optional only 'since 9.2.0'); "
-            "libvirt turns it into -cpu phys-bits=N, QEMU 2.7 as host-phys-bits"),
+            "libvirt 8.7.0 supports QEMU 4.2 and later only (NEWS.rst v8.7.0)"),
     Minimum("cpu/topology/@dies", (6, 1, 0), None,
             "libvirt NEWS.rst v6.1.0: 'qemu: Support \"dies\" in CPU topology'; the topology element itself "
             "'Since 0.7.5' (formatdomain.rst). dies='1' is the default, no QEMU minimum"),

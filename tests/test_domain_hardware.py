@@ -75,11 +75,11 @@ def test_thread_siblings_are_checked(entry, message):
 
 # --- versions ----------------------------------------------------------------------------------
 
-def test_generated_xml_needs_libvirt_8_7_for_maxphysaddr():
+def test_generated_xml_needs_libvirt_8_7_for_maxphysaddr_and_so_qemu_4_2():
     raw = _seed000()
     cfg, _ = parse_stack_config(raw, SECRETS)
     elements = domain_elements(cfg.vms[0], cfg.hosts[0])
-    assert minimum_versions(elements)[0] == "8.7.0"
+    assert minimum_versions(elements) == ("8.7.0", "4.2.0")
     assert version_problems(elements, "8.7.0", "7.2.0") == []
     assert version_problems(elements, None, None) == [], "unknown versions are not checked"
     problems = version_problems(elements, "8.0.0", None)
@@ -97,7 +97,7 @@ def test_an_old_hypervisor_is_refused_naming_host_and_element():
         parse_stack_config(_seed000(libvirtVersion="8.0.0", qemuVersion="2.6.0"), SECRETS)
     text = str(err.value)
     assert "gpu-stack:hosts[0].libvirtVersion: host hgx-1, VM ubuntu-gpu: <cpu/maxphysaddr> needs libvirt 8.7.0" in text
-    assert "gpu-stack:hosts[0].qemuVersion: host hgx-1, VM ubuntu-gpu: <cpu/maxphysaddr> needs QEMU 2.7.0" in text
+    assert "gpu-stack:hosts[0].qemuVersion: host hgx-1, VM ubuntu-gpu: <cpu/maxphysaddr> needs QEMU 4.2.0" in text
 
 
 def test_this_machines_libvirt_passes():
@@ -119,7 +119,7 @@ def test_smt_reported_by_libvirt_but_not_declared_is_warned_about():
 
 # (element, libvirt minimum, the release before it, QEMU minimum, the QEMU release before it)
 VERIFIED = [
-    ("cpu/maxphysaddr", "8.7.0", "8.6.0", "2.7.0", "2.6.0"),
+    ("cpu/maxphysaddr", "8.7.0", "8.6.0", "4.2.0", "4.1.1"),
     ("cpu/topology/@dies", "6.1.0", "6.0.0", None, None),
     ("cpu/numa/cell", "1.2.11", "1.2.10", None, None),
     ("cputune/vcpupin", "0.9.0", "0.8.8", None, None),
