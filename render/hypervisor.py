@@ -13,7 +13,7 @@ components/gpu_passthrough_vm.py domain_spec().
 Sources, verified 2026-12-02 (docs/SOURCES.md, "Domain elements"):
 - libvirt docs/formatdomain.rst at commit 64e98bd85307 (the ":since:" notes),
   quoted in each source string below;
-- libvirt NEWS.rst (v6.1.0 for `dies`);
+- libvirt NEWS.rst (v6.1.0 for `dies`, v8.7.0 for the QEMU floor);
 - QEMU minimums from libvirt's recorded QEMU probes,
   tests/qemucapabilitiesdata/caps_<version>.x86_64.xml: the first recorded
   release that has the capability flag, the one before it lacks it;
@@ -103,6 +103,11 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 
 
+def _at_least(version: str, minimum: tuple[int, ...]) -> bool:
+    """"8.7" is 8.7.0: compared as three numbers, so a two-part version meets its .0 minimum."""
+    return (parse_version(version) + (0, 0, 0))[:3] >= (minimum + (0, 0, 0))[:3]
+
+
 def _fmt(v: tuple[int, ...]) -> str:
     return ".".join(map(str, v))
 
@@ -134,9 +139,9 @@ def version_problems(elements: list[str], libvirt_version: str | None, qemu_vers
     problems = []
     for element in elements:
         m = MINIMUMS[element]
-        if libvirt_version is not None and m.libvirt is not None and parse_version(libvirt_version) < m.libvirt:
+        if libvirt_version is not None and m.libvirt is not None and not _at_least(libvirt_version, m.libvirt):
             problems.append(f"<{element}> needs libvirt {_fmt(m.libvirt)} or later, the host has {libvirt_version} ({m.source})")
-        if qemu_version is not None and m.qemu is not None and parse_version(qemu_version) < m.qemu:
+        if qemu_version is not None and m.qemu is not None and not _at_least(qemu_version, m.qemu):
             problems.append(f"<{element}> needs QEMU {_fmt(m.qemu)} or later, the host has {qemu_version} ({m.source})")
     return problems
 

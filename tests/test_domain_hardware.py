@@ -157,6 +157,12 @@ def test_each_minimum_accepts_its_release_and_refuses_the_one_before(element, li
         assert len(problems) == 1 and problems[0].startswith(f"<{element}> needs QEMU {qemu} or later, the host has {qemu_before}")
 
 
+def test_a_two_part_version_meets_its_dot_zero_minimum():
+    """hosts[].libvirtVersion accepts "8.7" (the pattern allows two parts); it is 8.7.0, not older."""
+    assert version_problems(["cpu/maxphysaddr"], "8.7", "4.2") == []
+    assert len(version_problems(["cpu/maxphysaddr"], "8.6", "4.1")) == 2
+
+
 def test_every_minimum_is_verified_here():
     assert sorted(MINIMUMS) == sorted([v[0] for v in VERIFIED] + ["cpu/maxphysaddr[@mode='emulate']/@bits"])
 
