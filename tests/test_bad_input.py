@@ -145,7 +145,7 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[0].libvirtVersion", "ten", why="should match pattern"),
     Row("hosts[0].libvirtVersion", "5.0.0", why="<cpu/maxphysaddr> needs libvirt 8.7.0 or later"),
     Row("hosts[0].qemuVersion", "qemu-8.2.2", why="should match pattern"),
-    Row("hosts[0].qemuVersion", "2.0", why="<cpu/maxphysaddr> needs QEMU 2.7.0 or later"),
+    Row("hosts[0].qemuVersion", "4.1", why="<cpu/maxphysaddr> needs QEMU 4.2.0 or later"),
     # hosts, kind vsphere
     Row("hosts[0].vsphere", "vcenter.lab.local", why="valid dictionary"),
     Row("hosts[0].vsphere", VSPHERE_HOST["vsphere"], why="hosts[0].kind is libvirt"),

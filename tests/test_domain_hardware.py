@@ -75,11 +75,11 @@ def test_thread_siblings_are_checked(entry, message):
 
 # --- versions ----------------------------------------------------------------------------------
 
-def test_generated_xml_needs_libvirt_8_7_for_maxphysaddr():
+def test_generated_xml_needs_libvirt_8_7_for_maxphysaddr_and_so_qemu_4_2():
     raw = _seed000()
     cfg, _ = parse_stack_config(raw, SECRETS)
     elements = domain_elements(cfg.vms[0], cfg.hosts[0])
-    assert minimum_versions(elements)[0] == "8.7.0"
+    assert minimum_versions(elements) == ("8.7.0", "4.2.0")
     assert version_problems(elements, "8.7.0", "7.2.0") == []
     assert version_problems(elements, None, None) == [], "unknown versions are not checked"
     problems = version_problems(elements, "8.0.0", None)
@@ -97,7 +97,7 @@ def test_an_old_hypervisor_is_refused_naming_host_and_element():
         parse_stack_config(_seed000(libvirtVersion="8.0.0", qemuVersion="2.6.0"), SECRETS)
     text = str(err.value)
     assert "gpu-stack:hosts[0].libvirtVersion: host hgx-1, VM ubuntu-gpu: <cpu/maxphysaddr> needs libvirt 8.7.0" in text
-    assert "gpu-stack:hosts[0].qemuVersion: host hgx-1, VM ubuntu-gpu: <cpu/maxphysaddr> needs QEMU 2.7.0" in text
+    assert "gpu-stack:hosts[0].qemuVersion: host hgx-1, VM ubuntu-gpu: <cpu/maxphysaddr> needs QEMU 4.2.0" in text
 
 
 def test_this_machines_libvirt_passes():
@@ -113,3 +113,131 @@ def test_smt_reported_by_libvirt_but_not_declared_is_warned_about():
     assert smt_undeclared(0, cfg.hosts[0], 1) is None and smt_undeclared(0, cfg.hosts[0], None) is None
     declared, _ = parse_stack_config(_seed000(threadSiblings=SMT), SECRETS)
     assert smt_undeclared(0, declared.hosts[0], 2) is None
+
+
+# --- versions: each minimum, verified 2026-12-02 (docs/SOURCES.md "Domain elements") ------------
+
+# (element, libvirt minimum, the release before it, QEMU minimum, the QEMU release before it)
+VERIFIED = [
+    ("cpu/maxphysaddr", "8.7.0", "8.6.0", "4.2.0", "4.1.1"),
+    ("cpu/topology/@dies", "6.1.0", "6.0.0", None, None),
+    ("cpu/numa/cell", "1.2.11", "1.2.10", None, None),
+    ("cputune/vcpupin", "0.9.0", "0.8.8", None, None),
+    ("cputune/emulatorpin", "0.10.0", "0.9.13", None, None),
+    ("numatune/memory", "0.9.3", "0.9.2", None, None),
+    ("numatune/memnode", "1.2.7", "1.2.6", None, None),
+    ("memballoon[@model='none']", "0.8.4", "0.8.3", None, None),
+    ("disk[@device='cdrom']/target[@bus='sata']", "0.9.7", "0.9.6", None, None),
+    ("hostdev[@type='pci'][@managed='yes']/driver[@name='vfio']", "1.0.5", "1.0.4", "1.3.0", "1.2.2"),
+    ("controller[@model='pcie-expander-bus']/target/node", "1.3.4", "1.3.3", "2.6.0", "2.5.0"),
+    ("controller[@model='pcie-root-port']", "1.2.19", "1.2.18", None, None),
+    ("iothreads", "1.2.8", "1.2.7", None, None),
+    ("cputune/iothreadpin", "1.2.9", "1.2.8", None, None),
+    ("disk/driver/@iothread", "1.2.8", "1.2.7", "2.1.0", "2.0.0"),
+    ("memoryBacking/hugepages/page", "1.2.5", "1.2.4", None, None),
+    ("features/kvm/hidden", "1.2.8", "1.2.7", "2.1.0", "2.0.0"),
+    ("qemu:commandline -global q35-pcihost.pci-hole64-size", None, None, "1.6.0", "1.5.3"),
+]
+
+
+@pytest.mark.parametrize("element, libvirt, libvirt_before, qemu, qemu_before", VERIFIED, ids=[v[0] for v in VERIFIED])
+def test_each_minimum_accepts_its_release_and_refuses_the_one_before(element, libvirt, libvirt_before, qemu, qemu_before):
+    m = MINIMUMS[element]
+    assert (m.libvirt and ".".join(map(str, m.libvirt)), m.qemu and ".".join(map(str, m.qemu))) == (libvirt, qemu)
+    assert version_problems([element], libvirt, qemu) == []
+    if libvirt is None:
+        assert version_problems([element], "0.0.1", None) == [], "no libvirt minimum is stated, none is checked"
+    else:
+        problems = version_problems([element], libvirt_before, None)
+        assert len(problems) == 1 and problems[0].startswith(f"<{element}> needs libvirt {libvirt} or later, the host has {libvirt_before}")
+    if qemu is None:
+        assert version_problems([element], None, "0.1") == []
+    else:
+        problems = version_problems([element], None, qemu_before)
+        assert len(problems) == 1 and problems[0].startswith(f"<{element}> needs QEMU {qemu} or later, the host has {qemu_before}")
+
+
+def test_a_two_part_version_meets_its_dot_zero_minimum():
+    """hosts[].libvirtVersion accepts "8.7" (the pattern allows two parts); it is 8.7.0, not older."""
+    assert version_problems(["cpu/maxphysaddr"], "8.7", "4.2") == []
+    assert len(version_problems(["cpu/maxphysaddr"], "8.6", "4.1")) == 2
+
+
+def test_every_minimum_is_verified_here():
+    assert sorted(MINIMUMS) == sorted([v[0] for v in VERIFIED] + ["cpu/maxphysaddr[@mode='emulate']/@bits"])
+
+
+def test_the_dies_attribute_needs_libvirt_6_1_on_its_own():
+    elements = [e for e in domain_elements(*_seed000_vm_host()) if e != "cpu/maxphysaddr"]
+    problems = version_problems(elements, "6.0.0", None)
+    assert [p.split(" needs")[0] for p in problems] == ["<cpu/topology/@dies>"]
+
+
+def _seed000_vm_host(**host):
+    cfg, _ = parse_stack_config(_seed000(**host), SECRETS)
+    return cfg.vms[0], cfg.hosts[0]
+
+
+QEMU_NS = {"qemu": "http://libvirt.org/schemas/domain/qemu/1.0"}
+# Where each MINIMUMS element shows in the domain XML after the stylesheet (render/domain_xslt.py).
+XPATH = {
+    "cpu/maxphysaddr": "./cpu/maxphysaddr[@mode='passthrough']",
+    "cpu/maxphysaddr[@mode='emulate']/@bits": "./cpu/maxphysaddr[@mode='emulate'][@bits]",
+    "cpu/topology/@dies": "./cpu/topology[@dies]",
+    "cpu/numa/cell": "./cpu/numa/cell",
+    "cputune/vcpupin": "./cputune/vcpupin",
+    "cputune/emulatorpin": "./cputune/emulatorpin",
+    "numatune/memory": "./numatune/memory",
+    "numatune/memnode": "./numatune/memnode",
+    "memballoon[@model='none']": "./devices/memballoon[@model='none']",
+    "disk[@device='cdrom']/target[@bus='sata']": "./devices/disk[@device='cdrom']/target[@bus='sata']",
+    "hostdev[@type='pci'][@managed='yes']/driver[@name='vfio']": "./devices/hostdev[@type='pci'][@managed='yes']/driver[@name='vfio']",
+    "controller[@model='pcie-expander-bus']/target/node": "./devices/controller[@model='pcie-expander-bus']/target/node",
+    "controller[@model='pcie-root-port']": "./devices/controller[@model='pcie-root-port']",
+    "iothreads": "./iothreads",
+    "cputune/iothreadpin": "./cputune/iothreadpin",
+    "disk/driver/@iothread": "./devices/disk/driver[@iothread]",
+    "memoryBacking/hugepages/page": "./memoryBacking/hugepages/page",
+    "features/kvm/hidden": "./features/kvm/hidden",
+    "qemu:commandline -global q35-pcihost.pci-hole64-size": "./qemu:commandline/qemu:arg[starts-with(@value, 'q35-pcihost.pci-hole64-size=')]",
+}
+
+
+def _no_reserved_cpus():
+    from tests.test_domain_libvirt import _variant_raw
+    raw = _variant_raw()
+    raw["hosts"][0].pop("reservedCpus", None)
+    return raw
+
+
+def _no_devices():
+    from tests.test_domain_libvirt import _variant_raw
+    raw = _variant_raw()
+    raw["vms"][0]["gpus"] = []
+    raw["vms"][0]["kvmHidden"] = False
+    return raw
+
+
+def _domain_cases():
+    from tests.test_domain_libvirt import CASES
+    return {**CASES, "consumer-no-reserved-cpus": _no_reserved_cpus, "no-devices": _no_devices}
+
+
+@pytest.mark.parametrize("name", sorted(_domain_cases()))
+def test_checked_elements_are_exactly_the_emitted_ones(name):
+    """domain_elements() mirrors the stylesheet: an element is checked if and only if the XML has it."""
+    from lxml import etree
+
+    from tests.conftest import run_stack
+    from tools.plan import _domain_artifacts
+    raw = _domain_cases()[name]()
+    cfg, _ = parse_stack_config(copy.deepcopy(raw), SECRETS)
+    result = run_stack(raw)
+    component = result.of_type("gpu-stack:index:GpuPassthroughVm")[0]
+    domain = next(r for r in result.children_of(component.name) if r.type == "libvirt:index/domain:Domain")
+    xml = etree.fromstring(_domain_artifacts(result, domain)["domain.xml"].encode())
+    vm = next(v for v in cfg.vms if v.name in component.name)
+    host = next(h for h in cfg.hosts if h.name == vm.host)
+    emitted = {e for e, path in XPATH.items() if xml.xpath(path, namespaces=QEMU_NS)}
+    assert sorted(XPATH) == sorted(MINIMUMS)
+    assert sorted(emitted) == sorted(domain_elements(vm, host))
