@@ -239,6 +239,10 @@ UPGRADE_ORDER = ("upgrade-check", "drain", "upgrade-driver", "upgrade-runtime", 
 ON_CONTROL_PLANE = ("drain", "uncordon")
 """Phases that run kubectl on the stack's first VM (admin kubeconfig, or gpu-stack:kubeconfig on stdin), not on the node."""
 
+TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1")
+"""What container-runtime.sh pins and holds at guest.containerRuntime.nvidiaToolkitVersion: the set NVIDIA's
+install guide installs together (container-toolkit 1.17.8 install guide, "NVIDIA_CONTAINER_TOOLKIT_VERSION")."""
+
 FABRIC_TIMEOUT_S = 300
 """Fabric state Completed after a reboot: Fabric Manager waits 30 s for the GPUs, 47 s were seen in a CC guest (FIELD-FACTS)."""
 
@@ -268,8 +272,10 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     def unlock(pairs: list[tuple[str, str]]) -> dict[str, str]:
         return {"GS_UNLOCK": " ".join(f"{n}={v}" for n, v in pairs)}
 
-    driver_unlock = [("nvidia-driver", drv["GS_DRIVER_VERSION"]), ("kmod-nvidia-latest-dkms", drv["GS_DRIVER_VERSION"]),
-                     ("kmod-nvidia-open-dkms", drv["GS_DRIVER_VERSION"])]  # EL9: whichever flavour guest.nvidia.kernelModules chose
+    # EL9: what driver.sh locks: nvidia-driver-cuda and the kmod of the flavour guest.nvidia.kernelModules
+    # chose, plus nvidia-driver below branch 560 (and on a node first installed that way)
+    driver_unlock = [(name, drv["GS_DRIVER_VERSION"]) for name in (
+        "nvidia-driver", "nvidia-driver-cuda", "kmod-nvidia-latest-dkms", "kmod-nvidia-open-dkms")]
     # both namings on EL: a 570 -> 580 change replaces the locked nvidia-fabric-manager by nvidia-fabricmanager
     fm_names = dict.fromkeys([*drv["GS_FM_HOLD"].split(), "nvidia-fabric-manager", "nvidia-fabricmanager", "libnvidia-nscq"])
     driver_unlock += [(name, drv["GS_DRIVER_VERSION"]) for name in fm_names]
@@ -283,8 +289,7 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
                                       "GS_KUBECONFIG_STDIN": "1" if kubeconfig_on_stdin else "0"},
                             stdin_secret="kubeconfig" if kubeconfig_on_stdin else None, long_running=True))
     phases.append(Phase("upgrade-driver", {**drv, **unlock(driver_unlock), "GS_UPGRADE": "1"}, long_running=True))
-    phases.append(Phase("upgrade-runtime", {**rt, **unlock([("nvidia-container-toolkit", rt["GS_TOOLKIT_VERSION"]),
-                                                             ("nvidia-container-toolkit-base", rt["GS_TOOLKIT_VERSION"])]), "GS_UPGRADE": "1"},
+    phases.append(Phase("upgrade-runtime", {**rt, **unlock([(name, rt["GS_TOOLKIT_VERSION"]) for name in TOOLKIT_PACKAGES]), "GS_UPGRADE": "1"},
                         stdin_secret=by_name["container-runtime"].stdin_secret, long_running=True))
     if k8s is not None:
         params = {**k8s.params, "GS_K8S_ENDPOINT": k8s.params["GS_K8S_ENDPOINT"] if not k8s.late_params else "",

@@ -254,13 +254,23 @@ def test_precompiled_modules_of_another_driver_build_fail_with_the_fix(tmp_path)
     assert "are driver '570.133.20', not 570.172.08; pin guest.nvidia.driverVersion" in result.stderr
 
 
-def test_runfile_picks_the_module_flavour(tmp_path):
-    raw = config("rhel", nvidia={"driverVersion": "570.172.08", "installMethod": "runfile",
-                                 "runfileUrl": "https://mirror.lab/NVIDIA-Linux-x86_64-570.172.08.run"})
+@pytest.mark.parametrize("version, gpu, flag", [
+    ("570.172.08", None, "--kernel-module-type=open"),  # -M from 555 on; -m is "deprecated; use --kernel-module-type"
+    ("580.95.05", "P100-PCIE-16GB", "--kernel-module-type=proprietary"),
+    ("550.144.03", None, "-m=kernel-open"),  # no --kernel-module-type before 555 (nvidia-installer option_table.h)
+    ("535.261.03", "P100-PCIE-16GB", "-m=kernel"),
+])
+def test_runfile_picks_the_module_flavour_with_the_option_its_installer_has(tmp_path, version, gpu, flag):
+    raw = config("rhel", nvidia={"driverVersion": version, "installMethod": "runfile",
+                                 "runfileUrl": f"https://mirror.lab/NVIDIA-Linux-x86_64-{version}.run"})
+    if gpu:
+        raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": gpu, "numaNode": 0}]
     sb = GuestSandbox(tmp_path, "rhel")
-    assert sb.run(_phase(phases_for(raw), "driver")).returncode == 0
-    installer = next(c for c in sb.mutating() if c.startswith("sh ") and "NVIDIA-Linux" in c)
-    assert "-m=kernel-open" in installer
+    result = sb.run(_phase(phases_for(raw), "driver"))
+    assert result.returncode == 0, result.stderr
+    installer = next(c for c in sb.mutating() if c.startswith("sh ") and "NVIDIA-Linux" in c).split()
+    assert flag in installer
+    assert not any(a.startswith(("-m=", "--kernel-module-type=")) for a in installer if a != flag), "exactly one flavour option"
 
 
 def test_rhel_package_flavour(tmp_path):
@@ -309,3 +319,163 @@ def test_open_modules_need_branch_515(tmp_path):
     with pytest.raises(ConfigError) as err:
         parse_stack_config(config(nvidia={"driverVersion": "510.47.03"}), SECRETS)
     assert "gpu-stack:guest.nvidia.driverVersion" in str(err.value) and "branch 515" in str(err.value)
+
+
+# --- what SOURCES.md verified against the vendors (issue 11, 2026-12-02) -----------------------
+
+NVIDIA_STREAMS = ["latest-dkms", "open-dkms", "535-dkms", "535-open", "570-dkms", "570-open", "580-dkms", "580-open"]
+"""Streams of module nvidia-driver in NVIDIA's CUDA repository for EL9 (NVIDIA/yum-packaging-dkms-nvidia README)."""
+
+
+def _packages(install: str) -> list[str]:
+    """The package arguments of a recorded `dnf install -y -q ...`."""
+    return [a for a in install.split()[2:] if not a.startswith("-")]
+
+
+def _el_driver(tmp_path, version: str, gpu: str | None = None, **state):
+    raw = config("rhel", nvidia={"driverVersion": version})
+    if gpu:
+        raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": gpu, "numaNode": 0}]
+    sb = GuestSandbox(tmp_path, "rhel", dnf_module_streams=NVIDIA_STREAMS, **state)
+    return sb, sb.run(_phase(phases_for(raw), "driver"))
+
+
+@pytest.mark.parametrize("gpu, stream, kmod", [
+    (None, "570-open", "kmod-nvidia-open-dkms"),  # L40S (Ada): open
+    ("P100-PCIE-16GB", "570-dkms", "kmod-nvidia-latest-dkms"),  # Pascal: proprietary
+])
+def test_el9_enables_the_branch_stream_of_the_flavour_and_installs_compute_only(tmp_path, gpu, stream, kmod):
+    sb, result = _el_driver(tmp_path, "570.172.08", gpu)
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = sb.mutating()
+    enable = calls.index(f"dnf -y -q module enable nvidia-driver:{stream}")
+    install = next(i for i, c in enumerate(calls) if c.startswith("dnf install"))
+    assert enable < install, "the stream is enabled before its packages are asked for"
+    assert _packages(calls[install]) == ["nvidia-driver-cuda-570.172.08", f"{kmod}-570.172.08"], \
+        "compute-only from 560: nvidia-driver-cuda brings nvidia-kmod-common and nvidia-persistenced"
+    assert set(sb.state["versionlock"]) >= {"nvidia-driver-cuda", kmod}
+    assert sb.state["driver_loaded"] == "570.172.08"
+    sb.clear_calls()
+    assert sb.run(_phase(phases_for(config("rhel") if gpu is None else _with_gpu(config("rhel"), gpu)), "driver")).returncode == 0
+    assert not [c for c in sb.mutating() if "module" in c], "an enabled stream is left alone"
+
+
+def _with_gpu(raw: dict, gpu: str) -> dict:
+    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": gpu, "numaNode": 0}]
+    return raw
+
+
+def test_el9_without_the_stream_would_find_no_driver_package(tmp_path):
+    """The stub filters like dnf: a module's packages are hidden until one of its streams is enabled."""
+    sb = GuestSandbox(tmp_path, "rhel", dnf_module_streams=NVIDIA_STREAMS)
+    env = {"PATH": f"{sb.bin}:/usr/bin:/bin", "GS_ROOT": str(sb.root), "GS_SANDBOX": str(sb.tmp)}
+    plain = subprocess.run([str(sb.bin / "dnf"), "install", "-y", "kmod-nvidia-open-dkms-570.172.08"], env=env)
+    assert plain.returncode != 0
+
+
+def test_el9_branch_change_resets_the_old_stream_first(tmp_path):
+    sb = GuestSandbox(tmp_path, "rhel", dnf_module_streams=NVIDIA_STREAMS)
+    assert sb.run(_phase(phases_for(config("rhel")), "driver")).returncode == 0
+    assert "stream=570-open" in (sb.root / "etc/dnf/modules.d/nvidia-driver.module").read_text()
+    sb.clear_calls()
+    sb.set_state(versionlock=[])  # upgrade-unlock's work (tests/test_upgrades.py)
+    result = sb.run(_phase(phases_for(config("rhel", nvidia={"driverVersion": "580.95.05"})), "driver"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = sb.mutating()
+    assert calls.index("dnf -y -q module reset nvidia-driver") < calls.index("dnf -y -q module enable nvidia-driver:580-open")
+    assert sb.state["driver_loaded"] == "580.95.05"
+
+
+def test_el9_before_560_also_installs_nvidia_driver_and_locks_it_beside_a_locked_cuda_package(tmp_path):
+    """Before 560 nvidia-driver-cuda does not require nvidia-kmod-common; nvidia-driver does.
+    A lock on nvidia-driver-cuda (listed as nvidia-driver-cuda-EPOCH:VERSION) is not one on nvidia-driver."""
+    sb, result = _el_driver(tmp_path, "535.261.03", versionlock=["nvidia-driver-cuda"],
+                            packages={"openssh-server": "1.0", "nvidia-driver-cuda": "535.261.03"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    install = next(c for c in sb.mutating() if c.startswith("dnf install"))
+    assert _packages(install) == ["nvidia-driver-535.261.03", "nvidia-driver-cuda-535.261.03", "kmod-nvidia-open-dkms-535.261.03"]
+    assert "dnf -y -q module enable nvidia-driver:535-open" in sb.mutating()
+    assert {"nvidia-driver", "nvidia-driver-cuda", "kmod-nvidia-open-dkms"} <= set(sb.state["versionlock"])
+
+
+def test_el_upgrade_unlocks_every_package_the_driver_and_runtime_phases_lock():
+    from render.guest_scripts import TOOLKIT_PACKAGES, upgrade_phases
+    from stacks.load import parse_stack_config
+    from tests.test_guest_scripts import SECRETS
+
+    cfg, _ = parse_stack_config(config("rhel"), SECRETS)
+    bootstrap = phases_for(config("rhel"))
+    phases = {p.name: p for p in upgrade_phases(cfg.vms[0], bootstrap, cfg.fleet, "init", True, "nvidia.com/gpu", 1, "", False)}
+    driver = dict(e.split("=", 1) for e in phases["upgrade-driver"].params["GS_UNLOCK"].split())
+    assert {"nvidia-driver-cuda", "kmod-nvidia-open-dkms", "kmod-nvidia-latest-dkms", "nvidia-driver"} <= set(driver)
+    runtime = dict(e.split("=", 1) for e in phases["upgrade-runtime"].params["GS_UNLOCK"].split())
+    assert set(runtime) == set(TOOLKIT_PACKAGES) and set(runtime.values()) == {"1.17.8"}
+
+
+def test_el_toolkit_pins_and_locks_the_four_packages_nvidia_installs_together(tmp_path):
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "rhel")
+    result = sb.run(_phase(phases_for(config("rhel")), "container-runtime"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    install = next(c for c in sb.mutating() if c.startswith("dnf install") and "nvidia-container-toolkit" in c)
+    assert _packages(install) == ["nvidia-container-toolkit-1.17.8", "nvidia-container-toolkit-base-1.17.8",
+                                   "libnvidia-container-tools-1.17.8", "libnvidia-container1-1.17.8"]
+    assert {"nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
+            "libnvidia-container1"} <= set(sb.state["versionlock"]), "libnvidia-container-tools is only required >= by the toolkit"
+
+
+def _runc_options(doc: dict, version: int) -> tuple[dict, dict]:
+    cri = doc["plugins"]["io.containerd.cri.v1.runtime" if version == 3 else "io.containerd.grpc.v1.cri"]
+    runtimes = cri["containerd"]["runtimes"]
+    return runtimes["runc"]["options"], runtimes["nvidia"]["options"]
+
+
+@pytest.mark.parametrize("family, major", [("ubuntu", 1), ("rhel", 2)])
+def test_containerd_gets_the_systemd_cgroup_driver_and_certs_d_on_1x_and_2x(tmp_path, family, major):
+    """containerd 2.x `config default` (config version 3) has no SystemdCgroup line and writes
+    `config_path = ''` (tests/fixtures/containerd): a substitution of the 1.x text does nothing there."""
+    import tomllib
+
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, family, containerd_major=major)
+    result = sb.run(_phase(phases_for(config(family)), "container-runtime"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = tomllib.loads((sb.root / "etc/containerd/config.toml").read_text())
+    version = doc.get("version")
+    assert version == (3 if major == 2 else 2)
+    runc, nvidia = _runc_options(doc, version)
+    assert runc["SystemdCgroup"] is True, "kubeadm's kubelet uses the systemd driver; the runtime must match"
+    assert nvidia["SystemdCgroup"] is True, "nvidia-ctk copies runc's options into the nvidia runtime"
+    images = doc["plugins"]["io.containerd.cri.v1.images" if version == 3 else "io.containerd.grpc.v1.cri"]
+    assert images["registry"]["config_path"] == "/etc/containerd/certs.d"
+
+
+def test_containerd_config_without_a_runc_options_table_is_refused(tmp_path):
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    stub = sb.bin / "containerd"
+    stub.write_text("#!/bin/sh\n[ \"$*\" = \"config default\" ] && printf 'version = 3\\n[plugins]\\n'\nexit 0\n")
+    result = sb.run(_phase(phases_for(config()), "container-runtime"))
+    assert result.returncode != 0 and "no runc options table" in result.stderr
+    assert not (sb.root / "etc/containerd/config.toml").exists(), "nothing half-configured is installed"
+
+
+@pytest.mark.parametrize("rc, message", [
+    (0, None),
+    (2, "cloud-init finished with recoverable errors (exit 2)"),
+    (1, "cloud-init finished with an error (exit 1)"),
+])
+def test_wait_ssh_reads_cloud_inits_exit_status(tmp_path, rc, message):
+    """cloud-init >= 23.4: 0 success, 2 recoverable error, 1 unrecoverable (doc/rtd/explanation/return_codes.rst).
+    Each means first boot is over; the non-zero ones are reported with cloud-init's summary."""
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu", cloud_init_rc=rc)
+    (sb.root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
+    result = sb.run(_phase(phases_for(config()), "wait-ssh"))
+    assert result.returncode == 0, result.stderr
+    assert "ready, boot" in result.stdout
+    if message is None:
+        assert "cloud-init finished" not in result.stdout
+    else:
+        assert message in result.stdout and "  recoverable_errors:" in result.stdout
+    assert any(c["cmd"] == "cloud-init" and c["argv"] == ["status", "--wait"] for c in sb.calls())

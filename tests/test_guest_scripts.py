@@ -107,7 +107,7 @@ def test_fresh_host_gets_the_node_it_needs(converged):
         assert "apt-get install" in calls and "nvidia-headless-570-server" in calls
         assert "apt-mark hold kubeadm" in calls
     else:
-        assert "nvidia-driver-570.172.08" in calls and "kubeadm-1.32.4" in calls
+        assert "nvidia-driver-cuda-570.172.08" in calls and "kubeadm-1.32.4" in calls
         assert "dnf versionlock add kubelet" in calls
         assert "setenforce 0" in calls and "systemctl disable --now firewalld" in calls
     init = next(c for c in converged["first_calls"] if c.startswith("kubeadm init"))
@@ -131,7 +131,7 @@ def test_fresh_host_files(converged):
     config_toml = (root / "etc/containerd/config.toml").read_text()
     assert "SystemdCgroup = true" in config_toml and "runtimes.nvidia" in config_toml
     assert 'default_runtime_name = "runc"' in config_toml, "nvidia is used through a RuntimeClass, not as the default"
-    assert 'config_path = "/etc/containerd/certs.d"' in config_toml
+    assert "config_path = '/etc/containerd/certs.d'" in config_toml
     assert not (root / "etc/systemd/system/containerd.service.d/http-proxy.conf").exists()
 
 

@@ -6,6 +6,10 @@
 # has joined never needs it again, and nothing re-creates it on an unchanged
 # stack (docs/OPERATIONS.md, join tokens). The description names the node so
 # `kubeadm token list` shows what each token was for.
+# Flags as in the kubeadm token create reference (kubernetes/website generated/
+# kubeadm_token_create.md): --usages and --groups spelled out at their documented defaults
+# ([signing,authentication], [system:bootstrappers:kubeadm:default-node-token]) so a
+# changed default cannot change what the token may do; the token is "[a-z0-9]{6}.[a-z0-9]{16}".
 kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
 [ -s "$kubeconfig" ] || die "no /etc/kubernetes/admin.conf: kubeadm init has not run on this VM"
 token=$(kubeadm token create --kubeconfig "$kubeconfig" --ttl "$GS_TOKEN_TTL" \

@@ -17,12 +17,18 @@ fi
 
 command -v lspci >/dev/null 2>&1 || ensure_pkgs pciutils
 command -v lspci >/dev/null 2>&1 || die "lspci is still missing after installing pciutils"
+# -n prints "<domain:bus:dev.fn> <class>: <vendor>:<device> (rev ..)" (pciutils lspci.c
+# show_terse, v3.14.0): class 0302 (3D: datacenter GPUs) or 0300 (VGA: consumer GPUs),
+# 0680 (bridge: NVSwitch), as in the captures under tests/fixtures/host-facts.
 nvidia=$(lspci -Dn -d 10de:)
 gpus=$(printf '%s\n' "$nvidia" | awk '$2 ~ /^030[02]:?$/' | wc -l)
 switches=$(printf '%s\n' "$nvidia" | awk '$2 ~ /^0680:?$/' | wc -l)
 [ "$gpus" -eq "$GS_GPU_COUNT" ] || die "lspci shows ${gpus} NVIDIA GPUs, the config passes through ${GS_GPU_COUNT}: check the domain's hostdevs (virsh dumpxml) and dmesg for vfio errors"
 [ "$switches" -eq "$GS_NVSWITCH_COUNT" ] || die "lspci shows ${switches} NVSwitches, the config passes through ${GS_NVSWITCH_COUNT}"
 
+# mokutil --sb-state prints "SecureBoot enabled", "SecureBoot disabled" (then maybe
+# "Platform is in Setup Mode"), or "EFI variables are not supported on this system" on
+# stderr for BIOS boot (lcp/mokutil src/mokutil.c at 9ae73db1).
 if command -v mokutil >/dev/null 2>&1 && grep -q "SecureBoot enabled" <<<"$(mokutil --sb-state 2>/dev/null || true)"; then
   die "Secure Boot is on in the guest; the NVIDIA module (${GS_DRIVER_METHOD} install, built by DKMS) is unsigned and will not load. Boot the VM with non-Secure-Boot OVMF (hosts[].firmware.code) or enroll a MOK."
 fi

@@ -9,7 +9,7 @@ if [ "$(os_id)" = rhel ] && [ -n "${GS_UNLOCK:-}" ]; then
   for unlock_entry in $GS_UNLOCK; do
     unlock_name="${unlock_entry%%=*}"
     unlock_want="${unlock_entry#*=}"
-    grep -q "^${unlock_name}-" <<<"$unlock_locked" || continue
+    grep -q "^${unlock_name}-[0-9]" <<<"$unlock_locked" || continue  # NAME-EPOCH:VERSION (lib.sh pkg_hold)
     case "$(pkg_version "$unlock_name")" in
       "$unlock_want"|"$unlock_want"-*|"$unlock_want".*) ;;
       *) dnf versionlock delete "$unlock_name" >/dev/null; changed "unlocked ${unlock_name} for ${unlock_want}" ;;

@@ -168,6 +168,9 @@ def dnf(argv: list[str]) -> int:
         record("dnf", argv, False)
         out("".join(f"{p}-0:{state['packages'].get(p, '0')}.*\n" for p in sorted(state["versionlock"])))
         return 0
+    words = [a for a in argv if not a.startswith("-")]
+    if words[:1] == ["module"]:
+        return _dnf_module(words[1:], argv, state)
     record("dnf", argv, True)
     if argv[:2] == ["versionlock", "add"]:
         state["versionlock"] = sorted(set(state["versionlock"]) | set(argv[2:]))
@@ -175,9 +178,37 @@ def dnf(argv: list[str]) -> int:
         for arg in argv[argv.index("install") + 1:]:
             if not arg.startswith("-"):
                 name, version = _rpm_split(arg)
+                stream = state.get("dnf_module_stream")
+                if name.startswith(("nvidia-driver", "kmod-nvidia")) and state.get("dnf_module_streams") and not stream:
+                    return 1  # a module's packages outside an enabled stream are filtered out
                 state["packages"][name] = version
-                if name == "nvidia-driver":
+                if name in ("nvidia-driver", "nvidia-driver-cuda"):
                     state["driver_installed"] = version
+    save(state)
+    return 0
+
+
+def _dnf_module(words: list[str], argv: list[str], state: dict) -> int:
+    """dnf module list/reset/enable for module nvidia-driver; the enabled stream lives where dnf keeps it."""
+    streams = state.get("dnf_module_streams") or []
+    persisted = _env.ROOT / "etc/dnf/modules.d/nvidia-driver.module"
+    verb = words[0]
+    record("dnf", argv, verb != "list")
+    if verb == "list":
+        return 0 if streams else 1
+    if verb == "reset":
+        state["dnf_module_stream"] = None
+    elif verb == "enable":
+        stream = words[1].split(":", 1)[1]
+        if stream not in streams:
+            return 1
+        current = state.get("dnf_module_stream")
+        if current and current != stream:
+            return 1  # "It is not possible to switch enabled streams of a module unless explicitly enabled"
+        state["dnf_module_stream"] = stream
+    stream = state.get("dnf_module_stream") or ""
+    persisted.parent.mkdir(parents=True, exist_ok=True)
+    persisted.write_text(f"[nvidia-driver]\nname=nvidia-driver\nstream={stream}\nprofiles=\nstate={'enabled' if stream else ''}\n")
     save(state)
     return 0
 
@@ -331,9 +362,15 @@ def df(argv: list[str]) -> int:
 
 
 def cloud_init(argv: list[str]) -> int:
+    """`cloud-init status`: exit 0 done, 2 recoverable errors (degraded), 1 error (cloudinit/cmd/status.py)."""
     record("cloud-init", argv, False)
-    out("status: done\n")
-    return 0
+    rc = load().get("cloud_init_rc", 0)
+    status = {0: "done", 2: "degraded done", 1: "error"}[rc]
+    out(f"status: {status}\n")
+    if "--long" in argv and rc:
+        out(f"extended_status: {status}\nboot_status_code: enabled-by-generator\n"
+            "recoverable_errors:\nWARNING:\n\t- Failed to create group sudo\n")
+    return rc
 
 
 def systemd_run(argv: list[str]) -> int:
@@ -390,8 +427,14 @@ def nvidia_ctk(argv: list[str]) -> int:
     if runtime == "containerd":
         text = path.read_text()
         if default:
-            text = text.replace('default_runtime_name = "runc"', 'default_runtime_name = "nvidia"')
-        text += '\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]\n  runtime_type = "io.containerd.runc.v2"\n  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]\n    BinaryName = "/usr/bin/nvidia-container-runtime"\n    SystemdCgroup = true\n'
+            text = re.sub(r"default_runtime_name = (['\"])runc\1", 'default_runtime_name = "nvidia"', text)
+        # like nvidia-ctk: the nvidia runtime copies runc's options (so its cgroup driver), under the
+        # CRI plugin ID of the config's version (3: io.containerd.cri.v1.runtime, 2: io.containerd.grpc.v1.cri)
+        plugin = "'io.containerd.cri.v1.runtime'" if re.search(r"^version = 3", text, re.M) else '"io.containerd.grpc.v1.cri"'
+        systemd = re.search(r"runtimes\.runc\.options\]\n(?:[ \t]+\w+ = .*\n)*?[ \t]+SystemdCgroup = true", text) is not None
+        text += (f'\n[plugins.{plugin}.containerd.runtimes.nvidia]\n  runtime_type = "io.containerd.runc.v2"\n'
+                 f'  [plugins.{plugin}.containerd.runtimes.nvidia.options]\n    BinaryName = "/usr/bin/nvidia-container-runtime"\n'
+                 + ("    SystemdCgroup = true\n" if systemd else ""))
         path.write_text(text)
     else:
         doc = json.loads(path.read_text())
@@ -416,10 +459,14 @@ CONTAINERD_DEFAULT = """version = 2
 """
 
 
+CONTAINERD_2_DEFAULT = Path(__file__).resolve().parent.parent / "fixtures/containerd/config-default.containerd-2.1.4.toml"
+"""containerd 2.x: config version 3, no SystemdCgroup line, literal-string quoting (tests/fixtures/containerd/PROVENANCE.md)."""
+
+
 def containerd(argv: list[str]) -> int:
     record("containerd", argv, False)
     if argv == ["config", "default"]:
-        out(CONTAINERD_DEFAULT)
+        out(CONTAINERD_2_DEFAULT.read_text() if load().get("containerd_major") == 2 else CONTAINERD_DEFAULT)
     elif argv == ["config", "dump"]:
         out((_env.ROOT / "etc/containerd/config.toml").read_text())
     return 0

@@ -181,7 +181,9 @@ pkg_hold() {
     ensure_pkgs python3-dnf-plugin-versionlock
     local p
     for p in "$@"; do
-      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+      # entries read NAME-EPOCH:VERSION-RELEASE.*: the digit after NAME- keeps nvidia-driver
+      # from matching a lock on nvidia-driver-cuda
+      grep -q "^$p-[0-9]" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
     done
   fi
 }

@@ -13,7 +13,7 @@ export GS_KERNEL_MODULES=open
 export GS_NVLINK5_PACKAGES=''
 export GS_NVSWITCH_COUNT=0
 export GS_PHASE=upgrade-driver
-export GS_UNLOCK='nvidia-driver=570.172.08 kmod-nvidia-latest-dkms=570.172.08 kmod-nvidia-open-dkms=570.172.08 nvidia-fabricmanager-570=570.172.08 libnvidia-nscq-570=570.172.08 nvidia-fabric-manager=570.172.08 nvidia-fabricmanager=570.172.08 libnvidia-nscq=570.172.08'
+export GS_UNLOCK='nvidia-driver=570.172.08 nvidia-driver-cuda=570.172.08 kmod-nvidia-latest-dkms=570.172.08 kmod-nvidia-open-dkms=570.172.08 nvidia-fabricmanager-570=570.172.08 libnvidia-nscq-570=570.172.08 nvidia-fabric-manager=570.172.08 nvidia-fabricmanager=570.172.08 libnvidia-nscq=570.172.08'
 export GS_UPGRADE=1
 
 # shellcheck shell=bash
@@ -194,7 +194,9 @@ pkg_hold() {
     ensure_pkgs python3-dnf-plugin-versionlock
     local p
     for p in "$@"; do
-      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+      # entries read NAME-EPOCH:VERSION-RELEASE.*: the digit after NAME- keeps nvidia-driver
+      # from matching a lock on nvidia-driver-cuda
+      grep -q "^$p-[0-9]" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
     done
   fi
 }
@@ -273,7 +275,7 @@ if [ "$(os_id)" = rhel ] && [ -n "${GS_UNLOCK:-}" ]; then
   for unlock_entry in $GS_UNLOCK; do
     unlock_name="${unlock_entry%%=*}"
     unlock_want="${unlock_entry#*=}"
-    grep -q "^${unlock_name}-" <<<"$unlock_locked" || continue
+    grep -q "^${unlock_name}-[0-9]" <<<"$unlock_locked" || continue  # NAME-EPOCH:VERSION (lib.sh pkg_hold)
     case "$(pkg_version "$unlock_name")" in
       "$unlock_want"|"$unlock_want"-*|"$unlock_want".*) ;;
       *) dnf versionlock delete "$unlock_name" >/dev/null; changed "unlocked ${unlock_name} for ${unlock_want}" ;;
@@ -328,11 +330,55 @@ CONF
     driver_pkgs=("nvidia-headless-${branch}-server${open_suffix}" "nvidia-utils-${branch}-server")
   fi
 else
-  # NVIDIA's CUDA repository for EL9: kmod-nvidia-open-dkms or kmod-nvidia-latest-dkms
+  # NVIDIA's CUDA repository for EL9 (sources, read 2026-12-02):
+  # - kernel modules: kmod-nvidia-open-dkms (streams open-dkms, <branch>-open, from 515) or
+  #   kmod-nvidia-latest-dkms (streams latest-dkms, <branch>-dkms) (NVIDIA/yum-packaging-dkms-nvidia
+  #   README). On EL 8/9 the repository segregates branches in dnf module streams of module
+  #   nvidia-driver: "dnf module enable nvidia-driver:580-open" to install a branch (NVIDIA Driver
+  #   Installation Guide, Kernel Modules), `dnf module enable -y nvidia-driver:${DRIVER_BRANCH}-dkms`
+  #   in NVIDIA/gpu-driver-container rhel9/install.sh; a module's packages outside the enabled
+  #   stream are hidden from dnf, so the stream of this branch and flavour is enabled first.
+  # - compute-only ("headless") driver from 560: nvidia-driver-cuda + the kmod package (Driver
+  #   Installation Guide, Compute-only and Desktop Installation); nvidia-driver-cuda requires
+  #   nvidia-kmod-common and nvidia-persistenced from 560 on, before that only nvidia-driver
+  #   brings nvidia-kmod-common (NVIDIA/yum-packaging-nvidia-driver nvidia-driver.spec, branches
+  #   555 and 560), so older branches also install nvidia-driver (the desktop part).
   kmod="kmod-nvidia-latest-dkms"
-  [ "$GS_KERNEL_MODULES" = open ] && kmod="kmod-nvidia-open-dkms"
-  driver_pkgs=("nvidia-driver-${GS_DRIVER_VERSION}" "nvidia-driver-cuda-${GS_DRIVER_VERSION}" "${kmod}-${GS_DRIVER_VERSION}")
+  module_stream="${branch}-dkms"
+  if [ "$GS_KERNEL_MODULES" = open ]; then
+    kmod="kmod-nvidia-open-dkms"
+    module_stream="${branch}-open"
+  fi
+  driver_pkgs=("nvidia-driver-cuda-${GS_DRIVER_VERSION}" "${kmod}-${GS_DRIVER_VERSION}")
+  el_hold=(nvidia-driver-cuda "$kmod")
+  if [ "$branch" -lt 560 ]; then
+    driver_pkgs=("nvidia-driver-${GS_DRIVER_VERSION}" "${driver_pkgs[@]}")
+    el_hold=(nvidia-driver "${el_hold[@]}")
+  fi
 fi
+
+# el_module_stream: module nvidia-driver at stream $module_stream where the repository has the
+# module. dnf keeps module state in /etc/dnf/modules.d/<module>.module, keys name, stream,
+# profiles, state (rpm-software-management/libdnf ModulePackageContainer.cpp, ModulePersistor).
+# Another enabled stream (another branch or flavour: an upgrade) is reset first, as dnf refuses
+# to switch an enabled stream in place.
+el_module_stream() {
+  local state="$GS_ROOT/etc/dnf/modules.d/nvidia-driver.module"
+  if [ -f "$state" ] && grep -Eqx "stream[[:space:]]*=[[:space:]]*${module_stream}" "$state" \
+     && grep -Eqx "state[[:space:]]*=[[:space:]]*enabled" "$state"; then
+    return 0
+  fi
+  pkg_timers_hold
+  if ! dnf -q module list nvidia-driver >/dev/null 2>&1; then
+    log "the repositories have no nvidia-driver module streams; installing ${GS_DRIVER_VERSION} by exact version"
+    return 0
+  fi
+  if [ -f "$state" ] && grep -Eq "^stream[[:space:]]*=[[:space:]]*[^[:space:]]" "$state"; then
+    dnf -y -q module reset nvidia-driver
+  fi
+  dnf -y -q module enable "nvidia-driver:${module_stream}"
+  changed "dnf module nvidia-driver:${module_stream} enabled"
+}
 read -r -a fm_pkgs <<<"$GS_FM_PACKAGES"
 read -r -a fm_hold <<<"$GS_FM_HOLD"
 fm_probe="$GS_FM_PROBE"
@@ -343,9 +389,10 @@ else
   case "$GS_DRIVER_METHOD" in
     package)
       log "kernel modules: ${GS_KERNEL_MODULES}, ${modules_source} (kernel ${kernel})"
+      [ "$family" = rhel ] && el_module_stream
       pkg_install "${driver_pkgs[@]}"
       [ "$family" = ubuntu ] && pkg_hold "${driver_pkgs[@]}"
-      [ "$family" = rhel ] && pkg_hold nvidia-driver "$kmod"
+      [ "$family" = rhel ] && pkg_hold "${el_hold[@]}"
       ;;
     runfile)
       if [ "$family" = ubuntu ]; then
@@ -358,11 +405,18 @@ else
         mkdir -p "$GS_ROOT/var/cache/gpu-stack"
         https_proxy="${GS_HTTPS_PROXY}" http_proxy="${GS_HTTP_PROXY}" curl -fsSL -o "$GS_ROOT$runfile" "$GS_DRIVER_RUNFILE_URL"
       fi
-      # seed 001's flags: no prompts, DKMS so kernel updates rebuild the module;
-      # -m picks the flavour (kernel-open or kernel; the installer's default is open from 560)
-      module_dir=kernel
-      [ "$GS_KERNEL_MODULES" = open ] && module_dir="kernel-open"
-      sh "$GS_ROOT$runfile" --silent --dkms --accept-license --no-questions -m="$module_dir" --tmpdir="$GS_ROOT/var/tmp"
+      # seed 001's flags: no prompts, DKMS so kernel updates rebuild the module. The flavour:
+      # --kernel-module-type=open|proprietary (-M) from 555 on, where
+      # --kernel-module-build-directory (-m) became "deprecated; use --kernel-module-type";
+      # before 555 only -m=kernel-open|kernel exists (NVIDIA/nvidia-installer option_table.h at
+      # tags 550.144.03, 555.42.02, 580.95.05, 590.48.01). The installer's default is open from 560.
+      if [ "$branch" -ge 555 ]; then
+        module_flag="--kernel-module-type=${GS_KERNEL_MODULES}"
+      else
+        module_flag="-m=kernel"
+        [ "$GS_KERNEL_MODULES" = open ] && module_flag="-m=kernel-open"
+      fi
+      sh "$GS_ROOT$runfile" --silent --dkms --accept-license --no-questions "$module_flag" --tmpdir="$GS_ROOT/var/tmp"
       changed "installed driver ${GS_DRIVER_VERSION} from the .run installer"
       ;;
   esac

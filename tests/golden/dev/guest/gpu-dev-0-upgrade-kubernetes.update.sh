@@ -196,7 +196,9 @@ pkg_hold() {
     ensure_pkgs python3-dnf-plugin-versionlock
     local p
     for p in "$@"; do
-      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+      # entries read NAME-EPOCH:VERSION-RELEASE.*: the digit after NAME- keeps nvidia-driver
+      # from matching a lock on nvidia-driver-cuda
+      grep -q "^$p-[0-9]" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
     done
   fi
 }
@@ -275,7 +277,7 @@ if [ "$(os_id)" = rhel ] && [ -n "${GS_UNLOCK:-}" ]; then
   for unlock_entry in $GS_UNLOCK; do
     unlock_name="${unlock_entry%%=*}"
     unlock_want="${unlock_entry#*=}"
-    grep -q "^${unlock_name}-" <<<"$unlock_locked" || continue
+    grep -q "^${unlock_name}-[0-9]" <<<"$unlock_locked" || continue  # NAME-EPOCH:VERSION (lib.sh pkg_hold)
     case "$(pkg_version "$unlock_name")" in
       "$unlock_want"|"$unlock_want"-*|"$unlock_want".*) ;;
       *) dnf versionlock delete "$unlock_name" >/dev/null; changed "unlocked ${unlock_name} for ${unlock_want}" ;;

@@ -181,7 +181,9 @@ pkg_hold() {
     ensure_pkgs python3-dnf-plugin-versionlock
     local p
     for p in "$@"; do
-      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+      # entries read NAME-EPOCH:VERSION-RELEASE.*: the digit after NAME- keeps nvidia-driver
+      # from matching a lock on nvidia-driver-cuda
+      grep -q "^$p-[0-9]" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
     done
   fi
 }
@@ -254,6 +256,10 @@ CONF
 # reboot when possible; otherwise reboot once. Never reboots when nouveau is
 # already absent. When it reboots it stops sshd first, so the next phase
 # (nouveau-check, whose connection retries) reaches the guest only after it.
+# The file's two lines and the initramfs tools are what nvidia-installer itself does to
+# disable nouveau (NVIDIA/nvidia-installer 590.48.01: misc.c writes "blacklist nouveau" and
+# "options nouveau modeset=0" into /etc/modprobe.d; initramfs.c rebuilds with
+# `dracut --force` or `update-initramfs -u`).
 family=$(os_id)
 if write_file /etc/modprobe.d/blacklist-nouveau.conf 0644 <<'CONF'
 blacklist nouveau

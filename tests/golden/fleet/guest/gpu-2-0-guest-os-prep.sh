@@ -186,7 +186,9 @@ pkg_hold() {
     ensure_pkgs python3-dnf-plugin-versionlock
     local p
     for p in "$@"; do
-      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+      # entries read NAME-EPOCH:VERSION-RELEASE.*: the digit after NAME- keeps nvidia-driver
+      # from matching a lock on nvidia-driver-cuda
+      grep -q "^$p-[0-9]" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
     done
   fi
 }
@@ -258,7 +260,9 @@ CONF
 # Phase: os-prep. What kubeadm and the NVIDIA stack need from the OS.
 family=$(os_id)
 
-# Swap off, now and across reboots (kubelet refuses to start with swap).
+# Swap off, now and across reboots: "The default behavior of a kubelet is to fail to
+# start if swap memory is detected on a node" (kubernetes.io Installing kubeadm, Swap
+# configuration, v1.34); we set no KubeletConfiguration, so failSwapOn stays true.
 if [ -n "$(swapon --show --noheadings 2>/dev/null)" ]; then
   swapoff -a
   changed "swap off"
@@ -325,6 +329,11 @@ if ! grep -Eq "^${address//./\\.}\s+${GS_HOSTNAME}(\s|$)" "$GS_ROOT/etc/hosts"; 
   changed "/etc/hosts: ${address} ${GS_HOSTNAME}"
 fi
 
+# kubernetes.io Container Runtimes (current) asks only for net.ipv4.ip_forward = 1; the
+# br_netfilter module and bridge-nf-call-iptables/ip6tables are what the Installing kubeadm
+# page required up to its "Letting iptables see bridged traffic" section (still there for
+# the 1.23 clusters we support) and what bridge-based CNIs need; overlay is containerd's
+# snapshotter; ip_vs* only matter for kube-proxy's IPVS mode. A superset, harmless.
 modules=(overlay br_netfilter ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh nf_conntrack)
 printf '%s\n' "${modules[@]}" | write_file /etc/modules-load.d/gpu-stack-k8s.conf 0644 || true
 for m in "${modules[@]}"; do

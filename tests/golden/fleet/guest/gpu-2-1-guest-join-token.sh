@@ -183,7 +183,9 @@ pkg_hold() {
     ensure_pkgs python3-dnf-plugin-versionlock
     local p
     for p in "$@"; do
-      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+      # entries read NAME-EPOCH:VERSION-RELEASE.*: the digit after NAME- keeps nvidia-driver
+      # from matching a lock on nvidia-driver-cuda
+      grep -q "^$p-[0-9]" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
     done
   fi
 }
@@ -259,6 +261,10 @@ CONF
 # has joined never needs it again, and nothing re-creates it on an unchanged
 # stack (docs/OPERATIONS.md, join tokens). The description names the node so
 # `kubeadm token list` shows what each token was for.
+# Flags as in the kubeadm token create reference (kubernetes/website generated/
+# kubeadm_token_create.md): --usages and --groups spelled out at their documented defaults
+# ([signing,authentication], [system:bootstrappers:kubeadm:default-node-token]) so a
+# changed default cannot change what the token may do; the token is "[a-z0-9]{6}.[a-z0-9]{16}".
 kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
 [ -s "$kubeconfig" ] || die "no /etc/kubernetes/admin.conf: kubeadm init has not run on this VM"
 token=$(kubeadm token create --kubeconfig "$kubeconfig" --ttl "$GS_TOKEN_TTL" \

@@ -190,7 +190,9 @@ pkg_hold() {
     ensure_pkgs python3-dnf-plugin-versionlock
     local p
     for p in "$@"; do
-      grep -q "^$p-" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+      # entries read NAME-EPOCH:VERSION-RELEASE.*: the digit after NAME- keeps nvidia-driver
+      # from matching a lock on nvidia-driver-cuda
+      grep -q "^$p-[0-9]" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
     done
   fi
 }
@@ -315,6 +317,12 @@ if [ "$GS_RUNTIME" = docker ] || [ "$family" != ubuntu ]; then
   docker_repo
 fi
 
+# The four packages NVIDIA's install guide pins together at one version
+# (docs.nvidia.com/datacenter/cloud-native/container-toolkit/1.17.8/install-guide.html:
+# nvidia-container-toolkit, -base, libnvidia-container-tools, libnvidia-container1 at
+# ${NVIDIA_CONTAINER_TOOLKIT_VERSION}). All four are held: the toolkit only requires
+# libnvidia-container-tools >= its build version (packaging/rpm/SPECS and debian/control
+# at v1.17.8), so a held toolkit alone lets the libraries drift on `dnf update`.
 if [ "$family" = ubuntu ]; then
   write_file /etc/apt/preferences.d/gpu-stack-nvidia-container-toolkit 0644 <<CONF || true
 Package: nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1
@@ -330,7 +338,7 @@ case "$(pkg_version nvidia-container-toolkit)" in
   "${GS_TOOLKIT_VERSION}"|"${GS_TOOLKIT_VERSION}"-*) ;;
   *) pkg_install "${toolkit[@]}" ;;
 esac
-pkg_hold nvidia-container-toolkit nvidia-container-toolkit-base
+pkg_hold nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1
 
 restart=0
 # sync_proxy_dropin UNIT: the unit's proxy drop-in matches the config (seed 000:
@@ -352,8 +360,22 @@ if [ "$GS_RUNTIME" = containerd ]; then
   if [ "$family" = ubuntu ]; then ensure_pkgs containerd; else ensure_pkgs containerd.io; fi
   tmp=$(mktemp)
   containerd config default >"$tmp"
-  sed -i -e 's/SystemdCgroup = false/SystemdCgroup = true/' \
-         -e 's|config_path = ""|config_path = "/etc/containerd/certs.d"|' "$tmp"
+  # The systemd cgroup driver (kubeadm's kubelet default since 1.22) and the hosts.toml
+  # directory for the mirrors. containerd 1.x (config version 2) writes
+  # `SystemdCgroup = false` and `config_path = ""`; containerd 2.x (version 3) writes no
+  # SystemdCgroup line at all and `config_path = ''` (containerd docs/cri/config.md at
+  # v2.1.4, "Cgroup Driver" and "Full configuration"), so the key is added under the runc
+  # options table there. Anything else is refused rather than left on cgroupfs.
+  sed -i -E -e 's/^([[:space:]]*)SystemdCgroup = false/\1SystemdCgroup = true/' \
+         -e "s#^([[:space:]]*)config_path = (\"\"|'')#\\1config_path = '/etc/containerd/certs.d'#" "$tmp"
+  runc_options="^[[:space:]]*\\[plugins\\.('io\\.containerd\\.cri\\.v1\\.runtime'|\"io\\.containerd\\.grpc\\.v1\\.cri\")\\.containerd\\.runtimes\\.runc\\.options\\]"
+  if ! grep -Eq '^[[:space:]]*SystemdCgroup = true' "$tmp"; then
+    sed -i -E "/${runc_options}/a\\            SystemdCgroup = true" "$tmp"
+  fi
+  grep -Eq '^[[:space:]]*SystemdCgroup = true' "$tmp" \
+    || die "containerd $(containerd --version 2>/dev/null || true): no runc options table in 'containerd config default' to set SystemdCgroup in"
+  grep -q "^[[:space:]]*config_path = '/etc/containerd/certs.d'" "$tmp" \
+    || die "containerd $(containerd --version 2>/dev/null || true): no registry config_path in 'containerd config default' to point at /etc/containerd/certs.d"
   set_default=()
   [ "$GS_NVIDIA_DEFAULT" = 1 ] && set_default=(--set-as-default)
   nvidia-ctk runtime configure --runtime=containerd --config="$tmp" "${set_default[@]}" >/dev/null
