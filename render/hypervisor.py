@@ -55,7 +55,7 @@ MINIMUMS: dict[str, Minimum] = {m.element: m for m in (
     Minimum(MAXPHYSADDR, (8, 7, 0), (4, 2, 0),
             "formatdomain.rst: 'Since 8.7.0 the maxphysaddr element'; libvirt NEWS.rst v8.7.0, the same release: "
             "'qemu: Remove support for QEMU < 4.2', so no libvirt that accepts maxphysaddr runs an older QEMU. "
-            "libvirt turns mode='passthrough' into -cpu host-phys-bits=on (QEMU 2.7 per FIELD-FACTS.md, older than 4.2)"),
+            "libvirt turns mode='passthrough' into -cpu host-phys-bits=on (virsh domxml-to-native, libvirt 9.0)"),
     Minimum("cpu/maxphysaddr[@mode='emulate']/@bits", (8, 7, 0), (4, 2, 0),
             "formatdomain.rst: maxphysaddr 'Since 8.7.0', emulate with bits (bits optional only 'since 9.2.0'); "
             "libvirt 8.7.0 supports QEMU 4.2 and later only (NEWS.rst v8.7.0)"),
