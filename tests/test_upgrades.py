@@ -178,7 +178,7 @@ def test_max_unavailable_out_of_range_refused(value, message):
 
 def test_blackwell_needs_bar_sizes_from_the_host():
     raw = three_nodes()
-    raw["vms"][0]["gpus"] = [{"address": "0000:17:00.0", "model": "B200-SXM-180GB", "numaNode": 0}]
+    raw["vms"][0]["gpus"] = [{"address": "0000:17:00.0", "model": "B300-SXM-288GB", "numaNode": 0}]  # B200: cited (test_catalog_bars)
     with pytest.raises(ConfigError) as e:
         parse_stack_config(raw, SECRETS)
     assert any(i.path == "vms[0].gpus[0].bar1Gib" and "lspci -vv" in i.message for i in e.value.issues)
