@@ -44,9 +44,13 @@ Sources (read 2026-12-01, checked again 2026-12-02 for issue 16):
     nvidia-fabricmanager-dev-535/-570 (580.126.20-0ubuntu3) -> -580. The pin
     matches such a package's own version, its dependency then comes in at the
     newer branch, and the probe (the `-<branch>` package's version) still
-    reads as matching. Pin a driver branch the target release still ships
-    (the packages.ubuntu.com page of nvidia-fabricmanager-<branch> shows
-    whether it is the real one, 8 MB, or a 5 kB transitional one).
+    reads as matching; so driver.sh also checks the version of the package
+    that holds /usr/bin/nv-fabricmanager (the daemon's path in both Canonical's
+    `.install` template, `bin/* /usr/bin`, and NVIDIA's `fabricmanager.spec`,
+    `%{_bindir}/nv-fabricmanager`) and stops with the cause. Pin a driver branch
+    the target release still ships (the packages.ubuntu.com page of
+    nvidia-fabricmanager-<branch> shows whether it is the real one, 8 MB, or a
+    5 kB transitional one).
 - CUDA repository on Ubuntu: NVIDIA/gpu-driver-container, ubuntu22.04/install.sh
   `fabricmanager_install`, `nscq_install`, `nvlink5_pkgs_install` (branch >= 580:
   `nvidia-fabricmanager=${DRIVER_VERSION}-1`, `libnvidia-nscq=${DRIVER_VERSION}-1`;

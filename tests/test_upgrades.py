@@ -304,6 +304,18 @@ def test_driver_phase_installs_the_580_names_on_el(tmp_path):
     assert "nvidia-fabric-manager" not in calls
 
 
+def test_a_transitional_fabric_manager_package_is_refused(tmp_path):
+    """questing's nvidia-fabricmanager-590 (590.48.01-0ubuntu0.25.10.2) is empty and depends on -595
+    (packages.ubuntu.com): the pin accepts it, so the driver phase checks the daemon's own package."""
+    sb = GuestSandbox(tmp_path, "ubuntu", lspci_nvswitches=1, smi_outputs=HGX_SMI,
+                      transitional={"nvidia-fabricmanager-590": ["nvidia-fabricmanager-595", "595.58.03-0ubuntu0.25.10.1"]})
+    _, phases = phases_of(hgx("ubuntu", "590.48.01"))
+    result = sb.run(next(p for p in phases if p.name == "driver"))
+    assert result.returncode != 0
+    assert "package nvidia-fabricmanager-595) is '595.58.03-0ubuntu0.25.10.1', not the driver's 590.48.01" in result.stderr
+    assert "systemctl enable --now nvidia-fabricmanager" not in "\n".join(sb.mutating())
+
+
 def test_b200_gets_nvlsm(tmp_path):
     calls = run_driver(tmp_path, hgx("ubuntu", "580.95.05", "B200-SXM-180GB", "NVSwitch-Gen4"), "ubuntu")
     assert any("nvlsm" in c and "infiniband-diags" in c for c in calls if c.startswith("apt-get install"))
