@@ -5,9 +5,18 @@ too small for eight H800s; seed 001 needed `64bitMMIOSizeGB=32` for one P100.
 The hole must hold every 64-bit BAR of every passed-through device: BAR1 (the
 framebuffer aperture, the big one, as `nvidia-smi -q` reports under
 "BAR1 Memory Usage / Total") and BAR3 (32 MiB on every NVIDIA datacenter GPU
-since Kepler). Sizes here can be overridden per device in the config
-(`gpus[].bar1Gib`, `nvswitches[].barMib`) for boards with resizable BAR or
-unusual VBIOS settings.
+since Kepler). BAR0 (the registers) is 32-bit on the A100 and does not count;
+on the B200 it is 64-bit prefetchable (64 MiB) and does. Sizes here can be
+overridden per device in the config (`gpus[].bar1Gib`, `nvswitches[].barMib`)
+for boards with resizable BAR or unusual VBIOS settings.
+
+Which BAR sizes are cited from a real capture (tests/test_catalog_bars.py
+derives them from the copies in tests/fixtures/lspci/, with
+render/host_facts.parse_lspci_regions):
+- A100-SXM4-80GB: `lspci -v` in a QEMU guest (linux-pci list, 2021-07);
+- B200-SXM-180GB: `lspci -vvv` on an HGX B200 host (Ubicloud blog, 2025-12-15).
+The others are as the project has carried them (docs/FIELD-FACTS.md), and
+B300-SXM-288GB and NVSwitch-Gen4 have none: see BAR_SIZE_REQUIRED.
 """
 
 from __future__ import annotations
@@ -49,15 +58,18 @@ def _resource(name: str) -> str:
     return "nvidia.com/" + name.replace("-", "_").replace(".", "_")
 
 
-def _gpu(name: str, bar1_gib: float, architecture: str, consumer: bool = False) -> DeviceModel:
+def _gpu(name: str, bar1_gib: float, architecture: str, consumer: bool = False, other_64bit_mib: int = 32) -> DeviceModel:
     assert architecture in ARCHITECTURES, architecture
     ids = tuple(f"10de:{d}" for d in PCI_DEVICE_IDS.get(name, ()))
-    return DeviceModel(name, int(bar1_gib * GIB), 32 * MIB, consumer, architecture, ids, _resource(name))
+    return DeviceModel(name, int(bar1_gib * GIB), other_64bit_mib * MIB, consumer, architecture, ids, _resource(name))
 
 
 # NVIDIA (vendor 10de) device IDs per model, for KubeVirt's pciVendorSelector. Sources:
 # - [cap] lspci -nn captures in tests/fixtures (host-facts/lspci-Dnn.8xH100-SXM-4xNVSwitch.kvm-host.txt: 2330, 22a3;
-#   lspci/lspci-v+dmesg.8xA100-SXM4-80GB.qemu-guest-BAR-failure.txt: 20b2);
+#   lspci/lspci-v+dmesg.8xA100-SXM4-80GB.qemu-guest-BAR-failure.txt: 20b2; for 2901 the HGX B200 host of
+#   lspci/lspci-vvv-Region.1xB200-HGX.ubicloud-blog.txt, whose post shows `lspci -k -d 10de:2901` and vfio-pci.ids=10de:2901);
+# - [node] a real node's report: 3182 for the B300 SXM6 AC in NVIDIA/gpu-operator issue 2231 (8x "NVIDIA B300 SXM6 AC",
+#   "PCI ID: 3182", driver 580.105.08, the validator's "failed to find device with id '3182'");
 # - [pci.ids] the PCI ID Repository (https://pci-ids.ucw.cz, vendor 10de) as tabulated, name by name, in a public
 #   Go table that maps NVIDIA device IDs to NVML product names ("Device IDs follow the public PCI ID database"),
 #   and for 2204 an `lspci -nn` line "GA102 [GeForce RTX 3090] [10de:2204]" in a public write-up.
@@ -82,7 +94,8 @@ PCI_DEVICE_IDS: dict[str, tuple[str, ...]] = {
     "T4": ("1eb8",),  # pci.ids TU104GL [Tesla T4]
     "V100-SXM2-32GB": ("1db5",),  # pci.ids GV100GL [Tesla V100 SXM2 32GB]
     "V100-PCIE-16GB": ("1db4",),  # pci.ids GV100GL [Tesla V100 PCIe 16GB]
-    "B200-SXM-180GB": ("2901",),  # pci.ids GB100 [B200]
+    "B200-SXM-180GB": ("2901",),  # cap; pci.ids GB100 [B200]
+    "B300-SXM-288GB": ("3182",),  # node
     "RTX-3090": ("2204",),  # pci.ids / lspci -nn GA102 [GeForce RTX 3090]
     "RTX-4090": ("2684",),  # pci.ids AD102 [GeForce RTX 4090]
 }
@@ -138,22 +151,38 @@ NVSWITCH_MODELS: dict[str, DeviceModel] = {
 
 # --- day 2 (issue 16): Blackwell parts and NVLink generations -----------------
 # Kept apart from the tables above so it merges cleanly with the real-hardware
-# work on the same file. No primary source with a B200/B300 BAR1 size was found
-# (docs/FIELD-FACTS.md: "No H200 or B200 BAR1 size was found in a primary
-# source"), so these entries carry no BAR size: stacks/checks.py requires
-# gpus[].bar1Gib / nvswitches[].barMib for them, read from the host's
-# `lspci -vv`, instead of sizing the MMIO window on a guess.
+# work on the same file.
+#
+# B200-SXM-180GB: BAR0 64 MiB, BAR2 256 GiB, BAR4 32 MiB, all 64-bit prefetchable,
+# from a real `lspci -vvv` of an HGX B200 host (tests/fixtures/lspci/
+# lspci-vvv-Region.1xB200-HGX.ubicloud-blog.txt; tests/test_catalog_bars.py derives
+# these two numbers from it). 256 GiB covers the 179 GiB (183359 MiB) nvidia-smi reports.
+#
+# Still without a cited size, so stacks/checks.py requires them from the config
+# (gpus[].bar1Gib / nvswitches[].barMib, read from the host's `lspci -vv`):
+# - B300-SXM-288GB: no capture, `lspci` or `nvidia-smi -q` "BAR1 Memory Usage /
+#   Total", was found. The only figure seen is a code comment in chutesai/sek8s
+#   (guest GpuProfile, "512 GiB: confirmed from lspci Region 2 on am-b300-61"), not
+#   a capture, so it is not used. Its other 64-bit BARs are taken as the 32 MiB of
+#   BAR3 (uncited: the B200's 64-bit BAR0 suggests 96 MiB; 8 x 64 MiB stays inside
+#   the hole's 1 GiB headroom, render/mmio.py).
+# - NVSwitch-Gen4 (the fourth-generation NVSwitch of HGX B200/B300, NVLink 5): no
+#   BAR size was found. NVIDIA's Fabric Manager guide says fourth-generation
+#   NVSwitches share the InfiniBand switch architecture and are configured by NVLSM;
+#   third-party code for HGX B200/B300 hosts (chutesai/sek8s, a Rex::GPU test) says
+#   the host's lspci shows ConnectX bridge functions (15b3) for them rather than a
+#   10de NVSwitch, so what `nvswitches[]` must name on these boards is also unsettled.
 
 BLACKWELL_GPUS = ("B200-SXM-180GB", "B300-SXM-288GB")
 NVLINK5_SWITCHES = ("NVSwitch-Gen4",)
-"""The NVLink 5 switch of HGX B200/B300 (fifth-generation NVLink)."""
+"""The NVLink 5 switch of HGX B200/B300 (fourth-generation NVSwitch)."""
 
-for _name in BLACKWELL_GPUS:
-    GPU_MODELS[_name] = DeviceModel(_name, 0, 32 * MIB, False, "blackwell")  # open kernel modules only
+GPU_MODELS["B200-SXM-180GB"] = _gpu("B200-SXM-180GB", 256, "blackwell", other_64bit_mib=64 + 32)  # open kernel modules only
+GPU_MODELS["B300-SXM-288GB"] = _gpu("B300-SXM-288GB", 0, "blackwell")  # BAR1 from the config (BAR_SIZE_REQUIRED)
 for _name in NVLINK5_SWITCHES:
     NVSWITCH_MODELS[_name] = DeviceModel(_name, 0, 0)
 
-BAR_SIZE_REQUIRED = frozenset((*BLACKWELL_GPUS, *NVLINK5_SWITCHES))
+BAR_SIZE_REQUIRED = frozenset(("B300-SXM-288GB", *NVLINK5_SWITCHES))
 """Models whose BAR sizes must come from the config (no cited catalog value)."""
 
 NVLINK_GENERATION: dict[str, int] = {

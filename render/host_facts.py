@@ -243,6 +243,42 @@ def parse_resource(text: str) -> tuple[Bar, ...]:
     return tuple(bars)
 
 
+_LSPCI_MEMORY = re.compile(r"^\s*(?:Region (\d+): )?Memory at (?:\S+) \((32|64)-bit, (non-)?prefetchable\)(?: \[disabled\])?(?: \[size=(\d+)([KMGT]?)\])?")
+_LSPCI_IO = re.compile(r"^\s*(?:Region (\d+): )?I/O ports at ")
+_SIZE_UNITS = {"": 1, "K": 1024, "M": MIB, "G": GIB, "T": 1024 * GIB}
+
+
+def parse_lspci_regions(text: str) -> tuple[Bar, ...]:
+    """One device's memory BARs from `lspci -v`/`-vv` (`[Region N: ]Memory at ... (64-bit, prefetchable) [size=256G]`).
+
+    `lspci -vv` numbers the BARs (`Region N:`); `lspci -v` does not, so each
+    BAR takes the next index (two for a 64-bit one, which spans two
+    registers). A BAR lspci prints without a size (`Memory at <ignored>`,
+    unassigned) keeps its index and is left out.
+    """
+    bars = []
+    index = 0
+    for line in text.splitlines():
+        if m := _LSPCI_IO.match(line):
+            index = int(m.group(1)) + 1 if m.group(1) else index + 1
+            continue
+        if not (m := _LSPCI_MEMORY.match(line)):
+            continue
+        region, width, non_prefetchable, size, unit = m.groups()
+        index = int(region) if region else index
+        if size:
+            bars.append(Bar(index, int(size) * _SIZE_UNITS[unit], width == "64", not non_prefetchable))
+        index += 2 if width == "64" else 1
+    return tuple(bars)
+
+
+def catalog_bar_sizes(bars: tuple[Bar, ...]) -> tuple[int, int]:
+    """(bar1_bytes, other_64bit_bar_bytes) as render/catalog.DeviceModel counts them: the largest 64-bit
+    prefetchable BAR (the framebuffer aperture), and the sum of the other 64-bit BARs; 32-bit BARs sit below 4 GiB."""
+    bar1 = max((b.size for b in bars if b.is_64bit and b.prefetchable), default=0)
+    return bar1, sum(b.size for b in bars if b.is_64bit) - bar1
+
+
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split("."))
 

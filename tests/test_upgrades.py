@@ -178,7 +178,7 @@ def test_max_unavailable_out_of_range_refused(value, message):
 
 def test_blackwell_needs_bar_sizes_from_the_host():
     raw = three_nodes()
-    raw["vms"][0]["gpus"] = [{"address": "0000:17:00.0", "model": "B200-SXM-180GB", "numaNode": 0}]
+    raw["vms"][0]["gpus"] = [{"address": "0000:17:00.0", "model": "B300-SXM-288GB", "numaNode": 0}]  # B200: cited (test_catalog_bars)
     with pytest.raises(ConfigError) as e:
         parse_stack_config(raw, SECRETS)
     assert any(i.path == "vms[0].gpus[0].bar1Gib" and "lspci -vv" in i.message for i in e.value.issues)
@@ -302,6 +302,18 @@ def test_driver_phase_installs_the_580_names_on_el(tmp_path):
     calls = "\n".join(run_driver(tmp_path, hgx("rhel", "580.95.05"), "rhel"))
     assert "nvidia-fabricmanager-580.95.05" in calls and "libnvidia-nscq-580.95.05" in calls
     assert "nvidia-fabric-manager" not in calls
+
+
+def test_a_transitional_fabric_manager_package_is_refused(tmp_path):
+    """questing's nvidia-fabricmanager-590 (590.48.01-0ubuntu0.25.10.2) is empty and depends on -595
+    (packages.ubuntu.com): the pin accepts it, so the driver phase checks the daemon's own package."""
+    sb = GuestSandbox(tmp_path, "ubuntu", lspci_nvswitches=1, smi_outputs=HGX_SMI,
+                      transitional={"nvidia-fabricmanager-590": ["nvidia-fabricmanager-595", "595.58.03-0ubuntu0.25.10.1"]})
+    _, phases = phases_of(hgx("ubuntu", "590.48.01"))
+    result = sb.run(next(p for p in phases if p.name == "driver"))
+    assert result.returncode != 0
+    assert "package nvidia-fabricmanager-595) is '595.58.03-0ubuntu0.25.10.1', not the driver's 590.48.01" in result.stderr
+    assert "systemctl enable --now nvidia-fabricmanager" not in "\n".join(sb.mutating())
 
 
 def test_b200_gets_nvlsm(tmp_path):

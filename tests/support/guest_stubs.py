@@ -101,6 +101,7 @@ def apt_get(argv: list[str]) -> int:
                 continue
             name, _, version = arg.partition("=")
             state["packages"][name] = version or _apt_pin(name) or "1.0-1"
+            _install_files(state, name)
             if name.startswith("linux-modules-nvidia-") and re.search(r"-\d+\.\d+\.\d+-\d+-", name):
                 # Canonical's module build for one kernel: its driver version is whatever they built
                 state["driver_installed"] = state.get("precompiled_driver", "")
@@ -146,10 +147,33 @@ def apt_mark(argv: list[str]) -> int:
     return 0
 
 
+FM_BINARY = "/usr/bin/nv-fabricmanager"
+FM_PACKAGE = re.compile(r"^nvidia-fabric-?manager(-\d+)?$")
+
+
+def _install_files(state: dict, name: str) -> None:
+    """The files a package brings that the scripts ask dpkg -S / rpm -qf about: Fabric Manager's daemon.
+    A name in state["transitional"] ({name: [target, version]}) is an empty package whose dependency,
+    installed with it, holds the files (Ubuntu's -<branch> packages once the branch has ended)."""
+    if name in state.get("transitional", {}):
+        target, version = state["transitional"][name]
+        state["packages"][target] = version
+        name = target
+    if FM_PACKAGE.match(name):
+        state.setdefault("files", {})[FM_BINARY] = name
+
+
 def dpkg_query(argv: list[str]) -> int:
     record("dpkg-query", argv, False)
     state = load()
     name = argv[-1]
+    if "-S" in argv:
+        owner = state.get("files", {}).get(name)
+        if owner is None:
+            sys.stderr.write(f"dpkg-query: no path found matching pattern {name}\n")
+            return 1
+        out(f"{owner}: {name}")
+        return 0
     if name not in state["packages"]:
         return 1
     fmt = next(a for a in argv if a.startswith("-f="))
@@ -182,6 +206,7 @@ def dnf(argv: list[str]) -> int:
                 if name.startswith(("nvidia-driver", "kmod-nvidia")) and state.get("dnf_module_streams") and not stream:
                     return 1  # a module's packages outside an enabled stream are filtered out
                 state["packages"][name] = version
+                _install_files(state, name)
                 if name in ("nvidia-driver", "nvidia-driver-cuda"):
                     state["driver_installed"] = version
     save(state)
@@ -217,6 +242,13 @@ def rpm(argv: list[str]) -> int:
     record("rpm", argv, False)
     state = load()
     name = argv[-1]
+    if "-qf" in argv:
+        owner = state.get("files", {}).get(name)
+        if owner is None:
+            out(f"file {name} is not owned by any package")
+            return 1
+        out(owner)
+        return 0
     if name not in state["packages"]:
         return 1
     if "--qf" in argv:

@@ -443,6 +443,23 @@ if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
     "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
     *) pkg_install "${fm_pkgs[@]}" ;;
   esac
+  # Check the package that holds the daemon, not the one asked for: where a
+  # branch has ended in an Ubuntu release, nvidia-fabricmanager-<branch> is a
+  # transitional package at the pinned version whose dependency brings a newer
+  # branch (render/nvidia_packages.py), and CUDA then fails with error 802.
+  # dpkg-query -S prints "name[:arch]: path"; both exit 1 for an unowned file.
+  if [ "$family" = ubuntu ]; then
+    fm_owner=$(dpkg-query -S /usr/bin/nv-fabricmanager 2>/dev/null) || fm_owner=""
+    fm_owner="${fm_owner%%: *}"
+    fm_owner="${fm_owner%%:*}"
+  else
+    fm_owner=$(rpm -qf --qf '%{NAME}' /usr/bin/nv-fabricmanager 2>/dev/null) || fm_owner=""
+  fi
+  fm_owner_version=$(pkg_version "${fm_owner:-$fm_probe}")
+  case "$fm_owner_version" in
+    "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
+    *) die "Fabric Manager (/usr/bin/nv-fabricmanager, package ${fm_owner:-none}) is '${fm_owner_version}', not the driver's ${GS_DRIVER_VERSION}: ${fm_probe} is probably a transitional package to a newer branch in this release; pin guest.nvidia.driverVersion to a branch the release still ships (apt-cache show / dnf info ${fm_probe})" ;;
+  esac
   pkg_hold "${fm_hold[@]}"
   if [ -n "$GS_NVLINK5_PACKAGES" ]; then
     read -r -a nvlink5_pkgs <<<"$GS_NVLINK5_PACKAGES"

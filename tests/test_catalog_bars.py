@@ -1,0 +1,100 @@
+"""The catalog's BAR sizes, derived from the real `lspci` captures in tests/fixtures/lspci/ (PROVENANCE.md there).
+
+Each test reads a capture with render/host_facts.parse_lspci_regions and counts it the way
+render/mmio.py does (catalog_bar_sizes: the largest 64-bit prefetchable BAR is BAR1, the other
+64-bit BARs are added to it, 32-bit ones sit below 4 GiB), then compares with render/catalog.py.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from render.catalog import BAR_SIZE_REQUIRED, GPU_MODELS, NVSWITCH_MODELS
+from render.host_facts import catalog_bar_sizes, parse_lspci_regions
+from render.mmio import device_bar_bytes
+from stacks.errors import ConfigError
+from stacks.load import parse_stack_config
+from tests.conftest import ROOT, stack_file
+
+LSPCI = ROOT / "tests" / "fixtures" / "lspci"
+B200 = LSPCI / "lspci-vvv-Region.1xB200-HGX.ubicloud-blog.txt"
+A100 = LSPCI / "lspci-v+dmesg.8xA100-SXM4-80GB.qemu-guest-BAR-failure.txt"
+SECRETS = {"sshPrivateKey", "grafanaAdminPassword", "joinToken", "registryPassword", "kubeconfig"}
+
+
+def device_blocks(text: str) -> dict[str, str]:
+    """`lspci -v` output split per device: the header line's address -> its indented lines."""
+    blocks: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line[:2].isalnum() and ":" in line[:8]:
+            current = line.split()[0]
+            blocks[current] = []
+        elif current and line.startswith((" ", "\t")):
+            blocks[current].append(line)
+        elif not line.strip() or line.startswith("..."):
+            current = None
+    return {a: "\n".join(lines) for a, lines in blocks.items()}
+
+
+def catalog_sizes(model: str) -> tuple[int, int]:
+    m = GPU_MODELS[model]
+    return m.bar1_bytes, m.other_64bit_bar_bytes
+
+
+def test_b200_bars_come_from_the_hgx_b200_capture():
+    bars = parse_lspci_regions(B200.read_text())
+    assert [b.index for b in bars] == [0, 2, 4] and all(b.is_64bit and b.prefetchable for b in bars)
+    assert catalog_sizes("B200-SXM-180GB") == catalog_bar_sizes(bars)
+
+
+def a100_lspci() -> str:
+    """The capture's `lspci -v` part (above the `----` line; the dmesg follows)."""
+    return A100.read_text().split("\n----")[0]
+
+
+def test_a100_bars_come_from_the_qemu_guest_capture():
+    blocks = device_blocks(a100_lspci())
+    assert len(blocks) == 3, blocks.keys()
+    sizes = {catalog_bar_sizes(parse_lspci_regions(blocks[a])) for a in ("01:00.0", "02:00.0")}
+    assert sizes == {catalog_sizes("A100-SXM4-80GB")}
+    first = parse_lspci_regions(blocks["01:00.0"])
+    assert [(b.index, b.is_64bit) for b in first] == [(0, False), (1, True), (3, True)]
+
+
+def test_unassigned_bars_keep_their_index_and_carry_no_size():
+    """The capture's 0c:00.0 got no 64-bit window (`Memory at <ignored>`): only its 32-bit BAR0 is read."""
+    bars = parse_lspci_regions(device_blocks(a100_lspci())["0c:00.0"])
+    assert [(b.index, b.is_64bit, b.prefetchable) for b in bars] == [(0, False, False)]
+    assert catalog_bar_sizes(bars) == (0, 0)
+
+
+def test_parts_without_a_capture_stay_required_from_the_config():
+    assert BAR_SIZE_REQUIRED == {"B300-SXM-288GB", "NVSwitch-Gen4"}
+    assert GPU_MODELS["B300-SXM-288GB"].bar1_bytes == 0 and NVSWITCH_MODELS["NVSwitch-Gen4"].other_64bit_bar_bytes == 0
+    assert "B200-SXM-180GB" not in BAR_SIZE_REQUIRED
+
+
+def _hgx_b(model: str) -> dict:
+    """The dev stack with one Blackwell GPU and one NVSwitch-Gen4 (its barMib set: that part has no cited size)."""
+    raw = copy.deepcopy(stack_file("dev"))
+    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": model, "numaNode": 0}]
+    raw["vms"][0]["nvswitches"] = [{"address": "0000:05:00.0", "model": "NVSwitch-Gen4", "numaNode": 0, "barMib": 32}]
+    return raw
+
+
+def test_a_b200_needs_no_bar1gib_and_is_sized_from_the_capture():
+    cfg, _ = parse_stack_config(_hgx_b("B200-SXM-180GB"), SECRETS)
+    vm = cfg.vms[0]
+    bar1, other = catalog_bar_sizes(parse_lspci_regions(B200.read_text()))
+    switch_bytes = sum(s.bar_mib * 1024 * 1024 for s in vm.nvswitches)
+    assert device_bar_bytes(vm) == len(vm.gpus) * (bar1 + other) + switch_bytes
+
+
+def test_a_b300_without_bar1gib_is_refused_by_key():
+    model = "B300-SXM-288GB"
+    with pytest.raises(ConfigError) as e:
+        parse_stack_config(_hgx_b(model), SECRETS)
+    assert any(i.path == "vms[0].gpus[0].bar1Gib" and "lspci -vv" in i.message for i in e.value.issues)
