@@ -45,12 +45,17 @@ from stacks.load import LoadedStack, load_stack
 from stacks.vsphere_hosts import vsphere_preflight, vsphere_provider
 
 
-# At most this many getNodeDeviceInfo look-ups are in flight at once. Each runs
-# the SDK's blocking monitor.Invoke on a thread of the event loop's default
-# executor, which the Pulumi language host sizes from `--parallel` (unbounded by
-# default), so `pulumi preview --parallel P` lowers it further. 128 covers the
-# twelve devices of about ten HGX hosts in one wave.
-PREFLIGHT_CONCURRENCY = 128
+# How many look-ups (getNodeDeviceInfo, getNodeInfo) are in flight at once: at
+# most PREFLIGHT_PER_HOST to one hypervisor (the twelve devices of an HGX host in
+# one round; libvirtd processes max_client_requests = 5 of one connection's
+# requests at a time and queues the rest, libvirtd.conf), and at most
+# PREFLIGHT_CONCURRENCY in all. Each runs the SDK's blocking monitor.Invoke on a
+# thread of the event loop's default executor, which the Pulumi language host
+# sizes from `--parallel` (unbounded by default), so `pulumi preview --parallel P`
+# lowers it further. With one cap per host a fleet's first round is one round
+# trip, however many hosts it has.
+PREFLIGHT_PER_HOST = 16
+PREFLIGHT_CONCURRENCY = 1024
 _NODE_DEVICE_INFO = "libvirt:index/getNodeDeviceInfo:getNodeDeviceInfo"
 _NODE_INFO = "libvirt:index/getNodeInfo:getNodeInfo"
 
@@ -70,9 +75,9 @@ async def _threads_per_core(provider: libvirt.Provider) -> int:
     return pulumi.get(info, "cpu_threads_per_core")
 
 
-def _all_at_once(wanted: list, call) -> dict:
-    """call(*key) for every key issued at once (at most PREFLIGHT_CONCURRENCY in flight), then all awaited;
-    the first failure in `wanted` order is raised.
+def _all_at_once(wanted: list[tuple], call) -> dict:
+    """call(*key) for every key (its first element the host) issued at once, at most PREFLIGHT_PER_HOST
+    per host and PREFLIGHT_CONCURRENCY in all, then all awaited; the first failure in `wanted` order is raised.
 
     The program is synchronous, so this waits the way the SDK's own
     pulumi.runtime.invoke does: by pumping the event loop (_sync_await).
@@ -82,9 +87,10 @@ def _all_at_once(wanted: list, call) -> dict:
 
     async def every() -> list:
         gate = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
+        per_host = {key[0]: asyncio.Semaphore(PREFLIGHT_PER_HOST) for key in wanted}
 
         async def one(key):
-            async with gate:
+            async with per_host[key[0]], gate:
                 return await call(*key)
 
         return await asyncio.gather(*(one(k) for k in wanted), return_exceptions=True)

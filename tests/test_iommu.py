@@ -193,6 +193,17 @@ def test_preflight_overlap_is_bounded(dev, monkeypatch):
     assert rec.most_in_flight == 2
 
 
+def test_preflight_overlap_is_bounded_per_host(dev, monkeypatch):
+    """One hypervisor gets at most PREFLIGHT_PER_HOST look-ups at once; the hosts still overlap each other."""
+    import stacks.compose
+
+    cfg, devices = _three_hosts(dev)
+    monkeypatch.setattr(stacks.compose, "PREFLIGHT_PER_HOST", 1)
+    rec = _Recorder(monkeypatch)
+    run_stack(cfg, node_devices=devices)
+    assert rec.most_in_flight == 3  # three hosts, one look-up each at a time
+
+
 def test_concurrent_preflight_refusal_registers_only_providers(dev, monkeypatch):
     cfg, devices = _three_hosts(dev)
     # on every host the GPUs share a group with a third GPU no VM is given (seed 002), read in the second round;
