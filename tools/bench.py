@@ -94,7 +94,10 @@ def floor_program(result):
     shapes = [(r.type, r.name, r.parent, r.custom, {**dict.fromkeys(r.properties), "input": "x" * _inputs_size(r.inputs)})
               for r in result.resources]
 
+    from stacks.compose import tune_collector
+
     def program() -> None:
+        tune_collector()  # the process's collector set as the program sets it: the same conditions
         made: dict[str, pulumi.Resource] = {}
         for type_, name, parent, custom, props in shapes:
             opts = pulumi.ResourceOptions(parent=made.get(parent))
