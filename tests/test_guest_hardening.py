@@ -479,3 +479,26 @@ def test_wait_ssh_reads_cloud_inits_exit_status(tmp_path, rc, message):
     else:
         assert message in result.stdout and "  recoverable_errors:" in result.stdout
     assert any(c["cmd"] == "cloud-init" and c["argv"] == ["status", "--wait"] for c in sb.calls())
+
+
+def test_toolkit_libraries_that_drifted_are_reinstalled_before_they_are_held(tmp_path):
+    """A node set up when only the toolkit was held: its libraries moved on; the phase brings all four back, then holds them."""
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "rhel")
+    phase = _phase(phases_for(config("rhel")), "container-runtime")
+    assert sb.run(phase).returncode == 0
+    state = sb.state
+    state["packages"]["libnvidia-container-tools"] = "1.18.0"
+    state["versionlock"] = [n for n in state["versionlock"] if not n.startswith("libnvidia-container-tools")] \
+        if isinstance(state["versionlock"], list) else {k: v for k, v in state["versionlock"].items() if k != "libnvidia-container-tools"}
+    sb.set_state(packages=state["packages"], versionlock=state["versionlock"])
+    sb.clear_calls()
+    result = sb.run(phase)
+    assert result.returncode == 0, result.stdout + result.stderr
+    install = next(c for c in sb.mutating() if c.startswith("dnf install") and "libnvidia-container-tools" in c)
+    assert "libnvidia-container-tools-1.17.8" in install.split()
+    assert sb.state["packages"]["libnvidia-container-tools"] == "1.17.8"
+    # converged: a third run installs nothing
+    sb.clear_calls()
+    assert sb.run(phase).returncode == 0
+    assert not [c for c in sb.mutating() if c.startswith("dnf install")]

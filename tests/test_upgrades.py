@@ -316,6 +316,18 @@ def test_a_transitional_fabric_manager_package_is_refused(tmp_path):
     assert "systemctl enable --now nvidia-fabricmanager" not in "\n".join(sb.mutating())
 
 
+def test_a_transitional_nscq_package_is_refused(tmp_path):
+    """noble's libnvidia-nscq-575 depends on -580 (packages.ubuntu.com): NSCQ would not be the driver's."""
+    sb = GuestSandbox(tmp_path, "ubuntu", lspci_nvswitches=1, smi_outputs=HGX_SMI,
+                      transitional={"libnvidia-nscq-590": ["libnvidia-nscq-595", "595.58.03-0ubuntu0.25.10.1"]})
+    _, phases = phases_of(hgx("ubuntu", "590.48.01"))
+    result = sb.run(next(p for p in phases if p.name == "driver"))
+    assert result.returncode != 0
+    assert ("libnvidia-nscq.so.595.58.03 (package libnvidia-nscq-595) is '595.58.03-0ubuntu0.25.10.1', "
+            "not the driver's 590.48.01") in result.stderr
+    assert "systemctl enable --now nvidia-fabricmanager" not in "\n".join(sb.mutating())
+
+
 def test_b200_gets_nvlsm(tmp_path):
     calls = run_driver(tmp_path, hgx("ubuntu", "580.95.05", "B200-SXM-180GB", "NVSwitch-Gen4"), "ubuntu")
     assert any("nvlsm" in c and "infiniband-diags" in c for c in calls if c.startswith("apt-get install"))

@@ -10,6 +10,7 @@ for), so a wrong pin shows up as a wrong installed version.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -149,6 +150,7 @@ def apt_mark(argv: list[str]) -> int:
 
 FM_BINARY = "/usr/bin/nv-fabricmanager"
 FM_PACKAGE = re.compile(r"^nvidia-fabric-?manager(-\d+)?$")
+NSCQ_PACKAGE = re.compile(r"^libnvidia-nscq(-\d+)?$")
 
 
 def _install_files(state: dict, name: str) -> None:
@@ -159,8 +161,19 @@ def _install_files(state: dict, name: str) -> None:
         target, version = state["transitional"][name]
         state["packages"][target] = version
         name = target
+    for family in (FM_PACKAGE, NSCQ_PACKAGE):
+        if family.match(name):
+            # Canonical's -<branch> packages Provide and Conflict the unbranched name (debian/control):
+            # installing one branch removes another's package and files
+            keep = {name} | {t for t, (target, _) in state.get("transitional", {}).items() if target == name}
+            for other in [p for p in state["packages"] if family.match(p) and p not in keep]:
+                del state["packages"][other]
+                state["files"] = {f: o for f, o in state.get("files", {}).items() if o != other}
     if FM_PACKAGE.match(name):
         state.setdefault("files", {})[FM_BINARY] = name
+    if NSCQ_PACKAGE.match(name):
+        version = state["packages"].get(name, "").split("-")[0]
+        state.setdefault("files", {})[f"/usr/lib/x86_64-linux-gnu/libnvidia-nscq.so.{version}"] = name
 
 
 def dpkg_query(argv: list[str]) -> int:
@@ -168,11 +181,14 @@ def dpkg_query(argv: list[str]) -> int:
     state = load()
     name = argv[-1]
     if "-S" in argv:
-        owner = state.get("files", {}).get(name)
-        if owner is None:
+        # dpkg -S: an absolute path matches itself; any other pattern matches every path containing it (fnmatch)
+        files = state.get("files", {})
+        found = {p: o for p, o in files.items() if p == name} if name.startswith("/") else \
+            {p: o for p, o in files.items() if fnmatch.fnmatch(p, f"*{name}*")}
+        if not found:
             sys.stderr.write(f"dpkg-query: no path found matching pattern {name}\n")
             return 1
-        out(f"{owner}: {name}")
+        out("".join(f"{o}: {p}\n" for p, o in sorted(found.items())))
         return 0
     if name not in state["packages"]:
         return 1

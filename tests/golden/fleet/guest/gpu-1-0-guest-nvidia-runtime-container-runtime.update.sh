@@ -374,11 +374,16 @@ else
   toolkit=("nvidia-container-toolkit-${GS_TOOLKIT_VERSION}" "nvidia-container-toolkit-base-${GS_TOOLKIT_VERSION}"
            "libnvidia-container-tools-${GS_TOOLKIT_VERSION}" "libnvidia-container1-${GS_TOOLKIT_VERSION}")
 fi
-case "$(pkg_version nvidia-container-toolkit)" in
-  "${GS_TOOLKIT_VERSION}"|"${GS_TOOLKIT_VERSION}"-*) ;;
-  *) pkg_install "${toolkit[@]}" ;;
-esac
-pkg_hold nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1
+# all four at the pinned version, or install them together: a node set up when
+# only the toolkit was held may have newer libraries, which must not be held there
+toolkit_names=(nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1)
+for name in "${toolkit_names[@]}"; do
+  case "$(pkg_version "$name")" in
+    "${GS_TOOLKIT_VERSION}"|"${GS_TOOLKIT_VERSION}"-*) ;;
+    *) pkg_install "${toolkit[@]}"; break ;;
+  esac
+done
+pkg_hold "${toolkit_names[@]}"
 
 restart=0
 # sync_proxy_dropin UNIT: the unit's proxy drop-in matches the config (seed 000:

@@ -422,23 +422,32 @@ if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
     "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
     *) pkg_install "${fm_pkgs[@]}" ;;
   esac
-  # Check the package that holds the daemon, not the one asked for: where a
-  # branch has ended in an Ubuntu release, nvidia-fabricmanager-<branch> is a
-  # transitional package at the pinned version whose dependency brings a newer
-  # branch (render/nvidia_packages.py), and CUDA then fails with error 802.
-  # dpkg-query -S prints "name[:arch]: path"; both exit 1 for an unowned file.
+  # Check the packages that hold the files, not the ones asked for: where a
+  # branch has ended in an Ubuntu release, nvidia-fabricmanager-<branch> and
+  # libnvidia-nscq-<branch> are transitional packages at the pinned version
+  # whose dependency brings a newer branch (render/nvidia_packages.py), and
+  # CUDA then fails with error 802. dpkg-query -S prints "name[:arch]: path"
+  # per match (a pattern matches any path containing it); both tools exit 1
+  # for an unowned file. NVIDIA's CUDA repository (EL) has no transitional
+  # packages, so there only the daemon's owner is read.
   if [ "$family" = ubuntu ]; then
-    fm_owner=$(dpkg-query -S /usr/bin/nv-fabricmanager 2>/dev/null) || fm_owner=""
-    fm_owner="${fm_owner%%: *}"
-    fm_owner="${fm_owner%%:*}"
+    owners=$({ dpkg-query -S /usr/bin/nv-fabricmanager 2>/dev/null || true; dpkg-query -S 'libnvidia-nscq.so*' 2>/dev/null || true; } \
+             | grep -E '^[^ ,]+: /' || true)
   else
-    fm_owner=$(rpm -qf --qf '%{NAME}' /usr/bin/nv-fabricmanager 2>/dev/null) || fm_owner=""
+    owners=$(rpm -qf --qf '%{NAME}: /usr/bin/nv-fabricmanager\n' /usr/bin/nv-fabricmanager 2>/dev/null) || owners=""
   fi
-  fm_owner_version=$(pkg_version "${fm_owner:-$fm_probe}")
-  case "$fm_owner_version" in
-    "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
-    *) die "Fabric Manager (/usr/bin/nv-fabricmanager, package ${fm_owner:-none}) is '${fm_owner_version}', not the driver's ${GS_DRIVER_VERSION}: ${fm_probe} is probably a transitional package to a newer branch in this release; pin guest.nvidia.driverVersion to a branch the release still ships (apt-cache show / dnf info ${fm_probe})" ;;
-  esac
+  grep -q ': /usr/bin/nv-fabricmanager$' <<<"$owners" || owners="${fm_probe}: /usr/bin/nv-fabricmanager"$'\n'"${owners}"
+  while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    owner="${line%%: *}"
+    owner="${owner%%:*}"
+    file="${line#*: }"
+    owner_version=$(pkg_version "$owner")
+    case "$owner_version" in
+      "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
+      *) die "Fabric Manager's ${file} (package ${owner}) is '${owner_version}', not the driver's ${GS_DRIVER_VERSION}: ${GS_FM_HOLD// / or } is probably a transitional package to a newer branch in this release; pin guest.nvidia.driverVersion to a branch the release still ships (apt-cache show / dnf info ${fm_probe})" ;;
+    esac
+  done <<<"$owners"
   pkg_hold "${fm_hold[@]}"
   if [ -n "$GS_NVLINK5_PACKAGES" ]; then
     read -r -a nvlink5_pkgs <<<"$GS_NVLINK5_PACKAGES"
