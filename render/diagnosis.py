@@ -224,6 +224,23 @@ def _group_id(ev: Evidence, addr: str) -> str | None:
     return r.stdout.strip().rsplit("/", 1)[-1]
 
 
+def _strangers(x: Expected, ev: Evidence, unreadable: bool = False) -> list[str]:
+    """Members of this VM's devices' groups that are neither its devices nor their other functions."""
+    ours = set(x.host_addresses)
+    ours_slots = {a.rsplit(".", 1)[0] for a in ours}
+    strangers = []
+    for addr in x.host_addresses:
+        r = ev.host.get(f"iommu-group {addr}")
+        if r is None or r.rc != 0:
+            if unreadable:
+                strangers.append(f"{addr}: group unreadable")
+            continue
+        for member in r.stdout.split():
+            if member not in ours and member.rsplit(".", 1)[0] not in ours_slots:
+                strangers.append(f"{addr} shares its group with {member}")
+    return strangers
+
+
 def _groups_as_planned(x: Expected, ev: Evidence) -> Result:
     """Each device is in the IOMMU group the preflight read (the stack's vms.<vm>.iommuGroups output).
 
@@ -235,18 +252,28 @@ def _groups_as_planned(x: Expected, ev: Evidence) -> Result:
     if x.iommu_groups is None:
         return Result(s, name, WARN, "the stack's outputs record no vms.<vm>.iommuGroups (a stack last updated before gpu-stack recorded them)",
                       "`pulumi up` records the groups the preflight reads; until then this check cannot compare")
-    moved, unread = [], []
+    moved, unrecorded, unread = [], [], []
     for addr in x.host_addresses:
         want = x.iommu_groups.get(addr)
         now = _group_id(ev, addr)
         if now is None:
             unread.append(addr)
-        elif want is None or str(want) != now:
-            moved.append(f"{addr} is in group {now}, the preflight saw {'no group' if want is None else want}")
+        elif want is None:
+            unrecorded.append(addr)
+        elif str(want) != now:
+            moved.append(f"{addr} is in group {now}, the preflight saw {want}")
+    preflight = "run `pulumi preview` to re-run the IOMMU preflight on today's groups (seed 002), then `pulumi up`"
+    if moved and _strangers(x, ev):
+        return Result(s, name, FAIL, "; ".join(moved) + "; and a group now holds devices this VM was not given (IOMMU groups above)",
+                      "the host regrouped its devices since the last `pulumi up` (firmware or kernel update, ACS, a moved card): " + preflight)
     if moved:
-        return Result(s, name, FAIL, "; ".join(moved),
-                      "the host regrouped its devices since the last `pulumi up` (firmware or kernel update, ACS, a moved card): "
-                      "run `pulumi preview` to re-run the IOMMU preflight on today's groups (seed 002), then `pulumi up`")
+        # numbers follow discovery order: a device added or removed before these, or another kernel, renumbers
+        # every later group while the members stay the same, and hostdevs name addresses, not groups
+        return Result(s, name, WARN, "; ".join(moved) + "; each group still holds only this VM's devices (IOMMU groups above)",
+                      "renumbered, not regrouped: nothing to fix for this VM; " + preflight + " to record today's numbers")
+    if unrecorded:
+        return Result(s, name, WARN, f"{', '.join(unrecorded)} not in vms.<vm>.iommuGroups: configured since the last `pulumi up`",
+                      "`pulumi up` applies the configuration and records its groups")
     if unread:
         return Result(s, name, WARN, f"group unreadable for {', '.join(unread)}", "run the doctor with hypervisor access (SSH to the libvirtUri's host)")
     return Result(s, name, PASS, ", ".join(f"{a}: {x.iommu_groups[a]}" for a in x.host_addresses))
@@ -272,17 +299,7 @@ def check_hypervisor(x: Expected, ev: Evidence) -> list[Result]:
                           "keep it off the host (blacklist nvidia/nouveau, or `driverctl set-override <addr> vfio-pci`)"))
     else:
         out.append(Result(s, "devices bound to vfio-pci", PASS, f"{len(x.host_addresses)} devices: vfio-pci"))
-    ours = set(x.host_addresses)
-    ours_slots = {a.rsplit(".", 1)[0] for a in ours}
-    strangers = []
-    for addr in x.host_addresses:
-        r = ev.host.get(f"iommu-group {addr}")
-        if r is None or r.rc != 0:
-            strangers.append(f"{addr}: group unreadable")
-            continue
-        for member in r.stdout.split():
-            if member not in ours and member.rsplit(".", 1)[0] not in ours_slots:
-                strangers.append(f"{addr} shares its group with {member}")
+    strangers = _strangers(x, ev, unreadable=True)
     if strangers:
         out.append(Result(s, "IOMMU groups", WARN, "; ".join(sorted(set(strangers))),
                           "every other member of a group must be a PCI bridge or given to this VM (seed 002); "
@@ -305,7 +322,7 @@ def check_hypervisor(x: Expected, ev: Evidence) -> list[Result]:
         problems.append(f"pci-hole64-size {facts['hole64_gib']}G, planned {x.hole64_gib}G")
     if x.maxphysaddr and facts["maxphysaddr"] != x.maxphysaddr:
         problems.append(f"maxphysaddr {facts['maxphysaddr']}, planned {x.maxphysaddr}")
-    missing = sorted(ours - set(facts["hostdevs"]))
+    missing = sorted(set(x.host_addresses) - set(facts["hostdevs"]))
     if missing:
         problems.append(f"hostdevs missing: {', '.join(missing)}")
     if facts["state"] in (None, "-1"):
@@ -733,20 +750,22 @@ def classify_pod(pod: dict, events: list[dict], node: dict | None, resource: str
 # nvidia-smi's and PyTorch's, as users quote them in NVIDIA's trackers.
 NO_GPU_SIGNATURES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ("CUDA version", re.compile(r"CUDA driver version is insufficient for CUDA runtime version|"
-                                r"forward compatibility was attempted on non supported HW|cudaErrorInsufficientDriver"),
+                                r"forward compatibility was attempted on non supported HW|\bcudaErrorInsufficientDriver\b"),
      "the image's CUDA is newer than the node's driver supports: an image built for an older CUDA, or a newer "
      "guest.nvidia.driverVersion (docs/OPERATIONS.md, Upgrading); seed 003 §3.5"),
-    ("fabric not ready", re.compile(r"system not yet initialized|cudaErrorSystemNotReady|CUDA error 802|error 802"),
+    ("fabric not ready", re.compile(r"CUDA error: system not yet initialized|\bcudaErrorSystemNotReady\b|"
+                                    r"\bcuda\w*\b.*\b(error|returned) 802\b", re.IGNORECASE),
      "CUDA error 802 on an NVSwitch system: Fabric Manager is down or the fabric is not Completed (guest driver section)"),
     ("NVML lost the devices", re.compile(r"Failed to initialize NVML: Unknown Error"),
      "the container lost its device cgroup entries, typically after `systemctl daemon-reload` on a systemd-cgroup runc "
      "(NVIDIA/nvidia-container-toolkit#48): restart the pod; lasting fix: CDI device injection"),
-    ("driver or mounts", re.compile(r"no CUDA-capable device is detected|cudaErrorNoDevice|NVIDIA-SMI has failed because it couldn't communicate|"
-                                    r"libnvidia-ml\.so\.1: cannot open shared object file|Found no NVIDIA driver on your system|"
-                                    r"nvidia-smi: (command )?not found"),
+    ("driver or mounts", re.compile(r"no CUDA-capable device is detected|\bcudaErrorNoDevice\b|"
+                                    r"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver|"
+                                    r"libnvidia-ml\.so\.1: cannot open shared object file|Found no NVIDIA driver on your system"),
      "the container got no GPU devices or driver libraries: the runtime did not inject them (runtime section; "
      "`runtimeClassName: nvidia` on the containerd path); seed 003 §3.4"),
 )
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\uffff]")
 
 
 def no_gpu_signature(log: str) -> tuple[str, str, str] | None:
@@ -754,14 +773,25 @@ def no_gpu_signature(log: str) -> tuple[str, str, str] | None:
     for cls, pattern, fix in NO_GPU_SIGNATURES:
         for line in log.splitlines():
             if pattern.search(line):
-                return cls, line.strip()[:240], fix
+                # a tenant's text on the operator's terminal: no escape sequences, one short line
+                return cls, _UNPRINTABLE.sub("?", line.strip())[:240], fix
     return None
 
 
-def _running_without_gpu(pod: dict, log: str | None, x: Expected) -> tuple[str, str, str] | None:
+def _handler_of(runtime_class: str | None, ev: Evidence) -> str | None:
+    """The handler of the RuntimeClass a pod names (a site may name its class otherwise than its handler)."""
+    if runtime_class is None:
+        return None
+    for rc in ev.k8s.get("runtimeclasses") or []:
+        if (rc.get("metadata") or {}).get("name") == runtime_class:
+            return rc.get("handler")
+    return runtime_class
+
+
+def _running_without_gpu(pod: dict, log: str | None, x: Expected, ev: Evidence) -> tuple[str, str, str] | None:
     """A Running pod that holds GPUs but cannot use them, from its spec and its own log."""
     spec = pod.get("spec") or {}
-    if x.runtime_handler and spec.get("runtimeClassName") != x.runtime_handler:
+    if x.runtime_handler and _handler_of(spec.get("runtimeClassName"), ev) != x.runtime_handler:
         return ("running without the nvidia runtime",
                 f"runtimeClassName {spec.get('runtimeClassName') or 'unset'}: containerd's default runtime ignores the "
                 f"allocated GPUs (NVIDIA_VISIBLE_DEVICES), so the container sees none",
@@ -786,10 +816,13 @@ def check_workloads(x: Expected, ev: Evidence) -> list[Result]:
         name = f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
         log = ev.pod_logs.get(name)
         if st.get("phase") not in ("Pending", "Failed") and not waiting:
-            found = _running_without_gpu(pod, log, x) if st.get("phase") == "Running" else None
+            found = _running_without_gpu(pod, log, x, ev) if st.get("phase") == "Running" else None
             if found:
                 cls, text, fix = found
-                out.append(Result(s, f"pod {name}", FAIL, f"Running but no GPU: {cls}: {text}", fix))
+                # the spec is today's fact; a log line may be history the pod has recovered from
+                from_spec = cls == "running without the nvidia runtime"
+                out.append(Result(s, f"pod {name}", FAIL if from_spec else WARN, f"Running but no GPU: {cls}: {text}",
+                                  fix if from_spec else fix + " (the line is from the last 50 log lines: if the pod has recovered since, ignore it)"))
             continue
         evs = _events_for(ev, "Pod", pod["metadata"]["name"], pod["metadata"].get("namespace"))
         cls, text, fix = classify_pod(pod, evs, node, x.resource)

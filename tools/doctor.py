@@ -99,6 +99,12 @@ def pulumi_secret_config(stack: str, root: Path, key: str) -> str | None:
         return None
 
 
+def _holds_gpus(container: dict, resource: str) -> bool:
+    """A container whose limits ask for the GPU resource (any quantity the API accepted, "1" or "1k")."""
+    value = ((container.get("resources") or {}).get("limits") or {}).get(resource)
+    return value not in (None, "", "0", 0)
+
+
 WORKLOAD_LOG_LINES = 50
 """The tail of a GPU pod's log that is searched for the no-GPU messages (render/diagnosis.py NO_GPU_SIGNATURES)."""
 
@@ -266,9 +272,8 @@ class ClusterReader:
                     ev.errors["prometheus"] = f"{x.monitoring_namespace}/{service} {what}: {getattr(e, 'status', '')} {getattr(e, 'reason', e)}".strip()
         for pod in ev.k8s.get("pods") or []:
             meta, spec = pod["metadata"], pod.get("spec") or {}
-            gpu_containers = [c["name"] for c in spec.get("containers") or []
-                              if int((((c.get("resources") or {}).get("limits") or {}).get(x.resource, 0)) or 0)]
-            if gpu_containers and spec.get("nodeName") == x.vm and (pod.get("status") or {}).get("phase") != "Pending":
+            gpu_containers = [c["name"] for c in spec.get("containers") or [] if _holds_gpus(c, x.resource)]
+            if gpu_containers and spec.get("nodeName") == x.vm and (pod.get("status") or {}).get("phase") in ("Running", "Failed"):
                 # seed 003's "Running but no GPU": what the workload itself printed (read, never exec)
                 key = f"{meta.get('namespace')}/{meta['name']}"
                 try:
