@@ -62,7 +62,7 @@ _NODE_INFO = "libvirt:index/getNodeInfo:getNodeInfo"
 
 
 async def _node_device(address: str, provider: libvirt.Provider) -> NodeDevice:
-    """getNodeDeviceInfo as pulumi_libvirt.get_node_device_info calls it (token, type, option defaults), awaited."""
+    """getNodeDeviceInfo as pulumi_libvirt.get_node_device_info calls it (token, option defaults), awaited."""
     opts = pulumi.InvokeOptions.merge(libvirt._utilities.get_invoke_opts_defaults(), pulumi.InvokeOptions(provider=provider))
     # the result as the provider sends it (camelCase keys, which parse_node_device reads): building
     # GetNodeDeviceInfoResult's output types for 12 look-ups per HGX host costs more than the parse
@@ -70,7 +70,7 @@ async def _node_device(address: str, provider: libvirt.Provider) -> NodeDevice:
     return parse_node_device(address, info.get("capability"), info.get("xml"))
 
 
-async def _threads_per_core(provider: libvirt.Provider) -> int:
+async def _threads_per_core(provider: libvirt.Provider) -> int | None:
     """getNodeInfo's cpu_threads_per_core, called as pulumi_libvirt.get_node_info calls it, awaited."""
     opts = pulumi.InvokeOptions.merge(libvirt._utilities.get_invoke_opts_defaults(), pulumi.InvokeOptions(provider=provider))
     info = await pulumi.runtime.invoke_async(_NODE_INFO, {}, opts=opts)
