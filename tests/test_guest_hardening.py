@@ -502,3 +502,21 @@ def test_toolkit_libraries_that_drifted_are_reinstalled_before_they_are_held(tmp
     sb.clear_calls()
     assert sb.run(phase).returncode == 0
     assert not [c for c in sb.mutating() if c.startswith("dnf install")]
+
+
+def test_el9_runfile_driver_still_gets_fabric_manager_from_its_module_stream(tmp_path):
+    """Fabric Manager is in the nvidia-driver module's `fm` profile (NVIDIA/yum-packaging-fabric-manager): a runfile
+    driver enables no stream, so the NVSwitch step enables the branch's before asking for the packages."""
+    require_tool("openssl")
+    raw = config("rhel", nvidia={"driverVersion": "570.172.08", "installMethod": "runfile",
+                                 "runfileUrl": "https://mirror.lab/NVIDIA-Linux-x86_64-570.172.08.run"})
+    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": "H100-SXM5-80GB", "numaNode": 0}]
+    raw["vms"][0]["nvswitches"] = [{"address": "0000:05:00.0", "model": "NVSwitch-Gen3", "numaNode": 0}]
+    sb = GuestSandbox(tmp_path, "rhel", dnf_module_streams=NVIDIA_STREAMS, lspci_nvswitches=1)
+    result = sb.run(_phase(phases_for(raw), "driver"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = sb.mutating()
+    enable = calls.index("dnf -y -q module enable nvidia-driver:570-open")
+    fm = next(i for i, c in enumerate(calls) if c.startswith("dnf install") and "nvidia-fabric-manager" in c)
+    assert enable < fm
+    assert sb.state["packages"]["nvidia-fabric-manager"] == "570.172.08"

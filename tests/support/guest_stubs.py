@@ -151,6 +151,8 @@ def apt_mark(argv: list[str]) -> int:
 FM_BINARY = "/usr/bin/nv-fabricmanager"
 FM_PACKAGE = re.compile(r"^nvidia-fabric-?manager(-\d+)?$")
 NSCQ_PACKAGE = re.compile(r"^libnvidia-nscq(-\d+)?$")
+MODULE_PACKAGES = ("nvidia-driver", "kmod-nvidia", "nvidia-fabric", "libnvidia-nscq")
+"""The packages of module nvidia-driver in NVIDIA's CUDA repository for EL (profiles default, ks, fm, src)."""
 
 
 def _install_files(state: dict, name: str) -> None:
@@ -219,7 +221,7 @@ def dnf(argv: list[str]) -> int:
             if not arg.startswith("-"):
                 name, version = _rpm_split(arg)
                 stream = state.get("dnf_module_stream")
-                if name.startswith(("nvidia-driver", "kmod-nvidia")) and state.get("dnf_module_streams") and not stream:
+                if name.startswith(MODULE_PACKAGES) and state.get("dnf_module_streams") and not stream:
                     return 1  # a module's packages outside an enabled stream are filtered out
                 state["packages"][name] = version
                 _install_files(state, name)

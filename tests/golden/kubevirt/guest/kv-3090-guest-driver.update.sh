@@ -460,7 +460,12 @@ if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
   fm_version=$(pkg_version "$fm_probe")
   case "$fm_version" in
     "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
-    *) pkg_install "${fm_pkgs[@]}" ;;
+    *)
+      # On EL, Fabric Manager and NSCQ are packages of the nvidia-driver module too (its `fm`
+      # profile: "dnf module install nvidia-driver:${stream}/fm", NVIDIA/yum-packaging-fabric-manager
+      # README), hidden until a stream is enabled: also after a runfile driver, which enabled none
+      [ "$family" = rhel ] && el_module_stream
+      pkg_install "${fm_pkgs[@]}" ;;
   esac
   # Check the packages that hold the files, not the ones asked for: where a
   # branch has ended in an Ubuntu release, nvidia-fabricmanager-<branch> and
