@@ -275,7 +275,8 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     # EL9: what driver.sh locks: nvidia-driver-cuda and the kmod of the flavour guest.nvidia.kernelModules
     # chose, plus nvidia-driver below branch 560 (and on a node first installed that way)
     driver_unlock = [(name, drv["GS_DRIVER_VERSION"]) for name in (
-        "nvidia-driver", "nvidia-driver-cuda", "kmod-nvidia-latest-dkms", "kmod-nvidia-open-dkms")]
+        "nvidia-driver", "nvidia-driver-cuda", "kmod-nvidia-latest-dkms", "kmod-nvidia-open-dkms",
+        "nvidia-driver-cuda-libs", "nvidia-kmod-common", "nvidia-persistenced")]
     # both namings on EL: a 570 -> 580 change replaces the locked nvidia-fabric-manager by nvidia-fabricmanager
     fm_names = dict.fromkeys([*drv["GS_FM_HOLD"].split(), "nvidia-fabric-manager", "nvidia-fabricmanager", "libnvidia-nscq"])
     driver_unlock += [(name, drv["GS_DRIVER_VERSION"]) for name in fm_names]

@@ -353,7 +353,8 @@ def test_el9_enables_the_branch_stream_of_the_flavour_and_installs_compute_only(
     assert enable < install, "the stream is enabled before its packages are asked for"
     assert _packages(calls[install]) == ["nvidia-driver-cuda-570.172.08", f"{kmod}-570.172.08"], \
         "compute-only from 560: nvidia-driver-cuda brings nvidia-kmod-common and nvidia-persistenced"
-    assert set(sb.state["versionlock"]) >= {"nvidia-driver-cuda", kmod}
+    assert set(sb.state["versionlock"]) >= {"nvidia-driver-cuda", kmod, "nvidia-driver-cuda-libs", "nvidia-kmod-common", "nvidia-persistenced"}, \
+        "what nvidia-driver-cuda requires at its version is locked with it (the stream keeps the branch, not the patch)"
     assert sb.state["driver_loaded"] == "570.172.08"
     sb.clear_calls()
     assert sb.run(_phase(phases_for(config("rhel") if gpu is None else _with_gpu(config("rhel"), gpu)), "driver")).returncode == 0

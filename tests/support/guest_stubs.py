@@ -151,6 +151,7 @@ def apt_mark(argv: list[str]) -> int:
 FM_BINARY = "/usr/bin/nv-fabricmanager"
 FM_PACKAGE = re.compile(r"^nvidia-fabric-?manager(-\d+)?$")
 NSCQ_PACKAGE = re.compile(r"^libnvidia-nscq(-\d+)?$")
+EL_DRIVER_CUDA_REQUIRES = ("nvidia-driver-cuda-libs", "nvidia-kmod-common", "nvidia-persistenced")
 MODULE_PACKAGES = ("nvidia-driver", "kmod-nvidia", "nvidia-fabric", "libnvidia-nscq")
 """The packages of module nvidia-driver in NVIDIA's CUDA repository for EL (profiles default, ks, fm, src)."""
 
@@ -227,6 +228,10 @@ def dnf(argv: list[str]) -> int:
                 _install_files(state, name)
                 if name in ("nvidia-driver", "nvidia-driver-cuda"):
                     state["driver_installed"] = version
+                if name == "nvidia-driver-cuda" and int(version.split(".")[0]) >= 560:
+                    # its Requires from 560 (NVIDIA/yum-packaging-nvidia-driver nvidia-driver.spec), at its version
+                    for dependency in EL_DRIVER_CUDA_REQUIRES:
+                        state["packages"].setdefault(dependency, version)
     save(state)
     return 0
 

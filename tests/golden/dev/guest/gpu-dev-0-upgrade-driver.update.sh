@@ -13,7 +13,7 @@ export GS_KERNEL_MODULES=open
 export GS_NVLINK5_PACKAGES=''
 export GS_NVSWITCH_COUNT=0
 export GS_PHASE=upgrade-driver
-export GS_UNLOCK='nvidia-driver=570.172.08 nvidia-driver-cuda=570.172.08 kmod-nvidia-latest-dkms=570.172.08 kmod-nvidia-open-dkms=570.172.08 nvidia-fabricmanager-570=570.172.08 libnvidia-nscq-570=570.172.08 nvidia-fabric-manager=570.172.08 nvidia-fabricmanager=570.172.08 libnvidia-nscq=570.172.08'
+export GS_UNLOCK='nvidia-driver=570.172.08 nvidia-driver-cuda=570.172.08 kmod-nvidia-latest-dkms=570.172.08 kmod-nvidia-open-dkms=570.172.08 nvidia-driver-cuda-libs=570.172.08 nvidia-kmod-common=570.172.08 nvidia-persistenced=570.172.08 nvidia-fabricmanager-570=570.172.08 libnvidia-nscq-570=570.172.08 nvidia-fabric-manager=570.172.08 nvidia-fabricmanager=570.172.08 libnvidia-nscq=570.172.08'
 export GS_UPGRADE=1
 
 # shellcheck shell=bash
@@ -392,7 +392,16 @@ else
       [ "$family" = rhel ] && el_module_stream
       pkg_install "${driver_pkgs[@]}"
       [ "$family" = ubuntu ] && pkg_hold "${driver_pkgs[@]}"
-      [ "$family" = rhel ] && pkg_hold "${el_hold[@]}"
+      if [ "$family" = rhel ]; then
+        # the packages nvidia-driver-cuda requires at its own version (nvidia-driver.spec) are locked
+        # too, where installed: the branch's stream keeps the branch, not the patch version, and NVIDIA
+        # locks every *nvidia*<branch>* package where no stream does (Driver Installation Guide,
+        # Version locking)
+        for dependency in nvidia-driver-cuda-libs nvidia-kmod-common nvidia-persistenced; do
+          if [ -n "$(pkg_version "$dependency")" ]; then el_hold+=("$dependency"); fi
+        done
+        pkg_hold "${el_hold[@]}"
+      fi
       ;;
     runfile)
       if [ "$family" = ubuntu ]; then

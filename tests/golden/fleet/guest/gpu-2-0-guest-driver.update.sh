@@ -411,7 +411,16 @@ else
       [ "$family" = rhel ] && el_module_stream
       pkg_install "${driver_pkgs[@]}"
       [ "$family" = ubuntu ] && pkg_hold "${driver_pkgs[@]}"
-      [ "$family" = rhel ] && pkg_hold "${el_hold[@]}"
+      if [ "$family" = rhel ]; then
+        # the packages nvidia-driver-cuda requires at its own version (nvidia-driver.spec) are locked
+        # too, where installed: the branch's stream keeps the branch, not the patch version, and NVIDIA
+        # locks every *nvidia*<branch>* package where no stream does (Driver Installation Guide,
+        # Version locking)
+        for dependency in nvidia-driver-cuda-libs nvidia-kmod-common nvidia-persistenced; do
+          if [ -n "$(pkg_version "$dependency")" ]; then el_hold+=("$dependency"); fi
+        done
+        pkg_hold "${el_hold[@]}"
+      fi
       ;;
     runfile)
       if [ "$family" = ubuntu ]; then
