@@ -63,15 +63,7 @@ class Phase:
 
 def render_script(phase: str, params: dict[str, str]) -> str:
     """The bash text of one phase: header, lib.sh, then the phase body."""
-    values = {**params, "GS_PHASE": phase}
-    header = [
-        "#!/usr/bin/env bash",
-        f"# gpu-stack guest phase '{phase}': scripts/guest/{phase}.sh with its parameters (render/guest_scripts.py)",
-        "set -euo pipefail",
-        *(f"export {k}={shlex.quote(v)}" for k, v in sorted(values.items())),
-    ]
-    body = "\n".join(_source(name) for name in BODIES.get(phase, (phase,)))
-    return "\n".join(header) + "\n\n" + _source("lib") + "\n" + body
+    return _assemble(phase, params, BODIES.get(phase, (phase,)), f"scripts/guest/{phase}.sh with its parameters")
 
 
 @functools.cache
@@ -82,15 +74,19 @@ def _source(name: str) -> str:
 
 def gate_script(phase: str, params: dict[str, str]) -> str:
     """The `update` of an UPGRADE_MANAGED phase: the version gate, then the phase itself."""
+    return _assemble(phase, params, ("upgrade-gate", phase), f"scripts/guest/upgrade-gate.sh, then scripts/guest/{phase}.sh", " on update")
+
+
+def _assemble(phase: str, params: dict[str, str], bodies: tuple[str, ...], what: str, when: str = "") -> str:
+    """The rendered `export` header (parameters sorted, so the text is deterministic), lib.sh, then the bodies."""
     values = {**params, "GS_PHASE": phase}
     header = [
         "#!/usr/bin/env bash",
-        f"# gpu-stack guest phase '{phase}' on update: scripts/guest/upgrade-gate.sh, then scripts/guest/{phase}.sh (render/guest_scripts.py)",
+        f"# gpu-stack guest phase '{phase}'{when}: {what} (render/guest_scripts.py)",
         "set -euo pipefail",
         *(f"export {k}={shlex.quote(v)}" for k, v in sorted(values.items())),
     ]
-    parts = [(SCRIPTS / f"{name}.sh").read_text() for name in ("lib", "upgrade-gate", phase)]
-    return "\n".join(header) + "\n\n" + "\n".join(parts)
+    return "\n".join(header) + "\n\n" + "\n".join(_source(name) for name in ("lib", *bodies))
 
 
 def ssh_command(script: str) -> str:

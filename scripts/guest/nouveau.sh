@@ -25,11 +25,7 @@ if module_loaded nouveau; then
   if modprobe -r nouveau 2>/dev/null; then
     changed "nouveau unloaded"
   else
-    log "nouveau is in use (console); rebooting once"
-    systemd-run --on-active=5 --unit=gpu-stack-reboot systemctl reboot
-    systemctl stop ssh.socket ssh.service sshd.service 2>/dev/null || true
-    echo "GPU_STACK_REBOOT=1"
-    exit 0
+    reboot_now "nouveau is in use (console); rebooting once"
   fi
 fi
 echo "GPU_STACK_REBOOT=0"

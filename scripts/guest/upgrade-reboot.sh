@@ -6,11 +6,7 @@
 loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
 installed=$(modinfo -F version nvidia 2>/dev/null || true)
 if [ -n "$installed" ] && [ "$loaded" != "$installed" ]; then
-  log "nvidia ${loaded:-(none)} is loaded, ${installed} is installed: rebooting ${GS_NODE_NAME}"
-  systemd-run --on-active=5 --unit=gpu-stack-reboot systemctl reboot
-  systemctl stop ssh.socket ssh.service sshd.service 2>/dev/null || true
-  echo "GPU_STACK_REBOOT=1"
-  exit 0
+  reboot_now "nvidia ${loaded:-(none)} is loaded, ${installed} is installed: rebooting ${GS_NODE_NAME}"
 fi
 echo "GPU_STACK_REBOOT=0"
 log "nvidia ${loaded:-(none)} loaded and installed: no reboot"

@@ -209,6 +209,18 @@ service_enable_now() {
 
 module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
 
+# reboot_now MESSAGE: the one way a phase reboots the guest. The reboot is 5 s
+# away so this phase can still report; sshd stops now, so the next connection
+# (the component's wait for SSH, with the pinned host key) reaches the new boot;
+# GPU_STACK_REBOOT=1 on stdout tells the component; the phase ends here.
+reboot_now() {
+  log "$1"
+  systemd-run --on-active=5 --unit=gpu-stack-reboot systemctl reboot
+  systemctl stop ssh.socket ssh.service sshd.service 2>/dev/null || true
+  echo "GPU_STACK_REBOOT=1"
+  exit 0
+}
+
 # use_cluster_kubeconfig: point kubectl at the cluster for the phases that run
 # kubectl on the stack's first VM (readiness, drain, uncordon). With
 # GS_KUBECONFIG_STDIN=1 (modes join/existing) the kubeconfig arrives on stdin
