@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
-from render.numa import Placement
+from render.numa import Placement, guest_topology
 from stacks.types import format_cpu_list, pci_parts
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -147,29 +147,10 @@ def _maxphysaddr(spec: DomainSpec) -> str:
     return f'<maxphysaddr mode={_q(mode)} bits={_q(bits)}/>'
 
 
-def cpu_topology(placement: Placement) -> tuple[int, int, int]:
-    """(sockets, cores per socket, threads per core) consistent with the guest NUMA cells.
-
-    Without it QEMU presents every vCPU as a one-core socket (64 sockets for 64 vCPUs).
-    One socket per cell when the cells are the same size, so no socket spans two
-    NUMA nodes; otherwise one socket holding every core. threads is 2 only when the
-    vCPUs are pinned as SMT sibling pairs (render/numa.py), so the guest scheduler's
-    idea of which vCPUs share a core is true on the host. libvirt requires
-    sockets*dies*cores*threads to equal the vCPU count (formatdomain, CPU model and topology).
-    """
-    cells = placement.cells
-    total = sum(len(c.vcpus) for c in cells)
-    threads = placement.threads
-    sizes = {len(c.vcpus) for c in cells}
-    sockets = len(cells) if len(sizes) == 1 else 1
-    cores = total // sockets // threads
-    return sockets, cores, threads
-
-
 def _topology(spec: DomainSpec) -> str:
     if not spec.placement.cells:
         return ""
-    sockets, cores, threads = cpu_topology(spec.placement)
+    sockets, cores, threads = guest_topology(spec.placement)
     return f'<topology sockets="{sockets}" dies="1" cores="{cores}" threads="{threads}"/>'
 
 

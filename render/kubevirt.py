@@ -115,6 +115,8 @@ def virtual_machine(plan: VmPlan, vm: Vm, host: Host) -> dict:
     opts = vm.kubevirt or VmKubevirt()
     n = names(vm)
     memory = f"{plan.memory_mib}Mi"
+    # not render/numa.guest_topology: KubeVirt chooses the host CPUs itself (dedicatedCpuPlacement) and maps
+    # the guest's NUMA cells from them (guestMappingPassthrough), so no socket or SMT pairing of ours holds there
     cpu: dict = {"cores": plan.vcpus, "sockets": 1, "threads": 1}
     if opts.dedicated_cpus:
         cpu["dedicatedCpuPlacement"] = True

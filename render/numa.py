@@ -211,3 +211,24 @@ def affinity_groups(cells_of: dict[str, int], hostdevs: tuple[str, ...]) -> tupl
         functions = tuple(sorted(by_device[pci_parts(address)[:3]], key=lambda a: pci_parts(a)[3]))
         groups.setdefault(cell, []).append(functions)
     return tuple((cell, tuple(groups[cell])) for cell in sorted(groups))
+
+
+def guest_topology(placement: Placement) -> tuple[int, int, int]:
+    """(sockets, cores per socket, threads per core) consistent with the guest NUMA cells.
+
+    Without it QEMU presents every vCPU as a one-core socket (64 sockets for 64 vCPUs).
+    One socket per cell when the cells are the same size, so no socket spans two
+    NUMA nodes; otherwise one socket holding every core. threads is 2 only when the
+    vCPUs are pinned as SMT sibling pairs (render/numa.py), so the guest scheduler's
+    idea of which vCPUs share a core is true on the host. libvirt requires
+    sockets*dies*cores*threads to equal the vCPU count (formatdomain, CPU model and topology).
+    One rule for every backend that places the VM: libvirt's <topology>, vSphere's
+    numCoresPerSocket (render/vsphere.py).
+    """
+    cells = placement.cells
+    total = sum(len(c.vcpus) for c in cells)
+    threads = placement.threads
+    sizes = {len(c.vcpus) for c in cells}
+    sockets = len(cells) if len(sizes) == 1 else 1
+    cores = total // sockets // threads
+    return sockets, cores, threads

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from render.vm_plan import VmPlan
+from render.numa import guest_topology
 from stacks.config import Vm, VmVsphere, VsphereHost
 
 NVIDIA_VENDOR_ID = "10de"
@@ -79,9 +80,8 @@ def num_cores_per_socket(plan: VmPlan, vm: Vm) -> int | None:
     if opts.num_cores_per_socket is not None:
         return opts.num_cores_per_socket
     if (vm.numa.host_nodes or vm.numa.cells) and plan.placement.cells:
-        cells = len(plan.placement.cells)
-        if plan.vcpus % cells == 0:
-            return plan.vcpus // cells
+        sockets, _, _ = guest_topology(plan.placement)  # libvirt's <topology> rule: no socket spans two cells
+        return plan.vcpus // sockets
     return None
 
 

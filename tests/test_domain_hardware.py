@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from render.domain_xslt import cpu_topology
+from render.numa import guest_topology
 from render.hypervisor import MINIMUMS, domain_elements, minimum_versions, version_problems
 from stacks.errors import ConfigError
 from stacks.load import parse_stack_config
@@ -34,21 +34,21 @@ SMT = [f"{c},{c + 96}" for c in range(96)]
 
 def test_topology_is_one_socket_per_cell_not_one_per_vcpu():
     _, placements = parse_stack_config(_seed000(), SECRETS)
-    assert cpu_topology(placements["ubuntu-gpu"]) == (2, 32, 1)
+    assert guest_topology(placements["ubuntu-gpu"]) == (2, 32, 1)
 
 
 def test_uneven_cells_share_one_socket():
     raw = _seed000()
     raw["vms"][0]["vcpus"] = 63
     _, placements = parse_stack_config(raw, SECRETS)
-    sockets, cores, threads = cpu_topology(placements["ubuntu-gpu"])
+    sockets, cores, threads = guest_topology(placements["ubuntu-gpu"])
     assert (sockets, cores, threads) == (1, 63, 1)
 
 
 def test_smt_hosts_get_sibling_pairs_and_threads_2():
     _, placements = parse_stack_config(_seed000(threadSiblings=SMT), SECRETS)
     p = placements["ubuntu-gpu"]
-    assert p.threads == 2 and cpu_topology(p) == (2, 16, 2)
+    assert p.threads == 2 and guest_topology(p) == (2, 16, 2)
     first = p.cells[0]
     assert first.host_cpus[:4] == (1, 97, 2, 98), "core 0 (CPUs 0 and 96) is reserved, so pairs start at core 1"
     assert all(b == a + 96 for a, b in zip(first.host_cpus[::2], first.host_cpus[1::2]))
@@ -241,3 +241,17 @@ def test_checked_elements_are_exactly_the_emitted_ones(name):
     emitted = {e for e, path in XPATH.items() if xml.xpath(path, namespaces=QEMU_NS)}
     assert sorted(XPATH) == sorted(MINIMUMS)
     assert sorted(emitted) == sorted(domain_elements(vm, host))
+
+
+def test_unequal_cells_get_one_socket_on_every_backend_that_places_the_vm():
+    """3 + 5 vCPUs: one socket (no socket may span two cells); vSphere's numCoresPerSocket follows the same rule."""
+    from render.numa import Cell, Placement
+    from render.vm_plan import plan_vm
+    from render.vsphere import num_cores_per_socket
+
+    placement = Placement(cells=(Cell(0, 0, (0, 1, 2), (0, 1, 2), 1024), Cell(1, 1, (3, 4, 5, 6, 7), (48, 49, 50, 51, 52), 1024)))
+    assert guest_topology(placement) == (1, 8, 1)
+    cfg, _ = parse_stack_config(_seed000(), SECRETS)
+    vm = cfg.vms[0].model_copy(update={"vcpus": 8, "numa": cfg.vms[0].numa.model_copy(update={"host_nodes": (0, 1)})})
+    plan = plan_vm(vm, kind="vsphere", stack="t", placement=placement, hostdevs=(), ssh_user="u", ssh_public_key="ssh-ed25519 AAAA")
+    assert num_cores_per_socket(plan, vm) == 8
