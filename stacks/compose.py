@@ -321,10 +321,14 @@ def build(stack: LoadedStack) -> None:
         kubeconfig = stack.secrets.get("kubeconfig")
     gate = None
     if cfg.vms and cfg.guest is not None and _role(cfg, 0) in ("init", "join"):
-        first = vms[cfg.vms[0].name]
-        gate = GuestConnection(host=first.ip, user=cfg.guest.ssh_user, private_key=stack.secrets["sshPrivateKey"],
-                               host_key=first.host_public_key, port=first.ssh_port)
+        gate = guest_connection(stack, vms[cfg.vms[0].name])
     build_addons(stack, kubeconfig, [b.ready for b in bootstraps.values()], gate)
+
+
+def guest_connection(stack: LoadedStack, machine: GpuPassthroughVm) -> GuestConnection:
+    """SSH to a VM's guest: its address and port (a KubeVirt NodePort is not 22), the stack's key, the pinned host key."""
+    return GuestConnection(host=machine.ip, user=stack.config.guest.ssh_user, private_key=stack.secrets["sshPrivateKey"],
+                           host_key=machine.host_public_key, port=machine.ssh_port)
 
 
 def _role(cfg: StackConfig, index: int) -> str:
@@ -341,13 +345,11 @@ def build_guests(stack: LoadedStack, vms: dict[str, GpuPassthroughVm]) -> dict[s
     cfg = stack.config
     if cfg.guest is None:
         return {}
-    key = stack.secrets["sshPrivateKey"]
     bootstraps: dict[str, GpuGuestBootstrap] = {}
     init_vm = cfg.vms[0] if cfg.kubernetes is not None and cfg.kubernetes.mode == "init" else None
 
     def connection(name: str) -> GuestConnection:
-        machine = vms[name]
-        return GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key, port=machine.ssh_port)
+        return guest_connection(stack, vms[name])
 
     for index, vm in enumerate(cfg.vms):
         role = _role(cfg, index)
@@ -392,10 +394,8 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
     cfg = stack.config
     if cfg.guest is None or not cfg.vms:
         return {}
-    key = stack.secrets["sshPrivateKey"]
     k = cfg.kubernetes
-    first = vms[cfg.vms[0].name]
-    gate = GuestConnection(host=first.ip, user=cfg.guest.ssh_user, private_key=key, host_key=first.host_public_key)
+    gate = guest_connection(stack, vms[cfg.vms[0].name])
     resource = gpu_resource(cfg)
     expected = expected_allocatable(cfg) if (cfg.addons.device_plugin.enabled or cfg.addons.gpu_operator.enabled) else {}
     by_name = {vm.name: (i, vm) for i, vm in enumerate(cfg.vms)}
@@ -409,7 +409,8 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
     }
     upgrades: dict[str, NodeUpgrade] = {}
     previous_wave: list[pulumi.Resource] = []
-    for wave in waves(cfg):
+    rollout = waves(cfg)
+    for wave in rollout:
         done = []
         for name in wave:
             index, vm = by_name[name]
@@ -420,10 +421,9 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
                                     expected_allocatable=expected.get(name, {}).get(resource),
                                     plugin_logs=plugin_logs_command(cfg), kubeconfig_on_stdin=k is not None and k.mode != "init",
                                     in_cluster=k is not None and k.mode == "existing")
-            machine = vms[name]
             upgrade = NodeUpgrade(f"{name}-upgrade", NodeUpgradeArgs(
                 node_name=name, phases=phases,
-                node=GuestConnection(host=machine.ip, user=cfg.guest.ssh_user, private_key=key, host_key=machine.host_public_key),
+                node=guest_connection(stack, vms[name]),
                 control_plane=gate if role in ("init", "join") else None,
                 after=[bootstrap.ready, *previous_wave], secrets=secrets,
             ))
@@ -432,11 +432,11 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
             upgrades[name] = upgrade
             done.append(upgrade.done)
         previous_wave = done
-    for index, wave in enumerate(waves(cfg)):
+    for index, wave in enumerate(rollout):
         # `pulumi preview` shows which <vm>-upgrade-* commands update; this says in which wave they run
         pulumi.log.info(f"rollout wave {index}: {', '.join(wave)} (upgrade commands run only when a version changes; "
                         f"fleet.maxUnavailable {cfg.fleet.max_unavailable}, control plane first)")
-    pulumi.export("rollout", {"waves": waves(cfg), "maxUnavailable": cfg.fleet.max_unavailable,
+    pulumi.export("rollout", {"waves": rollout, "maxUnavailable": cfg.fleet.max_unavailable,
                               "drainTimeoutSeconds": cfg.fleet.drain_timeout_seconds})
     return upgrades
 

@@ -408,3 +408,16 @@ def test_each_vm_on_a_host_gets_its_own_node_port(kv):
     assert int(unwrap(wait.inputs["connection"])["port"]) == 30123
     kv["hosts"][0]["kubevirt"]["ssh"]["nodePort"] = 32767
     assert "at most 32767" in refused(kv)["hosts[0].kubevirt.ssh.nodePort"]
+
+
+def test_every_guest_command_reaches_the_guest_through_its_node_port(kv):
+    """Bootstrap and day-2 upgrade commands alike: port 22 on a node address is the node's own sshd, not the guest."""
+    result = run(kv, preview=False)
+    ports = {}
+    for cmd in result.of_type("command:remote:Command"):
+        conn = cmd.inputs["connection"]
+        conn = conn.get("value", conn)  # a secret: the SDK wraps it
+        ports[cmd.name] = (conn["host"], int(conn["port"]))
+    upgrades = {n: p for n, p in ports.items() if "-upgrade-" in n or n.endswith(("-drain", "-uncordon"))}
+    assert upgrades and {p for p in ports.values()} == {p for p in upgrades.values()}
+    assert all(port != 22 for _, port in ports.values()), ports
