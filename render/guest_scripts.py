@@ -106,10 +106,10 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def triggers(phase: str, scripts: dict[str, str]) -> list[str]:
-    """Hashes of this phase and of the phases whose outcome it checks."""
-    deps = [d for d in LOGICAL_DEPS.get(phase, ()) if d in scripts]
-    return [f"{phase}:{digest(scripts[phase])}", *(f"{d}:{digest(scripts[d])}" for d in deps)]
+def triggers(phase: str, texts: dict[str, str], deps_of: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """Hashes of this phase's text and of the texts of the phases whose outcome it checks (LOGICAL_DEPS by default)."""
+    deps = [d for d in (LOGICAL_DEPS if deps_of is None else deps_of).get(phase, ()) if d in texts]
+    return [f"{phase}:{digest(texts[phase])}", *(f"{d}:{digest(texts[d])}" for d in deps)]
 
 
 # What the root filesystem holds before the driver: the cloud image's OS plus
@@ -312,8 +312,7 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
 
 def upgrade_triggers(phase: str, scripts: dict[str, str]) -> list[str]:
     """Hashes of this upgrade phase and of the node steps it checks (those present)."""
-    deps = [d for d in UPGRADE_DEPS.get(phase, ()) if d in scripts]
-    return [f"{phase}:{digest(scripts[phase])}", *(f"{d}:{digest(scripts[d])}" for d in deps)]
+    return triggers(phase, scripts, UPGRADE_DEPS)
 
 
 def teardown_script(vm: Vm) -> str:
