@@ -179,13 +179,14 @@ def _check_cidrs(cfg: StackConfig) -> list[ConfigIssue]:
     pod, service = ipaddress.ip_network(k.pod_cidr), ipaddress.ip_network(k.service_cidr)
     if pod.version == service.version and pod.overlaps(service):
         issues.append(ConfigIssue("kubernetes.podCidr", f"{pod} overlaps kubernetes.serviceCidr {service}; pods and services need disjoint networks"))
+    kinds = {h.name: h.kind for h in cfg.hosts}
     for vi, vm in enumerate(cfg.vms):
         for key, net in (("podCidr", pod), ("serviceCidr", service)):
             if vm.network.address is not None:
                 address = ipaddress.ip_address(vm.network.address)
                 if address.version == net.version and address in net:
                     issues.append(ConfigIssue(f"kubernetes.{key}", f"{net} contains vms[{vi}].network.address {address} ({vm.name}); node, pod and service networks must be disjoint"))
-            elif vm.network.name == "default" and net.version == 4 and net.overlaps(LIBVIRT_DEFAULT_NETWORK):
+            elif kinds.get(vm.host) == "libvirt" and vm.network.name == "default" and net.version == 4 and net.overlaps(LIBVIRT_DEFAULT_NETWORK):
                 issues.append(ConfigIssue(f"kubernetes.{key}", (
                     f"{net} overlaps {LIBVIRT_DEFAULT_NETWORK}, libvirt's default network that vms[{vi}] ({vm.name}) attaches to "
                     f"(vms[{vi}].network.name); node, pod and service networks must be disjoint. If that network is numbered differently, set vms[{vi}].network.address"

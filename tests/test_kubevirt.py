@@ -421,3 +421,9 @@ def test_every_guest_command_reaches_the_guest_through_its_node_port(kv):
     upgrades = {n: p for n, p in ports.items() if "-upgrade-" in n or n.endswith(("-drain", "-uncordon"))}
     assert upgrades and {p for p in ports.values()} == {p for p in upgrades.values()}
     assert all(port != 22 for _, port in ports.values()), ports
+
+
+def test_libvirts_default_network_is_no_concern_of_a_kubevirt_vm(kv):
+    """192.168.122.0/24 is libvirt's; a KubeVirt VM's "default" network is the pod network of its host cluster."""
+    kv["kubernetes"]["podCidr"] = "192.168.0.0/16"
+    assert run(kv).of_type(KVM)
