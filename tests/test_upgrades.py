@@ -534,6 +534,22 @@ def test_kubernetes_upgrade_apply_on_the_control_plane_only(tmp_path, family):
     assert all(TOKEN not in r.stdout + r.stderr for r in results.values()), "the token stays on stdin"
 
 
+def test_drain_says_so_when_the_api_server_does_not_answer(tmp_path):
+    require_tool("openssl")
+    raw = stack_file("dev")
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    _, phases = phases_of(raw, role="join")
+    converge(sb, phases, join_params)
+    (sb.root / "etc/kubernetes/admin.conf").write_text("apiVersion: v1\nkind: Config\n")
+    steps = upgrade_of(bumped(raw, kubernetes="1.33.2"), role="join", control_plane=False)
+    sb.set_state(api_down=True)
+    sb.clear_calls()
+    result = run_upgrade(sb, steps)["drain"]
+    assert result.returncode != 0
+    assert "the API server does not answer (kubectl version: The connection to the server 10.0.0.10:6443 was refused" in result.stderr
+    assert "seed 003 step 1" in result.stderr and not [c for c in sb.mutating() if c.startswith("kubectl cordon")]
+
+
 def test_kubernetes_upgrade_node_on_a_joined_node(tmp_path):
     require_tool("openssl")
     raw = stack_file("dev")

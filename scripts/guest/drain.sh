@@ -10,7 +10,9 @@ use_cluster_kubeconfig "$GS_KUBECONFIG_STDIN"
 node="$GS_NODE_NAME"
 
 if [ -n "$GS_K8S_VERSION" ] && [ "$GS_CONTROL_PLANE" != 1 ]; then
-  server=$(kubectl version -o json 2>/dev/null | sed -n 's/.*"gitVersion": *"v\([0-9.]*\).*/\1/p' | tail -n1)
+  version_json=$(kubectl version -o json 2>/dev/null) \
+    || die "node ${node}, phase drain: the API server does not answer (kubectl version: $(kubectl version -o json 2>&1 >/dev/null | tail -n1)); seed 003 step 1: is the control plane up (kubectl get nodes)?"
+  server=$(sed -n 's/.*"gitVersion": *"v\([0-9.]*\).*/\1/p' <<<"$version_json" | tail -n1)
   want_minor="${GS_K8S_VERSION%.*}"
   if [ -n "$server" ]; then
     newest=$(printf '%s\n%s\n' "${server%.*}" "$want_minor" | sort -V | tail -n1)

@@ -704,6 +704,10 @@ def _upgrade_kubectl(argv: list[str]) -> int:
     node = state["node"]
     if argv[:1] == ["version"]:
         record("kubectl", argv, False)
+        if state.get("api_down"):  # as kubectl prints it: the client's version, then the error, exit 1
+            out(json.dumps({"clientVersion": {"gitVersion": "v1.32.4"}}, indent=2) + "\n")
+            sys.stderr.write("The connection to the server 10.0.0.10:6443 was refused - did you specify the right host or port?\n")
+            return 1
         out(json.dumps({"serverVersion": {"gitVersion": f"v{state.get('server_version', '1.32.4')}"}}, indent=2) + "\n")
         return 0
     if any("{.spec.unschedulable}" in a for a in argv):
