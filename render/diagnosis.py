@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 from xml.etree import ElementTree
 
+from render.convergence import selector_matches, tolerates
 from render.nvidia_smi import (
     LIST_LINE as _LIST_LINE,
     XidEvent,
@@ -168,23 +169,6 @@ def _requests(pod: dict, resource: str) -> int:
         limits = ((c.get("resources") or {}).get("limits") or {})
         total += int(limits.get(resource, 0) or 0)
     return total
-
-
-def _tolerates(tolerations: list[dict], taint: dict) -> bool:
-    for t in tolerations or []:
-        if t.get("effect") and t.get("effect") != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists" and not t.get("key"):
-            return True
-        if t.get("key") != taint.get("key"):
-            continue
-        if t.get("operator") == "Exists" or t.get("value", "") == taint.get("value", ""):
-            return True
-    return False
-
-
-def _selector_matches(selector: dict[str, str] | None, labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
 def _events_for(ev: Evidence, kind: str, name: str, namespace: str | None = None) -> list[dict]:
@@ -640,11 +624,11 @@ def check_kubernetes(x: Expected, ev: Evidence, runtime_ok: bool | None = None) 
             reason = []
             for ds in dss:
                 tmpl = ds["spec"]["template"]["spec"]
-                untolerated = [t for t in node_taints if t["effect"] in ("NoSchedule", "NoExecute") and not _tolerates(tmpl.get("tolerations"), t)]
+                untolerated = [t for t in node_taints if t["effect"] in ("NoSchedule", "NoExecute") and not any(tolerates(tol, t) for tol in tmpl.get("tolerations") or [])]
                 if untolerated:
                     reason.append(f"DaemonSet {ds['metadata']['name']} does not tolerate taint "
                                   + ", ".join(f"{t['key']}={t.get('value', '')}:{t['effect']}" for t in untolerated))
-                if not _selector_matches(tmpl.get("nodeSelector"), labels):
+                if not selector_matches({"matchLabels": tmpl.get("nodeSelector") or {}}, labels):
                     reason.append(f"DaemonSet {ds['metadata']['name']} nodeSelector {tmpl.get('nodeSelector')} does not match the node's labels")
             for p in pods:
                 waiting = [c.get("state", {}).get("waiting", {}) for c in (p.get("status") or {}).get("containerStatuses") or []]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from render.convergence import tolerates
 from render.diagnosis import (
     FAIL,
     PASS,
@@ -11,7 +12,6 @@ from render.diagnosis import (
     CommandResult,
     Evidence,
     Expected,
-    _tolerates,
     check_hypervisor,
     classify_pod,
     diagnose,
@@ -22,6 +22,11 @@ from render.diagnosis import (
 )
 
 NODE = {"status": {"allocatable": {"nvidia.com/gpu": "8"}}}
+
+
+def tolerated(tolerations, taint) -> bool:
+    """What the doctor asks of a DaemonSet's tolerations: does any tolerate the taint (convergence.tolerates, Kubernetes' rule)."""
+    return any(tolerates(t, taint) for t in tolerations or [])
 
 
 def ev(reason: str, message: str) -> list[dict]:
@@ -51,13 +56,13 @@ def test_running_pod_without_events_points_at_nvidia_smi_in_the_container():
 
 def test_tolerations():
     taint = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
-    assert _tolerates([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}], taint)
-    assert _tolerates([{"operator": "Exists"}], taint)
-    assert _tolerates([{"key": "nvidia.com/gpu", "operator": "Equal", "value": "true"}], taint)
-    assert not _tolerates([{"key": "nvidia.com/gpu", "operator": "Equal", "value": "false"}], taint)
-    assert not _tolerates([{"key": "CriticalAddonsOnly", "operator": "Exists"}], taint)
-    assert not _tolerates([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}], taint)
-    assert not _tolerates(None, taint)
+    assert tolerated([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}], taint)
+    assert tolerated([{"operator": "Exists"}], taint)
+    assert tolerated([{"key": "nvidia.com/gpu", "operator": "Equal", "value": "true"}], taint)
+    assert not tolerated([{"key": "nvidia.com/gpu", "operator": "Equal", "value": "false"}], taint)
+    assert not tolerated([{"key": "CriticalAddonsOnly", "operator": "Exists"}], taint)
+    assert not tolerated([{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}], taint)
+    assert not tolerated(None, taint)
 
 
 DOMAIN = """<domain type="kvm" id="{id}" xmlns:qemu="http://libvirt.org/schemas/domain/qemu/1.0">
