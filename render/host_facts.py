@@ -24,13 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from render.catalog import GIB, MIB
-from render.hypervisor import domain_elements, parse_version, version_problems
+from render.hypervisor import domain_elements, version_problems
 from render.iommu import NodeDevice, nodedev_name, parse_node_device
 from render.mmio import hole64_gib, hole64_gib_for
 from render.numa import Placement
 from stacks.config import StackConfig
 from stacks.errors import ConfigIssue, loc_to_path
-from stacks.types import format_cpu_list, parse_cpu_list
+from stacks.types import format_cpu_list, parse_cpu_list, version_key, version_tuple
 
 FORMAT = "gpu-stack-host-facts/1"
 ENV = "GPU_STACK_HOST_FACTS"
@@ -279,10 +279,6 @@ def catalog_bar_sizes(bars: tuple[Bar, ...]) -> tuple[int, int]:
     return bar1, sum(b.size for b in bars if b.is_64bit) - bar1
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split("."))
-
-
 def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
     """A facts document to HostFacts; FactsError naming `source` and the field on anything wrong."""
     try:
@@ -346,8 +342,8 @@ def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
         iommu_groups=raw.iommu.groups,
         iommu_cmdline=raw.iommu.cmdline,
         vfio_pci_available=raw.vfio_pci.available,
-        libvirt_version=_version(raw.libvirt.libvirt_version),
-        qemu_version=_version(raw.libvirt.qemu_version),
+        libvirt_version=version_tuple(raw.libvirt.libvirt_version),
+        qemu_version=version_tuple(raw.libvirt.qemu_version),
         devices=devices,
     )
 
@@ -447,17 +443,12 @@ def _version_issues(hi: int, host, vms, f: HostFacts) -> list[ConfigIssue]:
     recorded = {key: ".".join(map(str, v)) for key, v in real.items()}
     declared = {"libvirtVersion": host.libvirt_version, "qemuVersion": host.qemu_version}
     for key, value in declared.items():
-        if value is not None and _padded(parse_version(value)) != _padded(real[key]):
+        if value is not None and version_key(value) != version_key(real[key]):
             issues.append(ConfigIssue(f"hosts[{hi}].{key}", f"is {value}, but host facts {f.source} record {recorded[key]}; set {key}: {recorded[key]} or drop it (the facts are checked)"))
     for vi, vm in vms:
-        for problem in version_problems(domain_elements(vm, host), recorded["libvirtVersion"], recorded["qemuVersion"]):
-            key = "libvirtVersion" if "needs libvirt" in problem else "qemuVersion"
+        for key, problem in version_problems(domain_elements(vm, host), recorded["libvirtVersion"], recorded["qemuVersion"]):
             issues.append(ConfigIssue(f"vms[{vi}]", f"host facts {f.source}: {host.name} runs {key[:-7]} {recorded[key]}; {problem}; upgrade the hypervisor or drop the element's option"))
     return issues
-
-
-def _padded(version: tuple[int, ...]) -> tuple[int, ...]:
-    return (version + (0, 0, 0))[:3]
 
 
 def _sibling_issues(hi: int, host, f: HostFacts) -> list[ConfigIssue]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from render.mmio import hole64_gib
 from render.vm_plan import hides_hypervisor
 from stacks.config import Host, Vm
+from stacks.types import version_key
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,8 @@ MINIMUMS: dict[str, Minimum] = {m.element: m for m in (
 )}
 
 
-def parse_version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split("."))
-
-
 def _at_least(version: str, minimum: tuple[int, ...]) -> bool:
-    """"8.7" is 8.7.0: compared as three numbers, so a two-part version meets its .0 minimum."""
-    return (parse_version(version) + (0, 0, 0))[:3] >= (minimum + (0, 0, 0))[:3]
+    return version_key(version) >= version_key(minimum)
 
 
 def _fmt(v: tuple[int, ...]) -> str:
@@ -134,15 +130,15 @@ def domain_elements(vm: Vm, host: Host) -> list[str]:
     return elements
 
 
-def version_problems(elements: list[str], libvirt_version: str | None, qemu_version: str | None) -> list[str]:
-    """One sentence per element the declared versions lack; unknown versions are not checked."""
+def version_problems(elements: list[str], libvirt_version: str | None, qemu_version: str | None) -> list[tuple[str, str]]:
+    """(the hosts[] key, a sentence) per element the versions lack: libvirtVersion or qemuVersion; unknown versions are not checked."""
     problems = []
     for element in elements:
         m = MINIMUMS[element]
         if libvirt_version is not None and m.libvirt is not None and not _at_least(libvirt_version, m.libvirt):
-            problems.append(f"<{element}> needs libvirt {_fmt(m.libvirt)} or later, the host has {libvirt_version} ({m.source})")
+            problems.append(("libvirtVersion", f"<{element}> needs libvirt {_fmt(m.libvirt)} or later, the host has {libvirt_version} ({m.source})"))
         if qemu_version is not None and m.qemu is not None and not _at_least(qemu_version, m.qemu):
-            problems.append(f"<{element}> needs QEMU {_fmt(m.qemu)} or later, the host has {qemu_version} ({m.source})")
+            problems.append(("qemuVersion", f"<{element}> needs QEMU {_fmt(m.qemu)} or later, the host has {qemu_version} ({m.source})"))
     return problems
 
 

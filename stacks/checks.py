@@ -615,7 +615,6 @@ def _check_hypervisor_versions(hi, host, vms) -> list[ConfigIssue]:
     """hosts[].libvirtVersion / qemuVersion against what each VM's domain XML uses (render/hypervisor.py)."""
     issues = []
     for vi, vm in vms:
-        for problem in version_problems(domain_elements(vm, host), host.libvirt_version, host.qemu_version):
-            key = "libvirtVersion" if "needs libvirt" in problem else "qemuVersion"
+        for key, problem in version_problems(domain_elements(vm, host), host.libvirt_version, host.qemu_version):
             issues.append(ConfigIssue(f"hosts[{hi}].{key}", f"host {host.name}, VM {vm.name}: {problem}"))
     return issues

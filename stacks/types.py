@@ -348,3 +348,9 @@ def pci_parts(address: str) -> tuple[int, int, int, int]:
 
 def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.lstrip("v").split("."))
+
+
+def version_key(version: str | tuple[int, ...]) -> tuple[int, int, int]:
+    """Three numbers, so that "8.7" compares as 8.7.0 (a two-part version meets its .0 minimum)."""
+    parts = version_tuple(version) if isinstance(version, str) else tuple(version)
+    return (parts + (0, 0, 0))[:3]  # type: ignore[return-value]

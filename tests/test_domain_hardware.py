@@ -83,13 +83,14 @@ def test_generated_xml_needs_libvirt_8_7_for_maxphysaddr_and_so_qemu_4_2():
     assert version_problems(elements, "8.7.0", "7.2.0") == []
     assert version_problems(elements, None, None) == [], "unknown versions are not checked"
     problems = version_problems(elements, "8.0.0", None)
-    assert len(problems) == 1 and problems[0].startswith("<cpu/maxphysaddr> needs libvirt 8.7.0 or later, the host has 8.0.0")
+    assert len(problems) == 1 and problems[0][0] == "libvirtVersion"
+    assert problems[0][1].startswith("<cpu/maxphysaddr> needs libvirt 8.7.0 or later, the host has 8.0.0")
 
 
 def test_expander_bus_has_its_own_minimum():
     assert MINIMUMS["controller[@model='pcie-expander-bus']/target/node"].libvirt == (1, 3, 4)
     problems = version_problems(["controller[@model='pcie-expander-bus']/target/node"], "1.3.3", None)
-    assert problems and "pcie-expander-bus" in problems[0]
+    assert problems and problems[0][0] == "libvirtVersion" and "pcie-expander-bus" in problems[0][1]
 
 
 def test_an_old_hypervisor_is_refused_naming_host_and_element():
@@ -149,12 +150,14 @@ def test_each_minimum_accepts_its_release_and_refuses_the_one_before(element, li
         assert version_problems([element], "0.0.1", None) == [], "no libvirt minimum is stated, none is checked"
     else:
         problems = version_problems([element], libvirt_before, None)
-        assert len(problems) == 1 and problems[0].startswith(f"<{element}> needs libvirt {libvirt} or later, the host has {libvirt_before}")
+        assert len(problems) == 1 and problems[0][0] == "libvirtVersion"
+        assert problems[0][1].startswith(f"<{element}> needs libvirt {libvirt} or later, the host has {libvirt_before}")
     if qemu is None:
         assert version_problems([element], None, "0.1") == []
     else:
         problems = version_problems([element], None, qemu_before)
-        assert len(problems) == 1 and problems[0].startswith(f"<{element}> needs QEMU {qemu} or later, the host has {qemu_before}")
+        assert len(problems) == 1 and problems[0][0] == "qemuVersion"
+        assert problems[0][1].startswith(f"<{element}> needs QEMU {qemu} or later, the host has {qemu_before}")
 
 
 def test_a_two_part_version_meets_its_dot_zero_minimum():
@@ -170,7 +173,7 @@ def test_every_minimum_is_verified_here():
 def test_the_dies_attribute_needs_libvirt_6_1_on_its_own():
     elements = [e for e in domain_elements(*_seed000_vm_host()) if e != "cpu/maxphysaddr"]
     problems = version_problems(elements, "6.0.0", None)
-    assert [p.split(" needs")[0] for p in problems] == ["<cpu/topology/@dies>"]
+    assert [(key, p.split(" needs")[0]) for key, p in problems] == [("libvirtVersion", "<cpu/topology/@dies>")]
 
 
 def _seed000_vm_host(**host):
