@@ -221,7 +221,7 @@ class Host(Model):
     name: Name
     kind: Literal["libvirt", "vsphere", "kubevirt"] = "libvirt"
     """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`) or kubevirt (a node of a Kubernetes cluster running KubeVirt; set `kubevirt`)."""
-    libvirt_uri: Optional[str] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$")
+    libvirt_uri: Optional[str] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$", examples=["qemu+ssh://root@hgx-1.lab/system"])
     """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt."""
     vsphere: Optional[VsphereHost] = None
     """Where and from what VMs are created on a kind vsphere host. Credentials are the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword."""
@@ -242,9 +242,9 @@ class Host(Model):
     """Cloud image the root disks are cloned from. Required for kind libvirt."""
     thread_siblings: tuple[CpuList, ...] = ()
     """SMT: each entry the two hardware threads of one physical core, as /sys/devices/system/cpu/cpuN/topology/thread_siblings_list prints them (e.g. "0,32"). Set: vCPUs are allocated as sibling pairs (vCPUs 2k and 2k+1 on one core) and the guest sees threads=2. Empty: no SMT information, one vCPU per host CPU, threads=1. The host-facts script can fill it later."""
-    libvirt_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    libvirt_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$", examples=["10.0.0"])
     """libvirt on this host (`virsh version --daemon`). Set: the plan refuses domain elements this version lacks (render/hypervisor.py). Unset: not checked."""
-    qemu_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    qemu_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$", examples=["8.2.2"])
     """QEMU on this host (`qemu-system-x86_64 --version`). Checked like libvirtVersion."""
 
     @property
@@ -349,7 +349,7 @@ class Cuda(Model):
 
 
 class Nvidia(Model):
-    driver_version: str = Field(pattern=r"^\d{3}\.\d{2,3}(\.\d{2})?$")
+    driver_version: str = Field(pattern=r"^\d{3}\.\d{2,3}(\.\d{2})?$", examples=["570.172.08"])
     """Pinned driver, e.g. 570.172.08."""
     install_method: Literal["package", "runfile"] = "package"
     runfile_url: Optional[UrlOrPath] = None
@@ -387,7 +387,7 @@ class Guest(Model):
     os: GuestOs
     ssh_user: SshUser = "ubuntu"
     """User cloud-init creates and gpu-stack connects as (passwordless sudo); a useradd name such as ubuntu."""
-    ssh_public_key: str = Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$")
+    ssh_public_key: str = Field(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$", examples=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKey ops@lab"])
     """Authorized for ssh_user via cloud-init; its private half is the secret gpu-stack:sshPrivateKey."""
     min_root_free_gib: int = Field(default=50, ge=1)
     """Driver and CUDA installers fill the root filesystem (seed 001)."""
@@ -411,8 +411,8 @@ class Taint(Model):
 
 
 class JoinTarget(Model):
-    control_plane_endpoint: str = Field(pattern=r"^[A-Za-z0-9.-]+:\d+$")
-    ca_cert_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    control_plane_endpoint: str = Field(pattern=r"^[A-Za-z0-9.-]+:\d+$", examples=["cp.lab.local:6443"])
+    ca_cert_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", examples=["sha256:" + "0" * 64])
     """--discovery-token-ca-cert-hash; the unsafe skip is never used."""
 
 
@@ -504,7 +504,7 @@ class GpuQuota(Model):
 
 
 class Images(Model):
-    registry: Optional[str] = Field(default=None, pattern=r"^[a-z0-9.-]+(:\d+)?$")
+    registry: Optional[str] = Field(default=None, pattern=r"^[a-z0-9.-]+(:\d+)?$", examples=["harbor.lab.local:5000"])
     """Pull every add-on image from this registry host instead of upstream (seed 001's Harbor): nvcr.io/nvidia/x becomes <registry>/nvidia/x."""
     overrides: dict[ImageRepository, ImageRepository] = Field(default_factory=dict)
     """Per-image repository overrides, upstream repository -> replacement, e.g. nvcr.io/nvidia/k8s-device-plugin: harbor.lab/k8s/k8s-device-plugin."""

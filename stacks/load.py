@@ -139,8 +139,8 @@ def plaintext_secret_issues(raw: dict[str, Any], is_secret: Callable[[str], bool
     ]
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
-    """Accepted keys of the model that holds `loc`, for 'unknown key' errors."""
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The model that holds the key at `loc` (list indexes skipped)."""
     current: Any = model
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -151,9 +151,27 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
         if field is None:
             return None
         current = _model_in(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(f.alias or n for n, f in current.model_fields.items())
-    return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Accepted keys of the model that holds `loc`, for 'unknown key' errors."""
+    holder = _model_at(model, loc)
+    return sorted(f.alias or n for n, f in holder.model_fields.items()) if holder is not None else None
+
+
+def _example_at(model: type[BaseModel], loc: tuple) -> str | None:
+    """An accepted value for the key at `loc`, for pattern errors: the field's first example, else its string default."""
+    holder = _model_at(model, tuple(p for p in loc if not isinstance(p, int)) or loc)
+    key = next((p for p in reversed(loc) if not isinstance(p, int)), None)
+    if holder is None or key is None:
+        return None
+    field = next((f for n, f in holder.model_fields.items() if (f.alias or n) == key), None)
+    if field is None:
+        return None
+    if field.examples:
+        return str(field.examples[0])
+    return field.default if isinstance(field.default, str) else None
 
 
 def _model_in(annotation: Any) -> Any:
@@ -176,6 +194,10 @@ def validation_issues(error: ValidationError) -> list[ConfigIssue]:
             msg = "unknown key" + (f"; accepted here: {', '.join(accepted)}" if accepted else "")
         elif e["type"] == "missing":
             msg = "required key is missing"
+        elif e["type"] == "string_pattern_mismatch":
+            example = _example_at(StackConfig, loc)
+            msg = (f"{e['input']!r} is not in the accepted form {e['ctx']['pattern']}"
+                   + (f", for example {example!r}" if example else ""))
         else:
             msg = e["msg"].removeprefix("Value error, ")
             if "input" in e and e["type"] not in ("value_error",) and not isinstance(e["input"], (dict, list)):

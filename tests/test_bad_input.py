@@ -114,7 +114,7 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[1].kind", "libvirt", key="hosts[1].vsphere", setup=VSPHERE, why="hosts[1].kind is libvirt",
         also=("hosts[1].libvirtUri", "hosts[1].baseImage")),
     Row("hosts[0].libvirtUri", "ssh://root@lab-gpu-1/system", why="qemu"),
-    Row("hosts[0].libvirtUri", "qemu+ssh://root@lab gpu/system", why="should match pattern"),
+    Row("hosts[0].libvirtUri", "qemu+ssh://root@lab gpu/system", why="is not in the accepted form"),
     Row("hosts[0].numaNodes", [], why="at least 1"),
     Row("hosts[0].numaNodes[0].id", -1, why="greater than or equal to 0"),
     Row("hosts[0].numaNodes[1].id", 0, key="hosts[0].numaNodes[1].id", why="declared twice"),
@@ -142,9 +142,9 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[0].threadSiblings", ["0,32,1"], key="hosts[0].threadSiblings[0]", why="lists 3 CPUs"),
     Row("hosts[0].threadSiblings", ["0,16"], key="hosts[0].threadSiblings[0]", why="one NUMA node"),
     Row("hosts[0].threadSiblings", ["0,32", "32,0"], key="hosts[0].threadSiblings[1]", why="already in another entry"),
-    Row("hosts[0].libvirtVersion", "ten", why="should match pattern"),
+    Row("hosts[0].libvirtVersion", "ten", why="is not in the accepted form"),
     Row("hosts[0].libvirtVersion", "5.0.0", why="<cpu/maxphysaddr> needs libvirt 8.7.0 or later"),
-    Row("hosts[0].qemuVersion", "qemu-8.2.2", why="should match pattern"),
+    Row("hosts[0].qemuVersion", "qemu-8.2.2", why="is not in the accepted form"),
     Row("hosts[0].qemuVersion", "4.1", why="<cpu/maxphysaddr> needs QEMU 4.2.0 or later"),
     # hosts, kind vsphere
     Row("hosts[0].vsphere", "vcenter.lab.local", why="valid dictionary"),
@@ -238,12 +238,12 @@ ROWS: tuple[Row, ...] = (
     Row("guest.sshUser", "", why="useradd"),
     Row("guest.sshUser", "   ", why="useradd"),
     Row("guest.sshUser", "ops admin", why="useradd"),
-    Row("guest.sshPublicKey", "AAAAC3NzaC1lZDI1NTE5", why="should match pattern"),
-    Row("guest.sshPublicKey", "ssh-ed25519 AAAAC3Nza ops\nssh-rsa AAAAB3Nza other", why="should match pattern"),
+    Row("guest.sshPublicKey", "AAAAC3NzaC1lZDI1NTE5", why="is not in the accepted form"),
+    Row("guest.sshPublicKey", "ssh-ed25519 AAAAC3Nza ops\nssh-rsa AAAAB3Nza other", why="is not in the accepted form"),
     Row("guest.minRootFreeGib", 0, why="greater than or equal to 1"),
     Row("guest.minRootFreeGib", 500, key="vms[0].diskGib", why="guest.minRootFreeGib (500 GiB)"),
     Row("guest.nvidia", {}, key="guest.nvidia.driverVersion", why="required"),
-    Row("guest.nvidia.driverVersion", "latest", why="should match pattern"),
+    Row("guest.nvidia.driverVersion", "latest", why="is not in the accepted form"),
     Row("guest.nvidia.installMethod", "apt", why="'package' or 'runfile'"),
     Row("guest.nvidia.installMethod", "runfile", key="guest.nvidia.runfileUrl", why="NVIDIA-Linux-x86_64"),
     Row("guest.nvidia.runfileUrl", "NVIDIA-Linux-x86_64-570.172.08.run", why="absolute path"),
@@ -277,8 +277,8 @@ ROWS: tuple[Row, ...] = (
     Row("kubernetes.mode", "standalone", why="'init', 'join' or 'existing'"),
     Row("kubernetes.mode", "existing", key="kubeconfig", why="mode existing"),
     Row("kubernetes.join", "cp:6443", why="valid dictionary"),
-    Row("kubernetes.join.controlPlaneEndpoint", "https://cp.lab.local", setup=JOIN, why="should match pattern"),
-    Row("kubernetes.join.caCertHash", "ab" * 32, setup=JOIN, why="should match pattern"),
+    Row("kubernetes.join.controlPlaneEndpoint", "https://cp.lab.local", setup=JOIN, why="is not in the accepted form"),
+    Row("kubernetes.join.caCertHash", "ab" * 32, setup=JOIN, why="is not in the accepted form"),
     Row("kubernetes.podCidr", "10.244.0.0/33", why="CIDR notation"),
     Row("kubernetes.podCidr", "not-a-cidr", why="CIDR notation"),
     Row("kubernetes.podCidr", "10.244.0.1/16", why="did you mean 10.244.0.0/16"),
@@ -286,8 +286,8 @@ ROWS: tuple[Row, ...] = (
     Row("kubernetes.podCidr", "192.168.0.0/16", why="libvirt's default network"),
     Row("kubernetes.serviceCidr", "10.96.0.0", why="CIDR notation"),
     Row("kubernetes.serviceCidr", "192.168.122.0/26", why="libvirt's default network"),
-    Row("kubernetes.joinTokenTtl", "2 hours", why="should match pattern"),
-    Row("kubernetes.joinTokenTtl", "0h", why="should match pattern"),
+    Row("kubernetes.joinTokenTtl", "2 hours", why="is not in the accepted form"),
+    Row("kubernetes.joinTokenTtl", "0h", why="is not in the accepted form"),
     Row("kubernetes.bootstrapTokenRotation", -1, why="was removed: gpu-stack no longer derives a never-expiring bootstrap token"),
     Row("kubernetes.bootstrapTokenRotation", 24, why="kubernetes.joinTokenTtl"),
     Row("kubernetes.packageRepository", "pkgs.k8s.io/core:/stable:/v1.32", why="http:// or https://"),
@@ -306,7 +306,7 @@ ROWS: tuple[Row, ...] = (
     Row("addons", [], why="valid dictionary"),
     Row("addons.podNetwork", "calico", why="valid dictionary"),
     Row("addons.podNetwork.enabled", "calico", why="valid boolean"),
-    Row("addons.podNetwork.version", "3.32.1", why="should match pattern"),
+    Row("addons.podNetwork.version", "3.32.1", why="is not in the accepted form"),
     Row("addons.podNetwork.encapsulation", "Geneve", why="'VXLANCrossSubnet', 'VXLAN', 'IPIPCrossSubnet', 'IPIP' or 'None'"),
     Row("addons.devicePlugin", "on", why="valid dictionary"),
     Row("addons.devicePlugin.enabled", False, key="addons", why="no device plugin is enabled"),
@@ -324,18 +324,18 @@ ROWS: tuple[Row, ...] = (
     Row("addons.devicePlugin.failOnInitError", "crash", why="valid boolean"),
     Row("addons.gpuOperator", "v26.7.0", why="valid dictionary"),
     Row("addons.gpuOperator.enabled", True, key="addons.devicePlugin.enabled", why="devicePluginEnabled: false"),
-    Row("addons.gpuOperator.version", "26.7.0", setup=OPERATOR, why="should match pattern"),
+    Row("addons.gpuOperator.version", "26.7.0", setup=OPERATOR, why="is not in the accepted form"),
     Row("addons.gpuOperator.namespace", "gpu_operator", setup=OPERATOR, why="lower-case letters"),
     Row("addons.gpuOperator.devicePluginEnabled", False, key="addons", setup=OPERATOR, why="no device plugin is enabled"),
     Row("addons.gpuOperator.migManagerEnabled", "mig", setup=OPERATOR, why="valid boolean"),
     Row("addons.gpuOperator.migStrategy", "multi", setup=OPERATOR, why="'none', 'single' or 'mixed'"),
-    Row("addons.gpuOperator.dcgmExporterVersion", "4.5.3", setup=OPERATOR, why="should match pattern"),
+    Row("addons.gpuOperator.dcgmExporterVersion", "4.5.3", setup=OPERATOR, why="is not in the accepted form"),
     Row("addons.monitoring", True, why="valid dictionary"),
     Row("addons.monitoring.enabled", "prometheus", why="valid boolean"),
     Row("addons.monitoring.releaseName", "Kube Prometheus", why="lower-case letters"),
     Row("addons.monitoring.namespace", "", why="lower-case letters"),
     Row("addons.monitoring.chartVersion", "latest", why="MAJOR.MINOR.PATCH"),
-    Row("addons.monitoring.retention", "15 days", why="should match pattern"),
+    Row("addons.monitoring.retention", "15 days", why="is not in the accepted form"),
     Row("addons.monitoring.storageGib", 0, why="greater than or equal to 1"),
     Row("addons.monitoring.storageClass", "Fast SSD", why="DNS-1123 subdomain"),
     Row("addons.monitoring.defaultStorageClassExists", "perhaps", why="valid boolean"),
@@ -348,7 +348,7 @@ ROWS: tuple[Row, ...] = (
     Row("addons.gpuQuotas[0].defaultRequest", 5, why="exceeds the quota of 4"),
     Row("addons.gpuQuotas[0].createNamespace", "create", why="valid boolean"),
     Row("addons.images", "harbor.lab.local", why="valid dictionary"),
-    Row("addons.images.registry", "https://harbor.lab.local", why="should match pattern"),
+    Row("addons.images.registry", "https://harbor.lab.local", why="is not in the accepted form"),
     Row("addons.images.overrides", ["harbor.lab/k8s-device-plugin"], why="valid dictionary"),
     Row("addons.images.overrides", {"nvcr.io/nvidia/k8s-device-plugin": "harbor.lab/k8s/k8s-device-plugin:v0.20.0"},
         key="addons.images.overrides.nvcr.io/nvidia/k8s-device-plugin", why="the tag comes from the add-on version"),
@@ -417,6 +417,17 @@ def test_refused_at_the_key(row):
     assert at_key, f"expected gpu-stack:{row.expected}, got {[str(i) for i in issues]}"
     assert any(row.why in i.message for i in at_key), f"{row.why!r} not in {[i.message for i in at_key]}"
     assert {i.path for i in issues} == {row.expected, *row.also}, f"other keys reported too: {[str(i) for i in issues]}"
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if r.why == "is not in the accepted form"], ids=lambda r: r.id)
+def test_a_value_of_the_wrong_form_gets_an_example_that_is_accepted(row):
+    """A regular expression alone tells a user little: the message also gives a value of the accepted form, and it is one."""
+    import re
+
+    [issue] = [i for i in issues_of(mutated(row)) if i.path == row.expected]
+    m = re.search(r"is not in the accepted form (\^.*?\$), for example '(.+)'$", issue.message)
+    assert m, issue.message
+    assert re.match(m.group(1), m.group(2)), f"the example {m.group(2)!r} does not match {m.group(1)}"
 
 
 @pytest.mark.parametrize("row", [r for r in ROWS if r.setup], ids=lambda r: r.id)
