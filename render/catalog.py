@@ -197,3 +197,8 @@ NVLINK_GENERATION: dict[str, int] = {
 def nvlink_generation(gpu_models: list[str]) -> int:
     """The highest NVLink generation among a VM's GPUs; 0 for PCIe parts."""
     return max((NVLINK_GENERATION.get(m, 0) for m in gpu_models), default=0)
+
+
+def device_model(name: str) -> DeviceModel:
+    """A GPU or NVSwitch model by its catalog name (the names of the two tables do not overlap)."""
+    return GPU_MODELS.get(name) or NVSWITCH_MODELS[name]

@@ -77,6 +77,9 @@ BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "value": "", "effect": "NoSchedule"}
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 
+UNKNOWN_UNTIL_DEPLOY = "[unknown until deploy"
+"""What a plan writes for a phase whose script depends on other resources' outputs (tools/plan.py): a joining VM's."""
+
 
 # --- plan and violations ----------------------------------------------------
 
@@ -550,7 +553,7 @@ def _nodes(plan: Plan, cfg: StackConfig, gpu_operator: Release | None) -> list[N
                   "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64"}
         taints: list[dict[str, str]] = []
         kubelet_labels: dict[str, str] = {}
-        if script is not None and "[unknown until deploy" in script and k is not None:
+        if script is not None and UNKNOWN_UNTIL_DEPLOY in script and k is not None:
             # a joining VM's phase waits for the init VM's outputs; its labels and taints are the config's
             kubelet_labels = dict(k.node_labels)
             labels.update(kubelet_labels)

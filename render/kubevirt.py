@@ -37,7 +37,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from render.catalog import GIB, GPU_MODELS, NVSWITCH_MODELS
+from render.catalog import GIB, GPU_MODELS, NVSWITCH_MODELS, device_model
 from render.vm_plan import VmPlan
 from stacks.config import Host, KubevirtHost, StackConfig, Vm, VmKubevirt
 
@@ -211,20 +211,16 @@ def advertised_models(cfg: StackConfig, host: Host) -> tuple[list[str], list[str
     return ours, operator
 
 
-def _model(name: str):
-    return GPU_MODELS.get(name) or NVSWITCH_MODELS[name]
-
-
 def permitted_host_devices(cfg: StackConfig, hosts: list[Host]) -> list[dict]:
     """pciHostDevices for every model on these KubeVirt hosts, one entry per vendor:device ID."""
     rows: dict[tuple[str, str], bool] = {}
     for host in hosts:
         ours, operator = advertised_models(cfg, host)
         for model, external in [(m, False) for m in ours] + [(m, True) for m in operator]:
-            for pci_id in _model(model).pci_ids:
+            for pci_id in device_model(model).pci_ids:
                 rows[(pci_id, model)] = external
     return [
-        {"pciVendorSelector": pci_id.upper(), "resourceName": _model(model).resource, "externalResourceProvider": external}
+        {"pciVendorSelector": pci_id.upper(), "resourceName": device_model(model).resource, "externalResourceProvider": external}
         for (pci_id, model), external in sorted(rows.items())
     ]
 

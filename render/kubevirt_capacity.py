@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from render.catalog import GPU_MODELS, NVSWITCH_MODELS
+from render.catalog import device_model
 from render.host_facts import HostFacts
 from render.kubevirt import advertised_models
 from stacks.config import StackConfig
@@ -39,7 +39,7 @@ class Advertised:
 
 
 def _ids(model: str) -> set[tuple[int, int]]:
-    m = GPU_MODELS.get(model) or NVSWITCH_MODELS[model]
+    m = device_model(model)
     return {(int(v, 16), int(d, 16)) for v, d in (p.split(":") for p in m.pci_ids)}
 
 
@@ -52,7 +52,7 @@ def advertised(facts: HostFacts, model: str) -> Advertised:
         if (node.vendor_id, node.product_id) in ids and (dev.driver in (None, "vfio-pci")):
             groups[node.iommu_group].append(address)
             devices.append(address)
-    model_ = GPU_MODELS.get(model) or NVSWITCH_MODELS[model]
+    model_ = device_model(model)
     return Advertised(model_.resource, model, tuple(devices), {g: tuple(v) for g, v in sorted(groups.items())})
 
 

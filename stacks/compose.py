@@ -25,10 +25,9 @@ from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapA
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, KubevirtTarget, LibvirtTarget
 from components.guest_command import GuestConnection
 from render.domain_xslt import pcie_problems
-from render.guest_scripts import guest_phases, join_token_phase
+from render.guest_scripts import guest_phases, join_token_phase, upgrade_phases
 from render.hypervisor import smt_undeclared
 from components.node_upgrade import NodeUpgrade, NodeUpgradeArgs
-from render.guest_scripts import upgrade_phases
 from render.nvidia_smi import parse_verify_output
 from render.rollout import waves
 from render.host_facts import ENV as HOST_FACTS_ENV
@@ -205,10 +204,11 @@ def smt_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fact
     """
     facts = facts or {}
     unread = [h for h in cfg.hosts if h.name in providers and not h.thread_siblings]
+    unread_names = {h.name for h in unread}
     # one round for every host without facts, as the IOMMU preflight does: no wait per host
     asked = _all_at_once([(h.name,) for h in unread if h.name not in facts], lambda name: _threads_per_core(providers[name]))
     for hi, host in enumerate(cfg.hosts):
-        if host not in unread:
+        if host.name not in unread_names:
             continue
         if host.name in facts:
             threads = max((len(s) for s in facts[host.name].smt_siblings), default=1)

@@ -186,7 +186,7 @@ def vsphere_json(machine: mockrun.Registered) -> str:
 def _script_in(command_text: Any) -> str:
     """The phase script inside a remote command's SSH wrapper."""
     if not isinstance(command_text, str):
-        return "#!/usr/bin/env bash\n# [unknown until deploy: this phase's parameters come from other resources' outputs]\n"
+        return f"#!/usr/bin/env bash\n# {convergence.UNKNOWN_UNTIL_DEPLOY}: this phase's parameters come from other resources' outputs]\n"
     start = f"<<'{HEREDOC}'\n"
     if start not in command_text:
         return command_text if command_text.endswith("\n") else command_text + "\n"
