@@ -130,12 +130,8 @@ registered by the provider, and only once the kubeconfig is known, so a preview 
 cluster has none. The mock plan has the component and its inputs, not the children."""
 
 
-def allowed(kind: str, key: tuple[str, str], name: str | None, engine_value, plan_value, engine_inputs: dict) -> str | None:
-    """Why this difference between the engine's preview and the mock plan is expected, or None if it is not."""
-    if kind == "resource-only-in-engine" and _name_parent_expanded(key, engine_inputs):
-        return "a child of a component the kubernetes provider expands"
-    if kind != "input":
-        return None
+def allowed_input(key: tuple[str, str], name: str, plan_value, engine_inputs: dict) -> str | None:
+    """Why an input that differs between the engine's preview and the mock plan is expected, or None if it is not."""
     if name in BRIDGE_BOOKKEEPING:
         return "the bridge's bookkeeping"
     if plan_value == "<absent>" and name in (engine_inputs.get("__defaults") or []):
@@ -143,10 +139,6 @@ def allowed(kind: str, key: tuple[str, str], name: str | None, engine_value, pla
     if key[0].startswith("pulumi:providers:") and name == "version" and plan_value == "<absent>":
         return "the plugin version the engine loaded"
     return None
-
-
-def _name_parent_expanded(key, engine_inputs) -> bool:
-    return engine_inputs.get("__parent_type") in EXPANDED_BY_PROVIDER
 
 
 def engine_rows(preview: dict) -> dict[tuple[str, str], dict]:
@@ -166,7 +158,7 @@ def engine_rows(preview: dict) -> dict[tuple[str, str], dict]:
 
 
 def differences(engine: dict, plan: list[dict], overridden: dict[tuple[str, str, str], str] | None = None) -> list[str]:
-    """Every difference that no rule in allowed() explains. `overridden`: (type, name, input) -> why the test changed it."""
+    """Every difference that allowed_input() and EXPANDED_BY_PROVIDER do not explain. `overridden`: (type, name, input) -> why the test changed it."""
     overridden = overridden or {}
     want = {(r["type"], r["name"]): r for r in plan}
     out = [f"only in the engine's preview: {t} {n}" for t, n in sorted(set(engine) - set(want))
@@ -179,7 +171,7 @@ def differences(engine: dict, plan: list[dict], overridden: dict[tuple[str, str,
                 out.append(f"{key[0]} {key[1]}: {field} {got[field]!r} (engine) != {exp[field]!r} (plan)")
         for k in sorted(set(got["inputs"]) | set(exp["inputs"])):
             a, b = got["inputs"].get(k, "<absent>"), _normalize(exp["inputs"].get(k, "<absent>"))
-            if a == b or (key[0], key[1], k) in overridden or allowed("input", key, k, a, b, got["inputs"]):
+            if a == b or (key[0], key[1], k) in overridden or allowed_input(key, k, b, got["inputs"]):
                 continue
             out.append(f"{key[0]} {key[1]}: input {k}: {json.dumps(a)[:200]} (engine) != {json.dumps(b)[:200]} (plan)")
     return out
