@@ -54,8 +54,10 @@ engine:
 # the stack's own config with placeholder secrets (tools/engine.py).
 # FACTS=... stands in for the live hypervisors, as for `make plan` (GPU_STACK_HOST_FACTS).
 comma := ,
+# LIBVIRT_URI=qemu:///system points every libvirt host at this machine's libvirtd (the provider connects at preview).
+LIBVIRT_URI ?=
 preview: $(STAMP) engine
-	GPU_STACK_HOST_FACTS="$(subst $(comma),:,$(FACTS))" $(PY) -m tools.engine preview $(STACK)
+	GPU_STACK_HOST_FACTS="$(subst $(comma),:,$(FACTS))" $(PY) -m tools.engine preview $(STACK) $(if $(LIBVIRT_URI),--libvirt-uri $(LIBVIRT_URI))
 
 bench: $(STAMP)
 	$(PY) -m tools.bench

@@ -268,7 +268,7 @@ def check_hypervisor(x: Expected, ev: Evidence) -> list[Result]:
     if not ev.host:
         if "host" in ev.errors:
             return [Result(s, "hypervisor reachable", WARN, ev.errors["host"],
-                           "check SSH to the libvirtUri's user@host (key, ~/.ssh/known_hosts), or pass --no-host")]
+                           "check SSH to the libvirtUri's user@host (--host-ssh-key, and its host key against hosts[].hostKey: ssh-keyscan -t ed25519 HOST), or pass --no-host")]
         return [Result(s, "hypervisor checks", SKIP, ev.errors.get("host-skipped", "no hypervisor access for this VM"))]
     out: list[Result] = []
     bad = []

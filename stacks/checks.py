@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from urllib.parse import urlsplit
 
 from render.catalog import BAR_SIZE_REQUIRED
 from render.helm_values import CALICO_UPSTREAM
@@ -310,6 +311,23 @@ def _check_firmware_and_mmio(hi, host, vi, vm) -> list[ConfigIssue]:
     return issues
 
 
+def _libvirt_ssh_issues(key: str, host: Host) -> list[ConfigIssue]:
+    """A qemu+ssh URI the libvirt provider can use, and the host's key pinned (hypervisors/libvirt/connection.py)."""
+    from hypervisors.libvirt import connection
+
+    if not connection.is_ssh(host.libvirt_uri):
+        if host.host_key is not None:
+            return [ConfigIssue(f"{key}.hostKey", f"only for a qemu+ssh libvirtUri ({key}.libvirtUri {host.libvirt_uri} does not use SSH); remove it")]
+        return []
+    issues = [ConfigIssue(f"{key}.libvirtUri", f"{host.libvirt_uri} {p}") for p in connection.uri_problems(host.libvirt_uri)]
+    if host.host_key is None:
+        hostname = urlsplit(host.libvirt_uri).hostname or "HOST"
+        issues.append(ConfigIssue(f"{key}.hostKey", f"required for a qemu+ssh libvirtUri: the libvirt provider checks the hypervisor's SSH host key against it; "
+                                                    f"get it with `ssh-keyscan -t ed25519 {hostname}` (the part after the host name) and compare its fingerprint "
+                                                    "with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host"))
+    return issues
+
+
 # --- hosts[].kind ------------------------------------------------------- begin vsphere
 
 
@@ -321,6 +339,8 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
         if host.kind == "libvirt":
             if host.libvirt_uri is None:
                 issues.append(ConfigIssue(f"{key}.libvirtUri", "required for kind libvirt, e.g. qemu+ssh://root@gpu-host-1/system"))
+            else:
+                issues += _libvirt_ssh_issues(key, host)
             if host.base_image is None:
                 issues.append(ConfigIssue(f"{key}.baseImage", "required for kind libvirt: the cloud image (qcow2) root disks are cloned from"))
             if host.vsphere is not None:
@@ -333,7 +353,7 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
             continue
         if host.kubevirt is not None:
             issues.append(ConfigIssue(f"{key}.kubevirt", "only for kind kubevirt; set kind: kubevirt or remove this block"))
-        for field in ("libvirt_uri", "base_image"):
+        for field in ("libvirt_uri", "base_image", "host_key"):
             if getattr(host, field) is not None:
                 alias = Host.model_fields[field].alias
                 issues.append(ConfigIssue(f"{key}.{alias}", f"not used by kind vsphere (the VM comes from {key}.vsphere.template); remove it"))
@@ -424,7 +444,7 @@ def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
 
     issues: list[ConfigIssue] = []
     key = f"hosts[{hi}]"
-    for field in ("libvirt_uri", "base_image", "vsphere"):
+    for field in ("libvirt_uri", "base_image", "host_key", "vsphere"):
         if getattr(host, field) is not None:
             alias = Host.model_fields[field].alias
             issues.append(ConfigIssue(f"{key}.{alias}", f"not used by kind kubevirt (the VM's disk is {key}.kubevirt.rootDisk); remove it"))

@@ -24,6 +24,7 @@ from pulumi.runtime.sync_await import _sync_await
 from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs, JoinTokenSource
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, KubevirtTarget, LibvirtTarget
 from components.guest_command import GuestConnection
+from hypervisors.libvirt import connection
 from render.domain_xslt import pcie_problems
 from render.guest_scripts import guest_phases, join_token_phase, upgrade_phases
 from render.hypervisor import smt_undeclared
@@ -39,7 +40,7 @@ from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_pa
 from render.numa import Placement
 from render.vm_plan import plan_vm
 from stacks.config import Host, StackConfig
-from stacks.errors import ConfigError, ConfigIssue
+from stacks.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.addons import build_addons, expected_allocatable, gpu_resource, plugin_logs_command
 from stacks.load import LoadedStack, load_stack
 from stacks.vsphere_hosts import vsphere_preflight, vsphere_provider
@@ -252,6 +253,38 @@ def kubevirt_host_cluster(cfg: StackConfig, stack: LoadedStack, used_hosts: list
     return provider, after
 
 
+def _under_mocks() -> bool:
+    """`make plan` and the tests run the program against pulumi.runtime.mocks: nothing connects, so no key is written."""
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import get_monitor
+
+    return isinstance(get_monitor(), MockMonitor)
+
+
+def hypervisor_ssh_key() -> str | None:
+    """The hypervisors' SSH key, in plain text for the provider's key file: gpu-stack:hypervisorSshPrivateKey, else sshPrivateKey."""
+    from pulumi.runtime.config import get_config
+
+    return get_config(f"{PREFIX}:hypervisorSshPrivateKey") or get_config(f"{PREFIX}:sshPrivateKey")
+
+
+def libvirt_providers(hosts: list[Host]) -> dict[str, libvirt.Provider]:
+    """One provider per libvirt host; for qemu+ssh with the key and the pinned host key as files it reads
+    (hypervisors/libvirt/connection.py), written before the provider connects and the key removed at exit."""
+    written = []
+    providers = {}
+    for h in hosts:
+        files = None
+        if connection.is_ssh(h.libvirt_uri):
+            files = connection.material(pulumi.get_project(), pulumi.get_stack(), h.name, h.libvirt_uri, h.host_key)
+            key = None if _under_mocks() else hypervisor_ssh_key()
+            if key:
+                written.append(connection.write_material(files, key))
+        providers[h.name] = libvirt.Provider(f"libvirt-{h.name}", uri=connection.provider_uri(h.libvirt_uri, files))
+    connection.remove_at_exit(written)
+    return providers
+
+
 def _base_volume(host: Host, provider: libvirt.Provider, production: bool) -> libvirt.Volume:
     digest = hashlib.sha256(host.base_image.source.encode()).hexdigest()[:12]
     return libvirt.Volume(
@@ -270,7 +303,7 @@ def build(stack: LoadedStack) -> None:
     used_hosts = [h for h in cfg.hosts if any(vm.host == h.name for vm in cfg.vms)]
     # per hosts[].kind: a provider and a preflight each, before any VM is declared
     libvirt_hosts = [h for h in used_hosts if h.kind == "libvirt"]
-    providers = {h.name: libvirt.Provider(f"libvirt-{h.name}", uri=h.libvirt_uri) for h in libvirt_hosts}
+    providers = libvirt_providers(libvirt_hosts)
     vsphere_providers = {h.name: vsphere_provider(h, stack.secrets) for h in used_hosts if h.kind == "vsphere"}
     preflight = iommu_preflight(cfg, providers, facts, stack.placements)
     smt_preflight(cfg, providers, facts)

@@ -36,6 +36,7 @@ from stacks.types import (
     ProxyUrl,
     QualifiedName,
     RegistryHost,
+    SshHostKey,
     SshUser,
     UrlOrPath,
     VcenterEndpoint,
@@ -222,7 +223,9 @@ class Host(Model):
     kind: Literal["libvirt", "vsphere", "kubevirt"] = "libvirt"
     """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`) or kubevirt (a node of a Kubernetes cluster running KubeVirt; set `kubevirt`)."""
     libvirt_uri: Optional[str] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$", examples=["qemu+ssh://root@hgx-1.lab/system"])
-    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt."""
+    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt. For qemu+ssh the libvirt provider (its own Go SSH client, not `ssh`) gets the key gpu-stack:hypervisorSshPrivateKey (else gpu-stack:sshPrivateKey) and hostKey as its known host; write no keyfile, knownhosts, sshauth, no_verify or known_hosts_verify parameter and no port."""
+    host_key: Optional[SshHostKey] = Field(default=None, examples=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILuboOTsYC4LhH1WQEw1vVO3UXJh/+bayMS4bvNu6e2a"])
+    """The hypervisor's SSH host key, pinned: required for a qemu+ssh libvirtUri. `ssh-keyscan -t ed25519 HOST` without the host name, checked against `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host. Pin the ed25519 key: the provider's client asks for ed25519 first, so a host that has one presents it."""
     vsphere: Optional[VsphereHost] = None
     """Where and from what VMs are created on a kind vsphere host. Credentials are the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword."""
     kubevirt: Optional[KubevirtHost] = None
@@ -562,5 +565,5 @@ REMOVED_KEYS: dict[tuple[str, ...], str] = {
 }
 """Keys that older gpu-stack versions accepted, with what replaced them; refused by name."""
 
-SECRET_KEYS = ("sshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
+SECRET_KEYS = ("sshPrivateKey", "hypervisorSshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""

@@ -41,6 +41,11 @@ _NO_PROXY_ITEM = re.compile(r"^[^\s,]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # vim.vm.GuestOsDescriptor.GuestOsIdentifier: rhel9_64Guest, ubuntu64Guest, otherLinux64Guest, otherGuest64, ...
 _VSPHERE_GUEST_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*Guest(64)?$")
+# An OpenSSH public key line (`ssh-keyscan` / *.pub): type, base64 blob, optional comment. The
+# types are the host key types Go's SSH client (golang.org/x/crypto/ssh, the libvirt
+# provider's client) can check against a known_hosts line.
+SSH_HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+_SSH_PUBLIC_KEY = re.compile(r"^(?P<type>[a-z0-9@.-]+) (?P<blob>[A-Za-z0-9+/]+={0,3})(?: [^\r\n]*)?$")
 
 
 def _pci(value: str) -> str:
@@ -51,6 +56,29 @@ def _pci(value: str) -> str:
             "for example 0000:17:00.0 (as `lspci -D` prints it)"
         )
     return v
+
+
+def _ssh_host_key(value: str) -> str:
+    """`type base64` of an OpenSSH public key, its comment dropped; the blob must name the same type."""
+    import base64
+    import binascii
+    import struct
+
+    m = _SSH_PUBLIC_KEY.match(value.strip())
+    accepted = f"expected one line of `ssh-keyscan -t ed25519 HOST` without the host name, e.g. 'ssh-ed25519 AAAAC3Nza...'; types: {', '.join(SSH_HOST_KEY_TYPES)}"
+    if not m:
+        raise ValueError(f"{value!r} is not an SSH public key; {accepted}")
+    if m["type"] not in SSH_HOST_KEY_TYPES:
+        raise ValueError(f"key type {m['type']!r} is not accepted; {accepted}")
+    try:
+        blob = base64.b64decode(m["blob"], validate=True)
+        (n,) = struct.unpack(">I", blob[:4])
+        inner = blob[4:4 + n].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        raise ValueError(f"the key data of {m['type']} is not valid base64 of an SSH key; {accepted}") from None
+    if inner != m["type"]:
+        raise ValueError(f"the key data is a {inner!r} key but the line says {m['type']!r}; {accepted}")
+    return f"{m['type']} {m['blob']}"
 
 
 def _mac(value: str) -> str:
@@ -312,6 +340,7 @@ def _ovf_url(value: str) -> str:
 
 PciAddress = Annotated[str, AfterValidator(_pci)]
 MacAddress = Annotated[str, AfterValidator(_mac)]
+SshHostKey = Annotated[str, AfterValidator(_ssh_host_key)]
 CpuList = Annotated[str, AfterValidator(_cpu_list)]
 Name = Annotated[str, AfterValidator(_name)]
 Version3 = Annotated[str, AfterValidator(_version3)]

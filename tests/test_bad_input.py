@@ -66,7 +66,7 @@ VSPHERE_HOST = {"name": "esxi-1", "kind": "vsphere", "numaNodes": [{"id": 0, "cp
 VSPHERE = {"hosts[1]": VSPHERE_HOST}
 OVF = {**VSPHERE, "hosts[1].vsphere.template": {"ovf": "http://mirror.lab.local/images/alma-9.6.ova"}}
 PASCAL = {"vms[0].gpus[0].model": "P100-PCIE-16GB"}
-KV = {"hosts[0].kind": "kubevirt", "hosts[0].libvirtUri": DELETE, "hosts[0].baseImage": DELETE,
+KV = {"hosts[0].kind": "kubevirt", "hosts[0].libvirtUri": DELETE, "hosts[0].hostKey": DELETE, "hosts[0].baseImage": DELETE,
       "hosts[0].kubevirt": {"namespace": "gpu-vms", "nodeName": "lab-gpu-1", "rootDisk": {"url": "https://images.lab.local/noble.img"},
                             "ssh": {"nodePort": 30122, "address": "10.0.0.31"}}}
 KV_LB = {**KV, "hosts[0].kubevirt.ssh": {"serviceType": "LoadBalancer"}}
@@ -115,6 +115,18 @@ ROWS: tuple[Row, ...] = (
         also=("hosts[1].libvirtUri", "hosts[1].baseImage")),
     Row("hosts[0].libvirtUri", "ssh://root@lab-gpu-1/system", why="qemu"),
     Row("hosts[0].libvirtUri", "qemu+ssh://root@lab gpu/system", why="is not in the accepted form"),
+    # hypervisors/libvirt/connection.py: what terraform-provider-libvirt v0.8.1's SSH client can use, and never unchecked
+    Row("hosts[0].libvirtUri", "qemu+ssh://lab-gpu-1.lab.local/system", why="names no user"),
+    Row("hosts[0].libvirtUri", "qemu+ssh://root@lab-gpu-1.lab.local:2222/system", why="has a port (2222)"),
+    Row("hosts[0].libvirtUri", "qemu+ssh://root@lab-gpu-1.lab.local/system?no_verify=1", why="turns off the provider's host-key check"),
+    Row("hosts[0].libvirtUri", "qemu+ssh://root@lab-gpu-1.lab.local/system?known_hosts_verify=ignore", why="turns off the provider's host-key check"),
+    Row("hosts[0].libvirtUri", "qemu+ssh://root@lab-gpu-1.lab.local/system?keyfile=/root/.ssh/id_rsa", why="gpu-stack sets itself"),
+    Row("hosts[0].hostKey", DELETE, why="ssh-keyscan -t ed25519 lab-gpu-1.lab.local"),
+    Row("hosts[0].hostKey", "lab-gpu-1.lab.local ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIdVSS5CpD8Tmsctnaz7bdCeCXSuvbadPScwXgccCXuh", why="without the host name"),
+    Row("hosts[0].hostKey", "ssh-dss AAAAB3NzaC1kc3MAAACBAP", why="types: ssh-ed25519"),
+    Row("hosts[0].hostKey", "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIIdVSS5CpD8Tmsctnaz7bdCeCXSuvbadPScwXgccCXuh", why="is a 'ssh-ed25519' key but the line says 'ssh-rsa'"),
+    Row("hosts[0].hostKey", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIdVSS5CpD8Tmsctnaz7bdCeCXSuvbadPScwXgccCXu", why="not valid base64"),
+    Row("hosts[0].libvirtUri", "qemu:///system", key="hosts[0].hostKey", why="only for a qemu+ssh libvirtUri"),
     Row("hosts[0].numaNodes", [], why="at least 1"),
     Row("hosts[0].numaNodes[0].id", -1, why="greater than or equal to 0"),
     Row("hosts[0].numaNodes[1].id", 0, key="hosts[0].numaNodes[1].id", why="declared twice"),

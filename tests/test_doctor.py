@@ -218,6 +218,9 @@ def routes(c: dict) -> dict:
     return r
 
 
+FIXTURE_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILuboOTsYC4LhH1WQEw1vVO3UXJh/+bayMS4bvNu6e2a"
+
+
 @pytest.fixture(scope="module")
 def keys():
     return asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-ed25519")
@@ -239,9 +242,9 @@ def kube():
 
 
 @pytest.fixture(scope="module")
-def stack_dir(tmp_path_factory, ssh):
+def stack_dir(tmp_path_factory, keys):
     d = tmp_path_factory.mktemp("doctor-stack")
-    text = (DOCTOR / "Pulumi.h100.yaml").read_text().replace("root@127.0.0.1:2222", f"root@127.0.0.1:{ssh.port}")
+    text = (DOCTOR / "Pulumi.h100.yaml").read_text().replace(FIXTURE_HOST_KEY, keys[1].export_public_key().decode().strip())
     (d / "Pulumi.h100.yaml").write_text(text)
     return d
 
@@ -265,8 +268,6 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, stack_outputs, tmp_pa
     client, host = keys
     key_file = tmp_path / "id_ed25519"
     key_file.write_bytes(client.export_private_key())
-    known = tmp_path / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{ssh.port} {host.export_public_key().decode().strip()}\n")
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(kube.kubeconfig(TOKEN))
     outputs = tmp_path / "outputs.json"
@@ -286,7 +287,7 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, stack_outputs, tmp_pa
         kube.authorization.clear()
         kube.queries.clear()
         code = doctor.main(["h100", "--stack-dir", str(stack_dir), "--outputs", str(outputs), "--ssh-key", str(key_file),
-                            "--ssh-port", str(ssh.port), "--host-ssh-key", str(key_file), "--host-known-hosts", str(known),
+                            "--ssh-port", str(ssh.port), "--host-ssh-key", str(key_file), "--host-ssh-port", str(ssh.port),
                             "--kubeconfig", str(kubeconfig), "--json", *extra])
         report = json.loads(capsys.readouterr().out)
         assert report["exitCode"] == code
@@ -606,3 +607,27 @@ def test_a_hanging_command_times_out_on_its_own(run_doctor, capsys, monkeypatch)
     driver = results[("guest driver", "driver version")]
     assert driver["status"] == FAIL and "timed out after 1s" in driver["evidence"]
     assert results[("guest driver", "GPU count and UUIDs")]["status"] == PASS  # the other commands still answered
+
+
+def test_hypervisor_with_another_key_than_the_pinned_host_key_is_refused(ssh, kube, keys, tmp_path, capsys):
+    """The hypervisor is checked against hosts[].hostKey, as the libvirt provider checks it: another key gets no command."""
+    client, _ = keys
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    d = tmp_path / "stack"
+    d.mkdir()
+    (d / "Pulumi.h100.yaml").write_text((DOCTOR / "Pulumi.h100.yaml").read_text().replace(FIXTURE_HOST_KEY, impostor))
+    key_file = tmp_path / "id"
+    key_file.write_bytes(client.export_private_key())
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"vms": {VM: {"ip": "127.0.0.1"}}, "expectedAllocatable": {VM: {"nvidia.com/gpu": 8}}}))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kube.kubeconfig(TOKEN))
+    ssh.responses = {}
+    ssh.received.clear()
+    kube.routes = routes(healthy_cluster())
+    doctor.main(["h100", "--stack-dir", str(d), "--outputs", str(outputs), "--ssh-key", str(key_file), "--host-ssh-key", str(key_file),
+                 "--host-ssh-port", str(ssh.port), "--kubeconfig", str(kubeconfig), "--json"])
+    results = {r["check"]: r for r in json.loads(capsys.readouterr().out)["vms"][0]["results"]}
+    assert ssh.received == []
+    reach = results["hypervisor reachable"]
+    assert reach["status"] == WARN and "Host key is not trusted" in reach["evidence"] and "hosts[].hostKey" in reach["fix"]

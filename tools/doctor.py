@@ -396,8 +396,9 @@ def doctor_vm(cfg: StackConfig, x: Expected, outputs: dict[str, Any], args: argp
     if args.no_host:
         ev.errors["host-skipped"] = "--no-host"
     elif uri.scheme == "qemu+ssh":
-        known = args.host_known_hosts or os.path.expanduser("~/.ssh/known_hosts")
-        target = SshTarget(uri.hostname or "", uri.port or 22, uri.username or "root", None, known)
+        # the pinned hosts[].hostKey, as the libvirt provider checks it (hypervisors/libvirt/connection.py)
+        known = args.host_known_hosts or (_known_hosts_for(host.host_key) if host.host_key else os.path.expanduser("~/.ssh/known_hosts"))
+        target = SshTarget(uri.hostname or "", args.host_ssh_port, uri.username or "root", None, known)
         try:
             target.client_keys = [asyncssh.read_private_key(args.host_ssh_key)] if args.host_ssh_key else None
             ev.host = run_sync(run_commands(target, commands, ran))
@@ -433,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ssh-key", metavar="FILE", help="the guests' SSH private key (default: the gpu-stack:sshPrivateKey secret)")
     p.add_argument("--ssh-port", type=int, default=22)
     p.add_argument("--host-ssh-key", metavar="FILE", help="key for the hypervisor (default: agent and ~/.ssh)")
-    p.add_argument("--host-known-hosts", metavar="FILE", help="known_hosts for the hypervisor (default: ~/.ssh/known_hosts)")
+    p.add_argument("--host-ssh-port", type=int, default=22, help="the hypervisor's SSH port (default 22, the only one the libvirt provider can use)")
+    p.add_argument("--host-known-hosts", metavar="FILE", help="known_hosts for the hypervisor (default: the stack's hosts[].hostKey, else ~/.ssh/known_hosts)")
     p.add_argument("--no-host", action="store_true", help="skip the hypervisor checks")
     p.add_argument("--kubeconfig", metavar="FILE", help="for kubernetes.mode existing/join, when the stack has no kubeconfig output")
     args = p.parse_args(argv)

@@ -84,6 +84,26 @@ def stack_settings(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], list[
     return plain, keys
 
 
+def with_libvirt_uri(config: dict[str, Any], uri: str) -> dict[str, Any]:
+    """`make preview LIBVIRT_URI=...`: every libvirt host of the stack pointed at `uri` (this machine's
+    libvirtd, for tests), its hostKey dropped unless `uri` is qemu+ssh. The libvirt provider connects
+    to every hosts[].libvirtUri when it is configured, so a real preview needs one that answers."""
+    from hypervisors.libvirt.connection import is_ssh
+
+    key = f"{PROJECT}:hosts"
+    hosts = config.get(key)
+    if not isinstance(hosts, list):
+        return config
+    out = []
+    for host in hosts:
+        if isinstance(host, dict) and host.get("kind", "libvirt") == "libvirt":
+            host = {**host, "libvirtUri": uri}
+            if not is_ssh(uri):
+                host.pop("hostKey", None)
+        out.append(host)
+    return {**config, key: out}
+
+
 def placeholder_secret(key: str) -> str:
     return f"engine-placeholder-{key}"
 
@@ -111,6 +131,7 @@ def workspace(
     *,
     secrets: dict[str, str] | None = None,
     config_overrides: dict[str, Any] | None = None,
+    libvirt_uri: str | None = None,
     keep: bool = False,
 ) -> Iterator[Workspace]:
     """A throwaway stack `stack` with its own config in a temporary local backend."""
@@ -132,6 +153,8 @@ def workspace(
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         }
         plain, secret_keys = stack_settings(stack)
+        if libvirt_uri:
+            plain = with_libvirt_uri(plain, libvirt_uri)
         plain.update(config_overrides or {})
         opts = auto.LocalWorkspaceOptions(
             work_dir=str(project_dir),
@@ -152,6 +175,11 @@ def workspace(
             st.set_config(f"{PROJECT}:{key}", auto.ConfigValue(value=value, secret=True))
         yield Workspace(st, tmp, env, bin_dir)
     finally:
+        # the inline program ran in this process: remove the hypervisor keys it wrote now, since
+        # main() ends with os._exit and isolated() terminates its worker, so no atexit handler runs
+        from hypervisors.libvirt.connection import remove_written
+
+        remove_written()
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -167,12 +195,12 @@ class Outcome:
 
 
 def operate(stack: str, bin_dir: str, op: str = "preview", *, secrets: dict[str, str] | None = None,
-            config_overrides: dict[str, Any] | None = None, **op_args: Any) -> Outcome:
+            config_overrides: dict[str, Any] | None = None, libvirt_uri: str | None = None, **op_args: Any) -> Outcome:
     """One automation-API operation (`preview`, `up`, ...) on a fresh throwaway stack."""
     from pulumi import automation as auto
 
     events: list[Any] = []
-    with workspace(stack, Path(bin_dir), secrets=secrets, config_overrides=config_overrides) as ws:
+    with workspace(stack, Path(bin_dir), secrets=secrets, config_overrides=config_overrides, libvirt_uri=libvirt_uri) as ws:
         try:
             result = getattr(ws.stack, op)(color="never", on_event=events.append, **op_args)
             ok, stdout, error = True, result.stdout, ""
@@ -199,7 +227,7 @@ def isolated(fn, *args: Any, timeout: float = 600, **kwargs: Any) -> Any:
         return pool.apply_async(fn, args, kwargs).get(timeout)
 
 
-def _preview(stack: str, as_json: bool) -> int:
+def _preview(stack: str, as_json: bool, libvirt_uri: str | None = None) -> int:
     from pulumi import automation as auto
 
     bin_dir = engine_bin()
@@ -212,7 +240,7 @@ def _preview(stack: str, as_json: bool) -> int:
               "so the real engine will stop at the first resource that needs one:", file=sys.stderr)
         for entry in missing:
             print(f"  {entry['name']} {entry['wants']} ({entry['module']})", file=sys.stderr)
-    with workspace(stack, bin_dir) as ws:
+    with workspace(stack, bin_dir, libvirt_uri=libvirt_uri) as ws:
         try:
             result = ws.stack.preview(diff=not as_json, json=as_json, color="never", on_output=print)
         except auto.errors.CommandError as e:
@@ -230,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("preview", help="a real `pulumi preview` of STACK")
     p.add_argument("stack")
     p.add_argument("--json", action="store_true", help="Pulumi's --json output instead of the diff")
+    p.add_argument("--libvirt-uri", metavar="URI", help="point every libvirt host at this URI, e.g. qemu:///system (tests)")
     sub.add_parser("bin", help="print the engine's bin dir (exit 1 if not built)")
     args = parser.parse_args(argv)
     if args.cmd == "bin":
@@ -238,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(bin_dir)
         return 0
-    rc = _preview(args.stack, args.json)
+    rc = _preview(args.stack, args.json, args.libvirt_uri)
     # os._exit, not sys.exit: a program the engine abandoned may leave a thread that never ends (see isolated())
     sys.stdout.flush()
     sys.stderr.flush()

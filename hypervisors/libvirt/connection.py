@@ -1,0 +1,138 @@
+"""How the libvirt provider reaches a hypervisor over qemu+ssh, with the stack's key and a pinned host key.
+
+terraform-provider-libvirt v0.8.1 (bridged by pulumi-libvirt 0.5.4) connects when the
+provider is configured, so already in `pulumi preview`, and for qemu+ssh it uses its own
+Go SSH client (golang.org/x/crypto/ssh), never the system's `ssh`. What that client
+reads, from libvirt/uri/ssh.go at v0.8.1 (read 2026-12-06; docs/SOURCES.md):
+
+- `keyfile=PATH`: the private key, read with os.ExpandEnv; without it ~/.ssh/config's
+  IdentityFile or ~/.ssh/id_ed25519, id_ecdsa, id_rsa;
+- `sshauth=`: the methods in order, default "agent,privkey" (agent = $SSH_AUTH_SOCK);
+- `knownhosts=PATH`: the known_hosts file (os.ExpandEnv), default ~/.ssh/known_hosts; a
+  missing file fails the connection ("failed to read ssh known hosts");
+- `known_hosts_verify=ignore` or `no_verify`: host-key checking off (refused here);
+- the known-hosts look-up is for net.JoinHostPort(u.Host, port); u.Host keeps an explicit
+  port, so `host:2222` is looked up, and dialled, as `[host:2222]:2222` (a port is refused);
+- the client prefers ssh-ed25519 among host key algorithms, so a host with an ed25519
+  key presents that one, which is the one to pin.
+
+gpu-stack therefore gives each qemu+ssh provider a URI that names a key file and a
+known_hosts file of its own. The paths keep a literal `${HOME}` that the provider
+expands, so the URI, a provider input kept in the state, is the same on every machine
+and every run (a changing provider input would show as a change in every preview).
+The known_hosts file (public) stays, so that `pulumi destroy` and `pulumi refresh`,
+which configure the provider from the state without running this program, still
+check the host; the key file is written for the run only and removed when the program
+exits (those two commands then authenticate with the agent, `sshauth=privkey,agent`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+MATERIAL_DIR = "${HOME}/.cache/gpu-stack/hypervisor-ssh"
+"""Where the provider's key and known_hosts files live; `${HOME}` is expanded by the provider (os.ExpandEnv)."""
+
+OWN_PARAMETERS = ("keyfile", "knownhosts", "sshauth")
+"""URI parameters gpu-stack sets itself."""
+VERIFY_OFF_PARAMETERS = ("known_hosts_verify", "no_verify")
+"""URI parameters that turn host-key checking off in the provider (ssh.go: `known_hosts_verify=ignore`, `no_verify`)."""
+AUTH_METHODS = "privkey,agent"
+"""The key file first; the agent for `pulumi destroy`/`refresh`, which run without the key file."""
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def is_ssh(uri: str) -> bool:
+    return urlsplit(uri).scheme.endswith("+ssh")
+
+
+def uri_problems(uri: str) -> list[str]:
+    """What the provider cannot use, or would use without checking the host, in a qemu+ssh URI."""
+    parts = urlsplit(uri)
+    problems = []
+    if not parts.username:
+        problems.append("names no user; the provider logs in as the URI's user: write qemu+ssh://root@HOST/system")
+    if parts.port is not None:
+        problems.append(f"has a port ({parts.port}): terraform-provider-libvirt v0.8.1 joins the port to host:port again "
+                        "(libvirt/uri/ssh.go dialHost) and cannot connect; run sshd on port 22 of the hypervisor")
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if name in VERIFY_OFF_PARAMETERS:
+            problems.append(f"sets {name}, which turns off the provider's host-key check; pin the host's key in hostKey instead")
+        elif name in OWN_PARAMETERS:
+            problems.append(f"sets {name}, which gpu-stack sets itself (the key is gpu-stack:hypervisorSshPrivateKey, "
+                            "else gpu-stack:sshPrivateKey; the known host is hostKey); remove it")
+    return problems
+
+
+@dataclass(frozen=True)
+class SshMaterial:
+    """The files one qemu+ssh provider reads; paths as the provider receives them (with `${HOME}`)."""
+
+    directory: str
+    key_file: str
+    known_hosts_file: str
+    known_hosts_line: str
+
+
+def material(project: str, stack: str, host_name: str, uri: str, host_key: str) -> SshMaterial:
+    directory = f"{MATERIAL_DIR}/{_SAFE.sub('_', project)}.{_SAFE.sub('_', stack)}.{_SAFE.sub('_', host_name)}"
+    hostname = urlsplit(uri).hostname or ""
+    # the provider looks up net.JoinHostPort(host, "22"), which knownhosts.Normalize turns into the bare host
+    return SshMaterial(directory, f"{directory}/id", f"{directory}/known_hosts", f"{hostname} {host_key}\n")
+
+
+def provider_uri(uri: str, files: SshMaterial | None) -> str:
+    """The URI the provider gets: the user's, plus the key, known_hosts and auth parameters for qemu+ssh."""
+    if files is None:
+        return uri
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query += [("keyfile", files.key_file), ("knownhosts", files.known_hosts_file), ("sshauth", AUTH_METHODS)]
+    # `$`, `{`, `}` and `/` stay as written: Go's url.Query() reads them as they are (tests/test_hypervisor_ssh.py)
+    return urlunsplit(parts._replace(query=urlencode(query, safe="${}/,")))
+
+
+def expand(path: str, environ: dict[str, str] | os._Environ = os.environ) -> Path:
+    """The provider's os.ExpandEnv of `${HOME}`, done the same way for the files this program writes."""
+    home = environ.get("HOME")
+    if not home:
+        raise RuntimeError("HOME is not set; the libvirt provider finds its SSH key and known_hosts under ${HOME}")
+    return Path(path.replace("${HOME}", home))
+
+
+def write_material(files: SshMaterial, private_key: str, environ: dict[str, str] | os._Environ = os.environ) -> Path:
+    """Write the key (0600) and known_hosts into a 0700 directory; return the key's path, which the caller removes."""
+    directory = expand(files.directory, environ)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    key = expand(files.key_file, environ)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(private_key if private_key.endswith("\n") else private_key + "\n")
+    known = expand(files.known_hosts_file, environ)
+    known.write_text(files.known_hosts_line)
+    return key
+
+
+_WRITTEN: list[Path] = []
+
+
+def remove_written() -> None:
+    """Remove every key this process wrote (known_hosts files stay: they hold no secret)."""
+    while _WRITTEN:
+        _WRITTEN.pop().unlink(missing_ok=True)
+
+
+def remove_at_exit(paths: list[Path]) -> None:
+    """Remove the written keys when the program exits, which is after every resource operation it waited for
+    (the SDK waits for each registration's step before the program ends)."""
+    if paths and not _WRITTEN:
+        atexit.register(remove_written)
+    _WRITTEN.extend(paths)
