@@ -15,6 +15,17 @@ derives them from the copies in tests/fixtures/lspci/, with
 render/host_facts.parse_lspci_regions):
 - A100-SXM4-80GB: `lspci -v` in a QEMU guest (linux-pci list, 2021-07);
 - B200-SXM-180GB: `lspci -vvv` on an HGX B200 host (Ubicloud blog, 2025-12-15).
+- H100-SXM5-80GB: BAR0 16 MiB, BAR2 128 GiB, BAR4 32 MiB, all three 64-bit
+  prefetchable (so BAR0 counts too: 48 MiB besides BAR1), as `lspci -vv` of an
+  H100 host shows them (fastfetch-cli/fastfetch issue 1658, Region 0/2/4; read,
+  not copied) and as the HGX H100 host-facts fixture (tests/fixtures/host-facts/)
+  carries them; tests/test_catalog_bars.py derives the number from that fixture.
+  The H20 shows the same three in `lspci -v` (NVIDIA/nvtrust issue 128), and the
+  other GH100 parts are given the same 48 MiB (same chip; uncited, and 16 MiB per
+  GPU more than BAR3 alone is the safe side of the hole).
+BAR1 is also checked against every `nvidia-smi -q` capture in
+tests/fixtures/nvidia-smi/ ("BAR1 Memory Usage / Total"): A100-SXM4-80GB/40GB,
+H100-SXM5-80GB, L40S, P100-PCIE-16GB.
 The others are as the project has carried them (docs/FIELD-FACTS.md), and
 B300-SXM-288GB and NVSwitch-Gen4 have none: see BAR_SIZE_REQUIRED.
 """
@@ -110,15 +121,18 @@ def default_kernel_modules(architectures: set[str]) -> str | None:
     return "open"
 
 
+GH100_OTHER_64BIT_MIB = 16 + 32
+"""GH100 (Hopper) 64-bit BARs besides BAR1: BAR0 16 MiB and BAR4 32 MiB, both 64-bit prefetchable (module docstring)."""
+
 GPU_MODELS: dict[str, DeviceModel] = {
     m.name: m
     for m in (
-        _gpu("H800-SXM5-80GB", 128, "hopper"),
-        _gpu("H100-SXM5-80GB", 128, "hopper"),
-        _gpu("H100-PCIE-80GB", 128, "hopper"),
-        _gpu("H100-NVL-94GB", 128, "hopper"),
-        _gpu("H200-SXM-141GB", 256, "hopper"),
-        _gpu("H20-96GB", 128, "hopper"),
+        _gpu("H800-SXM5-80GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H100-SXM5-80GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H100-PCIE-80GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H100-NVL-94GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H200-SXM-141GB", 256, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H20-96GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
         _gpu("A100-SXM4-80GB", 128, "ampere"),
         _gpu("A100-SXM4-40GB", 64, "ampere"),
         _gpu("A100-PCIE-80GB", 128, "ampere"),
