@@ -84,7 +84,12 @@ def _gpu(name: str, bar1_gib: float, architecture: str, consumer: bool = False, 
 # - [pci.ids] the PCI ID Repository (https://pci-ids.ucw.cz, vendor 10de) as tabulated, name by name, in a public
 #   Go table that maps NVIDIA device IDs to NVML product names ("Device IDs follow the public PCI ID database"),
 #   and for 2204 an `lspci -nn` line "GA102 [GeForce RTX 3090] [10de:2204]" in a public write-up.
-# A model left out has no ID we could source (P100, A800, NVSwitch Gen2): a KubeVirt host refuses it by key.
+# - [nodedev] a real `virsh nodedev-dumpxml` of a P100 PCIe 16GB (issue 22 item 8): <product id='0x15f8'>.
+# Every ID is also in the PCI ID Repository under the name PCI_ID_NAMES gives (pciutils/pciids @
+# c1c12547d626ebf05fd0223144ad87fab5e95d06, pci.ids Version 2026.08.22); tests/test_catalog_pci_ids.py checks each
+# against the installed pci.ids (Debian 12's package pci.ids 0.0~2023.04.11-1, Version 2023.04.10, in CI), where
+# IDs newer than that file (2335, 2329, 26b9, 2901, 3182, 22a3) are absent and are not checked.
+# A model left out has no ID we could source (A800, NVSwitch Gen2): a KubeVirt host refuses it by key.
 PCI_DEVICE_IDS: dict[str, tuple[str, ...]] = {
     "H800-SXM5-80GB": ("2324",),  # pci.ids GH100 [H800]
     "H100-SXM5-80GB": ("2330",),  # cap
@@ -109,7 +114,38 @@ PCI_DEVICE_IDS: dict[str, tuple[str, ...]] = {
     "B300-SXM-288GB": ("3182",),  # node
     "RTX-3090": ("2204",),  # pci.ids / lspci -nn GA102 [GeForce RTX 3090]
     "RTX-4090": ("2684",),  # pci.ids AD102 [GeForce RTX 4090]
+    "P100-PCIE-16GB": ("15f8",),  # nodedev; pci.ids GP100GL [Tesla P100 PCIe 16GB]
 }
+
+PCI_ID_NAMES: dict[str, str] = {
+    "2324": "GH100 [H800]",
+    "2330": "GH100 [H100 SXM5 80GB]",
+    "2331": "GH100 [H100 PCIe]",
+    "2321": "GH100 [H100L 94GB]",
+    "2335": "GH100 [H200 SXM 141GB]",
+    "2329": "GH100 [H20]",
+    "20b2": "GA100 [A100 SXM4 80GB]",
+    "20b0": "GA100 [A100 SXM4 40GB]",
+    "20b5": "GA100 [A100 PCIe 80GB]",
+    "20b1": "GA100 [A100 PCIe 40GB]",
+    "20f1": "GA100 [A100 PCIe 40GB]",
+    "26b9": "AD102GL [L40S]",
+    "26b5": "AD102GL [L40]",
+    "27b8": "AD104GL [L4]",
+    "2235": "GA102GL [A40]",
+    "20b7": "GA100GL [A30 PCIe]",
+    "2236": "GA102GL [A10]",
+    "1eb8": "TU104GL [Tesla T4]",
+    "1db5": "GV100GL [Tesla V100 SXM2 32GB]",
+    "1db4": "GV100GL [Tesla V100 PCIe 16GB]",
+    "2901": "GB100 [B200]",
+    "3182": "GB110 [B300 SXM6 AC]",
+    "2204": "GA102 [GeForce RTX 3090]",
+    "2684": "AD102 [GeForce RTX 4090]",
+    "15f8": "GP100GL [Tesla P100 PCIe 16GB]",
+    "22a3": "GH100 [H100 NVSwitch]",
+}
+"""NVIDIA device ID -> its name in the PCI ID Repository (pciutils/pciids @ c1c12547, Version 2026.08.22), for every catalog ID."""
 
 
 def default_kernel_modules(architectures: set[str]) -> str | None:
