@@ -399,6 +399,14 @@ XID_MEANINGS: dict[int, tuple[str, str]] = {
     92: ("memory", "High single-bit ECC error rate: watch the GPU; plan a replacement if it keeps rising"),
     94: ("memory", "Contained ECC error: the affected application was stopped; reset the GPU when convenient"),
     95: ("memory", "Uncontained ECC error: every application on the GPU was affected; drain the node and reset the GPU"),
+    # NVIDIA's Xid catalog (docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html, Ampere and newer): 119
+    # GSP_RPC_TIMEOUT "GSP RPC Timeout" and 120 GSP_ERROR "GSP Error", both with Resolution Bucket RESET_GPU
+    # (immediate) and INVESTIGATE_SW (investigatory), on A100, H100, B100 and GB200. The numbers are the driver's
+    # own (NVIDIA/open-gpu-kernel-modules src/common/sdk/nvidia/inc/nverror.h: GSP_RPC_TIMEOUT (119), GSP_ERROR (120)).
+    119: ("firmware", "GSP RPC timeout: the GPU System Processor firmware did not answer the driver. NVIDIA: reset the GPU "
+                      "(drain, reboot the VM), then investigate the software (driver version and its known issues)"),
+    120: ("firmware", "GSP error: the GPU System Processor firmware reported an error. NVIDIA: reset the GPU "
+                      "(drain, reboot the VM), then investigate the software (driver version and its known issues)"),
 }
 
 _XID = re.compile(r"NVRM: Xid \((?P<pci>PCI:[0-9A-Fa-f:.]+)\): (?P<code>\d+), (?P<rest>.*)$")

@@ -212,3 +212,21 @@ def test_query_gpu_csv_unknown_field_fails_the_whole_query():
 
     with pytest.raises(ValueError, match="'throttle_reasons.active' is not valid"):
         parse_query_gpu_csv(fixture("nvidia-smi-query-gpu.invalid-field-error.8xH100-SXM.580.126.20.txt"))
+
+
+def test_xid_119_and_120_gsp_have_nvidia_meaning_and_fix():
+    """Issue 22 item 8: Xid 119 (GSP RPC timeout) had no entry, so the doctor said only "see NVIDIA's XID catalogue".
+    The lines follow the driver's format strings (NVIDIA/open-gpu-kernel-modules, kernel_gsp.c: "Timeout waiting for RPC
+    from GSP%d! Expected function %d (%s) (0x%x 0x%x)."; 120: "GSP kernel exception: ..." as a real RTX PRO 6000 log shows)."""
+    from render.diagnosis import _xid_results
+
+    dmesg = ("[4242.1] NVRM: Xid (PCI:0000:0d:00): 119, pid=3101, name=python, Timeout waiting for RPC from GSP0! "
+             "Expected function 76 (GSP_RM_CONTROL) (0x20800a4c 0x4).\n"
+             "[4243.0] NVRM: Xid (PCI:0000:0e:00): 120, GSP kernel exception: store access page fault (cause:0xf) @ pc:0xffffffff93003d42, partition:4#0\n")
+    events = parse_xid_lines(dmesg)
+    assert [(e.code, e.category) for e in events] == [(119, "firmware"), (120, "firmware")]
+    for e in events:
+        assert "GSP" in e.meaning and "reset the GPU" in e.meaning and "investigate the software" in e.meaning
+    results = {r.check: r for r in _xid_results(events, None)}
+    assert results["Xid 119"].status == "FAIL" and "GSP RPC timeout" in results["Xid 119"].fix
+    assert results["Xid 120"].status == "FAIL" and "GSP error" in results["Xid 120"].fix
