@@ -230,3 +230,27 @@ def test_xid_119_and_120_gsp_have_nvidia_meaning_and_fix():
     results = {r.check: r for r in _xid_results(events, None)}
     assert results["Xid 119"].status == "FAIL" and "GSP RPC timeout" in results["Xid 119"].fix
     assert results["Xid 120"].status == "FAIL" and "GSP error" in results["Xid 120"].fix
+
+
+TOPO_CAPTURES = sorted(p.name for p in FIXTURES.glob("nvidia-smi-topo-m.*.txt"))
+
+
+@pytest.mark.parametrize("name", TOPO_CAPTURES)
+def test_topo_pasted_with_spaces_parses_as_the_tab_capture(name):
+    """Issue 22 item 8: a `topo -m` pasted from a terminal has its TABs expanded to spaces (and no ANSI
+    escapes, which the terminal rendered); that raised ValueError. The space form here is each real TAB
+    capture after exactly that: strip the escapes, expand TABs to 8-column stops."""
+    tabbed = fixture(name)
+    spaced = strip_ansi(tabbed).expandtabs(8)
+    assert "\t" not in spaced and "CPU Affinity" in spaced
+    a, b = parse_topo_matrix(tabbed), parse_topo_matrix(spaced)
+    assert a.gpus() and b == a
+    for gpu in b.gpus():  # the multi-word columns: every capture has CPU Affinity, NUMA Affinity and GPU NUMA ID
+        assert b.cpu_affinity[gpu] and b.numa_affinity[gpu] is not None and gpu in b.gpu_numa_id
+
+
+def test_topo_space_form_values_of_the_11nic_capture():
+    topo = parse_topo_matrix(strip_ansi(fixture("nvidia-smi-topo-m.8xH100-SXM-NVSwitch-11NIC.580.126.20.txt")).expandtabs())
+    assert topo.devices[-1] == "NIC10" and topo.links[("GPU0", "NIC1")] == "PXB" and topo.links[("NIC9", "NIC10")] == "PIX"
+    assert (topo.cpu_affinity["GPU7"], topo.numa_affinity["GPU7"], topo.gpu_numa_id["GPU7"]) == ("56-111,168-223", "1", None)
+    assert topo.nic_legend["NIC9"] == "mlx5_10"
