@@ -15,6 +15,17 @@ derives them from the copies in tests/fixtures/lspci/, with
 render/host_facts.parse_lspci_regions):
 - A100-SXM4-80GB: `lspci -v` in a QEMU guest (linux-pci list, 2021-07);
 - B200-SXM-180GB: `lspci -vvv` on an HGX B200 host (Ubicloud blog, 2025-12-15).
+- H100-SXM5-80GB: BAR0 16 MiB, BAR2 128 GiB, BAR4 32 MiB, all three 64-bit
+  prefetchable (so BAR0 counts too: 48 MiB besides BAR1), as `lspci -vv` of an
+  H100 host shows them (fastfetch-cli/fastfetch issue 1658, Region 0/2/4; read,
+  not copied) and as the HGX H100 host-facts fixture (tests/fixtures/host-facts/)
+  carries them; tests/test_catalog_bars.py derives the number from that fixture.
+  The H20 shows the same three in `lspci -v` (NVIDIA/nvtrust issue 128), and the
+  other GH100 parts are given the same 48 MiB (same chip; uncited, and 16 MiB per
+  GPU more than BAR3 alone is the safe side of the hole).
+BAR1 is also checked against every `nvidia-smi -q` capture in
+tests/fixtures/nvidia-smi/ ("BAR1 Memory Usage / Total"): A100-SXM4-80GB/40GB,
+H100-SXM5-80GB, L40S, P100-PCIE-16GB.
 The others are as the project has carried them (docs/FIELD-FACTS.md), and
 B300-SXM-288GB and NVSwitch-Gen4 have none: see BAR_SIZE_REQUIRED.
 """
@@ -73,7 +84,12 @@ def _gpu(name: str, bar1_gib: float, architecture: str, consumer: bool = False, 
 # - [pci.ids] the PCI ID Repository (https://pci-ids.ucw.cz, vendor 10de) as tabulated, name by name, in a public
 #   Go table that maps NVIDIA device IDs to NVML product names ("Device IDs follow the public PCI ID database"),
 #   and for 2204 an `lspci -nn` line "GA102 [GeForce RTX 3090] [10de:2204]" in a public write-up.
-# A model left out has no ID we could source (P100, A800, NVSwitch Gen2): a KubeVirt host refuses it by key.
+# - [nodedev] a real `virsh nodedev-dumpxml` of a P100 PCIe 16GB (issue 22 item 8): <product id='0x15f8'>.
+# Every ID is also in the PCI ID Repository under the name PCI_ID_NAMES gives (pciutils/pciids @
+# c1c12547d626ebf05fd0223144ad87fab5e95d06, pci.ids Version 2026.08.22); tests/test_catalog_pci_ids.py checks each
+# against the installed pci.ids (Debian 12's package pci.ids 0.0~2023.04.11-1, Version 2023.04.10, in CI), where
+# IDs newer than that file (2335, 2329, 26b9, 2901, 3182, 22a3) are absent and are not checked.
+# A model left out has no ID we could source (A800, NVSwitch Gen2): a KubeVirt host refuses it by key.
 PCI_DEVICE_IDS: dict[str, tuple[str, ...]] = {
     "H800-SXM5-80GB": ("2324",),  # pci.ids GH100 [H800]
     "H100-SXM5-80GB": ("2330",),  # cap
@@ -98,7 +114,38 @@ PCI_DEVICE_IDS: dict[str, tuple[str, ...]] = {
     "B300-SXM-288GB": ("3182",),  # node
     "RTX-3090": ("2204",),  # pci.ids / lspci -nn GA102 [GeForce RTX 3090]
     "RTX-4090": ("2684",),  # pci.ids AD102 [GeForce RTX 4090]
+    "P100-PCIE-16GB": ("15f8",),  # nodedev; pci.ids GP100GL [Tesla P100 PCIe 16GB]
 }
+
+PCI_ID_NAMES: dict[str, str] = {
+    "2324": "GH100 [H800]",
+    "2330": "GH100 [H100 SXM5 80GB]",
+    "2331": "GH100 [H100 PCIe]",
+    "2321": "GH100 [H100L 94GB]",
+    "2335": "GH100 [H200 SXM 141GB]",
+    "2329": "GH100 [H20]",
+    "20b2": "GA100 [A100 SXM4 80GB]",
+    "20b0": "GA100 [A100 SXM4 40GB]",
+    "20b5": "GA100 [A100 PCIe 80GB]",
+    "20b1": "GA100 [A100 PCIe 40GB]",
+    "20f1": "GA100 [A100 PCIe 40GB]",
+    "26b9": "AD102GL [L40S]",
+    "26b5": "AD102GL [L40]",
+    "27b8": "AD104GL [L4]",
+    "2235": "GA102GL [A40]",
+    "20b7": "GA100GL [A30 PCIe]",
+    "2236": "GA102GL [A10]",
+    "1eb8": "TU104GL [Tesla T4]",
+    "1db5": "GV100GL [Tesla V100 SXM2 32GB]",
+    "1db4": "GV100GL [Tesla V100 PCIe 16GB]",
+    "2901": "GB100 [B200]",
+    "3182": "GB110 [B300 SXM6 AC]",
+    "2204": "GA102 [GeForce RTX 3090]",
+    "2684": "AD102 [GeForce RTX 4090]",
+    "15f8": "GP100GL [Tesla P100 PCIe 16GB]",
+    "22a3": "GH100 [H100 NVSwitch]",
+}
+"""NVIDIA device ID -> its name in the PCI ID Repository (pciutils/pciids @ c1c12547, Version 2026.08.22), for every catalog ID."""
 
 
 def default_kernel_modules(architectures: set[str]) -> str | None:
@@ -110,15 +157,18 @@ def default_kernel_modules(architectures: set[str]) -> str | None:
     return "open"
 
 
+GH100_OTHER_64BIT_MIB = 16 + 32
+"""GH100 (Hopper) 64-bit BARs besides BAR1: BAR0 16 MiB and BAR4 32 MiB, both 64-bit prefetchable (module docstring)."""
+
 GPU_MODELS: dict[str, DeviceModel] = {
     m.name: m
     for m in (
-        _gpu("H800-SXM5-80GB", 128, "hopper"),
-        _gpu("H100-SXM5-80GB", 128, "hopper"),
-        _gpu("H100-PCIE-80GB", 128, "hopper"),
-        _gpu("H100-NVL-94GB", 128, "hopper"),
-        _gpu("H200-SXM-141GB", 256, "hopper"),
-        _gpu("H20-96GB", 128, "hopper"),
+        _gpu("H800-SXM5-80GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H100-SXM5-80GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H100-PCIE-80GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H100-NVL-94GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H200-SXM-141GB", 256, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
+        _gpu("H20-96GB", 128, "hopper", other_64bit_mib=GH100_OTHER_64BIT_MIB),
         _gpu("A100-SXM4-80GB", 128, "ampere"),
         _gpu("A100-SXM4-40GB", 64, "ampere"),
         _gpu("A100-PCIE-80GB", 128, "ampere"),

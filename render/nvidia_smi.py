@@ -183,13 +183,35 @@ class TopoMatrix:
 _AFFINITY_COLUMNS = ("CPU Affinity", "NUMA Affinity", "GPU NUMA ID")
 
 
+def _topo_cells(line: str) -> list[str]:
+    """One `topo -m` line as cells: TAB-separated as nvidia-smi prints it, else space-aligned (a terminal
+    copy/paste expands the TABs), where cells are split on white space and the multi-word header names
+    (CPU Affinity, NUMA Affinity, GPU NUMA ID) are joined again. Empty cells vanish in the space form."""
+    if "\t" in line:
+        return line.split("\t")
+    words = line.split()
+    cells: list[str] = []
+    i = 0
+    while i < len(words):
+        for name in _AFFINITY_COLUMNS:
+            parts = name.split()
+            if words[i:i + len(parts)] == parts:
+                cells.append(name)
+                i += len(parts)
+                break
+        else:
+            cells.append(words[i])
+            i += 1
+    return cells
+
+
 def parse_topo_matrix(text: str) -> TopoMatrix:
-    """Tab-separated matrix; ANSI escapes stripped, the self cell ` X ` skipped, NIC rows' empty tail ignored."""
+    """TAB-separated or space-aligned matrix; ANSI escapes stripped, the self cell ` X ` skipped, NIC rows' empty tail ignored."""
     lines = strip_ansi(text).splitlines()
-    header_at = next((i for i, line in enumerate(lines) if "GPU0" in line and "\t" in line), None)
+    header_at = next((i for i, line in enumerate(lines) if "GPU0" in [c.strip() for c in _topo_cells(line)[:2]]), None)
     if header_at is None:
-        raise ValueError("no `topo -m` header (a tab-separated line naming GPU0)")
-    header = [c.strip() for c in lines[header_at].split("\t")]
+        raise ValueError("no `topo -m` header (a line naming GPU0 in its first column)")
+    header = [c.strip() for c in _topo_cells(lines[header_at])]
     if header and header[0] == "":
         header = header[1:]  # the leading TAB above the row labels (absent when the capture was strip()ped)
     devices = tuple(c for c in header if c and c not in _AFFINITY_COLUMNS)
@@ -202,7 +224,9 @@ def parse_topo_matrix(text: str) -> TopoMatrix:
         if m := re.match(r"^\s*(NIC\d+):\s*(\S+)\s*$", line):
             legend[m.group(1)] = m.group(2)
             continue
-        cells = line.split("\t")
+        cells = _topo_cells(line)
+        if not cells:
+            continue
         row = cells[0].strip()
         if row not in devices:
             continue
@@ -399,6 +423,14 @@ XID_MEANINGS: dict[int, tuple[str, str]] = {
     92: ("memory", "High single-bit ECC error rate: watch the GPU; plan a replacement if it keeps rising"),
     94: ("memory", "Contained ECC error: the affected application was stopped; reset the GPU when convenient"),
     95: ("memory", "Uncontained ECC error: every application on the GPU was affected; drain the node and reset the GPU"),
+    # NVIDIA's Xid catalog (docs.nvidia.com/deploy/xid-errors/analyzing-xid-catalog.html, Ampere and newer): 119
+    # GSP_RPC_TIMEOUT "GSP RPC Timeout" and 120 GSP_ERROR "GSP Error", both with Resolution Bucket RESET_GPU
+    # (immediate) and INVESTIGATE_SW (investigatory), on A100, H100, B100 and GB200. The numbers are the driver's
+    # own (NVIDIA/open-gpu-kernel-modules src/common/sdk/nvidia/inc/nverror.h: GSP_RPC_TIMEOUT (119), GSP_ERROR (120)).
+    119: ("firmware", "GSP RPC timeout: the GPU System Processor firmware did not answer the driver. NVIDIA: reset the GPU "
+                      "(drain, reboot the VM), then investigate the software (driver version and its known issues)"),
+    120: ("firmware", "GSP error: the GPU System Processor firmware reported an error. NVIDIA: reset the GPU "
+                      "(drain, reboot the VM), then investigate the software (driver version and its known issues)"),
 }
 
 _XID = re.compile(r"NVRM: Xid \((?P<pci>PCI:[0-9A-Fa-f:.]+)\): (?P<code>\d+), (?P<rest>.*)$")

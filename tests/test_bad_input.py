@@ -100,7 +100,7 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[0].kubevirt.devicePlugins.gpuOperator", ["L40S"], key="hosts[0].kubevirt.devicePlugins.gpuOperator[0]", why="two device plugins",
         setup={**KV, "hosts[0].kubevirt.devicePlugins": {"kubevirt": ["L40S"]}}),
     Row("hosts[0].kubevirt.sidecarImage", "Sidecar Shim", why="image", setup=KV),
-    Row("vms[0].gpus[0].model", "P100-PCIE-16GB", why="no vendor:device ID", setup=KV),
+    Row("vms[0].gpus[0].model", "A800-SXM4-80GB", why="no vendor:device ID", setup=KV),
     Row("vms[0].kubevirt", "dedicated", why="valid dictionary", setup=KV),
     Row("vms[0].kubevirt", {"runStrategy": "Always"}, why="this block is for VMs on kind kubevirt hosts"),
     Row("vms[0].kubevirt.runStrategy", "Sometimes", why="'Always'", setup=KV),

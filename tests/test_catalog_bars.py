@@ -12,7 +12,8 @@ import copy
 import pytest
 
 from render.catalog import BAR_SIZE_REQUIRED, GPU_MODELS, NVSWITCH_MODELS
-from render.host_facts import catalog_bar_sizes, parse_lspci_regions
+from render.host_facts import catalog_bar_sizes, load_host_facts, parse_lspci_regions
+from render.nvidia_smi import parse_query
 from render.mmio import device_bar_bytes
 from stacks.errors import ConfigError
 from stacks.load import parse_stack_config
@@ -21,6 +22,8 @@ from tests.conftest import ROOT, stack_file
 LSPCI = ROOT / "tests" / "fixtures" / "lspci"
 B200 = LSPCI / "lspci-vvv-Region.1xB200-HGX.ubicloud-blog.txt"
 A100 = LSPCI / "lspci-v+dmesg.8xA100-SXM4-80GB.qemu-guest-BAR-failure.txt"
+HGX_H100_FACTS = ROOT / "tests" / "fixtures" / "host-facts" / "hgx-h100-shared.json"
+NVIDIA_SMI = ROOT / "tests" / "fixtures" / "nvidia-smi"
 SECRETS = {"sshPrivateKey", "grafanaAdminPassword", "joinToken", "registryPassword", "kubeconfig"}
 
 
@@ -75,6 +78,56 @@ def test_parts_without_a_capture_stay_required_from_the_config():
     assert BAR_SIZE_REQUIRED == {"B300-SXM-288GB", "NVSwitch-Gen4"}
     assert GPU_MODELS["B300-SXM-288GB"].bar1_bytes == 0 and NVSWITCH_MODELS["NVSwitch-Gen4"].other_64bit_bar_bytes == 0
     assert "B200-SXM-180GB" not in BAR_SIZE_REQUIRED
+
+
+def test_h100_sxm5_bars_come_from_the_hgx_h100_host_facts():
+    """Every 10de:2330 function of the HGX H100 host facts (BAR0/2/4, all 64-bit prefetchable, fastfetch#1658):
+    BAR1 128 GiB and 16 + 32 MiB of other 64-bit BARs, as the catalog must count them (issue 22 item 8: was 32 MiB)."""
+    facts = load_host_facts(HGX_H100_FACTS)
+    h100 = [d for d in facts.devices.values() if d.node.vendor_id == 0x10DE and d.node.product_id == 0x2330]
+    assert len(h100) == 8
+    for d in h100:
+        assert [(b.index, b.is_64bit, b.prefetchable) for b in d.bars] == [(0, True, True), (2, True, True), (4, True, True)]
+    sizes = {catalog_bar_sizes(d.bars) for d in h100}
+    assert sizes == {catalog_sizes("H100-SXM5-80GB")}
+    assert GPU_MODELS["H100-SXM5-80GB"].pci_ids == ("10de:2330",)
+
+
+# `nvidia-smi -q` product names of the captures in tests/fixtures/nvidia-smi/ -> catalog model.
+Q_PRODUCTS = {
+    "NVIDIA A100-SXM4-80GB": "A100-SXM4-80GB",
+    "NVIDIA A100-SXM4-40GB": "A100-SXM4-40GB",
+    "NVIDIA H100 80GB HBM3": "H100-SXM5-80GB",
+    "NVIDIA L40S": "L40S",
+    "Tesla P100-PCIE-16GB": "P100-PCIE-16GB",
+}
+
+
+def _mib(text: str) -> int:
+    value, unit = text.split()
+    assert unit == "MiB", text
+    return int(value) * 1024 * 1024
+
+
+def _q_bar1() -> dict[str, set[int]]:
+    """Product name -> the GPU-level "BAR1 Memory Usage / Total" of every -q / -q -x capture (MIG instances' own BAR1 left out)."""
+    import xml.etree.ElementTree as ET
+
+    found: dict[str, set[int]] = {}
+    for path in sorted(NVIDIA_SMI.glob("nvidia-smi-q-x.*.xml")):
+        for gpu in ET.fromstring(path.read_text()).findall("gpu"):
+            found.setdefault(gpu.findtext("product_name").strip(), set()).add(_mib(gpu.findtext("bar1_memory_usage/total")))
+    for path in sorted(NVIDIA_SMI.glob("nvidia-smi-q.*.txt")):
+        for gpu in parse_query(path.read_text())["gpus"]:
+            found.setdefault(gpu["Product Name"], set()).add(_mib(gpu["BAR1 Memory Usage"]["Total"]))
+    return found
+
+
+def test_bar1_of_every_captured_model_matches_nvidia_smi_q():
+    found = _q_bar1()
+    assert set(Q_PRODUCTS) <= set(found), set(found)
+    for product, model in Q_PRODUCTS.items():
+        assert found[product] == {GPU_MODELS[model].bar1_bytes}, (product, found[product])
 
 
 def _hgx_b(model: str) -> dict:

@@ -323,7 +323,7 @@ def test_bios_or_secure_boot_with_gpus_is_refused(kv, path, value, key):
 
 
 def test_gpu_model_without_a_vendor_device_id_is_refused(kv):
-    kv["vms"][0]["gpus"] = gpus("P100-PCIE-16GB", 1)
+    kv["vms"][0]["gpus"] = gpus("A800-SXM4-80GB", 1)
     kv["vms"][0]["kvmHidden"] = False
     kv["hosts"][0]["kubevirt"]["devicePlugins"] = {}
     assert "vendor:device ID" in refused(kv)["vms[0].gpus[0].model"]

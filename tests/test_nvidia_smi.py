@@ -212,3 +212,45 @@ def test_query_gpu_csv_unknown_field_fails_the_whole_query():
 
     with pytest.raises(ValueError, match="'throttle_reasons.active' is not valid"):
         parse_query_gpu_csv(fixture("nvidia-smi-query-gpu.invalid-field-error.8xH100-SXM.580.126.20.txt"))
+
+
+def test_xid_119_and_120_gsp_have_nvidia_meaning_and_fix():
+    """Issue 22 item 8: Xid 119 (GSP RPC timeout) had no entry, so the doctor said only "see NVIDIA's XID catalogue".
+    The lines follow the driver's format strings (NVIDIA/open-gpu-kernel-modules, kernel_gsp.c: "Timeout waiting for RPC
+    from GSP%d! Expected function %d (%s) (0x%x 0x%x)."; 120: "GSP kernel exception: ..." as a real RTX PRO 6000 log shows)."""
+    from render.diagnosis import _xid_results
+
+    dmesg = ("[4242.1] NVRM: Xid (PCI:0000:0d:00): 119, pid=3101, name=python, Timeout waiting for RPC from GSP0! "
+             "Expected function 76 (GSP_RM_CONTROL) (0x20800a4c 0x4).\n"
+             "[4243.0] NVRM: Xid (PCI:0000:0e:00): 120, GSP kernel exception: store access page fault (cause:0xf) @ pc:0xffffffff93003d42, partition:4#0\n")
+    events = parse_xid_lines(dmesg)
+    assert [(e.code, e.category) for e in events] == [(119, "firmware"), (120, "firmware")]
+    for e in events:
+        assert "GSP" in e.meaning and "reset the GPU" in e.meaning and "investigate the software" in e.meaning
+    results = {r.check: r for r in _xid_results(events, None)}
+    assert results["Xid 119"].status == "FAIL" and "GSP RPC timeout" in results["Xid 119"].fix
+    assert results["Xid 120"].status == "FAIL" and "GSP error" in results["Xid 120"].fix
+
+
+TOPO_CAPTURES = sorted(p.name for p in FIXTURES.glob("nvidia-smi-topo-m.*.txt"))
+
+
+@pytest.mark.parametrize("name", TOPO_CAPTURES)
+def test_topo_pasted_with_spaces_parses_as_the_tab_capture(name):
+    """Issue 22 item 8: a `topo -m` pasted from a terminal has its TABs expanded to spaces (and no ANSI
+    escapes, which the terminal rendered); that raised ValueError. The space form here is each real TAB
+    capture after exactly that: strip the escapes, expand TABs to 8-column stops."""
+    tabbed = fixture(name)
+    spaced = strip_ansi(tabbed).expandtabs(8)
+    assert "\t" not in spaced and "CPU Affinity" in spaced
+    a, b = parse_topo_matrix(tabbed), parse_topo_matrix(spaced)
+    assert a.gpus() and b == a
+    for gpu in b.gpus():  # the multi-word columns: every capture has CPU Affinity, NUMA Affinity and GPU NUMA ID
+        assert b.cpu_affinity[gpu] and b.numa_affinity[gpu] is not None and gpu in b.gpu_numa_id
+
+
+def test_topo_space_form_values_of_the_11nic_capture():
+    topo = parse_topo_matrix(strip_ansi(fixture("nvidia-smi-topo-m.8xH100-SXM-NVSwitch-11NIC.580.126.20.txt")).expandtabs())
+    assert topo.devices[-1] == "NIC10" and topo.links[("GPU0", "NIC1")] == "PXB" and topo.links[("NIC9", "NIC10")] == "PIX"
+    assert (topo.cpu_affinity["GPU7"], topo.numa_affinity["GPU7"], topo.gpu_numa_id["GPU7"]) == ("56-111,168-223", "1", None)
+    assert topo.nic_legend["NIC9"] == "mlx5_10"
