@@ -221,7 +221,7 @@ def render_domain_xslt(spec: DomainSpec) -> str:
         if spec.hugepages_1g
         else ""
     )
-    uuid = f"      <uuid>{spec.uuid}</uuid>" if spec.uuid else None
+    uuid = f"    <uuid>{spec.uuid}</uuid>" if spec.uuid else None
     qemu_args = (
         f'<qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size={spec.hole64_gib}G"/></qemu:commandline>'
         if spec.hole64_gib
