@@ -76,6 +76,7 @@ def domain_spec(plan: VmPlan, vm: Vm, host: Host) -> DomainSpec:
         hostdevs=plan.hostdevs,
         placement=plan.placement,
         hole64_gib=plan.mmio64_gib,
+        uuid=plan.machine_uuid,
         maxphysaddr="passthrough",
         hugepages_1g=plan.hugepages_1g,
         kvm_hidden=plan.hide_hypervisor,

@@ -13,7 +13,31 @@ tests/reference/tf-libvirt-v0.8.1-NOTES.md and checked by the tests:
   the provider then sees drift and replaces the VM);
 - if the provider XML ever lacks `<cpu>`, `<features>` or `<devices>` the
   stylesheet stops (xsl:message terminate, exit 10) instead of silently
-  producing a VM without passthrough.
+  producing a VM without passthrough;
+- the provider writes no `<uuid>`, so libvirt would pick a random one, and a
+  create whose start fails (VFIO not bound, a group not viable, BARs that do
+  not fit) leaves a defined domain the provider never records (it returns
+  before d.SetId: resource_libvirt_domain.go resourceLibvirtDomainCreate at
+  v0.8.1). The next create of the same name would then be refused for ever.
+  The stylesheet therefore sets the plan's derived UUID (VmPlan.machine_uuid)
+  right after `<name>` (the domain RNG puts `name` and `uuid` in one
+  interleave, src/conf/schemas/domaincommon.rng `ids`). With libvirt v9.0.0
+  (Debian 12's 9.0.0-4+deb12u2, no patch to these files), a define:
+  * of a name that exists with ANOTHER UUID is refused, "domain '%s' already
+    exists with uuid %s" (src/conf/virdomainobjlist.c virDomainObjListAddLocked,
+    the "UUID does not match, but if a name matches, refuse it" branch): another
+    stack's or a hand-made domain is never taken over;
+  * of the same name AND UUID replaces the existing definition
+    (virDomainObjAssignDef in the same function; qemuDomainDefineXMLFlags in
+    src/qemu/qemu_driver.c passes flags 0, so no "already active" check). The
+    next `pulumi up` thus redefines its own leftover and starts it. Its
+    autostart flag lives outside the XML and the provider sets it again; its
+    NVRAM file is a never-booted copy of the template (qemuProcessPrepareHost
+    in src/qemu/qemu_process.c writes it in qemuPrepareNVRAM before the hostdev
+    check fails) and is reused as it is. A leftover that is RUNNING (libvirt
+    autostarted it at a host reboot after the fix) is redefined too, but the
+    provider's start then fails "domain is already running"
+    (qemuDomainCreateWithFlags): docs/OPERATIONS.md says to stop it first.
 
 The output is byte-stable for a given spec: any change replaces the domain
 (the argument is ForceNew), NVRAM included.
@@ -43,6 +67,7 @@ class DomainSpec:
     hostdevs: tuple[str, ...]  # PCI addresses, in attach order
     placement: Placement
     hole64_gib: int  # 0: leave QEMU's default
+    uuid: str  # the domain's <uuid> (VmPlan.machine_uuid); "" leaves it to libvirt (random)
     maxphysaddr: str = "passthrough"  # "passthrough" or "emulate:<bits>"
     hugepages_1g: bool = False
     kvm_hidden: bool = False
@@ -196,6 +221,7 @@ def render_domain_xslt(spec: DomainSpec) -> str:
         if spec.hugepages_1g
         else ""
     )
+    uuid = f"    <uuid>{spec.uuid}</uuid>" if spec.uuid else None
     qemu_args = (
         f'<qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size={spec.hole64_gib}G"/></qemu:commandline>'
         if spec.hole64_gib
@@ -226,6 +252,12 @@ def render_domain_xslt(spec: DomainSpec) -> str:
         f"      {qemu_args}" if qemu_args else None,
         "    </xsl:copy>",
         "  </xsl:template>",
+        "  <!-- a fixed UUID: the next create redefines a leftover of a failed start (render/domain_xslt.py) -->" if uuid else None,
+        '  <xsl:template match="/domain/name">' if uuid else None,
+        '    <xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy>' if uuid else None,
+        uuid,
+        "  </xsl:template>" if uuid else None,
+        '  <xsl:template match="/domain/uuid"/>' if uuid else None,
         '  <xsl:template match="/domain/cpu">',
         '    <xsl:copy><xsl:apply-templates select="@*|node()"/>',
         f"      {_topology(spec)}" if cells else None,

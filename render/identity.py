@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 
 
 def derived_mac(stack: str, vm: str) -> str:
@@ -13,6 +14,24 @@ def derived_mac(stack: str, vm: str) -> str:
     """
     digest = hashlib.sha256(f"gpu-stack/{stack}/{vm}".encode()).digest()
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+# Fixed forever: changing it changes every domain's UUID, so every libvirt domain
+# would be replaced (the stylesheet that carries the UUID is ForceNew).
+MACHINE_UUID_NAMESPACE = uuid.UUID("7921148d-6c56-482b-b443-8615859c9f35")
+
+
+def derived_machine_uuid(project: str, stack: str, vm: str) -> str:
+    """A name-based (version 5) UUID from Pulumi project, stack and VM name.
+
+    The libvirt domain gets it as its <uuid>, so a `pulumi up` after a failed
+    start redefines its own leftover domain instead of being refused (libvirt
+    refuses a define whose name exists with another UUID; render/domain_xslt.py
+    cites where). Another project or stack that names a VM alike gets another
+    UUID, so its domain is never taken over. Never changes unless the VM is
+    renamed.
+    """
+    return str(uuid.uuid5(MACHINE_UUID_NAMESPACE, f"gpu-stack/{project}/{stack}/{vm}"))
 
 
 VMWARE_STATIC_MAC_FIRST = "00:50:56:00:00:00"

@@ -10,6 +10,9 @@ is a new mapping of the same plan, never a copy of the derivations:
   pci-hole64-size, vSphere's pciPassthru.64bitMMIOSizeGB;
 - NUMA placement (render/numa.py);
 - the MAC, stable forever (render/identity.py), in the backend's MAC range;
+- the machine UUID, from project, stack and VM name (render/identity.py):
+  libvirt's domain <uuid>, so a failed start's leftover is adopted by the next
+  create (docs/OPERATIONS.md, "Recovery after a failed start");
 - the guest identity: cloud-init user-data with the pinned SSH host key and
   meta-data (render/cloud_init.py);
 - the passed-through PCI functions, as resolved by the backend's preflight;
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 from render.catalog import GPU_MODELS
 from render.cloud_init import render_meta_data, render_user_data
-from render.identity import derived_mac, derived_vmware_mac
+from render.identity import derived_machine_uuid, derived_mac, derived_vmware_mac
 from render.mmio import hole64_gib
 from render.numa import Placement
 from stacks.config import Vm
@@ -41,6 +44,8 @@ class VmPlan:
     mmio64_gib: int
     """64-bit MMIO window in GiB; 0 when nothing is passed through."""
     mac: str
+    machine_uuid: str
+    """Derived from project, stack and VM name; the libvirt backend sets it as the domain's <uuid>."""
     firmware: str
     """"efi" (the default; with GPUs the only one accepted, seed 001: "the boot mode must be EFI") or "bios"."""
     secure_boot: bool
@@ -73,7 +78,7 @@ def vm_mac(vm: Vm, kind: str, stack: str) -> str:
     return derived_vmware_mac(stack, vm.name) if kind == "vsphere" else derived_mac(stack, vm.name)
 
 
-def plan_vm(vm: Vm, *, kind: str, stack: str, placement: Placement, hostdevs: tuple[str, ...], ssh_user: str, ssh_public_key: str) -> VmPlan:
+def plan_vm(vm: Vm, *, kind: str, project: str, stack: str, placement: Placement, hostdevs: tuple[str, ...], ssh_user: str, ssh_public_key: str) -> VmPlan:
     return VmPlan(
         name=vm.name,
         vcpus=vm.vcpus,
@@ -83,6 +88,7 @@ def plan_vm(vm: Vm, *, kind: str, stack: str, placement: Placement, hostdevs: tu
         hostdevs=hostdevs,
         mmio64_gib=hole64_gib(vm),
         mac=vm_mac(vm, kind, stack),
+        machine_uuid=derived_machine_uuid(project, stack, vm.name),
         firmware=vm.firmware.type,
         secure_boot=vm.firmware.secure_boot,
         hide_hypervisor=hides_hypervisor(vm),

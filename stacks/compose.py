@@ -331,7 +331,7 @@ def build(stack: LoadedStack) -> None:
             GpuPassthroughVmArgs(
                 vm=vm,
                 host=host,
-                plan=plan_vm(vm, kind=host.kind, stack=pulumi.get_stack(), placement=stack.placements[vm.name],
+                plan=plan_vm(vm, kind=host.kind, project=pulumi.get_project(), stack=pulumi.get_stack(), placement=stack.placements[vm.name],
                              hostdevs=devices, ssh_user=guest.ssh_user, ssh_public_key=guest.ssh_public_key),
                 provider=provider,
                 production=cfg.production,

@@ -81,7 +81,7 @@ def test_affinity_keeps_a_gpus_functions_on_one_port():
     groups = affinity_groups({"0000:3b:00.0": 0, "0000:86:00.0": 1}, ("0000:3b:00.0", "0000:86:00.0", "0000:3b:00.1"))
     assert groups == ((0, (("0000:3b:00.0", "0000:3b:00.1"),)), (1, (("0000:86:00.0",),)))
     placement = Placement((Cell(0, 0, (0,), (1,), 1024), Cell(1, 1, (1,), (2,), 1024)))
-    xslt = render_domain_xslt(DomainSpec(("0000:3b:00.0", "0000:86:00.0", "0000:3b:00.1"), placement, 256,
+    xslt = render_domain_xslt(DomainSpec(("0000:3b:00.0", "0000:86:00.0", "0000:3b:00.1"), placement, 256, "",
                                          affinity=tuple(AffinityGroup(c, d) for c, d in groups)))
     assert 'slot="0x00" function="0x0" multifunction="on"/>' in xslt
     assert xslt.count('model="pcie-expander-bus"') == 2

@@ -235,7 +235,7 @@ def test_the_mapping_builds_the_sdks_own_input_types(esxi, template):
 
     esxi["hosts"][0]["vsphere"]["template"] = template
     host, vm = Host.model_validate(esxi["hosts"][0]), Vm.model_validate(esxi["vms"][0])
-    plan = plan_vm(vm, kind="vsphere", stack="t", placement=Placement((Cell(0, 0, tuple(range(16)), tuple(range(16)), 65536),)),
+    plan = plan_vm(vm, kind="vsphere", project="gpu-stack", stack="t", placement=Placement((Cell(0, 0, tuple(range(16)), tuple(range(16)), 65536),)),
                    hostdevs=("0000:03:00.0",), ssh_user="u", ssh_public_key="ssh-ed25519 AAAA u")
     target = VsphereTarget(Inventory("dc", "host-1", "pool", "ds", "net"), TemplateInfo("rhel9_64Guest", "pvscsi", "uuid-1", 20, True, False), ("0000:03:00.0",))
     args = virtual_machine_args(plan, vm, host, target, "dXNlci1kYXRh", production=True)

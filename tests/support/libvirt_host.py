@@ -32,11 +32,18 @@ def kvm_available() -> bool:
 
 
 def for_this_machine(xml: str) -> str:
-    """Same document; type qemu where there is no KVM, and a unique name."""
+    """Same document; type qemu where there is no KVM, and a unique name and UUID.
+
+    The plan's <uuid> is derived from project, stack and VM name, so two test
+    runs against one libvirtd would otherwise define one UUID under two names,
+    which libvirt refuses ("already defined with uuid").
+    """
     doc = etree.fromstring(xml.encode())
     if not kvm_available():
         doc.set("type", "qemu")
     doc.find("name").text = f"gst-{uuid.uuid4().hex[:10]}"
+    if doc.find("uuid") is not None:
+        doc.find("uuid").text = str(uuid.uuid4())
     return etree.tostring(doc, encoding="unicode")
 
 

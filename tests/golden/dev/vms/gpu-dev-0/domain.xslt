@@ -21,6 +21,12 @@
       <qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size=128G"/></qemu:commandline>
     </xsl:copy>
   </xsl:template>
+  <!-- a fixed UUID: the next create redefines a leftover of a failed start (render/domain_xslt.py) -->
+  <xsl:template match="/domain/name">
+    <xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy>
+    <uuid>f6690bc6-5c15-5d0d-9b93-21a8f066fb96</uuid>
+  </xsl:template>
+  <xsl:template match="/domain/uuid"/>
   <xsl:template match="/domain/cpu">
     <xsl:copy><xsl:apply-templates select="@*|node()"/>
       <topology sockets="1" dies="1" cores="8" threads="1"/>

@@ -21,6 +21,12 @@
       <qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size=512G"/></qemu:commandline>
     </xsl:copy>
   </xsl:template>
+  <!-- a fixed UUID: the next create redefines a leftover of a failed start (render/domain_xslt.py) -->
+  <xsl:template match="/domain/name">
+    <xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy>
+    <uuid>3ffda8fc-0436-5b64-8a8b-ea30842b50ef</uuid>
+  </xsl:template>
+  <xsl:template match="/domain/uuid"/>
   <xsl:template match="/domain/cpu">
     <xsl:copy><xsl:apply-templates select="@*|node()"/>
       <topology sockets="1" dies="1" cores="56" threads="1"/>

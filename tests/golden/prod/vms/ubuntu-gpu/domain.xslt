@@ -21,6 +21,12 @@
       <qemu:commandline><qemu:arg value="-global"/><qemu:arg value="q35-pcihost.pci-hole64-size=2048G"/></qemu:commandline>
     </xsl:copy>
   </xsl:template>
+  <!-- a fixed UUID: the next create redefines a leftover of a failed start (render/domain_xslt.py) -->
+  <xsl:template match="/domain/name">
+    <xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy>
+    <uuid>c24221f2-a1ea-5be2-9534-87ef6e0e7297</uuid>
+  </xsl:template>
+  <xsl:template match="/domain/uuid"/>
   <xsl:template match="/domain/cpu">
     <xsl:copy><xsl:apply-templates select="@*|node()"/>
       <topology sockets="2" dies="1" cores="16" threads="2"/>
