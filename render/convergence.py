@@ -53,6 +53,8 @@ from stacks.config import StackConfig
 
 KEY_PREFIX = "gpu-stack:"
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
+CHART_TYPE = "kubernetes:helm.sh/v4:Chart"
+"""pulumi-kubernetes' helm.v4.Chart: `helm template` rendered client-side, each object server-side applied."""
 GROUP_TYPE = "kubernetes:yaml/v2:ConfigGroup"
 UNKNOWN = "[unknown]"
 
@@ -259,6 +261,7 @@ class Release:
     namespace: str
     values: dict[str, Any]  # as rendered
     effective: dict[str, Any]  # merged over the modelled chart defaults
+    resource: str = ""  # the resources.json row (a helm.v3 Release or a helm.v4 Chart)
 
     @property
     def id(self) -> str:
@@ -274,6 +277,7 @@ class Cluster:
     workloads: list[Workload]
     unknown_groups: list[str] = field(default_factory=list)
     files: Mapping[str, str] = field(default_factory=dict)
+    rows: tuple[dict[str, Any], ...] = ()  # resources.json, for dependencies
 
     @property
     def mode(self) -> str:
@@ -307,6 +311,7 @@ class ChartWorkload:
     gpu: bool = False
     runtime_class_path: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[Mapping[str, Any], ...] = ()  # container ports, where a Service of the model targets them
 
 
 @dataclass(frozen=True)
@@ -355,14 +360,15 @@ CHARTS: dict[str, ChartModel] = {
     "gpu-operator": ChartModel(
         "NVIDIA/gpu-operator v26.7.0 deployments/gpu-operator/values.yaml and charts/node-feature-discovery/values.yaml (0.19.0)",
         {
-            "nfd": {"enabled": True},
+            "nfd": {"enabled": True, "nodefeaturerules": False},
+            "clusterPolicy": {"deployCR": True}, "gpuCluster": {"deployCR": False},
             "daemonsets": {"tolerations": [dict(_GPU_TOLERATION)]},
             "operator": {"repository": "nvcr.io/nvidia", "runtimeClass": "nvidia", "nodeSelector": {"kubernetes.io/os": "linux"},
                          "tolerations": [dict(_CP_TOLERATION)],
                          "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {
                              "matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "In", "values": [""]}]}}]}}},
             "validator": {"repository": "nvcr.io/nvidia"},
-            "driver": {"enabled": True, "repository": "nvcr.io/nvidia"},
+            "driver": {"enabled": True, "repository": "nvcr.io/nvidia", "nvidiaDriverCRD": {"enabled": False, "deployDefaultCR": True}},
             "toolkit": {"enabled": True, "repository": "nvcr.io/nvidia/k8s"},
             "devicePlugin": {"enabled": True, "repository": "nvcr.io/nvidia"},
             "dcgm": {"enabled": False, "repository": "nvcr.io/nvidia/cloud-native"},
@@ -379,7 +385,8 @@ CHARTS: dict[str, ChartModel] = {
             },
         },
         (
-            ChartWorkload("Deployment", "gpu-operator", "operator"),
+            # templates/operator.yaml: pod label app: gpu-operator, container port `metrics` 8080
+            ChartWorkload("Deployment", "gpu-operator", "operator", ports=({"name": "metrics", "containerPort": 8080},)),
             ChartWorkload("Deployment", "node-feature-discovery-master", "node-feature-discovery.master", ("nfd.enabled", "node-feature-discovery.master.enable")),
             ChartWorkload("DaemonSet", "node-feature-discovery-worker", "node-feature-discovery.worker", ("nfd.enabled", "node-feature-discovery.worker.enable")),
             ChartWorkload("Deployment", "node-feature-discovery-gc", "node-feature-discovery.gc", ("nfd.enabled", "node-feature-discovery.gc.enable")),
@@ -404,6 +411,7 @@ CHARTS: dict[str, ChartModel] = {
         "(assumed, not pinned here: node-exporter tolerates every NoSchedule taint, the others none)",
         {
             "global": {"imageRegistry": ""},
+            "crds": {"enabled": True},
             "prometheus": {"enabled": True, "prometheusSpec": {
                 "nodeSelector": {}, "tolerations": [], "affinity": {}, "storageSpec": {},
                 "serviceMonitorSelectorNilUsesHelmValues": True, "serviceMonitorSelector": {}, "serviceMonitorNamespaceSelector": {},
@@ -437,7 +445,9 @@ CHARTS: dict[str, ChartModel] = {
         "projectcalico/calico v3.32.1 charts/tigera-operator/values.yaml",
         {"nodeSelector": {"kubernetes.io/os": "linux"}, "affinity": {},
          "tolerations": [{"effect": "NoExecute", "operator": "Exists"}, {"effect": "NoSchedule", "operator": "Exists"}],
-         "tigeraOperator": {"registry": "quay.io"}, "installation": {"enabled": True, "registry": ""}},
+         "tigeraOperator": {"registry": "quay.io"}, "installation": {"enabled": True, "registry": ""},
+         "apiServer": {"enabled": True}, "goldmane": {"enabled": True}, "whisker": {"enabled": True},
+         "defaultFelixConfiguration": {"enabled": False}, "manageCRDs": True},
         (ChartWorkload("Deployment", "tigera-operator", ""),),
         (ChartImage("tigeraOperator.registry", registry_only=True),
          ChartImage("installation.registry", ("installation.enabled",), registry_only=True)),
@@ -481,16 +491,33 @@ def _typed_object(row: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     group, version, kind = m.groups()
     inputs = dict(row.get("inputs") or {})
-    return {"apiVersion": version if group == "core" else f"{group}/{version}", "kind": kind, **inputs, "_origin": "resource"}
+    return {"apiVersion": version if group == "core" else f"{group}/{version}", "kind": kind, **inputs, "_origin": "resource",
+            "_resource": row.get("name", "")}
 
 
-def _operator_objects(rel: Release) -> list[dict[str, Any]]:
-    """What the GPU Operator creates from its ClusterPolicy (v26.7.0 assets/ and object_controls.go)."""
+def _operator_objects(rel: Release, service_monitor_crd: bool) -> list[dict[str, Any]]:
+    """What the GPU Operator creates from its ClusterPolicy (v26.7.0 assets/, object_controls.go, state_manager.go)."""
     v, ns, out = rel.effective, rel.namespace, []
     origin = f"{rel.id} (created by the GPU Operator)"
     runtime_class = get(v, "operator.runtimeClass") or "nvidia"
     out.append({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": runtime_class},
                 "handler": runtime_class, "_origin": origin})
+    # state-operator-metrics is always enabled (controllers/state_manager.go isStateEnabled); its Service and,
+    # where the ServiceMonitor CRD exists, its ServiceMonitor are assets/state-operator-metrics/0200_service.yaml
+    # and 0300_service_monitor.yaml (labels app: gpu-operator only), the namespace filled in and
+    # ClusterPolicy spec.operator.metrics.serviceMonitor.additionalLabels merged into the labels
+    # (controllers/object_controls.go ServiceMonitor, applyServiceMonitorCustomEdits; the chart copies
+    # operator.metrics.serviceMonitor into the ClusterPolicy, templates/clusterpolicy.yaml)
+    app = {"app": "gpu-operator"}
+    out.append({"apiVersion": "v1", "kind": "Service", "_origin": origin,
+                "metadata": {"name": "gpu-operator", "namespace": ns, "labels": dict(app)},
+                "spec": {"selector": dict(app), "ports": [{"name": "gpu-operator-metrics", "port": 8080, "targetPort": 8080, "protocol": "TCP"}]}})
+    if service_monitor_crd:
+        out.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "_origin": origin,
+                    "metadata": {"name": "gpu-operator", "namespace": ns,
+                                 "labels": {**app, **(get(v, "operator.metrics.serviceMonitor.additionalLabels") or {})}},
+                    "spec": {"selector": {"matchLabels": dict(app)}, "namespaceSelector": {"matchNames": [ns]}, "jobLabel": "operator",
+                             "endpoints": [{"port": "gpu-operator-metrics", "path": "/metrics"}]}})
     if get(v, "dcgmExporter.enabled") is True:
         app = {"app": "nvidia-dcgm-exporter"}
         out.append({"apiVersion": "v1", "kind": "Service", "_origin": origin,
@@ -514,7 +541,7 @@ def _chart_workloads(rel: Release) -> list[Workload]:
         if not _enabled(rel.effective, w.enabled):
             continue
         spec = _pod_spec_from(rel.effective, w)
-        ports = [{"name": "metrics", "containerPort": 9400}] if w.name == "nvidia-dcgm-exporter" else []
+        ports = [{"name": "metrics", "containerPort": 9400}] if w.name == "nvidia-dcgm-exporter" else [dict(p) for p in w.ports]
         spec["containers"] = [{"name": w.name, "ports": ports}]
         out.append(Workload(f"{w.kind} {rel.namespace}/{w.name}", rel.namespace, dict(w.labels) or {"app": w.name},
                             spec, rel.id, gpu=w.gpu))
@@ -615,13 +642,13 @@ def build_cluster(plan: Plan, cfg: StackConfig) -> Cluster:
             continue
         doc = yaml.safe_load(text)
         if isinstance(doc, dict):
-            objects.append({**doc, "_origin": path})
+            objects.append({**doc, "_origin": path, "_resource": path.split("/")[1]})
     releases = []
     for row in plan.resources:
         typed = _typed_object(row)
         if typed is not None:
             objects.append(typed)
-        if row.get("type") != RELEASE_TYPE:
+        if row.get("type") not in (RELEASE_TYPE, CHART_TYPE):
             continue
         inputs = row.get("inputs") or {}
         name = inputs.get("name") or row.get("name")
@@ -630,10 +657,11 @@ def build_cluster(plan: Plan, cfg: StackConfig) -> Cluster:
         chart = inputs.get("chart", "")
         model = CHARTS.get(chart)
         effective = deep_merge(model.defaults, values) if model else values
-        releases.append(Release(name, chart, inputs.get("namespace") or "default", values, effective))
+        releases.append(Release(name, chart, inputs.get("namespace") or "default", values, effective, row.get("name", "")))
     operator = next((r for r in releases if r.chart == "gpu-operator"), None)
     if operator is not None:
-        objects += _operator_objects(operator)
+        sm_crd = "monitoring.coreos.com/ServiceMonitor" in _crds_installed(objects, releases)
+        objects += _operator_objects(operator, sm_crd)
     workloads = []
     for obj in objects:
         if obj.get("kind") in WORKLOAD_KINDS:
@@ -644,7 +672,7 @@ def build_cluster(plan: Plan, cfg: StackConfig) -> Cluster:
         workloads += _chart_workloads(rel)
     if cfg.kubernetes is not None and cfg.kubernetes.mode == "init":
         workloads += kubeadm_workloads()
-    return Cluster(cfg, objects, releases, _nodes(plan, cfg, operator), workloads, unknown, plan.files)
+    return Cluster(cfg, objects, releases, _nodes(plan, cfg, operator), workloads, unknown, plan.files, tuple(plan.resources))
 
 
 # --- rules --------------------------------------------------------------------
@@ -1197,10 +1225,227 @@ def rule_kubevirt(c: Cluster) -> list[Violation]:
     return out
 
 
+# --- custom resources and their CRDs ----------------------------------------
+
+
+@dataclass(frozen=True)
+class CrdSource:
+    """The CustomResourceDefinitions one chart installs, as `<group>/<Kind>`, and where that list was read."""
+
+    source: str
+    crds: tuple[str, ...]
+    enabled: tuple[str, ...] = ()  # values paths that must all be true (merged over CHARTS' defaults)
+
+
+CRD_SOURCES: dict[str, CrdSource] = {
+    # Since v3.32 the tigera-operator chart ships no CRDs: they are this chart, from the same Helm repo
+    # (https://docs.tigera.io/calico/charts) at the same version; its render is manifests/v1_crd_projectcalico_org.yaml
+    # (tests/reference/calico-v3.32.1.v1_crd_projectcalico_org.yaml, 32 CRDs; tests/test_convergence.py reads them).
+    "crd.projectcalico.org.v1": CrdSource(
+        "projectcalico/calico v3.32.1 charts/crd.projectcalico.org.v1/templates (= manifests/v1_crd_projectcalico_org.yaml)",
+        tuple(f"operator.tigera.io/{k}" for k in (
+            "APIServer", "GatewayAPI", "Goldmane", "ImageSet", "Installation", "Istio", "ManagementClusterConnection",
+            "TigeraStatus", "Whisker"))
+        + tuple(f"crd.projectcalico.org/{k}" for k in (
+            "BGPConfiguration", "BGPFilter", "BGPPeer", "BlockAffinity", "CalicoNodeStatus", "ClusterInformation",
+            "FelixConfiguration", "GlobalNetworkPolicy", "GlobalNetworkSet", "HostEndpoint", "IPAMBlock", "IPAMConfig",
+            "IPAMHandle", "IPPool", "IPReservation", "KubeControllersConfiguration", "NetworkPolicy", "NetworkSet",
+            "StagedGlobalNetworkPolicy", "StagedKubernetesNetworkPolicy", "StagedNetworkPolicy", "Tier"))
+        + ("policy.networking.k8s.io/ClusterNetworkPolicy",)),
+    # No CRDs at v3.32.1 (charts/tigera-operator/ has only templates/). manageCRDs: true makes the operator create
+    # them when its pod starts (tigera/operator v1.42.3 cmd/main.go, pkg/imports/crds Ensure): too late for this
+    # release's own Installation/APIServer, which Helm maps to API kinds before it creates anything.
+    "tigera-operator": CrdSource("projectcalico/calico v3.32.1 charts/tigera-operator/ (no crds/ directory)", ()),
+    "kube-prometheus-stack": CrdSource(
+        "prometheus-community/helm-charts kube-prometheus-stack 88.5.3 charts/crds/crds/ (prometheus-operator v0.93.1), "
+        "installed with crds.enabled (default true)",
+        tuple(f"monitoring.coreos.com/{k}" for k in (
+            "Alertmanager", "AlertmanagerConfig", "PodMonitor", "Probe", "Prometheus", "PrometheusAgent",
+            "PrometheusRule", "ScrapeConfig", "ServiceMonitor", "ThanosRuler")),
+        ("crds.enabled",)),
+    "gpu-operator": CrdSource(
+        "NVIDIA/gpu-operator v26.7.0 deployments/gpu-operator/crds/ (Helm installs crds/ before the templates)",
+        ("nvidia.com/ClusterPolicy", "nvidia.com/GPUCluster", "nvidia.com/NVIDIADriver",
+         "resource.nvidia.com/ComputeDomain", "resource.nvidia.com/ComputeDomainClique")),
+    "node-feature-discovery": CrdSource(
+        "NVIDIA/gpu-operator v26.7.0 deployments/gpu-operator/charts/node-feature-discovery/crds/nfd-api-crds.yaml "
+        "(the subchart of gpu-operator, with nfd.enabled)",
+        ("nfd.k8s-sigs.io/NodeFeature", "nfd.k8s-sigs.io/NodeFeatureGroup", "nfd.k8s-sigs.io/NodeFeatureRule")),
+}
+_SUBCHART_CRDS = {"gpu-operator": (("node-feature-discovery", "nfd.enabled"),)}
+
+
+@dataclass(frozen=True)
+class ChartResource:
+    """A custom resource a chart's templates render when the values paths are true."""
+
+    api: str  # `<group>/<Kind>`
+    name: str
+    enabled: tuple[str, ...]
+
+
+CHART_RESOURCES: dict[str, tuple[ChartResource, ...]] = {
+    # projectcalico/calico v3.32.1 charts/tigera-operator/templates/crs/custom-resources.yaml
+    # and configmap-felixconfiguration-templates.yaml
+    "tigera-operator": (
+        ChartResource("operator.tigera.io/Installation", "default", ("installation.enabled",)),
+        ChartResource("operator.tigera.io/APIServer", "default", ("apiServer.enabled",)),
+        ChartResource("operator.tigera.io/Goldmane", "default", ("goldmane.enabled",)),
+        ChartResource("operator.tigera.io/Whisker", "default", ("whisker.enabled",)),
+        ChartResource("crd.projectcalico.org/FelixConfiguration", "default", ("defaultFelixConfiguration.enabled",)),
+    ),
+    # NVIDIA/gpu-operator v26.7.0 deployments/gpu-operator/templates/clusterpolicy.yaml, gpucluster.yaml,
+    # nvidiadriver.yaml, nodefeaturerules.yaml
+    "gpu-operator": (
+        ChartResource("nvidia.com/ClusterPolicy", "cluster-policy", ("clusterPolicy.deployCR",)),
+        ChartResource("nvidia.com/GPUCluster", "default", ("gpuCluster.deployCR",)),
+        ChartResource("nvidia.com/NVIDIADriver", "default", ("driver.enabled", "driver.nvidiaDriverCRD.enabled", "driver.nvidiaDriverCRD.deployDefaultCR")),
+        ChartResource("nfd.k8s-sigs.io/NodeFeatureRule", "nvidia-kernel-modules", ("nfd.nodefeaturerules",)),
+    ),
+    # kube-prometheus-stack 88.5.3 templates/prometheus/prometheus.yaml, templates/alertmanager/alertmanager.yaml
+    "kube-prometheus-stack": (
+        ChartResource("monitoring.coreos.com/Prometheus", "prometheus", ("prometheus.enabled",)),
+        ChartResource("monitoring.coreos.com/Alertmanager", "alertmanager", ("alertmanager.enabled",)),
+    ),
+}
+
+PRESENT_CRDS: dict[str, tuple[str, ...]] = {
+    # a KubeVirt host cluster runs KubeVirt (v1.8.4, a prerequisite: README, docs/OPERATIONS.md); the plan's
+    # VirtualMachines and the KubeVirt CR patch go to that cluster, through its own provider
+    "kubevirt": ("kubevirt.io/VirtualMachine", "kubevirt.io/KubeVirt"),
+}
+"""CRDs declared present, per hosts[].kind: installed outside gpu-stack as a prerequisite."""
+
+# API groups the API server serves itself: no CRD needed
+_BUILTIN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "rbac.authorization.k8s.io", "storage.k8s.io", "node.k8s.io",
+                   "networking.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "discovery.k8s.io", "apiextensions.k8s.io",
+                   "admissionregistration.k8s.io", "certificates.k8s.io", "flowcontrol.apiserver.k8s.io", "events.k8s.io",
+                   "apiregistration.k8s.io", "resource.k8s.io", "authentication.k8s.io", "authorization.k8s.io"}
+
+
+def api_of(obj: Mapping[str, Any]) -> str:
+    """`<group>/<Kind>` (group "" for the core API); a pulumi-kubernetes `<Kind>Patch` resource is its kind's."""
+    api_version = str(obj.get("apiVersion") or "")
+    group = api_version.rpartition("/")[0] if "/" in api_version else ""
+    kind = str(obj.get("kind") or "")
+    if obj.get("_origin") == "resource" and kind.endswith("Patch"):
+        kind = kind[:-len("Patch")]
+    return f"{group}/{kind}"
+
+
+def is_custom(api: str) -> bool:
+    return api.split("/", 1)[0] not in _BUILTIN_GROUPS
+
+
+def _crd_sources(objects: Iterable[Mapping[str, Any]], releases: Iterable[Release]) -> dict[str, list[tuple[str, str, str]]]:
+    """`<group>/<Kind>` -> [(resource row, what installs it, key)] for every CRD the plan installs."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for o in objects:
+        if o.get("kind") == "CustomResourceDefinition":
+            api = f"{get(o, 'spec.group')}/{get(o, 'spec.names.kind')}"
+            out.setdefault(api, []).append((o.get("_resource", ""), obj_id(o), "addons"))
+    for r in releases:
+        charts = [(r.chart, ())] + [(sub, (path,)) for sub, path in _SUBCHART_CRDS.get(r.chart, ())]
+        for chart, paths in charts:
+            src = CRD_SOURCES.get(chart)
+            if src is None or not _enabled(r.effective, (*src.enabled, *paths)):
+                continue
+            for api in src.crds:
+                out.setdefault(api, []).append((r.resource, f"{r.id} ({r.chart} {src.source.split(' ')[0]})", ""))
+    return out
+
+
+def _crds_installed(objects: Iterable[Mapping[str, Any]], releases: Iterable[Release]) -> set[str]:
+    return set(_crd_sources(objects, releases))
+
+
+def _dependencies(rows: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
+    """Resource name -> every resource it waits for: dependsOn, transitively; waiting for a component waits for its children."""
+    rows = list(rows)
+    direct = {r.get("name"): set((r.get("options") or {}).get("dependsOn") or []) for r in rows}
+    children: dict[str, set[str]] = {}
+    for r in rows:
+        if r.get("parent"):
+            children.setdefault(r["parent"], set()).add(r.get("name"))
+    closed: dict[str, set[str]] = {}
+
+    def walk(name: str) -> set[str]:
+        if name in closed:
+            return closed[name]
+        closed[name] = seen = set()
+        todo = list(direct.get(name, ()))
+        while todo:
+            d = todo.pop()
+            if d in seen:
+                continue
+            seen.add(d)
+            todo += list(direct.get(d, ())) + list(children.get(d, ()))
+        return seen
+
+    for name in direct:
+        walk(name)
+    return closed
+
+
+def _crd_key(api: str, c: Cluster) -> str:
+    group = api.split("/", 1)[0]
+    if group in ("operator.tigera.io", "crd.projectcalico.org", "projectcalico.org", "policy.networking.k8s.io"):
+        return POD_NETWORK_KEY
+    if group == "monitoring.coreos.com":
+        return MONITORING_KEY
+    if group in ("nvidia.com", "resource.nvidia.com", "nfd.k8s-sigs.io"):
+        return "addons.gpuOperator"
+    return "addons"
+
+
+def rule_crds(c: Cluster) -> list[Violation]:
+    """Every custom resource the plan renders has its CustomResourceDefinition installed by the plan, before it.
+
+    Custom resources: manifest and typed objects outside the API server's own groups, what the charts'
+    templates render as far as CHART_RESOURCES models them (Calico's Installation and APIServer, the GPU
+    Operator's ClusterPolicy, kube-prometheus-stack's Prometheus), and what the GPU Operator creates
+    (its ServiceMonitors). The CRDs: CustomResourceDefinition objects of the plan, the charts of
+    CRD_SOURCES (one table, each with the source it was read from) or CRDs declared present
+    (PRESENT_CRDS: KubeVirt on a KubeVirt host cluster). A release or object group whose custom
+    resources come from a CRD installed by another resource must wait for it (dependsOn): Helm and
+    pulumi-kubernetes map every object to an API kind first, and fail on a kind the API server lacks.
+    """
+    installed = _crd_sources(c.objects, c.releases)
+    present = {api for h in c.cfg.hosts for api in PRESENT_CRDS.get(h.kind, ())}
+    deps = _dependencies(c.rows)
+    wanted: list[tuple[str, str, str]] = []  # (object id, api, resource row that applies it; "" when an operator creates it)
+    for o in c.objects:
+        api = api_of(o)
+        if o.get("kind") and is_custom(api):
+            by_operator = "created by" in str(o.get("_origin"))
+            wanted.append((obj_id(o), api, "" if by_operator else o.get("_resource", "")))
+    for r in c.releases:
+        for cr in CHART_RESOURCES.get(r.chart, ()):
+            if _enabled(r.effective, cr.enabled):
+                wanted.append((f"{r.id} {cr.api.split('/', 1)[1]} {cr.name}", cr.api, r.resource))
+    out = []
+    for what, api, row in wanted:
+        if api in present:
+            continue
+        sources = installed.get(api, [])
+        if not sources:
+            out.append(Violation("crds", what, _crd_key(api, c),
+                                 f"no CustomResourceDefinition for {api} is installed by the plan or declared present, "
+                                 f"so the API server has no such kind (\"no matches for kind {api.split('/', 1)[1]}\")"))
+            continue
+        if not row or any(src == row or src in deps.get(row, set()) for src, _, _ in sources):
+            continue
+        out.append(Violation("crds", what, _crd_key(api, c),
+                             f"the CRD for {api} comes from {', '.join(w for _, w, _ in sources)}, which {row} does not wait for (dependsOn)"))
+    return out
+
+
+
 RULES: tuple[tuple[str, Callable[[Cluster], list[Violation]]], ...] = (
     ("kubevirt", rule_kubevirt),
     ("scheduling", rule_scheduling),
     ("networking", rule_networking),
+    ("crds", rule_crds),
     ("storage", rule_storage),
     ("scraping", rule_scraping),
     ("targets", rule_targets),

@@ -91,6 +91,13 @@ def gpu_operator_values(addons: Addons, guest: Guest | None, monitor_labels: dic
         },
         "migManager": {"enabled": op.mig_manager_enabled, **repo("nvcr.io/nvidia/cloud-native/k8s-mig-manager")},
     }
+    if monitor_labels:
+        # The operator's own metrics: it always creates Service and ServiceMonitor `gpu-operator` (gpu-operator
+        # v26.7.0 assets/state-operator-metrics/), labelled only app: gpu-operator, so kube-prometheus-stack's
+        # default selector (release: <name>) ignores it. The chart copies operator.metrics.serviceMonitor into
+        # the ClusterPolicy (templates/clusterpolicy.yaml) and the operator merges its additionalLabels into the
+        # ServiceMonitor's labels (controllers/object_controls.go applyServiceMonitorCustomEdits).
+        values["operator"]["metrics"] = {"serviceMonitor": {"additionalLabels": monitor_labels}}
     if op.mig_strategy != "none":
         values["mig"] = {"strategy": op.mig_strategy}
     if images.pull_secret:

@@ -34,6 +34,7 @@ CHART_DEFAULTS = {
 # marker must still be there, so a renamed option fails the test.
 DOCUMENTED_IN_COMMENTS = {
     ("gpu-operator", "dcgmExporter.config"): "# name: custom-dcgm-exporter-metrics",
+    ("gpu-operator", "operator.metrics"): "  # metrics:\n  #   serviceMonitor:\n",
     ("tigera-operator", "installation.calicoNetwork"): "  # calicoNetwork:\n",
     ("tigera-operator", "installation.registry"): "  # registry: <custom-registry>\n",
     ("tigera-operator", "installation.imagePath"): "  # imagePath: <optional-path>\n",
@@ -349,6 +350,28 @@ def test_calico_is_installed_in_mode_init_on_the_pod_cidr(deployed):
     assert deployed["result"].outputs["podNetwork"]["podCidr"] == "10.244.0.0/16"
 
 
+def test_calico_crds_are_applied_before_the_operator_chart(deployed):
+    """Issue 22 item 3: tigera-operator v3.32.1 ships no CRDs; the crd.projectcalico.org.v1 chart from the same
+    repository at the same version is rendered and server-side applied (helm.v4.Chart) before the release."""
+    result = deployed["result"]
+    release = _release(result, "tigera-operator")
+    crds = [r for r in result.of_type("kubernetes:helm.sh/v4:Chart") if r.inputs["chart"] == "crd.projectcalico.org.v1"]
+    assert len(crds) == 1, [r.name for r in result.of_type("kubernetes:helm.sh/v4:Chart")]
+    chart = crds[0]
+    assert chart.inputs["version"] == release.inputs["version"]
+    assert chart.inputs["repositoryOpts"] == release.inputs["repositoryOpts"]
+    assert chart.provider == "kubernetes" and chart.parent == "pod-network" and chart.inputs["name"] == "calico-crds"
+    assert chart.name in _all_deps(result, release.name)
+    assert set(_all_deps(result, release.name)) - {chart.name} <= set(_all_deps(result, chart.name))  # waits for what the release waits for
+
+
+def test_operator_metrics_service_monitor_gets_the_release_label():
+    """Issue 22 item 4: the operator's own ServiceMonitor (state-operator-metrics) is labelled for Prometheus."""
+    values = _values(deploy("operator")["result"], "gpu-operator")
+    assert values["operator"]["metrics"] == {"serviceMonitor": {"additionalLabels": {"release": "kube-prometheus-stack"}}}
+    assert values["operator"]["metrics"]["serviceMonitor"]["additionalLabels"] == values["dcgmExporter"]["serviceMonitor"]["additionalLabels"]
+
+
 def test_the_ip_pool_fields_are_the_charts_documented_ones():
     """installation.calicoNetwork is only a commented example in the chart: every pool field we set is in it."""
     text = require_reference(CHART_DEFAULTS["tigera-operator"]).read_text()
@@ -376,7 +399,8 @@ def test_no_pod_network_on_a_cluster_this_stack_did_not_create(raw, secrets):
 
 def test_every_addon_release_and_object_waits_for_the_pod_network(deployed):
     result = deployed["result"]
-    addons = [r for r in result.resources if r.provider == "kubernetes" and r.name != "pod-network-release"]
+    # the pod network's own CRD chart comes before its release, not after
+    addons = [r for r in result.resources if r.provider == "kubernetes" and r.name not in ("pod-network-release", "pod-network-crds")]
     assert addons
     for r in addons:
         assert "pod-network-release" in _all_deps(result, r.name), f"{r.type} {r.name} does not wait for the pod network"

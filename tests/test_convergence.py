@@ -72,8 +72,8 @@ def add_objects(plan: Plan, group: str, *objs: dict) -> Plan:
     return Plan(plan.resources, files)
 
 
-def add_release(plan: Plan, name: str, chart: str, namespace: str, values: dict) -> Plan:
-    row = {"type": cv.RELEASE_TYPE, "name": f"{name}-release", "parent": None,
+def add_release(plan: Plan, name: str, chart: str, namespace: str, values: dict, depends_on: tuple[str, ...] = ()) -> Plan:
+    row = {"type": cv.RELEASE_TYPE, "name": f"{name}-release", "parent": None, "options": {"dependsOn": list(depends_on)},
            "inputs": {"name": name, "chart": chart, "namespace": namespace, "values": values}}
     return Plan((*plan.resources, row), {**plan.files, f"helm/{name}.values.yaml": yaml.safe_dump(values)})
 
@@ -100,7 +100,7 @@ TIGERA = ("tigera-operator", "tigera-operator", "tigera-operator", {"installatio
 def converged(plan: Plan) -> Plan:
     """What branch converge adds, in plan form: a CNI release, a default StorageClass, requests-only quotas,
     control-plane scrapes off."""
-    plan = add_release(plan, *TIGERA)
+    plan = add_release(plan, *TIGERA, depends_on=("pod-network-crds",))  # after the Calico CRDs, as PodNetwork's release
     plan = add_objects(plan, "storage-objects", DEFAULT_CLASS)
     plan = edit(plan, "helm/kube-prometheus-stack.values.yaml",
                 lambda d: d.update({k: {"enabled": False} for k in ("kubeControllerManager", "kubeScheduler", "kubeEtcd", "kubeProxy")}))
@@ -598,13 +598,116 @@ def test_chart_model_defaults_are_the_pinned_charts(chart):
 def test_operator_dcgm_objects_match_the_v26_7_0_assets():
     """The Service/ServiceMonitor the model creates are the ones in assets/state-dcgm-exporter/ (read at tag v26.7.0)."""
     rel = cv.build_cluster(golden("prod"), config("prod")).release("gpu-operator")
-    objs = {o["kind"]: o for o in cv._operator_objects(rel)}
+    objs = {o["kind"]: o for o in cv._operator_objects(rel, True) if o["metadata"]["name"] != "gpu-operator"}
     svc, sm = objs["Service"], objs["ServiceMonitor"]
     assert svc["metadata"]["name"] == "nvidia-dcgm-exporter" and svc["spec"]["selector"] == {"app": "nvidia-dcgm-exporter"}
     assert svc["spec"]["ports"] == [{"name": "gpu-metrics", "port": 9400, "targetPort": 9400}]
     assert sm["spec"]["endpoints"][0]["port"] == "gpu-metrics" and sm["spec"]["namespaceSelector"] == {"matchNames": ["gpu-operator"]}
     assert sm["metadata"]["labels"] == {"app": "nvidia-dcgm-exporter", "release": "kube-prometheus-stack"}
     assert objs["RuntimeClass"]["handler"] == "nvidia"
+
+
+def _filled(doc: dict, ns: str) -> dict:
+    """An operator asset as the operator creates it: FILLED_BY_THE_OPERATOR replaced by its namespace."""
+    return yaml.safe_load(yaml.safe_dump(doc).replace("FILLED_BY_THE_OPERATOR", ns))
+
+
+def test_operator_metrics_objects_match_the_v26_7_0_assets():
+    """The operator's own Service and ServiceMonitor are assets/state-operator-metrics/0200 and 0300 at v26.7.0
+    (the namespace filled in), plus the additionalLabels the ClusterPolicy carries."""
+    rel = cv.build_cluster(golden("prod"), config("prod")).release("gpu-operator")
+    objs = {o["kind"]: o for o in cv._operator_objects(rel, True) if o["metadata"]["name"] == "gpu-operator"}
+    svc = _filled(yaml.safe_load(require_reference("gpu-operator-v26.7.0.state-operator-metrics.0200_service.yaml").read_text()), rel.namespace)
+    sm = _filled(yaml.safe_load(require_reference("gpu-operator-v26.7.0.state-operator-metrics.0300_service_monitor.yaml").read_text()), rel.namespace)
+    assert objs["Service"]["spec"] == svc["spec"] and objs["Service"]["metadata"]["labels"] == svc["metadata"]["labels"]
+    assert objs["ServiceMonitor"]["spec"] == sm["spec"]
+    extra = cv.get(rel.effective, "operator.metrics.serviceMonitor.additionalLabels") or {}
+    assert objs["ServiceMonitor"]["metadata"]["labels"] == {**sm["metadata"]["labels"], **extra}
+    assert "release" not in sm["metadata"]["labels"]  # upstream alone is not selected by kube-prometheus-stack
+    assert not any(o["metadata"]["name"] == "gpu-operator" and o["kind"] == "ServiceMonitor"
+                   for o in cv._operator_objects(rel, False))  # no ServiceMonitor CRD: the operator skips it
+
+
+@pytest.mark.parametrize("stack", [s for s in STACKS if config(s).addons.gpu_operator.enabled and config(s).addons.monitoring.enabled])
+def test_operator_metrics_monitor_without_the_release_label_is_found(stack):
+    """Issue 22 item 4: the operator's own ServiceMonitor carries only app: gpu-operator unless the values add release."""
+    plan = edit(golden(stack), "helm/gpu-operator.values.yaml", lambda d: d["operator"].pop("metrics", None))
+    found = named(check(plan, config(stack), rules=["scraping"]), "scraping", "ServiceMonitor gpu-operator/gpu-operator")
+    assert [v.key for v in found] == [cv.RELEASE_KEY], "\n".join(map(str, found))
+    assert "release=kube-prometheus-stack" in found[0].message
+
+
+# --- custom resources and their CRDs -------------------------------------------------------------------
+
+CALICO_CRDS = "calico-v3.32.1.v1_crd_projectcalico_org.yaml"
+
+
+def _crd_apis(name: str) -> set[str]:
+    docs = [d for d in yaml.safe_load_all(require_reference(name).read_text()) if d]
+    assert all(d["kind"] == "CustomResourceDefinition" for d in docs)
+    return {f"{d['spec']['group']}/{d['spec']['names']['kind']}" for d in docs}
+
+
+def test_calico_crd_table_is_the_real_v3_32_1_manifest():
+    """CRD_SOURCES' Calico row lists exactly the 32 CRDs of manifests/v1_crd_projectcalico_org.yaml at v3.32.1, and
+    every kind the tigera-operator chart renders for us (Installation, APIServer, ...) is one of them."""
+    real = _crd_apis(CALICO_CRDS)
+    assert len(real) == 32
+    assert set(cv.CRD_SOURCES["crd.projectcalico.org.v1"].crds) == real
+    assert {r.api for r in cv.CHART_RESOURCES["tigera-operator"]} <= real
+    assert {"operator.tigera.io/Installation", "operator.tigera.io/APIServer"} <= real
+
+
+def test_prometheus_crd_table_names_the_pinned_crds():
+    for name in ("crd-servicemonitors.yaml", "crd-prometheusrules.yaml", "crd-podmonitors.yaml"):
+        assert _crd_apis(name) <= set(cv.CRD_SOURCES["kube-prometheus-stack"].crds), name
+
+
+@pytest.mark.parametrize("stack", INIT_STACKS)
+def test_calico_crs_without_the_crd_chart_are_found(stack):
+    """Issue 22 item 3: the tigera-operator chart (v3.32+) has no CRDs; its Installation and APIServer need the
+    crd.projectcalico.org.v1 chart in the plan."""
+    plan = golden(stack)
+    crd_rows = [r for r in plan.resources if (r.get("inputs") or {}).get("chart") == "crd.projectcalico.org.v1"]
+    assert crd_rows and crd_rows[0]["type"] == cv.CHART_TYPE
+    assert crd_rows[0]["inputs"]["version"] == next(r["inputs"]["version"] for r in plan.resources
+                                                    if (r.get("inputs") or {}).get("chart") == "tigera-operator")
+    without = Plan(tuple(r for r in plan.resources if r not in crd_rows), plan.files)
+    found = [v for v in check(without, config(stack), rules=["crds"])]
+    assert {v.object for v in found} == {"helm release calico Installation default", "helm release calico APIServer default"}
+    assert {v.key for v in found} == {cv.POD_NETWORK_KEY}
+
+
+@pytest.mark.parametrize("stack", INIT_STACKS)
+def test_a_release_not_waiting_for_its_crds_is_found(stack):
+    plan = golden(stack)
+    rows = tuple({**r, "options": {**r["options"], "dependsOn": [d for d in r["options"]["dependsOn"] if d != "pod-network-crds"]}}
+                 if r["name"] == "pod-network-release" else r for r in plan.resources)
+    found = check(Plan(rows, plan.files), config(stack), rules=["crds"])
+    assert found and all("does not wait for" in v.message and "pod-network-release" in v.message for v in found), found
+
+
+def test_a_custom_resource_needs_its_crd_in_the_plan():
+    plan = golden("dev")
+    cr = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "default"}}
+    found = check(add_objects(plan, "gpu-quotas-objects", cr), config("dev"), rules=["crds"])
+    assert [v.object for v in found] == ["Widget default/w"]
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"},
+           "spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"}, "scope": "Namespaced"}}
+    assert check(add_objects(plan, "gpu-quotas-objects", cr, crd), config("dev"), rules=["crds"]) == []
+
+
+def test_kubevirt_kinds_are_declared_present_only_on_a_kubevirt_host():
+    plan = golden("kubevirt")
+    assert any(cv.api_of(o) == "kubevirt.io/VirtualMachine" for o in cv.build_cluster(plan, config("kubevirt")).objects)
+    assert check(plan, config("kubevirt"), rules=["crds"]) == []
+    saved = dict(cv.PRESENT_CRDS)
+    try:
+        cv.PRESENT_CRDS.pop("kubevirt")
+        found = check(plan, config("kubevirt"), rules=["crds"])
+    finally:
+        cv.PRESENT_CRDS.update(saved)
+    assert found and all("kubevirt.io/" in v.message for v in found)
 
 
 # --- make plan ---------------------------------------------------------------------------------------
