@@ -1,10 +1,13 @@
 """DcgmServiceMonitor: DCGM metrics reach Prometheus, with alerts and a dashboard.
 
 It owns the rule that broke seed 000: the `release` label on every
-ServiceMonitor and PrometheusRule comes from the MonitoringStack's Helm
-release, never typed by hand. The GPU Operator's exporter gets the labels
-through `release_labels()`; on the device plugin path this component also
-deploys a standalone dcgm-exporter with our counters file.
+ServiceMonitor and PrometheusRule is the MonitoringStack's release name,
+never typed by hand (render/helm_values.monitor_labels, from
+addons.monitoring.releaseName, which names the Release). The GPU Operator's
+exporter gets the same labels; on the device plugin path this component also
+deploys a standalone dcgm-exporter with our counters file. The labels are
+plain values, so the manifests are known in `pulumi preview`; the objects wait
+for the release (its CRDs) through depends_on.
 """
 
 from __future__ import annotations
@@ -23,11 +26,6 @@ from stacks.config import Addons
 STANDALONE_NAMESPACE = "gpu-monitoring"
 
 
-def release_labels(monitoring: MonitoringStack) -> pulumi.Output[dict[str, str]]:
-    """The labels kube-prometheus-stack selects monitors and rules by."""
-    return monitoring.release_name.apply(lambda name: {"release": name})
-
-
 @dataclass(frozen=True)
 class DcgmServiceMonitorArgs:
     mode: Literal["operator", "standalone"]
@@ -43,13 +41,13 @@ class DcgmServiceMonitorArgs:
 class DcgmServiceMonitor(pulumi.ComponentResource):
     def __init__(self, name: str, args: DcgmServiceMonitorArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("gpu-stack:index:DcgmServiceMonitor", name, None, opts)
-        labels = release_labels(args.monitoring)
-        objs = labels.apply(lambda lab: [
-            prometheus_rule(args.monitoring.namespace, lab, args.expected_gpus, args.fabric_nodes),
+        labels = args.monitoring.labels
+        objs = [
+            prometheus_rule(args.monitoring.namespace, labels, args.expected_gpus, args.fabric_nodes),
             dashboard_configmap(args.monitoring.namespace),
-            *([namespace(STANDALONE_NAMESPACE), *dcgm_exporter_standalone(args.addons, STANDALONE_NAMESPACE, args.runtime_class_name, lab)]
+            *([namespace(STANDALONE_NAMESPACE), *dcgm_exporter_standalone(args.addons, STANDALONE_NAMESPACE, args.runtime_class_name, labels)]
               if args.mode == "standalone" else []),
-        ])
+        ]
         # the monitoring release installs the ServiceMonitor and PrometheusRule CRDs
         self.objects = k8s.yaml.v2.ConfigGroup(
             f"{name}-objects",

@@ -3,8 +3,9 @@
 driver.enabled and toolkit.enabled are derived: false when GpuGuestBootstrap
 installed them. devicePlugin.enabled is false when the standalone
 DevicePlugin runs (the config refuses both). The DCGM exporter's
-ServiceMonitor carries the MonitoringStack's release label, so the release's
-CRDs must exist first.
+ServiceMonitor carries the MonitoringStack's release label (a plain value
+from config, render/helm_values.monitor_labels, so the values are known in
+`pulumi preview`), and the release's CRDs must exist first (depends_on).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ CHART_REPO = "https://helm.ngc.nvidia.com/nvidia"
 class GpuOperatorArgs:
     addons: Addons
     guest: Guest | None
-    monitor_labels: pulumi.Input[dict]
+    monitor_labels: dict[str, str]
+    """render/helm_values.monitor_labels: plain, never another resource's output."""
     provider: k8s.Provider
     after: list[pulumi.Resource]
     """The MonitoringStack (for its CRDs) and the nodes."""
@@ -49,8 +51,7 @@ class GpuOperator(pulumi.ComponentResource):
             version=op.version,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPO),
             namespace=op.namespace,
-            values=pulumi.Output.from_input(args.monitor_labels).apply(
-                lambda labels: gpu_operator_values(args.addons, args.guest, labels)),
+            values=gpu_operator_values(args.addons, args.guest, args.monitor_labels),
             timeout=900,
             opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[base, *args.after]),
         )

@@ -53,6 +53,8 @@ class KubevirtTarget:
     """The KubeVirt CR patch, when gpu-stack manages it: devices must be permitted before the VM asks for them."""
     ssh_node_port: int | None = None
     """NodePort of this VM's SSH Service (render/kubevirt.ssh_node_port); None for a LoadBalancer."""
+    namespace: pulumi.Resource | None = None
+    """The Namespace the VM's objects live in, when gpu-stack creates it (hosts[].kubevirt.createNamespace): all of them wait for it."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,8 @@ class GpuPassthroughVm(pulumi.ComponentResource):
         vm, host, plan = args.vm, args.host, args.plan
         kv = host.kubevirt
         keep = args.production
-        on_host = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        in_ns = [target.namespace] if target.namespace is not None else []
+        on_host = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=in_ns)
         secret_meta = kubevirt_map.cloud_init_secret_meta(vm, kv)
         secret = k8s.core.v1.Secret(
             f"{name}-cloudinit",

@@ -2,8 +2,12 @@
 
 The release name is set explicitly: helm.v3.Release appends a random suffix
 otherwise, and Prometheus selects ServiceMonitors and rules by
-`release: <name>`. `release_name` is the Release's own output, so whatever
-selects on it uses the name Helm really used.
+`release: <name>`. Helm installs under exactly the name it is given, so
+`release_name` and `labels` (render/helm_values.monitor_labels) come from the
+config, plain values: built from the Release's output they would be unknown
+in `pulumi preview` while the Release is created, and so would every Helm
+value and manifest that carries them. Whatever needs the Release's CRDs
+orders itself after `release` with depends_on.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from render.helm_values import PrometheusStorage, monitoring_values
+from render.helm_values import PrometheusStorage, monitor_labels, monitoring_values
 from stacks.config import Addons
 
 CHART_REPO = "https://prometheus-community.github.io/helm-charts"
@@ -30,7 +34,9 @@ class MonitoringStackArgs:
 
 
 class MonitoringStack(pulumi.ComponentResource):
-    release_name: pulumi.Output[str]
+    release_name: str
+    labels: dict[str, str]
+    """What Prometheus selects monitors and rules by (render/helm_values.monitor_labels)."""
     namespace: str
     release: k8s.helm.v3.Release
 
@@ -60,6 +66,7 @@ class MonitoringStack(pulumi.ComponentResource):
             timeout=900,
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[secret])),
         )
-        self.release_name = self.release.name
+        self.release_name = cfg.release_name
+        self.labels = monitor_labels(cfg)
         self.namespace = cfg.namespace
         self.register_outputs({"releaseName": self.release_name, "namespace": self.namespace})

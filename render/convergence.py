@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
+from render.kubevirt import preexisting_namespaces
 from stacks.config import StackConfig
 
 KEY_PREFIX = "gpu-stack:"
@@ -262,6 +263,10 @@ class Release:
     values: dict[str, Any]  # as rendered
     effective: dict[str, Any]  # merged over the modelled chart defaults
     resource: str = ""  # the resources.json row (a helm.v3 Release or a helm.v4 Chart)
+    cluster: str | None = None
+    """The Kubernetes provider the release is installed with (resources.json `provider`)."""
+    creates_namespace: bool = False
+    """helm.v3.Release createNamespace."""
 
     @property
     def id(self) -> str:
@@ -492,7 +497,7 @@ def _typed_object(row: Mapping[str, Any]) -> dict[str, Any] | None:
     group, version, kind = m.groups()
     inputs = dict(row.get("inputs") or {})
     return {"apiVersion": version if group == "core" else f"{group}/{version}", "kind": kind, **inputs, "_origin": "resource",
-            "_resource": row.get("name", "")}
+            "_resource": row.get("name", ""), "_cluster": row.get("provider")}
 
 
 def _operator_objects(rel: Release, service_monitor_crd: bool) -> list[dict[str, Any]]:
@@ -634,6 +639,7 @@ def runtime_handlers(script: str) -> set[str]:
 def build_cluster(plan: Plan, cfg: StackConfig) -> Cluster:
     objects: list[dict[str, Any]] = []
     unknown = []
+    group_cluster = {row.get("name"): row.get("provider") for row in plan.resources if row.get("type") == GROUP_TYPE}
     for path, text in sorted(plan.files.items()):
         if not path.startswith("manifests/") or not path.endswith(".yaml"):
             continue
@@ -642,7 +648,7 @@ def build_cluster(plan: Plan, cfg: StackConfig) -> Cluster:
             continue
         doc = yaml.safe_load(text)
         if isinstance(doc, dict):
-            objects.append({**doc, "_origin": path, "_resource": path.split("/")[1]})
+            objects.append({**doc, "_origin": path, "_resource": path.split("/")[1], "_cluster": group_cluster.get(path.split("/")[1])})
     releases = []
     for row in plan.resources:
         typed = _typed_object(row)
@@ -657,7 +663,8 @@ def build_cluster(plan: Plan, cfg: StackConfig) -> Cluster:
         chart = inputs.get("chart", "")
         model = CHARTS.get(chart)
         effective = deep_merge(model.defaults, values) if model else values
-        releases.append(Release(name, chart, inputs.get("namespace") or "default", values, effective, row.get("name", "")))
+        releases.append(Release(name, chart, inputs.get("namespace") or "default", values, effective, row.get("name", ""),
+                                row.get("provider"), bool(inputs.get("createNamespace"))))
     operator = next((r for r in releases if r.chart == "gpu-operator"), None)
     if operator is not None:
         sm_crd = "monitoring.coreos.com/ServiceMonitor" in _crds_installed(objects, releases)
@@ -1440,9 +1447,61 @@ def rule_crds(c: Cluster) -> list[Violation]:
     return out
 
 
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+"""Created by the API server itself, so every cluster has them: kube-system, kube-public and kube-node-lease by the
+system namespaces controller (kubernetes/kubernetes pkg/controlplane/controller/systemnamespaces/
+system_namespaces_controller.go, given metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease),
+default by the kubernetes Service's controller; docs/SOURCES.md, Kubernetes objects."""
+
+
+def _declared_namespaces(cfg: StackConfig) -> tuple[set[str], dict[str, str]]:
+    """(namespaces the config declares to exist already, namespace -> the config key that decides whether the plan creates it)."""
+    declared = set(preexisting_namespaces(list(cfg.hosts)))
+    declared |= {q.namespace for q in cfg.addons.gpu_quotas if not q.create_namespace}
+    keys: dict[str, str] = {}
+    for qi, q in enumerate(cfg.addons.gpu_quotas):
+        keys.setdefault(q.namespace, f"addons.gpuQuotas[{qi}].createNamespace")
+    for hi, h in enumerate(cfg.hosts):
+        if h.kind == "kubevirt" and h.kubevirt is not None:
+            keys.setdefault(h.kubevirt.namespace, f"hosts[{hi}].kubevirt.createNamespace")
+    return declared, keys
+
+
+def rule_namespaces(c: Cluster) -> list[Violation]:
+    """Every namespaced object the plan puts on a cluster lands in a namespace that exists there: one the plan creates on
+    the same cluster (a Namespace manifest or resource, a Helm release with createNamespace), one the API server creates
+    (SYSTEM_NAMESPACES), or one the config declares to exist (a KubeVirt host's kubevirtNamespace, hosts[].kubevirt
+    .namespace or addons.gpuQuotas[].namespace with createNamespace false). The API server refuses an object in a
+    namespace that does not exist (NamespaceLifecycle admission). Clusters are told apart by the Kubernetes provider
+    (resources.json `provider`): the KubeVirt host cluster's objects never count the guest cluster's namespaces.
+    Assumes an object without metadata.namespace is cluster-scoped or lands in default; what charts and operators
+    create is in their release's namespace, checked through the release."""
+    declared, keys = _declared_namespaces(c.cfg)
+    created: dict[str | None, set[str]] = {}
+    for o in c.objects:
+        if o.get("kind") == "Namespace" and "_cluster" in o:
+            created.setdefault(o.get("_cluster"), set()).add(get(o, "metadata.name"))
+    for rel in c.releases:
+        if rel.creates_namespace:
+            created.setdefault(rel.cluster, set()).add(rel.namespace)
+    exists = lambda cluster, ns: ns in SYSTEM_NAMESPACES or ns in declared or ns in created.get(cluster, set())  # noqa: E731
+    out: list[Violation] = []
+    for o in c.objects:
+        ns = get(o, "metadata.namespace")
+        if "_cluster" not in o or not ns or exists(o.get("_cluster"), ns):
+            continue
+        out.append(Violation("namespaces", obj_id(o), keys.get(ns, "addons"),
+                             f"namespace {ns} is neither created by the plan on this cluster ({o.get('_cluster')}) nor declared to exist"))
+    for rel in c.releases:
+        if not exists(rel.cluster, rel.namespace):
+            out.append(Violation("namespaces", rel.id, keys.get(rel.namespace, "addons"),
+                                 f"namespace {rel.namespace} is neither created by the plan on this cluster ({rel.cluster}) nor declared to exist, and the release does not set createNamespace"))
+    return out
+
 
 RULES: tuple[tuple[str, Callable[[Cluster], list[Violation]]], ...] = (
     ("kubevirt", rule_kubevirt),
+    ("namespaces", rule_namespaces),
     ("scheduling", rule_scheduling),
     ("networking", rule_networking),
     ("crds", rule_crds),

@@ -60,6 +60,20 @@ def device_plugin_values(addons: Addons, guest: Guest | None) -> dict[str, Any]:
     return values
 
 
+def monitor_labels(monitoring: Monitoring) -> dict[str, str]:
+    """The labels Prometheus selects ServiceMonitors, PodMonitors and PrometheusRules by; {} without monitoring.
+
+    With *SelectorNilUsesHelmValues (the default) kube-prometheus-stack 88.5.3
+    selects `release: {{ $.Release.Name }}` (templates/prometheus/prometheus.yaml,
+    render/convergence.py _prometheus_selectors), and the Release's name is
+    addons.monitoring.releaseName, set explicitly (components/monitoring_stack.py).
+    Derived from config, not from the Release's output: that output is unknown
+    while the Release is being created, and Helm values or manifests built from
+    it would show as one [unknown] in `pulumi preview` (issue 22 item 9).
+    """
+    return {"release": monitoring.release_name} if monitoring.enabled else {}
+
+
 def gpu_operator_values(addons: Addons, guest: Guest | None, monitor_labels: dict[str, Any]) -> dict[str, Any]:
     """Driver and toolkit are off when gpu-stack's guest bootstrap installed them (never hand-set)."""
     op = addons.gpu_operator

@@ -180,6 +180,24 @@ def cloud_init_secret_meta(vm: Vm, kv: KubevirtHost) -> dict:
     return {"name": names(vm).cloud_init_secret, "namespace": kv.namespace, "labels": {**MANAGED_BY, VM_LABEL: vm.name}}
 
 
+def vm_namespaces(hosts: list[Host]) -> list[dict]:
+    """The Namespaces gpu-stack creates on the host cluster: one per hosts[].kubevirt.namespace with createNamespace
+    (hosts share one host cluster, so VMs of several hosts may share one), in name order."""
+    wanted = sorted({h.kubevirt.namespace for h in hosts if h.kubevirt is not None and h.kubevirt.create_namespace})
+    return [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": dict(MANAGED_BY)}} for ns in wanted]
+
+
+def preexisting_namespaces(hosts: list[Host]) -> set[str]:
+    """Host-cluster namespaces the config declares to exist already: the KubeVirt CR's, and the VMs' where createNamespace is false."""
+    out: set[str] = set()
+    for h in hosts:
+        if h.kind == "kubevirt" and h.kubevirt is not None:
+            out.add(h.kubevirt.kubevirt_namespace)
+            if not h.kubevirt.create_namespace:
+                out.add(h.kubevirt.namespace)
+    return out
+
+
 def ssh_node_port(cfg: StackConfig, vm: Vm) -> int | None:
     """NodePort of this VM's SSH Service: hosts[].kubevirt.ssh.nodePort for the host's first VM, +1 for each next one."""
     host = next(h for h in cfg.hosts if h.name == vm.host)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.dcgm_service_monitor import DcgmServiceMonitor, DcgmServiceMonitorArgs, release_labels
+from components.dcgm_service_monitor import DcgmServiceMonitor, DcgmServiceMonitorArgs
 from components.device_plugin import DevicePlugin, DevicePluginArgs
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.gpu_quotas import GpuQuotas
@@ -24,7 +24,7 @@ from components.nvidia_runtime import NvidiaRuntimeClass
 from components.pod_network import PodNetwork, PodNetworkArgs
 from components.readiness_gate import ReadinessGate, ReadinessGateArgs
 from render.guest_scripts import readiness_phase
-from render.helm_values import prometheus_storage, uses_runtime_class
+from render.helm_values import monitor_labels, prometheus_storage, uses_runtime_class
 from render.k8s_manifests import RUNTIME_CLASS, SMOKE_JOB, SMOKE_NAMESPACE
 from stacks.config import StackConfig
 from stacks.load import LoadedStack
@@ -97,7 +97,7 @@ def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after
     if a.device_plugin.enabled:
         ready.append(DevicePlugin("device-plugin", DevicePluginArgs(a, cfg.guest, runtime_class, provider, deps)).ready)
     if a.gpu_operator.enabled:
-        labels = release_labels(monitoring) if monitoring is not None else {}
+        labels = monitor_labels(a.monitoring)
         operator_after = deps + ([monitoring.release] if monitoring is not None else [])
         ready.append(GpuOperator("gpu-operator", GpuOperatorArgs(a, cfg.guest, labels, provider, operator_after)).ready)
     converged: list[pulumi.Resource] = list(ready)

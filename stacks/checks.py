@@ -80,6 +80,7 @@ def check_stack(cfg: StackConfig, secrets: set[str], stack: str | None = None) -
         by_host[vm.host].append((vi, vm))
 
     issues += _check_host_kinds(cfg, secrets, by_host)
+    issues += _check_kubevirt_namespaces(cfg)
     placements: dict[str, Placement] = {}
     for host_name, vms in by_host.items():
         hi = host_index[host_name]
@@ -438,6 +439,22 @@ def _check_vsphere_vm(hi, host, vi, vm) -> list[ConfigIssue]:
 # --- hosts[].kind: kubevirt ------------------------------------------ begin kubevirt
 
 
+def _check_kubevirt_namespaces(cfg: StackConfig) -> list[ConfigIssue]:
+    """All KubeVirt hosts share one host cluster (gpu-stack:kubevirtKubeconfig): a namespace is created once, so its hosts agree on createNamespace."""
+    issues: list[ConfigIssue] = []
+    first: dict[str, tuple[int, bool]] = {}
+    for hi, host in enumerate(cfg.hosts):
+        kv = host.kubevirt if host.kind == "kubevirt" else None
+        if kv is None:
+            continue
+        hj, create = first.setdefault(kv.namespace, (hi, kv.create_namespace))
+        if create != kv.create_namespace:
+            issues.append(ConfigIssue(f"hosts[{hi}].kubevirt.createNamespace", f"{str(kv.create_namespace).lower()}, but hosts[{hj}] ({cfg.hosts[hj].name}) puts its VMs in the same "
+                                                                              f"namespace {kv.namespace} with hosts[{hj}].kubevirt.createNamespace {str(create).lower()}; "
+                                                                              "the namespace is created once per host cluster, so set the same value on both"))
+    return issues
+
+
 def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
     """A KubeVirt host: its block, the host cluster's kubeconfig, root disk, SSH path, and who advertises each device."""
     from render.catalog import NVSWITCH_MODELS
@@ -456,6 +473,9 @@ def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
         issues.append(ConfigIssue(f"{key}.kubevirt", "required for kind kubevirt: namespace, nodeName (or nodeSelector) and rootDisk"))
         return issues
     k = f"{key}.kubevirt"
+    if kv.create_namespace and kv.namespace == kv.kubevirt_namespace:
+        issues.append(ConfigIssue(f"{k}.createNamespace", f"{k}.namespace {kv.namespace} is the KubeVirt CR's namespace ({k}.kubevirtNamespace), which exists already; "
+                                                          "set createNamespace: false or give the VMs a namespace of their own"))
     if (kv.node_name is None) == (not kv.node_selector):
         issues.append(ConfigIssue(f"{k}.nodeName", "set exactly one of nodeName (the node's kubernetes.io/hostname) and nodeSelector: passed-through devices are a node's, so a GPU VM is bound to one"))
     d = kv.root_disk

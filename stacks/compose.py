@@ -221,14 +221,17 @@ def smt_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fact
 
 
 def kubevirt_host_cluster(cfg: StackConfig, stack: LoadedStack, used_hosts: list[Host], facts: dict[str, HostFacts]):
-    """The host cluster's provider (gpu-stack:kubevirtKubeconfig, never the guest cluster's), the capacity check, and the KubeVirt CR patch.
+    """The host cluster's provider (gpu-stack:kubevirtKubeconfig, never the guest cluster's), the capacity check,
+    the KubeVirt CR patch, and the VMs' Namespaces (by name).
 
     Capacity is checked before the provider is registered: a plan that asks for more devices
-    than the node will advertise registers nothing.
+    than the node will advertise registers nothing. A Namespace is created once per namespace
+    (hosts[].kubevirt.createNamespace); in production it is protected and kept on delete like
+    the VMs, because deleting a namespace deletes every VM in it.
     """
     hosts = [h for h in used_hosts if h.kind == "kubevirt"]
     if not hosts:
-        return None, ()
+        return None, (), {}
     problems = check_capacity(cfg, facts)
     if problems:
         raise ConfigError(problems)
@@ -244,13 +247,22 @@ def kubevirt_host_cluster(cfg: StackConfig, stack: LoadedStack, used_hosts: list
             spec=patch["spec"],
             opts=pulumi.ResourceOptions(provider=provider),
         ),)
+    keep = cfg.production
+    namespaces = {
+        doc["metadata"]["name"]: k8s.core.v1.Namespace(
+            f"kubevirt-namespace-{doc['metadata']['name']}",
+            metadata=doc["metadata"],
+            opts=pulumi.ResourceOptions(provider=provider, protect=keep, retain_on_delete=keep),
+        )
+        for doc in kubevirt_map.vm_namespaces(hosts)
+    }
     allocatable = kubevirt_allocatable(cfg, facts)
     pulumi.export("kubevirtExpectedAllocatable", allocatable)
     unchecked = unchecked_hosts(cfg, facts)
     if unchecked:
         pulumi.export("kubevirtCapacity", f"unchecked on {', '.join(unchecked)}: no host facts (scripts/host-facts.sh on the node)")
         pulumi.log.warn(f"KubeVirt capacity unchecked on {', '.join(unchecked)}: no host facts, so the IOMMU groups that decide what KubeVirt advertises are unknown")
-    return provider, after
+    return provider, after, namespaces
 
 
 def _under_mocks() -> bool:
@@ -308,7 +320,7 @@ def build(stack: LoadedStack) -> None:
     preflight = iommu_preflight(cfg, providers, facts, stack.placements)
     smt_preflight(cfg, providers, facts)
     vsphere_targets = vsphere_preflight(cfg, vsphere_providers)
-    kubevirt_provider, kubevirt_after = kubevirt_host_cluster(cfg, stack, used_hosts, facts)
+    kubevirt_provider, kubevirt_after, kubevirt_namespaces = kubevirt_host_cluster(cfg, stack, used_hosts, facts)
     bases = {h.name: _base_volume(h, providers[h.name], cfg.production) for h in libvirt_hosts}
     hosts = {h.name: h for h in cfg.hosts}
     guest = cfg.guest
@@ -320,7 +332,8 @@ def build(stack: LoadedStack) -> None:
             target, provider = vsphere_targets[vm.name], vsphere_providers[vm.host]
             devices = target.pci_device_ids
         elif host.kind == "kubevirt":
-            target = KubevirtTarget(after=kubevirt_after, ssh_node_port=kubevirt_map.ssh_node_port(cfg, vm))
+            target = KubevirtTarget(after=kubevirt_after, ssh_node_port=kubevirt_map.ssh_node_port(cfg, vm),
+                                    namespace=kubevirt_namespaces.get(host.kubevirt.namespace))
             provider = kubevirt_provider
             devices = tuple(kubevirt_map.device_resource(kind, d.model) for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)) for d in devs)
         else:

@@ -183,6 +183,8 @@ class KubevirtDevicePlugins(Model):
 class KubevirtHost(Model):
     namespace: Name
     """Namespace of the VirtualMachine, its DataVolume, cloud-init Secret and SSH Service on the host cluster."""
+    create_namespace: bool = True
+    """gpu-stack creates `namespace` on the host cluster (once, whatever the number of hosts and VMs in it; protected and kept on delete in production, since deleting a namespace deletes its VMs). false: the namespace is managed elsewhere and must exist before `pulumi up`. Hosts that share a namespace set the same value."""
     node_name: Optional[Name] = None
     """The node (its kubernetes.io/hostname label) the VM is bound to; host facts are that node's. Set this or nodeSelector."""
     node_selector: dict[QualifiedName, LabelValue] = Field(default_factory=dict)

@@ -70,6 +70,11 @@ KV = {"hosts[0].kind": "kubevirt", "hosts[0].libvirtUri": DELETE, "hosts[0].host
       "hosts[0].kubevirt": {"namespace": "gpu-vms", "nodeName": "lab-gpu-1", "rootDisk": {"url": "https://images.lab.local/noble.img"},
                             "ssh": {"nodePort": 30122, "address": "10.0.0.31"}}}
 KV_LB = {**KV, "hosts[0].kubevirt.ssh": {"serviceType": "LoadBalancer"}}
+# a second KubeVirt node without VMs, its VMs in the same namespace, the namespace created elsewhere
+KV_SECOND = {**KV, "hosts[1]": {"name": "kv-2", "kind": "kubevirt", "numaNodes": [{"id": 0, "cpus": "0-15", "memoryGib": 128}],
+                                "kubevirt": {"namespace": "gpu-vms", "createNamespace": False, "nodeName": "kv-2",
+                                             "rootDisk": {"url": "https://images.lab.local/noble.img"}, "ssh": {"nodePort": 30200, "address": "10.0.0.32"}}},
+             "hosts[0].kubevirt.createNamespace": False}
 
 ROWS: tuple[Row, ...] = (
     # hosts[].kind kubevirt (seed 002)
@@ -91,6 +96,9 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[0].kubevirt.ssh.nodePort", 30122, why="only for serviceType NodePort", setup=KV_LB),
     Row("hosts[0].kubevirt.ssh.address", DELETE, why="required for serviceType NodePort", setup=KV),
     Row("hosts[0].kubevirt.manageKubeVirtConfig", "yes please", why="valid boolean", setup=KV),
+    Row("hosts[0].kubevirt.createNamespace", "yes please", why="valid boolean", setup=KV),
+    Row("hosts[0].kubevirt.namespace", "kubevirt", key="hosts[0].kubevirt.createNamespace", why="exists already", setup=KV),
+    Row("hosts[0].kubevirt.createNamespace", True, key="hosts[1].kubevirt.createNamespace", why="same namespace gpu-vms", setup=KV_SECOND),
     Row("hosts[0].kubevirt.kubevirtCr", "KubeVirt", why="lower-case", setup=KV),
     Row("hosts[0].kubevirt.kubevirtNamespace", "Kube Virt", why="lower-case", setup=KV),
     Row("hosts[0].kubevirt.featureGates", ["Live Migration"], key="hosts[0].kubevirt.featureGates[0]", why="without white space", setup=KV),

@@ -73,8 +73,8 @@ def add_objects(plan: Plan, group: str, *objs: dict) -> Plan:
 
 
 def add_release(plan: Plan, name: str, chart: str, namespace: str, values: dict, depends_on: tuple[str, ...] = ()) -> Plan:
-    row = {"type": cv.RELEASE_TYPE, "name": f"{name}-release", "parent": None, "options": {"dependsOn": list(depends_on)},
-           "inputs": {"name": name, "chart": chart, "namespace": namespace, "values": values}}
+    row = {"type": cv.RELEASE_TYPE, "name": f"{name}-release", "parent": None, "provider": "kubernetes", "options": {"dependsOn": list(depends_on)},
+           "inputs": {"name": name, "chart": chart, "namespace": namespace, "values": values, "createNamespace": True}}
     return Plan((*plan.resources, row), {**plan.files, f"helm/{name}.values.yaml": yaml.safe_dump(values)})
 
 
@@ -779,3 +779,66 @@ def test_kubevirt_hook_without_the_sidecar_gate_is_named():
                 lambda d: d["spec"]["configuration"]["developerConfiguration"].update(featureGates=["HostDevices"]))
     [v] = check(plan, config("kubevirt"), rules=["kubevirt"])
     assert v.key == "hosts[0].kubevirt.featureGates" and "Sidecar" in v.message
+
+
+# --- namespaces (issue 22 item 5) ---------------------------------------------------------------
+
+HOST_NS = "kubernetes:core/v1:Namespace"
+
+
+def without(plan: Plan, rows=lambda r: False, files=()) -> Plan:
+    return Plan(tuple(r for r in plan.resources if not rows(r)), {p: t for p, t in plan.files.items() if p not in files})
+
+
+def on_host_cluster(r: dict) -> bool:
+    return r["type"] == HOST_NS and r["provider"] == "kubevirt-host-cluster"
+
+
+def set_host(cfg: StackConfig, hi: int, **kubevirt) -> StackConfig:
+    data = cfg.model_dump(by_alias=True)
+    data["hosts"][hi]["kubevirt"].update(kubevirt)
+    return StackConfig.model_validate(data)
+
+
+def test_the_kubevirt_plan_creates_the_namespace_its_vm_lives_in():
+    """Today's kubevirt plan put the VM, its Secret, ConfigMap and Service in gpu-vms, which nothing created."""
+    plan = golden("kubevirt")
+    assert "kubevirt/namespace-gpu-vms.yaml" in plan.files
+    assert [r["name"] for r in plan.resources if on_host_cluster(r)] == ["kubevirt-namespace-gpu-vms"]
+    assert check(plan, config("kubevirt"), rules=["namespaces"]) == []
+
+
+def test_host_cluster_objects_in_a_namespace_nobody_creates_are_named():
+    plan = without(golden("kubevirt"), on_host_cluster, ["kubevirt/namespace-gpu-vms.yaml"])
+    vs = check(plan, config("kubevirt"), rules=["namespaces"])
+    assert {v.object for v in vs} == {"Secret gpu-vms/kv-3090-cloudinit", "ConfigMap gpu-vms/kv-3090-pcihole64",
+                                      "VirtualMachine gpu-vms/kv-3090", "Service gpu-vms/kv-3090-ssh"}
+    assert {v.key for v in vs} == {"hosts[0].kubevirt.createNamespace"} and all("kubevirt-host-cluster" in v.message for v in vs)
+    # declared to exist (managed elsewhere): nothing to say
+    assert check(plan, set_host(config("kubevirt"), 0, createNamespace=False), rules=["namespaces"]) == []
+
+
+def test_a_namespace_on_the_guest_cluster_does_not_serve_the_host_cluster():
+    rows = tuple({**r, "provider": "kubernetes"} if on_host_cluster(r) else r for r in golden("kubevirt").resources)
+    vs = check(Plan(rows, golden("kubevirt").files), config("kubevirt"), rules=["namespaces"])
+    assert "VirtualMachine gpu-vms/kv-3090" in {v.object for v in vs}
+
+
+def test_the_kubevirt_crs_namespace_exists_with_kubevirt():
+    plan = golden("kubevirt")
+    assert any(r["type"].endswith(":KubeVirtPatch") and r["inputs"]["metadata"]["namespace"] == "kubevirt" for r in plan.resources)
+    assert not [v for v in check(plan, config("kubevirt"), rules=["namespaces"]) if "KubeVirtPatch" in v.object]
+
+
+def test_guest_cluster_objects_and_releases_in_a_namespace_nobody_creates_are_named():
+    plan = without(golden("dev"), files=["manifests/gpu-smoke-test-objects/namespace-gpu-stack-smoke.yaml",
+                                         "manifests/gpu-quotas-ml-dev/namespace-ml-dev.yaml"])
+    plan = Plan(tuple({**r, "inputs": {**r["inputs"], "createNamespace": False}} if r["name"] == "device-plugin-release" else r
+                      for r in plan.resources), plan.files)
+    vs = {v.object: v for v in check(plan, config("dev"), rules=["namespaces"])}
+    assert set(vs) == {"Job gpu-stack-smoke/gpu-smoke-test", "ResourceQuota ml-dev/gpu-quota", "LimitRange ml-dev/gpu-limit-range",
+                       "helm release nvidia-device-plugin"}, vs
+    assert vs["ResourceQuota ml-dev/gpu-quota"].key == "addons.gpuQuotas[0].createNamespace"
+    quotas = config("dev").addons.gpu_quotas
+    declared = with_cfg(config("dev"), **{"addons.gpuQuotas": [{**q.model_dump(by_alias=True), "createNamespace": False} for q in quotas]})
+    assert not [v for v in check(plan, declared, rules=["namespaces"]) if "ml-dev" in v.object]

@@ -427,3 +427,73 @@ def test_libvirts_default_network_is_no_concern_of_a_kubevirt_vm(kv):
     """192.168.122.0/24 is libvirt's; a KubeVirt VM's "default" network is the pod network of its host cluster."""
     kv["kubernetes"]["podCidr"] = "192.168.0.0/16"
     assert run(kv).of_type(KVM)
+
+
+NAMESPACE = "kubernetes:core/v1:Namespace"
+ON_HOST_CLUSTER = ("kubernetes:core/v1:Secret", "kubernetes:core/v1:ConfigMap", "kubernetes:core/v1:Service", KVM)
+
+
+def host_namespaces(result) -> list:
+    return [r for r in result.of_type(NAMESPACE) if r.provider == "kubevirt-host-cluster"]
+
+
+@pytest.mark.parametrize("preview", [True, False])
+def test_the_vms_namespace_is_created_on_the_host_cluster_before_its_objects(kv, preview):
+    """Issue 22 item 5: nothing created gpu-vms, where the VM, its Secret, ConfigMap and Service live."""
+    result = run(kv, preview=preview)
+    [ns] = host_namespaces(result)
+    assert ns.inputs["metadata"]["name"] == kv["hosts"][0]["kubevirt"]["namespace"] == "gpu-vms"
+    objects = [r for r in result.resources if r.type in ON_HOST_CLUSTER and r.provider == "kubevirt-host-cluster"]
+    assert {r.type for r in objects} == set(ON_HOST_CLUSTER)
+    for r in objects:
+        assert r.inputs["metadata"]["namespace"] == "gpu-vms" and ns.name in r.depends_on, r.name
+
+
+def test_deleting_the_stack_keeps_the_namespace_in_production(kv):
+    """Deleting a namespace deletes the VMs in it: protected and kept like the VMs themselves."""
+    [ns] = host_namespaces(run(kv))
+    assert ns.protect is True and ns.retain_on_delete is True
+    kv["production"] = False
+    [ns] = host_namespaces(run(kv))
+    assert ns.protect is False and not ns.retain_on_delete
+
+
+def test_vms_of_two_hosts_share_one_namespace(kv):
+    second_host = copy.deepcopy(kv["hosts"][0])
+    second_host["name"] = "kv-gpu-node-2"
+    second_host["kubevirt"].update(nodeName="kv-gpu-node-2", ssh={**second_host["kubevirt"]["ssh"], "nodePort": 30200, "address": "10.20.0.32"})
+    second_vm = copy.deepcopy(kv["vms"][0]) | {"name": "kv-3090-b", "host": "kv-gpu-node-2"}
+    kv["hosts"].append(second_host)
+    kv["vms"].append(second_vm)
+    result = run(kv)
+    [ns] = host_namespaces(result)
+    assert {r.name for r in result.of_type(KVM) if ns.name in r.depends_on} == {"kv-3090-vm", "kv-3090-b-vm"}
+
+
+def test_a_namespace_managed_elsewhere_is_not_created(kv):
+    kv["hosts"][0]["kubevirt"]["createNamespace"] = False
+    result = run(kv)
+    assert host_namespaces(result) == []
+    assert not [d for r in result.resources if r.type in ON_HOST_CLUSTER for d in r.depends_on if d.startswith("kubevirt-namespace")]
+
+
+def test_host_cluster_core_objects_validate_against_the_kubernetes_schemas(kv):
+    """The Namespace, cloud-init Secret, hook ConfigMap and SSH Service, as the host cluster's API server sees them
+    (kubernetes-validate, strict: an unknown field fails), on the oldest and newest schemas it ships."""
+    import kubernetes_validate
+
+    result = run(kv, preview=False)  # in preview the user-data waits on the generated host key
+    core = {"Namespace": NAMESPACE, "Secret": ON_HOST_CLUSTER[0], "ConfigMap": ON_HOST_CLUSTER[1], "Service": ON_HOST_CLUSTER[2]}
+    def revealed(value):  # the secret's real shape (a map of strings), not the plan's "[secret]"
+        value = unwrap(value)
+        return {k: revealed(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    objects = [{"apiVersion": "v1", "kind": kind, **sanitize(revealed(r.inputs))} for kind, typ in core.items()
+               for r in result.of_type(typ) if r.provider == "kubevirt-host-cluster"]
+    assert sorted(o["kind"] for o in objects) == sorted(core)
+    versions = sorted({".".join(v.split(".")[:2]) for v in kubernetes_validate.utils.all_versions()}, key=lambda v: tuple(map(int, v.split("."))))
+    for version in (versions[0], versions[-1]):
+        for obj in objects:
+            kubernetes_validate.validate(obj, version, strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate({**objects[0], "spec": {"finalizerz": []}}, versions[-1], strict=True)

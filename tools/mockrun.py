@@ -248,8 +248,11 @@ def _fake_stdout(name: str, create: str) -> str:
 
 class StackMocks(pulumi_mocks.Mocks):
     def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None, on_register: Callable[[str, str], None] | None = None,
-                 invoke_seconds: float = 0.0):
+                 invoke_seconds: float = 0.0, withhold: Callable[[pulumi_mocks.MockResourceArgs], bool] | None = None):
         self.preview = preview
+        self.withhold = withhold
+        """Preview only: resources whose outputs are all unknown, as a provider that computes them at create reports them
+        (the SDK resolves every output the monitor does not return as unknown in a dry run)."""
         self.invoke_seconds = invoke_seconds
         self.on_register = on_register
         self.node_devices = node_devices
@@ -264,7 +267,7 @@ class StackMocks(pulumi_mocks.Mocks):
             self.on_register(args.typ, args.name)
         state = dict(args.inputs)
         if self.preview:
-            return "", state
+            return "", ({} if self.withhold is not None and self.withhold(args) else state)
         if args.typ == "libvirt:index/domain:Domain":
             nics = [dict(n, addresses=[_fake_ip(args.name)]) for n in state.get("networkInterfaces", [])]
             state["networkInterfaces"] = nics
@@ -326,6 +329,7 @@ def run(
     invoke_seconds: float = 0.0,
     parallel: int = PARALLEL,
     program: Callable[[], None] | None = None,
+    withhold: Callable[[pulumi_mocks.MockResourceArgs], bool] | None = None,
 ) -> RunResult:
     """Run stacks.compose.main under mocks; raises what the program raises.
 
@@ -337,13 +341,15 @@ def run(
     (pulumi-language-python-exec), the event loop's default executor, where
     the SDK runs its blocking monitor calls, gets that many threads at most.
     `program` replaces stacks.compose.main (tools/bench.py's floor).
+    `withhold` (preview only) picks resources whose every output is unknown, as
+    in a real `pulumi preview` of a stack where they are still to be created.
     """
     if program is None:
         from stacks.compose import main
     else:
         main = program
 
-    mocks = StackMocks(preview, node_devices, outputs, on_register, invoke_seconds)
+    mocks = StackMocks(preview, node_devices, outputs, on_register, invoke_seconds, withhold)
     mocks.vsphere = VsphereInventory(offline_vsphere_pci(config) if vsphere_pci is None else vsphere_pci, vsphere_missing)
     monitor = RecordingMonitor(mocks)
     loop = _ensure_event_loop()

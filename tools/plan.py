@@ -203,7 +203,7 @@ def _k8s_object(r: mockrun.Registered, api_version: str, kind: str) -> dict:
 
 
 def kubevirt_artifacts(result: mockrun.RunResult) -> dict[str, str]:
-    """The KubeVirt objects for reviewers: the VirtualMachine and what goes with it, and the KubeVirt CR patch."""
+    """The KubeVirt objects for reviewers: the VirtualMachine and what goes with it, the KubeVirt CR patch, the VMs' Namespace."""
     out: dict[str, str] = {}
     for machine in result.of_type(KUBEVIRT_VM):
         vm = sanitize(machine.inputs)
@@ -218,6 +218,11 @@ def kubevirt_artifacts(result: mockrun.RunResult) -> dict[str, str]:
                 out[f"vms/{name}/secret-cloudinit.yaml"] = to_yaml(_k8s_object(sibling, "v1", "Secret"))
     for patch in result.of_type(KUBEVIRT_PATCH):
         out["kubevirt/kubevirt-cr-patch.yaml"] = to_yaml(sanitize(patch.inputs))
+    host_clusters = {r.provider for r in (*result.of_type(KUBEVIRT_VM), *result.of_type(KUBEVIRT_PATCH))}
+    for ns in result.of_type("kubernetes:core/v1:Namespace"):
+        if ns.provider in host_clusters:  # the VMs' namespace (hosts[].kubevirt.createNamespace)
+            doc = _k8s_object(ns, "v1", "Namespace")
+            out[f"kubevirt/namespace-{doc['metadata']['name']}.yaml"] = to_yaml(doc)
     allocatable = result.outputs.get("kubevirtExpectedAllocatable")
     if isinstance(allocatable, dict) and allocatable:
         out["kubevirt/expected-allocatable.yaml"] = to_yaml(sanitize(allocatable))
