@@ -27,6 +27,22 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "guest"
 HEREDOC = "GPU_STACK_SCRIPT_EOF"
 DOCKER_REPOSITORY = "https://download.docker.com/linux"
 """Docker's package repositories (docker-ce; containerd.io on EL): <this>/ubuntu, <this>/rhel, <this>/centos."""
+NVIDIA_CONTAINER_TOOLKIT_REPOSITORY = "https://nvidia.github.io/libnvidia-container"
+"""NVIDIA's libnvidia-container repository (Container Toolkit install guide): stable/deb/, stable/rpm/, gpgkey."""
+CUDA_REPOSITORY = "https://developer.download.nvidia.com/compute/cuda/repos"
+"""NVIDIA's CUDA network repositories (CUDA Installation Guide for Linux): <distro>/x86_64/ below it."""
+
+
+def cuda_repository_needed(family: str, install_method: str, nvswitches: int, nvlink5_packages: tuple[str, ...]) -> bool:
+    """Whether driver.sh installs from NVIDIA's CUDA repository (render/nvidia_packages.py says what comes from where).
+
+    EL: the packaged driver and, with NVSwitches, Fabric Manager and NSCQ (after a runfile driver too).
+    Ubuntu: the driver, Fabric Manager and NSCQ come from Ubuntu's archive; only NVLink 5's nvlsm does not.
+    The cuda phase installs the toolkit from its runfile, never from a repository.
+    """
+    if family == "rhel":
+        return install_method == "package" or nvswitches > 0
+    return nvswitches > 0 and "nvlsm" in nvlink5_packages
 
 # phase -> phases whose outcome it depends on (beyond running after them).
 # driver, container-runtime and kubernetes are UPGRADE_MANAGED: after the first
@@ -149,11 +165,19 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
     nv = guest.nvidia
     counts = {"GS_GPU_COUNT": str(len(vm.gpus)), "GS_NVSWITCH_COUNT": str(len(vm.nvswitches))}
     fabric = fabric_packages(guest.os.family, nv.driver_version, nvlink_generation=nvlink_generation([g.model for g in vm.gpus]))
+    repos = guest.repositories
+    rt = guest.container_runtime
+    nct_repo = repos.nvidia_container_toolkit or NVIDIA_CONTAINER_TOOLKIT_REPOSITORY
+    cuda_repo = (repos.cuda or CUDA_REPOSITORY) if cuda_repository_needed(
+        guest.os.family, nv.install_method, len(vm.nvswitches), fabric.nvlink5) else ""
+    docker_repo = rt.docker_repository or DOCKER_REPOSITORY
     phases = [
         Phase("wait-ssh", {}, waits_for_boot=True),
         Phase("preflight", {
             "GS_OS_FAMILY": guest.os.family, "GS_OS_VERSION": guest.os.version,
             "GS_MIN_ROOT_FREE_GIB": str(guest.min_root_free_gib), "GS_DRIVER_METHOD": nv.install_method, **counts,
+            "GS_NCT_REPO": nct_repo, "GS_CUDA_REPO": cuda_repo,
+            "GS_DOCKER_REPO": docker_repo if rt.name == "docker" or guest.os.family != "ubuntu" else "", **proxy,
         }),
         Phase("os-prep", {
             "GS_HOSTNAME": vm.name, "GS_SELINUX": guest.selinux,
@@ -166,18 +190,17 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
             "GS_KERNEL_MODULES": kernel_modules(vm, guest),
             "GS_DRIVER_RUNFILE_URL": nv.runfile_url or "", "GS_NVSWITCH_COUNT": counts["GS_NVSWITCH_COUNT"], **proxy,
             "GS_FM_PACKAGES": " ".join(fabric.install), "GS_FM_PROBE": fabric.probe, "GS_FM_HOLD": " ".join(fabric.hold),
-            "GS_NVLINK5_PACKAGES": " ".join(fabric.nvlink5),
+            "GS_NVLINK5_PACKAGES": " ".join(fabric.nvlink5), "GS_CUDA_REPO": cuda_repo,
         }, long_running=True),
     ]
     if nv.cuda is not None:
         phases.append(Phase("cuda", {"GS_CUDA_VERSION": nv.cuda.version, "GS_CUDA_RUNFILE_URL": nv.cuda.runfile_url, **proxy}, long_running=True))
-    rt = guest.container_runtime
     phases.append(Phase("container-runtime", {
         "GS_RUNTIME": rt.name, "GS_TOOLKIT_VERSION": rt.nvidia_toolkit_version,
         "GS_NVIDIA_DEFAULT": "1" if rt.nvidia_default else "0",
         "GS_REGISTRY_MIRRORS": " ".join(f"{m.registry}={m.endpoint}" for m in guest.registry_mirrors),
         "GS_REGISTRY_USER": guest.registry_username or "", "GS_NO_PROXY": no_proxy, **proxy,
-        "GS_DOCKER_REPO": rt.docker_repository or DOCKER_REPOSITORY,
+        "GS_DOCKER_REPO": docker_repo, "GS_NCT_REPO": nct_repo,
     }, stdin_secret="registryPassword" if guest.registry_username else None))
     if kubernetes is not None and role in ("init", "join"):
         minor = ".".join(kubernetes.version.split(".")[:2])

@@ -373,6 +373,14 @@ class ContainerRuntime(Model):
     """Base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (ubuntu/, rhel/, centos/ below it): docker-ce for runtime docker, and containerd.io on EL. Unset: https://download.docker.com/linux."""
 
 
+class GuestRepositories(Model):
+    """Base URLs of NVIDIA's package repositories (or mirrors of them in air-gapped labs); the signing keys come from the same base."""
+    nvidia_container_toolkit: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
+    """NVIDIA's libnvidia-container repository (nvidia-container-toolkit and its libraries) or a mirror laid out like https://nvidia.github.io/libnvidia-container (stable/deb/, stable/rpm/ and the key gpgkey below it). Unset: https://nvidia.github.io/libnvidia-container."""
+    cuda: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
+    """NVIDIA's CUDA repositories or a mirror laid out like https://developer.download.nvidia.com/compute/cuda/repos (<distro>/x86_64/ below it: rhel9, ubuntu2204, ubuntu2404). Used on EL for the driver and Fabric Manager, on Ubuntu only for nvlsm (NVLink 5). Unset: https://developer.download.nvidia.com/compute/cuda/repos."""
+
+
 class Proxy(Model):
     http: Optional[ProxyUrl] = None
     """Proxy for http:// URLs, with its scheme: http://proxy.lab.local:3128."""
@@ -398,6 +406,8 @@ class Guest(Model):
     """Driver and CUDA installers fill the root filesystem (seed 001)."""
     nvidia: Nvidia
     container_runtime: ContainerRuntime = ContainerRuntime()
+    repositories: GuestRepositories = GuestRepositories()
+    """NVIDIA's package repositories the guest phases add (Docker's: containerRuntime.dockerRepository; Kubernetes': kubernetes.packageRepository)."""
     proxy: Optional[Proxy] = None
     registry_mirrors: tuple[RegistryMirror, ...] = ()
     registry_username: Optional[Word] = None

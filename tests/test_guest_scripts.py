@@ -451,3 +451,149 @@ def test_rendered_readiness_gate_is_shellcheck_clean(tmp_path, stdin):
     script = tmp_path / "readiness.sh"
     script.write_text(render_script(phase.name, phase.params))
     _shellcheck([script])
+
+
+# --- NVIDIA's package repositories (issue 22 item 6) -----------------------------------------
+# A stock image has no source for nvidia-container-toolkit (any distribution) nor for the EL
+# driver / Fabric Manager and Ubuntu's nvlsm (NVIDIA's CUDA repository); the stubs refuse a
+# vendor package until its repository is configured (tests/support/guest_stubs.py VENDOR_PACKAGES).
+
+from tests.conftest import require_reference  # noqa: E402
+
+NCT_VENDOR = "https://nvidia.github.io/libnvidia-container"
+NCT_KEYRING = "/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg"
+CUDA_VENDOR = "https://developer.download.nvidia.com/compute/cuda/repos"
+
+
+def vendor_toolkit_source(family: str, base: str) -> str:
+    """The file NVIDIA's install guide (container-toolkit v1.17.8) leaves on the guest, with `base` for its URL:
+    apt: the vendor's .list through `sed 's#deb https://#deb [signed-by=<keyring>] https://#g'`; dnf: the .repo as is."""
+    if family == "ubuntu":
+        text = require_reference("libnvidia-container-ghpages-52a8c195.stable-deb.nvidia-container-toolkit.list").read_text()
+        text = text.replace("deb https://", f"deb [signed-by={NCT_KEYRING}] https://")
+    else:
+        text = require_reference("libnvidia-container-ghpages-7afe8cd4.stable-rpm.nvidia-container-toolkit.repo").read_text()
+    assert NCT_VENDOR in text
+    return text.replace(NCT_VENDOR, base)
+
+
+def _installs(sb: GuestSandbox) -> list[str]:
+    return [c for c in sb.mutating() if c.startswith(("apt-get install", "dnf install"))]
+
+
+@pytest.mark.parametrize("family", ["ubuntu", "rhel"])
+@pytest.mark.parametrize("mirror", [None, "https://mirror.lab.local/nvidia/libnvidia-container"])
+def test_stock_image_gets_nvidias_toolkit_repository_before_the_toolkit(tmp_path, family, mirror):
+    raw = config(family, **({"repositories": {"nvidiaContainerToolkit": mirror}} if mirror else {}))
+    base = mirror or NCT_VENDOR
+    sb = GuestSandbox(tmp_path, family)
+    phase = _phase(phases_for(raw), "container-runtime")
+    result = sb.run(phase)
+    assert result.returncode == 0, result.stderr
+    assert sb.state["packages"]["nvidia-container-toolkit"].startswith("1.17.8")
+    if family == "ubuntu":
+        written = (sb.root / "etc/apt/sources.list.d/nvidia-container-toolkit.list").read_text()
+        calls = sb.mutating()
+        key = calls.index(f"gpg --dearmor -o {sb.root}{NCT_KEYRING}")
+        toolkit = next(i for i, c in enumerate(calls) if c.startswith("apt-get install") and "nvidia-container-toolkit" in c)
+        update = max(i for i, c in enumerate(calls[:toolkit]) if c == "apt-get update -qq")
+        assert key < update < toolkit, "key and source before the `apt-get update` the install reads"
+        assert f"{base}/gpgkey" in [c["argv"][-1] for c in sb.calls() if c["cmd"] == "curl"]
+    else:
+        written = (sb.root / "etc/yum.repos.d/nvidia-container-toolkit.repo").read_text()
+    assert written == vendor_toolkit_source(family, base)
+    if mirror:
+        assert not any(NCT_VENDOR in f["url"] for f in sb.state.get("fetches", []))
+    sb.clear_calls()
+    tree = sb.tree()
+    assert sb.run(phase).returncode == 0
+    assert sb.mutating() == [] and sb.tree() == tree
+
+
+@pytest.mark.parametrize("mirror", [None, "https://mirror.lab.local/cuda/repos"])
+def test_el9_driver_gets_the_cuda_repository_before_the_driver(tmp_path, mirror):
+    raw = config("rhel", **({"repositories": {"cuda": mirror}} if mirror else {}))
+    url = f"{mirror or CUDA_VENDOR}/rhel9/x86_64"
+    sb = GuestSandbox(tmp_path, "rhel", dnf_module_streams=["570-open", "570-dkms"])
+    phase = _phase(phases_for(raw), "driver")
+    result = sb.run(phase)
+    assert result.returncode == 0, result.stderr
+    # the file `dnf config-manager --add-repo <url>/cuda-rhel9.repo` stores (CUDA Installation Guide), with the mirror's URL
+    assert (sb.root / "etc/yum.repos.d/cuda-rhel9.repo").read_text() == (
+        f"[cuda-rhel9-x86_64]\nname=cuda-rhel9-x86_64\nbaseurl={url}\nenabled=1\ngpgcheck=1\ngpgkey={url}/D42D0685.pub\n")
+    assert "dnf -y -q module enable nvidia-driver:570-open" in sb.mutating()
+    assert sb.state["driver_loaded"] == "570.172.08"
+
+
+def _b200(family: str) -> dict:
+    raw = config(family)
+    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": "B200-SXM-180GB", "numaNode": 0}]
+    raw["vms"][0]["nvswitches"] = [{"address": "0000:05:00.0", "model": "NVSwitch-Gen4", "numaNode": 0, "barMib": 32}]
+    return raw
+
+
+def test_ubuntu_nvlink5_gets_the_cuda_repository_for_nvlsm_only(tmp_path):
+    sb = GuestSandbox(tmp_path, "ubuntu", lspci_nvswitches=1)
+    result = sb.run(_phase(phases_for(_b200("ubuntu")), "driver"))
+    assert result.returncode == 0, result.stderr
+    assert f"{CUDA_VENDOR}/ubuntu2404/x86_64/cuda-keyring_1.1-1_all.deb" in [f["url"] for f in sb.state["fetches"]]
+    assert (sb.root / "etc/apt/sources.list.d/cuda-ubuntu2404-x86_64.list").read_text() == (
+        f"deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] {CUDA_VENDOR}/ubuntu2404/x86_64/ /\n")
+    assert sb.state["packages"].get("nvlsm")
+    # an H100 guest on Ubuntu takes everything from Ubuntu's archive: no CUDA repository
+    plain = GuestSandbox(tmp_path / "h100", "ubuntu")
+    assert plain.run(_phase(phases_for(config()), "driver")).returncode == 0
+    assert not (plain.root / "etc/apt/sources.list.d").exists() or not list((plain.root / "etc/apt/sources.list.d").glob("cuda-*"))
+
+
+def test_ubuntu_cuda_mirror_replaces_the_keyring_packages_source(tmp_path):
+    raw = _b200("ubuntu")
+    raw["guest"]["repositories"] = {"cuda": "http://mirror.lab.local/cuda"}
+    sb = GuestSandbox(tmp_path, "ubuntu", lspci_nvswitches=1)
+    assert sb.run(_phase(phases_for(raw), "driver")).returncode == 0
+    assert (sb.root / "etc/apt/sources.list.d/cuda-ubuntu2404-x86_64.list").read_text() == (
+        "deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] http://mirror.lab.local/cuda/ubuntu2404/x86_64/ /\n")
+    assert not any(CUDA_VENDOR in f["url"] for f in sb.state["fetches"]), "the key package comes from the mirror too"
+
+
+@pytest.mark.parametrize("family, guest, unreachable, words", [
+    ("ubuntu", {}, NCT_VENDOR, ["NVIDIA Container Toolkit repository does not answer",
+                                f"{NCT_VENDOR}/stable/deb/amd64/InRelease", "gpu-stack:guest.repositories.nvidiaContainerToolkit"]),
+    ("rhel", {}, NCT_VENDOR, [f"{NCT_VENDOR}/stable/rpm/x86_64/repodata/repomd.xml", "gpu-stack:guest.repositories.nvidiaContainerToolkit"]),
+    ("rhel", {"repositories": {"cuda": "https://mirror.lab.local/cuda"}}, "https://mirror.lab.local/cuda",
+     ["NVIDIA CUDA repository", "https://mirror.lab.local/cuda/rhel9/x86_64/repodata/repomd.xml", "gpu-stack:guest.repositories.cuda"]),
+    ("rhel", {}, "https://download.docker.com", ["Docker repository", "/centos/9/x86_64/stable/repodata/repomd.xml",
+                                                 "gpu-stack:guest.containerRuntime.dockerRepository"]),
+])
+def test_preflight_refuses_an_unreachable_repository_before_any_install(tmp_path, family, guest, unreachable, words):
+    raw = config(family, proxy={"http": "http://100.64.0.5:8888", "https": "http://100.64.0.5:8888"}, **guest)
+    sb = GuestSandbox(tmp_path, family, unreachable=[unreachable])
+    result = sb.run(_phase(phases_for(raw), "preflight"))
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(lines) == 1 and all(w in lines[0] for w in words), result.stderr
+    assert "through http://100.64.0.5:8888" in lines[0] and "Couldn't connect to server" in lines[0]
+    assert sb.mutating() == [], "nothing installed or written"
+    assert {f["proxy"] for f in sb.state["fetches"]} == {"http://100.64.0.5:8888"}, "checked through the proxy apt/dnf use"
+
+
+@pytest.mark.parametrize("family", ["ubuntu", "rhel"])
+def test_preflight_checks_the_repositories_this_vm_needs(tmp_path, family):
+    sb = GuestSandbox(tmp_path, family)
+    result = sb.run(_phase(phases_for(config(family)), "preflight"))
+    assert result.returncode == 0, result.stderr
+    urls = [f["url"] for f in sb.state["fetches"]]
+    if family == "ubuntu":  # containerd from Ubuntu, the driver from Ubuntu's archive: only the toolkit's
+        assert urls == [f"{NCT_VENDOR}/stable/deb/amd64/InRelease"]
+    else:
+        assert urls == [f"{NCT_VENDOR}/stable/rpm/x86_64/repodata/repomd.xml", f"{CUDA_VENDOR}/rhel9/x86_64/repodata/repomd.xml",
+                        "https://download.docker.com/linux/centos/9/x86_64/stable/repodata/repomd.xml"]
+    assert sb.mutating() == []
+
+
+def test_preflight_accepts_a_repository_with_release_but_no_inrelease(tmp_path):
+    # apt reads Release + Release.gpg where a repository has no InRelease
+    sb = GuestSandbox(tmp_path, "ubuntu", missing=[f"{NCT_VENDOR}/stable/deb/amd64/InRelease"])
+    result = sb.run(_phase(phases_for(config()), "preflight"))
+    assert result.returncode == 0, result.stderr
+    assert [f["url"] for f in sb.state["fetches"]] == [f"{NCT_VENDOR}/stable/deb/amd64/InRelease", f"{NCT_VENDOR}/stable/deb/amd64/Release"]

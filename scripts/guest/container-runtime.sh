@@ -6,7 +6,8 @@
 # default runtime (seed 001). Configs are rebuilt in a temp file and installed
 # only when they differ, so a converged host is not restarted. Docker's package
 # repository (or GS_DOCKER_REPO, a mirror laid out like download.docker.com/linux)
-# is added first where a package comes from it: docker-ce anywhere, containerd.io on EL.
+# is added first where a package comes from it: docker-ce anywhere, containerd.io on EL;
+# NVIDIA's libnvidia-container repository (GS_NCT_REPO) always, for the toolkit.
 family=$(os_id)
 registry_password=""
 if [ -n "$GS_REGISTRY_USER" ]; then
@@ -14,34 +15,19 @@ if [ -n "$GS_REGISTRY_USER" ]; then
   [ -n "$registry_password" ] || die "guest.registryUsername is set but no password arrived on stdin"
 fi
 
-# docker_repo: Docker's repository for this distribution, like the Kubernetes one (kubernetes.sh).
+# docker_repo: Docker's repository for this distribution, like the Kubernetes one (lib.sh).
 docker_repo() {
-  local id codename
-  # shellcheck source=/dev/null  # the guest's os-release
-  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
   if [ "$family" = ubuntu ]; then
-    local keyring=/etc/apt/keyrings/docker.gpg
-    # shellcheck source=/dev/null
-    codename=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_CODENAME:-${UBUNTU_CODENAME:-}}")
-    if [ -z "$codename" ]; then
-      case "$(os_version)" in
-        22.04) codename=jammy ;;
-        24.04) codename=noble ;;
-        *) die "cannot tell the Ubuntu codename for Docker's repository (no VERSION_CODENAME in /etc/os-release)" ;;
-      esac
-    fi
-    if [ ! -s "$GS_ROOT$keyring" ]; then
-      mkdir -p "$GS_ROOT/etc/apt/keyrings"
-      https_proxy="${GS_HTTPS_PROXY}" curl -fsSL "${GS_DOCKER_REPO}/ubuntu/gpg" | gpg --dearmor -o "$GS_ROOT$keyring"
-      changed "Docker apt key"
-    fi
-    write_file /etc/apt/sources.list.d/docker.list 0644 <<CONF || true
+    local keyring=/etc/apt/keyrings/docker.gpg codename
+    codename=$(ubuntu_codename)
+    repo_key "${GS_DOCKER_REPO}/ubuntu/gpg" "$keyring" "Docker apt key"
+    repo_source /etc/apt/sources.list.d/docker.list <<CONF
 deb [signed-by=${keyring}] ${GS_DOCKER_REPO}/ubuntu ${codename} stable
 CONF
   else
-    local path=centos
-    [ "$id" = rhel ] && path=rhel
-    write_file /etc/yum.repos.d/docker-ce.repo 0644 <<CONF || true
+    local path
+    path=$(docker_el_path)
+    repo_source /etc/yum.repos.d/docker-ce.repo <<CONF
 [docker-ce-stable]
 name=Docker CE Stable
 baseurl=${GS_DOCKER_REPO}/${path}/\$releasever/\$basearch/stable
@@ -54,6 +40,11 @@ CONF
 if [ "$GS_RUNTIME" = docker ] || [ "$family" != ubuntu ]; then
   docker_repo
 fi
+
+# NVIDIA's libnvidia-container repository (GS_NCT_REPO: guest.repositories.nvidiaContainerToolkit,
+# or https://nvidia.github.io/libnvidia-container), which no distribution carries: a stock image
+# has no source for these packages (lib.sh nvidia_container_toolkit_repository).
+nvidia_container_toolkit_repository "$GS_NCT_REPO"
 
 # The four packages NVIDIA's install guide pins together at one version
 # (docs.nvidia.com/datacenter/cloud-native/container-toolkit/1.17.8/install-guide.html:

@@ -27,6 +27,15 @@ open_suffix=""
 kernel=$(uname -r)
 modules_source=dkms
 
+# NVIDIA's CUDA repository (GS_CUDA_REPO: guest.repositories.cuda, or
+# https://developer.download.nvidia.com/compute/cuda/repos), added before the first package
+# query where this VM installs from it (render/guest_scripts.py cuda_repository_needed): on EL
+# the driver and Fabric Manager (render/nvidia_packages.py), on Ubuntu only nvlsm for NVLink 5,
+# since the driver, Fabric Manager and NSCQ come from Ubuntu's own archive there. Empty: none.
+if [ -n "$GS_CUDA_REPO" ]; then
+  cuda_repository "$GS_CUDA_REPO"
+fi
+
 if [ "$family" = ubuntu ]; then
   write_file /etc/apt/preferences.d/gpu-stack-nvidia-driver 0644 <<CONF || true
 Package: /^(lib)?nvidia-.*-${branch}(-server)?(-open)?$/

@@ -1,6 +1,8 @@
 # shellcheck shell=bash
 # Phase: preflight. Checks, each failure saying what to fix; it changes nothing
-# but installing pciutils where the image lacks lspci (minimal EL images).
+# but installing pciutils where the image lacks lspci (minimal EL images). The
+# Kubernetes repository is not checked here: its URL follows the Kubernetes minor,
+# and a version change would re-run this phase on a converged node.
 family=$(os_id)
 version=$(os_version)
 [ "$family" = "$GS_OS_FAMILY" ] || die "the guest runs ${family} ${version}; config guest.os.family is ${GS_OS_FAMILY}"
@@ -14,6 +16,13 @@ need_kib=$((GS_MIN_ROOT_FREE_GIB * 1024 * 1024))
 if [ "$avail_kib" -lt "$need_kib" ]; then
   die "/ has $((avail_kib / 1024 / 1024)) GiB free, ${GS_MIN_ROOT_FREE_GIB} GiB needed: the driver and CUDA installers fill the root filesystem (seed 001). Raise vms[].diskGib and grow the filesystem."
 fi
+
+# The vendor repositories this VM's phases install from (render/guest_scripts.py): each must
+# answer through the proxy apt/dnf will use, before anything is installed; an empty base is one
+# this VM does not need. A missing one otherwise fails a later phase with the driver half in place.
+[ -z "$GS_NCT_REPO" ] || repo_check "NVIDIA Container Toolkit" gpu-stack:guest.repositories.nvidiaContainerToolkit nvidia-container-toolkit "$GS_NCT_REPO"
+[ -z "$GS_CUDA_REPO" ] || repo_check "NVIDIA CUDA" gpu-stack:guest.repositories.cuda cuda "$GS_CUDA_REPO"
+[ -z "$GS_DOCKER_REPO" ] || repo_check "Docker" gpu-stack:guest.containerRuntime.dockerRepository docker "$GS_DOCKER_REPO"
 
 command -v lspci >/dev/null 2>&1 || ensure_pkgs pciutils
 command -v lspci >/dev/null 2>&1 || die "lspci is still missing after installing pciutils"

@@ -74,6 +74,85 @@ def _apt_options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return options, rest
 
 
+# --- vendor repositories ----------------------------------------------------------
+# A stock cloud image has its distribution's repositories only. The packages below come from a
+# vendor repository, which apt sees after a source for it is written and `apt-get update` has
+# read it (with its signed-by keyring present), and dnf sees while a .repo file enables it.
+# Which one a source is, is told by its layout (the vendor's URL or a mirror of it).
+VENDOR_PACKAGES = {
+    "nvidia-container-toolkit": ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1"),
+    "docker": ("docker-ce", "docker-ce-cli", "containerd.io"),
+    "kubernetes": ("kubeadm", "kubelet", "kubectl"),
+}
+CUDA_EL_PACKAGES = ("nvidia-driver", "kmod-nvidia", "nvidia-fabric", "libnvidia-nscq", "nvidia-kmod-common", "nvidia-persistenced", "nvlsm")
+"""From NVIDIA's CUDA repository on EL (render/nvidia_packages.py); on Ubuntu only nvlsm is not in the archive."""
+LAYOUTS = (
+    ("nvidia-container-toolkit", re.compile(r"/stable/(deb/\$\(ARCH\)|rpm/\$basearch)$")),
+    ("cuda", re.compile(r"/(ubuntu\d{4}|rhel\d+)/x86_64/?$")),
+    ("docker", re.compile(r"/(ubuntu|centos|rhel)(/\$releasever/\$basearch/stable)?$")),
+    ("kubernetes", re.compile(r"/(deb|rpm)/?$")),
+)
+
+
+def _repo_kind(url: str) -> str | None:
+    return next((kind for kind, layout in LAYOUTS if layout.search(url)), None)
+
+
+def _needed_repo(family: str, name: str) -> str | None:
+    for kind, names in VENDOR_PACKAGES.items():
+        if name in names:
+            return kind
+    if name == "nvlsm" or family == "rhel" and name.startswith(CUDA_EL_PACKAGES):
+        return "cuda"
+    return None
+
+
+def _unreachable(url: str) -> int:
+    """curl's exit status for a URL the state makes fail: 7 (cannot connect) or 22 (HTTP 404 with -f)."""
+    state = load()
+    if any(url.startswith(prefix) for prefix in state.get("unreachable", [])):
+        return 7
+    if any(url.startswith(prefix) for prefix in state.get("missing", [])):
+        return 22
+    return 0
+
+
+def _apt_sources() -> list[tuple[str, str | None]]:
+    """(URL, signed-by keyring) of every active deb line in sources.list.d (sources.list(5) one-line form)."""
+    found = []
+    folder = _env.ROOT / "etc/apt/sources.list.d"
+    for path in sorted(folder.glob("*.list")) if folder.is_dir() else ():
+        for line in path.read_text().splitlines():
+            m = re.match(r"^deb\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)", line)
+            if m:
+                options = dict(o.split("=", 1) for o in (m.group(1) or "").split() if "=" in o)
+                found.append((m.group(2).rstrip("/"), options.get("signed-by")))
+    return found
+
+
+def _os_version() -> str:
+    text = (_env.ROOT / "etc/os-release").read_text()
+    return re.search(r'^VERSION_ID="?([^"\n]*)', text, re.M).group(1)
+
+
+def _dnf_repos() -> list[str]:
+    """baseurl of every enabled section of /etc/yum.repos.d/*.repo (dnf.conf(5) repo options)."""
+    import configparser
+    urls = []
+    folder = _env.ROOT / "etc/yum.repos.d"
+    for path in sorted(folder.glob("*.repo")) if folder.is_dir() else ():
+        parser = configparser.RawConfigParser()
+        parser.read_string(path.read_text())
+        for section in parser.sections():
+            if parser.get(section, "enabled", fallback="1") == "1" and parser.has_option(section, "baseurl"):
+                urls.append(parser.get(section, "baseurl"))
+    return urls
+
+
+def _dnf_kinds() -> set[str]:
+    return {kind for url in _dnf_repos() if not _unreachable(url) and (kind := _repo_kind(url))}
+
+
 def apt_get(argv: list[str]) -> int:
     """Like apt: the dpkg lock held by unattended-upgrades fails a call unless it waits
     (DPkg::Lock::Timeout); the lists lock of a running apt-daily fails `update` whatever the option."""
@@ -94,13 +173,45 @@ def apt_get(argv: list[str]) -> int:
     argv = rest
     if argv and argv[0] == "update":
         record("apt-get", argv, True)
+        # apt-get update: an unsigned source (keyring missing) is an error, "E: The repository '...'
+        # is not signed."; an unreachable one "E: Failed to fetch ..." and exit 100 (apt-get(8): 100 on error)
+        kinds = []
+        for url, keyring in _apt_sources():
+            if keyring is None or not (_env.ROOT / keyring.lstrip("/")).is_file():
+                sys.stderr.write(f"E: The repository '{url}' is not signed.\n")
+                return 100
+            if _unreachable(url):
+                sys.stderr.write(f"E: Failed to fetch {url}/InRelease  Could not connect\n")
+                return 100
+            if kind := _repo_kind(url):
+                kinds.append(kind)
+        state["apt_lists"] = sorted(set(kinds))
+        save(state)
         return 0
     if "install" in argv:
         record("apt-get", argv, True)
         for arg in argv[argv.index("install") + 1:]:
             if arg.startswith("-"):
                 continue
+            if arg.endswith(".deb"):
+                # a local package file; cuda-keyring brings NVIDIA's key and the CUDA source (its .list)
+                name = Path(arg).name.split("_", 1)[0]
+                state["packages"][name] = Path(arg).name.split("_")[1]
+                if name == "cuda-keyring":
+                    distro = "ubuntu" + _os_version().replace(".", "")
+                    (_env.ROOT / "usr/share/keyrings").mkdir(parents=True, exist_ok=True)
+                    (_env.ROOT / "usr/share/keyrings/cuda-archive-keyring.gpg").write_bytes(b"key")
+                    (_env.ROOT / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
+                    (_env.ROOT / f"etc/apt/sources.list.d/cuda-{distro}-x86_64.list").write_text(
+                        "deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] "
+                        f"https://developer.download.nvidia.com/compute/cuda/repos/{distro}/x86_64/ /\n")
+                continue
             name, _, version = arg.partition("=")
+            kind = _needed_repo("ubuntu", name)
+            if kind and kind not in state.get("apt_lists", []):
+                sys.stderr.write(f"E: Unable to locate package {name}\n")
+                save(state)
+                return 100
             state["packages"][name] = version or _apt_pin(name) or "1.0-1"
             _install_files(state, name)
             if name.startswith("linux-modules-nvidia-") and re.search(r"-\d+\.\d+\.\d+-\d+-", name):
@@ -218,9 +329,15 @@ def dnf(argv: list[str]) -> int:
     if argv[:2] == ["versionlock", "add"]:
         state["versionlock"] = sorted(set(state["versionlock"]) | set(argv[2:]))
     elif "install" in argv:
+        kinds = _dnf_kinds()
         for arg in argv[argv.index("install") + 1:]:
             if not arg.startswith("-"):
                 name, version = _rpm_split(arg)
+                kind = _needed_repo("rhel", name)
+                if kind and kind not in kinds:
+                    # dnf(8): "No match for argument: X", "Error: Unable to find a match: X", exit 1
+                    sys.stderr.write(f"No match for argument: {arg}\nError: Unable to find a match: {arg}\n")
+                    return 1
                 stream = state.get("dnf_module_stream")
                 if name.startswith(MODULE_PACKAGES) and state.get("dnf_module_streams") and not stream:
                     return 1  # a module's packages outside an enabled stream are filtered out
@@ -243,7 +360,8 @@ def _dnf_module(words: list[str], argv: list[str], state: dict) -> int:
     verb = words[0]
     record("dnf", argv, verb != "list")
     if verb == "list":
-        return 0 if streams else 1
+        # the module's metadata is in NVIDIA's CUDA repository only
+        return 0 if streams and "cuda" in _dnf_kinds() else 1
     if verb == "reset":
         state["dnf_module_stream"] = None
     elif verb == "enable":
@@ -535,11 +653,29 @@ def docker(argv: list[str]) -> int:
 
 
 def curl(argv: list[str]) -> int:
-    if "-o" in argv:
-        record("curl", argv, True)
-        Path(argv[argv.index("-o") + 1]).write_text("#!/bin/sh\n# installer\n")
+    """curl -f: exit 7 "Couldn't connect to server" or 22 "The requested URL returned error: 404"
+    (curl(1), EXIT CODES) for what the state makes unreachable or missing; the proxy it was given
+    (https_proxy / http_proxy, curl(1) ENVIRONMENT) is kept in the state's fetches."""
+    url = argv[-1]
+    target = argv[argv.index("-o") + 1] if "-o" in argv else None
+    record("curl", argv, target not in (None, "/dev/null"))
+    state = load()
+    proxy = os.environ.get("https_proxy" if url.startswith("https://") else "http_proxy", "")
+    state.setdefault("fetches", []).append({"url": url, "proxy": proxy})
+    save(state)
+    status = _unreachable(url)
+    if status == 7:
+        host = url.split("/")[2]
+        sys.stderr.write(f"curl: (7) Failed to connect to {host} port 443 after 3 ms: Couldn't connect to server\n")
+        return 7
+    if status == 22:
+        sys.stderr.write("curl: (22) The requested URL returned error: 404\n")
+        return 22
+    if target == "/dev/null":
+        return 0
+    if target:
+        Path(target).write_text("#!/bin/sh\n# installer\n")
     else:
-        record("curl", argv, False)
         out("-----BEGIN PGP PUBLIC KEY BLOCK-----\nstub\n")
     return 0
 

@@ -233,6 +233,195 @@ use_cluster_kubeconfig() {
   export KUBECONFIG="$cluster_kubeconfig"
 }
 
+# --- package repositories ---------------------------------------------------------------
+# Vendor repositories are added by the phase that installs from them, each with its signing key
+# from the same base URL (the vendor's, or a mirror laid out the same way); the preflight phase
+# checks beforehand that each answers (repo_check). gpu-stack guests are x86_64 (the driver
+# runfile is NVIDIA-Linux-x86_64), which Debian calls amd64.
+REPO_ARCH=x86_64
+REPO_DEB_ARCH=amd64
+
+# repo_proxy URL: the proxy apt and dnf use for URL, as os-prep.sh configures them
+# (Acquire::http::Proxy / Acquire::https::Proxy, dnf.conf proxy=), so a check sees what they see.
+repo_proxy() {
+  case "$1" in
+    https://*) printf '%s' "${GS_HTTPS_PROXY:-${GS_HTTP_PROXY:-}}" ;;
+    *) printf '%s' "${GS_HTTP_PROXY:-${GS_HTTPS_PROXY:-}}" ;;
+  esac
+}
+
+# repo_fetch URL [CURL ARGS...]: curl -fsSL through that proxy (an empty one is no proxy).
+repo_fetch() {
+  local url="$1" proxy
+  shift
+  proxy=$(repo_proxy "$url")
+  https_proxy="$proxy" http_proxy="$proxy" curl -fsSL "$@" "$url"
+}
+
+# repo_key URL KEYRING WHAT: a repository's signing key, fetched and dearmored into KEYRING once,
+# the form of Docker's, Kubernetes' and NVIDIA's install guides (curl -fsSL URL | gpg --dearmor -o KEYRING).
+repo_key() {
+  local url="$1" keyring="$2"
+  [ ! -s "$GS_ROOT$keyring" ] || return 0
+  mkdir -p "$(dirname "$GS_ROOT$keyring")"
+  rm -f "$GS_ROOT$keyring"  # an empty leftover: gpg -o asks before overwriting
+  repo_fetch "$url" | gpg --dearmor -o "$GS_ROOT$keyring"
+  changed "$3"
+}
+
+# repo_source PATH < content: an apt source or dnf .repo file; a changed source makes the next
+# install run `apt-get update` again (pkg_install), so the packages it adds are seen.
+repo_source() {
+  if write_file "$1" 0644; then apt_updated=0; fi
+}
+
+# ubuntu_codename: the release's codename (Docker's suites), from os-release.
+ubuntu_codename() {
+  local codename
+  # shellcheck source=/dev/null  # the guest's os-release
+  codename=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_CODENAME:-${UBUNTU_CODENAME:-}}")
+  if [ -z "$codename" ]; then
+    case "$(os_version)" in
+      22.04) codename=jammy ;;
+      24.04) codename=noble ;;
+      *) die "cannot tell the Ubuntu codename (no VERSION_CODENAME in /etc/os-release)" ;;
+    esac
+  fi
+  printf '%s' "$codename"
+}
+
+# docker_el_path: rhel on RHEL, centos for the rebuilds (Rocky, Alma), Docker's EL directories.
+docker_el_path() {
+  # shellcheck source=/dev/null  # the guest's os-release
+  if [ "$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")" = rhel ]; then echo rhel; else echo centos; fi
+}
+
+# cuda_distro: the directory of NVIDIA's CUDA repository for this release (CUDA Installation Guide
+# for Linux, network repositories: <distro> is ubuntu2204, ubuntu2404, rhel9).
+cuda_distro() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local v
+    v=$(os_version)
+    echo "ubuntu${v//./}"
+  else
+    echo "rhel$(os_version | cut -d. -f1)"
+  fi
+}
+
+# repo_index KIND BASE: the file apt or dnf reads first from a repository, at the layout the
+# phases write (apt: the suite's InRelease; dnf: repodata/repomd.xml). KIND: docker,
+# kubernetes, nvidia-container-toolkit, cuda.
+repo_index() {
+  local base="$2"
+  case "$1:$(os_id)" in
+    docker:ubuntu) echo "${base}/ubuntu/dists/$(ubuntu_codename)/InRelease" ;;
+    docker:rhel) echo "${base}/$(docker_el_path)/$(os_version | cut -d. -f1)/${REPO_ARCH}/stable/repodata/repomd.xml" ;;
+    kubernetes:ubuntu) echo "${base}/deb/InRelease" ;;
+    kubernetes:rhel) echo "${base}/rpm/repodata/repomd.xml" ;;
+    nvidia-container-toolkit:ubuntu) echo "${base}/stable/deb/${REPO_DEB_ARCH}/InRelease" ;;
+    nvidia-container-toolkit:rhel) echo "${base}/stable/rpm/${REPO_ARCH}/repodata/repomd.xml" ;;
+    cuda:ubuntu) echo "${base}/$(cuda_distro)/${REPO_ARCH}/InRelease" ;;
+    cuda:rhel) echo "${base}/$(cuda_distro)/${REPO_ARCH}/repodata/repomd.xml" ;;
+    *) die "no repository layout for $1 on $(os_id)" ;;
+  esac
+}
+
+# repo_check NAME KEY KIND BASE: the repository answers (its index, through the package
+# managers' proxy), else one line naming it and its config key. apt reads Release (with
+# Release.gpg) where a repository has no InRelease, so that is tried too.
+repo_check() {
+  local name="$1" key="$2" index err
+  index=$(repo_index "$3" "$4")
+  err=$(repo_fetch "$index" -o /dev/null 2>&1) && return 0
+  if [ "${index##*/}" = InRelease ] && repo_fetch "${index%/InRelease}/Release" -o /dev/null >/dev/null 2>&1; then
+    return 0
+  fi
+  local proxy
+  proxy=$(repo_proxy "$index")
+  die "${name} repository does not answer at ${index} (${err%%$'\n'*}) through ${proxy:-no proxy}: set ${key} to a reachable mirror or fix the proxy (guest.proxy)"
+}
+
+# nvidia_container_toolkit_repository BASE: NVIDIA's libnvidia-container repository, as the
+# Container Toolkit install guide (NVIDIA/cloud-native-docs container-toolkit/install-guide.md at
+# tag container-toolkit-v1.17.8) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
+# /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg`, then <base>/stable/deb/nvidia-container-toolkit.list
+# through `sed 's#deb https://#deb [signed-by=...] https://#g'` into
+# /etc/apt/sources.list.d/nvidia-container-toolkit.list; dnf: <base>/stable/rpm/nvidia-container-toolkit.repo
+# into /etc/yum.repos.d/nvidia-container-toolkit.repo. Both files are written here as the
+# vendor's (tests/reference/libnvidia-container-ghpages-*) with BASE for the vendor URL, so a mirror
+# needs only the packages and the key, not rewritten files.
+nvidia_container_toolkit_repository() {
+  local base="$1"
+  if [ "$(os_id)" = ubuntu ]; then
+    local keyring=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+    repo_key "${base}/gpgkey" "$keyring" "NVIDIA Container Toolkit apt key"
+    repo_source /etc/apt/sources.list.d/nvidia-container-toolkit.list <<CONF
+deb [signed-by=${keyring}] ${base}/stable/deb/\$(ARCH) /
+#deb [signed-by=${keyring}] ${base}/experimental/deb/\$(ARCH) /
+CONF
+  else
+    repo_source /etc/yum.repos.d/nvidia-container-toolkit.repo <<CONF
+[nvidia-container-toolkit]
+name=nvidia-container-toolkit
+baseurl=${base}/stable/rpm/\$basearch
+repo_gpgcheck=1
+gpgcheck=0
+enabled=1
+gpgkey=${base}/gpgkey
+sslverify=1
+sslcacert=/etc/pki/tls/certs/ca-bundle.crt
+
+[nvidia-container-toolkit-experimental]
+name=nvidia-container-toolkit-experimental
+baseurl=${base}/experimental/rpm/\$basearch
+repo_gpgcheck=1
+gpgcheck=0
+enabled=0
+gpgkey=${base}/gpgkey
+sslverify=1
+sslcacert=/etc/pki/tls/certs/ca-bundle.crt
+CONF
+  fi
+}
+
+# cuda_repository BASE: NVIDIA's CUDA network repository for this release (CUDA Installation
+# Guide for Linux, network repository installation). Ubuntu: the cuda-keyring_1.1-1_all.deb
+# package from <base>/<distro>/x86_64/, which installs /usr/share/keyrings/cuda-archive-keyring.gpg
+# and /etc/apt/sources.list.d/cuda-<distro>-x86_64.list (the guide installs it with `dpkg -i`;
+# apt-get installs the same file and waits for the dpkg lock, see apt_get); that source is
+# written again with BASE, identical to the package's for the vendor URL, pointing at the mirror
+# for a mirror. EL: the guide's `dnf config-manager --add-repo <base>/rhel9/x86_64/cuda-rhel9.repo`
+# stores that file as /etc/yum.repos.d/cuda-rhel9.repo; it is written here with the same
+# content (repository id cuda-rhel9-x86_64, gpgkey D42D0685.pub beside it, as copied in public
+# repositories: the file itself could not be read), so a mirror's key comes from the mirror.
+cuda_repository() {
+  local distro url
+  distro=$(cuda_distro)
+  url="$1/${distro}/${REPO_ARCH}"
+  if [ "$(os_id)" = ubuntu ]; then
+    if ! pkg_installed cuda-keyring; then
+      local deb=/var/cache/gpu-stack/cuda-keyring_1.1-1_all.deb
+      mkdir -p "$GS_ROOT/var/cache/gpu-stack"
+      repo_fetch "${url}/cuda-keyring_1.1-1_all.deb" -o "$GS_ROOT$deb"
+      pkg_timers_hold
+      apt_get install -y -qq "$GS_ROOT$deb"
+      changed "installed cuda-keyring (CUDA repository key)"
+    fi
+    repo_source "/etc/apt/sources.list.d/cuda-${distro}-${REPO_ARCH}.list" <<CONF
+deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] ${url}/ /
+CONF
+  else
+    repo_source "/etc/yum.repos.d/cuda-${distro}.repo" <<CONF
+[cuda-${distro}-${REPO_ARCH}]
+name=cuda-${distro}-${REPO_ARCH}
+baseurl=${url}
+enabled=1
+gpgcheck=1
+gpgkey=${url}/D42D0685.pub
+CONF
+  fi
+}
+
 # kubernetes_repository: the kubeadm/kubelet/kubectl repository of the
 # configured minor (GS_K8S_REPO, pkgs.k8s.io layout), pinned to GS_K8S_VERSION
 # on Ubuntu; shared by the kubernetes phase and upgrade-kubernetes.
@@ -242,12 +431,8 @@ kubernetes_repository() {
   local minor="${version%.*}"
   if [ "$(os_id)" = ubuntu ]; then
     local keyring=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
-    if [ ! -s "$GS_ROOT$keyring" ]; then
-      mkdir -p "$GS_ROOT/etc/apt/keyrings"
-      https_proxy="${GS_HTTPS_PROXY}" curl -fsSL "${repo}/deb/Release.key" | gpg --dearmor -o "$GS_ROOT$keyring"
-      changed "Kubernetes apt key"
-    fi
-    write_file /etc/apt/sources.list.d/kubernetes.list 0644 <<CONF || true
+    repo_key "${repo}/deb/Release.key" "$keyring" "Kubernetes apt key"
+    repo_source /etc/apt/sources.list.d/kubernetes.list <<CONF
 deb [signed-by=${keyring}] ${repo}/deb/ /
 CONF
     write_file /etc/apt/preferences.d/gpu-stack-kubernetes 0644 <<CONF || true
@@ -256,7 +441,7 @@ Pin: version ${version}-*
 Pin-Priority: 1001
 CONF
   else
-    write_file /etc/yum.repos.d/kubernetes.repo 0644 <<CONF || true
+    repo_source /etc/yum.repos.d/kubernetes.repo <<CONF
 [kubernetes]
 name=Kubernetes ${minor}
 baseurl=${repo}/rpm/
