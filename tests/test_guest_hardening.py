@@ -94,10 +94,43 @@ def test_simulated_lock_fails_apt_get_without_a_timeout(tmp_path):
     assert waiting.returncode == 0
 
 
+def test_the_stub_systemctl_reports_a_running_oneshot_as_activating_like_systemd(tmp_path):
+    """systemctl(1) is-active: prints the state, exit 0 only if one unit is active (systemctl-is-active.c: active,
+    reloading, refreshing; else 3, 4 for no such unit). A running Type=oneshot unit is "activating" (systemd.service(5))."""
+    sb = GuestSandbox(tmp_path, "ubuntu", units=dict(UBUNTU_TIMERS), activating={"apt-daily.service": 2})
+    env = {"PATH": f"{sb.bin}:/usr/bin:/bin", "GS_ROOT": str(sb.root), "GS_SANDBOX": str(sb.tmp)}
+
+    def systemctl(*argv):
+        proc = subprocess.run([str(sb.bin / "systemctl"), *argv], env=env, capture_output=True, text=True)
+        return proc.returncode, proc.stdout
+
+    assert systemctl("is-active", "apt-daily.service") == (3, "activating\n"), "running, yet not 'active'"
+    assert systemctl("show", "-p", "ActiveState", "--value", "apt-daily.service") == (0, "activating\n")
+    assert systemctl("show", "-p", "ActiveState", "--value", "apt-daily.service") == (0, "inactive\n"), "its command exited"
+    assert systemctl("is-active", "--quiet", "apt-daily.timer") == (0, "")
+    assert systemctl("is-active", "no-such.service") == (4, "inactive\n")
+
+
+def test_apt_daily_while_activating_is_waited_for(tmp_path):
+    """apt-daily.service is Type=oneshot: while its `apt-get update` runs it is "activating", which
+    `systemctl is-active --quiet` calls not active. The phase waits on its ActiveState until it settles."""
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu", units=dict(UBUNTU_TIMERS), lists_lock_held=True,
+                      activating={"apt-daily.service": 4})
+    result = sb.run(_phase(phases_for(config()), "driver"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "waiting for apt-daily.service to finish (activating)" in result.stdout
+    calls = [" ".join([c["cmd"], *c["argv"]]) for c in sb.calls()]
+    queries = [i for i, c in enumerate(calls) if c == "systemctl show -p ActiveState --value apt-daily.service"]
+    update = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and " update" in c)
+    assert len(queries) >= 5 and queries[-1] < update, "polled until it settled, before apt-get update"
+    assert sb.state["activating"]["apt-daily.service"] == 0
+
+
 def test_first_boot_apt_daily_and_unattended_upgrades_do_not_fail_the_driver_install(tmp_path):
     require_tool("openssl")
     sb = GuestSandbox(tmp_path, "ubuntu", units=dict(UBUNTU_TIMERS), dpkg_lock_held=True, lists_lock_held=True,
-                      busy_units={"apt-daily.service": 3})
+                      activating={"apt-daily.service": 3})
     phases = phases_for(config())
     for name in ("driver", "container-runtime"):
         result = sb.run(_phase(phases, name))
