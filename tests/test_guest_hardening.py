@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from render.guest_scripts import SCRIPTS
+from render.guest_scripts import CLOUD_INIT_TIMEOUT_S, SCRIPTS
 from tests.conftest import require_tool
 from tests.support.guest_sandbox import GuestSandbox
 from tests.test_guest_scripts import config, phases_for
@@ -513,6 +513,43 @@ def test_wait_ssh_reads_cloud_inits_exit_status(tmp_path, rc, message):
     else:
         assert message in result.stdout and "  recoverable_errors:" in result.stdout
     assert any(c["cmd"] == "cloud-init" and c["argv"] == ["status", "--wait"] for c in sb.calls())
+
+
+def test_wait_ssh_waits_for_cloud_init_for_a_stated_time():
+    phase = _phase(phases_for(config()), "wait-ssh")
+    assert phase.params == {"GS_VM_NAME": "gpu-dev-0", "GS_CLOUD_INIT_TIMEOUT": str(CLOUD_INIT_TIMEOUT_S)}
+    assert CLOUD_INIT_TIMEOUT_S == 900
+
+
+@pytest.mark.parametrize("status", ["running", "not started"])
+def test_wait_ssh_gives_up_on_a_cloud_init_that_never_finishes(tmp_path, status):
+    """`cloud-init status --wait` polls without limit while the status is "running" or "not started"
+    (cloudinit/cmd/status.py handle_status_args, tag 26.2); the stub's never returns. The phase ends
+    within its bound with one line naming cloud-init and the VM."""
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu", cloud_init_status=status)
+    (sb.root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
+    phase = _phase(phases_for(config()), "wait-ssh")
+    started = time.monotonic()
+    result = sb.run(phase, params={**phase.params, "GS_CLOUD_INIT_TIMEOUT": "2"}, timeout=40)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1
+    errors = result.stderr.strip().splitlines()
+    assert errors == [f"[gpu-stack wait-ssh] ERROR: cloud-init on VM gpu-dev-0 has not finished after 2s (cloud-init status: {status}); "
+                      "see /var/log/cloud-init.log, or disable cloud-init in an image that does not use it (touch /etc/cloud/cloud-init.disabled)"]
+    assert "ready, boot" not in result.stdout
+
+
+def test_wait_ssh_does_not_wait_for_a_disabled_cloud_init(tmp_path):
+    """`status: disabled` (marker file, kernel command line, or no datasource found): nothing will run, so no wait."""
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu", cloud_init_status="disabled")
+    (sb.root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
+    result = sb.run(_phase(phases_for(config()), "wait-ssh"), timeout=40)
+    assert result.returncode == 0, result.stderr
+    assert "cloud-init is disabled on gpu-dev-0 (cloud-init status: disabled); not waiting for it" in result.stdout
+    assert "ready, boot" in result.stdout
+    assert [c["argv"] for c in sb.calls() if c["cmd"] == "cloud-init"] == [["status"]]
 
 
 def test_toolkit_libraries_that_drifted_are_reinstalled_before_they_are_held(tmp_path):

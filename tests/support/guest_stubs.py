@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 class _Env:
@@ -452,13 +453,25 @@ def df(argv: list[str]) -> int:
 
 
 def cloud_init(argv: list[str]) -> int:
-    """`cloud-init status`: exit 0 done, 2 recoverable errors (degraded), 1 error (cloudinit/cmd/status.py)."""
+    """`cloud-init status`: exit 0 done, 2 recoverable errors (degraded), 1 error (cloudinit/cmd/status.py).
+
+    state["cloud_init_status"]: "disabled", "not started" or "running" instead of the finished states. As in
+    handle_status_args (canonical/cloud-init 26.2), `--wait` polls for as long as the status is "not started" or
+    "running" (here: never returns; capped at 120 s so no stub outlives a test) and returns at once for "disabled"."""
     record("cloud-init", argv, False)
-    rc = load().get("cloud_init_rc", 0)
-    status = {0: "done", 2: "degraded done", 1: "error"}[rc]
+    state = load()
+    rc = state.get("cloud_init_rc", 0)
+    running = state.get("cloud_init_status")
+    if running is not None:
+        if "--wait" in argv and running in ("not started", "running"):
+            time.sleep(120)
+            return 1
+        out(f"status: {running}\n")
+        return 0
+    status, extended = {0: ("done", "done"), 2: ("done", "degraded done"), 1: ("error", "error - done")}[rc]
     out(f"status: {status}\n")
     if "--long" in argv and rc:
-        out(f"extended_status: {status}\nboot_status_code: enabled-by-generator\n"
+        out(f"extended_status: {extended}\nboot_status_code: enabled-by-generator\n"
             "recoverable_errors:\nWARNING:\n\t- Failed to create group sudo\n")
     return rc
 
