@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_command as command
 
+from render import ssh_dial
 from render.guest_scripts import Phase, ssh_command
 
 
@@ -27,7 +28,10 @@ class GuestConnection:
 
 
 def connection_args(conn: GuestConnection, waits_for_boot: bool) -> command.remote.ConnectionArgs:
-    # first contact and contact after a reboot retry for up to ~15 minutes
+    # how long the dial retries is render/ssh_dial.py's arithmetic over pulumi-command 1.2.1's rules: first
+    # contact and contact after a reboot at least 15.0 minutes (every dial refused), at most 30.8 (every dial
+    # timing out); any other phase 11 s to 121 s
+    dial = ssh_dial.budget(waits_for_boot)
     extra = {"port": conn.port} if conn.port is not None else {}
     return command.remote.ConnectionArgs(
         **extra,
@@ -35,8 +39,8 @@ def connection_args(conn: GuestConnection, waits_for_boot: bool) -> command.remo
         user=conn.user,
         private_key=conn.private_key,
         host_key=conn.host_key,
-        dial_error_limit=90 if waits_for_boot else 10,
-        per_dial_timeout=10,
+        dial_error_limit=dial.dial_error_limit,
+        per_dial_timeout=dial.per_dial_timeout_s,
     )
 
 

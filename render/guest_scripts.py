@@ -128,6 +128,12 @@ def triggers(phase: str, texts: dict[str, str], deps_of: dict[str, tuple[str, ..
     return [f"{phase}:{digest(texts[phase])}", *(f"{d}:{digest(texts[d])}" for d in deps)]
 
 
+CLOUD_INIT_TIMEOUT_S = 900
+"""How long wait-ssh waits for `cloud-init status --wait` (scripts/guest/wait-ssh.sh). The user-data of
+render/cloud_init.py installs no packages (host keys, user, hostname), so first boot's cloud-init ends in
+minutes; one that has not finished in 15 (or never started) fails the phase with one line naming the VM."""
+
+
 # What the root filesystem holds before the driver: the cloud image's OS plus
 # what cloud-init installs (about 3 GiB on Ubuntu and EL 9 cloud images), and
 # the /boot and EFI partitions. ext4 also keeps 5% of the blocks for root,
@@ -172,7 +178,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
         guest.os.family, nv.install_method, len(vm.nvswitches), fabric.nvlink5) else ""
     docker_repo = rt.docker_repository or DOCKER_REPOSITORY
     phases = [
-        Phase("wait-ssh", {}, waits_for_boot=True),
+        Phase("wait-ssh", {"GS_VM_NAME": vm.name, "GS_CLOUD_INIT_TIMEOUT": str(CLOUD_INIT_TIMEOUT_S)}, waits_for_boot=True),
         Phase("preflight", {
             "GS_OS_FAMILY": guest.os.family, "GS_OS_VERSION": guest.os.version,
             "GS_MIN_ROOT_FREE_GIB": str(guest.min_root_free_gib), "GS_DRIVER_METHOD": nv.install_method, **counts,

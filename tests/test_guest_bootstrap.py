@@ -73,9 +73,9 @@ def test_connections_pin_the_host_key_and_keep_the_key_secret(dev):
         conn = cmd.inputs["connection"]
         assert conn[SECRET_SIG], f"{name}: the connection holds the private key, so it is secret as a whole"
         assert conn["value"]["hostKey"] == pinned, name
-    assert commands(result)["wait-ssh"].inputs["connection"]["value"]["dialErrorLimit"] == 90
-    assert commands(result)["nouveau-check"].inputs["connection"]["value"]["dialErrorLimit"] == 90
-    assert commands(result)["driver"].inputs["connection"]["value"]["dialErrorLimit"] == 10
+    for name, (limit, per_dial) in {"wait-ssh": (188, 5), "nouveau-check": (188, 5), "driver": (10, 10)}.items():
+        conn = commands(result)[name].inputs["connection"]["value"]
+        assert (conn["dialErrorLimit"], conn["perDialTimeout"]) == (limit, per_dial), name
 
 
 def test_stack_outputs_inventory_and_secret_kubeconfig(dev):

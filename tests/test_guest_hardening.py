@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from render.guest_scripts import SCRIPTS
+from render.guest_scripts import CLOUD_INIT_TIMEOUT_S, SCRIPTS
 from tests.conftest import require_tool
 from tests.support.guest_sandbox import GuestSandbox
 from tests.test_guest_scripts import config, phases_for
@@ -94,10 +94,43 @@ def test_simulated_lock_fails_apt_get_without_a_timeout(tmp_path):
     assert waiting.returncode == 0
 
 
+def test_the_stub_systemctl_reports_a_running_oneshot_as_activating_like_systemd(tmp_path):
+    """systemctl(1) is-active: prints the state, exit 0 only if one unit is active (systemctl-is-active.c: active,
+    reloading, refreshing; else 3, 4 for no such unit). A running Type=oneshot unit is "activating" (systemd.service(5))."""
+    sb = GuestSandbox(tmp_path, "ubuntu", units=dict(UBUNTU_TIMERS), activating={"apt-daily.service": 2})
+    env = {"PATH": f"{sb.bin}:/usr/bin:/bin", "GS_ROOT": str(sb.root), "GS_SANDBOX": str(sb.tmp)}
+
+    def systemctl(*argv):
+        proc = subprocess.run([str(sb.bin / "systemctl"), *argv], env=env, capture_output=True, text=True)
+        return proc.returncode, proc.stdout
+
+    assert systemctl("is-active", "apt-daily.service") == (3, "activating\n"), "running, yet not 'active'"
+    assert systemctl("show", "-p", "ActiveState", "--value", "apt-daily.service") == (0, "activating\n")
+    assert systemctl("show", "-p", "ActiveState", "--value", "apt-daily.service") == (0, "inactive\n"), "its command exited"
+    assert systemctl("is-active", "--quiet", "apt-daily.timer") == (0, "")
+    assert systemctl("is-active", "no-such.service") == (4, "inactive\n")
+
+
+def test_apt_daily_while_activating_is_waited_for(tmp_path):
+    """apt-daily.service is Type=oneshot: while its `apt-get update` runs it is "activating", which
+    `systemctl is-active --quiet` calls not active. The phase waits on its ActiveState until it settles."""
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu", units=dict(UBUNTU_TIMERS), lists_lock_held=True,
+                      activating={"apt-daily.service": 4})
+    result = sb.run(_phase(phases_for(config()), "driver"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "waiting for apt-daily.service to finish (activating)" in result.stdout
+    calls = [" ".join([c["cmd"], *c["argv"]]) for c in sb.calls()]
+    queries = [i for i, c in enumerate(calls) if c == "systemctl show -p ActiveState --value apt-daily.service"]
+    update = next(i for i, c in enumerate(calls) if c.startswith("apt-get") and " update" in c)
+    assert len(queries) >= 5 and queries[-1] < update, "polled until it settled, before apt-get update"
+    assert sb.state["activating"]["apt-daily.service"] == 0
+
+
 def test_first_boot_apt_daily_and_unattended_upgrades_do_not_fail_the_driver_install(tmp_path):
     require_tool("openssl")
     sb = GuestSandbox(tmp_path, "ubuntu", units=dict(UBUNTU_TIMERS), dpkg_lock_held=True, lists_lock_held=True,
-                      busy_units={"apt-daily.service": 3})
+                      activating={"apt-daily.service": 3})
     phases = phases_for(config())
     for name in ("driver", "container-runtime"):
         result = sb.run(_phase(phases, name))
@@ -480,6 +513,43 @@ def test_wait_ssh_reads_cloud_inits_exit_status(tmp_path, rc, message):
     else:
         assert message in result.stdout and "  recoverable_errors:" in result.stdout
     assert any(c["cmd"] == "cloud-init" and c["argv"] == ["status", "--wait"] for c in sb.calls())
+
+
+def test_wait_ssh_waits_for_cloud_init_for_a_stated_time():
+    phase = _phase(phases_for(config()), "wait-ssh")
+    assert phase.params == {"GS_VM_NAME": "gpu-dev-0", "GS_CLOUD_INIT_TIMEOUT": str(CLOUD_INIT_TIMEOUT_S)}
+    assert CLOUD_INIT_TIMEOUT_S == 900
+
+
+@pytest.mark.parametrize("status", ["running", "not started"])
+def test_wait_ssh_gives_up_on_a_cloud_init_that_never_finishes(tmp_path, status):
+    """`cloud-init status --wait` polls without limit while the status is "running" or "not started"
+    (cloudinit/cmd/status.py handle_status_args, tag 26.2); the stub's never returns. The phase ends
+    within its bound with one line naming cloud-init and the VM."""
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu", cloud_init_status=status)
+    (sb.root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
+    phase = _phase(phases_for(config()), "wait-ssh")
+    started = time.monotonic()
+    result = sb.run(phase, params={**phase.params, "GS_CLOUD_INIT_TIMEOUT": "2"}, timeout=40)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1
+    errors = result.stderr.strip().splitlines()
+    assert errors == [f"[gpu-stack wait-ssh] ERROR: cloud-init on VM gpu-dev-0 has not finished after 2s (cloud-init status: {status}); "
+                      "see /var/log/cloud-init.log, or disable cloud-init in an image that does not use it (touch /etc/cloud/cloud-init.disabled)"]
+    assert "ready, boot" not in result.stdout
+
+
+def test_wait_ssh_does_not_wait_for_a_disabled_cloud_init(tmp_path):
+    """`status: disabled` (marker file, kernel command line, or no datasource found): nothing will run, so no wait."""
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu", cloud_init_status="disabled")
+    (sb.root / "proc/sys/kernel/random").mkdir(parents=True, exist_ok=True)
+    result = sb.run(_phase(phases_for(config()), "wait-ssh"), timeout=40)
+    assert result.returncode == 0, result.stderr
+    assert "cloud-init is disabled on gpu-dev-0 (cloud-init status: disabled); not waiting for it" in result.stdout
+    assert "ready, boot" in result.stdout
+    assert [c["argv"] for c in sb.calls() if c["cmd"] == "cloud-init"] == [["status"]]
 
 
 def test_toolkit_libraries_that_drifted_are_reinstalled_before_they_are_held(tmp_path):

@@ -98,7 +98,7 @@ class GuestSandbox:
         return {str(p.relative_to(self.root)): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in sorted(self.root.rglob("*")) if p.is_file()}
 
-    def run(self, phase: Phase, stdin: str = "", params: dict | None = None) -> subprocess.CompletedProcess:
+    def run(self, phase: Phase, stdin: str = "", params: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         script = render_script(phase.name, params if params is not None else phase.params)
         env = {
             "PATH": f"{self.bin}:/usr/local/bin:/usr/bin:/bin",
@@ -109,5 +109,5 @@ class GuestSandbox:
             "GS_POLL_SECONDS": "0",  # lib.sh's wait loops poll without sleeping here
         }
         return subprocess.run(["/bin/sh", "-c", ssh_command(script)], input=stdin, capture_output=True, text=True,
-                              env=env, cwd=self.tmp, timeout=120)
+                              env=env, cwd=self.tmp, timeout=timeout)
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 class _Env:
@@ -399,23 +400,57 @@ def rpm(argv: list[str]) -> int:
 
 # --- system -------------------------------------------------------------------
 
+IS_ACTIVE_STATES = ("active", "reloading", "refreshing")
+"""The ActiveStates `systemctl is-active` exits 0 for (systemd src/systemctl/systemctl-is-active.c verb_is_active);
+any other state exits 3 (LSB "program is not running"), 4 when no named unit exists."""
+
+
+def _active_state(state: dict, unit: str) -> str | None:
+    """One query of UNIT's ActiveState (org.freedesktop.systemd1(5)); None: no such unit (systemctl prints inactive).
+
+    state["activating"] = {unit: n}: a Type=oneshot unit whose ExecStart is running is "activating" until the
+    command exits (systemd.service(5)); it reads activating for n more queries, then inactive (no
+    RemainAfterExit). apt-daily.service's `apt-get update` holds the lists lock until then."""
+    activating = state.get("activating", {})
+    if activating.get(unit, 0) > 0:
+        activating[unit] -= 1
+        if activating[unit] == 0 and unit == "apt-daily.service":
+            state["lists_lock_held"] = False
+        return "activating"
+    entry = state["units"].get(unit)
+    if entry is None:
+        return None
+    return entry.get("state") or ("active" if entry.get("active") else "inactive")
+
+
 def systemctl(argv: list[str]) -> int:
     state = load()
-    args = [a for a in argv if not a.startswith("--")]
+    quiet = "--quiet" in argv or "-q" in argv
+    args = [a for a in argv if not a.startswith("-")]
     verb, units = args[0], args[1:]
     units_state = state["units"]
-    if verb in ("is-enabled", "is-active"):
+    if verb == "show":
+        # only `show -p ActiveState --value UNIT`: the property's value alone, exit 0 (a missing unit reads inactive)
         record("systemctl", argv, False)
-        key = "enabled" if verb == "is-enabled" else "active"
-        busy = state.get("busy_units", {})
-        if verb == "is-active" and any(busy.get(u, 0) > 0 for u in units):
-            for u in units:  # a running oneshot (apt-daily.service) that finishes after a few polls
-                busy[u] = max(0, busy.get(u, 0) - 1)
-                if busy[u] == 0 and u == "apt-daily.service":
-                    state["lists_lock_held"] = False
-            save(state)
+        prop = argv[argv.index("-p") + 1]
+        assert prop == "ActiveState" and "--value" in argv, f"stub models show -p ActiveState --value only: {argv}"
+        units = [a for a in args[1:] if a != prop]
+        out("".join(f"{_active_state(state, u) or 'inactive'}\n" for u in units))
+        save(state)
+        return 0
+    if verb == "is-active":
+        # systemctl(1): prints each unit's state unless --quiet; exit 0 if at least one is active
+        record("systemctl", argv, False)
+        states = [_active_state(state, u) for u in units]
+        save(state)
+        if not quiet:
+            out("".join(f"{s or 'inactive'}\n" for s in states))
+        if any(s in IS_ACTIVE_STATES for s in states):
             return 0
-        return 0 if all(units_state.get(u, {}).get(key) for u in units) else 1
+        return 4 if all(s is None for s in states) else 3
+    if verb == "is-enabled":
+        record("systemctl", argv, False)
+        return 0 if all(units_state.get(u, {}).get("enabled") for u in units) else 1
     if verb == "status":
         record("systemctl", argv, False)
         status = state.get("status_outputs", {})
@@ -424,6 +459,7 @@ def systemctl(argv: list[str]) -> int:
     record("systemctl", argv, True)
     for u in units:
         entry = units_state.setdefault(u, {"enabled": False, "active": False})
+        entry.pop("state", None)
         if verb == "enable":
             entry["enabled"] = True
             entry["active"] = entry["active"] or "--now" in argv
@@ -535,13 +571,25 @@ def df(argv: list[str]) -> int:
 
 
 def cloud_init(argv: list[str]) -> int:
-    """`cloud-init status`: exit 0 done, 2 recoverable errors (degraded), 1 error (cloudinit/cmd/status.py)."""
+    """`cloud-init status`: exit 0 done, 2 recoverable errors (degraded), 1 error (cloudinit/cmd/status.py).
+
+    state["cloud_init_status"]: "disabled", "not started" or "running" instead of the finished states. As in
+    handle_status_args (canonical/cloud-init 26.2), `--wait` polls for as long as the status is "not started" or
+    "running" (here: never returns; capped at 120 s so no stub outlives a test) and returns at once for "disabled"."""
     record("cloud-init", argv, False)
-    rc = load().get("cloud_init_rc", 0)
-    status = {0: "done", 2: "degraded done", 1: "error"}[rc]
+    state = load()
+    rc = state.get("cloud_init_rc", 0)
+    running = state.get("cloud_init_status")
+    if running is not None:
+        if "--wait" in argv and running in ("not started", "running"):
+            time.sleep(120)
+            return 1
+        out(f"status: {running}\n")
+        return 0
+    status, extended = {0: ("done", "done"), 2: ("done", "degraded done"), 1: ("error", "error - done")}[rc]
     out(f"status: {status}\n")
     if "--long" in argv and rc:
-        out(f"extended_status: {status}\nboot_status_code: enabled-by-generator\n"
+        out(f"extended_status: {extended}\nboot_status_code: enabled-by-generator\n"
             "recoverable_errors:\nWARNING:\n\t- Failed to create group sudo\n")
     return rc
 

@@ -118,7 +118,7 @@ pkg_timers_hold() {
   local t
   # shellcheck disable=SC2046  # a word list
   for t in $(pkg_timers); do
-    if systemctl is-active --quiet "$t" 2>/dev/null; then
+    if unit_running "$t"; then
       systemctl stop "$t"
       log "holding off ${t} during bootstrap"
     fi
@@ -127,12 +127,38 @@ pkg_timers_hold() {
   return 0
 }
 
+# unit_state UNIT: the unit's ActiveState: active, reloading, inactive, failed,
+# activating, deactivating, maintenance (refreshing from systemd 257); a unit
+# that does not exist reads inactive. Not `systemctl is-active --quiet`: its
+# exit status is 0 only for active, reloading and refreshing
+# (src/systemctl/systemctl-is-active.c), so a Type=oneshot unit whose
+# ExecStart is still running, which stays "activating" until the command exits
+# (systemd.service(5), Type=oneshot), reads as not running. systemd 252:
+# systemctl(1) is-active, org.freedesktop.systemd1(5) ActiveState.
+unit_state() { systemctl show -p ActiveState --value "$1" 2>/dev/null || true; }
+
+# unit_running UNIT: UNIT is started, starting, stopping or reloading: not settled as stopped.
+unit_running() {
+  case "$(unit_state "$1")" in
+    active|reloading|refreshing|activating|deactivating) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# unit_started UNIT: UNIT is active or on its way there (a start job is running).
+unit_started() {
+  case "$(unit_state "$1")" in
+    active|reloading|refreshing|activating) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
 # wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
 wait_unit_inactive() {
   local waited=0 step="${GS_POLL_SECONDS:-2}"
-  while systemctl is-active --quiet "$1" 2>/dev/null; do
-    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still running after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
-    [ "$waited" -gt 0 ] || log "waiting for $1 to finish"
+  while unit_running "$1"; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still $(unit_state "$1") after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish ($(unit_state "$1"))"
     sleep "$step"
     waited=$((waited + ${step%.*} + 1))
   done
@@ -143,7 +169,7 @@ pkg_timers_resume() {
   local t
   # shellcheck disable=SC2046  # a word list
   for t in $(pkg_timers); do
-    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! systemctl is-active --quiet "$t" 2>/dev/null; then
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! unit_started "$t"; then
       systemctl start "$t"
       log "resumed ${t}"
     fi
@@ -204,7 +230,7 @@ pkg_hold() {
 
 service_enable_now() {
   local unit="$1"
-  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! unit_started "$unit"; then
     systemctl enable --now "$unit"
     changed "enabled $unit"
   fi

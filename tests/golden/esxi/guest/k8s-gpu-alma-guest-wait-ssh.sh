@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # gpu-stack guest phase 'wait-ssh': scripts/guest/wait-ssh.sh with its parameters (render/guest_scripts.py)
 set -euo pipefail
+export GS_CLOUD_INIT_TIMEOUT=900
 export GS_PHASE=wait-ssh
+export GS_VM_NAME=k8s-gpu-alma
 
 # shellcheck shell=bash
 # gpu-stack guest library, inlined after the rendered export header of every
@@ -104,7 +106,7 @@ pkg_timers_hold() {
   local t
   # shellcheck disable=SC2046  # a word list
   for t in $(pkg_timers); do
-    if systemctl is-active --quiet "$t" 2>/dev/null; then
+    if unit_running "$t"; then
       systemctl stop "$t"
       log "holding off ${t} during bootstrap"
     fi
@@ -113,12 +115,38 @@ pkg_timers_hold() {
   return 0
 }
 
+# unit_state UNIT: the unit's ActiveState: active, reloading, inactive, failed,
+# activating, deactivating, maintenance (refreshing from systemd 257); a unit
+# that does not exist reads inactive. Not `systemctl is-active --quiet`: its
+# exit status is 0 only for active, reloading and refreshing
+# (src/systemctl/systemctl-is-active.c), so a Type=oneshot unit whose
+# ExecStart is still running, which stays "activating" until the command exits
+# (systemd.service(5), Type=oneshot), reads as not running. systemd 252:
+# systemctl(1) is-active, org.freedesktop.systemd1(5) ActiveState.
+unit_state() { systemctl show -p ActiveState --value "$1" 2>/dev/null || true; }
+
+# unit_running UNIT: UNIT is started, starting, stopping or reloading: not settled as stopped.
+unit_running() {
+  case "$(unit_state "$1")" in
+    active|reloading|refreshing|activating|deactivating) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# unit_started UNIT: UNIT is active or on its way there (a start job is running).
+unit_started() {
+  case "$(unit_state "$1")" in
+    active|reloading|refreshing|activating) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
 # wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
 wait_unit_inactive() {
   local waited=0 step="${GS_POLL_SECONDS:-2}"
-  while systemctl is-active --quiet "$1" 2>/dev/null; do
-    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still running after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
-    [ "$waited" -gt 0 ] || log "waiting for $1 to finish"
+  while unit_running "$1"; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still $(unit_state "$1") after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish ($(unit_state "$1"))"
     sleep "$step"
     waited=$((waited + ${step%.*} + 1))
   done
@@ -129,7 +157,7 @@ pkg_timers_resume() {
   local t
   # shellcheck disable=SC2046  # a word list
   for t in $(pkg_timers); do
-    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! systemctl is-active --quiet "$t" 2>/dev/null; then
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! unit_started "$t"; then
       systemctl start "$t"
       log "resumed ${t}"
     fi
@@ -190,7 +218,7 @@ pkg_hold() {
 
 service_enable_now() {
   local unit="$1"
-  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! systemctl is-active --quiet "$unit" 2>/dev/null; then
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! unit_started "$unit"; then
     systemctl enable --now "$unit"
     changed "enabled $unit"
   fi
@@ -460,15 +488,34 @@ CONF
 # handle_status_args). Every one of them means first boot is over, which is all
 # this phase waits for; a non-zero status is logged with cloud-init's own
 # summary, and what it broke surfaces in the phase that needs it.
+#
+# The wait is bounded: `--wait` polls for as long as the status is "not
+# started" ("not run" before 24.1) or "running", with no limit of its own, and
+# also retries a failing `systemctl show-environment` forever (cloudinit/cmd/
+# status.py at tag 26.2: handle_status_args, query_systemctl), so on a guest
+# where cloud-init will never run this boot it never returns. A disabled
+# cloud-init ("status: disabled": by /etc/cloud/cloud-init.disabled, the kernel
+# command line, or the generator when ds-identify finds no datasource) has
+# nothing to wait for and is logged instead. timeout(1) (coreutils) exits 124
+# when the time ran out (137 when TERM was not enough and -k sent KILL).
+cloud_init_status() {
+  timeout 60 cloud-init status 2>/dev/null | sed -n 's/^status: //p' | head -n 1 || true
+}
 if command -v cloud-init >/dev/null 2>&1; then
-  cloud_init_rc=0
-  cloud-init status --wait >/dev/null 2>&1 || cloud_init_rc=$?
-  case "$cloud_init_rc" in
-    0) ;;
-    2) log "cloud-init finished with recoverable errors (exit 2); see /var/log/cloud-init.log:"
-       cloud-init status --long 2>/dev/null | sed 's/^/  /' || true ;;
-    *) log "cloud-init finished with an error (exit ${cloud_init_rc}); see /var/log/cloud-init.log and /var/log/cloud-init-output.log:"
-       cloud-init status --long 2>/dev/null | sed 's/^/  /' || true ;;
+  case "$(cloud_init_status)" in
+    disabled)
+      log "cloud-init is disabled on ${GS_VM_NAME} (cloud-init status: disabled); not waiting for it" ;;
+    *)
+      cloud_init_rc=0
+      timeout -k 10 "$GS_CLOUD_INIT_TIMEOUT" cloud-init status --wait >/dev/null 2>&1 || cloud_init_rc=$?
+      case "$cloud_init_rc" in
+        0) ;;
+        2) log "cloud-init finished with recoverable errors (exit 2); see /var/log/cloud-init.log:"
+           cloud-init status --long 2>/dev/null | sed 's/^/  /' || true ;;
+        124|137) die "cloud-init on VM ${GS_VM_NAME} has not finished after ${GS_CLOUD_INIT_TIMEOUT}s (cloud-init status: $(cloud_init_status)); see /var/log/cloud-init.log, or disable cloud-init in an image that does not use it (touch /etc/cloud/cloud-init.disabled)" ;;
+        *) log "cloud-init finished with an error (exit ${cloud_init_rc}); see /var/log/cloud-init.log and /var/log/cloud-init-output.log:"
+           cloud-init status --long 2>/dev/null | sed 's/^/  /' || true ;;
+      esac ;;
   esac
 fi
 log "ready, boot $(cat /proc/sys/kernel/random/boot_id)"
