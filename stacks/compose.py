@@ -252,7 +252,9 @@ def kubevirt_host_cluster(cfg: StackConfig, stack: LoadedStack, used_hosts: list
         doc["metadata"]["name"]: k8s.core.v1.Namespace(
             f"kubevirt-namespace-{doc['metadata']['name']}",
             metadata=doc["metadata"],
-            opts=pulumi.ResourceOptions(provider=provider, protect=keep, retain_on_delete=keep),
+            # always kept on delete: pulumi-kubernetes' server-side apply adopts a namespace that was made by
+            # hand before gpu-stack created it, and deleting a namespace deletes everything in it
+            opts=pulumi.ResourceOptions(provider=provider, protect=keep, retain_on_delete=True),
         )
         for doc in kubevirt_map.vm_namespaces(hosts)
     }
@@ -283,7 +285,6 @@ def hypervisor_ssh_key() -> str | None:
 def libvirt_providers(hosts: list[Host]) -> dict[str, libvirt.Provider]:
     """One provider per libvirt host; for qemu+ssh with the key and the pinned host key as files it reads
     (hypervisors/libvirt/connection.py), written before the provider connects and the key removed at exit."""
-    written = []
     providers = {}
     for h in hosts:
         files = None
@@ -291,9 +292,8 @@ def libvirt_providers(hosts: list[Host]) -> dict[str, libvirt.Provider]:
             files = connection.material(pulumi.get_project(), pulumi.get_stack(), h.name, h.libvirt_uri, h.host_key)
             key = None if _under_mocks() else hypervisor_ssh_key()
             if key:
-                written.append(connection.write_material(files, key))
+                connection.write_material(files, key)  # queued for removal at exit before it is written
         providers[h.name] = libvirt.Provider(f"libvirt-{h.name}", uri=connection.provider_uri(h.libvirt_uri, files))
-    connection.remove_at_exit(written)
     return providers
 
 

@@ -631,3 +631,22 @@ def test_hypervisor_with_another_key_than_the_pinned_host_key_is_refused(ssh, ku
     assert ssh.received == []
     reach = results["hypervisor reachable"]
     assert reach["status"] == WARN and "Host key is not trusted" in reach["evidence"] and "hosts[].hostKey" in reach["fix"]
+
+
+def test_hypervisor_key_defaults_to_the_one_the_provider_uses(ssh, kube, keys, stack_dir, tmp_path, capsys):
+    """Without --host-ssh-key the doctor logs in to the hypervisor with the libvirt provider's key
+    (gpu-stack:hypervisorSshPrivateKey, else the guests' key), never the user's agent by surprise."""
+    client, _ = keys
+    key_file = tmp_path / "id"
+    key_file.write_bytes(client.export_private_key())
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"vms": {VM: {"ip": "127.0.0.1"}}, "expectedAllocatable": {VM: {"nvidia.com/gpu": 8}}}))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kube.kubeconfig(TOKEN))
+    ssh.responses = {"root": {}}
+    ssh.received.clear()
+    kube.routes = routes(healthy_cluster())
+    doctor.main(["h100", "--stack-dir", str(stack_dir), "--outputs", str(outputs), "--ssh-key", str(key_file),
+                 "--host-ssh-port", str(ssh.port), "--kubeconfig", str(kubeconfig), "--json"])
+    capsys.readouterr()
+    assert "root" in {u for u, _ in ssh.received}

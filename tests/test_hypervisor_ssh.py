@@ -14,9 +14,11 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -165,19 +167,21 @@ def sshd(tmp_path_factory):
     proc.wait(timeout=10)
 
 
-def _connect(probe: Path, sshd: dict, home: Path, uri: str) -> subprocess.CompletedProcess:
+def _connect(probe: Path, sshd: dict, home: Path, uri: str, agent: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
     env["HOME"] = str(home)
+    if agent:
+        env["SSH_AUTH_SOCK"] = agent
     return subprocess.run([str(probe), "-dial", f"127.0.0.1:{sshd['port']}", uri], env=env, capture_output=True, text=True, timeout=60)
 
 
-def _program_files(tmp_path, monkeypatch, sshd: dict, host_key: str) -> tuple[Path, str]:
-    """Run the program as the real engine would (files written), for a hypervisor `hv.test`; return HOME and the URI."""
+def _program_files(tmp_path, monkeypatch, sshd: dict, host_key: str, host: str = "hv.test") -> tuple[Path, str]:
+    """Run the program as the real engine would (files written), for a hypervisor `host`; return HOME and the URI."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setattr(compose, "_under_mocks", lambda: False)
-    raw = _one_host_stack(f"qemu+ssh://{getpass.getuser()}@hv.test/system", host_key)
+    raw = _one_host_stack(f"qemu+ssh://{getpass.getuser()}@{host}/system", host_key)
     uri = _registered_uri(raw, {"sshPrivateKey": sshd["client_key"], "grafanaAdminPassword": "p"})
     return home, uri
 
@@ -206,3 +210,58 @@ def test_the_bare_uri_fails_as_the_first_real_preview_did(probe, sshd, tmp_path)
     done = _connect(probe, sshd, home, f"qemu+ssh://{getpass.getuser()}@hv.test/system")
     assert done.returncode != 0
     assert "failed to read ssh known hosts" in done.stderr
+
+
+def test_a_host_name_with_capitals_is_looked_up_as_written(probe, sshd, tmp_path, monkeypatch):
+    """Go's known_hosts matching is byte for byte on the URI's host; urlsplit().hostname would lower-case it."""
+    home, uri = _program_files(tmp_path, monkeypatch, sshd, sshd["host_pub"], host="HV.Lab.test")
+    done = _connect(probe, sshd, home, uri)
+    connection.remove_written()
+    assert done.returncode == 0, done.stderr
+
+
+def test_without_the_key_file_the_agent_is_used(probe, sshd, tmp_path, monkeypatch):
+    """`pulumi destroy`/`refresh` without --run-program: the known_hosts file is there, the key file is not."""
+    agent_bin, add_bin = require_tool("ssh-agent"), require_tool("ssh-add")
+    home, uri = _program_files(tmp_path, monkeypatch, sshd, sshd["host_pub"])
+    connection.remove_written()
+    key = tmp_path / "agent-key"
+    key.write_text(sshd["client_key"])
+    key.chmod(0o600)
+    sock = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen([agent_bin, "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(sock).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        subprocess.run([add_bin, str(key)], env={**os.environ, "SSH_AUTH_SOCK": sock}, check=True, capture_output=True)
+        without_agent = _connect(probe, sshd, home, uri)
+        with_agent = _connect(probe, sshd, home, uri, agent=sock)
+    finally:
+        agent.terminate()  # the agent this test started, by its pid
+        agent.wait(timeout=10)
+    assert without_agent.returncode != 0 and "Failed to read ssh key" in without_agent.stderr
+    assert with_agent.returncode == 0, with_agent.stderr
+
+
+@pytest.mark.parametrize("ending", ["exit", "SIGTERM", "SIGHUP"])
+def test_the_key_is_removed_when_the_program_ends_or_is_told_to(tmp_path, ending):
+    """atexit for a normal end; SIGTERM and SIGHUP (the CLI cancelling, a closed terminal) remove it too."""
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+from hypervisors.libvirt import connection
+files = connection.material("p", "s", "h", "qemu+ssh://root@h/system", "ssh-ed25519 AAAA")
+key = connection.write_material(files, "secret-key", {{"HOME": {str(tmp_path)!r}}})
+print(key, flush=True)
+assert key.read_text() == "secret-key\\n"
+if {ending!r} != "exit":
+    os.kill(os.getpid(), getattr(signal, {ending!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    key = Path(done.stdout.strip())
+    assert key.name == "id" and key.is_relative_to(tmp_path), done.stderr
+    assert not key.exists()
+    assert (key.parent / "known_hosts").read_text() == "h ssh-ed25519 AAAA\n"
+    if ending != "exit":
+        assert done.returncode == -getattr(signal, ending)

@@ -449,13 +449,14 @@ def test_the_vms_namespace_is_created_on_the_host_cluster_before_its_objects(kv,
         assert r.inputs["metadata"]["namespace"] == "gpu-vms" and ns.name in r.depends_on, r.name
 
 
-def test_deleting_the_stack_keeps_the_namespace_in_production(kv):
-    """Deleting a namespace deletes the VMs in it: protected and kept like the VMs themselves."""
+def test_deleting_the_stack_keeps_the_namespace(kv):
+    """Deleting a namespace deletes everything in it: protected in production like the VMs, and never deleted with
+    the stack, since server-side apply adopts a namespace made by hand before gpu-stack created it."""
     [ns] = host_namespaces(run(kv))
     assert ns.protect is True and ns.retain_on_delete is True
     kv["production"] = False
     [ns] = host_namespaces(run(kv))
-    assert ns.protect is False and not ns.retain_on_delete
+    assert ns.protect is False and ns.retain_on_delete is True
 
 
 def test_vms_of_two_hosts_share_one_namespace(kv):

@@ -400,7 +400,9 @@ def doctor_vm(cfg: StackConfig, x: Expected, outputs: dict[str, Any], args: argp
         known = args.host_known_hosts or (_known_hosts_for(host.host_key) if host.host_key else os.path.expanduser("~/.ssh/known_hosts"))
         target = SshTarget(uri.hostname or "", args.host_ssh_port, uri.username or "root", None, known)
         try:
-            target.client_keys = [asyncssh.read_private_key(args.host_ssh_key)] if args.host_ssh_key else None
+            # the key the libvirt provider uses (stacks/compose.hypervisor_ssh_key), unless --host-ssh-key names one
+            host_key = Path(args.host_ssh_key).read_text() if args.host_ssh_key else getattr(args, "hypervisor_key_text", None)
+            target.client_keys = [asyncssh.import_private_key(host_key)] if host_key else None
             ev.host = run_sync(run_commands(target, commands, ran))
         except NotReadOnly:
             raise
@@ -433,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack-dir", default=str(ROOT), help="where Pulumi.<stack>.yaml lives")
     p.add_argument("--ssh-key", metavar="FILE", help="the guests' SSH private key (default: the gpu-stack:sshPrivateKey secret)")
     p.add_argument("--ssh-port", type=int, default=22)
-    p.add_argument("--host-ssh-key", metavar="FILE", help="key for the hypervisor (default: agent and ~/.ssh)")
+    p.add_argument("--host-ssh-key", metavar="FILE", help="key for the hypervisor (default: the gpu-stack:hypervisorSshPrivateKey secret, else the guests' key, as the libvirt provider; then the agent and ~/.ssh)")
     p.add_argument("--host-ssh-port", type=int, default=22, help="the hypervisor's SSH port (default 22, the only one the libvirt provider can use)")
     p.add_argument("--host-known-hosts", metavar="FILE", help="known_hosts for the hypervisor (default: the stack's hosts[].hostKey, else ~/.ssh/known_hosts)")
     p.add_argument("--no-host", action="store_true", help="skip the hypervisor checks")
@@ -456,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                   "log in to the backend, or pass --outputs FILE (pulumi stack output --json --show-secrets > FILE)", file=sys.stderr)
             return 2
     ssh_key = Path(args.ssh_key).read_text() if args.ssh_key else pulumi_secret_config(args.stack, root, "sshPrivateKey")
+    args.hypervisor_key_text = None if args.host_ssh_key else (pulumi_secret_config(args.stack, root, "hypervisorSshPrivateKey") or ssh_key)
     args.kubeconfig_text = Path(args.kubeconfig).read_text() if args.kubeconfig else None
     names = [v.name for v in cfg.vms]
     if args.vm and args.vm not in names:

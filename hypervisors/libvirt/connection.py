@@ -31,6 +31,8 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -82,8 +84,9 @@ class SshMaterial:
 
 def material(project: str, stack: str, host_name: str, uri: str, host_key: str) -> SshMaterial:
     directory = f"{MATERIAL_DIR}/{_SAFE.sub('_', project)}.{_SAFE.sub('_', stack)}.{_SAFE.sub('_', host_name)}"
-    hostname = urlsplit(uri).hostname or ""
-    # the provider looks up net.JoinHostPort(host, "22"), which knownhosts.Normalize turns into the bare host
+    # the host exactly as written: the provider looks up net.JoinHostPort(u.Host, "22") (knownhosts.Normalize
+    # drops the port 22) and Go's known_hosts matching is byte for byte, while urlsplit().hostname lower-cases
+    hostname = urlsplit(uri).netloc.rpartition("@")[2]
     return SshMaterial(directory, f"{directory}/id", f"{directory}/known_hosts", f"{hostname} {host_key}\n")
 
 
@@ -107,21 +110,22 @@ def expand(path: str, environ: dict[str, str] | os._Environ = os.environ) -> Pat
 
 
 def write_material(files: SshMaterial, private_key: str, environ: dict[str, str] | os._Environ = os.environ) -> Path:
-    """Write the key (0600) and known_hosts into a 0700 directory; return the key's path, which the caller removes."""
+    """Write the key (0600) and known_hosts into a 0700 directory; the key is queued for removal before it is written."""
     directory = expand(files.directory, environ)
+    key = expand(files.key_file, environ)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    key = expand(files.key_file, environ)
+    remove_at_exit([key])
     fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), 0o600)
         f.write(private_key if private_key.endswith("\n") else private_key + "\n")
-    known = expand(files.known_hosts_file, environ)
-    known.write_text(files.known_hosts_line)
+    expand(files.known_hosts_file, environ).write_text(files.known_hosts_line)
     return key
 
 
 _WRITTEN: list[Path] = []
+_HOOKED = False
 
 
 def remove_written() -> None:
@@ -130,9 +134,28 @@ def remove_written() -> None:
         _WRITTEN.pop().unlink(missing_ok=True)
 
 
+def _on_signal(signum, frame, previous) -> None:
+    remove_written()
+    if callable(previous):
+        previous(signum, frame)
+    else:  # SIG_DFL: end as the signal would have
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
 def remove_at_exit(paths: list[Path]) -> None:
     """Remove the written keys when the program exits, which is after every resource operation it waited for
-    (the SDK waits for each registration's step before the program ends)."""
-    if paths and not _WRITTEN:
-        atexit.register(remove_written)
+    (the SDK waits for each registration's step before the program ends), or when it is told to end (SIGTERM,
+    SIGHUP). A SIGKILL leaves the key, 0600 in a 0700 folder, until the next run of the stack overwrites and
+    removes it."""
+    global _HOOKED
     _WRITTEN.extend(paths)
+    if not paths or _HOOKED:
+        return
+    _HOOKED = True
+    atexit.register(remove_written)
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous = signal.getsignal(signum)
+            if previous is not signal.SIG_IGN:
+                signal.signal(signum, lambda n, f, p=previous: _on_signal(n, f, p))

@@ -106,20 +106,6 @@ def _name(urn_or_ref: str | None) -> str | None:
     return name
 
 
-def engine_rows(preview: dict) -> dict[tuple[str, str], dict]:
-    rows = {}
-    for step in preview.get("steps", []):
-        state = step.get("newState") or {}
-        if state.get("type") in (None, "pulumi:pulumi:Stack"):
-            continue
-        rows[(state["type"], _name(state["urn"]))] = {
-            "parent": _name(state.get("parent")),
-            "provider": _name(state.get("provider")),
-            "inputs": _normalize(state.get("inputs") or {}),
-        }
-    return rows
-
-
 BRIDGE_BOOKKEEPING = ("__defaults", "__internal")
 """Inputs pulumi-terraform-bridge adds in Check: the names of the inputs it filled with the Terraform
 schema's defaults (`__defaults`) and its own metadata (`__internal`). The program never sends them."""

@@ -78,13 +78,16 @@ func (t tunnel) Dial() (net.Conn, error) {
 			if keyPath == "" {
 				return nil, fmt.Errorf("no keyfile in the URI (the provider would try ~/.ssh/id_*)")
 			}
+			// like the provider: a key that cannot be read or parsed is logged and skipped
 			pem, err := os.ReadFile(os.ExpandEnv(keyPath))
 			if err != nil {
-				return nil, fmt.Errorf("failed to read ssh key: %w", err)
+				fmt.Fprintf(os.Stderr, "[ERROR] Failed to read ssh key '%s': %v\n", keyPath, err)
+				continue
 			}
 			signer, err := ssh.ParsePrivateKey(pem)
 			if err != nil {
-				return nil, fmt.Errorf("failed to parse ssh key: %w", err)
+				fmt.Fprintf(os.Stderr, "[ERROR] Failed to parse ssh key %s: %v\n", keyPath, err)
+				continue
 			}
 			auths = append(auths, ssh.PublicKeys(signer))
 		}
