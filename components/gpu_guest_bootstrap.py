@@ -14,7 +14,7 @@ import pulumi_command as command
 
 from components.guest_command import GuestConnection, connection_args, phase_command, stdin_line
 from components.nvidia_runtime import NvidiaRuntime, NvidiaRuntimeArgs
-from render.guest_scripts import LOGICAL_DEPS, UPGRADE_MANAGED, Phase, gate_script, render_script, ssh_command, teardown_script, triggers
+from render.guest_scripts import CREDENTIALS_SECRET, LOGICAL_DEPS, UPGRADE_MANAGED, Phase, gate_script, render_script, ssh_command, teardown_script, triggers
 from render.identity import split_join_token_output, split_kubeconfig_output
 from render.nvidia_smi import parse_verify_output
 from stacks.config import Vm
@@ -43,6 +43,8 @@ class GpuGuestBootstrapArgs:
     """What must exist first: the VM component."""
     join_token: pulumi.Output[str] | None = None
     registry_password: pulumi.Output[str] | None = None
+    credentials: pulumi.Output[str] | None = None
+    """stdin of phase credentials: proxyPassword and repositoryPassword lines (stacks/compose.py guest_credentials)."""
     late_params: dict[str, pulumi.Output[str]] | None = None
     """Values for the phases' late_params (join endpoint and CA hash of this stack's init VM)."""
     join_token_source: JoinTokenSource | None = None
@@ -107,6 +109,10 @@ class GpuGuestBootstrap(pulumi.ComponentResource):
                 cmd = runtime.command
             else:
                 stdin = None
+                if phase.stdin_secret == CREDENTIALS_SECRET:
+                    if args.credentials is None:
+                        raise ValueError(f"{name}: phase {phase.name} needs the proxy or mirror passwords")
+                    stdin = args.credentials
                 if phase.stdin_secret == "joinToken":
                     token = args.join_token
                     if args.join_token_source is not None:

@@ -18,6 +18,7 @@ import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from render.catalog import GPU_MODELS, default_kernel_modules, nvlink_generation
 from render.nvidia_packages import fabric_packages
@@ -148,11 +149,54 @@ def min_disk_gib(min_root_free_gib: int) -> int:
 
 
 def _proxy(guest: Guest) -> dict[str, str]:
+    """The proxy URLs (never with credentials: stacks/types.py refuses them) and the two user names.
+
+    A set user tells every phase that reads a proxy or a mirror to take the credentials from the
+    root-only files the credentials phase wrote (scripts/guest/credentials.sh, lib.sh)."""
     p = guest.proxy
     return {
         "GS_HTTP_PROXY": (p.http or "") if p else "",
         "GS_HTTPS_PROXY": (p.https or "") if p else "",
+        "GS_PROXY_USER": (p.username or "") if p else "",
+        "GS_REPO_USER": guest.repository_username or "",
     }
+
+
+def authenticated_hosts(guest: Guest, kubernetes: Kubernetes | None) -> tuple[str, ...]:
+    """scheme://host[:port] of every configured mirror and runfile URL: where repositoryUsername's credentials go.
+
+    The vendors' default repositories get none; neither does a runfile given as a host path."""
+    urls = [guest.repositories.nvidia_container_toolkit, guest.repositories.cuda, guest.container_runtime.docker_repository,
+            kubernetes.package_repository if kubernetes is not None else None, guest.nvidia.runfile_url,
+            guest.nvidia.cuda.runfile_url if guest.nvidia.cuda is not None else None]
+    hosts = []
+    for url in urls:
+        parts = urlsplit(url) if url else None
+        if parts and parts.scheme in ("http", "https") and parts.netloc:
+            hosts.append(f"{parts.scheme}://{parts.netloc}")
+    return tuple(dict.fromkeys(hosts))
+
+
+def credentials_phase(guest: Guest, kubernetes: Kubernetes | None) -> Phase | None:
+    """Writes the proxy and mirror credentials to root-only files on the guest, or None when none are configured.
+
+    The passwords arrive on stdin (secret guestCredentials: proxyPassword, then repositoryPassword, one
+    line each, those whose user is set), never in the script or the plan."""
+    proxy = _proxy(guest)
+    if not (proxy["GS_PROXY_USER"] or proxy["GS_REPO_USER"]):
+        return None
+    return Phase("credentials", {**proxy, "GS_REPO_HOSTS": " ".join(authenticated_hosts(guest, kubernetes)) if proxy["GS_REPO_USER"] else ""},
+                 stdin_secret=CREDENTIALS_SECRET)
+
+
+CREDENTIALS_SECRET = "guestCredentials"
+"""The stdin of phase credentials: not a config key, the lines compose.guest_credentials builds from proxyPassword and repositoryPassword."""
+
+
+def credentials_stdin_names(guest: Guest) -> tuple[str, ...]:
+    """The secrets phase credentials reads from stdin, in order (scripts/guest/credentials.sh)."""
+    return tuple(name for name, user in (("proxyPassword", guest.proxy.username if guest.proxy else None),
+                                         ("repositoryPassword", guest.repository_username)) if user)
 
 
 def kernel_modules(vm: Vm, guest: Guest) -> str:
@@ -179,6 +223,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
     docker_repo = rt.docker_repository or DOCKER_REPOSITORY
     phases = [
         Phase("wait-ssh", {"GS_VM_NAME": vm.name, "GS_CLOUD_INIT_TIMEOUT": str(CLOUD_INIT_TIMEOUT_S)}, waits_for_boot=True),
+        *filter(None, [credentials_phase(guest, kubernetes)]),
         Phase("preflight", {
             "GS_OS_FAMILY": guest.os.family, "GS_OS_VERSION": guest.os.version,
             "GS_MIN_ROOT_FREE_GIB": str(guest.min_root_free_gib), "GS_DRIVER_METHOD": nv.install_method, **counts,
@@ -217,7 +262,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
             "GS_K8S_REPO": kubernetes.package_repository or f"https://pkgs.k8s.io/core:/stable:/v{minor}",
             "GS_NODE_LABELS": " ".join(f"{k}={v}" for k, v in sorted(kubernetes.node_labels.items())),
             "GS_NODE_TAINTS": " ".join(f"{t.key}={t.value}:{t.effect}" for t in kubernetes.node_taints),
-            "GS_HTTPS_PROXY": proxy["GS_HTTPS_PROXY"],
+            "GS_HTTP_PROXY": proxy["GS_HTTP_PROXY"], "GS_HTTPS_PROXY": proxy["GS_HTTPS_PROXY"], "GS_PROXY_USER": proxy["GS_PROXY_USER"], "GS_REPO_USER": proxy["GS_REPO_USER"],
             "GS_K8S_ENDPOINT": "", "GS_K8S_CA_HASH": "",
         }
         late: tuple[str, ...] = ()

@@ -83,6 +83,9 @@ class _NumaNode(_Model):
     """/sys/devices/system/node/nodeN/cpulist."""
     memory_kib: int = Field(ge=0)
     """`Node N MemTotal` of /sys/devices/system/node/nodeN/meminfo."""
+    free_hugepages1g: Optional[int] = Field(default=None, ge=0, alias="freeHugepages1g")
+    """Free 1 GiB hugepages of the node (nodeN/hugepages/hugepages-1048576kB/free_hugepages); None in facts
+    files written before scripts/host-facts.sh recorded them (still loadable: the count is then not checked)."""
 
     @field_validator("cpus")
     @classmethod
@@ -201,6 +204,7 @@ class FactsNumaNode:
     id: int
     cpus: tuple[int, ...]
     memory_kib: int
+    free_hugepages_1g: int | None = None
 
 
 @dataclass(frozen=True)
@@ -328,7 +332,7 @@ def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
                                  f"rerun scripts/host-facts.sh on {raw.host} (it records every member of a requested device's group)")
 
     try:
-        nodes = tuple(FactsNumaNode(n.id, parse_cpu_list(n.cpus), n.memory_kib) for n in raw.numa_nodes)
+        nodes = tuple(FactsNumaNode(n.id, parse_cpu_list(n.cpus), n.memory_kib, n.free_hugepages1g) for n in raw.numa_nodes)
         siblings = tuple(sorted({parse_cpu_list(s) for s in raw.smt.siblings}))
     except ValueError as e:  # validated above; kept for the type checker's sake
         raise FactsError(source, "numaNodes", str(e)) from None
@@ -420,6 +424,7 @@ def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: di
             if real is not None and mib * 1024 > real.memory_kib:
                 ni = next(i for i, n in enumerate(host.numa_nodes) if n.id == node_id)
                 issues.append(ConfigIssue(f"hosts[{hi}].numaNodes[{ni}].memoryGib", f"VMs bind {mib // 1024} GiB to node {node_id}, but host facts {f.source} record {real.memory_kib // (1024 * 1024)} GiB MemTotal there; lower the VMs' memoryGib"))
+        issues += hugepage_issues(hi, host, vms, placements, f)
         for vi, vm in vms:
             if vm.name not in hostdevs:
                 continue
@@ -462,3 +467,25 @@ def _sibling_issues(hi: int, host, f: HostFacts) -> list[ConfigIssue]:
         return []
     return [ConfigIssue(f"hosts[{hi}].threadSiblings", f"pairs {', '.join(format_cpu_list(w) for w in wrong[:4])}{' ...' if len(wrong) > 4 else ''} are not SMT siblings in host facts {f.source}; "
                                                       f"copy the pairs from the facts (smt), e.g. {', '.join(format_cpu_list(r) for r in sorted(real)[:2])}")]
+
+
+def hugepage_issues(hi: int, host, vms, placements, f: HostFacts) -> list[ConfigIssue]:
+    """The 1 GiB hugepages the VMs with numa.hugepages1g take from each node, against the free ones the
+    facts record there. QEMU allocates a strict-bound cell's pages on its node only (numatune memnode
+    mode strict), so another node's free pages do not help: the VM does not start."""
+    from render.numa import node_takes
+
+    issues = []
+    takes = node_takes(vms, placements, lambda vm: vm.numa.hugepages_1g)
+    for node_id, by_vm in sorted(takes.items()):
+        real = f.numa_node(node_id)
+        if real is None or real.free_hugepages_1g is None:
+            continue
+        need = sum(gib for _, gib in by_vm)
+        if need > real.free_hugepages_1g:
+            ni = next(i for i, n in enumerate(host.numa_nodes) if n.id == node_id)
+            each = ", ".join(f"{name} {gib} GiB" for name, gib in by_vm)
+            issues.append(ConfigIssue(f"hosts[{hi}].numaNodes[{ni}]", f"host {host.name} NUMA node {node_id}: VMs with numa.hugepages1g take {need} 1 GiB hugepages there ({each}), "
+                                                                   f"host facts {f.source} record {real.free_hugepages_1g} free (hugepages-1048576kB/free_hugepages), "
+                                                                   f"{need - real.free_hugepages_1g} short: reserve more on that node (hugepagesz=1G hugepages=... or nodeN/.../nr_hugepages) or lower the VMs' memoryGib"))
+    return issues

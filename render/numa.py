@@ -162,20 +162,55 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
         )
         placements[vm.name] = Placement(tuple(cells), threads=2 if paired else 1)
 
-    # memory per node, when every VM is bound to its nodes
-    used: dict[int, int] = {}
-    binders: dict[int, list[str]] = {}
-    index_of = {vm.name: index for index, vm in vms}
-    for name, p in placements.items():
-        for c in p.cells:
-            used[c.host_node] = used.get(c.host_node, 0) + c.memory_mib
-            binders.setdefault(c.host_node, []).append(f"vms[{index_of[name]}].memoryGib")
-    for node, mib in sorted(used.items()):
-        if node in node_by_id and mib > node_by_id[node].memory_gib * 1024:
-            ni = next(i for i, n in enumerate(host.numa_nodes) if n.id == node)
-            issues.append(ConfigIssue(f"hosts[{host_index}].numaNodes", f"VMs bind {mib // 1024} GiB to host {host.name} NUMA node {node}, which has {node_by_id[node].memory_gib} GiB (hosts[{host_index}].numaNodes[{ni}].memoryGib; {', '.join(sorted(set(binders[node])))})"))
+    issues += node_memory_issues(host_index, host, vms, placements)
     return placements, issues
 
+
+
+def reserve_by_node(host: Host) -> dict[int, int]:
+    """Where hosts[].reservedMemoryGib is spent, in GiB per node: on the nodes of hosts[].reservedCpus,
+    where the host's housekeeping runs and (the kernel's default local allocation) allocates its memory;
+    without reserved CPUs, over all nodes. Split evenly, the first nodes taking the remainder."""
+    reserved = set(host.reserved_cpu_ids)
+    nodes = [n.id for n in host.numa_nodes if reserved & set(n.cpu_ids)] or [n.id for n in host.numa_nodes]
+    return dict(zip(nodes, _split(host.reserved_memory_gib, len(nodes))))
+
+
+def node_takes(vms, placements: dict[str, Placement], which=lambda vm: True) -> dict[int, list[tuple[str, int]]]:
+    """(VM name, GiB) each VM (those `which` selects) binds to each host node, in config order."""
+    takes: dict[int, list[tuple[str, int]]] = {}
+    for _, vm in vms:
+        if vm.name not in placements or not which(vm):
+            continue
+        for c in placements[vm.name].cells:
+            row = takes.setdefault(c.host_node, [])
+            if row and row[-1][0] == vm.name:
+                row[-1] = (vm.name, row[-1][1] + c.memory_mib // 1024)
+            else:
+                row.append((vm.name, c.memory_mib // 1024))
+    return takes
+
+
+def node_memory_issues(host_index: int, host: Host, vms, placements: dict[str, Placement]) -> list[ConfigIssue]:
+    """Memory per host NUMA node across all VMs of the host. Every cell is bound strict (numatune memnode
+    mode strict, render/domain_xslt.py), with 1 GiB hugepages or without: QEMU takes a cell's memory from
+    its node only, so the VMs must fit each node, less the host's reserve where it is spent."""
+    issues = []
+    reserve = reserve_by_node(host)
+    node_by_id = {n.id: (i, n) for i, n in enumerate(host.numa_nodes)}
+    for node, by_vm in sorted(node_takes(vms, placements).items()):
+        if node not in node_by_id:
+            continue
+        ni, n = node_by_id[node]
+        used = sum(gib for _, gib in by_vm)
+        left = n.memory_gib - reserve.get(node, 0)
+        if used > left:
+            each = ", ".join(f"{name} {gib} GiB" for name, gib in by_vm)
+            huge = " (1 GiB hugepages)" if any(vm.numa.hugepages_1g for _, vm in vms if vm.name in dict(by_vm)) else ""
+            issues.append(ConfigIssue(f"hosts[{host_index}].numaNodes", f"host {host.name} NUMA node {node}: VMs bind {used} GiB there{huge} ({each}); "
+                                                                      f"it has {n.memory_gib} GiB (hosts[{host_index}].numaNodes[{ni}].memoryGib), {reserve.get(node, 0)} GiB of it the host's reserve "
+                                                                      f"(hosts[{host_index}].reservedMemoryGib), so {left} GiB is left for VMs, {used - left} GiB short"))
+    return issues
 
 
 def device_cells(vm_index: int, vm: Vm, placement: Placement) -> tuple[dict[str, int], list[ConfigIssue]]:

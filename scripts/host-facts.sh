@@ -130,6 +130,9 @@ for n in "$SYS"/devices/system/node/node[0-9]*; do
   mkdir "$work/nodes/$id"
   cat "$n/cpulist" > "$work/nodes/$id/cpulist"
   cat "$n/meminfo" > "$work/nodes/$id/meminfo"
+  # free 1 GiB hugepages of this node (Documentation/admin-guide/mm/hugetlbpage.rst, per-node
+  # /sys/devices/system/node/nodeN/hugepages/hugepages-1048576kB/free_hugepages); absent: none configured
+  cat "$n/hugepages/hugepages-1048576kB/free_hugepages" > "$work/nodes/$id/free_1g" 2>/dev/null || true
   found=1
 done
 if [ "$found" -eq 0 ]; then
@@ -201,7 +204,9 @@ for node in sorted(os.listdir(os.path.join(work, "nodes")), key=int):
     mem = re.search(r"MemTotal:\s+(\d+) kB", read("nodes", node, "meminfo"))
     if not mem:
         fail(f"no MemTotal in the meminfo of NUMA node {node}")
-    nodes.append({"id": int(node), "cpus": read("nodes", node, "cpulist").strip(), "memoryKib": int(mem.group(1))})
+    free_1g = read("nodes", node, "free_1g", default="").strip()
+    nodes.append({"id": int(node), "cpus": read("nodes", node, "cpulist").strip(), "memoryKib": int(mem.group(1)),
+                  "freeHugepages1g": int(free_1g) if free_1g else 0})
 
 cmdline = read("cmdline").split()
 iommu_args = [a for a in cmdline if re.match(r"^(intel_iommu|amd_iommu|iommu)=", a)]

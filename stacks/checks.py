@@ -312,6 +312,34 @@ def _check_firmware_and_mmio(hi, host, vi, vm) -> list[ConfigIssue]:
     return issues
 
 
+def _credential_issues(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
+    """Each user key and its password secret come together, and the user is for something configured.
+
+    The passwords reach the guest only on stdin (render/guest_scripts.py phase credentials)."""
+    from render.guest_scripts import authenticated_hosts
+
+    g = cfg.guest
+    assert g is not None
+    issues = []
+    proxy_user = g.proxy.username if g.proxy else None
+    if proxy_user:
+        if not (g.proxy.http or g.proxy.https):
+            issues.append(ConfigIssue("guest.proxy.username", "is set but guest.proxy has neither http nor https; give the proxy URL (without credentials) or remove the user"))
+        if "proxyPassword" not in secrets:
+            issues.append(ConfigIssue("proxyPassword", "guest.proxy.username is set; set the password with `pulumi config set --secret gpu-stack:proxyPassword`"))
+    elif "proxyPassword" in secrets:
+        issues.append(ConfigIssue("proxyPassword", "is set but guest.proxy.username is not; set the user the proxy asks for, or remove the secret"))
+    if g.repository_username:
+        if not authenticated_hosts(g, cfg.kubernetes):
+            issues.append(ConfigIssue("guest.repositoryUsername", "is set but no mirror is configured: it is used for guest.repositories.*, guest.containerRuntime.dockerRepository, "
+                                                                  "kubernetes.packageRepository and runfile URLs; set one of them or remove the user"))
+        if "repositoryPassword" not in secrets:
+            issues.append(ConfigIssue("repositoryPassword", "guest.repositoryUsername is set; set the password with `pulumi config set --secret gpu-stack:repositoryPassword`"))
+    elif "repositoryPassword" in secrets:
+        issues.append(ConfigIssue("repositoryPassword", "is set but guest.repositoryUsername is not; set the mirrors' user, or remove the secret"))
+    return issues
+
+
 def _libvirt_ssh_issues(key: str, host: Host) -> list[ConfigIssue]:
     """A qemu+ssh URI the libvirt provider can use, and the host's key pinned (hypervisors/libvirt/connection.py)."""
     from hypervisors.libvirt import connection
@@ -553,6 +581,7 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
             issues.append(ConfigIssue("guest.nvidia.runfileUrl", "guest.nvidia.installMethod runfile needs the URL (or mirror path) of NVIDIA-Linux-x86_64-<version>.run"))
         if g.registry_username and "registryPassword" not in secrets:
             issues.append(ConfigIssue("registryPassword", "guest.registryUsername is set; set the password with `pulumi config set --secret gpu-stack:registryPassword`"))
+        issues += _credential_issues(cfg, secrets)
     k = cfg.kubernetes
     if k is not None:
         if k.mode == "join":

@@ -26,7 +26,7 @@ from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
 from components.guest_command import GuestConnection
 from hypervisors.libvirt import connection
 from render.domain_xslt import pcie_problems
-from render.guest_scripts import guest_phases, join_token_phase, upgrade_phases
+from render.guest_scripts import credentials_stdin_names, guest_phases, join_token_phase, upgrade_phases
 from render.hypervisor import smt_undeclared
 from components.node_upgrade import NodeUpgrade, NodeUpgradeArgs
 from render.nvidia_smi import parse_verify_output
@@ -422,12 +422,23 @@ def build_guests(stack: LoadedStack, vms: dict[str, GpuPassthroughVm]) -> dict[s
                 after=[vms[vm.name]],
                 join_token=token,
                 registry_password=stack.secrets.get("registryPassword"),
+                credentials=guest_credentials(stack),
                 late_params=late,
                 join_token_source=token_source,
             ),
         )
     build_upgrades(stack, vms, bootstraps)
     return bootstraps
+
+
+def guest_credentials(stack: LoadedStack) -> pulumi.Output[str] | None:
+    """The stdin of phase credentials: one line per password whose user is set, in the order
+    scripts/guest/credentials.sh reads them; a secret Output, so it never shows in the plan."""
+    names = credentials_stdin_names(stack.config.guest) if stack.config.guest is not None else ()
+    if not names:
+        return None
+    values = [stack.secrets[name] for name in names]  # stacks.checks refused a user without its password
+    return pulumi.Output.secret(pulumi.Output.all(*values).apply(lambda vs: "".join(f"{v}\n" for v in vs)))
 
 
 def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstraps: dict[str, GpuGuestBootstrap]) -> dict[str, NodeUpgrade]:

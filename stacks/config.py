@@ -20,7 +20,11 @@ from stacks.types import (
     Cidr,
     CpuList,
     DnsSubdomain,
-    HttpUrl,
+    DownloadUrlOrPath,
+    ImageUrl,
+    LibvirtUri,
+    RegistryMirrorUrl,
+    RepositoryUrl,
     ImageReference,
     ImageRepository,
     ImageTag,
@@ -148,7 +152,7 @@ class VmVsphere(Model):
 class KubevirtRootDisk(Model):
     """The VM's root disk: exactly one of `url`, `registry` and `containerDisk`."""
 
-    url: Optional[HttpUrl] = None
+    url: Optional[ImageUrl] = None
     """Cloud image (qcow2/raw) imported by CDI into a DataVolume (dataVolumeTemplates, source http), sized vms[].diskGib."""
     registry: Optional[ImageReference] = None
     """Container image holding the disk image, imported by CDI into a DataVolume (source registry, docker://...)."""
@@ -224,7 +228,7 @@ class Host(Model):
     name: Name
     kind: Literal["libvirt", "vsphere", "kubevirt"] = "libvirt"
     """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`) or kubevirt (a node of a Kubernetes cluster running KubeVirt; set `kubevirt`)."""
-    libvirt_uri: Optional[str] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$", examples=["qemu+ssh://root@hgx-1.lab/system"])
+    libvirt_uri: Optional[LibvirtUri] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$", examples=["qemu+ssh://root@hgx-1.lab/system"])
     """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt. For qemu+ssh the libvirt provider (its own Go SSH client, not `ssh`) gets the key gpu-stack:hypervisorSshPrivateKey (else gpu-stack:sshPrivateKey) and hostKey as its known host; write no keyfile, knownhosts, sshauth, no_verify or known_hosts_verify parameter and no port."""
     host_key: Optional[SshHostKey] = Field(default=None, examples=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILuboOTsYC4LhH1WQEw1vVO3UXJh/+bayMS4bvNu6e2a"])
     """The hypervisor's SSH host key, pinned: required for a qemu+ssh libvirtUri. `ssh-keyscan -t ed25519 HOST` without the host name, checked against `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host. Pin the ed25519 key: the provider's client asks for ed25519 first, so a host that has one presents it."""
@@ -349,7 +353,7 @@ class GuestOs(Model):
 
 class Cuda(Model):
     version: Version3
-    runfile_url: UrlOrPath
+    runfile_url: DownloadUrlOrPath
     """CUDA .run installer; installed with --toolkit only, never its bundled driver (seed 001)."""
 
 
@@ -357,7 +361,7 @@ class Nvidia(Model):
     driver_version: str = Field(pattern=r"^\d{3}\.\d{2,3}(\.\d{2})?$", examples=["570.172.08"])
     """Pinned driver, e.g. 570.172.08."""
     install_method: Literal["package", "runfile"] = "package"
-    runfile_url: Optional[UrlOrPath] = None
+    runfile_url: Optional[DownloadUrlOrPath] = None
     """Driver .run installer when install_method is runfile."""
     kernel_modules: Optional[Literal["open", "proprietary"]] = None
     """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (render/catalog.py): open from Turing on (NVIDIA's recommendation, required by Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
@@ -386,13 +390,15 @@ class Proxy(Model):
     """Proxy for http:// URLs, with its scheme: http://proxy.lab.local:3128."""
     https: Optional[ProxyUrl] = None
     """Proxy for https:// URLs, with its scheme (usually http://, the CONNECT proxy)."""
+    username: Optional[Word] = None
+    """User the proxy asks for (HTTP Basic); its password is the secret gpu-stack:proxyPassword. Never user:password@ in http or https: the guest writes the credentials only to root-only files (docs/OPERATIONS.md, Proxy and mirror credentials)."""
     no_proxy: tuple[NoProxyItem, ...] = ("127.0.0.1", "localhost", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ".svc", ".cluster.local")
 
 
 class RegistryMirror(Model):
     registry: RegistryHost
     """Upstream registry host, e.g. docker.io, nvcr.io, registry.k8s.io."""
-    endpoint: HttpUrl
+    endpoint: RegistryMirrorUrl
     """Mirror URL, e.g. https://harbor.lab.local/v2/nvcr."""
 
 
@@ -412,6 +418,8 @@ class Guest(Model):
     registry_mirrors: tuple[RegistryMirror, ...] = ()
     registry_username: Optional[Word] = None
     """User for the private registry; its password is the secret gpu-stack:registryPassword."""
+    repository_username: Optional[Word] = None
+    """User for the configured package mirrors (guest.repositories.*, guest.containerRuntime.dockerRepository, kubernetes.packageRepository) and runfile URLs; its password is the secret gpu-stack:repositoryPassword. apt gets them in /etc/apt/auth.conf.d/gpu-stack.conf, dnf in the mirror's .repo, both mode 0600 (docs/OPERATIONS.md, Proxy and mirror credentials)."""
     selinux: Literal["enforcing", "permissive"] = "permissive"
     disable_firewalld: bool = True
 
@@ -442,7 +450,7 @@ class Kubernetes(Model):
     """Service network (kubeadm init --service-cidr, kubeadm's default); must not overlap podCidr or the VMs' network."""
     join_token_ttl: str = Field(default="2h", pattern=r"^([1-9]\d*)(m|h)$")
     """Mode init: lifetime of the bootstrap token the control plane creates for each joining VM (`kubeadm token create --ttl`), e.g. 30m or 2h. A joined node never needs it again (docs/OPERATIONS.md, join tokens)."""
-    package_repository: Optional[HttpUrl] = None
+    package_repository: Optional[RepositoryUrl] = None
     """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists for Kubernetes 1.24 and newer: older versions need a mirror here."""
     node_labels: dict[QualifiedName, LabelValue] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     node_taints: tuple[Taint, ...] = (Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule"),)
@@ -577,5 +585,5 @@ REMOVED_KEYS: dict[tuple[str, ...], str] = {
 }
 """Keys that older gpu-stack versions accepted, with what replaced them; refused by name."""
 
-SECRET_KEYS = ("sshPrivateKey", "hypervisorSshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
+SECRET_KEYS = ("sshPrivateKey", "hypervisorSshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "proxyPassword", "repositoryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""

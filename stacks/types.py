@@ -172,7 +172,49 @@ def _cidr(value: str) -> str:
         raise ValueError(f"{value!r} is not a network in CIDR notation ({e}); expected an address with its host bits zero and a prefix length, for example 10.244.0.0/16{hint}") from None
 
 
-def _url(value: str, schemes: tuple[str, ...], example: str) -> str:
+# What a URL-valued key says instead of user:password@ in its URL: the key that takes the user and the
+# secret that takes the password (set with `pulumi config set --secret`), or why there is none. A URL's
+# userinfo is plain config: it would travel into the plan, the rendered scripts, the state and the logs.
+PROXY_CREDENTIALS = "put the user in guest.proxy.username and the password in the secret gpu-stack:proxyPassword"
+REPOSITORY_CREDENTIALS = "put the user in guest.repositoryUsername and the password in the secret gpu-stack:repositoryPassword"
+REGISTRY_CREDENTIALS = "put the user in guest.registryUsername and the password in the secret gpu-stack:registryPassword"
+VSPHERE_CREDENTIALS = "give them as the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword"
+LIBVIRT_CREDENTIALS = ("the libvirt provider logs in with the key gpu-stack:hypervisorSshPrivateKey "
+                       "(else gpu-stack:sshPrivateKey), never a password: write qemu+ssh://root@HOST/system")
+NO_CREDENTIALS = "gpu-stack passes no credentials for this URL: serve it where none are needed (a path on the host or an internal mirror)"
+
+
+def redacted(value: str) -> str:
+    """The URL with its userinfo replaced by ***, so that a refusal never prints a password."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return value
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def credentials_problem(value: str, instead: str, user_allowed: bool = False) -> str | None:
+    """Why `value` may not carry its userinfo, or None: the one rule for every URL-valued key.
+
+    user_allowed: a user name without a password is part of what the URL means (qemu+ssh://root@HOST).
+    """
+    scheme, sep, rest = value.strip().partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0] if sep else ""
+    if "@" not in authority:
+        return None
+    userinfo = authority.rpartition("@")[0]
+    if user_allowed and ":" not in userinfo:
+        return None
+    what = "a password (user:password@)" if user_allowed else "credentials (user:password@ or user@)"
+    return f"{redacted(value.strip())} carries {what}, which would travel in plain text into the plan, the scripts, the state and the logs; {instead}"
+
+
+def _url(value: str, schemes: tuple[str, ...], example: str, credentials: str) -> str:
+    problem = credentials_problem(value, credentials)
+    if problem:
+        raise ValueError(problem)
     parts = urlsplit(value.strip())
     if parts.scheme not in schemes or not parts.hostname:
         raise ValueError(f"{value!r} is not a URL with a scheme and a host; expected {' or '.join(s + '://' for s in schemes)}host[:port][/path], for example {example}")
@@ -185,18 +227,19 @@ def _url(value: str, schemes: tuple[str, ...], example: str) -> str:
     return value.strip()
 
 
-def _proxy_url(value: str) -> str:
-    return _url(value, ("http", "https"), "http://proxy.lab.local:3128")
+def url_type(schemes: tuple[str, ...], example: str, credentials: str, *, paths: bool = False, base: bool = False) -> object:
+    """A URL-valued config type. Every URL key is one of these, so all get the same checks, the
+    refusal of userinfo first. paths: an absolute host path is accepted too. base: no trailing '/'."""
 
+    def check(value: str) -> str:
+        if paths and value.startswith("/") and not any(c.isspace() for c in value):
+            return value
+        url = _url(value, schemes, f"{example} or an absolute path such as /srv/mirror/x.run" if paths else example, credentials)
+        if base and url.endswith("/"):
+            raise ValueError(f"{value!r} ends with '/'; give the base URL without it (paths are appended), for example {example}")
+        return url
 
-def _http_url(value: str) -> str:
-    return _url(value, ("http", "https"), "https://harbor.lab.local/v2/nvcr")
-
-
-def _url_or_path(value: str) -> str:
-    if value.startswith("/") and not any(c.isspace() for c in value):
-        return value
-    return _url(value, ("http", "https", "ftp", "file"), "https://example.com/x.run or an absolute path such as /srv/mirror/x.run")
+    return Annotated[str, AfterValidator(check)]
 
 
 def _abs_path(value: str) -> str:
@@ -319,6 +362,9 @@ def _vsphere_guest_id(value: str) -> str:
 
 
 def _vcenter_endpoint(value: str) -> str:
+    problem = credentials_problem(f"https://{value}", VSPHERE_CREDENTIALS)
+    if problem:
+        raise ValueError(problem.replace("https://", "", 1))
     if not _REGISTRY_HOST.match(value):
         raise ValueError(
             f"{value!r} is not a vCenter host name or address; expected host[:port] without a scheme or path "
@@ -327,15 +373,11 @@ def _vcenter_endpoint(value: str) -> str:
     return value
 
 
-def _base_url(value: str) -> str:
-    url = _url(value, ("http", "https"), "https://download.docker.com/linux")
-    if url.endswith("/"):
-        raise ValueError(f"{value!r} ends with '/'; give the base URL without it (paths are appended), for example https://download.docker.com/linux")
-    return url
-
-
-def _ovf_url(value: str) -> str:
-    return _url(value, ("http", "https"), "http://mirror.lab.local/images/alma-9.6.ova")
+def _libvirt_uri(value: str) -> str:
+    problem = credentials_problem(value, LIBVIRT_CREDENTIALS, user_allowed=True)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 PciAddress = Annotated[str, AfterValidator(_pci)]
@@ -347,9 +389,12 @@ Version3 = Annotated[str, AfterValidator(_version3)]
 SshUser = Annotated[str, AfterValidator(_ssh_user)]
 IPv4 = Annotated[str, AfterValidator(_ipv4)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
-ProxyUrl = Annotated[str, AfterValidator(_proxy_url)]
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-UrlOrPath = Annotated[str, AfterValidator(_url_or_path)]
+ProxyUrl = url_type(("http", "https"), "http://proxy.lab.local:3128", PROXY_CREDENTIALS)
+RegistryMirrorUrl = url_type(("http", "https"), "https://harbor.lab.local/v2/nvcr", REGISTRY_CREDENTIALS)
+RepositoryUrl = url_type(("http", "https"), "https://pkgs.k8s.io/core:/stable:/v1.32", REPOSITORY_CREDENTIALS)
+ImageUrl = url_type(("http", "https"), "https://images.lab.local/noble.img", NO_CREDENTIALS)
+UrlOrPath = url_type(("http", "https", "ftp", "file"), "https://example.com/x.run", NO_CREDENTIALS, paths=True)
+DownloadUrlOrPath = url_type(("http", "https", "ftp", "file"), "https://example.com/x.run", REPOSITORY_CREDENTIALS, paths=True)
 AbsPath = Annotated[str, AfterValidator(_abs_path)]
 NoProxyItem = Annotated[str, AfterValidator(_no_proxy_item)]
 DnsSubdomain = Annotated[str, AfterValidator(_dns_subdomain)]
@@ -363,9 +408,10 @@ Word = Annotated[str, AfterValidator(_non_blank)]
 InventoryName = Annotated[str, AfterValidator(_inventory_name)]
 InventoryFolder = Annotated[str, AfterValidator(_inventory_folder)]
 VsphereGuestId = Annotated[str, AfterValidator(_vsphere_guest_id)]
-OvfUrl = Annotated[str, AfterValidator(_ovf_url)]
+OvfUrl = url_type(("http", "https"), "http://mirror.lab.local/images/alma-9.6.ova", NO_CREDENTIALS)
 VcenterEndpoint = Annotated[str, AfterValidator(_vcenter_endpoint)]
-BaseUrl = Annotated[str, AfterValidator(_base_url)]
+LibvirtUri = Annotated[str, AfterValidator(_libvirt_uri)]
+BaseUrl = url_type(("http", "https"), "https://download.docker.com/linux", REPOSITORY_CREDENTIALS, base=True)
 
 
 def pci_parts(address: str) -> tuple[int, int, int, int]:

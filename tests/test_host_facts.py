@@ -351,8 +351,9 @@ def test_the_hole_must_hold_the_real_bars():
 def test_vm_memory_bound_beyond_a_nodes_memtotal_is_refused():
     cfg = _host_stack(ALL_GPUS)
     cfg["hosts"][0]["numaNodes"][0]["memoryGib"] = 4096
-    cfg["vms"][0]["memoryGib"] = 2048 + 1024
-    cfg["vms"][0]["numa"] = {"cells": [{"hostNode": 0, "vcpus": 32, "memoryGib": 2048}, {"hostNode": 1, "vcpus": 32, "memoryGib": 1024}]}
+    # node 1: 1024 GiB less its half of the 32 GiB reserve (reserved CPUs on both nodes) leaves 1008 for VMs
+    cfg["vms"][0]["memoryGib"] = 2048 + 1000
+    cfg["vms"][0]["numa"] = {"cells": [{"hostNode": 0, "vcpus": 32, "memoryGib": 2048}, {"hostNode": 1, "vcpus": 32, "memoryGib": 1000}]}
     cfg["vms"][0].pop("mmioHole64Gib", None)
     issues = _refused(cfg)
     assert "VMs bind 2048 GiB to node 0" in issues["hosts[0].numaNodes[0].memoryGib"]

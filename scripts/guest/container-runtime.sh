@@ -27,7 +27,7 @@ CONF
   else
     local path
     path=$(docker_el_path)
-    repo_source /etc/yum.repos.d/docker-ce.repo <<CONF
+    repo_source /etc/yum.repos.d/docker-ce.repo "$GS_DOCKER_REPO" <<CONF
 [docker-ce-stable]
 name=Docker CE Stable
 baseurl=${GS_DOCKER_REPO}/${path}/\$releasever/\$basearch/stable
@@ -80,8 +80,14 @@ restart=0
 sync_proxy_dropin() {
   local path="/etc/systemd/system/$1.service.d/http-proxy.conf"
   if [ -n "${GS_HTTP_PROXY}${GS_HTTPS_PROXY}" ]; then
-    printf '[Service]\nEnvironment="HTTP_PROXY=%s"\nEnvironment="HTTPS_PROXY=%s"\nEnvironment="NO_PROXY=%s"\n' \
-      "$GS_HTTP_PROXY" "$GS_HTTPS_PROXY" "$GS_NO_PROXY" | write_file "$path" 0644
+    if [ -n "$GS_PROXY_USER" ]; then
+      # the URLs with their credentials stay in the root-only file phase credentials wrote; an
+      # Environment= line would show them to every user (`systemctl show -p Environment`)
+      printf '[Service]\nEnvironmentFile=%s\nEnvironment="NO_PROXY=%s"\n' "$PROXY_ENV" "$GS_NO_PROXY" | write_file "$path" 0644
+    else
+      printf '[Service]\nEnvironment="HTTP_PROXY=%s"\nEnvironment="HTTPS_PROXY=%s"\nEnvironment="NO_PROXY=%s"\n' \
+        "$GS_HTTP_PROXY" "$GS_HTTPS_PROXY" "$GS_NO_PROXY" | write_file "$path" 0644
+    fi
   elif [ -f "$GS_ROOT$path" ]; then
     rm -f "$GS_ROOT$path"
     changed "removed ${path}"

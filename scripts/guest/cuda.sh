@@ -9,7 +9,7 @@ else
   runfile="/var/cache/gpu-stack/cuda_${GS_CUDA_VERSION}_linux.run"
   if [ ! -s "$GS_ROOT$runfile" ]; then
     mkdir -p "$GS_ROOT/var/cache/gpu-stack"
-    https_proxy="${GS_HTTPS_PROXY}" http_proxy="${GS_HTTP_PROXY}" curl -fsSL -o "$GS_ROOT$runfile" "$GS_CUDA_RUNFILE_URL"
+    repo_fetch "$GS_CUDA_RUNFILE_URL" -o "$GS_ROOT$runfile"
   fi
   sh "$GS_ROOT$runfile" --toolkit --silent --override --no-opengl-libs --tmpdir="$GS_ROOT/var/tmp"
   changed "installed CUDA ${GS_CUDA_VERSION} toolkit"

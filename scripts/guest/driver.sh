@@ -136,7 +136,7 @@ else
       runfile="/var/cache/gpu-stack/NVIDIA-Linux-x86_64-${GS_DRIVER_VERSION}.run"
       if [ ! -s "$GS_ROOT$runfile" ]; then
         mkdir -p "$GS_ROOT/var/cache/gpu-stack"
-        https_proxy="${GS_HTTPS_PROXY}" http_proxy="${GS_HTTP_PROXY}" curl -fsSL -o "$GS_ROOT$runfile" "$GS_DRIVER_RUNFILE_URL"
+        repo_fetch "$GS_DRIVER_RUNFILE_URL" -o "$GS_ROOT$runfile"
       fi
       # seed 001's flags: no prompts, DKMS so kernel updates rebuild the module. The flavour:
       # --kernel-module-type=open|proprietary (-M) from 555 on, where

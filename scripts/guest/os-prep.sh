@@ -30,7 +30,9 @@ if [ "$family" = rhel ]; then
 fi
 
 # Package manager proxy (seed 000's lab had no direct internet); removed again
-# when the config drops it.
+# when the config drops it. Never with credentials here (a world-readable file): apt finds the
+# proxy's login in /etc/apt/auth.conf.d/gpu-stack.conf, dnf in proxy_username=/proxy_password=
+# (phase credentials).
 proxy="${GS_HTTPS_PROXY:-$GS_HTTP_PROXY}"
 if [ "$family" = ubuntu ]; then
   if [ -n "$proxy" ]; then
@@ -49,6 +51,24 @@ else
     [ -z "$proxy" ] || printf 'proxy=%s\n' "$proxy" >>"$GS_ROOT/etc/dnf/dnf.conf"
     changed "dnf proxy '${proxy}'"
   fi
+fi
+
+# Credentials the config no longer names (phase credentials wrote them; it only runs while a user is set).
+if [ -z "$GS_PROXY_USER" ]; then
+  if [ -f "$GS_ROOT/etc/gpu-stack/proxy.env" ]; then rm -f "$GS_ROOT/etc/gpu-stack/proxy.env"; changed "proxy credentials removed"; fi
+  if [ "$family" = rhel ] && grep -q '^proxy_password=' "$GS_ROOT/etc/dnf/dnf.conf"; then
+    sed -i -e '/^proxy_username=/d' -e '/^proxy_password=/d' "$GS_ROOT/etc/dnf/dnf.conf"
+    chmod 0644 "$GS_ROOT/etc/dnf/dnf.conf"
+    changed "dnf proxy credentials removed"
+  fi
+fi
+if [ -z "$GS_REPO_USER" ] && [ -f "$GS_ROOT/etc/gpu-stack/netrc" ]; then
+  rm -f "$GS_ROOT/etc/gpu-stack/netrc"
+  changed "mirror credentials removed"
+fi
+if [ -z "${GS_PROXY_USER}${GS_REPO_USER}" ] && [ -f "$GS_ROOT/etc/apt/auth.conf.d/gpu-stack.conf" ]; then
+  rm -f "$GS_ROOT/etc/apt/auth.conf.d/gpu-stack.conf"
+  changed "apt credentials removed"
 fi
 
 # Time sync: certificates and etcd need it.

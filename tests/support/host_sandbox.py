@@ -78,6 +78,8 @@ class HostSpec:
     vfio_loaded: bool
     devices: tuple[DeviceSpec, ...]
     iommu: bool = True
+    free_hugepages_1g: tuple[tuple[int, int], ...] = ()
+    """(node id, free 1 GiB hugepages) of the nodes that have a hugepages-1048576kB pool; the captured host records none."""
 
     def device(self, address: str) -> DeviceSpec:
         return next(d for d in self.devices if d.address == address)
@@ -297,6 +299,11 @@ class HostSandbox:
             n.mkdir(parents=True)
             (n / "cpulist").write_text(cpulist + "\n")
             (n / "meminfo").write_text(f"Node {node_id} MemTotal:       {mem_kib} kB\nNode {node_id} MemFree:        {mem_kib - 4194304} kB\n")
+            free = dict(s.free_hugepages_1g)
+            if node_id in free:
+                pool = n / "hugepages" / "hugepages-1048576kB"
+                pool.mkdir(parents=True)
+                (pool / "free_hugepages").write_text(f"{free[node_id]}\n")
             cpus += parse_cpu_list(cpulist)
         cpu_root = self.sys / "devices" / "system" / "cpu"
         cpus = sorted(cpus)

@@ -267,21 +267,56 @@ use_cluster_kubeconfig() {
 REPO_ARCH=x86_64
 REPO_DEB_ARCH=amd64
 
+# Credentials (scripts/guest/credentials.sh writes them, root-only; docs/OPERATIONS.md, Proxy and
+# mirror credentials): read here only where guest.proxy.username / guest.repositoryUsername are set.
+PROXY_ENV=/etc/gpu-stack/proxy.env
+REPO_NETRC=/etc/gpu-stack/netrc
+
+# proxy_for http|https: the proxy for URLs of that scheme, as apt and dnf use it (os-prep.sh), with
+# the proxy's credentials when guest.proxy.username is set. Never printed: see shown_proxy.
+proxy_for() {
+  local var=HTTP_PROXY plain="${GS_HTTP_PROXY:-${GS_HTTPS_PROXY:-}}"
+  if [ "$1" = https ]; then var=HTTPS_PROXY; plain="${GS_HTTPS_PROXY:-${GS_HTTP_PROXY:-}}"; fi
+  if [ -n "$plain" ] && [ -n "${GS_PROXY_USER:-}" ]; then
+    [ -f "$GS_ROOT$PROXY_ENV" ] || die "guest.proxy.username is set but ${PROXY_ENV} is missing: phase credentials has not run"
+    sed -n "s/^${var}=//p" "$GS_ROOT$PROXY_ENV"
+  else
+    printf '%s' "$plain"
+  fi
+}
+
+# shown_proxy URL: what may be printed of a proxy URL: without its user:password@.
+shown_proxy() { printf '%s' "$1" | sed -E 's#://[^/@]*@#://***@#'; }
+
 # repo_proxy URL: the proxy apt and dnf use for URL, as os-prep.sh configures them
 # (Acquire::http::Proxy / Acquire::https::Proxy, dnf.conf proxy=), so a check sees what they see.
 repo_proxy() {
   case "$1" in
-    https://*) printf '%s' "${GS_HTTPS_PROXY:-${GS_HTTP_PROXY:-}}" ;;
-    *) printf '%s' "${GS_HTTP_PROXY:-${GS_HTTPS_PROXY:-}}" ;;
+    https://*) proxy_for https ;;
+    *) proxy_for http ;;
   esac
 }
 
-# repo_fetch URL [CURL ARGS...]: curl -fsSL through that proxy (an empty one is no proxy).
+# repo_fetch URL [CURL ARGS...]: curl -fsSL through that proxy (an empty one is no proxy), with the
+# mirrors' credentials from REPO_NETRC where guest.repositoryUsername is set (hosts without a line
+# there get none). The proxy reaches curl in its environment, never on its command line.
 repo_fetch() {
-  local url="$1" proxy
+  local url="$1" proxy auth=()
   shift
   proxy=$(repo_proxy "$url")
-  https_proxy="$proxy" http_proxy="$proxy" curl -fsSL "$@" "$url"
+  if [ -n "${GS_REPO_USER:-}" ] && [ -f "$GS_ROOT$REPO_NETRC" ]; then
+    auth=(--netrc-optional --netrc-file "$GS_ROOT$REPO_NETRC")
+  fi
+  https_proxy="$proxy" http_proxy="$proxy" curl -fsSL "${auth[@]}" "$@" "$url"
+}
+
+# repo_auth BASE: dnf's username= and password= lines ([repo] options, dnf.conf(5)) for a mirror
+# guest.repositoryUsername covers (a line for its host in REPO_NETRC), else nothing.
+repo_auth() {
+  [ -n "${GS_REPO_USER:-}" ] && [ -f "$GS_ROOT$REPO_NETRC" ] || return 0
+  local host="${1#*://}"
+  host="${host%%/*}"
+  awk -v m="${host%:*}" '$1 == "machine" && $2 == m {printf "username=%s\npassword=%s\n", $4, $6; exit}' "$GS_ROOT$REPO_NETRC"
 }
 
 # repo_key URL KEYRING WHAT: a repository's signing key, fetched and dearmored into KEYRING once,
@@ -297,8 +332,16 @@ repo_key() {
 
 # repo_source PATH < content: an apt source or dnf .repo file; a changed source makes the next
 # install run `apt-get update` again (pkg_install), so the packages it adds are seen.
+# repo_source PATH [BASE] < content: with BASE, a dnf .repo for a mirror guest.repositoryUsername
+# covers gets repo_auth's lines after each baseurl= and is written 0600 (it then holds a password).
 repo_source() {
-  if write_file "$1" 0644; then apt_updated=0; fi
+  local auth
+  auth=$(if [ -n "${2:-}" ]; then repo_auth "$2"; fi)
+  if [ -z "$auth" ]; then
+    if write_file "$1" 0644; then apt_updated=0; fi
+  elif awk -v auth="$auth" '{print} /^baseurl=/ {print auth}' | write_file "$1" 0600; then
+    apt_updated=0
+  fi
 }
 
 # ubuntu_codename: the release's codename (Docker's suites), from os-release.
@@ -363,7 +406,7 @@ repo_check() {
     return 0
   fi
   local proxy
-  proxy=$(repo_proxy "$index")
+  proxy=$(shown_proxy "$(repo_proxy "$index")")
   die "${name} repository does not answer at ${index} (${err%%$'\n'*}) through ${proxy:-no proxy}: set ${key} to a reachable mirror or fix the proxy (guest.proxy)"
 }
 
@@ -386,7 +429,7 @@ deb [signed-by=${keyring}] ${base}/stable/deb/\$(ARCH) /
 #deb [signed-by=${keyring}] ${base}/experimental/deb/\$(ARCH) /
 CONF
   else
-    repo_source /etc/yum.repos.d/nvidia-container-toolkit.repo <<CONF
+    repo_source /etc/yum.repos.d/nvidia-container-toolkit.repo "$base" <<CONF
 [nvidia-container-toolkit]
 name=nvidia-container-toolkit
 baseurl=${base}/stable/rpm/\$basearch
@@ -437,7 +480,7 @@ cuda_repository() {
 deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] ${url}/ /
 CONF
   else
-    repo_source "/etc/yum.repos.d/cuda-${distro}.repo" <<CONF
+    repo_source "/etc/yum.repos.d/cuda-${distro}.repo" "$url" <<CONF
 [cuda-${distro}-${REPO_ARCH}]
 name=cuda-${distro}-${REPO_ARCH}
 baseurl=${url}
@@ -467,7 +510,7 @@ Pin: version ${version}-*
 Pin-Priority: 1001
 CONF
   else
-    repo_source /etc/yum.repos.d/kubernetes.repo <<CONF
+    repo_source /etc/yum.repos.d/kubernetes.repo "$repo" <<CONF
 [kubernetes]
 name=Kubernetes ${minor}
 baseurl=${repo}/rpm/
