@@ -105,9 +105,50 @@ def _all_at_once(wanted: list[tuple], call) -> dict:
     return dict(zip(wanted, found))
 
 
-def _node_devices(wanted: list[tuple[str, str]], providers: dict[str, libvirt.Provider]) -> dict[tuple[str, str], NodeDevice]:
-    """Every (host, address) look-up issued at once, then all awaited."""
-    return _all_at_once(wanted, lambda host, address: _node_device(address, providers[host]))
+@dataclass(frozen=True)
+class LookupFailed:
+    """A getNodeDeviceInfo the provider answered with an error: no such device, or no connection to the host."""
+
+    message: str
+
+    @property
+    def not_found(self) -> bool:
+        # libvirt's VIR_ERR_NO_NODE_DEVICE, as the provider passes it on (seen with pulumi-libvirt 0.5.4
+        # against libvirtd 9.0.0: "failed to lookup node device: Node device not found: no node device
+        # with matching name 'pci_0000_3b_00_0'")
+        return "Node device not found" in self.message
+
+
+async def _node_device_or_failure(address: str, provider: libvirt.Provider) -> NodeDevice | LookupFailed:
+    try:
+        return await _node_device(address, provider)
+    except Exception as e:  # noqa: BLE001 - the invoke's error, reported by key instead of as a traceback
+        return LookupFailed(" ".join(str(e).split()))
+
+
+def _node_devices(wanted: list[tuple[str, str]], providers: dict[str, libvirt.Provider]) -> dict[tuple[str, str], NodeDevice | LookupFailed]:
+    """Every (host, address) look-up issued at once, then all awaited; a failed one is a LookupFailed."""
+    return _all_at_once(wanted, lambda host, address: _node_device_or_failure(address, providers[host]))
+
+
+def _lookup_issues(cfg: StackConfig, fetched: dict[tuple[str, str], NodeDevice | LookupFailed]) -> list[ConfigIssue]:
+    """One line per device the hypervisor does not have, or per host it could not be asked about."""
+    issues: list[ConfigIssue] = []
+    unreachable: set[str] = set()
+    for vi, vm in enumerate(cfg.vms):
+        for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
+            for di, d in enumerate(devs):
+                got = fetched.get((vm.host, d.address))
+                if not isinstance(got, LookupFailed):
+                    continue
+                if got.not_found:
+                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].address", f"{d.address} is not a PCI device of host {vm.host} "
+                                                                                f"(libvirt has no node device {nodedev_name(d.address)}); check `lspci -D` on {vm.host}"))
+                elif vm.host not in unreachable:
+                    unreachable.add(vm.host)
+                    hi = next(i for i, h in enumerate(cfg.hosts) if h.name == vm.host)
+                    issues.append(ConfigIssue(f"hosts[{hi}].libvirtUri", f"the IOMMU preflight could not ask host {vm.host}: {got.message}"))
+    return issues
 
 
 def host_facts(cfg: StackConfig) -> dict[str, HostFacts]:
@@ -155,8 +196,17 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
     # group members not yet read in a second; no invoke for hosts with facts
     asked = [vm for vm in cfg.vms if vm.host not in facts and vm.host in providers]  # libvirt hosts only
     fetched = _node_devices(list(dict.fromkeys((vm.host, d.address) for vm in asked for d in (*vm.gpus, *vm.nvswitches))), providers)
+    failed = _lookup_issues(cfg, fetched)
+    if failed:
+        raise ConfigError(failed)
     members = {(vm.host, m) for vm in asked for d in (*vm.gpus, *vm.nvswitches) for m in fetched[(vm.host, d.address)].group_members}
-    fetched.update(_node_devices(sorted(members - set(fetched)), providers))
+    more = _node_devices(sorted(members - set(fetched)), providers)
+    gone = {key: r for key, r in more.items() if isinstance(r, LookupFailed)}
+    if gone:  # a group member that vanished between the two rounds, or the host went away
+        raise ConfigError([ConfigIssue(f"hosts[{next(i for i, h in enumerate(cfg.hosts) if h.name == host)}].libvirtUri",
+                                       f"the IOMMU preflight could not read {addr}, a member of a configured device's group on host {host}: {r.message}")
+                           for (host, addr), r in sorted(gone.items())])
+    fetched.update(more)
     for vi, vm in enumerate(cfg.vms):
         if vm.host not in providers:  # a host of another kind: its own preflight (stacks/vsphere_hosts.py)
             continue

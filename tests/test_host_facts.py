@@ -407,7 +407,7 @@ def test_hosts_without_facts_still_use_the_invoke():
     dev = stack_file("dev")
     cfg["hosts"].append(dev["hosts"][0])
     cfg["vms"].append(dev["vms"][0] | {"network": {"name": "default"}})
-    with pytest.raises(Exception, match="failed to lookup node device.*pci_0000_3b_00_0"):
+    with pytest.raises(ConfigError, match=r"vms\[1\]\.gpus\[0\]\.address: 0000:3b:00.0 is not a PCI device of host lab-gpu-1 .*pci_0000_3b_00_0"):
         run_stack(cfg, host_facts=[SHARED], node_devices=NO_INVOKE)
     run_stack(cfg, host_facts=[SHARED])
 

@@ -227,8 +227,9 @@ def test_concurrent_preflight_look_up_failure_registers_only_providers(dev, monk
     del devices[nodedev_name("0000:3c:00.0")]
     _Recorder(monkeypatch)
     registered: list = []
-    with pytest.raises(Exception, match="failed to lookup node device.*pci_0000_3c_00_0"):
+    with pytest.raises(ConfigError) as info:
         run_stack(cfg, node_devices=devices, on_register=lambda t, n: registered.append(t))
+    assert info.value.issues and all(i.path.endswith(".address") and "pci_0000_3c_00_0" in i.message for i in info.value.issues)
     assert set(registered) == {"pulumi:providers:libvirt"}
 
 
@@ -263,3 +264,28 @@ def test_smt_look_ups_are_one_round_and_warn_per_host(dev, monkeypatch):
     smt = [m for m in warned if "threads per core" in m]
     assert [m.split(":", 2)[1] for m in smt] == [f"hosts[{i}].threadSiblings" for i, h in enumerate(cfg["hosts"]) if h["name"] in hosts]
     assert all("reports 2 threads per core" in m for m in smt)
+
+
+def test_a_device_the_hypervisor_does_not_have_is_refused_by_key(dev):
+    """The real provider answers a missing PCI address with libvirt's "Node device not found" (seen with
+    pulumi-libvirt 0.5.4 and libvirtd 9.0.0 in a real `pulumi preview`, which ended in a traceback)."""
+    registered: list = []
+    with pytest.raises(ConfigError) as info:
+        run_stack(dev, node_devices={}, on_register=lambda t, n: registered.append(t))
+    [issue] = info.value.issues
+    assert issue.path == "vms[0].gpus[0].address"
+    assert "is not a PCI device of host lab-gpu-1" in issue.message and "pci_0000_3b_00_0" in issue.message
+    assert set(registered) == {"pulumi:providers:libvirt"}
+
+
+def test_a_host_the_provider_cannot_reach_is_one_line_at_its_uri():
+    from stacks.compose import LookupFailed, _lookup_issues
+    from stacks.load import parse_stack_config
+    from tests.conftest import stack_file
+
+    cfg, _ = parse_stack_config(stack_file("dev"), {"sshPrivateKey", "grafanaAdminPassword"})
+    vm = cfg.vms[0]
+    failed = {(vm.host, d.address): LookupFailed("failed to connect: ssh: handshake failed: knownhosts: key mismatch") for d in vm.gpus}
+    [issue] = _lookup_issues(cfg, failed)
+    assert issue.path == "hosts[0].libvirtUri"
+    assert "could not ask host lab-gpu-1: failed to connect: ssh: handshake failed: knownhosts: key mismatch" in issue.message

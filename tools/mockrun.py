@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import grpc
 import pulumi
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
@@ -246,6 +247,23 @@ def _fake_stdout(name: str, create: str) -> str:
     return ""
 
 
+class ProviderInvokeError(grpc.RpcError):
+    """An invoke the provider answered with an error, as the real engine hands it to the SDK: a gRPC status
+    whose details carry the provider's message (pulumi-libvirt 0.5.4 under the real engine: "invocation of
+    TOKEN returned an error: invoking TOKEN: 1 error occurred: * <message>"). The SDK raises it to the caller
+    of invoke; a plain exception from a mock would instead be an unhandled RPC failure that ends the program."""
+
+    def __init__(self, token: str, message: str):
+        super().__init__(message)
+        self._details = f"invocation of {token} returned an error: invoking {token}: 1 error occurred:\n\t* {message}\n\n"
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNKNOWN
+
+    def details(self) -> str:
+        return self._details
+
+
 class StackMocks(pulumi_mocks.Mocks):
     def __init__(self, preview: bool, node_devices: dict[str, dict] | None = None, outputs: Callable[[pulumi_mocks.MockResourceArgs], dict] | None = None, on_register: Callable[[str, str], None] | None = None,
                  invoke_seconds: float = 0.0, withhold: Callable[[pulumi_mocks.MockResourceArgs], bool] | None = None):
@@ -290,7 +308,7 @@ class StackMocks(pulumi_mocks.Mocks):
             name = args.args["name"]
             if self.node_devices is not None:
                 if name not in self.node_devices:
-                    raise Exception(f"failed to lookup node device: Node device not found: no node device with matching name '{name}'")
+                    raise ProviderInvokeError(args.token, f"failed to lookup node device: Node device not found: no node device with matching name '{name}'")
                 return self.node_devices[name]
             return isolated_node_device(name)
         if args.token.startswith("vsphere:index/") and self.vsphere is not None:
