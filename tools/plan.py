@@ -46,7 +46,8 @@ from render.rollout import change_issues, reruns, rollout
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import PREFIX, ConfigError, ConfigIssue
-from stacks.load import FILE_KEY, decode_config_value, parse_stack_config, plaintext_secret_issues, read_stack_file
+from stacks.load import (FILE_KEY, StackFileConfig, decode_config_value, parse_stack_config, parse_stack_text,
+                         plaintext_secret_issues, read_stack_file)
 from tools import mockrun
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ def sanitize(value: Any) -> Any:
     return value
 
 
-def load_stack_file(stack: str, root: Path = ROOT) -> dict[str, Any]:
+def load_stack_file(stack: str, root: Path = ROOT) -> StackFileConfig:
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         here = ", ".join(sorted(p.name[7:-5] for p in root.glob("Pulumi.*.yaml"))) or "none"
@@ -99,10 +100,11 @@ def _as_program_sees_it(values: dict[str, str], secret_keys: list[str]) -> tuple
     return raw, {k.removeprefix(ours) for k in secret_keys if k.startswith(ours)}
 
 
-def check_plan_config(values: dict[str, str], secret_keys: list[str], stack: str | None = None) -> None:
+def check_plan_config(values: dict[str, str], secret_keys: list[str], stack: str | None = None,
+                      written: dict[str, str] | None = None) -> None:
     """The program's config validation on the plan's engine-form config, without running it; ConfigError if bad."""
     raw, present = _as_program_sees_it(values, secret_keys)
-    parse_stack_config(raw, present, stack)
+    parse_stack_config(raw, present, stack, written)
 
 
 def plan_config(stack_config: dict[str, Any], stack: str | None = None) -> tuple[dict[str, str], list[str]]:
@@ -117,7 +119,7 @@ def plan_config(stack_config: dict[str, Any], stack: str | None = None) -> tuple
     if plain_text:
         raise ConfigError(plain_text)
     try:
-        parse_stack_config(raw, present, stack)
+        parse_stack_config(raw, present, stack, getattr(stack_config, "written", None))
     except ConfigError as e:
         for issue in e.issues:
             if issue.path in SECRET_KEYS and issue.path not in present:
@@ -129,8 +131,8 @@ def plan_config(stack_config: dict[str, Any], stack: str | None = None) -> tuple
 
 def stack_config(values: dict[str, str], secret_keys: list[str]) -> StackConfig:
     """The typed config the plan was rendered from (values as plan_config returns them)."""
-    raw = {k.split(":", 1)[1]: decode_config_value(v) for k, v in values.items()}
-    cfg, _ = parse_stack_config(raw, {k.split(":", 1)[1] for k in secret_keys})
+    raw, present = _as_program_sees_it(values, secret_keys)
+    cfg, _ = parse_stack_config(raw, present)
     return cfg
 
 
@@ -291,7 +293,7 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
     runs = None
     if base is not None:
         text = _git_show(base, f"Pulumi.{stack}.yaml", root)
-        old_values, old_secrets = plan_config((yaml.safe_load(text) or {}).get("config") or {}) if text is not None else ({}, [])
+        old_values, old_secrets = plan_config(parse_stack_text(text, f"{base}:Pulumi.{stack}.yaml")) if text is not None else ({}, [])
         if text is not None:
             issues = change_issues(stack_config(old_values, old_secrets), cfg)
             if issues:
@@ -449,8 +451,9 @@ class PlanResult:
 def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None,
              base: str | None = None) -> PlanResult:
     """Write the plan (and rollout.json: the waves, or with `base` what changing that ref's config re-runs), then run the convergence check (render/convergence.py) on exactly what was written."""
-    values, secret_keys = plan_config(load_stack_file(stack, root), stack)
-    check_plan_config(values, secret_keys, stack)  # the program checks the same again; this fails before any mock run
+    config = load_stack_file(stack, root)
+    values, secret_keys = plan_config(config, stack)
+    check_plan_config(values, secret_keys, stack, config.written)  # the program checks the same again; this fails before any mock run
     facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
     rollout_text = rollout_json(stack, values, secret_keys, result, base, root, facts_paths)
