@@ -19,7 +19,7 @@ from render.domain_xslt import pcie_problems
 from render.guest_scripts import min_disk_gib
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, place_host
-from stacks.compat import device_plugin_problems
+from stacks.compat import device_plugin_problems, kubernetes_version_warning
 from stacks.config import Host, StackConfig, VmVsphere
 from stacks.errors import ConfigIssue
 from stacks.types import format_cpu_list, version_tuple
@@ -658,3 +658,13 @@ def _check_hypervisor_versions(hi, host, vms) -> list[ConfigIssue]:
         for key, problem in version_problems(domain_elements(vm, host), host.libvirt_version, host.qemu_version):
             issues.append(ConfigIssue(f"hosts[{hi}].{key}", f"host {host.name}, VM {vm.name}: {problem}"))
     return issues
+
+
+def config_warnings(cfg: StackConfig) -> list[ConfigIssue]:
+    """What is accepted but worth a word; the program logs each (pulumi.log.warn), `make plan` prints each."""
+    warnings = []
+    if cfg.kubernetes is not None:
+        message = kubernetes_version_warning(cfg.kubernetes.version)
+        if message:
+            warnings.append(ConfigIssue("kubernetes.version", message))
+    return warnings

@@ -78,7 +78,9 @@ def parse_stack_text(text: str, name: str) -> StackFileConfig:
         read = stackfile.parse(text)
     except stackfile.StackFileError as e:
         where = f"line {e.line}: " if e.line is not None else ""
-        hint = ("; YAML indents with spaces, never tabs" if "\t" in e.message or "'\\t'" in e.message
+        lines = text.splitlines()
+        at = lines[e.line - 1] if e.line is not None and 0 < e.line <= len(lines) else ""
+        hint = ("; YAML indents with spaces, never tabs" if "cannot start any token" in e.message and "\t" in at
                 else "; each key may appear once in a mapping (the Pulumi CLI refuses the file too)" if "already defined" in e.message
                 else "" if "quote it" in e.message else "; the file must be valid YAML")
         raise fail(f"{where}{e.message}{hint}") from None
@@ -205,7 +207,8 @@ def validation_issues(error: ValidationError, written: dict[str, str] | None = N
         path = loc_to_path(loc)
         quote = _not_text(e.get("input"), written.get(path)) if e["type"] in TEXT_EXPECTED else None
         if quote is not None:
-            msg = e["msg"].removeprefix("Value error, ") + "; " + quote
+            example = _example_at(StackConfig, loc)
+            msg = e["msg"].removeprefix("Value error, ") + "; " + quote + (f" (for example {example!r})" if example else "")
         elif e["type"] == "extra_forbidden":
             accepted = _fields_at(StackConfig, loc)
             msg = "unknown key" + (f"; accepted here: {', '.join(accepted)}" if accepted else "")

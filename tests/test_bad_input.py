@@ -264,6 +264,7 @@ ROWS: tuple[Row, ...] = (
     Row("guest.minRootFreeGib", 500, key="vms[0].diskGib", why="guest.minRootFreeGib (500 GiB)"),
     Row("guest.nvidia", {}, key="guest.nvidia.driverVersion", why="required"),
     Row("guest.nvidia.driverVersion", "latest", why="is not in the accepted form"),
+    Row("guest.nvidia.driverVersion", "570.172", why="for example '570.172.08'"),
     Row("guest.nvidia.installMethod", "apt", why="'package' or 'runfile'"),
     Row("guest.nvidia.installMethod", "runfile", key="guest.nvidia.runfileUrl", why="NVIDIA-Linux-x86_64"),
     Row("guest.nvidia.runfileUrl", "NVIDIA-Linux-x86_64-570.172.08.run", why="absolute path"),

@@ -44,6 +44,7 @@ from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
 from render.rollout import change_issues, reruns, rollout
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
+from stacks.checks import config_warnings
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.load import (FILE_KEY, StackFileConfig, decode_config_value, parse_stack_config, parse_stack_text,
@@ -113,20 +114,41 @@ def plan_config(stack_config: dict[str, Any], stack: str | None = None) -> tuple
     A secret in plain text is refused here with the program's own words
     (stacks.load.plaintext_secret_issues), never replaced by a placeholder.
     """
+    values, secret_keys, _ = plan_config_filled(stack_config, stack)
+    return values, secret_keys
+
+
+def plan_config_filled(stack_config: dict[str, Any], stack: str | None = None) -> tuple[dict[str, str], list[str], list[ConfigIssue]]:
+    """plan_config, and the required secrets absent from the file that got a placeholder (the program's
+    refusal of each: `pulumi up` says the same until the secret is set)."""
     values, secret_keys = mockrun.config_values(stack_config, lambda key: f"plan-placeholder-{key.split(':', 1)[1]}")
     raw, present = _as_program_sees_it(values, secret_keys)
     plain_text = plaintext_secret_issues(raw, lambda key: key in present)
     if plain_text:
         raise ConfigError(plain_text)
+    filled = []
     try:
         parse_stack_config(raw, present, stack, getattr(stack_config, "written", None))
     except ConfigError as e:
         for issue in e.issues:
             if issue.path in SECRET_KEYS and issue.path not in present:
                 full = f"{mockrun.PROJECT}:{issue.path}"
-                values[full] = f"plan-placeholder-{issue.path}"
-                secret_keys.append(full)
-    return values, secret_keys
+                if full not in secret_keys:
+                    values[full] = f"plan-placeholder-{issue.path}"
+                    secret_keys.append(full)
+                    filled.append(issue)
+    return values, secret_keys, filled
+
+
+def placeholder_lines(filled: list[ConfigIssue]) -> list[str]:
+    """One line per required secret planned with a placeholder: the key and the command that sets it."""
+    lines = []
+    for issue in sorted(filled, key=lambda i: i.path):
+        key = f"{PREFIX}:{issue.path}"
+        command = re.search(r"`(pulumi config set --secret [^`]*)`", issue.message)
+        lines.append(f"  secret {key}: not set, planned with a placeholder; `pulumi up` refuses the stack until "
+                     f"`{command.group(1) if command else f'pulumi config set --secret {key}'}`")
+    return lines
 
 
 def stack_config(values: dict[str, str], secret_keys: list[str]) -> StackConfig:
@@ -452,8 +474,9 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
              base: str | None = None) -> PlanResult:
     """Write the plan (and rollout.json: the waves, or with `base` what changing that ref's config re-runs), then run the convergence check (render/convergence.py) on exactly what was written."""
     config = load_stack_file(stack, root)
-    values, secret_keys = plan_config(config, stack)
-    check_plan_config(values, secret_keys, stack, config.written)  # the program checks the same again; this fails before any mock run
+    values, secret_keys, filled = plan_config_filled(config, stack)
+    check_plan_config(values, secret_keys, stack, config.written)
+    notes = placeholder_lines(filled) + [f"  warning: {w}" for w in config_warnings(stack_config(values, secret_keys))]  # the program checks the same again; this fails before any mock run
     facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
     rollout_text = rollout_json(stack, values, secret_keys, result, base, root, facts_paths)
@@ -470,7 +493,8 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
     violations = convergence.check(convergence.Plan(tuple(json.loads(rows)), files), stack_config(values, secret_keys))
     n = len(convergence.RULES)
     verdict = f"ok ({n} rules)" if not violations else f"{len(violations)} violation{'s' if len(violations) != 1 else ''} ({n} rules)"
-    text = summary(stack, result, _facts_by_host(facts_paths)) + "\n" + rollout_summary(json.loads(rollout_text)) + f"\n  convergence: {verdict}"
+    text = "\n".join([summary(stack, result, _facts_by_host(facts_paths)), rollout_summary(json.loads(rollout_text)),
+                      f"  convergence: {verdict}", *notes])
     return PlanResult(out, text, violations)
 
 
