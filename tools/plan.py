@@ -50,6 +50,7 @@ from stacks.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.load import (FILE_KEY, StackFileConfig, decode_config_value, parse_stack_config, parse_stack_text,
                          plaintext_secret_issues, read_stack_file)
 from tools import mockrun
+from tools.cli import OneLineParser, UsageError, writable_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOUDINIT_POOL_PATH = "/var/lib/libvirt/images"  # the host's pool path; the provider reads it at create time
@@ -512,7 +513,7 @@ def rollout_summary(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m tools.plan", description=__doc__.splitlines()[0])
     parser.add_argument("stack")
     parser.add_argument("--out", default=str(ROOT / "build" / "plan"))
     parser.add_argument("--stack-dir", default=str(ROOT), help="where Pulumi.<stack>.yaml lives")
@@ -522,7 +523,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", help="git ref: rollout.json lists what changing that ref's Pulumi.<stack>.yaml into this one re-runs")
     args = parser.parse_args(argv)
     try:
-        result = run_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir, args.base)
+        out_root = writable_dir(args.out, "--out")
+        result = run_plan(args.stack, out_root, Path(args.stack_dir), args.facts, args.facts_dir, args.base)
+    except UsageError as e:
+        print(f"{parser.prog}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{parser.prog}: --out {args.out}: cannot write {e.filename} ({e.strerror})", file=sys.stderr)
+        return 2
     except ConfigError as e:
         for issue in e.issues:
             print(" ".join(str(issue).split()), file=sys.stderr)
