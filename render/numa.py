@@ -162,7 +162,6 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
         )
         placements[vm.name] = Placement(tuple(cells), threads=2 if paired else 1)
 
-    issues += node_memory_issues(host_index, host, vms, placements)
     return placements, issues
 
 

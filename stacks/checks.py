@@ -18,8 +18,8 @@ from render.hypervisor import domain_elements, version_problems
 from render.domain_xslt import pcie_problems
 from render.guest_scripts import min_disk_gib
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
-from render.numa import Placement, device_cells, place_host
-from stacks.compat import device_plugin_problems
+from render.numa import Placement, device_cells, node_memory_issues, place_host
+from stacks.compat import device_plugin_problems, kubernetes_version_warning
 from stacks.config import Host, StackConfig, VmVsphere
 from stacks.errors import ConfigIssue
 from stacks.types import format_cpu_list, version_tuple
@@ -86,9 +86,13 @@ def check_stack(cfg: StackConfig, secrets: set[str], stack: str | None = None) -
         hi = host_index[host_name]
         host = cfg.hosts[hi]
         issues += _check_devices(host, vms)
-        issues += _check_capacity(hi, host, vms)
+        capacity = _check_capacity(hi, host, vms)
+        issues += capacity
         placed, placement_issues = place_host(hi, host, vms)
         issues += placement_issues
+        if not capacity and not placement_issues:
+            # per NUMA node only once the host's total fits: one mistake, one line
+            issues += node_memory_issues(hi, host, vms, placed)
         placements.update(placed)
         for vi, vm in vms:
             cells_of = None
@@ -687,3 +691,13 @@ def _check_hypervisor_versions(hi, host, vms) -> list[ConfigIssue]:
         for key, problem in version_problems(domain_elements(vm, host), host.libvirt_version, host.qemu_version):
             issues.append(ConfigIssue(f"hosts[{hi}].{key}", f"host {host.name}, VM {vm.name}: {problem}"))
     return issues
+
+
+def config_warnings(cfg: StackConfig) -> list[ConfigIssue]:
+    """What is accepted but worth a word; the program logs each (pulumi.log.warn), `make plan` prints each."""
+    warnings = []
+    if cfg.kubernetes is not None:
+        message = kubernetes_version_warning(cfg.kubernetes.version)
+        if message:
+            warnings.append(ConfigIssue("kubernetes.version", message))
+    return warnings

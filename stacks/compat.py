@@ -68,3 +68,18 @@ def device_plugin_problems(plugin_version: str, kubernetes_version: str, *, mig:
     if mig and not release.mig:
         problems.append(("migStrategy", f"MIG needs device plugin >= 0.12, not {plugin_version}"))
     return problems
+
+
+KUBERNETES_NEWEST = "1.37.2"
+"""The newest Kubernetes release the catalog knows: the latest release tag of the k8s.io/kubernetes Go module
+(`go list -m -json k8s.io/kubernetes@latest`: v1.37.2, tagged 2026-10-27), read on KUBERNETES_CATALOG_READ."""
+KUBERNETES_CATALOG_READ = "2026-12-06"
+
+
+def kubernetes_version_warning(version: str) -> str | None:
+    """A warning (not a refusal: a release newer than the catalog may well exist) for a version past the catalog."""
+    if version_tuple(version) <= version_tuple(KUBERNETES_NEWEST):
+        return None
+    return (f"Kubernetes {version} is newer than {KUBERNETES_NEWEST}, the newest release the catalog knows "
+            f"(read {KUBERNETES_CATALOG_READ}, stacks/compat.py); check that {version} exists "
+            f"(https://kubernetes.io/releases/), or update KUBERNETES_NEWEST")

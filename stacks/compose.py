@@ -39,6 +39,7 @@ from render.kubevirt_capacity import expected_allocatable as kubevirt_allocatabl
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
 from render.numa import Placement
 from render.vm_plan import plan_vm
+from stacks.checks import config_warnings
 from stacks.config import Host, StackConfig
 from stacks.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.addons import build_addons, expected_allocatable, gpu_resource, plugin_logs_command
@@ -361,6 +362,8 @@ def _base_volume(host: Host, provider: libvirt.Provider, production: bool) -> li
 
 def build(stack: LoadedStack) -> None:
     cfg = stack.config
+    for warning in config_warnings(cfg):
+        pulumi.log.warn(str(warning))
     facts = host_facts(cfg)
     used_hosts = [h for h in cfg.hosts if any(vm.host == h.name for vm in cfg.vms)]
     # per hosts[].kind: a provider and a preflight each, before any VM is declared

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from render.catalog import GPU_MODELS, NVSWITCH_MODELS
@@ -358,8 +358,8 @@ class Cuda(Model):
 
 
 class Nvidia(Model):
-    driver_version: str = Field(pattern=r"^\d{3}\.\d{2,3}(\.\d{2})?$", examples=["570.172.08"])
-    """Pinned driver, e.g. 570.172.08."""
+    driver_version: str = Field(pattern=r"^\d{3}\.\d{2,3}\.\d{2}$", examples=["570.172.08"])
+    """Pinned driver, all three parts as NVIDIA publishes it (570.172.08): the packages and the runfile are named by them."""
     install_method: Literal["package", "runfile"] = "package"
     runfile_url: Optional[DownloadUrlOrPath] = None
     """Driver .run installer when install_method is runfile."""
@@ -453,7 +453,19 @@ class Kubernetes(Model):
     package_repository: Optional[RepositoryUrl] = None
     """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists for Kubernetes 1.24 and newer: older versions need a mirror here."""
     node_labels: dict[QualifiedName, LabelValue] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    node_taints: tuple[Taint, ...] = (Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule"),)
+    node_taints: Optional[tuple[Taint, ...]] = None
+    """Taints on the GPU VMs' nodes. Unset: derived from the mode, so that the default is valid in every mode: none in mode init (every node of the cluster is one of these GPU VMs, and a NoSchedule taint on all of them would leave CoreDNS Pending), nvidia.com/gpu=true:NoSchedule in modes join and existing (the cluster has other nodes for the rest)."""
+
+    @model_validator(mode="after")
+    def _derived_taints(self) -> "Kubernetes":
+        if self.node_taints is None:
+            object.__setattr__(self, "node_taints", default_node_taints(self.mode))
+        return self
+
+
+def default_node_taints(mode: str) -> tuple[Taint, ...]:
+    """kubernetes.nodeTaints when unset: none in mode init, where every node is a GPU VM; GPU nodes reserved for GPU pods otherwise."""
+    return () if mode == "init" else (Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule"),)
 
 
 # --- add-ons ----------------------------------------------------------------

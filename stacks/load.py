@@ -6,7 +6,6 @@ consumes them; only their presence is checked at load time.
 
 from __future__ import annotations
 
-import datetime
 import json
 import typing
 from dataclasses import dataclass
@@ -14,11 +13,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import pulumi
-import yaml
 from pulumi.runtime import config as runtime_config
 from pydantic import BaseModel, ValidationError
 
 from render.numa import Placement
+from stacks import stackfile
 from stacks.checks import check_stack
 from stacks.config import REMOVED_KEYS, SECRET_KEYS, StackConfig
 from stacks.errors import PREFIX, ConfigError, ConfigIssue, loc_to_path
@@ -58,30 +57,60 @@ def _type_name(value: Any) -> str:
     return {dict: "mapping", list: "list", str: "string", type(None): "empty value", bool: "boolean", int: "number", float: "number"}.get(type(value), type(value).__name__)
 
 
-def _jsonable(value: Any) -> Any:
-    """YAML values as the engine hands them over, as JSON: string keys, dates and binary as text."""
-    if isinstance(value, dict):
-        return {_key(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (set, frozenset)):
-        return [_jsonable(v) for v in sorted(value, key=repr)]
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
+class StackFileConfig(dict):
+    """`config:` of a stack file as the CLI hands it to the program (stacks.stackfile.engine_value), and
+    `written`: config path (as ConfigIssue.path, e.g. "kubernetes.version") -> the text as written, for
+    each plain scalar of a `gpu-stack:` key that YAML reads as something other than that text."""
+
+    written: dict[str, str]
+
+    def __init__(self, values: dict[str, Any], written: dict[str, str] | None = None):
+        super().__init__(values)
+        self.written = written or {}
 
 
-def _key(key: Any) -> str:
-    if isinstance(key, str):
-        return key
-    value = _jsonable(key)
-    return value if isinstance(value, str) else json.dumps(value)
+def parse_stack_text(text: str, name: str) -> StackFileConfig:
+    """`config:` of a stack file's text, read as the Pulumi CLI reads it (stacks/stackfile.py)."""
+    def fail(message: str) -> ConfigError:
+        return ConfigError([ConfigIssue(FILE_KEY, f"{name}: {message}")])
+
+    try:
+        read = stackfile.parse(text)
+    except stackfile.StackFileError as e:
+        where = f"line {e.line}: " if e.line is not None else ""
+        lines = text.splitlines()
+        at = lines[e.line - 1] if e.line is not None and 0 < e.line <= len(lines) else ""
+        hint = ("; YAML indents with spaces, never tabs" if "cannot start any token" in e.message and "\t" in at
+                else "; each key may appear once in a mapping (the Pulumi CLI refuses the file too)" if "already defined" in e.message
+                else "" if "quote it" in e.message else "; the file must be valid YAML")
+        raise fail(f"{where}{e.message}{hint}") from None
+    except RecursionError:
+        raise fail("is nested too deeply to be a stack file") from None
+    doc = read.value
+    if doc is None:
+        return StackFileConfig({})
+    if not isinstance(doc, dict):
+        raise fail(f"holds a {_type_name(doc)}, not a mapping; a stack file is a mapping with a `config:` key holding gpu-stack:<key>: <value> entries")
+    unknown = sorted(str(k) for k in doc if k not in STACK_FILE_KEYS)
+    if unknown and not doc.get("config"):
+        # Pulumi ignores unknown top-level keys; without config the stack is refused anyway, so say why
+        raise fail(f"unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; a stack file has {', '.join(STACK_FILE_KEYS)}")
+    config = doc.get("config")
+    if config is None or config == "":
+        return StackFileConfig({})
+    if not isinstance(config, dict):
+        raise fail(f"`config:` is a {_type_name(config)}; expected a mapping of gpu-stack:<key>: <value> entries")
+    ours = f"{PREFIX}:"
+    written = {
+        loc_to_path((path[1].removeprefix(ours), *path[2:])): text
+        for path, text in read.written.items()
+        if len(path) >= 2 and path[0] == "config" and isinstance(path[1], str) and path[1].startswith(ours)
+    }
+    return StackFileConfig({k: stackfile.engine_value(v) for k, v in config.items()}, written)
 
 
-def read_stack_file(path: Path) -> dict[str, Any]:
-    """`config:` of a Pulumi.<stack>.yaml, every value JSON-able; ConfigError naming the file otherwise."""
+def read_stack_file(path: Path) -> StackFileConfig:
+    """`config:` of a Pulumi.<stack>.yaml, as the CLI hands it to the program; ConfigError naming the file otherwise."""
     def fail(message: str) -> ConfigError:
         return ConfigError([ConfigIssue(FILE_KEY, f"{path.name}: {message}")])
 
@@ -94,35 +123,7 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise fail(f"is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} (offset {e.start}); save the file as UTF-8") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
-        problem = " ".join(str(e.problem or e.context or "invalid YAML").split())
-        hint = "; YAML indents with spaces, never tabs" if "\t" in problem or "'\\t'" in problem else "; the file must be valid YAML"
-        raise fail(f"{where}{problem}{hint}") from None
-    except yaml.YAMLError as e:
-        raise fail(f"is not valid YAML ({' '.join(str(e).split())})") from None
-    except RecursionError:
-        raise fail("is nested too deeply to be a stack file") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise fail(f"holds a {_type_name(doc)}, not a mapping; a stack file is a mapping with a `config:` key holding gpu-stack:<key>: <value> entries")
-    unknown = sorted(str(k) for k in doc if k not in STACK_FILE_KEYS)
-    if unknown and not doc.get("config"):
-        # Pulumi ignores unknown top-level keys; without config the stack is refused anyway, so say why
-        raise fail(f"unknown top-level key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; a stack file has {', '.join(STACK_FILE_KEYS)}")
-    config = doc.get("config")
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise fail(f"`config:` is a {_type_name(config)}; expected a mapping of gpu-stack:<key>: <value> entries")
-    try:
-        return _jsonable(config)
-    except RecursionError:
-        raise fail("is nested too deeply to be a stack file") from None
+    return parse_stack_text(text, path.name)
 
 
 def present_secrets(raw: dict[str, Any]) -> set[str]:
@@ -184,12 +185,31 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def validation_issues(error: ValidationError) -> list[ConfigIssue]:
+def _not_text(value: Any, written: str | None) -> str | None:
+    """For a number or boolean where text is expected: the file's text, what YAML made of it, and to quote it."""
+    if not isinstance(value, (bool, int, float)):
+        return None
+    text = written if written is not None else (("true" if value else "false") if isinstance(value, bool) else stackfile.go_json_number(value))
+    kind = "a boolean" if isinstance(value, bool) else "a number"
+    return f"the stack file's {text} is read by YAML as {kind}, not text: quote it, \"{text}\""
+
+
+TEXT_EXPECTED = ("string_type", "literal_error", "enum", "string_pattern_mismatch")
+
+
+def validation_issues(error: ValidationError, written: dict[str, str] | None = None) -> list[ConfigIssue]:
+    """One issue per pydantic error; `written` (StackFileConfig.written) gives the text as written of a
+    scalar YAML read as a number or boolean, for the message where text was expected."""
+    written = written or {}
     issues = []
     for e in error.errors():
         loc = tuple(e["loc"])
         path = loc_to_path(loc)
-        if e["type"] == "extra_forbidden":
+        quote = _not_text(e.get("input"), written.get(path)) if e["type"] in TEXT_EXPECTED else None
+        if quote is not None:
+            example = _example_at(StackConfig, loc)
+            msg = e["msg"].removeprefix("Value error, ") + "; " + quote + (f" (for example {example!r})" if example else "")
+        elif e["type"] == "extra_forbidden":
             accepted = _fields_at(StackConfig, loc)
             msg = "unknown key" + (f"; accepted here: {', '.join(accepted)}" if accepted else "")
         elif e["type"] == "missing":
@@ -226,10 +246,12 @@ def _without(tree: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     return {**tree, head: _without(tree[head], tuple(rest))}
 
 
-def parse_stack_config(raw: dict[str, Any], secret_names: Iterable[str], stack: str | None = None) -> tuple[StackConfig, dict[str, Placement]]:
+def parse_stack_config(raw: dict[str, Any], secret_names: Iterable[str], stack: str | None = None,
+                       written: dict[str, str] | None = None) -> tuple[StackConfig, dict[str, Placement]]:
     """Validate plain config; raise ConfigError naming every bad key. No Pulumi needed.
 
     `stack` (the Pulumi stack name) enables the checks that need it (fixed MACs against derived ones).
+    `written` (StackFileConfig.written) lets a message show a value's text as the file has it.
     """
     secret_names = set(secret_names)
     accepted = {f.alias for f in StackConfig.model_fields.values()} | set(SECRET_KEYS)
@@ -244,7 +266,7 @@ def parse_stack_config(raw: dict[str, Any], secret_names: Iterable[str], stack: 
     try:
         cfg = StackConfig.model_validate(plain)
     except ValidationError as e:
-        raise ConfigError(issues + validation_issues(e)) from None
+        raise ConfigError(issues + validation_issues(e, written)) from None
     more, placements = check_stack(cfg, secret_names, stack)
     if issues or more:
         raise ConfigError(issues + more)

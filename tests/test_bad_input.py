@@ -49,7 +49,7 @@ class Row:
         return f"{self.path}={self.value!r}"[:80]
 
 
-SECOND_VM = {"name": "gpu-dev-1", "host": "lab-gpu-1", "vcpus": 8, "memoryGib": 64,
+SECOND_VM = {"name": "gpu-dev-1", "host": "lab-gpu-1", "vcpus": 8, "memoryGib": 32,
              "gpus": [{"address": "0000:3c:00.0", "model": "L40S", "numaNode": 0}]}
 SWITCH = {"vms[0].nvswitches": [{"address": "0000:05:00.0", "numaNode": 0}]}
 CELLS = {"vms[0].numa.cells": [{"hostNode": 0, "vcpus": 8, "memoryGib": 64}]}
@@ -141,7 +141,7 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[0].numaNodes[0].cpus", "0-15;32-47", why="not a CPU list"),
     Row("hosts[0].numaNodes[1].cpus", "15-31,48-63", why="also in hosts[0].numaNodes[0].cpus"),
     Row("hosts[0].numaNodes[0].memoryGib", 0, why="greater than 0"),
-    Row("hosts[0].numaNodes[0].memoryGib", 32, key="hosts[0].numaNodes", why="vms[0].memoryGib"),
+    Row("hosts[0].numaNodes[0].memoryGib", 32, key="hosts[0].numaNodes", why="VMs bind 64 GiB there (gpu-dev-0 64 GiB)"),
     Row("hosts[0].reservedCpus", "0,32,64", why="on none of host lab-gpu-1's NUMA nodes"),
     Row("hosts[0].reservedCpus", "0-63", key="vms[0].vcpus", why="hosts[0].reservedCpus"),
     Row("hosts[0].reservedMemoryGib", -8, why="greater than or equal to 0"),
@@ -197,7 +197,7 @@ ROWS: tuple[Row, ...] = (
     Row("vms[0].host", "lab-gpu-9", why="declared hosts"),
     Row("vms[0].vcpus", 0, why="greater than 0"),
     Row("vms[0].vcpus", 63, why="62 CPUs"),
-    Row("vms[0].memoryGib", 250, why="248 GiB", also=("hosts[0].numaNodes",)),
+    Row("vms[0].memoryGib", 250, why="248 GiB"),
     Row("vms[0].memoryGib", "lots", why="valid integer"),
     Row("vms[0].diskGib", 19, why="greater than or equal to 20"),
     Row("vms[0].diskGib", 40, why="at least 57 GiB"),
@@ -264,6 +264,7 @@ ROWS: tuple[Row, ...] = (
     Row("guest.minRootFreeGib", 500, key="vms[0].diskGib", why="guest.minRootFreeGib (500 GiB)"),
     Row("guest.nvidia", {}, key="guest.nvidia.driverVersion", why="required"),
     Row("guest.nvidia.driverVersion", "latest", why="is not in the accepted form"),
+    Row("guest.nvidia.driverVersion", "570.172", why="for example '570.172.08'"),
     Row("guest.nvidia.installMethod", "apt", why="'package' or 'runfile'"),
     Row("guest.nvidia.installMethod", "runfile", key="guest.nvidia.runfileUrl", why="NVIDIA-Linux-x86_64"),
     Row("guest.nvidia.runfileUrl", "NVIDIA-Linux-x86_64-570.172.08.run", why="absolute path"),

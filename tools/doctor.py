@@ -27,6 +27,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -61,7 +62,8 @@ from stacks.addons import expected_allocatable, gpu_resource
 from stacks.config import StackConfig
 from stacks.errors import ConfigError
 from stacks.load import decode_config_value, parse_stack_config
-from tools.plan import ROOT, load_stack_file, plan_config
+from tools.cli import OneLineParser, UsageError, read_json_object, read_text
+from tools.plan import ROOT, load_stack_file, plan_config, stack_config
 
 COMMAND_TIMEOUT_S = 30
 
@@ -75,10 +77,7 @@ class NotReadOnly(RuntimeError):
 
 
 def load_config(stack: str, root: Path) -> StackConfig:
-    values, secret_keys = plan_config(load_stack_file(stack, root))
-    raw = {k.split(":", 1)[1]: decode_config_value(v) for k, v in values.items()}
-    cfg, _ = parse_stack_config(raw, {k.split(":", 1)[1] for k in secret_keys})
-    return cfg
+    return stack_config(*plan_config(load_stack_file(stack, root)))
 
 
 def pulumi_outputs(stack: str, root: Path) -> tuple[dict[str, Any], set[str]]:
@@ -425,8 +424,29 @@ def doctor_vm(cfg: StackConfig, x: Expected, outputs: dict[str, Any], args: argp
     return ev, results
 
 
+SAVE_OUTPUTS = "`pulumi stack output --json --show-secrets > FILE`"
+
+
+def _outputs(args: argparse.Namespace, root: Path) -> tuple[dict[str, Any], set[str]]:
+    """The stack's outputs (--outputs FILE, else the Automation API); UsageError saying what is missing."""
+    if args.outputs:
+        return read_json_object(args.outputs, "--outputs", f"the stack's outputs as one JSON object ({SAVE_OUTPUTS})"), {"kubeconfig"}
+    if shutil.which("pulumi") is None:
+        raise UsageError("the Pulumi CLI is not on PATH, so the stack's outputs cannot be read: install it (README, Versions; "
+                         f"`make engine` builds one), or pass --outputs FILE ({SAVE_OUTPUTS} where the CLI is)")
+    try:
+        outputs, secret_names = pulumi_outputs(args.stack, root)
+    except Exception as e:  # noqa: BLE001 - no backend login, no such stack: say so, no traceback
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        raise UsageError(f"cannot read the outputs of stack {args.stack} ({type(e).__name__}: {last}); "
+                         f"log in to the backend, or pass --outputs FILE ({SAVE_OUTPUTS})") from None
+    if not outputs:
+        raise UsageError(f"stack {args.stack} has no outputs: nothing is deployed yet (`pulumi up` first), so there is nothing to diagnose")
+    return outputs, secret_names
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="gpu-stack doctor", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="gpu-stack doctor", description=__doc__.splitlines()[0])
     p.add_argument("stack")
     p.add_argument("--vm", help="one VM (default: every VM of the stack)")
     p.add_argument("--json", action="store_true", help="results as JSON")
@@ -447,19 +467,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
-    if args.outputs:
-        outputs = json.loads(Path(args.outputs).read_text())
-        secret_names = {"kubeconfig"}
-    else:
-        try:
-            outputs, secret_names = pulumi_outputs(args.stack, root)
-        except Exception as e:  # noqa: BLE001 - no CLI, no backend login, no such stack: say so, no traceback
-            print(f"cannot read the outputs of stack {args.stack} ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
-                  "log in to the backend, or pass --outputs FILE (pulumi stack output --json --show-secrets > FILE)", file=sys.stderr)
-            return 2
-    ssh_key = Path(args.ssh_key).read_text() if args.ssh_key else pulumi_secret_config(args.stack, root, "sshPrivateKey")
-    args.hypervisor_key_text = None if args.host_ssh_key else (pulumi_secret_config(args.stack, root, "hypervisorSshPrivateKey") or ssh_key)
-    args.kubeconfig_text = Path(args.kubeconfig).read_text() if args.kubeconfig else None
+    try:
+        outputs, secret_names = _outputs(args, root)
+        ssh_key = read_text(args.ssh_key, "--ssh-key") if args.ssh_key else pulumi_secret_config(args.stack, root, "sshPrivateKey")
+        args.hypervisor_key_text = None if args.host_ssh_key else (pulumi_secret_config(args.stack, root, "hypervisorSshPrivateKey") or ssh_key)
+        args.kubeconfig_text = read_text(args.kubeconfig, "--kubeconfig") if args.kubeconfig else None
+    except UsageError as e:
+        print(f"{p.prog}: {e}", file=sys.stderr)
+        return 2
     names = [v.name for v in cfg.vms]
     if args.vm and args.vm not in names:
         print(f"no VM {args.vm!r} in stack {args.stack}; VMs: {', '.join(names)}", file=sys.stderr)

@@ -44,10 +44,13 @@ from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
 from render.rollout import change_issues, reruns, rollout
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
+from stacks.checks import config_warnings
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import PREFIX, ConfigError, ConfigIssue
-from stacks.load import FILE_KEY, decode_config_value, parse_stack_config, plaintext_secret_issues, read_stack_file
+from stacks.load import (FILE_KEY, StackFileConfig, decode_config_value, parse_stack_config, parse_stack_text,
+                         plaintext_secret_issues, read_stack_file)
 from tools import mockrun
+from tools.cli import OneLineParser, UsageError, writable_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOUDINIT_POOL_PATH = "/var/lib/libvirt/images"  # the host's pool path; the provider reads it at create time
@@ -84,7 +87,7 @@ def sanitize(value: Any) -> Any:
     return value
 
 
-def load_stack_file(stack: str, root: Path = ROOT) -> dict[str, Any]:
+def load_stack_file(stack: str, root: Path = ROOT) -> StackFileConfig:
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
         here = ", ".join(sorted(p.name[7:-5] for p in root.glob("Pulumi.*.yaml"))) or "none"
@@ -99,10 +102,11 @@ def _as_program_sees_it(values: dict[str, str], secret_keys: list[str]) -> tuple
     return raw, {k.removeprefix(ours) for k in secret_keys if k.startswith(ours)}
 
 
-def check_plan_config(values: dict[str, str], secret_keys: list[str], stack: str | None = None) -> None:
+def check_plan_config(values: dict[str, str], secret_keys: list[str], stack: str | None = None,
+                      written: dict[str, str] | None = None) -> None:
     """The program's config validation on the plan's engine-form config, without running it; ConfigError if bad."""
     raw, present = _as_program_sees_it(values, secret_keys)
-    parse_stack_config(raw, present, stack)
+    parse_stack_config(raw, present, stack, written)
 
 
 def plan_config(stack_config: dict[str, Any], stack: str | None = None) -> tuple[dict[str, str], list[str]]:
@@ -111,26 +115,47 @@ def plan_config(stack_config: dict[str, Any], stack: str | None = None) -> tuple
     A secret in plain text is refused here with the program's own words
     (stacks.load.plaintext_secret_issues), never replaced by a placeholder.
     """
+    values, secret_keys, _ = plan_config_filled(stack_config, stack)
+    return values, secret_keys
+
+
+def plan_config_filled(stack_config: dict[str, Any], stack: str | None = None) -> tuple[dict[str, str], list[str], list[ConfigIssue]]:
+    """plan_config, and the required secrets absent from the file that got a placeholder (the program's
+    refusal of each: `pulumi up` says the same until the secret is set)."""
     values, secret_keys = mockrun.config_values(stack_config, lambda key: f"plan-placeholder-{key.split(':', 1)[1]}")
     raw, present = _as_program_sees_it(values, secret_keys)
     plain_text = plaintext_secret_issues(raw, lambda key: key in present)
     if plain_text:
         raise ConfigError(plain_text)
+    filled = []
     try:
-        parse_stack_config(raw, present, stack)
+        parse_stack_config(raw, present, stack, getattr(stack_config, "written", None))
     except ConfigError as e:
         for issue in e.issues:
             if issue.path in SECRET_KEYS and issue.path not in present:
                 full = f"{mockrun.PROJECT}:{issue.path}"
-                values[full] = f"plan-placeholder-{issue.path}"
-                secret_keys.append(full)
-    return values, secret_keys
+                if full not in secret_keys:
+                    values[full] = f"plan-placeholder-{issue.path}"
+                    secret_keys.append(full)
+                    filled.append(issue)
+    return values, secret_keys, filled
+
+
+def placeholder_lines(filled: list[ConfigIssue]) -> list[str]:
+    """One line per required secret planned with a placeholder: the key and the command that sets it."""
+    lines = []
+    for issue in sorted(filled, key=lambda i: i.path):
+        key = f"{PREFIX}:{issue.path}"
+        command = re.search(r"`(pulumi config set --secret [^`]*)`", issue.message)
+        lines.append(f"  secret {key}: not set, planned with a placeholder; `pulumi up` refuses the stack until "
+                     f"`{command.group(1) if command else f'pulumi config set --secret {key}'}`")
+    return lines
 
 
 def stack_config(values: dict[str, str], secret_keys: list[str]) -> StackConfig:
     """The typed config the plan was rendered from (values as plan_config returns them)."""
-    raw = {k.split(":", 1)[1]: decode_config_value(v) for k, v in values.items()}
-    cfg, _ = parse_stack_config(raw, {k.split(":", 1)[1] for k in secret_keys})
+    raw, present = _as_program_sees_it(values, secret_keys)
+    cfg, _ = parse_stack_config(raw, present)
     return cfg
 
 
@@ -291,7 +316,7 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
     runs = None
     if base is not None:
         text = _git_show(base, f"Pulumi.{stack}.yaml", root)
-        old_values, old_secrets = plan_config((yaml.safe_load(text) or {}).get("config") or {}) if text is not None else ({}, [])
+        old_values, old_secrets = plan_config(parse_stack_text(text, f"{base}:Pulumi.{stack}.yaml")) if text is not None else ({}, [])
         if text is not None:
             issues = change_issues(stack_config(old_values, old_secrets), cfg)
             if issues:
@@ -449,8 +474,10 @@ class PlanResult:
 def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None,
              base: str | None = None) -> PlanResult:
     """Write the plan (and rollout.json: the waves, or with `base` what changing that ref's config re-runs), then run the convergence check (render/convergence.py) on exactly what was written."""
-    values, secret_keys = plan_config(load_stack_file(stack, root), stack)
-    check_plan_config(values, secret_keys, stack)  # the program checks the same again; this fails before any mock run
+    config = load_stack_file(stack, root)
+    values, secret_keys, filled = plan_config_filled(config, stack)
+    check_plan_config(values, secret_keys, stack, config.written)
+    notes = placeholder_lines(filled) + [f"  warning: {w}" for w in config_warnings(stack_config(values, secret_keys))]  # the program checks the same again; this fails before any mock run
     facts_paths = facts_files(facts or [], facts_dir, stack_host_names(values))
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=facts_paths)
     rollout_text = rollout_json(stack, values, secret_keys, result, base, root, facts_paths)
@@ -467,7 +494,8 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
     violations = convergence.check(convergence.Plan(tuple(json.loads(rows)), files), stack_config(values, secret_keys))
     n = len(convergence.RULES)
     verdict = f"ok ({n} rules)" if not violations else f"{len(violations)} violation{'s' if len(violations) != 1 else ''} ({n} rules)"
-    text = summary(stack, result, _facts_by_host(facts_paths)) + "\n" + rollout_summary(json.loads(rollout_text)) + f"\n  convergence: {verdict}"
+    text = "\n".join([summary(stack, result, _facts_by_host(facts_paths)), rollout_summary(json.loads(rollout_text)),
+                      f"  convergence: {verdict}", *notes])
     return PlanResult(out, text, violations)
 
 
@@ -485,7 +513,7 @@ def rollout_summary(doc: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m tools.plan", description=__doc__.splitlines()[0])
     parser.add_argument("stack")
     parser.add_argument("--out", default=str(ROOT / "build" / "plan"))
     parser.add_argument("--stack-dir", default=str(ROOT), help="where Pulumi.<stack>.yaml lives")
@@ -495,7 +523,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", help="git ref: rollout.json lists what changing that ref's Pulumi.<stack>.yaml into this one re-runs")
     args = parser.parse_args(argv)
     try:
-        result = run_plan(args.stack, Path(args.out), Path(args.stack_dir), args.facts, args.facts_dir, args.base)
+        out_root = writable_dir(args.out, "--out")
+        result = run_plan(args.stack, out_root, Path(args.stack_dir), args.facts, args.facts_dir, args.base)
+    except UsageError as e:
+        print(f"{parser.prog}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{parser.prog}: --out {args.out}: cannot write {e.filename} ({e.strerror})", file=sys.stderr)
+        return 2
     except ConfigError as e:
         for issue in e.issues:
             print(" ".join(str(issue).split()), file=sys.stderr)

@@ -49,9 +49,28 @@ class SshServer:
         process.exit(rc)
 
     def close(self) -> None:
-        self._server.close()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        """Stop listening, end every connection and handler task (a hanging command's too) and wait for them,
+        then stop and close the loop: nothing is left pending ("Task was destroyed but it is pending!")."""
+        async def shut_down() -> None:
+            self._server.close()
+            await self._server.wait_closed()
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if not self._loop.is_closed():
+            try:
+                asyncio.run_coroutine_threadsafe(shut_down(), self._loop).result(10)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(5)
+                self._loop.close()
+
+    def pending_tasks(self) -> int:
+        """Tasks left on the server's loop (0 once closed)."""
+        return 0 if self._loop.is_closed() else len(asyncio.all_tasks(self._loop))
 
 
 class KubeApi:
