@@ -12,14 +12,18 @@ path would hot-swap the cdrom back onto the IDE bus that q35 lacks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_command as command
 import pulumi_kubernetes as k8s
 import pulumi_libvirt as libvirt
 import pulumi_tls as tls
 import pulumi_vsphere as vsphere
 
+from hypervisors.libvirt import connection
 from render.catalog import GIB
 from render.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
 from render.numa import affinity_groups, device_cells
@@ -65,6 +69,8 @@ class GpuPassthroughVmArgs:
     provider: pulumi.ProviderResource
     production: bool
     target: LibvirtTarget | VsphereTarget | KubevirtTarget
+    hypervisor_key: pulumi.Input[str] | None = None
+    """The libvirt provider's SSH key (secret), for the autostart command on a qemu+ssh hypervisor."""
 
 
 def domain_spec(plan: VmPlan, vm: Vm, host: Host) -> DomainSpec:
@@ -174,16 +180,19 @@ class GpuPassthroughVm(pulumi.ComponentResource):
             consoles=[libvirt.DomainConsoleArgs(type="pty", target_type="serial", target_port="0")],
             graphics=libvirt.DomainGraphicsArgs(type="vnc", listen_type="address"),
             qemu_agent=False,
-            autostart=True,
+            # off at create, set by <name>-autostart once the domain has started (connection.autostart_command);
+            # ignored afterwards, so the provider never turns it off again (domains created before kept theirs)
+            autostart=False,
             running=True,
             xml=libvirt.DomainXmlArgs(xslt=self.xslt),
             opts=pulumi.ResourceOptions.merge(on_host, pulumi.ResourceOptions(
                 protect=keep,
                 delete_before_replace=True,
-                ignore_changes=["cloudinit"],
+                ignore_changes=["cloudinit", "autostart"],
                 custom_timeouts=pulumi.CustomTimeouts(create="30m"),
             )),
         )
+        self._autostart(name, args, domain)
         if vm.network.address:
             self.ip = pulumi.Output.from_input(vm.network.address)
         else:
@@ -191,6 +200,30 @@ class GpuPassthroughVm(pulumi.ComponentResource):
                 lambda nics: next(iter(nics[0].addresses or []), None) if nics else None
             )
         return domain.id, {"hole64Gib": plan.mmio64_gib}
+
+    def _autostart(self, name: str, args: GpuPassthroughVmArgs, domain: libvirt.Domain) -> None:
+        """`virsh autostart` once the Domain has been created, i.e. started; again whenever it is replaced.
+
+        The triggers are the inputs that make the provider replace the domain (the stylesheet, memory, vCPUs,
+        firmware): a replaced domain keeps its derived UUID, so its ID alone would not re-run this."""
+        vm, host, plan = args.vm, args.host, args.plan
+        uri = host.libvirt_uri
+        replaced_by = {"xslt": self.xslt, "memory": plan.memory_mib, "vcpu": plan.vcpus, "firmware": host.firmware.code,
+                       "nvramTemplate": host.firmware.vars_template, "name": vm.name}
+        trigger = hashlib.sha256(json.dumps(replaced_by, sort_keys=True).encode()).hexdigest()
+        script = connection.autostart_command(uri, vm.name)
+        opts = pulumi.ResourceOptions(parent=self, depends_on=[domain])
+        if connection.is_ssh(uri):
+            hostname, user = connection.ssh_login(uri)
+            command.remote.Command(
+                f"{name}-autostart",
+                connection=command.remote.ConnectionArgs(host=hostname, user=user, private_key=args.hypervisor_key, host_key=host.host_key),
+                create=script,
+                triggers=[trigger],
+                opts=opts,
+            )
+        else:
+            command.local.Command(f"{name}-autostart", create=script, triggers=[trigger], opts=opts)
 
     def _vsphere(self, name: str, args: GpuPassthroughVmArgs, target: VsphereTarget, user_data: pulumi.Output[str]):
         vm, plan = args.vm, args.plan

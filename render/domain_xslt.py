@@ -31,12 +31,13 @@ tests/reference/tf-libvirt-v0.8.1-NOTES.md and checked by the tests:
     (virDomainObjAssignDef in the same function; qemuDomainDefineXMLFlags in
     src/qemu/qemu_driver.c passes flags 0, so no "already active" check). The
     next `pulumi up` thus redefines its own leftover and starts it. Its
-    autostart flag lives outside the XML and the provider sets it again; its
+    autostart flag lives outside the XML and is off (the Domain's autostart
+    input is false; <vm>-autostart sets it once a start succeeded); its
     NVRAM file is a never-booted copy of the template (qemuProcessPrepareHost
     in src/qemu/qemu_process.c writes it in qemuPrepareNVRAM before the hostdev
     check fails) and is reused as it is. A leftover that is RUNNING (libvirt
-    autostarted it at a host reboot after the fix) is redefined too, but the
-    provider's start then fails "domain is already running"
+    was started by hand) is redefined too, but the provider's start then
+    fails "domain is already running"
     (qemuDomainCreateWithFlags): docs/OPERATIONS.md says to stop it first.
 
 The output is byte-stable for a given spec: any change replaces the domain

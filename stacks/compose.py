@@ -402,6 +402,7 @@ def build(stack: LoadedStack) -> None:
                 provider=provider,
                 production=cfg.production,
                 target=target,
+                hypervisor_key=stack.secrets.get("hypervisorSshPrivateKey") or stack.secrets.get("sshPrivateKey"),
             ),
         )
 

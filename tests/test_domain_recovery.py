@@ -1,7 +1,8 @@
 """A failed start must not leave the stack stuck (issue 22, item 2).
 
-terraform-provider-libvirt v0.8.1 creates a domain as define, autostart, start
-(resourceLibvirtDomainCreate) and returns before d.SetId when the start fails:
+terraform-provider-libvirt v0.8.1 creates a domain as define, autostart (only when
+the `autostart` input is true), start (resourceLibvirtDomainCreate) and returns
+before d.SetId when the start fails:
 the domain stays defined in libvirt and Pulumi's state never has it. The next
 `pulumi up` creates again. These tests run that sequence against a real
 libvirtd (scripts/start-libvirtd.sh) with the domain XML the plan produces
@@ -111,14 +112,19 @@ class _Host:
             self.created.append(name)  # this test defines it (if libvirt accepts): this test undefines it
         return self.virsh("define", str(path), check=False)
 
-    def create(self, xml: str) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess | None]:
-        """resourceLibvirtDomainCreate at v0.8.1: DomainDefineXML, DomainSetAutostart, DomainCreate."""
+    def create(self, xml: str, autostart: bool = False) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess | None]:
+        """resourceLibvirtDomainCreate at v0.8.1: DomainDefineXML, DomainSetAutostart when `autostart` is set
+        (`d.GetOk("autostart")`: gpu-stack's Domain sets it false), DomainCreate."""
         define = self.define(xml)
         if define.returncode != 0:
             return define, None
         name = etree.fromstring(xml.encode()).findtext("name")
-        self.virsh("autostart", name)
+        if autostart:
+            self.virsh("autostart", name)
         return define, self.virsh("start", name, check=False, timeout=120)
+
+    def autostart(self, name: str) -> bool:
+        return "Autostart:      enable" in self.virsh("dominfo", name).stdout
 
     def state(self, name: str) -> str:
         return self.virsh("domstate", name).stdout.strip()
@@ -156,7 +162,7 @@ def test_next_up_adopts_the_domain_a_failed_start_left_behind(host):
     assert host.uuid(name) == derived_machine_uuid(PROJECT, stack, vm)
     assert start is not None and start.returncode != 0 and START_FAILS_FOR_PASSTHROUGH.search(start.stderr), \
         "no VFIO here still: the start fails for passthrough again, not for the leftover"
-    assert host.virsh("dominfo", name).stdout.count("Autostart:      enable") == 1
+    assert not host.autostart(name), "autostart is set only once a start succeeded (<vm>-autostart), so a reboot leaves it off"
     nvram = etree.fromstring(xml.encode()).find("os/nvram")
     assert Path(nvram.text).read_bytes() == Path(nvram.get("template")).read_bytes(), \
         "the failed start left its NVRAM as a fresh copy of the template, which the next start reuses"
@@ -186,8 +192,34 @@ def test_a_domain_of_another_stack_with_the_same_vm_name_is_not_taken_over(host)
     assert host.uuid(name) == their_uuid and host.state(name) == "shut off"
 
 
+def test_a_failed_start_leaves_no_autostart_for_the_host_to_act_on(host):
+    """With autostart set by the provider before its start (the old inputs), a failed start left an autostarting
+    domain: the host's reboot after the fix started it, and the next up failed "domain is already running"."""
+    xml = host.domain_xml(_unique("st"), _unique())
+    old_define, old_start = host.create(xml, autostart=True)
+    name = etree.fromstring(xml.encode()).findtext("name")
+    assert old_define.returncode == 0 and old_start is not None and old_start.returncode != 0
+    assert host.autostart(name), "what the old inputs left behind"
+    host.virsh("autostart", "--disable", name)
+    _, start = host.create(xml)  # today's inputs: autostart false
+    assert start is not None and start.returncode != 0 and not host.autostart(name)
+
+
+def test_the_autostart_command_of_the_plan_marks_the_domain(host):
+    """<vm>-autostart's command text, as the plan has it, run against the real libvirtd."""
+    from hypervisors.libvirt.connection import autostart_command
+
+    xml = host.domain_xml(_unique("st"), _unique())
+    name = _failed_start(host, xml)
+    command = autostart_command("qemu+ssh://root@hv.lab/system", name)
+    assert command == f"virsh -c qemu:///system autostart {name}"
+    subprocess.run(command, shell=True, check=True, capture_output=True, text=True, timeout=60)
+    assert host.autostart(name)
+
+
 def test_a_running_leftover_is_redefined_but_must_be_stopped_before_up_starts_it(host):
-    """A host reboot after the fix autostarts the leftover; docs/OPERATIONS.md says to `virsh destroy` it first.
+    """A leftover that runs (started by hand, or autostarted by a host reboot when the old inputs had set autostart
+    before the failed start); docs/OPERATIONS.md says to `virsh destroy` it first.
 
     The leftover here is the same name and UUID started paused without its devices (this machine cannot start the
     passthrough one); libvirt's define (flags 0) replaces a running domain's persistent definition as well.

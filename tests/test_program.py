@@ -41,7 +41,7 @@ def test_update_resolves_ip_and_host_key(dev):
 def test_children_are_parented_and_named_after_the_component(dev):
     result = run_stack(dev)
     children = result.children_of("gpu-dev-0")
-    assert {c.type for c in children} == {DOMAIN, VOLUME, CLOUDINIT, "tls:index/privateKey:PrivateKey"}
+    assert {c.type for c in children} == {DOMAIN, VOLUME, CLOUDINIT, "tls:index/privateKey:PrivateKey", "command:remote:Command"}
     assert all(c.name.startswith("gpu-dev-0-") for c in children)
     assert all(c.provider == "libvirt-lab-gpu-1" for c in children if c.type.startswith("libvirt:"))
 
@@ -72,9 +72,33 @@ def test_dev_does_not_protect(dev):
 def test_domain_has_fixed_name_and_ignores_cloudinit_hot_swap(dev):
     domain = run_stack(dev).named("gpu-dev-0-domain")
     assert domain.inputs["name"] == "gpu-dev-0"
-    assert domain.ignore_changes == ["cloudinit"]
+    assert domain.ignore_changes == ["cloudinit", "autostart"]
     assert domain.delete_before_replace
     assert domain.inputs["qemuAgent"] is False  # provider issue #1050: agent reads fail during create
+
+
+def test_autostart_is_set_only_after_the_domain_started(dev):
+    """The provider sets autostart before its start (v0.8.1): off at create, then `virsh autostart` on the
+    hypervisor once the Domain exists, over SSH with the provider's key and the pinned host key."""
+    result = run_stack(dev, preview=False, secrets={"sshPrivateKey": "guest-key", "hypervisorSshPrivateKey": "hv-key", "grafanaAdminPassword": "p"})
+    domain, autostart = result.named("gpu-dev-0-domain"), result.named("gpu-dev-0-autostart")
+    assert domain.inputs["autostart"] is False and "autostart" in domain.ignore_changes
+    assert autostart.depends_on == ["gpu-dev-0-domain"] and autostart.parent == "gpu-dev-0"
+    assert autostart.inputs["create"] == "virsh -c qemu:///system autostart gpu-dev-0"
+    assert autostart.inputs["connection"][SECRET_SIG]  # it holds the key: the whole connection is secret
+    conn = autostart.inputs["connection"]["value"]
+    assert (conn["host"], conn["user"], conn["hostKey"], conn["privateKey"]) == ("lab-gpu-1.lab.local", "root", dev["hosts"][0]["hostKey"], "hv-key")
+    again = run_stack(dev, preview=False).named("gpu-dev-0-autostart")
+    assert again.inputs["triggers"] == autostart.inputs["triggers"]  # deterministic
+    dev["vms"][0]["memoryGib"] = 32  # memory is ForceNew: the replaced domain needs autostart again
+    assert run_stack(dev, preview=False).named("gpu-dev-0-autostart").inputs["triggers"] != autostart.inputs["triggers"]
+
+
+def test_a_local_hypervisor_gets_a_local_autostart_command(dev):
+    dev["hosts"][0]["libvirtUri"] = "qemu:///system"
+    dev["hosts"][0].pop("hostKey")
+    autostart = run_stack(dev).named("gpu-dev-0-autostart")
+    assert autostart.type == "command:local:Command" and autostart.inputs["create"] == "virsh -c qemu:///system autostart gpu-dev-0"
 
 
 def test_cloud_init_user_data_is_secret(dev):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import shlex
 import signal
 import threading
 from dataclasses import dataclass
@@ -159,3 +160,31 @@ def remove_at_exit(paths: list[Path]) -> None:
             previous = signal.getsignal(signum)
             if previous is not signal.SIG_IGN:
                 signal.signal(signum, lambda n, f, p=previous: _on_signal(n, f, p))
+
+
+# --- autostart, set only once the domain has started -----------------------------------------------
+
+
+def local_uri(uri: str) -> str:
+    """The hypervisor's own URI for the same driver and instance: qemu+ssh://root@h/system -> qemu:///system."""
+    parts = urlsplit(uri)
+    return f"{parts.scheme.split('+', 1)[0]}://{parts.path or '/system'}"
+
+
+def autostart_command(uri: str, domain_name: str) -> str:
+    """What marks the domain to start with the host, run on the hypervisor (qemu+ssh) or here (a local URI).
+
+    The Domain is created with autostart off: terraform-provider-libvirt v0.8.1 sets autostart after the
+    define and BEFORE the start (resource_libvirt_domain.go resourceLibvirtDomainCreate), so a start that
+    fails (VFIO not bound, a group not viable) left an autostarting domain that the host's next boot started,
+    and the next `pulumi up` then failed with "domain is already running". Set after a successful create,
+    a failed start leaves a shut-off domain that the next `up` redefines and starts (docs/OPERATIONS.md,
+    Recovery after a failed start)."""
+    target = local_uri(uri) if is_ssh(uri) else uri
+    return f"virsh -c {shlex.quote(target)} autostart {shlex.quote(domain_name)}"
+
+
+def ssh_login(uri: str) -> tuple[str, str]:
+    """(host as written, user) of a qemu+ssh URI, for a command run on the hypervisor."""
+    parts = urlsplit(uri)
+    return parts.netloc.rpartition("@")[2], parts.username or "root"

@@ -1,0 +1,1 @@
+virsh -c qemu:///system autostart gpu-dev-0

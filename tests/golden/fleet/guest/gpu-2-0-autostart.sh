@@ -1,0 +1,1 @@
+virsh -c qemu:///system autostart gpu-2-0
