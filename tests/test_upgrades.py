@@ -16,7 +16,7 @@ from render.nvidia_packages import fabric_packages
 from render.rollout import change_issues, reruns, waves
 from stacks.errors import ConfigError
 from stacks.load import parse_stack_config
-from tests.conftest import ROOT, require_tool, run_stack, stack_file
+from tests.conftest import ROOT, hgx_board, require_tool, run_stack, stack_file
 from tests.support.guest_sandbox import GuestSandbox
 from tools.plan import command_inputs
 
@@ -269,8 +269,10 @@ def hgx(family: str, driver: str, gpu_model: str = "H100-SXM5-80GB", switch_mode
     if gpu_model.startswith("B"):
         gpu["bar1Gib"] = 256
         switch["barMib"] = 32
-    raw["vms"][0]["gpus"] = [gpu]
-    raw["vms"][0]["nvswitches"] = [switch]
+        raw["vms"][0]["gpus"] = [gpu]
+        raw["vms"][0]["nvswitches"] = [switch]
+    else:  # a whole HGX H100 board: its NVSwitches come only with all 8 GPUs (Fabric Manager guide, full passthrough)
+        raw["vms"][0]["gpus"], raw["vms"][0]["nvswitches"] = hgx_board(gpu_model, switch_model=switch_model)
     return raw
 
 
