@@ -252,3 +252,68 @@ def nvlink_generation(gpu_models: list[str]) -> int:
 def device_model(name: str) -> DeviceModel:
     """A GPU or NVSwitch model by its catalog name (the names of the two tables do not overlap)."""
     return GPU_MODELS.get(name) or NVSWITCH_MODELS[name]
+
+
+# --- issue 29 part 3: which board a GPU sits on, and its NVSwitches -------------
+# Source: NVIDIA Fabric Manager User Guide, release 2.3 (document history 2.3, March 4, 2025),
+# https://docs.nvidia.com/hgx-platforms/fabric-manager-user-guide/index.html, read in a stored copy:
+# - "NVSwitch-Based Systems": DGX/HGX A100 8-GPU: "a GPU baseboard, with eight NVIDIA A100 GPUs, and six
+#   second generation NVSwitches"; DGX/HGX H100 8-GPU: "one GPU baseboard with eight NVIDIA H100 GPUs and four
+#   NVSwitches" (third generation); DGX/HGX B200/B300 8-GPU: "two NVSwitch ASICs and eight B300/B200/B100 GPUs"
+#   (fourth generation).
+# - "NVIDIA Server Architectures": HGX A800 uses second-generation NVSwitches; HGX H800, DGX/HGX H200 and HGX
+#   H20 third-generation ones; its notes: "the steps for NVIDIA HGX A800 is same as the steps for NVIDIA HGX
+#   A100" and "the steps for NVIDIA HGX H800, DGX H200, NVIDIA HGX H200, NVIDIA HGX H20 are the same as the
+#   steps for NVIDIA HGX H100", only the number of GPU NVLinks differing.
+# - §6 "Full Passthrough Virtualization Model", "Supported Virtual Machine Configurations": VM GPUs ->
+#   NVSwitches. A100 (12 NVLinks per GPU, 36 per switch): 16 -> 12, 8 -> 6, 4 -> 3, 2 -> 1, 1 -> 0 (16 needs
+#   two baseboards). H100 (18 NVLinks per GPU, 64 per switch): 8 -> 4, 1 -> 0 ("Need to disable GPU NVLinks");
+#   its note: "For DGX H200, NVIDIA HGX H200, and NVIDIA HGX H20 systems, the same H100 VM configuration,
+#   NVLink topology, and NVSwitch assignment apply. For NVIDIA HGX H800 systems, the same assignment applies".
+#   B200/B300: 8 -> "2 (Indirectly) Actual devices passed through is CX7 bridge devices", 1 -> 0; §1.6.4 and
+#   "Additional Steps for NVIDIA HGX B200/B300 Systems": "NVSwitches do not appear as PCIe devces. They are
+#   behind a CX7 bridge device and the corresponding four CX7 device physical functions must be passed to the
+#   guest VM." No other VM size is listed for these boards: a partial board gets the NVSwitches the table
+#   gives its size, and a size the table does not list has no full-passthrough partition.
+# V100-SXM2-32GB has no entry: the guide's V100 board (HGX-2, six first-generation NVSwitches) carries
+# "V100 SXM3 32GB" parts, and no source read here says which board an SXM2 V100 sits on (DGX-1's has no
+# NVSwitch), so its NVSwitches are not checked.
+
+
+@dataclass(frozen=True)
+class Baseboard:
+    name: str
+    gpus: int
+    """GPUs on one baseboard."""
+    nvswitches: int
+    """NVSwitches on one baseboard."""
+    switch_model: str
+    """Catalog name of its NVSwitch (NVSWITCH_MODELS)."""
+    partitions: tuple[tuple[int, int], ...]
+    """Full passthrough: (VM GPUs, NVSwitches the VM gets), the Fabric Manager guide's §6.1 table."""
+    switches_are_pci_devices: bool = True
+    """False on HGX B200/B300: the NVSwitches sit behind a CX7 bridge and are not PCIe devices."""
+
+
+HGX_A100 = Baseboard("HGX A100 8-GPU", 8, 6, "NVSwitch-Gen2", ((16, 12), (8, 6), (4, 3), (2, 1), (1, 0)))
+HGX_H100 = Baseboard("HGX H100 8-GPU", 8, 4, "NVSwitch-Gen3", ((8, 4), (1, 0)))
+HGX_B200 = Baseboard("HGX B200/B300 8-GPU", 8, 2, "NVSwitch-Gen4", ((8, 2), (1, 0)), switches_are_pci_devices=False)
+
+NVSWITCH_BOARD: dict[str, Baseboard] = {
+    "A100-SXM4-80GB": HGX_A100,
+    "A100-SXM4-40GB": HGX_A100,
+    "A800-SXM4-80GB": HGX_A100,
+    "H100-SXM5-80GB": HGX_H100,
+    "H800-SXM5-80GB": HGX_H100,
+    "H200-SXM-141GB": HGX_H100,
+    "H20-96GB": HGX_H100,
+    "B200-SXM-180GB": HGX_B200,
+    "B300-SXM-288GB": HGX_B200,
+}
+"""The NVSwitch baseboard each SXM GPU model sits on (Fabric Manager User Guide 2.3, above)."""
+
+PCIE_GPUS = frozenset({
+    "H100-PCIE-80GB", "H100-NVL-94GB", "A100-PCIE-80GB", "A100-PCIE-40GB", "L40S", "L40", "L4", "A40", "A30", "A10",
+    "T4", "V100-PCIE-16GB", "P100-PCIE-16GB", "RTX-3090", "RTX-4090",
+})
+"""PCIe cards: no NVSwitch baseboard (H100 NVL pairs by NVLink bridge, not a switch)."""

@@ -83,9 +83,13 @@ class _NumaNode(_Model):
     """/sys/devices/system/node/nodeN/cpulist."""
     memory_kib: int = Field(ge=0)
     """`Node N MemTotal` of /sys/devices/system/node/nodeN/meminfo."""
+    hugepages1g: Optional[int] = Field(default=None, ge=0, alias="hugepages1g")
+    """The node's pool of 1 GiB hugepages (nodeN/hugepages/hugepages-1048576kB/nr_hugepages), what the
+    preflight counts the VMs against; None in facts files written before scripts/host-facts.sh recorded it
+    (still loadable: the count is then not checked)."""
     free_hugepages1g: Optional[int] = Field(default=None, ge=0, alias="freeHugepages1g")
-    """Free 1 GiB hugepages of the node (nodeN/hugepages/hugepages-1048576kB/free_hugepages); None in facts
-    files written before scripts/host-facts.sh recorded them (still loadable: the count is then not checked)."""
+    """Free 1 GiB hugepages of the node when the facts were taken (nodeN/.../free_hugepages). Recorded,
+    never checked: the running VMs of the very stack being planned hold theirs (see hugepage_issues)."""
 
     @field_validator("cpus")
     @classmethod
@@ -204,7 +208,10 @@ class FactsNumaNode:
     id: int
     cpus: tuple[int, ...]
     memory_kib: int
+    hugepages_1g: int | None = None
+    """nr_hugepages of the node's hugepages-1048576kB pool; None: not recorded (older facts)."""
     free_hugepages_1g: int | None = None
+    """free_hugepages of that pool when the facts were taken; informational only."""
 
 
 @dataclass(frozen=True)
@@ -332,7 +339,7 @@ def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
                                  f"rerun scripts/host-facts.sh on {raw.host} (it records every member of a requested device's group)")
 
     try:
-        nodes = tuple(FactsNumaNode(n.id, parse_cpu_list(n.cpus), n.memory_kib, n.free_hugepages1g) for n in raw.numa_nodes)
+        nodes = tuple(FactsNumaNode(n.id, parse_cpu_list(n.cpus), n.memory_kib, n.hugepages1g, n.free_hugepages1g) for n in raw.numa_nodes)
         siblings = tuple(sorted({parse_cpu_list(s) for s in raw.smt.siblings}))
     except ValueError as e:  # validated above; kept for the type checker's sake
         raise FactsError(source, "numaNodes", str(e)) from None
@@ -470,22 +477,29 @@ def _sibling_issues(hi: int, host, f: HostFacts) -> list[ConfigIssue]:
 
 
 def hugepage_issues(hi: int, host, vms, placements, f: HostFacts) -> list[ConfigIssue]:
-    """The 1 GiB hugepages the VMs with numa.hugepages1g take from each node, against the free ones the
-    facts record there. QEMU allocates a strict-bound cell's pages on its node only (numatune memnode
-    mode strict), so another node's free pages do not help: the VM does not start."""
+    """The 1 GiB hugepages the VMs with numa.hugepages1g take from each node, against the node's pool
+    (nodeN/hugepages/hugepages-1048576kB/nr_hugepages) the facts record. QEMU allocates a strict-bound
+    cell's pages on its node only (numatune memnode mode strict), so another node's pages do not help:
+    the VM does not start.
+
+    The pool, not the free count: facts taken while this stack's VMs run count their pages as used, so
+    a check against free_hugepages would refuse the re-plan of every deployed stack (and the pages of a
+    VM being replaced come back when it stops). Free pages are recorded for the operator to read, not
+    checked. What the pool cannot show is a consumer outside this stack (another VM, DPDK) holding pages
+    of the same pool: that VM then fails to start with libvirt's own error (docs/SOURCES.md)."""
     from render.numa import node_takes
 
     issues = []
     takes = node_takes(vms, placements, lambda vm: vm.numa.hugepages_1g)
     for node_id, by_vm in sorted(takes.items()):
         real = f.numa_node(node_id)
-        if real is None or real.free_hugepages_1g is None:
+        if real is None or real.hugepages_1g is None:
             continue
         need = sum(gib for _, gib in by_vm)
-        if need > real.free_hugepages_1g:
+        if need > real.hugepages_1g:
             ni = next(i for i, n in enumerate(host.numa_nodes) if n.id == node_id)
             each = ", ".join(f"{name} {gib} GiB" for name, gib in by_vm)
             issues.append(ConfigIssue(f"hosts[{hi}].numaNodes[{ni}]", f"host {host.name} NUMA node {node_id}: VMs with numa.hugepages1g take {need} 1 GiB hugepages there ({each}), "
-                                                                   f"host facts {f.source} record {real.free_hugepages_1g} free (hugepages-1048576kB/free_hugepages), "
-                                                                   f"{need - real.free_hugepages_1g} short: reserve more on that node (hugepagesz=1G hugepages=... or nodeN/.../nr_hugepages) or lower the VMs' memoryGib"))
+                                                                   f"host facts {f.source} record a pool of {real.hugepages_1g} (hugepages-1048576kB/nr_hugepages), "
+                                                                   f"{need - real.hugepages_1g} short: reserve more on that node (hugepagesz=1G hugepages=... or nodeN/.../nr_hugepages) or lower the VMs' memoryGib"))
     return issues

@@ -130,8 +130,11 @@ for n in "$SYS"/devices/system/node/node[0-9]*; do
   mkdir "$work/nodes/$id"
   cat "$n/cpulist" > "$work/nodes/$id/cpulist"
   cat "$n/meminfo" > "$work/nodes/$id/meminfo"
-  # free 1 GiB hugepages of this node (Documentation/admin-guide/mm/hugetlbpage.rst, per-node
-  # /sys/devices/system/node/nodeN/hugepages/hugepages-1048576kB/free_hugepages); absent: none configured
+  # 1 GiB hugepages of this node (Documentation/admin-guide/mm/hugetlbpage.rst, per-node
+  # /sys/devices/system/node/nodeN/hugepages/hugepages-1048576kB/): nr_hugepages, the node's pool
+  # (what the preflight counts the VMs against), and free_hugepages, what was unused when the facts
+  # were taken (informational: running VMs of this stack hold theirs); absent: none configured
+  cat "$n/hugepages/hugepages-1048576kB/nr_hugepages" > "$work/nodes/$id/total_1g" 2>/dev/null || true
   cat "$n/hugepages/hugepages-1048576kB/free_hugepages" > "$work/nodes/$id/free_1g" 2>/dev/null || true
   found=1
 done
@@ -204,8 +207,10 @@ for node in sorted(os.listdir(os.path.join(work, "nodes")), key=int):
     mem = re.search(r"MemTotal:\s+(\d+) kB", read("nodes", node, "meminfo"))
     if not mem:
         fail(f"no MemTotal in the meminfo of NUMA node {node}")
+    total_1g = read("nodes", node, "total_1g", default="").strip()
     free_1g = read("nodes", node, "free_1g", default="").strip()
     nodes.append({"id": int(node), "cpus": read("nodes", node, "cpulist").strip(), "memoryKib": int(mem.group(1)),
+                  "hugepages1g": int(total_1g) if total_1g else 0,
                   "freeHugepages1g": int(free_1g) if free_1g else 0})
 
 cmdline = read("cmdline").split()

@@ -272,6 +272,63 @@ def _check_devices(host, vms) -> list[ConfigIssue]:
                     issues.append(ConfigIssue(f"{key}.numaNode", f"host {host.name} has no NUMA node {dev.numa_node}; it has {sorted(node_ids)}"))
         if vm.nvswitches and not vm.gpus:
             issues.append(ConfigIssue(f"vms[{vi}].nvswitches", f"NVSwitches without GPUs (vms[{vi}].gpus is empty) do nothing; pass them through with the GPUs they connect"))
+        issues += _check_board(vi, vm)
+    return issues
+
+
+FM_GUIDE = "NVIDIA Fabric Manager User Guide 2.3, Full Passthrough Virtualization Model"
+
+
+def _check_board(vi: int, vm) -> list[ConfigIssue]:
+    """A VM's NVSwitches against the board its GPUs sit on (render/catalog.py NVSWITCH_BOARD, PCIE_GPUS).
+
+    PCIe cards have no NVSwitch. On an NVSwitch baseboard, full passthrough gives a VM the NVSwitches the
+    Fabric Manager guide's table of supported VM configurations lists for its number of GPUs: the whole
+    board (8 GPUs) gets all of the board's switches; a partial board gets what the table gives its size
+    (HGX A100: 4 GPUs 3 switches, 2 GPUs 1, 1 GPU none; HGX H100/H200/H800/H20 and B200/B300: 1 GPU none),
+    and a size the table does not list gets none (no full-passthrough partition has switches for it). On
+    HGX B200/B300 the NVSwitches are not PCIe devices at all (the guide passes the board's four CX7 bridge
+    functions instead), so what nvswitches[] names there is unsettled and not checked; neither are models
+    with no cited board (V100-SXM2-32GB)."""
+    from render.catalog import NVSWITCH_BOARD, PCIE_GPUS
+
+    if not vm.gpus:
+        return []
+    key = f"vms[{vi}].nvswitches"
+    models = sorted({g.model for g in vm.gpus})
+    pcie = [m for m in models if m in PCIE_GPUS]
+    if pcie and vm.nvswitches:
+        return [ConfigIssue(key, f"{', '.join(pcie)} {'is a PCIe card' if len(pcie) == 1 else 'are PCIe cards'} with no NVSwitch baseboard; "
+                                 f"NVSwitches belong only with the SXM GPUs of their own HGX board: remove vms[{vi}].nvswitches")]
+    boards = {NVSWITCH_BOARD[m] for m in models if m in NVSWITCH_BOARD}
+    if not boards or len(boards) != len(models) and any(m not in NVSWITCH_BOARD for m in models):
+        return []  # no cited board (V100-SXM2), alone or mixed with one: not checked
+    if len(boards) > 1:
+        if not vm.nvswitches:
+            return []
+        return [ConfigIssue(key, f"the GPUs are of different boards ({', '.join(f'{m} on {NVSWITCH_BOARD[m].name}' for m in models)}); "
+                                 "NVSwitches serve the GPUs of their own board only: give this VM one board's GPUs, or no NVSwitches")]
+    [board] = boards
+    n, have = len(vm.gpus), len(vm.nvswitches)
+    what = f"{n} x {'/'.join(models)} (vms[{vi}].gpus)"
+    table = ", ".join(f"{g} GPU{'s' if g > 1 else ''} {s}" for g, s in board.partitions)
+    if not board.switches_are_pci_devices:
+        # HGX B200/B300: the guide passes the board's four CX7 bridge functions, not the NVSwitches; what
+        # nvswitches[] names there is unsettled (render/catalog.py), so its count is not checked
+        return []
+    want = dict(board.partitions).get(n)
+    if want is None:
+        if not have:
+            return []
+        return [ConfigIssue(key, f"{what} are part of an {board.name} board ({board.nvswitches} NVSwitches); full passthrough has no partition of {n} GPUs "
+                                 f"with NVSwitches ({FM_GUIDE}: VM GPUs to NVSwitches {table}); give the VM a size the table lists with its NVSwitches, or no NVSwitches")]
+    if have != want:
+        return [ConfigIssue(key, f"{what} on an {board.name} board ({board.nvswitches} NVSwitches) get {want} NVSwitch{'es' if want != 1 else ''} in full passthrough, "
+                                 f"this VM has {have} ({FM_GUIDE}: VM GPUs to NVSwitches {table})")]
+    issues = []
+    for si, switch in enumerate(vm.nvswitches):
+        if switch.model != board.switch_model:
+            issues.append(ConfigIssue(f"{key}[{si}].model", f"is {switch.model}, but {what} sit on an {board.name} board, whose NVSwitches are {board.switch_model}; set model: {board.switch_model}"))
     return issues
 
 

@@ -82,6 +82,14 @@ SEED000_GPUS = ["0000:18:00.0", "0000:2a:00.0", "0000:3a:00.0", "0000:5d:00.0", 
 SEED000_SWITCHES = ["0000:05:00.0", "0000:06:00.0", "0000:07:00.0", "0000:08:00.0"]
 
 
+def hgx_board(model: str = "H100-SXM5-80GB", switches: int = 4, switch_model: str | None = None) -> tuple[list[dict], list[dict]]:
+    """One whole NVSwitch baseboard for vms[].gpus and vms[].nvswitches: 8 GPUs and the board's NVSwitches
+    (4 for HGX H100/H800/H200/H20, 6 for HGX A100: render/catalog.py NVSWITCH_BOARD), all on NUMA node 0."""
+    gpus = [{"address": a, "model": model, "numaNode": 0} for a in SEED000_GPUS]
+    nvswitches = [{"address": f"0000:{0x05 + i:02x}:00.0", "numaNode": 0, **({"model": switch_model} if switch_model else {})} for i in range(switches)]
+    return gpus, nvswitches
+
+
 def seed000_vm() -> dict:
     """8x H800 + 4 NVSwitch across two NUMA nodes, 256 GiB, the old MAC."""
     return {

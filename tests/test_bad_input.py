@@ -51,7 +51,10 @@ class Row:
 
 SECOND_VM = {"name": "gpu-dev-1", "host": "lab-gpu-1", "vcpus": 8, "memoryGib": 32,
              "gpus": [{"address": "0000:3c:00.0", "model": "L40S", "numaNode": 0}]}
-SWITCH = {"vms[0].nvswitches": [{"address": "0000:05:00.0", "numaNode": 0}]}
+# a whole HGX H100 board: 8 GPUs and its 4 NVSwitches (Fabric Manager guide, full passthrough)
+H100S = [{"address": f"0000:{b:02x}:00.0", "model": "H100-SXM5-80GB", "numaNode": 0} for b in (0x18, 0x2a, 0x3a, 0x5d, 0x9a, 0xab, 0xba, 0xdb)]
+SWITCHES4 = [{"address": f"0000:0{5 + i}:00.0", "numaNode": 0} for i in range(4)]
+SWITCH = {"vms[0].gpus": H100S, "vms[0].nvswitches": SWITCHES4}
 CELLS = {"vms[0].numa.cells": [{"hostNode": 0, "vcpus": 8, "memoryGib": 64}]}
 CUDA = {"guest.nvidia.cuda": {"version": "12.8.1", "runfileUrl": "https://developer.download.nvidia.com/cuda_12.8.1_linux.run"}}
 PROXY = {"guest.proxy": {"http": "http://proxy.lab.local:3128"}}
@@ -225,6 +228,11 @@ ROWS: tuple[Row, ...] = (
     Row("vms[0].nvswitches[0].numaNode", 5, setup=SWITCH, why="no NUMA node 5"),
     Row("vms[0].nvswitches[0].barMib", -1, setup=SWITCH, why="greater than 0"),
     Row("vms[0].gpus", [], key="vms[0].nvswitches", setup=SWITCH, why="without GPUs"),
+    # issue 29 part 3: NVSwitches against the board of the VM's GPUs (render/catalog.py NVSWITCH_BOARD)
+    Row("vms[0].nvswitches", SWITCHES4[:1], why="L40S is a PCIe card with no NVSwitch baseboard"),
+    Row("vms[0].nvswitches", SWITCHES4[:3], setup=SWITCH, why="get 4 NVSwitches in full passthrough, this VM has 3"),
+    Row("vms[0].gpus", H100S[:2], key="vms[0].nvswitches", setup=SWITCH, why="no partition of 2 GPUs with NVSwitches"),
+    Row("vms[0].nvswitches[0].model", "NVSwitch-Gen2", setup=SWITCH, why="whose NVSwitches are NVSwitch-Gen3"),
     Row("vms[0].firmware", True, why="valid dictionary"),
     Row("vms[0].firmware.type", "uefi", why="'efi' or 'bios'"),
     Row("vms[0].firmware.type", "bios", why="libvirt VMs boot OVMF"),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from render.guest_scripts import CLOUD_INIT_TIMEOUT_S, SCRIPTS
-from tests.conftest import require_tool
+from tests.conftest import hgx_board, require_tool
 from tests.support.guest_sandbox import GuestSandbox
 from tests.test_guest_scripts import config, phases_for
 
@@ -581,9 +581,8 @@ def test_el9_runfile_driver_still_gets_fabric_manager_from_its_module_stream(tmp
     require_tool("openssl")
     raw = config("rhel", nvidia={"driverVersion": "570.172.08", "installMethod": "runfile",
                                  "runfileUrl": "https://mirror.lab/NVIDIA-Linux-x86_64-570.172.08.run"})
-    raw["vms"][0]["gpus"] = [{"address": "0000:3b:00.0", "model": "H100-SXM5-80GB", "numaNode": 0}]
-    raw["vms"][0]["nvswitches"] = [{"address": "0000:05:00.0", "model": "NVSwitch-Gen3", "numaNode": 0}]
-    sb = GuestSandbox(tmp_path, "rhel", dnf_module_streams=NVIDIA_STREAMS, lspci_nvswitches=1)
+    raw["vms"][0]["gpus"], raw["vms"][0]["nvswitches"] = hgx_board(switch_model="NVSwitch-Gen3")  # a whole HGX H100 board
+    sb = GuestSandbox(tmp_path, "rhel", dnf_module_streams=NVIDIA_STREAMS, lspci_gpus=8, lspci_nvswitches=4)
     result = sb.run(_phase(phases_for(raw), "driver"))
     assert result.returncode == 0, result.stdout + result.stderr
     calls = sb.mutating()

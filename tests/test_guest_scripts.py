@@ -17,7 +17,7 @@ from render.guest_scripts import SCRIPTS, guest_phases, render_script, ssh_comma
 from render.identity import split_kubeconfig_output
 from render.nvidia_smi import parse_verify_output
 from stacks.load import parse_stack_config
-from tests.conftest import ROOT, require_tool, stack_file
+from tests.conftest import ROOT, hgx_board, require_tool, stack_file
 from tests.support.guest_sandbox import GuestSandbox
 
 TOKEN = "abcdef.0123456789abcdef"
@@ -254,10 +254,9 @@ def test_runfile_driver_and_cuda_toolkit_use_seed001_flags(tmp_path):
 
 def test_nvswitches_get_fabric_manager_at_the_driver_version(tmp_path):
     raw = config()
-    raw["vms"][0]["gpus"] = [{"address": f"0000:{b:02x}:00.0", "model": "H800-SXM5-80GB", "numaNode": 0} for b in (0x18, 0x2a)]
-    raw["vms"][0]["nvswitches"] = [{"address": "0000:05:00.0", "numaNode": 0}]
+    raw["vms"][0]["gpus"], raw["vms"][0]["nvswitches"] = hgx_board("H800-SXM5-80GB")  # a whole board: 8 GPUs, 4 NVSwitches
     phases = phases_for(raw)
-    sb = GuestSandbox(tmp_path, "ubuntu", lspci_gpus=2, lspci_nvswitches=1)
+    sb = GuestSandbox(tmp_path, "ubuntu", lspci_gpus=8, lspci_nvswitches=4)
     for name in ("preflight", "driver"):
         assert sb.run(_phase(phases, name)).returncode == 0
     state = sb.state

@@ -262,7 +262,8 @@ def _host_stack(gpus: list[str] | list[list[str]], switches: list[str] = SWITCHE
             vm.update(vcpus=32, memoryGib=128)
             vm["network"] = {"name": "default"}
         vm["gpus"] = [{"address": a, "model": "H100-SXM5-80GB", "numaNode": 0 if int(a[5:7], 16) < 0x80 else 1} for a in addrs]
-        vm["nvswitches"] = [{"address": a, "numaNode": 0} for a in switches] if i == 0 else []
+        # the board's NVSwitches go with the whole board only (Fabric Manager guide, full passthrough: 8 GPUs 4 NVSwitches, 1 GPU none)
+        vm["nvswitches"] = [{"address": a, "numaNode": 0} for a in switches] if i == 0 and len(addrs) == len(GPUS) else []
         vms.append(vm)
     cfg["vms"] = vms
     return cfg
@@ -442,7 +443,7 @@ def test_make_plan_prod_accepts_isolated_groups_and_says_what_it_checked(tmp_pat
     assert rc == 0
     assert f"host hgx-h100-1: IOMMU groups, BARs, NUMA and address bits checked against {ISOLATED}" in out
     assert "assumed isolated" not in out
-    assert (tmp_path / "plan" / "prod" / "vms" / "ubuntu-gpu" / "domain.xml").read_text().count("<hostdev ") == 10
+    assert (tmp_path / "plan" / "prod" / "vms" / "ubuntu-gpu" / "domain.xml").read_text().count("<hostdev ") == 6  # six GPUs; a partial board gets no NVSwitch
 
 
 def test_make_plan_without_facts_says_groups_are_assumed_isolated(tmp_path, capsys):

@@ -244,7 +244,8 @@ def test_gpu_operator_advertised_models_are_external(kv):
 
 @pytest.mark.parametrize("preview", [True, False])
 def test_objects_validate_against_kubevirts_own_crd_schemas(kv, preview):
-    kv["vms"][0]["nvswitches"] = [{"address": "0000:05:00.0", "model": "NVSwitch-Gen3", "numaNode": 0}]
+    kv["vms"][0]["gpus"] = gpus("H100-SXM5-80GB", 8)  # a whole HGX H100 board: the NVSwitches belong with its GPUs
+    kv["vms"][0]["nvswitches"] = [{"address": f"0000:0{5 + i}:00.0", "model": "NVSwitch-Gen3", "numaNode": 0} for i in range(4)]
     kv["hosts"][0]["kubevirt"]["devicePlugins"] = {}
     result = run(kv, preview=preview)
     vm = sanitize(machine(result).inputs)

@@ -3,7 +3,7 @@
 Every guest cell is bound strict to its host node (render/domain_xslt.py numatune memnode mode
 strict), with or without 1 GiB hugepages, so QEMU takes its memory from that node only: the VMs
 must fit each node, less the host's reserve on the nodes where the host spends it; with host facts,
-the hugepage VMs must fit the free 1 GiB hugepages each node records.
+the hugepage VMs must fit the 1 GiB hugepage pool (nr_hugepages) each node records.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from stacks.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import run_stack, stack_file
 from tests.test_bad_input import SECOND_VM
+from tests.support.host_sandbox import HostSandbox, captured_hgx_h100, with_spec
 from tests.test_host_facts import ALL_GPUS, NO_INVOKE, SHARED, _host_stack
 
 SECRETS = {"sshPrivateKey", "grafanaAdminPassword"}
@@ -59,13 +60,16 @@ def test_the_reserve_is_taken_where_the_host_spends_it():
         parse_stack_config(two_vms(64, reserved_cpus=""), SECRETS, "dev")
 
 
-def _facts_with(tmp_path, free: dict[int, int] | None):
+def _facts_with(tmp_path, pools: dict[int, tuple[int, int]] | None):
+    """The captured host's facts with each node's 1 GiB pool (nr_hugepages, free_hugepages); None: a facts
+    file written before scripts/host-facts.sh recorded either."""
     doc = json.loads(SHARED.read_text())
     for node in doc["numaNodes"]:
-        if free is None:
+        if pools is None:
+            node.pop("hugepages1g")
             node.pop("freeHugepages1g")
         else:
-            node["freeHugepages1g"] = free[node["id"]]
+            node["hugepages1g"], node["freeHugepages1g"] = pools[node["id"]]
     path = tmp_path / "facts.json"
     path.write_text(json.dumps(doc))
     return path
@@ -77,22 +81,59 @@ def _hugepage_stack() -> dict:
     return cfg
 
 
-def test_hugepage_vms_are_counted_against_the_free_1g_pages_the_facts_record(tmp_path):
+def test_hugepage_vms_are_counted_against_each_nodes_1g_pool_the_facts_record(tmp_path):
     cfg = _hugepage_stack()
     gib = cfg["vms"][0]["memoryGib"]
     with pytest.raises(ConfigError) as e:
-        run_stack(cfg, host_facts=[_facts_with(tmp_path, {0: gib // 2 - 1, 1: gib})], node_devices=NO_INVOKE)
+        run_stack(cfg, host_facts=[_facts_with(tmp_path, {0: (gib // 2 - 1, gib // 2 - 1), 1: (gib, gib)})], node_devices=NO_INVOKE)
     issues = {i.path: i.message for i in e.value.issues}
-    message = issues["hosts[0].numaNodes[0]"]
-    assert f"host hgx-h100-1 NUMA node 0: VMs with numa.hugepages1g take {gib // 2} 1 GiB hugepages there" in message
-    assert f"{cfg['vms'][0]['name']} {gib // 2} GiB" in message and f"record {gib // 2 - 1} free" in message and "1 short" in message
     assert set(issues) == {"hosts[0].numaNodes[0]"}
-    run_stack(cfg, host_facts=[_facts_with(tmp_path, {0: gib // 2, 1: gib // 2})], node_devices=NO_INVOKE)
+    assert issues["hosts[0].numaNodes[0]"] == (
+        f"host hgx-h100-1 NUMA node 0: VMs with numa.hugepages1g take {gib // 2} 1 GiB hugepages there ({cfg['vms'][0]['name']} {gib // 2} GiB), "
+        f"host facts {tmp_path / 'facts.json'} record a pool of {gib // 2 - 1} (hugepages-1048576kB/nr_hugepages), 1 short: "
+        "reserve more on that node (hugepagesz=1G hugepages=... or nodeN/.../nr_hugepages) or lower the VMs' memoryGib")
+    run_stack(cfg, host_facts=[_facts_with(tmp_path, {0: (gib // 2, gib // 2), 1: (gib // 2, gib // 2)})], node_devices=NO_INVOKE)
+
+
+def test_facts_taken_while_the_stacks_vms_run_do_not_refuse_the_replan(tmp_path):
+    """The deployed VM holds every page of the pool, so free_hugepages is 0: the re-plan is accepted."""
+    cfg = _hugepage_stack()
+    gib = cfg["vms"][0]["memoryGib"]
+    run_stack(cfg, host_facts=[_facts_with(tmp_path, {0: (gib // 2, 0), 1: (gib // 2, 0)})], node_devices=NO_INVOKE)
+
+
+def test_two_hugepage_vms_on_one_node_are_counted_together_against_its_pool(tmp_path):
+    """Two VMs that each fit node 1's pool but not together: the error names each VM's share."""
+    cfg = _host_stack([["0000:86:00.0", "0000:87:00.0"], ["0000:bb:00.0"]], switches=[])
+    for vm in cfg["vms"]:
+        vm["memoryGib"] = 64
+        vm["numa"] = {**vm.get("numa", {}), "hugepages1g": True}
+    names = [vm["name"] for vm in cfg["vms"]]
+    with pytest.raises(ConfigError) as e:
+        run_stack(cfg, host_facts=[_facts_with(tmp_path, {0: (0, 0), 1: (100, 0)})], node_devices=NO_INVOKE)
+    [issue] = e.value.issues
+    assert issue.path == "hosts[0].numaNodes[1]"
+    assert issue.message.startswith(f"host hgx-h100-1 NUMA node 1: VMs with numa.hugepages1g take 128 1 GiB hugepages there ({names[0]} 64 GiB, {names[1]} 64 GiB), ")
+    assert "record a pool of 100 (hugepages-1048576kB/nr_hugepages), 28 short" in issue.message
+    run_stack(cfg, host_facts=[_facts_with(tmp_path, {0: (0, 0), 1: (128, 0)})], node_devices=NO_INVOKE)
 
 
 def test_facts_written_before_hugepages_were_recorded_still_load(tmp_path):
     path = _facts_with(tmp_path, None)
     facts = load_host_facts(str(path))
-    assert all(n.free_hugepages_1g is None for n in facts.numa_nodes)
+    assert all(n.hugepages_1g is None and n.free_hugepages_1g is None for n in facts.numa_nodes)
     run_stack(_hugepage_stack(), host_facts=[path], node_devices=NO_INVOKE)  # not checked without the count
-    assert {n.free_hugepages_1g for n in load_host_facts(str(SHARED)).numa_nodes} == {0}
+    # facts that record only the free count (gpu-stack before the pool was recorded): loadable, not checked
+    doc = json.loads(path.read_text())
+    for node in doc["numaNodes"]:
+        node["freeHugepages1g"] = 0
+    path.write_text(json.dumps(doc))
+    assert {n.free_hugepages_1g for n in load_host_facts(str(path)).numa_nodes} == {0}
+    run_stack(_hugepage_stack(), host_facts=[path], node_devices=NO_INVOKE)
+    assert {(n.hugepages_1g, n.free_hugepages_1g) for n in load_host_facts(str(SHARED)).numa_nodes} == {(0, 0)}
+
+
+def test_the_script_records_each_nodes_pool_and_free_pages(tmp_path):
+    box = HostSandbox(tmp_path, with_spec(captured_hgx_h100(), hugepages_1g=((0, 512, 0), (1, 480, 32))))
+    nodes = {n["id"]: (n["hugepages1g"], n["freeHugepages1g"]) for n in box.facts()["numaNodes"]}
+    assert nodes == {0: (512, 0), 1: (480, 32)}

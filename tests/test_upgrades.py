@@ -16,7 +16,7 @@ from render.nvidia_packages import fabric_packages
 from render.rollout import change_issues, reruns, waves
 from stacks.errors import ConfigError
 from stacks.load import parse_stack_config
-from tests.conftest import ROOT, require_tool, run_stack, stack_file
+from tests.conftest import ROOT, hgx_board, require_tool, run_stack, stack_file
 from tests.support.guest_sandbox import GuestSandbox
 from tools.plan import command_inputs
 
@@ -34,6 +34,17 @@ _SMI = ROOT / "tests" / "fixtures" / "nvidia-smi"
 HGX_SMI = {"L": str(_SMI / "nvidia-smi-L.1xH100-SXM-80GB-VM.590.48.01.txt"),
            "topo": str(_SMI / "nvidia-smi-topo-m.1xH100-SXM-80GB-VM.590.48.01.txt"),
            "nvlink": str(_SMI / "nvidia-smi-nvlink-s.1xH100-SXM-80GB-VM.590.48.01.txt")}
+# a whole HGX H100 board in the guest (8 GPUs, 4 NVSwitches: hgx()), as tests/test_verify_checks.py H100_8
+HGX8_SMI = {"L": str(_SMI / "nvidia-smi-L.8xH100-SXM.kvm-guest.txt"),
+            "topo": str(_SMI / "nvidia-smi-topo-m.8xH100-NVSwitch.kvm-guest.txt"),
+            "nvlink": str(_SMI / "nvidia-smi-nvlink-status.8xH100.kvm-guest.AUTHOR-SNIPPED.txt")}
+
+
+def hgx_sandbox(tmp_path, family: str, raw: dict, **kw) -> GuestSandbox:
+    """The guest of hgx(raw): lspci and nvidia-smi show the VM's GPUs and NVSwitches."""
+    whole = len(raw["vms"][0]["gpus"]) == 8
+    return GuestSandbox(tmp_path, family, lspci_gpus=len(raw["vms"][0]["gpus"]), lspci_nvswitches=len(raw["vms"][0]["nvswitches"]),
+                        smi_outputs=HGX8_SMI if whole else HGX_SMI, **kw)
 
 def three_nodes(max_unavailable: int = 1) -> dict:
     """The fleet example cut to three VMs: init (control plane) + 2 join."""
@@ -269,8 +280,10 @@ def hgx(family: str, driver: str, gpu_model: str = "H100-SXM5-80GB", switch_mode
     if gpu_model.startswith("B"):
         gpu["bar1Gib"] = 256
         switch["barMib"] = 32
-    raw["vms"][0]["gpus"] = [gpu]
-    raw["vms"][0]["nvswitches"] = [switch]
+        raw["vms"][0]["gpus"] = [gpu]
+        raw["vms"][0]["nvswitches"] = [switch]
+    else:  # a whole HGX H100 board: its NVSwitches come only with all 8 GPUs (Fabric Manager guide, full passthrough)
+        raw["vms"][0]["gpus"], raw["vms"][0]["nvswitches"] = hgx_board(gpu_model, switch_model=switch_model)
     return raw
 
 
@@ -280,7 +293,7 @@ def phases_of(raw: dict, role: str = "init"):
 
 
 def run_driver(tmp_path, raw, family) -> list[str]:
-    sb = GuestSandbox(tmp_path, family, lspci_nvswitches=1, smi_outputs=HGX_SMI)
+    sb = hgx_sandbox(tmp_path, family, raw)
     _, phases = phases_of(raw)
     result = sb.run(next(p for p in phases if p.name == "driver"))
     assert result.returncode == 0, result.stderr
@@ -307,9 +320,10 @@ def test_driver_phase_installs_the_580_names_on_el(tmp_path):
 def test_a_transitional_fabric_manager_package_is_refused(tmp_path):
     """questing's nvidia-fabricmanager-590 (590.48.01-0ubuntu0.25.10.2) is empty and depends on -595
     (packages.ubuntu.com): the pin accepts it, so the driver phase checks the daemon's own package."""
-    sb = GuestSandbox(tmp_path, "ubuntu", lspci_nvswitches=1, smi_outputs=HGX_SMI,
+    raw = hgx("ubuntu", "590.48.01")
+    sb = hgx_sandbox(tmp_path, "ubuntu", raw,
                       transitional={"nvidia-fabricmanager-590": ["nvidia-fabricmanager-595", "595.58.03-0ubuntu0.25.10.1"]})
-    _, phases = phases_of(hgx("ubuntu", "590.48.01"))
+    _, phases = phases_of(raw)
     result = sb.run(next(p for p in phases if p.name == "driver"))
     assert result.returncode != 0
     assert "package nvidia-fabricmanager-595) is '595.58.03-0ubuntu0.25.10.1', not the driver's 590.48.01" in result.stderr
@@ -318,9 +332,10 @@ def test_a_transitional_fabric_manager_package_is_refused(tmp_path):
 
 def test_a_transitional_nscq_package_is_refused(tmp_path):
     """noble's libnvidia-nscq-575 depends on -580 (packages.ubuntu.com): NSCQ would not be the driver's."""
-    sb = GuestSandbox(tmp_path, "ubuntu", lspci_nvswitches=1, smi_outputs=HGX_SMI,
+    raw = hgx("ubuntu", "590.48.01")
+    sb = hgx_sandbox(tmp_path, "ubuntu", raw,
                       transitional={"libnvidia-nscq-590": ["libnvidia-nscq-595", "595.58.03-0ubuntu0.25.10.1"]})
-    _, phases = phases_of(hgx("ubuntu", "590.48.01"))
+    _, phases = phases_of(raw)
     result = sb.run(next(p for p in phases if p.name == "driver"))
     assert result.returncode != 0
     assert ("libnvidia-nscq.so.595.58.03 (package libnvidia-nscq-595) is '595.58.03-0ubuntu0.25.10.1', "
@@ -455,7 +470,7 @@ def test_failed_verification_leaves_the_node_cordoned(tmp_path, fault, hint):
 def test_fabric_not_completed_fails_verification(tmp_path):
     require_tool("openssl")
     raw = hgx("ubuntu", "570.172.08")
-    sb = GuestSandbox(tmp_path, "ubuntu", lspci_nvswitches=1, smi_outputs=HGX_SMI)
+    sb = hgx_sandbox(tmp_path, "ubuntu", raw)
     _, phases = phases_of(raw)
     converge(sb, phases)
     steps = [p for p in upgrade_of(bumped(raw, driver="570.195.03"))]
@@ -577,7 +592,7 @@ def test_kubernetes_upgrade_node_on_a_joined_node(tmp_path):
 def test_branch_upgrade_570_to_580_on_hgx_switches_the_fabric_manager_names(tmp_path, family, new_names, unlocked):
     require_tool("openssl")
     raw = hgx(family, "570.172.08")
-    sb = GuestSandbox(tmp_path, family, lspci_nvswitches=1, smi_outputs=HGX_SMI)
+    sb = hgx_sandbox(tmp_path, family, raw)
     _, phases = phases_of(raw)
     converge(sb, phases)
     sb.clear_calls()

@@ -128,16 +128,19 @@ def test_fabric_manager_down_shows_its_status(tmp_path):
 
 
 def test_gpu_count_comes_from_the_uuids(tmp_path):
-    result = _run_verify(tmp_path, _vm_config(7, 4), {**H100_8, "q": _q_for_8(tmp_path)})
+    result = _run_verify(tmp_path, _vm_config(7, 0), {**H100_8, "q": _q_for_8(tmp_path)})  # 7 of a board: no partition with NVSwitches
     assert result.returncode != 0 and "nvidia-smi -L lists 8 GPUs, the config passes through 7" in result.stderr
 
 
 # --- 1xH100 VM with 18 links, and a PCIe L40S ---------------------------------------------------
 
 def test_1xh100_vm_18_links_and_fabric_completed(tmp_path):
-    result = _run_verify(tmp_path, _vm_config(1, 1), H100_1)
+    """A 1-GPU VM of an HGX H100 board gets no NVSwitch in full passthrough (Fabric Manager guide's table: 1 GPU,
+    0 NVSwitches; stacks/checks.py refuses one), so the captured VM, whose fabric completed with its 18 links up,
+    passes, and the NVSwitch checks (Fabric Manager, topo, nvlink -s) do not run for it."""
+    result = _run_verify(tmp_path, _vm_config(1, 0), H100_1)
     assert result.returncode == 0, result.stderr
-    assert "NVLink: 18 links up at 26.562 GB/s" in result.stdout
+    assert "NVLink:" not in result.stdout and "nvidia-fabricmanager" not in result.stderr
 
 
 def test_hgx_gpu_without_its_nvswitches_is_caught_by_the_fabric_state(tmp_path):

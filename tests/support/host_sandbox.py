@@ -78,8 +78,8 @@ class HostSpec:
     vfio_loaded: bool
     devices: tuple[DeviceSpec, ...]
     iommu: bool = True
-    free_hugepages_1g: tuple[tuple[int, int], ...] = ()
-    """(node id, free 1 GiB hugepages) of the nodes that have a hugepages-1048576kB pool; the captured host records none."""
+    hugepages_1g: tuple[tuple[int, int, int], ...] = ()
+    """(node id, nr_hugepages, free_hugepages) of the nodes that have a hugepages-1048576kB pool; the captured host records none."""
 
     def device(self, address: str) -> DeviceSpec:
         return next(d for d in self.devices if d.address == address)
@@ -299,11 +299,12 @@ class HostSandbox:
             n.mkdir(parents=True)
             (n / "cpulist").write_text(cpulist + "\n")
             (n / "meminfo").write_text(f"Node {node_id} MemTotal:       {mem_kib} kB\nNode {node_id} MemFree:        {mem_kib - 4194304} kB\n")
-            free = dict(s.free_hugepages_1g)
-            if node_id in free:
+            pools = {i: (total, free) for i, total, free in s.hugepages_1g}
+            if node_id in pools:
                 pool = n / "hugepages" / "hugepages-1048576kB"
                 pool.mkdir(parents=True)
-                (pool / "free_hugepages").write_text(f"{free[node_id]}\n")
+                (pool / "nr_hugepages").write_text(f"{pools[node_id][0]}\n")
+                (pool / "free_hugepages").write_text(f"{pools[node_id][1]}\n")
             cpus += parse_cpu_list(cpulist)
         cpu_root = self.sys / "devices" / "system" / "cpu"
         cpus = sorted(cpus)
