@@ -132,12 +132,21 @@ def workspace(
     secrets: dict[str, str] | None = None,
     config_overrides: dict[str, Any] | None = None,
     libvirt_uri: str | None = None,
+    host_facts: list[str] | None = None,
     keep: bool = False,
 ) -> Iterator[Workspace]:
-    """A throwaway stack `stack` with its own config in a temporary local backend."""
+    """A throwaway stack `stack` with its own config in a temporary local backend.
+
+    `host_facts`: facts files (scripts/host-facts.sh format) for the program, in GPU_STACK_HOST_FACTS
+    while the workspace is open (the inline program runs in this process and reads os.environ).
+    """
     from pulumi import automation as auto
+    from render.host_facts import ENV as HOST_FACTS_ENV
 
     tmp = Path(tempfile.mkdtemp(prefix=f"gpu-stack-engine-{stack}-"))
+    saved_facts = os.environ.pop(HOST_FACTS_ENV, None)
+    if host_facts:
+        os.environ[HOST_FACTS_ENV] = os.pathsep.join(str(p) for p in host_facts)
     try:
         (tmp / "state").mkdir()
         (tmp / "home").mkdir()
@@ -180,6 +189,9 @@ def workspace(
         from hypervisors.libvirt.connection import remove_written
 
         remove_written()
+        os.environ.pop(HOST_FACTS_ENV, None)
+        if saved_facts is not None:
+            os.environ[HOST_FACTS_ENV] = saved_facts
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -195,12 +207,14 @@ class Outcome:
 
 
 def operate(stack: str, bin_dir: str, op: str = "preview", *, secrets: dict[str, str] | None = None,
-            config_overrides: dict[str, Any] | None = None, libvirt_uri: str | None = None, **op_args: Any) -> Outcome:
+            config_overrides: dict[str, Any] | None = None, libvirt_uri: str | None = None,
+            host_facts: list[str] | None = None, **op_args: Any) -> Outcome:
     """One automation-API operation (`preview`, `up`, ...) on a fresh throwaway stack."""
     from pulumi import automation as auto
 
     events: list[Any] = []
-    with workspace(stack, Path(bin_dir), secrets=secrets, config_overrides=config_overrides, libvirt_uri=libvirt_uri) as ws:
+    with workspace(stack, Path(bin_dir), secrets=secrets, config_overrides=config_overrides, libvirt_uri=libvirt_uri,
+                   host_facts=host_facts) as ws:
         try:
             result = getattr(ws.stack, op)(color="never", on_event=events.append, **op_args)
             ok, stdout, error = True, result.stdout, ""
@@ -227,7 +241,7 @@ def isolated(fn, *args: Any, timeout: float = 600, **kwargs: Any) -> Any:
         return pool.apply_async(fn, args, kwargs).get(timeout)
 
 
-def _preview(stack: str, as_json: bool, libvirt_uri: str | None = None) -> int:
+def _preview(stack: str, as_json: bool, libvirt_uri: str | None = None, host_facts: list[str] | None = None) -> int:
     from pulumi import automation as auto
 
     bin_dir = engine_bin()
@@ -240,7 +254,7 @@ def _preview(stack: str, as_json: bool, libvirt_uri: str | None = None) -> int:
               "so the real engine will stop at the first resource that needs one:", file=sys.stderr)
         for entry in missing:
             print(f"  {entry['name']} {entry['wants']} ({entry['module']})", file=sys.stderr)
-    with workspace(stack, bin_dir, libvirt_uri=libvirt_uri) as ws:
+    with workspace(stack, bin_dir, libvirt_uri=libvirt_uri, host_facts=host_facts) as ws:
         try:
             result = ws.stack.preview(diff=not as_json, json=as_json, color="never", on_output=print)
         except auto.errors.CommandError as e:
@@ -259,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("stack")
     p.add_argument("--json", action="store_true", help="Pulumi's --json output instead of the diff")
     p.add_argument("--libvirt-uri", metavar="URI", help="point every libvirt host at this URI, e.g. qemu:///system (tests)")
+    p.add_argument("--facts", action="append", default=[], metavar="FILE",
+                   help="host facts file (scripts/host-facts.sh), one per host; the program reads them instead of asking libvirtd")
     sub.add_parser("bin", help="print the engine's bin dir (exit 1 if not built)")
     args = parser.parse_args(argv)
     if args.cmd == "bin":
@@ -267,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(bin_dir)
         return 0
-    rc = _preview(args.stack, args.json, args.libvirt_uri)
+    rc = _preview(args.stack, args.json, args.libvirt_uri, args.facts or [f for f in os.environ.get("GPU_STACK_HOST_FACTS", "").split(os.pathsep) if f])
     # os._exit, not sys.exit: a program the engine abandoned may leave a thread that never ends (see isolated())
     sys.stdout.flush()
     sys.stderr.flush()
