@@ -50,6 +50,12 @@ def test_with_the_facts_and_the_local_uri_the_mock_plan_is_the_golden_but_for_th
     """Why the engine test compares its preview with the golden plan, listing only the providers' uri as overridden."""
     golden = {(r["type"], r["name"]): r for r in json.loads((ROOT / "tests" / "golden" / stack / "resources.json").read_text())}
     local = {(r["type"], r["name"]): r for r in mock_plan(stack, libvirt_uri=LOCAL, host_facts=stack_host_facts(stack, tmp_path, LOCAL))}
+    # a local URI makes each VM's autostart a local command instead of one over SSH to the hypervisor
+    remote = {key for key in golden if key[0] == "command:remote:Command" and key[1].endswith("-autostart")}
+    assert remote and {("command:local:Command", n) for _, n in remote} == {key for key in local if key[0] == "command:local:Command"}
+    assert all(local[("command:local:Command", n)]["inputs"]["create"] == golden[(t, n)]["inputs"]["create"] for t, n in remote)
+    golden = {k: v for k, v in golden.items() if k not in remote}
+    local = {k: v for k, v in local.items() if k[0] != "command:local:Command"}
     assert set(local) == set(golden)
     changed = {(key, k) for key in golden for k in set(golden[key]["inputs"]) | set(local[key]["inputs"])
                if golden[key]["inputs"].get(k) != local[key]["inputs"].get(k)}

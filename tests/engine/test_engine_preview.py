@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from tests.engine.conftest import PROVIDERS, require_plugins
-from tests.support.host_facts import engine_stack_config, stack_host_facts
+from tests.support.host_facts import engine_stack_config, mock_plan, stack_host_facts
 from tools.engine import TEST_PASSPHRASE, Outcome, isolated, manifest, operate, workspace
 from tools.plan import stack_config
 
@@ -53,13 +53,6 @@ def stack_plugins(stack: str) -> tuple[str, ...]:
     """The provider packages a preview of `stack` loads: PROVIDERS, and vsphere for a stack with a vSphere host."""
     cfg = stack_config(*engine_stack_config(stack))
     return PROVIDERS + (("vsphere",) if any(h.kind == "vsphere" for h in cfg.hosts) else ())
-
-
-def overridden_uris(plan: list[dict]) -> dict[tuple[str, str, str], str]:
-    """The libvirt providers' `uri`, which local_preview changed (tests/test_synthetic_host_facts.py shows
-    that the mock plan with the same change and facts differs from the golden plan in exactly these)."""
-    return {(r["type"], r["name"], "uri"): f"the test points the provider at this machine's libvirtd ({LOCAL_LIBVIRT})"
-            for r in plan if r["type"] == "pulumi:providers:libvirt"}
 
 
 def test_bad_config_fails_naming_the_key_without_a_traceback_and_registers_nothing(engine):
@@ -345,12 +338,14 @@ def test_the_comparison_allows_exactly_what_the_real_plugins_add():
 
 @pytest.mark.parametrize("stack", sorted(p.name for p in GOLDEN.iterdir() if p.is_dir()))
 def test_preview_equals_the_mock_plan(engine, stack, tmp_path):
-    """The real preview registers what the golden plan (the mock run) records, with the same inputs, but
-    for what differences() explains and the libvirt providers' uri that local_preview changed."""
+    """The real preview registers what the mock run of the same config records, with the same inputs, but
+    for what differences() explains."""
     require_plugins(engine, stack_plugins(stack))
     out = local_preview(stack, engine, tmp_path / "facts", json=True)
     assert out.ok, out.error
     preview_doc = json.loads(out.stdout)
-    plan = json.loads((GOLDEN / stack / "resources.json").read_text())
-    diffs = differences(engine_rows(preview_doc), plan, overridden_uris(plan))
+    # the mock run of the same throwaway config and facts; tests/test_synthetic_host_facts.py shows it is the
+    # golden plan but for what LOCAL_LIBVIRT changes (the providers' uri, a local autostart command)
+    plan = mock_plan(stack, libvirt_uri=LOCAL_LIBVIRT, host_facts=stack_host_facts(stack, tmp_path / "plan-facts", LOCAL_LIBVIRT))
+    diffs = differences(engine_rows(preview_doc), plan)
     assert not diffs, f"{len(diffs)} differences between `pulumi preview` and the mock plan:\n" + "\n".join(diffs)
