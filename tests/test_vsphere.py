@@ -58,8 +58,17 @@ def gpus(model: str, count: int) -> list[dict]:
 
 
 def with_gpus(raw: dict, devices: list[dict]) -> dict:
+    """The VM's GPUs; a whole HGX board's GPUs come with the board's NVSwitches, as full passthrough needs
+    (stacks/checks.py _check_board: NVIDIA Fabric Manager User Guide, Full Passthrough Virtualization Model)."""
+    from render.catalog import NVSWITCH_BOARD
+
     raw["vms"][0]["gpus"] = devices
-    raw["hosts"][0]["vsphere"]["pciDevices"] = [d["address"] for d in devices]
+    switches = []
+    board = NVSWITCH_BOARD.get(devices[0]["model"]) if devices else None
+    if board is not None and len(devices) == board.gpus:
+        switches = [{"address": f"0000:{0xe0 + i:02x}:00.0", "numaNode": 0} for i in range(board.nvswitches)]
+    raw["vms"][0]["nvswitches"] = switches
+    raw["hosts"][0]["vsphere"]["pciDevices"] = [d["address"] for d in (*devices, *switches)]
     return raw
 
 
@@ -125,7 +134,7 @@ def test_pci_device_ids_come_from_get_host_pci_device(esxi, preview):
 def test_eight_gpus_are_all_passed_through(esxi):
     raw = with_gpus(esxi, gpus("H100-SXM5-80GB", 8))
     ids = machine(run(raw)).inputs["pciDeviceIds"]
-    assert ids == [g["address"] for g in raw["vms"][0]["gpus"]]
+    assert ids[:8] == [g["address"] for g in raw["vms"][0]["gpus"]] and len(ids) == 8 + len(raw["vms"][0]["nvswitches"])
 
 
 # --- guest identity -------------------------------------------------------------
