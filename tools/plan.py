@@ -314,6 +314,7 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
     triggers = {c.name: sanitize(c.inputs.get("triggers")) if isinstance(sanitize(c.inputs.get("triggers")), list) else []
                 for c in result.of_type("command:remote:Command")}
     runs = None
+    new_at_base = False
     if base is not None:
         text = _git_show(base, f"Pulumi.{stack}.yaml", root)
         old_values, old_secrets = plan_config(parse_stack_text(text, f"{base}:Pulumi.{stack}.yaml")) if text is not None else ({}, [])
@@ -323,12 +324,17 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
                 raise ConfigError(issues)
             old = command_inputs(mockrun.run(old_values, old_secrets, stack=stack, preview=False, host_facts=facts))
         else:
-            old = {}
+            old, new_at_base = {}, True  # the stack is new at BASE: its first `pulumi up` creates everything
         new = command_inputs(mockrun.run(values, secret_keys, stack=stack, preview=False, host_facts=facts))
         runs = reruns(old, new)
     doc = rollout(cfg, triggers, runs)
     if base is not None:
         doc["base"] = base
+    if new_at_base:
+        # not an upgrade: no node is drained or upgraded, every resource is created by the first `pulumi up`
+        doc["newAtBase"] = True
+        doc["summary"] = [f"new stack: Pulumi.{stack}.yaml does not exist at {base}; the first `pulumi up` creates "
+                          f"every resource ({len(doc['waves'])} wave{'s' if len(doc['waves']) != 1 else ''} of nodes), nothing is upgraded"]
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
