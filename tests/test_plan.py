@@ -102,3 +102,26 @@ def test_plan_prod_lists_the_pod_network_storage_and_readiness_gates(tmp_path):
     assert (out / "helm" / "calico.values.yaml").exists()
     assert (out / "manifests" / "local-path-storage-objects" / "storageclass-local-path.yaml").exists()
     assert "scripts/guest/readiness.sh" in (out / "guest" / "readiness-gate.sh").read_text()
+
+
+def test_resources_json_references_each_script_file_and_resolves_to_what_the_program_sent(dev):
+    """A command's script is in guest/<command>[.update|.delete].sh, not inlined in resources.json (a driver bump
+    was a 194 KB diff of 25 KB lines); resolving the references gives back exactly the inputs the program sent."""
+    from tests.conftest import run_stack
+    from tools import plan as plan_tool
+
+    result = run_stack(dev)
+    text = plan_tool.resources_json(result)
+    rows, files = json.loads(text), plan_tool.artifacts(result)
+    commands = [r for r in rows if r["type"] == "command:remote:Command"]
+    assert commands
+    referenced = set()
+    for row in commands:
+        for key in ("create", "update", "delete"):
+            value = row["inputs"].get(key)
+            if isinstance(value, str) and value != "true":
+                assert "#!/usr/bin/env bash" not in value and len(value) < 1000, f"{row['name']}.{key} inlines its script"
+                referenced |= set(plan_tool.SCRIPT_REFERENCE.findall(value))
+    assert referenced == {p for p in files if p.startswith("guest/")}
+    sent = {r.name: plan_tool.sanitize(r.inputs) for r in result.resources}
+    assert {r["name"]: r["inputs"] for r in plan_tool.resolve_scripts(rows, files)} == sent

@@ -12,7 +12,7 @@ import pytest
 from render.catalog import GIB, MIB, device_model
 from render.host_facts import catalog_bar_sizes, load_host_facts
 from tests.support.host_facts import engine_stack_config, mock_plan, stack_host_facts
-from tools.plan import stack_config
+from tools.plan import resolve_scripts, stack_config
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBVIRT_STACKS = ("dev", "fleet", "prod")
@@ -48,7 +48,9 @@ def test_facts_say_what_the_config_says(stack, tmp_path):
 @pytest.mark.parametrize("stack", LIBVIRT_STACKS)
 def test_with_the_facts_and_the_local_uri_the_mock_plan_is_the_golden_but_for_the_uri(stack, tmp_path):
     """Why the engine test compares its preview with the golden plan, listing only the providers' uri as overridden."""
-    golden = {(r["type"], r["name"]): r for r in json.loads((ROOT / "tests" / "golden" / stack / "resources.json").read_text())}
+    plan_dir = ROOT / "tests" / "golden" / stack
+    files = {str(p.relative_to(plan_dir)): p.read_text() for p in plan_dir.rglob("*") if p.is_file()}
+    golden = {(r["type"], r["name"]): r for r in resolve_scripts(json.loads((plan_dir / "resources.json").read_text()), files)}
     local = {(r["type"], r["name"]): r for r in mock_plan(stack, libvirt_uri=LOCAL, host_facts=stack_host_facts(stack, tmp_path, LOCAL))}
     # a local URI makes each VM's autostart a local command instead of one over SSH to the hypervisor
     remote = {key for key in golden if key[0] == "command:remote:Command" and key[1].endswith("-autostart")}

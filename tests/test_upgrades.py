@@ -637,3 +637,22 @@ def test_mode_existing_refuses_an_undrained_upgrade(tmp_path):
     assert r.returncode != 0 and "fleet.drainedExternally" in r.stderr and sb.mutating() == []
     r = sb.run(steps(cfg.fleet.model_copy(update={"drained_externally": True}))[0])
     assert r.returncode == 0
+
+
+def test_plan_with_base_says_a_stack_new_at_base_is_new(tmp_path):
+    """A stack whose Pulumi.<stack>.yaml is not at BASE is created, not upgraded: the summary says so, never
+    `wave 0: <node> (nothing)`."""
+    import json
+    import subprocess
+
+    from tools.plan import plan_config, rollout_json
+    _base_repo(tmp_path, three_nodes(2))
+    subprocess.run(["git", "-C", str(tmp_path), "mv", "Pulumi.t.yaml", "Pulumi.old.yaml"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "rename"], check=True)
+    raw = three_nodes(2)
+    values, secret_keys = plan_config({f"gpu-stack:{k}": v for k, v in raw.items()})
+    doc = json.loads(rollout_json("t", values, secret_keys, run_stack(raw), base="HEAD", root=tmp_path))
+    assert doc["newAtBase"] is True and doc["base"] == "HEAD"
+    assert doc["summary"] == ["new stack: Pulumi.t.yaml does not exist at HEAD; the first `pulumi up` creates every resource "
+                              "(2 waves of nodes), nothing is upgraded"]
+    assert not any("(nothing)" in line for line in doc["summary"])

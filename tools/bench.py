@@ -18,7 +18,10 @@ With `--repeat R` each warm measurement is the best of R, taken in turns.
 Also reported: peak RSS, resources, and the dependency depth: the longest
 chain of resources that must run one after another, counting resources that
 do work (not components or providers). Timings are for reading side by side
-from one run (ratios), never for tests.
+from one run (ratios), never for tests. A "slower by" that the noise (the
+spread of its paired turns) swamps, or that is negative, is marked "(noise)"
+and a warning under the table says why (noise_verdict). Each row prints as its
+size finishes.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def fleet_config(vms: int) -> dict:
     for i in range(vms):
         hosts.append({
             "name": f"hgx-{i}", "libvirtUri": f"qemu+ssh://root@hgx-{i}/system",
+            # a qemu+ssh host needs its pinned SSH host key (any well-formed key: the bench connects to nothing)
+            "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIdVSS5CpD8Tmsctnaz7bdCeCXSuvbadPScwXgccCXuh",
             "numaNodes": [{"id": 0, "cpus": "0-55,112-167", "memoryGib": 1024}, {"id": 1, "cpus": "56-111,168-223", "memoryGib": 1024}],
             "reservedCpus": "0,56,112,168", "baseImage": {"source": "/var/lib/libvirt/images/jammy.img"},
         })
@@ -130,6 +135,31 @@ def floor_program(result):
     return program
 
 
+def noise_verdict(slow: list[float], warm: list[float], label: str = "slower by") -> str | None:
+    """Whether the paired differences `slow[i] - warm[i]` measure anything: None when the effect (their median)
+    stands out of the noise, else one line saying why not.
+
+    The noise is the spread (max - min) of the paired differences: how far two
+    turns of the same measurement disagree. An effect no larger than that, or
+    below zero (a delay added to every invoke cannot make a run faster), is the
+    machine's load, not the program; one turn has no spread to compare with.
+    """
+    diffs = [s - w for s, w in zip(slow, warm)]
+    if not diffs:
+        return f"{label}: no paired runs"
+    effect = statistics.median(diffs)
+    if len(diffs) < 2:
+        return f"{label} {effect:+.2f} s from one turn: the noise is not measured (use --repeat 3 or more)"
+    spread = max(diffs) - min(diffs)
+    if effect < 0:
+        return (f"{label} {effect:+.2f} s is negative: the machine was busier during the 0 ms runs than the delayed ones "
+                f"(noise {spread:.2f} s over {len(diffs)} turns); rerun on an idle machine")
+    if spread >= effect:
+        return (f"{label} {effect:+.2f} s is within the noise: the {len(diffs)} paired turns spread over {spread:.2f} s; "
+                f"rerun on an idle machine or with a larger --repeat")
+    return None
+
+
 def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None) -> dict:
     from tools import mockrun
     import stacks.compose as compose
@@ -195,6 +225,8 @@ def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None
         # each slow run follows its warm run: the median of those paired differences cancels the machine's drift
         "slower_by_seconds": round(statistics.median(s - w for s, w in zip(slow, warm)), 3),
         "preflight_slower_by_seconds": round(statistics.median(s - w for s, w in zip(slow_preflight, warm_preflight)), 3),
+        "noise": [v for v in (noise_verdict(slow, warm), noise_verdict(slow_preflight, warm_preflight, "preflight slower by"))
+                  if v is not None],
         "floor_seconds": round(floor_s, 3), "ratio": round(warm[w] / floor_s, 2),
         "cpu_seconds": round(min(cpu["warm"]), 3), "floor_cpu_seconds": round(min(cpu["floor"]), 3),
         "cpu_ratio": round(min(cpu["warm"]) / min(cpu["floor"]), 2),
@@ -214,22 +246,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(measure(args.one, args.invoke_ms, max(args.repeat, 1), args.parallel)))
         return 0
-    rows = []
-    for n in (int(x) for x in args.sizes.split(",")):
-        out = subprocess.run([sys.executable, "-m", "tools.bench", "--one", str(n), "--invoke-ms", str(args.invoke_ms), "--repeat", str(args.repeat),
-                              *(["--parallel", str(args.parallel)] if args.parallel else [])],
-                             cwd=ROOT, capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    sizes = [int(x) for x in args.sizes.split(",")]
+    print(f"make bench: fleets of {', '.join(map(str, sizes))} VMs, each in its own process, best of {args.repeat} turns; "
+          "a row prints as each size finishes (the 64-VM fleet takes minutes)", flush=True)
     ms = f"{args.invoke_ms:g} ms"
     print(f"| VMs | GPUs | evaluation (s) | s per VM | floor (s) | ratio to floor | CPU ratio to floor | with {ms} per invoke (s) | slower by (s) "
           f"| preflight (s) | preflight at {ms} (s) | preflight slower by (s) | peak RSS (MiB) | resources | dependency depth | reboot points per VM |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    rows = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, "-m", "tools.bench", "--one", str(n), "--invoke-ms", str(args.invoke_ms), "--repeat", str(args.repeat),
+                              *(["--parallel", str(args.parallel)] if args.parallel else [])],
+                             cwd=ROOT, capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(r)
+        noisy = "" if not r["noise"] else " (noise)"
         print(f"| {r['vms']} | {r['gpus']} | {r['seconds']:.2f} | {r['seconds'] / r['vms']:.3f} | {r['floor_seconds']:.2f} | {r['ratio']:.2f}x | {r['cpu_ratio']:.2f}x "
-              f"| {r['slow_seconds']:.2f} | {r['slower_by_seconds']:+.2f} | {r['preflight_seconds']:.2f} | {r['slow_preflight_seconds']:.2f} | {r['preflight_slower_by_seconds']:+.2f} "
-              f"| {r['peak_rss_mib']} | {r['resources']} | {r['depth']} | {r['reboot_points_per_vm']} |")
+              f"| {r['slow_seconds']:.2f} | {r['slower_by_seconds']:+.2f}{noisy if any(v.startswith('slower by') for v in r['noise']) else ''} "
+              f"| {r['preflight_seconds']:.2f} | {r['slow_preflight_seconds']:.2f} "
+              f"| {r['preflight_slower_by_seconds']:+.2f}{noisy if any(v.startswith('preflight') for v in r['noise']) else ''} "
+              f"| {r['peak_rss_mib']} | {r['resources']} | {r['depth']} | {r['reboot_points_per_vm']} |", flush=True)
     print()
     print("cold start (imports and the first run): " + ", ".join(f"{r['vms']} VM{'s' if r['vms'] > 1 else ''} {r['cold_seconds']:.2f} s" for r in rows))
+    for r in rows:
+        for verdict in r["noise"]:
+            print(f"warning: {r['vms']} VM{'s' if r['vms'] > 1 else ''}: {verdict}")
     return 0
 
 

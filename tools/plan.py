@@ -279,12 +279,63 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
             fname = "-".join(p for p in (obj.get("kind", "").lower(), meta.get("namespace"), meta.get("name")) if p)
             out[f"manifests/{group.name}/{fname}.yaml"] = to_yaml(obj)
     for cmd in result.of_type("command:remote:Command"):
-        if cmd.inputs.get("create") not in (None, "true"):
-            out[f"guest/{cmd.name}.sh"] = _script_in(cmd.inputs["create"])
-        if cmd.inputs.get("update"):
-            out[f"guest/{cmd.name}.update.sh"] = _script_in(cmd.inputs["update"])
-        if cmd.inputs.get("delete"):
-            out[f"guest/{cmd.name}.delete.sh"] = _script_in(cmd.inputs["delete"])
+        for key, path in script_files(cmd).items():
+            out[path] = _script_in(cmd.inputs[key])
+    return out
+
+
+def script_files(cmd: mockrun.Registered) -> dict[str, str]:
+    """A remote command's inputs that carry a script -> the file of the plan that holds it."""
+    out = {}
+    if cmd.inputs.get("create") not in (None, "true"):
+        out["create"] = f"guest/{cmd.name}.sh"
+    if cmd.inputs.get("update"):
+        out["update"] = f"guest/{cmd.name}.update.sh"
+    if cmd.inputs.get("delete"):
+        out["delete"] = f"guest/{cmd.name}.delete.sh"
+    return out
+
+
+SCRIPT_REFERENCE = re.compile(r"\[script: (guest/[^\]\s]+\.sh)\]")
+"""What resources.json has where a command's script was: the plan file that holds it (resolve_scripts puts it back)."""
+
+
+def script_reference(command_text: Any, path: str) -> Any:
+    """The command's input with its script replaced by `[script: <path>]`, so that a plan diff shows a changed script
+    line by line in its own file, not as one JSON string. Exactly reversible by resolve_scripts; a value whose script
+    cannot be cut out exactly (unknown until deploy, no trailing newline) stays as it is."""
+    if not isinstance(command_text, str):
+        return command_text
+    start = f"<<'{HEREDOC}'\n"
+    if start in command_text:
+        before, rest = command_text.split(start, 1)
+        if f"{HEREDOC}\n" not in rest:
+            return command_text
+        script, after = rest.rsplit(f"{HEREDOC}\n", 1)
+        if not script.endswith("\n") or SCRIPT_REFERENCE.search(script):
+            return command_text
+        return f"{before}{start}[script: {path}]\n{HEREDOC}\n{after}"
+    if command_text.endswith("\n") and not SCRIPT_REFERENCE.search(command_text):
+        return f"[script: {path}]"
+    return command_text
+
+
+def resolve_scripts(rows: list[dict[str, Any]], files: dict[str, str]) -> list[dict[str, Any]]:
+    """resources.json rows with every `[script: <path>]` replaced by that file's text: the inputs the program sent."""
+    out = []
+    for row in rows:
+        if row.get("type") == "command:remote:Command":
+            inputs = dict(row["inputs"])
+            for key in ("create", "update", "delete"):
+                value = inputs.get(key)
+                if isinstance(value, str):
+                    whole = SCRIPT_REFERENCE.fullmatch(value)
+                    if whole:
+                        inputs[key] = files[whole.group(1)]
+                    else:
+                        inputs[key] = SCRIPT_REFERENCE.sub(lambda m: files[m.group(1)].removesuffix("\n"), value, count=1)
+            row = {**row, "inputs": inputs}
+        out.append(row)
     return out
 
 
@@ -314,6 +365,7 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
     triggers = {c.name: sanitize(c.inputs.get("triggers")) if isinstance(sanitize(c.inputs.get("triggers")), list) else []
                 for c in result.of_type("command:remote:Command")}
     runs = None
+    new_at_base = False
     if base is not None:
         text = _git_show(base, f"Pulumi.{stack}.yaml", root)
         old_values, old_secrets = plan_config(parse_stack_text(text, f"{base}:Pulumi.{stack}.yaml")) if text is not None else ({}, [])
@@ -323,12 +375,17 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
                 raise ConfigError(issues)
             old = command_inputs(mockrun.run(old_values, old_secrets, stack=stack, preview=False, host_facts=facts))
         else:
-            old = {}
+            old, new_at_base = {}, True  # the stack is new at BASE: its first `pulumi up` creates everything
         new = command_inputs(mockrun.run(values, secret_keys, stack=stack, preview=False, host_facts=facts))
         runs = reruns(old, new)
     doc = rollout(cfg, triggers, runs)
     if base is not None:
         doc["base"] = base
+    if new_at_base:
+        # not an upgrade: no node is drained or upgraded, every resource is created by the first `pulumi up`
+        doc["newAtBase"] = True
+        doc["summary"] = [f"new stack: Pulumi.{stack}.yaml does not exist at {base}; the first `pulumi up` creates "
+                          f"every resource ({len(doc['waves'])} wave{'s' if len(doc['waves']) != 1 else ''} of nodes), nothing is upgraded"]
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -339,6 +396,14 @@ def _git_show(ref: str, path: str, root: Path) -> str | None:
             return None
         raise SystemExit(f"BASE={ref}: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def _with_script_references(r: mockrun.Registered) -> Any:
+    inputs = sanitize(r.inputs)
+    if r.type == "command:remote:Command":
+        for key, path in script_files(r).items():
+            inputs[key] = script_reference(inputs[key], path)
+    return inputs
 
 
 def resources_json(result: mockrun.RunResult) -> str:
@@ -358,7 +423,7 @@ def resources_json(result: mockrun.RunResult) -> str:
                 "additionalSecretOutputs": r.additional_secret_outputs,
                 "customTimeouts": r.custom_timeouts,
             },
-            "inputs": sanitize(r.inputs),
+            "inputs": _with_script_references(r),
         })
     return json.dumps(rows, indent=2, sort_keys=True) + "\n"
 

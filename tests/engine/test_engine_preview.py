@@ -344,8 +344,27 @@ def test_preview_equals_the_mock_plan(engine, stack, tmp_path):
     out = local_preview(stack, engine, tmp_path / "facts", json=True)
     assert out.ok, out.error
     preview_doc = json.loads(out.stdout)
-    # the mock run of the same throwaway config and facts; tests/test_synthetic_host_facts.py shows it is the
-    # golden plan but for what LOCAL_LIBVIRT changes (the providers' uri, a local autostart command)
+    # the mock run of the same throwaway config and facts, its scripts resolved (resources.json names each command's
+    # script file); tests/test_synthetic_host_facts.py shows it is the golden plan but for what LOCAL_LIBVIRT
+    # changes (the providers' uri, a local autostart command)
     plan = mock_plan(stack, libvirt_uri=LOCAL_LIBVIRT, host_facts=stack_host_facts(stack, tmp_path / "plan-facts", LOCAL_LIBVIRT))
     diffs = differences(engine_rows(preview_doc), plan)
     assert not diffs, f"{len(diffs)} differences between `pulumi preview` and the mock plan:\n" + "\n".join(diffs)
+
+
+def test_bad_config_is_reported_in_the_form_the_readme_states(engine):
+    """README: `pulumi preview` reports the lines of `make plan` under the header `invalid stack config (N problems):`,
+    each as `  - <line>`, and the whole block twice (the program's error, then `an unhandled error occurred:`)."""
+    out = preview("dev", engine, config_overrides={"gpu-stack:vmz": [{"name": "typo"}]})
+    text = out.stdout + out.error + "".join(m for _, m in out.diagnostics)
+    assert not out.ok and "Traceback" not in text
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "the whole block twice" in readme and "`invalid stack config (N problems):`" in readme
+    assert "under `Diagnostics:`" in readme
+    diagnostics = out.stdout.split("\nDiagnostics:\n", 1)[1].split("\nResources:", 1)[0]
+    headers = re.findall(r"invalid stack config \((\d+) problems?\):", diagnostics)
+    assert len(headers) == 2 and len(set(headers)) == 1, text
+    assert "error: an unhandled error occurred: invalid stack config" in diagnostics
+    problems = re.findall(r"^\s*- (gpu-stack:\S+: .*)$", diagnostics, re.M)
+    assert len(problems) == 2 * int(headers[0]), text
+    assert any(p.startswith("gpu-stack:vmz: unknown key") for p in problems)

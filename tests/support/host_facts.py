@@ -199,10 +199,10 @@ def stack_host_facts(stack: str, out_dir: Path, libvirt_uri: str | None = None) 
 
 def mock_plan(stack: str, *, libvirt_uri: str | None = None, host_facts: list[Path] | None = None) -> list[dict]:
     """resources.json rows (tools/plan.resources_json) of the mock run of the same throwaway stack
-    config, with the same facts: what `make plan` would write for it."""
+    config, with the same facts, each command's script put back (resolve_scripts): the inputs the program sent."""
     from tools import mockrun
-    from tools.plan import resources_json
+    from tools.plan import artifacts, resolve_scripts, resources_json
 
     values, secret_keys = engine_stack_config(stack, libvirt_uri)
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=[str(p) for p in host_facts or []])
-    return json.loads(resources_json(result))
+    return resolve_scripts(json.loads(resources_json(result)), artifacts(result))
