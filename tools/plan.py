@@ -285,7 +285,8 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
 
 
 def script_files(cmd: mockrun.Registered) -> dict[str, str]:
-    """A remote command's inputs that carry a script -> the file of the plan that holds it."""
+    """A remote command's inputs that carry a script -> the file of the plan that holds it. A one-line command
+    (the hypervisor's `virsh autostart`) stays in resources.json, where it is read as it is."""
     out = {}
     if cmd.inputs.get("create") not in (None, "true"):
         out["create"] = f"guest/{cmd.name}.sh"
@@ -293,7 +294,8 @@ def script_files(cmd: mockrun.Registered) -> dict[str, str]:
         out["update"] = f"guest/{cmd.name}.update.sh"
     if cmd.inputs.get("delete"):
         out["delete"] = f"guest/{cmd.name}.delete.sh"
-    return out
+    one_liner = lambda v, path: isinstance(v, str) and script_reference(v, path) == v  # noqa: E731
+    return {key: path for key, path in out.items() if not one_liner(cmd.inputs[key], path)}
 
 
 SCRIPT_REFERENCE = re.compile(r"\[script: (guest/[^\]\s]+\.sh)\]")

@@ -1,1 +1,0 @@
-virsh -c qemu:///system autostart gpu-2-1

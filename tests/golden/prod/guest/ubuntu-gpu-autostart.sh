@@ -1,1 +1,0 @@
-virsh -c qemu:///system autostart ubuntu-gpu
