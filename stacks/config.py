@@ -453,6 +453,9 @@ class Kubernetes(Model):
     package_repository: Optional[RepositoryUrl] = None
     """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists for Kubernetes 1.24 and newer: older versions need a mirror here."""
     node_labels: dict[QualifiedName, LabelValue] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    past_end_of_support: Optional[str] = Field(default=None, min_length=10, pattern=r"^[^\r\n]*\S[^\r\n]*$",
+                                               examples=["joins an existing 1.23.17 cluster that gpu-stack does not upgrade"])
+    """Why this stack keeps a Kubernetes version past its end of support (stacks/support.py), e.g. the existing cluster it joins runs it. The plan still says the version has ended, with this reason, and versions.json records it; the example-stack test accepts an ended version only with it."""
     node_taints: Optional[tuple[Taint, ...]] = None
     """Taints on the GPU VMs' nodes. Unset: derived from the mode, so that the default is valid in every mode: none in mode init (every node of the cluster is one of these GPU VMs, and a NoSchedule taint on all of them would leave CoreDNS Pending), nvidia.com/gpu=true:NoSchedule in modes join and existing (the cluster has other nodes for the rest)."""
 

@@ -324,6 +324,8 @@ ROWS: tuple[Row, ...] = (
     Row("kubernetes", ["1.32.4"], why="valid dictionary"),
     Row("kubernetes.version", "1.32", why="MAJOR.MINOR.PATCH"),
     Row("kubernetes.mode", "standalone", why="'init', 'join' or 'existing'"),
+    Row("kubernetes.pastEndOfSupport", "legacy", why="at least 10 characters"),
+    Row("kubernetes.pastEndOfSupport", "kept because\nthe cluster", why="is not in the accepted form"),
     Row("kubernetes.mode", "existing", key="kubeconfig", why="mode existing"),
     Row("kubernetes.join", "cp:6443", why="valid dictionary"),
     Row("kubernetes.join.controlPlaneEndpoint", "https://cp.lab.local", setup=JOIN, why="is not in the accepted form"),
