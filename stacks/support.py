@@ -148,3 +148,86 @@ def last_branch_problem(driver_version: str, architecture: str) -> tuple[int, st
     if last is None or driver_branch(driver_version) <= last[0]:
         return None
     return last
+
+
+@dataclass(frozen=True)
+class Newest:
+    version: str
+    source: str
+    note: str = ""        # why the pin does not follow it yet ("not yet verified: ...")
+
+
+NEWEST: dict[str, Newest] = {
+    # the newest release seen of each pinned component (docs/FIELD-FACTS.md, "Current releases", read 2026-12-06)
+    "kubernetes": Newest("1.37.2", "go list -m -json k8s.io/kubernetes@latest (2026-10-27)",
+                         "not yet verified: GPU Operator v26.7.0 is validated with Kubernetes up to 1.36 (platform-support.rst)"),
+    "nvidia-driver": Newest("620 (R620 long-term support)", NV_620,
+                            "not yet verified: no R620 version number found; 595.91.07 (R595) ends March 2027 and its Ubuntu package was not seen"),
+    "nvidia-container-toolkit": Newest("1.20.0", "NVIDIA/nvidia-container-toolkit tag v1.20.0 (2026-08-12)"),
+    "kubevirt": Newest("v1.9.0", "kubevirt/kubevirt tag v1.9.0 (2026-07-27)"),
+    "gpu-operator": Newest("v26.7.1", "NVIDIA/gpu-operator releases",
+                           "not yet verified: only v26.7.0's values.yaml is at hand (tests/reference)"),
+    "device-plugin": Newest("0.20.1", "NVIDIA/k8s-device-plugin releases (2026-09)",
+                            "not yet verified: only v0.20.0's values.yaml is at hand (tests/reference)"),
+    "dcgm-exporter": Newest("4.6.0-4.8.3", "GPU Operator v26.7.0 values.yaml dcgmExporter.version",
+                            "not yet verified: its default-counters.csv is not at hand; the alerts read 4.5.3-4.8.2's"),
+    "kube-prometheus-stack": Newest("88.5.3", "prometheus-community/helm-charts kube-prometheus-stack-88.5.3 (2026-08-21)"),
+    "calico": Newest("v3.32.2", "projectcalico/calico v3.32.2 manifests in a public code index",
+                     "not yet verified: the newest tag read with its data is v3.32.1 (tests/reference)"),
+}
+
+
+def _row(component: str, version: str, status: Status | None = None, **extra) -> dict:
+    newest = NEWEST.get(component)
+    row = {"component": component, "version": version, **extra}
+    if status is not None:
+        row["support"] = status.state
+        row["ends"] = status.ends.isoformat() if status.ends else None
+        row["endsAsPublished"] = status.text
+    else:
+        row["support"] = "no end-of-support data"
+    if newest is not None:
+        current = version.lstrip("v") == newest.version.lstrip("v") or (
+            component == "nvidia-driver" and newest.version.startswith(str(driver_branch(version))))
+        row["newest"] = {"version": newest.version, "source": newest.source,
+                         "state": "pinned" if current else (newest.note or "newer release available")}
+    return row
+
+
+def pinned_versions(cfg, kubevirt_version: str) -> dict:
+    """versions.json: every pinned component, its version, support status and end, relative to CATALOG_READ (so the file
+    is the same whichever day the plan runs); the warnings of the day are on the terminal (config_warnings)."""
+    rows = []
+    if cfg.kubernetes is not None:
+        k = cfg.kubernetes
+        extra = {"pastEndOfSupport": k.past_end_of_support} if k.past_end_of_support else {}
+        row = kubernetes_row(k.version)
+        rows.append(_row("kubernetes", k.version, kubernetes_status(k.version, CATALOG_READ),
+                         source=row.source if row else None, **extra))
+    if cfg.guest is not None:
+        nv = cfg.guest.nvidia
+        row = driver_row(nv.driver_version)
+        rows.append(_row("nvidia-driver", nv.driver_version, driver_status(nv.driver_version, CATALOG_READ),
+                         branch=driver_branch(nv.driver_version), designation=row.designation if row else None,
+                         source=row.source if row else NEWEST_LISTED_PAGE))
+        if nv.cuda is not None:
+            rows.append(_row("cuda-toolkit", nv.cuda.version))
+        rows.append(_row("nvidia-container-toolkit", cfg.guest.container_runtime.nvidia_toolkit_version))
+    if any(h.kind == "kubevirt" for h in cfg.hosts):
+        rows.append(_row("kubevirt", kubevirt_version))
+    a = cfg.addons
+    if cfg.kubernetes is not None:
+        if a.pod_network.enabled and cfg.kubernetes.mode == "init":
+            rows.append(_row("calico", a.pod_network.version))
+        if a.device_plugin.enabled:
+            rows.append(_row("device-plugin", a.device_plugin.version))
+        if a.gpu_operator.enabled:
+            rows.append(_row("gpu-operator", a.gpu_operator.version))
+            rows.append(_row("dcgm-exporter", a.gpu_operator.dcgm_exporter_version))
+        if a.monitoring.enabled:
+            rows.append(_row("kube-prometheus-stack", a.monitoring.chart_version))
+            if not a.gpu_operator.enabled:
+                rows.append(_row("dcgm-exporter", a.monitoring.dcgm_exporter_image_tag))
+    return {"catalogRead": CATALOG_READ.isoformat(), "warnDays": WARN_DAYS,
+            "note": "support is relative to catalogRead; `make plan` warns relative to the day it runs",
+            "components": rows}
