@@ -204,8 +204,8 @@ class KubevirtHost(Model):
     feature_gates: tuple[Word, ...] = ()
     """manageKubeVirtConfig: feature gates the cluster already has, kept. The CR's featureGates list is atomic, so the patch replaces it whole; gpu-stack adds HostDevices and Sidecar itself."""
     device_plugins: KubevirtDevicePlugins = KubevirtDevicePlugins()
-    sidecar_image: ImageReference = "quay.io/kubevirt/sidecar-shim:v1.8.4"
-    """Image of the hook sidecar that sets the 64-bit PCI hole (KubeVirt v1.8.4 has no size annotation)."""
+    sidecar_image: ImageReference = "quay.io/kubevirt/sidecar-shim:v1.9.0"
+    """Image of the hook sidecar that sets the 64-bit PCI hole (KubeVirt v1.9.0, like v1.8.4, has no size annotation); the shim of the pinned KubeVirt release."""
 
 
 class VmKubevirt(Model):
@@ -370,7 +370,7 @@ class Nvidia(Model):
 
 class ContainerRuntime(Model):
     name: Literal["containerd", "docker"] = "containerd"
-    nvidia_toolkit_version: Version3 = "1.17.8"
+    nvidia_toolkit_version: Version3 = "1.20.0"
     nvidia_default: bool = False
     """containerd only: make nvidia the default runtime instead of using the RuntimeClass."""
     docker_repository: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors

@@ -363,7 +363,7 @@ ROWS: tuple[Row, ...] = (
     Row("addons.devicePlugin.enabled", False, key="addons", why="no device plugin is enabled"),
     Row("addons.devicePlugin.enabled", "on and off", why="valid boolean"),
     Row("addons.devicePlugin.version", "0.99.0", why="not in the compatibility table"),
-    Row("addons.devicePlugin.version", "0.16.2", why="kubernetes.version 1.32.4"),
+    Row("addons.devicePlugin.version", "0.16.2", why="kubernetes.version 1.36.5"),
     Row("addons.devicePlugin.deploy", "kustomize", why="'helm' or 'static'"),
     Row("addons.devicePlugin.namespace", "NVIDIA", why="lower-case letters"),
     Row("addons.devicePlugin.timeSlicing", 4, why="valid dictionary"),

@@ -55,7 +55,7 @@ def test_plan_names_every_placeholder_secret(tmp_path):
 
 @pytest.mark.parametrize("written", ['"570.172"', "570.172"])
 def test_two_part_driver_version_is_refused(tmp_path, written):
-    text = (MINIMAL / "Pulumi.minimal.yaml").read_text().replace("driverVersion: 570.172.08", f"driverVersion: {written}")
+    text = (MINIMAL / "Pulumi.minimal.yaml").read_text().replace("driverVersion: 580.173.02", f"driverVersion: {written}")
     with pytest.raises(ConfigError) as e:
         _config(text, tmp_path)
     [issue] = e.value.issues
