@@ -1317,7 +1317,7 @@ CHART_RESOURCES: dict[str, tuple[ChartResource, ...]] = {
 }
 
 PRESENT_CRDS: dict[str, tuple[str, ...]] = {
-    # a KubeVirt host cluster runs KubeVirt (v1.8.4, a prerequisite: README, docs/OPERATIONS.md); the plan's
+    # a KubeVirt host cluster runs KubeVirt (v1.9.0, a prerequisite: README, docs/OPERATIONS.md); the plan's
     # VirtualMachines and the KubeVirt CR patch go to that cluster, through its own provider
     "kubevirt": ("kubevirt.io/VirtualMachine", "kubevirt.io/KubeVirt"),
 }

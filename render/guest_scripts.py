@@ -311,7 +311,7 @@ ON_CONTROL_PLANE = ("drain", "uncordon")
 
 TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1")
 """What container-runtime.sh pins and holds at guest.containerRuntime.nvidiaToolkitVersion: the set NVIDIA's
-install guide installs together (container-toolkit 1.17.8 install guide, "NVIDIA_CONTAINER_TOOLKIT_VERSION")."""
+install guide installs together (container-toolkit 1.17.8 and 1.20.0 install guides, "NVIDIA_CONTAINER_TOOLKIT_VERSION")."""
 
 FABRIC_TIMEOUT_S = 300
 """Fabric state Completed after a reboot: Fabric Manager waits 30 s for the GPUs, 47 s were seen in a CC guest (FIELD-FACTS)."""

@@ -1,14 +1,14 @@
 """The KubeVirt mapping of the neutral VmPlan: pure dicts, no Pulumi.
 
-Pinned KubeVirt release: v1.8.4 (kubevirt/kubevirt tag v1.8.4, commit
-dfaa398f086692d19e01be21d83a01036e07815f). Every field below is in that
-release's CRD schemas, kept in tests/reference/kubevirt-v1.8.4-*.openapi.yaml
-(tests/test_kubevirt.py validates each object against them). Sources, at v1.8.4:
+Pinned KubeVirt release: v1.9.0 (kubevirt/kubevirt tag v1.9.0, commit
+79d34c1762169e5b0370ec491cef5ca12e6b504c; v1.8.4 before). Every field below is in that
+release's CRD schemas, kept in tests/reference/kubevirt-v1.9.0-*.openapi.yaml
+(tests/test_kubevirt.py validates each object against them). Sources, re-read at v1.9.0:
 
 - domain.devices.gpus[] / hostDevices[] {name, deviceName}: staging/src/kubevirt.io/api/core/v1/schema.go
   (GPU, HostDevice); the deviceName is a resource name from permittedHostDevices.
 - firmware.bootloader.efi {secureBoot, persistent}: schema.go (EFI). persistent keeps the EFI
-  variables in the VM's backend storage; its feature gate VMPersistentState is GA in v1.8.4
+  variables in the VM's backend storage; its feature gate VMPersistentState is GA in v1.9.0
   (pkg/virt-config/featuregate/inactive.go).
 - cpu.dedicatedCpuPlacement, isolateEmulatorThread, numa.guestMappingPassthrough, memory.hugepages:
   schema.go (CPU, NUMA, Hugepages).
@@ -16,15 +16,16 @@ release's CRD schemas, kept in tests/reference/kubevirt-v1.8.4-*.openapi.yaml
 - cloudInitNoCloud.secretRef: schema.go (CloudInitNoCloudSource).
 - interfaces[].macAddress with masquerade on the pod network: schema.go (Interface).
 - spec.runStrategy: types.go (VirtualMachineRunStrategy).
-- The 64-bit PCI hole: v1.8.4 has no annotation that sizes it, only kubevirt.io/disablePCIHole64
-  (types.go DisablePCIHole64; pkg/virt-launcher/virtwrap/converter/converter.go shouldDisablePCIHole64).
+- The 64-bit PCI hole: v1.9.0 (like v1.8.4) has no annotation that sizes it, only kubevirt.io/disablePCIHole64
+  (types.go DisablePCIHole64; pkg/virt-launcher/virtwrap/converter/compute/controllers.go shouldDisablePCIHole64,
+  in converter.go at v1.8.4; kubevirt PR 18013's pciHole64Size is not in v1.9.0).
   So a hook sidecar sets <pcihole64> on the pcie-root controller: the annotation
   hooks.kubevirt.io/hookSidecars (pkg/hooks/hooks.go: HookSidecar{args, image, configMap{name, key, hookPath}})
   with a ConfigMap holding scripts/kubevirt/pcihole64-hook.sh at hookPath /usr/bin/onDefineDomain
   (cmd/sidecars/README.md, "Using ConfigMap to run custom script"). The hook needs the Sidecar feature gate.
 - KubeVirt CR: spec.configuration.permittedHostDevices.pciHostDevices[] {pciVendorSelector,
   resourceName, externalResourceProvider} and developerConfiguration.featureGates (types.go
-  PermittedHostDevices, PciHostDevice). Feature gates still Alpha in v1.8.4 that gpu-stack needs:
+  PermittedHostDevices, PciHostDevice). Feature gates still Alpha in v1.9.0 that gpu-stack needs:
   HostDevices and Sidecar (pkg/virt-config/featuregate/active.go); GPU is GA (inactive.go).
 - KubeVirt's own device plugin advertises one device per IOMMU group: pkg/virt-handler/device-manager/
   pci_device.go constructDPIdevices uses the IOMMU group as the device ID, so two GPUs in one group
@@ -41,9 +42,9 @@ from render.catalog import GIB, GPU_MODELS, NVSWITCH_MODELS, device_model
 from render.vm_plan import VmPlan
 from stacks.config import Host, KubevirtHost, StackConfig, Vm, VmKubevirt
 
-KUBEVIRT_VERSION = "v1.8.4"
+KUBEVIRT_VERSION = "v1.9.0"
 FEATURE_GATES = ("HostDevices", "Sidecar")
-"""Alpha in v1.8.4 and needed here: HostDevices (hostDevices, for NVSwitches), Sidecar (the pcihole64 hook)."""
+"""Alpha in v1.9.0 (pkg/virt-config/featuregate/active.go) and needed here: HostDevices (hostDevices, for NVSwitches), Sidecar (the pcihole64 hook)."""
 HOOK_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "kubevirt" / "pcihole64-hook.sh"
 HOOK_KEY = "pcihole64.sh"
 HOOK_PATH = "/usr/bin/onDefineDomain"

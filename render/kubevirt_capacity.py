@@ -1,6 +1,6 @@
 """Seed 002 at preview: what a KubeVirt node will advertise, from its host facts.
 
-KubeVirt's device plugin (pkg/virt-handler/device-manager/pci_device.go at v1.8.4,
+KubeVirt's device plugin (pkg/virt-handler/device-manager/pci_device.go at v1.8.4 and v1.9.0,
 constructDPIdevices) uses a device's IOMMU group as its device-plugin ID, so a
 node advertises one device per IOMMU group per resource: six RTX 3090s of
 which two pairs share a group are four allocatable nvidia.com/RTX_3090. Here

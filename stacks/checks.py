@@ -19,7 +19,10 @@ from render.domain_xslt import pcie_problems
 from render.guest_scripts import min_disk_gib
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, node_memory_issues, place_host
-from stacks.compat import device_plugin_problems, kubernetes_version_warning
+from datetime import date
+
+from stacks.compat import device_plugin_problems, gpu_operator_problems, kubernetes_version_warning
+from stacks import support
 from stacks.config import Host, StackConfig, VmVsphere
 from stacks.errors import ConfigIssue
 from stacks.types import format_cpu_list, version_tuple
@@ -115,6 +118,7 @@ def check_stack(cfg: StackConfig, secrets: set[str], stack: str | None = None) -
     issues += _check_disks(cfg)
     issues += _check_guest_and_cluster(cfg, secrets)
     issues += _check_kernel_modules(cfg)
+    issues += _check_driver_branch(cfg)
     issues += _check_cidrs(cfg)
     issues += _check_labels(cfg)
     issues += _check_addons(cfg, secrets)
@@ -682,6 +686,10 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
             issues.append(ConfigIssue(f"addons.devicePlugin.{suffix}", f"{message} (kubernetes.version {cfg.kubernetes.version})"))
         if dp.time_slicing is not None and dp.mig_strategy == "mixed":
             issues.append(ConfigIssue("addons.devicePlugin.timeSlicing", "time-slicing with addons.devicePlugin.migStrategy mixed is not supported by the device plugin; use single or none"))
+    if op.enabled:
+        guest_os = f"{cfg.guest.os.family} {cfg.guest.os.version}" if cfg.guest is not None else None
+        for message in gpu_operator_problems(op.version, cfg.kubernetes.version, guest_os):
+            issues.append(ConfigIssue("addons.gpuOperator.version", f"{message} (kubernetes.version {cfg.kubernetes.version})"))
     if not dp.enabled and not (op.enabled and op.device_plugin_enabled) and cfg.vms:
         issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; set addons.devicePlugin.enabled, or addons.gpuOperator.enabled with addons.gpuOperator.devicePluginEnabled"))
     if cfg.kubernetes.mode == "join" and any_addon and "kubeconfig" not in secrets:
@@ -741,6 +749,26 @@ def _check_kernel_modules(cfg: StackConfig) -> list[ConfigIssue]:
     return issues
 
 
+def _check_driver_branch(cfg: StackConfig) -> list[ConfigIssue]:
+    """guest.nvidia.driverVersion against the last branch each configured GPU's architecture has (stacks/support.py)."""
+    if cfg.guest is None:
+        return []
+    version = cfg.guest.nvidia.driver_version
+    issues, seen = [], set()
+    for vi, vm in enumerate(cfg.vms):
+        for gi, g in enumerate(vm.gpus):
+            arch = GPU_MODELS[g.model].architecture
+            problem = support.last_branch_problem(version, arch)
+            if problem is None or arch in seen:
+                continue
+            seen.add(arch)
+            last, source = problem
+            issues.append(ConfigIssue("guest.nvidia.driverVersion", (
+                f"driver {version} (branch {support.driver_branch(version)}) does not support the {g.model} at vms[{vi}].gpus[{gi}] "
+                f"({arch.capitalize()}): the last branch that supports {arch.capitalize()} is {last} ({source}); pin a {last} driver")))
+    return issues
+
+
 def _check_hypervisor_versions(hi, host, vms) -> list[ConfigIssue]:
     """hosts[].libvirtVersion / qemuVersion against what each VM's domain XML uses (render/hypervisor.py)."""
     issues = []
@@ -750,11 +778,31 @@ def _check_hypervisor_versions(hi, host, vms) -> list[ConfigIssue]:
     return issues
 
 
-def config_warnings(cfg: StackConfig) -> list[ConfigIssue]:
-    """What is accepted but worth a word; the program logs each (pulumi.log.warn), `make plan` prints each."""
+def config_warnings(cfg: StackConfig, today: date | None = None) -> list[ConfigIssue]:
+    """What is accepted but worth a word; the program logs each (pulumi.log.warn), `make plan` prints each.
+
+    `today` (default: the real date) decides which support ends are past or near (stacks/support.py); these lines
+    go to the terminal and the engine's log only, never into the plan's files."""
+    today = today or date.today()
     warnings = []
     if cfg.kubernetes is not None:
         message = kubernetes_version_warning(cfg.kubernetes.version)
         if message:
             warnings.append(ConfigIssue("kubernetes.version", message))
+        k = cfg.kubernetes
+        message = support.status_sentence(f"Kubernetes {k.version}", support.kubernetes_status(k.version, today), today)
+        if message:
+            if k.past_end_of_support:
+                message += f"; kept on purpose (kubernetes.pastEndOfSupport: {k.past_end_of_support})"
+            else:
+                message += "; move to a supported minor (or say why not in kubernetes.pastEndOfSupport)"
+            warnings.append(ConfigIssue("kubernetes.version", message))
+    if cfg.guest is not None:
+        version = cfg.guest.nvidia.driver_version
+        status = support.driver_status(version, today)
+        message = support.status_sentence(f"NVIDIA driver {version} (branch {support.driver_branch(version)})", status, today)
+        if message:
+            warnings.append(ConfigIssue("guest.nvidia.driverVersion", message + "; supported branches: " + ", ".join(
+                f"{r.release} {r.designation} to {r.ends_text}" for b, r in sorted(support.DRIVER_BRANCHES.items())
+                if r.ends is None or r.ends >= today)))
     return warnings

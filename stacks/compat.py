@@ -33,8 +33,27 @@ DEVICE_PLUGIN_RELEASES: tuple[PluginRelease, ...] = (
     PluginRelease((0, 16), ((1, 24), (1, 30)), mig=True, time_slicing=True, helm_chart=True),
     PluginRelease((0, 17), ((1, 25), (1, 32)), mig=True, time_slicing=True, helm_chart=True),
     PluginRelease((0, 18), ((1, 26), (1, 33)), mig=True, time_slicing=True, helm_chart=True),
-    PluginRelease((0, 19), ((1, 27), (1, 34)), mig=True, time_slicing=True, helm_chart=True),
-    PluginRelease((0, 20), ((1, 28), (1, 35)), mig=True, time_slicing=True, helm_chart=True),
+    # 0.19 and 0.20: go.mod at tags v0.19.0 (k8s.io/kubelet v0.35.2) and v0.20.0 (k8s.io/kubelet v0.36.3),
+    # NVIDIA/k8s-device-plugin, read 2026-12-06; widened by one minor as above (0.17: v0.31.1 -> 1.32, 0.18: v0.32.3 -> 1.33).
+    PluginRelease((0, 19), ((1, 27), (1, 36)), mig=True, time_slicing=True, helm_chart=True),
+    PluginRelease((0, 20), ((1, 28), (1, 37)), mig=True, time_slicing=True, helm_chart=True),
+)
+
+
+@dataclass(frozen=True)
+class OperatorRelease:
+    minor: tuple[int, int]
+    kubernetes: dict[str, tuple[tuple[int, int], tuple[int, int]]]  # guest OS ("ubuntu 24.04") -> inclusive minors
+    source: str
+
+
+GPU_OPERATOR_RELEASES: tuple[OperatorRelease, ...] = (
+    # The "Kubernetes" column of the bare-metal / GPU-passthrough table in gpu-operator/platform-support.rst,
+    # NVIDIA/cloud-native-docs commit 52dcb7b8d956784344e241df476de17094a4574c (2026-08-21; versions1.json: 26.7
+    # preferred): Ubuntu 24.04 1.32---1.36; Ubuntu 22.04, RHEL 9.x and Rocky 9.7 1.33---1.36.
+    OperatorRelease((26, 7), {"ubuntu 24.04": ((1, 32), (1, 36)), "ubuntu 22.04": ((1, 33), (1, 36)),
+                              "rhel 9": ((1, 33), (1, 36))},
+                    "NVIDIA/cloud-native-docs gpu-operator/platform-support.rst (26.7)"),
 )
 
 
@@ -68,6 +87,28 @@ def device_plugin_problems(plugin_version: str, kubernetes_version: str, *, mig:
     if mig and not release.mig:
         problems.append(("migStrategy", f"MIG needs device plugin >= 0.12, not {plugin_version}"))
     return problems
+
+
+def gpu_operator_problems(operator_version: str, kubernetes_version: str, guest_os: str | None) -> list[str]:
+    """Why this GPU Operator release does not support this Kubernetes on this guest OS ("ubuntu 24.04"); [] when it does.
+
+    guest_os None (mode existing without a guest block): the widest window of any OS."""
+    v = version_tuple(operator_version)[:2]
+    release = next((r for r in GPU_OPERATOR_RELEASES if r.minor == v), None)
+    if release is None:
+        known = ", ".join(f"v{_fmt(r.minor)}" for r in GPU_OPERATOR_RELEASES)
+        return [f"GPU Operator {operator_version} is not in the compatibility table (stacks/compat.py); known: {known}"]
+    k8s = version_tuple(kubernetes_version)[:2]
+    if guest_os is not None and guest_os in release.kubernetes:
+        lo, hi = release.kubernetes[guest_os]
+        where = f"on {guest_os}"
+    else:
+        lo, hi = min(w[0] for w in release.kubernetes.values()), max(w[1] for w in release.kubernetes.values())
+        where = "on any OS it lists"
+    if lo <= k8s <= hi:
+        return []
+    return [f"GPU Operator {operator_version} supports Kubernetes {_fmt(lo)} to {_fmt(hi)} {where}, not {kubernetes_version} "
+            f"({release.source}); pin a Kubernetes version in that range"]
 
 
 KUBERNETES_NEWEST = "1.37.2"

@@ -204,8 +204,8 @@ class KubevirtHost(Model):
     feature_gates: tuple[Word, ...] = ()
     """manageKubeVirtConfig: feature gates the cluster already has, kept. The CR's featureGates list is atomic, so the patch replaces it whole; gpu-stack adds HostDevices and Sidecar itself."""
     device_plugins: KubevirtDevicePlugins = KubevirtDevicePlugins()
-    sidecar_image: ImageReference = "quay.io/kubevirt/sidecar-shim:v1.8.4"
-    """Image of the hook sidecar that sets the 64-bit PCI hole (KubeVirt v1.8.4 has no size annotation)."""
+    sidecar_image: ImageReference = "quay.io/kubevirt/sidecar-shim:v1.9.0"
+    """Image of the hook sidecar that sets the 64-bit PCI hole (KubeVirt v1.9.0, like v1.8.4, has no size annotation); the shim of the pinned KubeVirt release."""
 
 
 class VmKubevirt(Model):
@@ -370,7 +370,7 @@ class Nvidia(Model):
 
 class ContainerRuntime(Model):
     name: Literal["containerd", "docker"] = "containerd"
-    nvidia_toolkit_version: Version3 = "1.17.8"
+    nvidia_toolkit_version: Version3 = "1.20.0"
     nvidia_default: bool = False
     """containerd only: make nvidia the default runtime instead of using the RuntimeClass."""
     docker_repository: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
@@ -453,6 +453,9 @@ class Kubernetes(Model):
     package_repository: Optional[RepositoryUrl] = None
     """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists for Kubernetes 1.24 and newer: older versions need a mirror here."""
     node_labels: dict[QualifiedName, LabelValue] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    past_end_of_support: Optional[str] = Field(default=None, min_length=10, pattern=r"^[^\r\n]*\S[^\r\n]*$",
+                                               examples=["joins an existing 1.23.17 cluster that gpu-stack does not upgrade"])
+    """Why this stack keeps a Kubernetes version past its end of support (stacks/support.py), e.g. the existing cluster it joins runs it. The plan still says the version has ended, with this reason, and versions.json records it; the example-stack test accepts an ended version only with it."""
     node_taints: Optional[tuple[Taint, ...]] = None
     """Taints on the GPU VMs' nodes. Unset: derived from the mode, so that the default is valid in every mode: none in mode init (every node of the cluster is one of these GPU VMs, and a NoSchedule taint on all of them would leave CoreDNS Pending), nvidia.com/gpu=true:NoSchedule in modes join and existing (the cluster has other nodes for the rest)."""
 

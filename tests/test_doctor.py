@@ -591,7 +591,7 @@ def test_guest_with_a_different_host_key_is_refused(ssh, kube, keys, stack_dir, 
 def test_expected_state_of_the_repositorys_stacks():
     prod = doctor.expected_for(doctor.load_config("prod", ROOT_DIR), "ubuntu-gpu", {})
     assert (prod.plugin, prod.plugin_namespace, prod.nvswitch, prod.gpu_count, prod.allocatable) == ("operator", "gpu-operator", True, 8, 8)
-    assert prod.node_taints == () and prod.driver_version == "570.172.08" and prod.hole64_gib == 2048
+    assert prod.node_taints == () and prod.driver_version == "580.173.02" and prod.hole64_gib == 2048
     dev = doctor.expected_for(doctor.load_config("dev", ROOT_DIR), "gpu-dev-0", {})
     assert (dev.plugin, dev.plugin_namespace, dev.nvswitch, dev.allocatable) == ("helm", "nvidia-device-plugin", False, 4)  # time-slicing x4
     assert "nvidia-smi-topo" not in doctor.guest_commands(dev) and "fabricmanager" in doctor.guest_commands(prod)

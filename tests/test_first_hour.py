@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from stacks.checks import config_warnings
+from stacks.support import CATALOG_READ
 from stacks.compat import KUBERNETES_CATALOG_READ, KUBERNETES_NEWEST
 from stacks.config import StackConfig
 from stacks.errors import ConfigError
@@ -54,7 +55,7 @@ def test_plan_names_every_placeholder_secret(tmp_path):
 
 @pytest.mark.parametrize("written", ['"570.172"', "570.172"])
 def test_two_part_driver_version_is_refused(tmp_path, written):
-    text = (MINIMAL / "Pulumi.minimal.yaml").read_text().replace("driverVersion: 570.172.08", f"driverVersion: {written}")
+    text = (MINIMAL / "Pulumi.minimal.yaml").read_text().replace("driverVersion: 580.173.02", f"driverVersion: {written}")
     with pytest.raises(ConfigError) as e:
         _config(text, tmp_path)
     [issue] = e.value.issues
@@ -63,8 +64,8 @@ def test_two_part_driver_version_is_refused(tmp_path, written):
 
 def test_kubernetes_newer_than_the_catalog_is_a_warning():
     cfg = StackConfig.model_validate({"kubernetes": {"version": "1.99.0"}})
-    [warning] = config_warnings(cfg)
+    [warning] = config_warnings(cfg, CATALOG_READ)
     assert warning.path == "kubernetes.version"
     assert KUBERNETES_NEWEST in warning.message and KUBERNETES_CATALOG_READ in warning.message
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", KUBERNETES_CATALOG_READ)
-    assert config_warnings(StackConfig.model_validate({"kubernetes": {"version": KUBERNETES_NEWEST}})) == []
+    assert config_warnings(StackConfig.model_validate({"kubernetes": {"version": KUBERNETES_NEWEST}}), CATALOG_READ) == []

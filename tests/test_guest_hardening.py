@@ -17,7 +17,15 @@ import pytest
 from render.guest_scripts import CLOUD_INIT_TIMEOUT_S, SCRIPTS
 from tests.conftest import hgx_board, require_tool
 from tests.support.guest_sandbox import GuestSandbox
-from tests.test_guest_scripts import config, phases_for
+from tests.test_guest_scripts import config as _stack_config, phases_for
+
+
+def config(family: str = "ubuntu", **guest_overrides):
+    """The dev stack with the driver these hardening cases were written around (570.172.08: branch 570's package
+    names, streams and precompiled modules); the stack's own pin is checked in test_guest_scripts.py."""
+    raw = _stack_config(family, **guest_overrides)
+    raw["guest"]["nvidia"] = {"driverVersion": "570.172.08", **raw["guest"]["nvidia"]} if "nvidia" in guest_overrides else {**raw["guest"]["nvidia"], "driverVersion": "570.172.08"}
+    return raw
 
 TOKEN = "abcdef.0123456789abcdef"
 
@@ -443,7 +451,7 @@ def test_el_upgrade_unlocks_every_package_the_driver_and_runtime_phases_lock():
     driver = dict(e.split("=", 1) for e in phases["upgrade-driver"].params["GS_UNLOCK"].split())
     assert {"nvidia-driver-cuda", "kmod-nvidia-open-dkms", "kmod-nvidia-latest-dkms", "nvidia-driver"} <= set(driver)
     runtime = dict(e.split("=", 1) for e in phases["upgrade-runtime"].params["GS_UNLOCK"].split())
-    assert set(runtime) == set(TOOLKIT_PACKAGES) and set(runtime.values()) == {"1.17.8"}
+    assert set(runtime) == set(TOOLKIT_PACKAGES) and set(runtime.values()) == {"1.20.0"}
 
 
 def test_el_toolkit_pins_and_locks_the_four_packages_nvidia_installs_together(tmp_path):
@@ -452,8 +460,8 @@ def test_el_toolkit_pins_and_locks_the_four_packages_nvidia_installs_together(tm
     result = sb.run(_phase(phases_for(config("rhel")), "container-runtime"))
     assert result.returncode == 0, result.stdout + result.stderr
     install = next(c for c in sb.mutating() if c.startswith("dnf install") and "nvidia-container-toolkit" in c)
-    assert _packages(install) == ["nvidia-container-toolkit-1.17.8", "nvidia-container-toolkit-base-1.17.8",
-                                   "libnvidia-container-tools-1.17.8", "libnvidia-container1-1.17.8"]
+    assert _packages(install) == ["nvidia-container-toolkit-1.20.0", "nvidia-container-toolkit-base-1.20.0",
+                                   "libnvidia-container-tools-1.20.0", "libnvidia-container1-1.20.0"]
     assert {"nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools",
             "libnvidia-container1"} <= set(sb.state["versionlock"]), "libnvidia-container-tools is only required >= by the toolkit"
 
@@ -567,8 +575,8 @@ def test_toolkit_libraries_that_drifted_are_reinstalled_before_they_are_held(tmp
     result = sb.run(phase)
     assert result.returncode == 0, result.stdout + result.stderr
     install = next(c for c in sb.mutating() if c.startswith("dnf install") and "libnvidia-container-tools" in c)
-    assert "libnvidia-container-tools-1.17.8" in install.split()
-    assert sb.state["packages"]["libnvidia-container-tools"] == "1.17.8"
+    assert "libnvidia-container-tools-1.20.0" in install.split()
+    assert sb.state["packages"]["libnvidia-container-tools"] == "1.20.0"
     # converged: a third run installs nothing
     sb.clear_calls()
     assert sb.run(phase).returncode == 0

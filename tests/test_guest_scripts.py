@@ -104,24 +104,24 @@ def test_fresh_host_gets_the_node_it_needs(converged):
     assert ("update-initramfs -u" if family == "ubuntu" else "dracut -f") in calls
     assert "modprobe -r nouveau" in calls and "systemctl reboot" not in calls
     if family == "ubuntu":
-        assert "apt-get install" in calls and "nvidia-headless-570-server" in calls
+        assert "apt-get install" in calls and "nvidia-headless-580-server" in calls
         assert "apt-mark hold kubeadm" in calls
     else:
-        assert "nvidia-driver-cuda-570.172.08" in calls and "kubeadm-1.32.4" in calls
+        assert "nvidia-driver-cuda-580.173.02" in calls and "kubeadm-1.36.5" in calls
         assert "dnf versionlock add kubelet" in calls
         assert "setenforce 0" in calls and "systemctl disable --now firewalld" in calls
     init = next(c for c in converged["first_calls"] if c.startswith("kubeadm init"))
-    assert init.startswith("kubeadm init --kubernetes-version v1.32.4") and "--token-ttl 1h0m0s" in init
+    assert init.startswith("kubeadm init --kubernetes-version v1.36.5") and "--token-ttl 1h0m0s" in init
     assert "--token " not in init and "--token-ttl 0" not in calls and "kubeadm token create" not in calls
     assert "kubectl taint node gpu-dev-0 node-role.kubernetes.io/control-plane:NoSchedule-" in calls
     assert "kubectl label --overwrite node gpu-dev-0 nvidia.com/gpu.present=true" in calls
     assert "nvidia-smi -pm 1" in calls
     state = converged["sb"].state
-    assert state["driver_loaded"] == "570.172.08"
+    assert state["driver_loaded"] == "580.173.02"
     toolkit = state["packages"]["nvidia-container-toolkit"]
-    assert toolkit.startswith("1.17.8"), f"toolkit pinned to 1.17.8, got {toolkit}"
+    assert toolkit.startswith("1.20.0"), f"toolkit pinned to 1.20.0, got {toolkit}"
     kubeadm = state["packages"]["kubeadm"]
-    assert kubeadm.startswith("1.32.4"), f"kubeadm pinned to 1.32.4, got {kubeadm}"
+    assert kubeadm.startswith("1.36.5"), f"kubeadm pinned to 1.36.5, got {kubeadm}"
 
 
 def test_fresh_host_files(converged):
@@ -148,7 +148,7 @@ def test_secrets_never_reach_stdout(converged):
 
 def test_verify_output_parses_into_the_inventory(converged):
     inventory = parse_verify_output(converged["second"]["verify"].stdout)
-    assert inventory["driverVersion"] == "570.172.08" and inventory["cudaVersion"] == "12.8"
+    assert inventory["driverVersion"] == "580.173.02" and inventory["cudaVersion"] == "12.8"
     assert [g["busId"] for g in inventory["gpus"]] == ["00000000:01:00.0"]
 
 
@@ -260,7 +260,7 @@ def test_nvswitches_get_fabric_manager_at_the_driver_version(tmp_path):
     for name in ("preflight", "driver"):
         assert sb.run(_phase(phases, name)).returncode == 0
     state = sb.state
-    assert state["packages"]["nvidia-fabricmanager-570"] == "570.172.08-1"
+    assert state["packages"]["nvidia-fabricmanager-580"] == "580.173.02-1"
     assert state["units"]["nvidia-fabricmanager"] == {"enabled": True, "active": True}
 
 
@@ -465,7 +465,7 @@ CUDA_VENDOR = "https://developer.download.nvidia.com/compute/cuda/repos"
 
 
 def vendor_toolkit_source(family: str, base: str) -> str:
-    """The file NVIDIA's install guide (container-toolkit v1.17.8) leaves on the guest, with `base` for its URL:
+    """The file NVIDIA's install guide (container-toolkit v1.20.0) leaves on the guest, with `base` for its URL:
     apt: the vendor's .list through `sed 's#deb https://#deb [signed-by=<keyring>] https://#g'`; dnf: the .repo as is."""
     if family == "ubuntu":
         text = require_reference("libnvidia-container-ghpages-52a8c195.stable-deb.nvidia-container-toolkit.list").read_text()
@@ -489,7 +489,7 @@ def test_stock_image_gets_nvidias_toolkit_repository_before_the_toolkit(tmp_path
     phase = _phase(phases_for(raw), "container-runtime")
     result = sb.run(phase)
     assert result.returncode == 0, result.stderr
-    assert sb.state["packages"]["nvidia-container-toolkit"].startswith("1.17.8")
+    assert sb.state["packages"]["nvidia-container-toolkit"].startswith("1.20.0")
     if family == "ubuntu":
         written = (sb.root / "etc/apt/sources.list.d/nvidia-container-toolkit.list").read_text()
         calls = sb.mutating()
@@ -513,15 +513,15 @@ def test_stock_image_gets_nvidias_toolkit_repository_before_the_toolkit(tmp_path
 def test_el9_driver_gets_the_cuda_repository_before_the_driver(tmp_path, mirror):
     raw = config("rhel", **({"repositories": {"cuda": mirror}} if mirror else {}))
     url = f"{mirror or CUDA_VENDOR}/rhel9/x86_64"
-    sb = GuestSandbox(tmp_path, "rhel", dnf_module_streams=["570-open", "570-dkms"])
+    sb = GuestSandbox(tmp_path, "rhel", dnf_module_streams=["580-open", "580-dkms"])
     phase = _phase(phases_for(raw), "driver")
     result = sb.run(phase)
     assert result.returncode == 0, result.stderr
     # the file `dnf config-manager --add-repo <url>/cuda-rhel9.repo` stores (CUDA Installation Guide), with the mirror's URL
     assert (sb.root / "etc/yum.repos.d/cuda-rhel9.repo").read_text() == (
         f"[cuda-rhel9-x86_64]\nname=cuda-rhel9-x86_64\nbaseurl={url}\nenabled=1\ngpgcheck=1\ngpgkey={url}/D42D0685.pub\n")
-    assert "dnf -y -q module enable nvidia-driver:570-open" in sb.mutating()
-    assert sb.state["driver_loaded"] == "570.172.08"
+    assert "dnf -y -q module enable nvidia-driver:580-open" in sb.mutating()
+    assert sb.state["driver_loaded"] == "580.173.02"
 
 
 def _b200(family: str) -> dict:

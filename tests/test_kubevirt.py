@@ -1,7 +1,7 @@
 """The KubeVirt backend of GpuPassthroughVm (seed 002) under Pulumi's mock monitor, preview and update.
 
 The VirtualMachine and the KubeVirt CR patch are validated against KubeVirt
-v1.8.4's own CRD openAPIV3Schema (tests/reference/kubevirt-v1.8.4-*.openapi.yaml);
+v1.9.0's own CRD openAPIV3Schema (tests/reference/kubevirt-v1.9.0-*.openapi.yaml);
 capacity is predicted from seed 002's node facts (hosts/kv-gpu-node-1.facts.json).
 """
 
@@ -61,7 +61,7 @@ def gpus(model: str, count: int) -> list[dict]:
 
 
 def schema(name: str) -> dict:
-    return yaml.safe_load(require_reference(f"kubevirt-v1.8.4-{name}.openapi.yaml").read_text())["openAPIV3Schema"]
+    return yaml.safe_load(require_reference(f"kubevirt-v1.9.0-{name}.openapi.yaml").read_text())["openAPIV3Schema"]
 
 
 def unknown_fields(obj, sch: dict, path: str = "") -> list[str]:
@@ -128,7 +128,7 @@ def test_mmio_size_is_derived_with_the_libvirt_sizing_code_and_carried_by_the_ho
     script = cm.inputs["data"]["pcihole64.sh"]
     assert f'<pcihole64 unit=\\"KiB\\">{size * GIB // 1024}</pcihole64>' in script
     hooks = yaml.safe_load(machine(result).inputs["spec"]["template"]["metadata"]["annotations"]["hooks.kubevirt.io/hookSidecars"])
-    assert hooks == [{"args": ["--version", "v1alpha2"], "image": "quay.io/kubevirt/sidecar-shim:v1.8.4",
+    assert hooks == [{"args": ["--version", "v1alpha2"], "image": "quay.io/kubevirt/sidecar-shim:v1.9.0",
                       "configMap": {"name": "kv-3090-pcihole64", "key": "pcihole64.sh", "hookPath": "/usr/bin/onDefineDomain"}}]
     assert "kv-3090-pcihole64" in [d for d in machine(result).depends_on] or any("pcihole64" in d for d in machine(result).depends_on)
 

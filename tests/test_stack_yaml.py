@@ -36,7 +36,7 @@ def test_unquoted_pci_address_is_a_string(tmp_path):
 @pytest.mark.parametrize("old,new,line", [
     ('version: "24.04"', "version: 24.04",
      "gpu-stack:guest.os.version: Input should be '22.04', '24.04' or '9'; the stack file's 24.04 is read by YAML as a number, not text: quote it, \"24.04\""),
-    ("version: 1.32.4", "version: 1.30",
+    ("version: 1.36.5", "version: 1.30",
      "gpu-stack:kubernetes.version: Input should be a valid string; the stack file's 1.30 is read by YAML as a number, not text: quote it, \"1.30\""),
 ])
 def test_a_number_where_text_is_expected_shows_the_text_as_written(tmp_path, old, new, line):

@@ -16,7 +16,19 @@ from render.nvidia_packages import fabric_packages
 from render.rollout import change_issues, reruns, waves
 from stacks.errors import ConfigError
 from stacks.load import parse_stack_config
-from tests.conftest import ROOT, hgx_board, require_tool, run_stack, stack_file
+from tests.conftest import ROOT, hgx_board, require_tool, run_stack
+from tests.conftest import stack_file as _stack_file
+
+
+def stack_file(stack: str) -> dict:
+    """The example stack at the base these upgrade cases step from (Kubernetes 1.32.4, driver 570.172.08): they test
+    kubeadm's one-minor steps and the driver's rerun set, not the example's current pins (tests/test_versions.py)."""
+    raw = _stack_file(stack)
+    if raw.get("kubernetes") and raw["kubernetes"].get("mode", "init") != "existing" and not raw["kubernetes"].get("pastEndOfSupport"):
+        raw["kubernetes"]["version"] = "1.32.4"
+    if raw.get("guest") and not raw["guest"]["nvidia"].get("runfileUrl"):
+        raw["guest"]["nvidia"]["driverVersion"] = "570.172.08"
+    return raw
 from tests.support.guest_sandbox import GuestSandbox
 from tools.plan import command_inputs
 

@@ -44,7 +44,9 @@ from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
 from render.rollout import change_issues, reruns, rollout
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
+from render.kubevirt import KUBEVIRT_VERSION
 from stacks.checks import config_warnings
+from stacks.support import pinned_versions
 from stacks.config import SECRET_KEYS, StackConfig
 from stacks.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.load import (FILE_KEY, StackFileConfig, decode_config_value, parse_stack_config, parse_stack_text,
@@ -408,6 +410,12 @@ def _with_script_references(r: mockrun.Registered) -> Any:
     return inputs
 
 
+def versions_json(cfg: StackConfig) -> str:
+    """versions.json: every pinned component, its version, support status and end (stacks/support.py), relative to the
+    catalog's read date so that the file does not change with the calendar; a pull request's plan diff shows each bump."""
+    return json.dumps(pinned_versions(cfg, KUBEVIRT_VERSION), indent=2, sort_keys=True) + "\n"
+
+
 def resources_json(result: mockrun.RunResult) -> str:
     rows = []
     for r in result.resources:
@@ -553,7 +561,7 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
         shutil.rmtree(out)
     out.mkdir(parents=True)
     rows = resources_json(result)
-    files = {"rollout.json": rollout_text, **artifacts(result)}
+    files = {"rollout.json": rollout_text, "versions.json": versions_json(stack_config(values, secret_keys)), **artifacts(result)}
     for rel, text in sorted({"resources.json": rows, **files}.items()):
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)

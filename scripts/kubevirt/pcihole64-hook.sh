@@ -1,6 +1,6 @@
 #!/bin/sh
 # KubeVirt onDefineDomain hook (sidecar-shim, hook API v1alpha2): sets the size of the
-# 64-bit PCI hole on the q35 root complex, which KubeVirt v1.8.4 cannot set itself
+# 64-bit PCI hole on the q35 root complex, which KubeVirt v1.9.0 (like v1.8.4) cannot set itself
 # (it only has the kubevirt.io/disablePCIHole64 annotation). gpu-stack renders this file
 # into a ConfigMap with @HOLE64_KIB@ replaced by the size from render/mmio.py.
 # sidecar-shim calls it as: onDefineDomain --vmi <VMI JSON> --domain <domain XML>

@@ -13,7 +13,7 @@ export GS_REGISTRY_MIRRORS=''
 export GS_REGISTRY_USER=''
 export GS_REPO_USER=''
 export GS_RUNTIME=docker
-export GS_TOOLKIT_VERSION=1.17.8
+export GS_TOOLKIT_VERSION=1.20.0
 
 # shellcheck shell=bash
 # gpu-stack guest library, inlined after the rendered export header of every
@@ -420,7 +420,7 @@ repo_check() {
 
 # nvidia_container_toolkit_repository BASE: NVIDIA's libnvidia-container repository, as the
 # Container Toolkit install guide (NVIDIA/cloud-native-docs container-toolkit/install-guide.md at
-# tag container-toolkit-v1.17.8) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
+# tag container-toolkit-v1.17.8, unchanged at commit 52dcb7b8 where versions1.json prefers 1.20.0) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
 # /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg`, then <base>/stable/deb/nvidia-container-toolkit.list
 # through `sed 's#deb https://#deb [signed-by=...] https://#g'` into
 # /etc/apt/sources.list.d/nvidia-container-toolkit.list; dnf: <base>/stable/rpm/nvidia-container-toolkit.repo
@@ -578,11 +578,12 @@ fi
 nvidia_container_toolkit_repository "$GS_NCT_REPO"
 
 # The four packages NVIDIA's install guide pins together at one version
-# (docs.nvidia.com/datacenter/cloud-native/container-toolkit/1.17.8/install-guide.html:
+# (docs.nvidia.com/datacenter/cloud-native/container-toolkit/1.17.8/install-guide.html, and the same at 1.20.0:
+# NVIDIA/cloud-native-docs container-toolkit/install-guide.md at 52dcb7b8, versions1.json 1.20.0 preferred:
 # nvidia-container-toolkit, -base, libnvidia-container-tools, libnvidia-container1 at
 # ${NVIDIA_CONTAINER_TOOLKIT_VERSION}). All four are held: the toolkit only requires
 # libnvidia-container-tools >= its build version (packaging/rpm/SPECS and debian/control
-# at v1.17.8), so a held toolkit alone lets the libraries drift on `dnf update`.
+# at v1.17.8; at v1.20.0 it requires -base and -tools of its own version, tools < 2.0.0), so a held toolkit alone lets the libraries drift on `dnf update`.
 if [ "$family" = ubuntu ]; then
   write_file /etc/apt/preferences.d/gpu-stack-nvidia-container-toolkit 0644 <<CONF || true
 Package: nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1

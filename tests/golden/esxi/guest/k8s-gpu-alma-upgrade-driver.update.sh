@@ -3,11 +3,11 @@
 set -euo pipefail
 export GS_CUDA_REPO=''
 export GS_DRIVER_METHOD=runfile
-export GS_DRIVER_RUNFILE_URL=http://mirror.lab.local/nvidia/NVIDIA-Linux-x86_64-535.261.03.run
-export GS_DRIVER_VERSION=535.261.03
-export GS_FM_HOLD='nvidia-fabric-manager libnvidia-nscq-535'
-export GS_FM_PACKAGES='nvidia-fabric-manager-535.261.03 libnvidia-nscq-535-535.261.03'
-export GS_FM_PROBE=nvidia-fabric-manager
+export GS_DRIVER_RUNFILE_URL=http://mirror.lab.local/nvidia/NVIDIA-Linux-x86_64-580.173.02.run
+export GS_DRIVER_VERSION=580.173.02
+export GS_FM_HOLD='nvidia-fabricmanager libnvidia-nscq'
+export GS_FM_PACKAGES='nvidia-fabricmanager-580.173.02 libnvidia-nscq-580.173.02'
+export GS_FM_PROBE=nvidia-fabricmanager
 export GS_HTTPS_PROXY=''
 export GS_HTTP_PROXY=''
 export GS_KERNEL_MODULES=proprietary
@@ -16,7 +16,7 @@ export GS_NVSWITCH_COUNT=0
 export GS_PHASE=upgrade-driver
 export GS_PROXY_USER=''
 export GS_REPO_USER=''
-export GS_UNLOCK='nvidia-driver=535.261.03 nvidia-driver-cuda=535.261.03 kmod-nvidia-latest-dkms=535.261.03 kmod-nvidia-open-dkms=535.261.03 nvidia-driver-cuda-libs=535.261.03 nvidia-kmod-common=535.261.03 nvidia-persistenced=535.261.03 nvidia-fabric-manager=535.261.03 libnvidia-nscq-535=535.261.03 nvidia-fabricmanager=535.261.03 libnvidia-nscq=535.261.03'
+export GS_UNLOCK='nvidia-driver=580.173.02 nvidia-driver-cuda=580.173.02 kmod-nvidia-latest-dkms=580.173.02 kmod-nvidia-open-dkms=580.173.02 nvidia-driver-cuda-libs=580.173.02 nvidia-kmod-common=580.173.02 nvidia-persistenced=580.173.02 nvidia-fabricmanager=580.173.02 libnvidia-nscq=580.173.02 nvidia-fabric-manager=580.173.02'
 export GS_UPGRADE=1
 
 # shellcheck shell=bash
@@ -424,7 +424,7 @@ repo_check() {
 
 # nvidia_container_toolkit_repository BASE: NVIDIA's libnvidia-container repository, as the
 # Container Toolkit install guide (NVIDIA/cloud-native-docs container-toolkit/install-guide.md at
-# tag container-toolkit-v1.17.8) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
+# tag container-toolkit-v1.17.8, unchanged at commit 52dcb7b8 where versions1.json prefers 1.20.0) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
 # /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg`, then <base>/stable/deb/nvidia-container-toolkit.list
 # through `sed 's#deb https://#deb [signed-by=...] https://#g'` into
 # /etc/apt/sources.list.d/nvidia-container-toolkit.list; dnf: <base>/stable/rpm/nvidia-container-toolkit.repo

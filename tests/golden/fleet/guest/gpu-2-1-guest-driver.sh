@@ -4,10 +4,10 @@ set -euo pipefail
 export GS_CUDA_REPO=''
 export GS_DRIVER_METHOD=package
 export GS_DRIVER_RUNFILE_URL=''
-export GS_DRIVER_VERSION=570.172.08
-export GS_FM_HOLD='nvidia-fabricmanager-570 libnvidia-nscq-570'
-export GS_FM_PACKAGES='nvidia-fabricmanager-570 libnvidia-nscq-570'
-export GS_FM_PROBE=nvidia-fabricmanager-570
+export GS_DRIVER_VERSION=580.173.02
+export GS_FM_HOLD='nvidia-fabricmanager-580 libnvidia-nscq-580'
+export GS_FM_PACKAGES='nvidia-fabricmanager-580 libnvidia-nscq-580'
+export GS_FM_PROBE=nvidia-fabricmanager-580
 export GS_HTTPS_PROXY=''
 export GS_HTTP_PROXY=''
 export GS_KERNEL_MODULES=open
@@ -422,7 +422,7 @@ repo_check() {
 
 # nvidia_container_toolkit_repository BASE: NVIDIA's libnvidia-container repository, as the
 # Container Toolkit install guide (NVIDIA/cloud-native-docs container-toolkit/install-guide.md at
-# tag container-toolkit-v1.17.8) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
+# tag container-toolkit-v1.17.8, unchanged at commit 52dcb7b8 where versions1.json prefers 1.20.0) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
 # /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg`, then <base>/stable/deb/nvidia-container-toolkit.list
 # through `sed 's#deb https://#deb [signed-by=...] https://#g'` into
 # /etc/apt/sources.list.d/nvidia-container-toolkit.list; dnf: <base>/stable/rpm/nvidia-container-toolkit.repo

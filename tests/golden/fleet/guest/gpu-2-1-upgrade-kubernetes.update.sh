@@ -6,9 +6,9 @@ export GS_HTTPS_PROXY=''
 export GS_HTTP_PROXY=''
 export GS_K8S_CA_HASH=''
 export GS_K8S_ENDPOINT=''
-export GS_K8S_REPO=https://pkgs.k8s.io/core:/stable:/v1.32
+export GS_K8S_REPO=https://pkgs.k8s.io/core:/stable:/v1.36
 export GS_K8S_ROLE=join
-export GS_K8S_VERSION=1.32.4
+export GS_K8S_VERSION=1.36.5
 export GS_NODE_LABELS=nvidia.com/gpu.present=true
 export GS_NODE_NAME=gpu-2-1
 export GS_NODE_TAINTS=''
@@ -18,7 +18,7 @@ export GS_PROXY_USER=''
 export GS_REPO_USER=''
 export GS_RUNTIME=containerd
 export GS_SERVICE_CIDR=10.96.0.0/12
-export GS_UNLOCK='kubeadm=1.32.4 kubelet=1.32.4 kubectl=1.32.4'
+export GS_UNLOCK='kubeadm=1.36.5 kubelet=1.36.5 kubectl=1.36.5'
 export GS_UPGRADE=1
 
 # shellcheck shell=bash
@@ -426,7 +426,7 @@ repo_check() {
 
 # nvidia_container_toolkit_repository BASE: NVIDIA's libnvidia-container repository, as the
 # Container Toolkit install guide (NVIDIA/cloud-native-docs container-toolkit/install-guide.md at
-# tag container-toolkit-v1.17.8) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
+# tag container-toolkit-v1.17.8, unchanged at commit 52dcb7b8 where versions1.json prefers 1.20.0) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
 # /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg`, then <base>/stable/deb/nvidia-container-toolkit.list
 # through `sed 's#deb https://#deb [signed-by=...] https://#g'` into
 # /etc/apt/sources.list.d/nvidia-container-toolkit.list; dnf: <base>/stable/rpm/nvidia-container-toolkit.repo

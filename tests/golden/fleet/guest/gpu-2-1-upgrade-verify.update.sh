@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # gpu-stack guest phase 'upgrade-verify': scripts/guest/upgrade-verify.sh with its parameters (render/guest_scripts.py)
 set -euo pipefail
-export GS_DRIVER_VERSION=570.172.08
+export GS_DRIVER_VERSION=580.173.02
 export GS_FABRIC_TIMEOUT=300
 export GS_FM_PROBE=''
 export GS_GATE_INTERVAL=5
 export GS_GPU_COUNT=4
-export GS_K8S_VERSION=1.32.4
+export GS_K8S_VERSION=1.36.5
 export GS_NODE_NAME=gpu-2-1
 export GS_NVSWITCH_COUNT=0
 export GS_PHASE=upgrade-verify
 export GS_RUNTIME=containerd
-export GS_TOOLKIT_VERSION=1.17.8
+export GS_TOOLKIT_VERSION=1.20.0
 
 # shellcheck shell=bash
 # gpu-stack guest library, inlined after the rendered export header of every
@@ -418,7 +418,7 @@ repo_check() {
 
 # nvidia_container_toolkit_repository BASE: NVIDIA's libnvidia-container repository, as the
 # Container Toolkit install guide (NVIDIA/cloud-native-docs container-toolkit/install-guide.md at
-# tag container-toolkit-v1.17.8) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
+# tag container-toolkit-v1.17.8, unchanged at commit 52dcb7b8 where versions1.json prefers 1.20.0) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
 # /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg`, then <base>/stable/deb/nvidia-container-toolkit.list
 # through `sed 's#deb https://#deb [signed-by=...] https://#g'` into
 # /etc/apt/sources.list.d/nvidia-container-toolkit.list; dnf: <base>/stable/rpm/nvidia-container-toolkit.repo

@@ -5,9 +5,9 @@ export GS_HTTPS_PROXY=http://100.64.0.5:8888
 export GS_HTTP_PROXY=http://100.64.0.5:8888
 export GS_K8S_CA_HASH=''
 export GS_K8S_ENDPOINT=''
-export GS_K8S_REPO=https://pkgs.k8s.io/core:/stable:/v1.32
+export GS_K8S_REPO=https://pkgs.k8s.io/core:/stable:/v1.36
 export GS_K8S_ROLE=init
-export GS_K8S_VERSION=1.32.4
+export GS_K8S_VERSION=1.36.5
 export GS_NODE_LABELS=nvidia.com/gpu.present=true
 export GS_NODE_NAME=ubuntu-gpu
 export GS_NODE_TAINTS=''
@@ -423,7 +423,7 @@ repo_check() {
 
 # nvidia_container_toolkit_repository BASE: NVIDIA's libnvidia-container repository, as the
 # Container Toolkit install guide (NVIDIA/cloud-native-docs container-toolkit/install-guide.md at
-# tag container-toolkit-v1.17.8) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
+# tag container-toolkit-v1.17.8, unchanged at commit 52dcb7b8 where versions1.json prefers 1.20.0) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
 # /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg`, then <base>/stable/deb/nvidia-container-toolkit.list
 # through `sed 's#deb https://#deb [signed-by=...] https://#g'` into
 # /etc/apt/sources.list.d/nvidia-container-toolkit.list; dnf: <base>/stable/rpm/nvidia-container-toolkit.repo
