@@ -409,7 +409,9 @@ def test_driver_upgrade_drains_first_reboots_and_uncordons_last(upgraded_node):
     assert any("nvidia-headless-570-server" in c for c in calls[drain:])
     assert any(c.endswith("systemctl reboot") for c in calls), "the loaded module differed: one reboot"
     uncordon = next(i for i, c in enumerate(calls) if c.startswith("kubectl uncordon gpu-dev-0"))
-    assert uncordon == len(calls) - 1, "uncordon is the last thing, after verification"
+    # uncordon is the last change, after verification; then only gpu-stack's own records are reset
+    assert calls[uncordon + 1:] == ["kubectl annotate node gpu-dev-0 gpu-stack.io/cordoned-",
+                                    "kubectl annotate --overwrite node gpu-dev-0 gpu-stack.io/rollout=none"]
     assert sb.state["driver_loaded"] == "570.195.03" and not sb.state["node"]["unschedulable"]
     assert "570.195.03" in results["upgrade-verify"].stdout
 
@@ -557,9 +559,15 @@ def test_drain_says_so_when_the_api_server_does_not_answer(tmp_path):
     converge(sb, phases, join_params)
     (sb.root / "etc/kubernetes/admin.conf").write_text("apiVersion: v1\nkind: Config\n")
     steps = upgrade_of(bumped(raw, kubernetes="1.33.2"), role="join", control_plane=False)
+    # upgrade-check records its decision on the Node (the kubelet's credentials): it needs the API server too
+    sb.set_state(api_down=True)
+    check = run_upgrade(sb, steps[:1])["upgrade-check"]
+    assert check.returncode != 0 and "cannot read node gpu-dev-0 from the API server" in check.stderr
+    sb.set_state(api_down=False)
+    assert run_upgrade(sb, steps[:1])["upgrade-check"].returncode == 0
     sb.set_state(api_down=True)
     sb.clear_calls()
-    result = run_upgrade(sb, steps)["drain"]
+    result = run_upgrade(sb, steps[1:])["drain"]
     assert result.returncode != 0
     assert "the API server does not answer (kubectl version: The connection to the server 10.0.0.10:6443 was refused" in result.stderr
     assert "seed 003 step 1" in result.stderr and not [c for c in sb.mutating() if c.startswith("kubectl cordon")]
