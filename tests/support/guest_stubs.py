@@ -777,6 +777,12 @@ def kubeadm(argv: list[str]) -> int:
         token = argv[argv.index("--token") + 1] if "--token" in argv else _new_token(state)
         state["tokens"].append(token)
         state["token_ttls"] = {**state.get("token_ttls", {}), token: ttl}
+        # what kubeadm init's phases leave besides (kubeadm init docs: kubelet-start, control-plane): the
+        # kubelet running, and the static Pod manifest of the API server at the version asked for
+        version = argv[argv.index("--kubernetes-version") + 1]
+        (kube / "manifests").mkdir(parents=True, exist_ok=True)
+        (kube / "manifests/kube-apiserver.yaml").write_text(f"spec:\n  containers:\n  - image: registry.k8s.io/kube-apiserver:{version}\n")
+        state["units"].setdefault("kubelet", {})["active"] = True
         minor = int(argv[argv.index("--kubernetes-version") + 1].lstrip("v").split(".")[1])
         # what kubeadm applies: master up to 1.23, both in 1.24, control-plane from 1.25
         roles = ["master"] if minor < 24 else ["master", "control-plane"] if minor == 24 else ["control-plane"]
@@ -785,6 +791,7 @@ def kubeadm(argv: list[str]) -> int:
     elif argv[0] == "join":
         kube.mkdir(parents=True, exist_ok=True)
         (kube / "kubelet.conf").write_text("apiVersion: v1\nkind: Config\n")
+        state["units"].setdefault("kubelet", {})["active"] = True  # kubeadm join's kubelet-start
     elif argv[:2] == ["token", "create"]:
         token = argv[2] if len(argv) > 2 and not argv[2].startswith("-") else _new_token(state)
         state["tokens"].append(token)
