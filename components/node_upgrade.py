@@ -5,7 +5,10 @@ the waves). Every command has no `create` (nothing runs or connects when the
 stack is first built) and the phase script as `update`, so Pulumi runs it only
 when its triggers change: the node's own steps (driver, runtime, kubernetes)
 re-run when their scripts change, and check, drain, reboot, verify and
-uncordon re-run with any of them. drain and uncordon run kubectl on the
+uncordon re-run with any of them. A re-run is not a rollout: upgrade-check
+decides from the node's own versions whether anything changes, and on "none"
+the other phases change nothing (a gpu-stack release alone drains no node;
+docs/OPERATIONS.md, Upgrading gpu-stack itself). drain and uncordon run kubectl on the
 stack's first VM; the rest on the node. `after` holds the previous wave's
 `done`, so the engine itself runs the waves.
 """

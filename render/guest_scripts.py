@@ -60,9 +60,10 @@ a later change re-runs the phase only where the node already has the configured
 versions; a version change is left to the drained, wave-ordered upgrade phases."""
 
 BODIES: dict[str, tuple[str, ...]] = {
-    "upgrade-driver": ("upgrade-unlock", "driver"),
-    "upgrade-runtime": ("upgrade-unlock", "container-runtime"),
-    "upgrade-kubernetes": ("upgrade-unlock", "upgrade-kubernetes", "kubernetes"),
+    "upgrade-driver": ("upgrade-skip", "upgrade-unlock", "driver"),
+    "upgrade-runtime": ("upgrade-skip", "upgrade-unlock", "container-runtime"),
+    "upgrade-kubernetes": ("upgrade-skip", "upgrade-unlock", "upgrade-kubernetes", "kubernetes"),
+    "upgrade-reboot": ("upgrade-skip", "upgrade-reboot"),
 }
 """Phases whose body is other phase files (in this order) instead of scripts/guest/<phase>.sh."""
 
@@ -325,6 +326,9 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     Each phase is a command whose `create` is empty (nothing runs on the first
     bootstrap) and whose `update` is the script: Pulumi runs it only when the
     phase's triggers (its script and the scripts of the steps it checks) change.
+    Any change of a script re-runs it, also a gpu-stack release that changes no
+    version: upgrade-check then finds the node at its versions and every other
+    phase changes nothing (no cordon, drain, package, reboot or uncordon; lib.sh ROLLOUT_FILE).
     role: init, join or none. control_plane: this node runs `kubeadm upgrade apply`.
     kubeconfig_on_stdin: drain and uncordon get gpu-stack:kubeconfig on stdin (mode join)
     instead of the first VM's admin.conf (mode init). in_cluster: the node is a member of a
@@ -351,7 +355,11 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     fm_names = dict.fromkeys([*drv["GS_FM_HOLD"].split(), "nvidia-fabric-manager", "nvidia-fabricmanager", "libnvidia-nscq"])
     driver_unlock += [(name, drv["GS_DRIVER_VERSION"]) for name in fm_names]
     phases = [
+        # the versions it compares the node's with (scripts/guest/upgrade-check.sh): a change of any re-renders it
         Phase("upgrade-check", {**base, "GS_K8S_VERSION": k8s_version, "GS_GPU_COUNT": str(len(vm.gpus)),
+                                "GS_DRIVER_VERSION": drv["GS_DRIVER_VERSION"], "GS_NVSWITCH_COUNT": str(len(vm.nvswitches)),
+                                "GS_FM_PROBE": fm_probe, "GS_TOOLKIT_VERSION": rt["GS_TOOLKIT_VERSION"],
+                                "GS_CONTROL_PLANE": "1" if control_plane else "0", "GS_ANNOTATE": "1" if managed else "0",
                                 "GS_UNDRAINED": "1" if role == "none" and in_cluster and not fleet.drained_externally else "0"}),
     ]
     if managed:

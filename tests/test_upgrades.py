@@ -421,7 +421,9 @@ def test_driver_upgrade_drains_first_reboots_and_uncordons_last(upgraded_node):
     assert any("nvidia-headless-570-server" in c for c in calls[drain:])
     assert any(c.endswith("systemctl reboot") for c in calls), "the loaded module differed: one reboot"
     uncordon = next(i for i, c in enumerate(calls) if c.startswith("kubectl uncordon gpu-dev-0"))
-    assert uncordon == len(calls) - 1, "uncordon is the last thing, after verification"
+    # uncordon is the last change, after verification; then only gpu-stack's own records are reset
+    assert calls[uncordon + 1:] == ["kubectl annotate node gpu-dev-0 gpu-stack.io/cordoned-",
+                                    "kubectl annotate --overwrite node gpu-dev-0 gpu-stack.io/rollout=none"]
     assert sb.state["driver_loaded"] == "570.195.03" and not sb.state["node"]["unschedulable"]
     assert "570.195.03" in results["upgrade-verify"].stdout
 
@@ -569,9 +571,15 @@ def test_drain_says_so_when_the_api_server_does_not_answer(tmp_path):
     converge(sb, phases, join_params)
     (sb.root / "etc/kubernetes/admin.conf").write_text("apiVersion: v1\nkind: Config\n")
     steps = upgrade_of(bumped(raw, kubernetes="1.33.2"), role="join", control_plane=False)
+    # upgrade-check records its decision on the Node (the kubelet's credentials): it needs the API server too
+    sb.set_state(api_down=True)
+    check = run_upgrade(sb, steps[:1])["upgrade-check"]
+    assert check.returncode != 0 and "cannot read node gpu-dev-0 from the API server" in check.stderr
+    sb.set_state(api_down=False)
+    assert run_upgrade(sb, steps[:1])["upgrade-check"].returncode == 0
     sb.set_state(api_down=True)
     sb.clear_calls()
-    result = run_upgrade(sb, steps)["drain"]
+    result = run_upgrade(sb, steps[1:])["drain"]
     assert result.returncode != 0
     assert "the API server does not answer (kubectl version: The connection to the server 10.0.0.10:6443 was refused" in result.stderr
     assert "seed 003 step 1" in result.stderr and not [c for c in sb.mutating() if c.startswith("kubectl cordon")]
@@ -668,3 +676,120 @@ def test_plan_with_base_says_a_stack_new_at_base_is_new(tmp_path):
     assert doc["summary"] == ["new stack: Pulumi.t.yaml does not exist at HEAD; the first `pulumi up` creates every resource "
                               "(2 waves of nodes), nothing is upgraded"]
     assert not any("(nothing)" in line for line in doc["summary"])
+
+
+# --- issue 26 item 1: a gpu-stack release is not a rollout ------------------------------------
+# Every upgrade phase inlines lib.sh, so a gpu-stack release that edits it re-runs each node's whole
+# upgrade path with the versions unchanged. The node decides from what it runs that there is nothing to do.
+
+ROLL = ("kubectl cordon", "kubectl drain", "kubectl uncordon", "apt-get install", "dnf install", "kubeadm upgrade",
+        "systemd-run", "systemctl restart kubelet")
+
+
+def converged_node(tmp_path, raw=None) -> GuestSandbox:
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    _, phases = phases_of(raw or stack_file("dev"))
+    converge(sb, phases)
+    sb.clear_calls()
+    return sb
+
+
+def annotations(sb: GuestSandbox) -> dict[str, str]:
+    return sb.state["node"].get("annotations", {})
+
+
+def test_a_release_alone_rolls_nothing(tmp_path):
+    """(a) The same versions, every upgrade phase re-run: no cordon, drain, package, reboot or uncordon."""
+    sb = converged_node(tmp_path)
+    tree = sb.tree()
+    results = run_upgrade(sb, upgrade_of(stack_file("dev")))
+    assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items() if r.returncode}
+    assert list(results) == list(NODE_STEPS), "every phase ran (and passed)"
+    calls = sb.mutating()
+    assert not [c for c in calls if c.startswith(ROLL)], calls
+    assert not sb.state["node"].get("unschedulable") and not sb.state["node"].get("drained")
+    assert "GPU_STACK_ROLLOUT=none" in results["upgrade-check"].stdout
+    assert annotations(sb) == {"gpu-stack.io/rollout": "none"}
+    # what it wrote: the decision on the node and on its Node object, nothing else
+    assert calls == ["kubectl annotate --overwrite node gpu-dev-0 gpu-stack.io/rollout=none"]
+    assert set(sb.tree()) - set(tree) == {"var/lib/gpu-stack/upgrade/rollout"}
+    assert "GPU_STACK_REBOOT=0" in results["upgrade-reboot"].stdout
+    assert "unchanged (nothing to roll out)" in results["uncordon"].stdout
+    # and again: nothing at all
+    sb.clear_calls()
+    again = run_upgrade(sb, upgrade_of(stack_file("dev")))
+    assert all(r.returncode == 0 for r in again.values()) and sb.mutating() == []
+
+
+def test_a_version_change_still_drains_and_then_resets_the_records(upgraded_node):
+    """(b) A driver bump: cordon (recorded), drain, upgrade, verify, uncordon; afterwards both records say so."""
+    sb, new, results = upgraded_node
+    assert "GPU_STACK_ROLLOUT=driver 570.172.08->570.195.03" in results["upgrade-check"].stdout
+    calls = sb.mutating()
+    assert calls[:4] == ["kubectl annotate --overwrite node gpu-dev-0 gpu-stack.io/rollout=driver 570.172.08->570.195.03",
+                         "kubectl annotate --overwrite node gpu-dev-0 gpu-stack.io/cordoned=true",
+                         "kubectl cordon gpu-dev-0",
+                         "kubectl drain gpu-dev-0 --ignore-daemonsets --delete-emptydir-data --timeout=900s"]
+    assert annotations(sb) == {"gpu-stack.io/rollout": "none"} and not sb.state["node"]["unschedulable"]
+    # the next release re-runs the path: nothing rolls
+    sb.clear_calls()
+    again = run_upgrade(sb, upgrade_of(new))
+    assert all(r.returncode == 0 for r in again.values()) and sb.mutating() == []
+
+
+def test_a_node_an_admin_cordoned_stays_cordoned(tmp_path):
+    """(c) Cordoned by hand before: a release leaves it alone; a real upgrade drains it and leaves it cordoned."""
+    sb = converged_node(tmp_path)
+    sb.set_state(node={**sb.state["node"], "unschedulable": True})
+    results = run_upgrade(sb, upgrade_of(stack_file("dev")))
+    assert all(r.returncode == 0 for r in results.values())
+    assert not [c for c in sb.mutating() if c.startswith(ROLL)] and sb.state["node"]["unschedulable"] is True
+    sb.clear_calls()
+    results = run_upgrade(sb, upgrade_of(bumped(stack_file("dev"), driver="570.195.03")))
+    assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items() if r.returncode}
+    calls = sb.mutating()
+    assert any(c.startswith("kubectl drain gpu-dev-0") for c in calls) and sb.state["driver_loaded"] == "570.195.03"
+    assert not any(c.startswith(("kubectl cordon", "kubectl uncordon")) for c in calls), calls
+    assert "gpu-stack.io/cordoned=true" not in "\n".join(calls)
+    assert sb.state["node"]["unschedulable"] is True, "an admin's cordon is the admin's to lift"
+    assert "left cordoned (cordoned before gpu-stack's drain, not by gpu-stack" in results["uncordon"].stdout
+    assert annotations(sb) == {"gpu-stack.io/rollout": "none"}
+
+
+@pytest.mark.parametrize("next_run", ["failed and later phases", "whole path"])
+def test_a_run_that_failed_after_the_drain_is_uncordoned_by_the_next(tmp_path, next_run):
+    """(d) The drain cordoned, verification failed: the next successful run uncordons, whether Pulumi re-runs
+    only the failed phase and what follows it, or (a later release) the whole path, which then drains nothing."""
+    sb = converged_node(tmp_path)
+    steps = upgrade_of(bumped(stack_file("dev"), driver="570.195.03"))
+    first = run_upgrade(sb, steps, stop_after="upgrade-reboot")
+    assert all(r.returncode == 0 for r in first.values())
+    sb.set_state(lspci_gpus=0)  # a GPU that did not come back
+    assert run_upgrade(sb, [p for p in steps if p.name == "upgrade-verify"])["upgrade-verify"].returncode != 0
+    assert sb.state["node"]["unschedulable"] is True and annotations(sb)["gpu-stack.io/cordoned"] == "true"
+    sb.set_state(lspci_gpus=1)  # fixed
+    sb.clear_calls()
+    again = steps[steps.index(next(p for p in steps if p.name == "upgrade-verify")):] if next_run != "whole path" else steps
+    results = run_upgrade(sb, again)
+    assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items() if r.returncode}
+    calls = sb.mutating()
+    assert not any(c.startswith(("kubectl drain", "kubectl cordon", "apt-get install", "systemd-run")) for c in calls), calls
+    assert "kubectl uncordon gpu-dev-0" in calls and sb.state["node"]["unschedulable"] is False
+    assert annotations(sb) == {"gpu-stack.io/rollout": "none"}
+
+
+def test_mode_existing_release_alone_needs_no_external_drain(tmp_path):
+    """mode existing: a release that changes no version is no upgrade the admin has to drain for."""
+    raw = copy.deepcopy(stack_file("dev"))
+    raw["kubernetes"]["mode"] = "existing"
+    cfg, _ = parse_stack_config(raw, SECRETS)
+    phases = guest_phases(cfg.vms[0], cfg.guest, cfg.kubernetes, "none")
+    require_tool("openssl")
+    sb = GuestSandbox(tmp_path, "ubuntu")
+    converge(sb, phases)
+    sb.clear_calls()
+    steps = upgrade_phases(cfg.vms[0], phases, cfg.fleet, "none", False, "nvidia.com/gpu", 1, "", kubeconfig_on_stdin=True, in_cluster=True)
+    results = run_upgrade(sb, steps)
+    assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items() if r.returncode}
+    assert not [c for c in sb.mutating() if c.startswith(ROLL)]

@@ -6,6 +6,7 @@
 # the configured versions. A failure exits non-zero with the seed 003 step that
 # diagnoses it; the node stays cordoned (uncordon runs only after this).
 # Prints the GPU inventory like verify does (the gpuInventory stack output).
+# Runs also when upgrade-check found nothing to roll out: it only reads.
 record=/var/lib/gpu-stack/upgrade/gpus.before
 fail() { die "node ${GS_NODE_NAME}, phase upgrade-verify: $*. ${GS_NODE_NAME} stays cordoned and later waves do not start; fix it and run pulumi up again (docs/OPERATIONS.md, Upgrading)"; }
 pkg_is() { case "$(pkg_version "$1")" in "$2"|"$2"-*|"$2".*) return 0 ;; *) return 1 ;; esac; }
@@ -47,6 +48,8 @@ fi
 if [ -e "$GS_ROOT$record" ]; then
   rm -f "$GS_ROOT$record"
 fi
+# the rollout is done on this node: a later re-run of a step alone (its script changed) changes nothing
+printf 'none\n' | write_file "$ROLLOUT_FILE" 0644 || true
 echo "--- gpu-inventory ---"
 if [ "$GS_GPU_COUNT" -gt 0 ]; then
   nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader

@@ -771,11 +771,18 @@ def kubeadm(argv: list[str]) -> int:
     if argv[0] == "init":
         (kube / "pki").mkdir(parents=True, exist_ok=True)
         (kube / "admin.conf").write_text("apiVersion: v1\nkind: Config\nclusters:\n- name: kubernetes\n")
+        (kube / "kubelet.conf").write_text("apiVersion: v1\nkind: Config\n")  # kubeadm init writes the kubelet's too
         (kube / "pki/ca.crt").write_text((_env.SANDBOX / "ca.crt").read_text())
         ttl = argv[argv.index("--token-ttl") + 1] if "--token-ttl" in argv else "24h0m0s"
         token = argv[argv.index("--token") + 1] if "--token" in argv else _new_token(state)
         state["tokens"].append(token)
         state["token_ttls"] = {**state.get("token_ttls", {}), token: ttl}
+        # what kubeadm init's phases leave besides (kubeadm init docs: kubelet-start, control-plane): the
+        # kubelet running, and the static Pod manifest of the API server at the version asked for
+        version = argv[argv.index("--kubernetes-version") + 1]
+        (kube / "manifests").mkdir(parents=True, exist_ok=True)
+        (kube / "manifests/kube-apiserver.yaml").write_text(f"spec:\n  containers:\n  - image: registry.k8s.io/kube-apiserver:{version}\n")
+        state["units"].setdefault("kubelet", {})["active"] = True
         minor = int(argv[argv.index("--kubernetes-version") + 1].lstrip("v").split(".")[1])
         # what kubeadm applies: master up to 1.23, both in 1.24, control-plane from 1.25
         roles = ["master"] if minor < 24 else ["master", "control-plane"] if minor == 24 else ["control-plane"]
@@ -784,6 +791,7 @@ def kubeadm(argv: list[str]) -> int:
     elif argv[0] == "join":
         kube.mkdir(parents=True, exist_ok=True)
         (kube / "kubelet.conf").write_text("apiVersion: v1\nkind: Config\n")
+        state["units"].setdefault("kubelet", {})["active"] = True  # kubeadm join's kubelet-start
     elif argv[:2] == ["token", "create"]:
         token = argv[2] if len(argv) > 2 and not argv[2].startswith("-") else _new_token(state)
         state["tokens"].append(token)
@@ -898,6 +906,19 @@ def _upgrade_kubectl(argv: list[str]) -> int:
         record("kubectl", argv, False)
         out("true" if node.get("unschedulable") else "")
         return 0
+    annotation = next((a for a in argv if a.startswith("jsonpath={.metadata.annotations.")), None)
+    if annotation is not None:
+        # kubectl get -o jsonpath: a dot in a key is escaped with a backslash (kubernetes#31984); a
+        # missing key prints nothing, exit 0 (--allow-missing-template-keys defaults to true)
+        record("kubectl", argv, False)
+        if state.get("api_down"):
+            sys.stderr.write("The connection to the server 10.0.0.10:6443 was refused - did you specify the right host or port?\n")
+            return 1
+        key = annotation.removeprefix("jsonpath={.metadata.annotations.").removesuffix("}").replace("\\.", ".")
+        out(node.get("annotations", {}).get(key, ""))
+        return 0
+    if argv[:1] == ["annotate"]:
+        return _annotate(argv, state)
     if argv[:1] in (["cordon"], ["uncordon"], ["drain"]):
         record("kubectl", argv, True)
         if argv[0] == "drain" and state.get("drain_fails"):
@@ -909,6 +930,34 @@ def _upgrade_kubectl(argv: list[str]) -> int:
         save(state)
         return 0
     return _base_kubectl(argv)
+
+
+def _annotate(argv: list[str], state: dict) -> int:
+    """kubectl annotate [--overwrite] node NAME KEY=VALUE... KEY-... as kubectl 1.32.4 does it
+    (kubernetes/kubectl kubernetes-1.32.4 pkg/cmd/annotate/annotate.go): without --overwrite a key
+    that has another value is refused (validateNoAnnotationOverwrites); removing a key that is
+    not there is no error (updateAnnotations deletes from the map)."""
+    record("kubectl", argv, True)
+    if state.get("api_down"):
+        sys.stderr.write("The connection to the server 10.0.0.10:6443 was refused - did you specify the right host or port?\n")
+        return 1
+    args = [a for a in argv[1:] if a != "--overwrite"]
+    overwrite = "--overwrite" in argv
+    assert args[0] == "node", argv
+    annotations = state["node"].setdefault("annotations", {})
+    pairs = [a for a in args[2:] if "=" in a]
+    removals = [a[:-1] for a in args[2:] if a.endswith("-") and "=" not in a]
+    clashes = [f"'{k}' already has a value ({annotations[k]})" for k, v in (p.split("=", 1) for p in pairs)
+               if k in annotations and annotations[k] != v]
+    if clashes and not overwrite:
+        sys.stderr.write("error: --overwrite is false but found the following declared annotation(s): " + "; ".join(clashes) + "\n")
+        return 1
+    for k, v in (p.split("=", 1) for p in pairs):
+        annotations[k] = v
+    for k in removals:
+        annotations.pop(k, None)
+    save(state)
+    return 0
 
 
 def _upgrade_kubeadm(argv: list[str]) -> int:

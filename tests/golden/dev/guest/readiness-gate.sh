@@ -263,6 +263,30 @@ use_cluster_kubeconfig() {
   export KUBECONFIG="$cluster_kubeconfig"
 }
 
+# --- day 2: what the upgrade path rolls out (docs/OPERATIONS.md, Upgrading) ---------------
+# upgrade-check compares the node's installed and loaded versions with the
+# configured ones and records the decision twice: in ROLLOUT_FILE on the node
+# (the node's own upgrade steps read it) and in the node's ROLLOUT_ANNOTATION
+# (drain and uncordon, which run kubectl on the first VM, read it). "none":
+# nothing to roll out (a gpu-stack release changed only its scripts), so no
+# cordon, no drain, no package change, no reboot, no uncordon. Anything else
+# names what changes ("driver 570.172.08->570.195.03; ..."). drain records in
+# CORDON_ANNOTATION that it, not an admin, cordoned the node; uncordon
+# uncordons only such a node, then resets both to "none".
+ROLLOUT_FILE=/var/lib/gpu-stack/upgrade/rollout
+# shellcheck disable=SC2034  # read by upgrade-check, drain and uncordon, inlined after this library
+ROLLOUT_ANNOTATION=gpu-stack.io/rollout
+# shellcheck disable=SC2034  # read by drain and uncordon
+CORDON_ANNOTATION=gpu-stack.io/cordoned
+
+# node_annotation NODE KEY: the annotation's value, empty when the node has none (kubectl's
+# -o jsonpath allows missing keys; a dot in the key is escaped, kubernetes#31984). Fails when the
+# API server does not answer.
+node_annotation() { kubectl get node "$1" -o jsonpath="{.metadata.annotations.${2//./\\.}}"; }
+
+# rollout_pending: this node has something to roll out, or nothing recorded says otherwise.
+rollout_pending() { [ "$(cat "$GS_ROOT$ROLLOUT_FILE" 2>/dev/null || true)" != none ]; }
+
 # --- package repositories ---------------------------------------------------------------
 # Vendor repositories are added by the phase that installs from them, each with its signing key
 # from the same base URL (the vendor's, or a mirror laid out the same way); the preflight phase

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # gpu-stack guest phase 'upgrade-check': scripts/guest/upgrade-check.sh with its parameters (render/guest_scripts.py)
 set -euo pipefail
+export GS_ANNOTATE=1
+export GS_CONTROL_PLANE=0
+export GS_DRIVER_VERSION=580.173.02
+export GS_FM_PROBE=''
 export GS_GPU_COUNT=1
 export GS_K8S_VERSION=1.23.17
 export GS_NODE_NAME=k8s-gpu-alma
+export GS_NVSWITCH_COUNT=0
 export GS_PHASE=upgrade-check
+export GS_TOOLKIT_VERSION=1.20.0
 export GS_UNDRAINED=0
 
 # shellcheck shell=bash
@@ -258,6 +264,30 @@ use_cluster_kubeconfig() {
   fi
   export KUBECONFIG="$cluster_kubeconfig"
 }
+
+# --- day 2: what the upgrade path rolls out (docs/OPERATIONS.md, Upgrading) ---------------
+# upgrade-check compares the node's installed and loaded versions with the
+# configured ones and records the decision twice: in ROLLOUT_FILE on the node
+# (the node's own upgrade steps read it) and in the node's ROLLOUT_ANNOTATION
+# (drain and uncordon, which run kubectl on the first VM, read it). "none":
+# nothing to roll out (a gpu-stack release changed only its scripts), so no
+# cordon, no drain, no package change, no reboot, no uncordon. Anything else
+# names what changes ("driver 570.172.08->570.195.03; ..."). drain records in
+# CORDON_ANNOTATION that it, not an admin, cordoned the node; uncordon
+# uncordons only such a node, then resets both to "none".
+ROLLOUT_FILE=/var/lib/gpu-stack/upgrade/rollout
+# shellcheck disable=SC2034  # read by upgrade-check, drain and uncordon, inlined after this library
+ROLLOUT_ANNOTATION=gpu-stack.io/rollout
+# shellcheck disable=SC2034  # read by drain and uncordon
+CORDON_ANNOTATION=gpu-stack.io/cordoned
+
+# node_annotation NODE KEY: the annotation's value, empty when the node has none (kubectl's
+# -o jsonpath allows missing keys; a dot in the key is escaped, kubernetes#31984). Fails when the
+# API server does not answer.
+node_annotation() { kubectl get node "$1" -o jsonpath="{.metadata.annotations.${2//./\\.}}"; }
+
+# rollout_pending: this node has something to roll out, or nothing recorded says otherwise.
+rollout_pending() { [ "$(cat "$GS_ROOT$ROLLOUT_FILE" 2>/dev/null || true)" != none ]; }
 
 # --- package repositories ---------------------------------------------------------------
 # Vendor repositories are added by the phase that installs from them, each with its signing key
@@ -523,18 +553,23 @@ CONF
 
 # shellcheck shell=bash
 # Upgrade phase: upgrade-check (on the node, before anything is drained or
-# changed). Refuses what kubeadm cannot do (a Kubernetes downgrade, a jump of
-# more than one minor) against the version this node runs, naming the config
-# key, and records the GPUs by UUID so upgrade-verify can tell that every GPU
-# came back after the change. Changes nothing else.
+# changed). Decides from the node itself whether anything must change: the
+# loaded (and installed) NVIDIA driver, Fabric Manager on NVSwitch systems, the
+# NVIDIA Container Toolkit, kubeadm and kubelet (and, on the control plane, the
+# API server) against the configured versions. pulumi-command re-runs this path
+# whenever the text of a phase changes, which every gpu-stack release that
+# edits lib.sh or an upgrade script does; when the versions already match,
+# the decision is "none" and drain, the steps, the reboot and uncordon change
+# nothing (lib.sh ROLLOUT_FILE, ROLLOUT_ANNOTATION). Otherwise it refuses what
+# kubeadm cannot do (a Kubernetes downgrade, a jump of more than one minor),
+# naming the config key, and records the GPUs by UUID so upgrade-verify can
+# tell that every GPU came back after the change.
 record=/var/lib/gpu-stack/upgrade/gpus.before
-
-if [ "$GS_UNDRAINED" = 1 ]; then
-  die "node ${GS_NODE_NAME}, phase upgrade-check: kubernetes.mode existing: gpu-stack has no kubectl here and cannot drain ${GS_NODE_NAME}, and this upgrade may reboot it. Drain it yourself (kubectl drain ${GS_NODE_NAME} --ignore-daemonsets --delete-emptydir-data), set gpu-stack:fleet.drainedExternally true, run pulumi up, then uncordon it"
-fi
 
 # minor_of 1.32.4 -> 32
 minor_of() { local v="${1#v}"; v="${v#*.}"; printf '%s' "${v%%.*}"; }
+# version_is INSTALLED WANTED: the installed package version is the wanted one (any packaging revision).
+version_is() { case "$1" in "$2"|"$2"-*|"$2".*) return 0 ;; *) return 1 ;; esac; }
 
 if [ -n "$GS_K8S_VERSION" ]; then
   have=$(pkg_version kubeadm)
@@ -552,6 +587,63 @@ if [ -n "$GS_K8S_VERSION" ]; then
   fi
 fi
 
+# what differs, as "what have->want" (the same comparisons upgrade-verify makes afterwards)
+differs=()
+loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+installed=$(modinfo -F version nvidia 2>/dev/null || true)
+if [ "$loaded" != "$GS_DRIVER_VERSION" ]; then
+  differs+=("driver ${loaded:-none}->${GS_DRIVER_VERSION}")
+elif [ -n "$installed" ] && [ "$installed" != "$loaded" ]; then
+  differs+=("driver module ${installed} installed, ${loaded} loaded->reboot")
+fi
+if [ "$GS_NVSWITCH_COUNT" -gt 0 ] && ! version_is "$(pkg_version "$GS_FM_PROBE")" "$GS_DRIVER_VERSION"; then
+  fm=$(pkg_version "$GS_FM_PROBE")
+  differs+=("${GS_FM_PROBE} ${fm:-none}->${GS_DRIVER_VERSION}")
+fi
+toolkit=$(pkg_version nvidia-container-toolkit)
+version_is "$toolkit" "$GS_TOOLKIT_VERSION" || differs+=("nvidia-container-toolkit ${toolkit:-none}->${GS_TOOLKIT_VERSION}")
+if [ -n "$GS_K8S_VERSION" ]; then
+  for pkg in kubeadm kubelet; do
+    v=$(pkg_version "$pkg")
+    version_is "$v" "$GS_K8S_VERSION" || differs+=("${pkg} ${v:-none}->${GS_K8S_VERSION}")
+  done
+  if [ "$GS_CONTROL_PLANE" = 1 ]; then
+    apiserver=$(sed -n 's/.*kube-apiserver:v\([0-9][0-9.]*\).*/\1/p' "$GS_ROOT/etc/kubernetes/manifests/kube-apiserver.yaml" 2>/dev/null | head -n1 || true)
+    [ -z "$apiserver" ] || [ "$apiserver" = "$GS_K8S_VERSION" ] || differs+=("kube-apiserver ${apiserver}->${GS_K8S_VERSION}")
+  fi
+fi
+if [ "${#differs[@]}" -eq 0 ]; then
+  decision=none
+else
+  decision=$(IFS=';'; printf '%s' "${differs[*]}" | sed 's/;/; /g')
+fi
+
+if [ "$decision" != none ] && [ "$GS_UNDRAINED" = 1 ]; then
+  die "node ${GS_NODE_NAME}, phase upgrade-check: ${decision}. kubernetes.mode existing: gpu-stack has no kubectl here and cannot drain ${GS_NODE_NAME}, and this upgrade may reboot it. Drain it yourself (kubectl drain ${GS_NODE_NAME} --ignore-daemonsets --delete-emptydir-data), set gpu-stack:fleet.drainedExternally true, run pulumi up, then uncordon it"
+fi
+
+printf '%s\n' "$decision" | write_file "$ROLLOUT_FILE" 0644 || true
+if [ "$GS_ANNOTATE" = 1 ]; then
+  # the kubelet's own credentials: NodeRestriction lets a node change its own Node's annotations
+  # (only its taints, some labels, configSource and ownerReferences are refused: kubernetes
+  # plugin/pkg/admission/noderestriction/admission.go, admitNode)
+  export KUBECONFIG="$GS_ROOT/etc/kubernetes/kubelet.conf"
+  [ -s "$KUBECONFIG" ] || die "node ${GS_NODE_NAME}, phase upgrade-check: no /etc/kubernetes/kubelet.conf: this node has not joined the cluster"
+  current=$(node_annotation "$GS_NODE_NAME" "$ROLLOUT_ANNOTATION") \
+    || die "node ${GS_NODE_NAME}, phase upgrade-check: cannot read node ${GS_NODE_NAME} from the API server with the kubelet's credentials; seed 003 step 1: kubectl get nodes, journalctl -u kubelet"
+  if [ "$current" != "$decision" ]; then
+    kubectl annotate --overwrite node "$GS_NODE_NAME" "${ROLLOUT_ANNOTATION}=${decision}" >/dev/null
+    changed "annotated ${ROLLOUT_ANNOTATION}=${decision}"
+  fi
+fi
+
+if [ "$decision" = none ]; then
+  echo "GPU_STACK_ROLLOUT=none"
+  log "${GS_NODE_NAME} runs the configured versions: nothing to roll out (no cordon, no drain, no reboot)"
+  exit 0
+fi
+echo "GPU_STACK_ROLLOUT=${decision}"
+log "to roll out on ${GS_NODE_NAME}: ${decision}"
 if [ ! -s "$GS_ROOT$record" ] && [ "$GS_GPU_COUNT" -gt 0 ]; then
   if uuids=$(nvidia-smi --query-gpu=uuid --format=csv,noheader 2>/dev/null); then
     mkdir -p "$(dirname "$GS_ROOT$record")"

@@ -262,6 +262,30 @@ use_cluster_kubeconfig() {
   export KUBECONFIG="$cluster_kubeconfig"
 }
 
+# --- day 2: what the upgrade path rolls out (docs/OPERATIONS.md, Upgrading) ---------------
+# upgrade-check compares the node's installed and loaded versions with the
+# configured ones and records the decision twice: in ROLLOUT_FILE on the node
+# (the node's own upgrade steps read it) and in the node's ROLLOUT_ANNOTATION
+# (drain and uncordon, which run kubectl on the first VM, read it). "none":
+# nothing to roll out (a gpu-stack release changed only its scripts), so no
+# cordon, no drain, no package change, no reboot, no uncordon. Anything else
+# names what changes ("driver 570.172.08->570.195.03; ..."). drain records in
+# CORDON_ANNOTATION that it, not an admin, cordoned the node; uncordon
+# uncordons only such a node, then resets both to "none".
+ROLLOUT_FILE=/var/lib/gpu-stack/upgrade/rollout
+# shellcheck disable=SC2034  # read by upgrade-check, drain and uncordon, inlined after this library
+ROLLOUT_ANNOTATION=gpu-stack.io/rollout
+# shellcheck disable=SC2034  # read by drain and uncordon
+CORDON_ANNOTATION=gpu-stack.io/cordoned
+
+# node_annotation NODE KEY: the annotation's value, empty when the node has none (kubectl's
+# -o jsonpath allows missing keys; a dot in the key is escaped, kubernetes#31984). Fails when the
+# API server does not answer.
+node_annotation() { kubectl get node "$1" -o jsonpath="{.metadata.annotations.${2//./\\.}}"; }
+
+# rollout_pending: this node has something to roll out, or nothing recorded says otherwise.
+rollout_pending() { [ "$(cat "$GS_ROOT$ROLLOUT_FILE" 2>/dev/null || true)" != none ]; }
+
 # --- package repositories ---------------------------------------------------------------
 # Vendor repositories are added by the phase that installs from them, each with its signing key
 # from the same base URL (the vendor's, or a mirror laid out the same way); the preflight phase
@@ -528,7 +552,12 @@ CONF
 # Upgrade phase: uncordon (runs kubectl on the stack's first VM, after
 # upgrade-verify passed). Waits, bounded by GS_GATE_TIMEOUT, until the node is
 # Ready and its GPU resource is allocatable at the expected count again (the
-# readiness gate's check), then uncordons it. A failure leaves it cordoned.
+# readiness gate's check), then uncordons it when gpu-stack's drain cordoned it
+# (CORDON_ANNOTATION, lib.sh), also when that was in an earlier run that failed
+# halfway; a node an admin cordoned stays cordoned. Then the node's
+# ROLLOUT_ANNOTATION goes back to "none". A failure leaves it cordoned. When
+# upgrade-check found nothing to roll out and gpu-stack cordoned nothing, it
+# does nothing at all.
 use_cluster_kubeconfig "$GS_KUBECONFIG_STDIN"
 node="$GS_NODE_NAME"
 deadline=$(( $(date +%s) + GS_GATE_TIMEOUT ))
@@ -541,14 +570,34 @@ wait_for() {
     sleep "$GS_GATE_INTERVAL"
   done
 }
+rollout=$(node_annotation "$node" "$ROLLOUT_ANNOTATION") \
+  || die "node ${node}, phase uncordon: the API server does not answer; seed 003 step 1: kubectl get nodes"
+ours=$(node_annotation "$node" "$CORDON_ANNOTATION")
+if [ "$rollout" = none ] && [ -z "$ours" ]; then
+  log "nothing was rolled out on ${node} and gpu-stack cordoned nothing: left as it is"
+  echo "--- upgraded ---"
+  echo "node ${node} unchanged (nothing to roll out)"
+  exit 0
+fi
 wait_for node_ready || die "node ${node}, phase uncordon: not Ready after the upgrade (${GS_GATE_TIMEOUT}s); it stays cordoned. Seed 003 step 1: kubectl describe node ${node}, journalctl -u kubelet on ${node}"
 if [ -n "$GS_EXPECTED" ]; then
   allocatable_back() { [ "$(allocatable)" = "$GS_EXPECTED" ]; }
   wait_for allocatable_back || die "node ${node}, phase uncordon: allocatable ${GS_GPU_RESOURCE} is '$(allocatable)', expected ${GS_EXPECTED}; it stays cordoned. Seed 003 step 4 (plugin logs and registration): ${GS_PLUGIN_LOGS}; step 2: nvidia-smi -L on ${node}"
 fi
-if [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" = true ]; then
-  kubectl uncordon "$node" >/dev/null
-  changed "uncordoned ${node}"
+state=uncordoned
+if [ -n "$ours" ]; then
+  if [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" = true ]; then
+    kubectl uncordon "$node" >/dev/null
+    changed "uncordoned ${node}"
+  fi
+  # after the uncordon: a run that stops between the two leaves the record, and the next uncordon finds the node schedulable
+  kubectl annotate node "$node" "${CORDON_ANNOTATION}-" >/dev/null
+elif [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" = true ]; then
+  state="left cordoned (cordoned before gpu-stack's drain, not by gpu-stack: kubectl uncordon ${node} when you want it back)"
+  log "${node} ${state}"
+fi
+if [ "$rollout" != none ]; then
+  kubectl annotate --overwrite node "$node" "${ROLLOUT_ANNOTATION}=none" >/dev/null
 fi
 echo "--- upgraded ---"
-echo "node ${node} Ready ${GS_GPU_RESOURCE}=$(allocatable)/${GS_EXPECTED:-any} uncordoned"
+echo "node ${node} Ready ${GS_GPU_RESOURCE}=$(allocatable)/${GS_EXPECTED:-any} ${state}"

@@ -260,6 +260,30 @@ use_cluster_kubeconfig() {
   export KUBECONFIG="$cluster_kubeconfig"
 }
 
+# --- day 2: what the upgrade path rolls out (docs/OPERATIONS.md, Upgrading) ---------------
+# upgrade-check compares the node's installed and loaded versions with the
+# configured ones and records the decision twice: in ROLLOUT_FILE on the node
+# (the node's own upgrade steps read it) and in the node's ROLLOUT_ANNOTATION
+# (drain and uncordon, which run kubectl on the first VM, read it). "none":
+# nothing to roll out (a gpu-stack release changed only its scripts), so no
+# cordon, no drain, no package change, no reboot, no uncordon. Anything else
+# names what changes ("driver 570.172.08->570.195.03; ..."). drain records in
+# CORDON_ANNOTATION that it, not an admin, cordoned the node; uncordon
+# uncordons only such a node, then resets both to "none".
+ROLLOUT_FILE=/var/lib/gpu-stack/upgrade/rollout
+# shellcheck disable=SC2034  # read by upgrade-check, drain and uncordon, inlined after this library
+ROLLOUT_ANNOTATION=gpu-stack.io/rollout
+# shellcheck disable=SC2034  # read by drain and uncordon
+CORDON_ANNOTATION=gpu-stack.io/cordoned
+
+# node_annotation NODE KEY: the annotation's value, empty when the node has none (kubectl's
+# -o jsonpath allows missing keys; a dot in the key is escaped, kubernetes#31984). Fails when the
+# API server does not answer.
+node_annotation() { kubectl get node "$1" -o jsonpath="{.metadata.annotations.${2//./\\.}}"; }
+
+# rollout_pending: this node has something to roll out, or nothing recorded says otherwise.
+rollout_pending() { [ "$(cat "$GS_ROOT$ROLLOUT_FILE" 2>/dev/null || true)" != none ]; }
+
 # --- package repositories ---------------------------------------------------------------
 # Vendor repositories are added by the phase that installs from them, each with its signing key
 # from the same base URL (the vendor's, or a mirror laid out the same way); the preflight phase
@@ -530,8 +554,21 @@ CONF
 # cordoned and Pulumi starts nothing that depends on it (later waves).
 # A node that is not the control plane is only drained for a Kubernetes change
 # once the API server runs that minor (kubelet must never be newer).
+# Nothing happens when upgrade-check found nothing to roll out (the node's
+# ROLLOUT_ANNOTATION is "none", lib.sh): a gpu-stack release alone drains no
+# node. When it cordons the node itself, it first records so in
+# CORDON_ANNOTATION, so that uncordon releases only what gpu-stack cordoned: a
+# node an admin cordoned stays cordoned. A missing or unreadable decision
+# drains, as an upgrade must never run on an undrained node.
 use_cluster_kubeconfig "$GS_KUBECONFIG_STDIN"
 node="$GS_NODE_NAME"
+
+rollout=$(node_annotation "$node" "$ROLLOUT_ANNOTATION" 2>/dev/null || true)
+if [ "$rollout" = none ]; then
+  log "upgrade-check found ${node} at the configured versions: no cordon, no drain"
+  exit 0
+fi
+log "to roll out on ${node}: ${rollout:-unknown (no ${ROLLOUT_ANNOTATION} annotation)}"
 
 if [ -n "$GS_K8S_VERSION" ] && [ "$GS_CONTROL_PLANE" != 1 ]; then
   version_json=$(kubectl version -o json 2>/dev/null) \
@@ -545,8 +582,13 @@ if [ -n "$GS_K8S_VERSION" ] && [ "$GS_CONTROL_PLANE" != 1 ]; then
 fi
 
 if [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" != true ]; then
+  # the record first: a run that stops between the two leaves a record of a cordon that the next
+  # drain makes, never a cordon without the record that lets uncordon release it
+  kubectl annotate --overwrite node "$node" "${CORDON_ANNOTATION}=true" >/dev/null
   kubectl cordon "$node" >/dev/null
   changed "cordoned ${node}"
+elif [ -z "$(node_annotation "$node" "$CORDON_ANNOTATION" 2>/dev/null || true)" ]; then
+  log "${node} was cordoned before, not by gpu-stack: it stays cordoned after the upgrade"
 fi
 if ! kubectl drain "$node" --ignore-daemonsets --delete-emptydir-data --timeout="${GS_DRAIN_TIMEOUT}s" >/dev/null; then
   die "node ${node}, phase drain: the drain did not finish in ${GS_DRAIN_TIMEOUT}s (fleet.drainTimeoutSeconds). ${node} stays cordoned and later waves do not start. Seed 003 step 3 (pod events): kubectl get pdb -A (a PodDisruptionBudget that allows no disruption), kubectl get pods -A -o wide --field-selector spec.nodeName=${node} (a pod no controller owns is never forced off). Fix it, then run pulumi up again"
