@@ -120,8 +120,14 @@ def ssh_command(script: str) -> str:
     )
 
 
+TRIGGER_HEX = 16
+"""Hex digits of SHA-256 in a trigger. A trigger only has to change when its text does: 64 bits make an accidental
+equal value negligible, and each of a node's commands lists the hashes of several phases, so full 64-digit hashes
+were most of a pull request's plan diff for a one-line driver bump (issue 23)."""
+
+
 def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()[:TRIGGER_HEX]
 
 
 def triggers(phase: str, texts: dict[str, str], deps_of: dict[str, tuple[str, ...]] | None = None) -> list[str]:
@@ -320,7 +326,7 @@ FABRIC_TIMEOUT_S = 300
 
 def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, control_plane: bool,
                    gpu_resource: str, expected_allocatable: int | None, plugin_logs: str,
-                   kubeconfig_on_stdin: bool, in_cluster: bool = False) -> list[Phase]:
+                   kubeconfig_on_stdin: bool, in_cluster: bool = False, family: str = "rhel") -> list[Phase]:
     """The upgrade path of one node, in order: what re-runs after the first bootstrap when a version changes.
 
     Each phase is a command whose `create` is empty (nothing runs on the first
@@ -330,6 +336,7 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     version: upgrade-check then finds the node at its versions and every other
     phase changes nothing (no cordon, drain, package, reboot or uncordon; lib.sh ROLLOUT_FILE).
     role: init, join or none. control_plane: this node runs `kubeadm upgrade apply`.
+    family: the guest OS family (guest.os.family); the dnf versionlock unlock list is rendered for rhel only.
     kubeconfig_on_stdin: drain and uncordon get gpu-stack:kubeconfig on stdin (mode join)
     instead of the first VM's admin.conf (mode init). in_cluster: the node is a member of a
     cluster this stack does not manage (mode existing), which gpu-stack cannot drain.
@@ -344,7 +351,9 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     base = {"GS_NODE_NAME": vm.name}
 
     def unlock(pairs: list[tuple[str, str]]) -> dict[str, str]:
-        return {"GS_UNLOCK": " ".join(f"{n}={v}" for n, v in pairs)}
+        # scripts/guest/upgrade-unlock.sh reads it on EL only (dnf versionlock); empty elsewhere, so that a
+        # version change on Ubuntu does not show as a long line of EL package names in the plan diff
+        return {"GS_UNLOCK": " ".join(f"{n}={v}" for n, v in pairs) if family == "rhel" else ""}
 
     # EL9: what driver.sh locks: nvidia-driver-cuda and the kmod of the flavour guest.nvidia.kernelModules
     # chose, plus nvidia-driver below branch 560 (and on a node first installed that way)

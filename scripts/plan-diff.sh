@@ -7,7 +7,7 @@
 set -euo pipefail
 base=$1 head=$2 out=$3 head_errors=${4:-} base_errors=${5:-} label=${6:-base}
 limit=${PLAN_DIFF_LIMIT:-55000}
-context=${PLAN_DIFF_CONTEXT:-2}  # lines of context around each change  # the job summary holds 1 MiB per step; keep every stack's part readable
+context=${PLAN_DIFF_CONTEXT:-1}  # lines of context around each change  # the job summary holds 1 MiB per step; keep every stack's part readable
 
 stacks() {
   for d in "$base" "$head"; do

@@ -531,7 +531,7 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
                                     control_plane=role == "init", gpu_resource=resource,
                                     expected_allocatable=expected.get(name, {}).get(resource),
                                     plugin_logs=plugin_logs_command(cfg), kubeconfig_on_stdin=k is not None and k.mode != "init",
-                                    in_cluster=k is not None and k.mode == "existing")
+                                    in_cluster=k is not None and k.mode == "existing", family=cfg.guest.os.family)
             upgrade = NodeUpgrade(f"{name}-upgrade", NodeUpgradeArgs(
                 node_name=name, phases=phases,
                 node=guest_connection(stack, vms[name]),

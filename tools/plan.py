@@ -360,6 +360,22 @@ def command_inputs(result: mockrun.RunResult) -> dict[str, dict[str, Any]]:
     return {c.name: _fingerprint(c.inputs) for c in result.of_type("command:remote:Command")}
 
 
+def json_one_line_items(doc: Any, keys: tuple[str, ...], indent: int = 2) -> str:
+    """json.dumps(doc, indent=2, sort_keys=True), except that each item of a list under one of `keys` is one line:
+    a pull request's diff then shows a node's changed phases as a line each, not a key per line."""
+    def render(value: Any, level: int, one_line_items: bool) -> str:
+        pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+        if isinstance(value, dict) and value:
+            rows = [f"{inner}{json.dumps(k)}: {render(v, level + 1, k in keys)}" for k, v in sorted(value.items())]
+            return "{\n" + ",\n".join(rows) + f"\n{pad}}}"
+        if isinstance(value, list) and value:
+            items = [json.dumps(v, sort_keys=True) if one_line_items else render(v, level + 1, False) for v in value]
+            return "[\n" + ",\n".join(f"{inner}{item}" for item in items) + f"\n{pad}]"
+        return json.dumps(value, sort_keys=True)
+
+    return render(doc, 0, False)
+
+
 def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], result: mockrun.RunResult,
                  base: str | None = None, root: Path = ROOT, facts: list[str] | None = None) -> str:
     """rollout.json: the waves and each node's upgrade phases; with `base` (a git ref), what changing
@@ -390,7 +406,7 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
         doc["newAtBase"] = True
         doc["summary"] = [f"new stack: Pulumi.{stack}.yaml does not exist at {base}; the first `pulumi up` creates "
                           f"every resource ({len(doc['waves'])} wave{'s' if len(doc['waves']) != 1 else ''} of nodes), nothing is upgraded"]
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return json_one_line_items(doc, ("phases",)) + "\n"
 
 
 def _git_show(ref: str, path: str, root: Path) -> str | None:
