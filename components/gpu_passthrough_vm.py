@@ -204,12 +204,14 @@ class GpuPassthroughVm(pulumi.ComponentResource):
     def _autostart(self, name: str, args: GpuPassthroughVmArgs, domain: libvirt.Domain) -> None:
         """`virsh autostart` once the Domain has been created, i.e. started; again whenever it is replaced.
 
-        The triggers are the inputs that make the provider replace the domain (the stylesheet, memory, vCPUs,
-        firmware): a replaced domain keeps its derived UUID, so its ID alone would not re-run this."""
+        The triggers are the Domain's inputs that make the provider replace it and that config decides (the
+        stylesheet, memory, vCPUs, firmware, NVRAM template, name, the root disk's pool, the NIC): a replaced
+        domain keeps its derived UUID, so its ID alone would not re-run this."""
         vm, host, plan = args.vm, args.host, args.plan
         uri = host.libvirt_uri
         replaced_by = {"xslt": self.xslt, "memory": plan.memory_mib, "vcpu": plan.vcpus, "firmware": host.firmware.code,
-                       "nvramTemplate": host.firmware.vars_template, "name": vm.name}
+                       "nvramTemplate": host.firmware.vars_template, "name": vm.name, "pool": host.storage_pool,
+                       "network": [vm.network.name, plan.mac, vm.network.wait_for_lease]}
         trigger = hashlib.sha256(json.dumps(replaced_by, sort_keys=True).encode()).hexdigest()
         script = connection.autostart_command(uri, vm.name)
         opts = pulumi.ResourceOptions(parent=self, depends_on=[domain])

@@ -157,7 +157,9 @@ def test_credentials_reach_only_root_only_files(tmp_path, family):
         auth = sb.root / "etc/apt/auth.conf.d/gpu-stack.conf"
         assert oct(auth.stat().st_mode & 0o777) == "0o600"
         assert auth.read_text().splitlines() == [
-            f"machine proxy.lab.local:3128 login svc-gpu password {PROXY_PASSWORD}",
+            # apt_auth.conf(5), apt 2.6.1: "If protocol is not specified, the entry only matches https and tor+https":
+            # an http:// proxy's line must name its scheme, or apt never sends the password (407 on the first update)
+            f"machine http://proxy.lab.local:3128 login svc-gpu password {PROXY_PASSWORD}",
             f"machine https://mirror.lab.local login robot password {REPO_PASSWORD}",
             f"machine http://pkgs.lab.local:8080 login robot password {REPO_PASSWORD}",
         ]

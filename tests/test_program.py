@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from render.identity import derived_mac
@@ -90,8 +92,13 @@ def test_autostart_is_set_only_after_the_domain_started(dev):
     assert (conn["host"], conn["user"], conn["hostKey"], conn["privateKey"]) == ("lab-gpu-1.lab.local", "root", dev["hosts"][0]["hostKey"], "hv-key")
     again = run_stack(dev, preview=False).named("gpu-dev-0-autostart")
     assert again.inputs["triggers"] == autostart.inputs["triggers"]  # deterministic
-    dev["vms"][0]["memoryGib"] = 32  # memory is ForceNew: the replaced domain needs autostart again
-    assert run_stack(dev, preview=False).named("gpu-dev-0-autostart").inputs["triggers"] != autostart.inputs["triggers"]
+    for path, value in ((("vms", 0, "memoryGib"), 32), (("vms", 0, "network", "mac"), "52:54:00:12:34:56")):
+        changed = copy.deepcopy(dev)  # memory and the NIC are ForceNew: the replaced domain needs autostart again
+        target = changed
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        assert run_stack(changed, preview=False).named("gpu-dev-0-autostart").inputs["triggers"] != autostart.inputs["triggers"], path
 
 
 def test_a_local_hypervisor_gets_a_local_autostart_command(dev):

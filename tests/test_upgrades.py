@@ -713,13 +713,27 @@ def test_a_release_alone_rolls_nothing(tmp_path):
     assert annotations(sb) == {"gpu-stack.io/rollout": "none"}
     # what it wrote: the decision on the node and on its Node object, nothing else
     assert calls == ["kubectl annotate --overwrite node gpu-dev-0 gpu-stack.io/rollout=none"]
-    assert set(sb.tree()) - set(tree) == {"var/lib/gpu-stack/upgrade/rollout"}
+    assert set(sb.tree()) == set(tree), "the node's record already said none (bootstrap verify wrote it)"
+    assert (sb.root / "var/lib/gpu-stack/upgrade/rollout").read_text() == "none\n"
     assert "GPU_STACK_REBOOT=0" in results["upgrade-reboot"].stdout
     assert "unchanged (nothing to roll out)" in results["uncordon"].stdout
     # and again: nothing at all
     sb.clear_calls()
     again = run_upgrade(sb, upgrade_of(stack_file("dev")))
     assert all(r.returncode == 0 for r in again.values()) and sb.mutating() == []
+
+
+def test_a_release_that_edits_only_the_reboot_step_does_not_reboot_a_fresh_node(tmp_path):
+    """upgrade-reboot re-runs alone when only its script changed (its triggers: itself and upgrade-driver): on a node
+    bootstrapped since, the record says none (bootstrap verify), so it skips even where the loaded and the
+    installed driver module differ, which would otherwise reboot an undrained node."""
+    sb = converged_node(tmp_path)
+    assert (sb.root / "var/lib/gpu-stack/upgrade/rollout").read_text() == "none\n"
+    sb.set_state(driver_loaded="570.100.00")  # e.g. an unattended package update, not yet booted into
+    steps = {p.name: p for p in upgrade_of(stack_file("dev"))}
+    result = sb.run(steps["upgrade-reboot"])
+    assert result.returncode == 0 and "GPU_STACK_REBOOT=0" in result.stdout
+    assert not [c for c in sb.mutating() if c.startswith(ROLL) or "reboot" in c], sb.mutating()
 
 
 def test_a_version_change_still_drains_and_then_resets_the_records(upgraded_node):

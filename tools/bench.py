@@ -62,8 +62,8 @@ def fleet_config(vms: int) -> dict:
     return {
         "hosts": hosts, "vms": machines,
         "guest": {"os": {"family": "ubuntu", "version": "22.04"}, "sshPublicKey": "ssh-ed25519 AAAA bench",
-                  "nvidia": {"driverVersion": "570.172.08"}},
-        "kubernetes": {"version": "1.32.4", "mode": "init", "nodeTaints": []},
+                  "nvidia": {"driverVersion": "580.173.02"}},
+        "kubernetes": {"version": "1.36.5", "mode": "init", "nodeTaints": []},
         "addons": {"gpuOperator": {"enabled": True}, "monitoring": {"enabled": True}},
     }
 

@@ -20,6 +20,9 @@ repo_password=""
 if [ -n "$GS_PROXY_USER" ]; then
   IFS= read -r proxy_password || true
   [ -n "$proxy_password" ] || die "guest.proxy.username is set but no proxy password arrived on stdin (gpu-stack:proxyPassword)"
+  case "$proxy_password" in
+    *[[:space:]\"\'\\]*) die "gpu-stack:proxyPassword holds white space, a quote or a backslash, which apt's auth.conf cannot carry; choose a password without them" ;;
+  esac
 fi
 if [ -n "$GS_REPO_USER" ]; then
   IFS= read -r repo_password || true
@@ -60,13 +63,22 @@ if [ -n "$GS_PROXY_USER" ]; then
   https="${GS_HTTPS_PROXY:-$GS_HTTP_PROXY}"
   if printf 'HTTP_PROXY=%s\nHTTPS_PROXY=%s\n' "$(with_credentials "$http")" "$(with_credentials "$https")" \
       | write_file /etc/gpu-stack/proxy.env 0600; then
-    # a running runtime keeps the old credentials until it restarts (its drop-in reads this file)
-    for unit in containerd docker; do
-      if systemctl is-active --quiet "$unit" 2>/dev/null; then systemctl restart "$unit"; changed "${unit} restarted for the proxy credentials"; fi
-    done
+    # a running runtime keeps the old credentials until it restarts (its drop-in reads this file). containerd's
+    # containers outlive its restart (their shims do); dockerd's do not, unless live-restore is on, and this
+    # phase runs on every VM at once, outside the drained waves: docker is restarted only with nothing running
+    if systemctl is-active --quiet containerd 2>/dev/null; then systemctl restart containerd; changed "containerd restarted for the proxy credentials"; fi
+    if systemctl is-active --quiet docker 2>/dev/null; then
+      if [ -z "$(docker ps -q 2>/dev/null)" ]; then
+        systemctl restart docker; changed "docker restarted for the proxy credentials"
+      else
+        log "docker keeps the old proxy credentials until its next restart (the next upgrade-runtime wave or a reboot): restarting it now would stop its running containers"
+      fi
+    fi
   fi
+  # apt_auth.conf(5): "If protocol is not specified, the entry only matches https and tor+https" (apt 2.6.1),
+  # and apt looks proxy credentials up by the proxy URL, so the line names its scheme (http://proxy:3128)
   for url in $http $https; do
-    apt_lines+=("machine $(host_port "$url") login ${GS_PROXY_USER} password ${proxy_password}")
+    apt_lines+=("machine ${url%%://*}://$(host_port "$url") login ${GS_PROXY_USER} password ${proxy_password}")
   done
   if [ "$family" = rhel ]; then
     conf="$GS_ROOT/etc/dnf/dnf.conf"

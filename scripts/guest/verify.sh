@@ -116,6 +116,9 @@ case "$GS_RUNTIME" in
 esac
 # bootstrap is done: apt-daily / unattended-upgrades (dnf-makecache) run again (lib.sh pkg_timers_hold)
 pkg_timers_resume >&2
+# the node is at the configured versions: nothing to roll out until upgrade-check says otherwise, so an upgrade
+# step that a gpu-stack release re-runs alone (upgrade-reboot after an edit of its script) finds "none" and skips
+[ -e "$GS_ROOT$ROLLOUT_FILE" ] || printf 'none\n' | write_file "$ROLLOUT_FILE" 0644 >&2 || true
 echo "--- gpu-inventory ---"
 nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader
 echo "--- nvidia-smi ---"

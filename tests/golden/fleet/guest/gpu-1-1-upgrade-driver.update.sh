@@ -16,7 +16,7 @@ export GS_NVSWITCH_COUNT=0
 export GS_PHASE=upgrade-driver
 export GS_PROXY_USER=''
 export GS_REPO_USER=''
-export GS_UNLOCK='nvidia-driver=580.173.02 nvidia-driver-cuda=580.173.02 kmod-nvidia-latest-dkms=580.173.02 kmod-nvidia-open-dkms=580.173.02 nvidia-driver-cuda-libs=580.173.02 nvidia-kmod-common=580.173.02 nvidia-persistenced=580.173.02 nvidia-fabricmanager-580=580.173.02 libnvidia-nscq-580=580.173.02 nvidia-fabric-manager=580.173.02 nvidia-fabricmanager=580.173.02 libnvidia-nscq=580.173.02'
+export GS_UNLOCK=''
 export GS_UPGRADE=1
 
 # shellcheck shell=bash

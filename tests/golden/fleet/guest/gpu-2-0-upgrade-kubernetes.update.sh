@@ -18,7 +18,7 @@ export GS_PROXY_USER=''
 export GS_REPO_USER=''
 export GS_RUNTIME=containerd
 export GS_SERVICE_CIDR=10.96.0.0/12
-export GS_UNLOCK='kubeadm=1.36.5 kubelet=1.36.5 kubectl=1.36.5'
+export GS_UNLOCK=''
 export GS_UPGRADE=1
 
 # shellcheck shell=bash

@@ -14,7 +14,7 @@ export GS_REGISTRY_USER=''
 export GS_REPO_USER=''
 export GS_RUNTIME=containerd
 export GS_TOOLKIT_VERSION=1.20.0
-export GS_UNLOCK='nvidia-container-toolkit=1.20.0 nvidia-container-toolkit-base=1.20.0 libnvidia-container-tools=1.20.0 libnvidia-container1=1.20.0'
+export GS_UNLOCK=''
 export GS_UPGRADE=1
 
 # shellcheck shell=bash
