@@ -609,25 +609,32 @@ def test_a_hanging_command_times_out_on_its_own(run_doctor, capsys, monkeypatch)
     assert results[("guest driver", "GPU count and UUIDs")]["status"] == PASS  # the other commands still answered
 
 
-def test_hypervisor_with_another_key_than_the_pinned_host_key_is_refused(ssh, kube, keys, tmp_path, capsys):
-    """The hypervisor is checked against hosts[].hostKey, as the libvirt provider checks it: another key gets no command."""
+def _hypervisor_only(ssh, kube, keys, stack_dir, tmp_path, capsys, responses: dict, host_key: bool) -> dict:
+    """The doctor on a VM whose guest is not reachable, the hypervisor at the test SSH server; its results by check.
+    host_key: pass the client key as --host-ssh-key too (else the doctor picks the hypervisor key itself)."""
     client, _ = keys
-    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
-    d = tmp_path / "stack"
-    d.mkdir()
-    (d / "Pulumi.h100.yaml").write_text((DOCTOR / "Pulumi.h100.yaml").read_text().replace(FIXTURE_HOST_KEY, impostor))
     key_file = tmp_path / "id"
     key_file.write_bytes(client.export_private_key())
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps({"vms": {VM: {"ip": "127.0.0.1"}}, "expectedAllocatable": {VM: {"nvidia.com/gpu": 8}}}))
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(kube.kubeconfig(TOKEN))
-    ssh.responses = {}
+    ssh.responses = responses
     ssh.received.clear()
     kube.routes = routes(healthy_cluster())
-    doctor.main(["h100", "--stack-dir", str(d), "--outputs", str(outputs), "--ssh-key", str(key_file), "--host-ssh-key", str(key_file),
+    doctor.main(["h100", "--stack-dir", str(stack_dir), "--outputs", str(outputs), "--ssh-key", str(key_file),
+                 *(["--host-ssh-key", str(key_file)] if host_key else []),
                  "--host-ssh-port", str(ssh.port), "--kubeconfig", str(kubeconfig), "--json"])
-    results = {r["check"]: r for r in json.loads(capsys.readouterr().out)["vms"][0]["results"]}
+    return {r["check"]: r for r in json.loads(capsys.readouterr().out)["vms"][0]["results"]}
+
+
+def test_hypervisor_with_another_key_than_the_pinned_host_key_is_refused(ssh, kube, keys, tmp_path, capsys):
+    """The hypervisor is checked against hosts[].hostKey, as the libvirt provider checks it: another key gets no command."""
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    d = tmp_path / "stack"
+    d.mkdir()
+    (d / "Pulumi.h100.yaml").write_text((DOCTOR / "Pulumi.h100.yaml").read_text().replace(FIXTURE_HOST_KEY, impostor))
+    results = _hypervisor_only(ssh, kube, keys, d, tmp_path, capsys, {}, host_key=True)
     assert ssh.received == []
     reach = results["hypervisor reachable"]
     assert reach["status"] == WARN and "Host key is not trusted" in reach["evidence"] and "hosts[].hostKey" in reach["fix"]
@@ -636,17 +643,5 @@ def test_hypervisor_with_another_key_than_the_pinned_host_key_is_refused(ssh, ku
 def test_hypervisor_key_defaults_to_the_one_the_provider_uses(ssh, kube, keys, stack_dir, tmp_path, capsys):
     """Without --host-ssh-key the doctor logs in to the hypervisor with the libvirt provider's key
     (gpu-stack:hypervisorSshPrivateKey, else the guests' key), never the user's agent by surprise."""
-    client, _ = keys
-    key_file = tmp_path / "id"
-    key_file.write_bytes(client.export_private_key())
-    outputs = tmp_path / "outputs.json"
-    outputs.write_text(json.dumps({"vms": {VM: {"ip": "127.0.0.1"}}, "expectedAllocatable": {VM: {"nvidia.com/gpu": 8}}}))
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(kube.kubeconfig(TOKEN))
-    ssh.responses = {"root": {}}
-    ssh.received.clear()
-    kube.routes = routes(healthy_cluster())
-    doctor.main(["h100", "--stack-dir", str(stack_dir), "--outputs", str(outputs), "--ssh-key", str(key_file),
-                 "--host-ssh-port", str(ssh.port), "--kubeconfig", str(kubeconfig), "--json"])
-    capsys.readouterr()
+    _hypervisor_only(ssh, kube, keys, stack_dir, tmp_path, capsys, {"root": {}}, host_key=False)
     assert "root" in {u for u, _ in ssh.received}

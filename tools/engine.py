@@ -104,6 +104,18 @@ def with_libvirt_uri(config: dict[str, Any], uri: str) -> dict[str, Any]:
     return {**config, key: out}
 
 
+def throwaway_env(tmp: Path) -> dict[str, str]:
+    """The CLI's environment for a throwaway stack under `tmp`: a local file backend (tmp/state), its own PULUMI_HOME
+    (tmp/home), the test passphrase, no update check and no plugin download."""
+    return {
+        "PULUMI_BACKEND_URL": f"file://{tmp / 'state'}",
+        "PULUMI_HOME": str(tmp / "home"),
+        "PULUMI_CONFIG_PASSPHRASE": TEST_PASSPHRASE,
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+    }
+
+
 def placeholder_secret(key: str) -> str:
     return f"engine-placeholder-{key}"
 
@@ -153,11 +165,7 @@ def workspace(
         project_dir = tmp / "project"
         project_dir.mkdir()
         env = {
-            "PULUMI_BACKEND_URL": f"file://{tmp / 'state'}",
-            "PULUMI_HOME": str(tmp / "home"),
-            "PULUMI_CONFIG_PASSPHRASE": TEST_PASSPHRASE,
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            **throwaway_env(tmp),
             "PULUMI_SKIP_CONFIRMATIONS": "true",
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         }

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from stacks.errors import ConfigError
-from tools.engine import PROJECT, TEST_PASSPHRASE
+from tools.engine import PROJECT, throwaway_env
 from tools.plan import load_stack_file
 
 STACK = "parity"
@@ -68,14 +68,7 @@ def cli(engine: Path, tmp_path_factory: pytest.TempPathFactory):
         (tmp / d).mkdir()
     project = tmp / "project"
     (project / "Pulumi.yaml").write_text(f"name: {PROJECT}\nruntime: python\n")
-    env = {
-        **os.environ,
-        "PULUMI_BACKEND_URL": f"file://{tmp / 'state'}",
-        "PULUMI_HOME": str(tmp / "home"),
-        "PULUMI_CONFIG_PASSPHRASE": TEST_PASSPHRASE,
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-    }
+    env = {**os.environ, **throwaway_env(tmp)}
     pulumi = str(engine / "pulumi")
     subprocess.run([pulumi, "stack", "init", STACK, "--non-interactive"], cwd=project, env=env, check=True, capture_output=True)
     settings = project / f"Pulumi.{STACK}.yaml"
