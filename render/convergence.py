@@ -587,9 +587,10 @@ def _nodes(plan: Plan, cfg: StackConfig, gpu_operator: Release | None) -> list[N
         kubelet_labels: dict[str, str] = {}
         if script is not None and UNKNOWN_UNTIL_DEPLOY in script and k is not None:
             # a joining VM's phase waits for the init VM's outputs; its labels and taints are the config's
-            kubelet_labels = dict(k.node_labels)
+            # (render/guest_scripts.py gives a VM without GPUs neither)
+            kubelet_labels = dict(k.node_labels) if vm.gpus else {}
             labels.update(kubelet_labels)
-            taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in k.node_taints]
+            taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in k.node_taints] if vm.gpus else []
         elif script is not None:
             env = script_exports(script)
             kubelet_labels = dict(p.split("=", 1) for p in env.get("GS_NODE_LABELS", "").split() if "=" in p)
@@ -603,8 +604,10 @@ def _nodes(plan: Plan, cfg: StackConfig, gpu_operator: Release | None) -> list[N
                 if not removes_control_plane_taint(script):
                     taints.append(dict(CONTROL_PLANE_TAINT))
         elif k is not None and k.mode == "existing":
-            labels.update(k.node_labels)
-            taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in k.node_taints]
+            # declared for the GPU VMs' nodes; a VM without GPUs is not declared to carry them
+            if vm.gpus:
+                labels.update(k.node_labels)
+                taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in k.node_taints]
         else:
             continue  # not a Kubernetes node
         if gpu_operator is not None and vm.gpus:
@@ -1113,6 +1116,34 @@ def rule_runtime(c: Cluster) -> list[Violation]:
     return out
 
 
+_GPU_LABEL_PREFIXES = ("nvidia.com/", "feature.node.kubernetes.io/pci-10de")
+
+
+def rule_cpu_nodes(c: Cluster) -> list[Violation]:
+    """A node without GPUs (its VM's vms[].gpus is empty: a CPU-only control plane) carries no GPU label
+    (nvidia.com/*, NFD's pci-10de) and no GPU taint (nvidia.com/*), and no GPU DaemonSet (one that requests
+    nvidia.com/* or selects GPU labels, or a chart's GPU operand) is placed on it: GPU pods scheduled there
+    would stay Pending or crash without a driver, and the GPU label would count it as a GPU node.
+    Assumes the node model above (labels from the kubernetes phase header, operator labels only with GPUs)."""
+    out = []
+    for n in c.nodes:
+        if n.gpus:
+            continue
+        for label in sorted(k for k in n.labels if k.startswith(_GPU_LABEL_PREFIXES)):
+            out.append(Violation("cpu-nodes", f"Node {n.name}", LABELS_KEY,
+                                 f"has no GPUs (its VM's gpus list is empty) but gets the GPU label {label}={n.labels[label]}"))
+        for t in n.taints:
+            if t["key"].startswith("nvidia.com/"):
+                out.append(Violation("cpu-nodes", f"Node {n.name}", TAINTS_KEY,
+                                     f"has no GPUs (its VM's gpus list is empty) but gets the GPU taint {taint_text(t)}"))
+        for w in c.workloads:
+            if w.id.startswith("DaemonSet ") and _is_gpu_workload(w) and not labels_fit(w.spec, n) \
+                    and not untolerated(w.spec.get("tolerations") or [], n.taints):
+                out.append(Violation("cpu-nodes", w.id, LABELS_KEY,
+                                     f"a GPU DaemonSet would run on node {n.name}, which has no GPUs; select GPU nodes (nvidia.com/gpu.present=true)"))
+    return out
+
+
 _NATIVE_QUOTA = re.compile(r"^(requests\.|limits\.)?(cpu|memory|ephemeral-storage|hugepages-[\w.]+)$|^(pods|services|secrets|configmaps|"
                            r"persistentvolumeclaims|replicationcontrollers|resourcequotas|services\.loadbalancers|services\.nodeports|"
                            r"requests\.storage)$|^count/.+$|^.+\.storageclass\.storage\.k8s\.io/(requests\.storage|persistentvolumeclaims)$")
@@ -1510,6 +1541,7 @@ RULES: tuple[tuple[str, Callable[[Cluster], list[Violation]]], ...] = (
     ("targets", rule_targets),
     ("dashboards", rule_dashboards),
     ("runtime", rule_runtime),
+    ("cpu-nodes", rule_cpu_nodes),
     ("quotas", rule_quotas),
     ("images", rule_images),
     ("plan", rule_plan_known),

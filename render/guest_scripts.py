@@ -79,8 +79,15 @@ class Phase:
     late_params: tuple[str, ...] = field(default=())  # params only known at deploy time (Outputs)
 
 
+CPU_BODIES: dict[str, tuple[str, ...]] = {"verify": ("verify-cpu",)}
+"""Phases whose body on a VM without GPUs (GS_GPU_COUNT=0) is another file: verify.sh asks nvidia-smi."""
+
+
 def render_script(phase: str, params: dict[str, str]) -> str:
     """The bash text of one phase: header, lib.sh, then the phase body."""
+    if params.get("GS_GPU_COUNT") == "0" and phase in CPU_BODIES:
+        bodies = CPU_BODIES[phase]
+        return _assemble(phase, params, bodies, f"scripts/guest/{bodies[0]}.sh with its parameters")
     return _assemble(phase, params, BODIES.get(phase, (phase,)), f"scripts/guest/{phase}.sh with its parameters")
 
 
@@ -241,17 +248,19 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
             "GS_HOSTNAME": vm.name, "GS_SELINUX": guest.selinux,
             "GS_DISABLE_FIREWALLD": "1" if guest.disable_firewalld else "0", **proxy,
         }),
-        Phase("nouveau", {}),
-        Phase("nouveau-check", {}, waits_for_boot=True),
-        Phase("driver", {
+    ]
+    gpu = bool(vm.gpus)
+    if gpu:
+        # a VM without GPUs (a CPU-only control plane) gets no driver, no nouveau blacklist, no CUDA
+        phases += [Phase("nouveau", {}), Phase("nouveau-check", {}, waits_for_boot=True)]
+        phases.append(Phase("driver", {
             "GS_DRIVER_VERSION": nv.driver_version, "GS_DRIVER_METHOD": nv.install_method,
             "GS_KERNEL_MODULES": kernel_modules(vm, guest),
             "GS_DRIVER_RUNFILE_URL": nv.runfile_url or "", "GS_NVSWITCH_COUNT": counts["GS_NVSWITCH_COUNT"], **proxy,
             "GS_FM_PACKAGES": " ".join(fabric.install), "GS_FM_PROBE": fabric.probe, "GS_FM_HOLD": " ".join(fabric.hold),
             "GS_NVLINK5_PACKAGES": " ".join(fabric.nvlink5), "GS_CUDA_REPO": cuda_repo,
-        }, long_running=True),
-    ]
-    if nv.cuda is not None:
+        }, long_running=True))
+    if gpu and nv.cuda is not None:
         phases.append(Phase("cuda", {"GS_CUDA_VERSION": nv.cuda.version, "GS_CUDA_RUNFILE_URL": nv.cuda.runfile_url, **proxy}, long_running=True))
     phases.append(Phase("container-runtime", {
         "GS_RUNTIME": rt.name, "GS_TOOLKIT_VERSION": rt.nvidia_toolkit_version,
@@ -267,8 +276,10 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
             "GS_SERVICE_CIDR": kubernetes.service_cidr,
             "GS_NODE_NAME": vm.name, "GS_RUNTIME": rt.name,
             "GS_K8S_REPO": kubernetes.package_repository or f"https://pkgs.k8s.io/core:/stable:/v{minor}",
-            "GS_NODE_LABELS": " ".join(f"{k}={v}" for k, v in sorted(kubernetes.node_labels.items())),
-            "GS_NODE_TAINTS": " ".join(f"{t.key}={t.value}:{t.effect}" for t in kubernetes.node_taints),
+            # kubernetes.nodeLabels and nodeTaints are the GPU nodes' (nvidia.com/gpu.present, nvidia.com/gpu):
+            # a VM without GPUs gets neither (render/convergence.py rule_cpu_nodes)
+            "GS_NODE_LABELS": " ".join(f"{k}={v}" for k, v in sorted(kubernetes.node_labels.items())) if gpu else "",
+            "GS_NODE_TAINTS": " ".join(f"{t.key}={t.value}:{t.effect}" for t in kubernetes.node_taints) if gpu else "",
             "GS_HTTP_PROXY": proxy["GS_HTTP_PROXY"], "GS_HTTPS_PROXY": proxy["GS_HTTPS_PROXY"], "GS_PROXY_USER": proxy["GS_PROXY_USER"], "GS_REPO_USER": proxy["GS_REPO_USER"],
             "GS_K8S_ENDPOINT": "", "GS_K8S_CA_HASH": "",
         }
@@ -342,7 +353,10 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     cluster this stack does not manage (mode existing), which gpu-stack cannot drain.
     """
     by_name = {p.name: p for p in bootstrap}
-    drv = by_name["driver"].params
+    # a VM without GPUs has no driver phase: no upgrade-driver or upgrade-reboot, and an empty driver version,
+    # which upgrade-check and upgrade-verify compare with the (absent) loaded module's: equal, nothing to roll
+    gpu = "driver" in by_name
+    drv = by_name["driver"].params if gpu else {"GS_DRIVER_VERSION": "", "GS_NVSWITCH_COUNT": "0", "GS_FM_PROBE": "", "GS_FM_HOLD": ""}
     rt = by_name["container-runtime"].params
     k8s = by_name.get("kubernetes")
     managed = role in ("init", "join")
@@ -376,7 +390,8 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
                                       "GS_K8S_VERSION": k8s_version, "GS_CONTROL_PLANE": "1" if control_plane else "0",
                                       "GS_KUBECONFIG_STDIN": "1" if kubeconfig_on_stdin else "0"},
                             stdin_secret="kubeconfig" if kubeconfig_on_stdin else None, long_running=True))
-    phases.append(Phase("upgrade-driver", {**drv, **unlock(driver_unlock), "GS_UPGRADE": "1"}, long_running=True))
+    if gpu:
+        phases.append(Phase("upgrade-driver", {**drv, **unlock(driver_unlock), "GS_UPGRADE": "1"}, long_running=True))
     phases.append(Phase("upgrade-runtime", {**rt, **unlock([(name, rt["GS_TOOLKIT_VERSION"]) for name in TOOLKIT_PACKAGES]), "GS_UPGRADE": "1"},
                         stdin_secret=by_name["container-runtime"].stdin_secret, long_running=True))
     if k8s is not None:
@@ -385,7 +400,8 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
                   "GS_CONTROL_PLANE": "1" if control_plane else "0", "GS_UPGRADE": "1",
                   **unlock([(n, k8s_version) for n in ("kubeadm", "kubelet", "kubectl")])}
         phases.append(Phase("upgrade-kubernetes", params, stdin_secret="joinToken", long_running=True))
-    phases.append(Phase("upgrade-reboot", {**base}))
+    if gpu:
+        phases.append(Phase("upgrade-reboot", {**base}))
     phases.append(Phase("upgrade-verify", {
         **base, "GS_GPU_COUNT": str(len(vm.gpus)), "GS_NVSWITCH_COUNT": str(len(vm.nvswitches)),
         "GS_DRIVER_VERSION": drv["GS_DRIVER_VERSION"], "GS_FM_PROBE": fm_probe,

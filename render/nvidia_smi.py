@@ -63,6 +63,9 @@ def _section(text: str, marker: str) -> str:
 def parse_verify_output(text: str) -> dict:
     """The verify phase's stdout -> {gpus: [...], driverVersion, cudaVersion}."""
     gpus = parse_query_csv(_section(text, "gpu-inventory"))
+    if not gpus and "--- nvidia-smi ---" not in text:
+        # a VM without GPUs (scripts/guest/verify-cpu.sh, upgrade-verify.sh with GS_GPU_COUNT=0): no driver to ask
+        return {"gpus": [], "driverVersion": None, "cudaVersion": None}
     banner = parse_banner(_section(text, "nvidia-smi"))
     return {
         "gpus": [{"index": g.index, "name": g.name, "uuid": g.uuid, "busId": g.bus_id, "memoryMib": g.memory_mib} for g in gpus],

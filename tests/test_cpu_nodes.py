@@ -1,0 +1,144 @@
+"""A VM without GPUs (a CPU-only control plane) is no GPU node (issue 26, item 2).
+
+It gets no nouveau/driver/CUDA phases, no GPU label or taint, a verify that never asks nvidia-smi,
+no upgrade-driver/upgrade-reboot steps and no readiness count; render/convergence.py rule_cpu_nodes
+flags a plan that would give such a node a GPU label, taint or GPU DaemonSet.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from render.convergence import check
+from render.guest_scripts import guest_phases, render_script, upgrade_phases
+from render.nvidia_smi import parse_verify_output
+from stacks.addons import expected_allocatable
+from stacks.load import parse_stack_config
+from tests.conftest import require_tool, stack_file
+from tests.support.guest_sandbox import GuestSandbox
+from tests.test_convergence import edit, edit_text, program_plan
+from tests.test_guest_scripts import SECRETS, TOKEN, run_all
+
+GPU_PHASES = {"nouveau", "nouveau-check", "driver", "cuda"}
+
+
+def mixed(control_plane_on_cpu: bool, family: str = "ubuntu", **kubernetes) -> dict:
+    """dev's GPU VM plus a CPU-only VM cp-0 (no gpus key), mode init; the first VM runs kubeadm init."""
+    raw = copy.deepcopy(stack_file("dev"))
+    if family == "rhel":
+        raw["guest"]["os"] = {"family": "rhel", "version": "9"}
+    cpu = {k: v for k, v in raw["vms"][0].items() if k != "gpus"}
+    cpu.update(name="cp-0", vcpus=4, memoryGib=16)
+    raw["vms"] = [cpu, raw["vms"][0]] if control_plane_on_cpu else [raw["vms"][0], cpu]
+    raw["kubernetes"].update(kubernetes)
+    return raw
+
+
+def phases(raw: dict, name: str):
+    cfg, _ = parse_stack_config(raw, SECRETS)
+    index = [vm.name for vm in cfg.vms].index(name)
+    role = "init" if index == 0 else "join"
+    return cfg, cfg.vms[index], role, guest_phases(cfg.vms[index], cfg.guest, cfg.kubernetes, role)
+
+
+@pytest.mark.parametrize("on_cpu", [True, False], ids=["control-plane-on-cpu-vm", "control-plane-on-gpu-vm"])
+def test_cpu_vm_gets_no_gpu_phases_label_or_taint(on_cpu):
+    raw = mixed(on_cpu, nodeLabels={"nvidia.com/gpu.present": "true", "team": "ml"},
+                nodeTaints=[{"key": "nvidia.com/gpu", "value": "true", "effect": "PreferNoSchedule"}])
+    cfg, vm, role, cpu = phases(raw, "cp-0")
+    names = [p.name for p in cpu]
+    assert not GPU_PHASES & set(names), names
+    assert {"container-runtime", "kubernetes", "verify"} <= set(names)
+    k8s = next(p for p in cpu if p.name == "kubernetes")
+    assert k8s.params["GS_NODE_LABELS"] == "" and k8s.params["GS_NODE_TAINTS"] == ""
+    verify = next(p for p in cpu if p.name == "verify")
+    assert verify.params["GS_GPU_COUNT"] == "0"
+    body = render_script("verify", verify.params).split("# Phase: verify", 1)[1]
+    assert not [line for line in body.splitlines() if "nvidia-smi" in line and not line.lstrip().startswith("#")]
+    # the GPU VM keeps all of it
+    _, _, _, gpu = phases(raw, "gpu-dev-0")
+    assert {"nouveau", "nouveau-check", "driver"} <= {p.name for p in gpu}
+    gk8s = next(p for p in gpu if p.name == "kubernetes")
+    assert gk8s.params["GS_NODE_LABELS"] == "nvidia.com/gpu.present=true team=ml"
+    assert gk8s.params["GS_NODE_TAINTS"] == "nvidia.com/gpu=true:PreferNoSchedule"
+    # day 2: no driver steps, and a driver version that upgrade-check/-verify find equal to the (absent) loaded one
+    up = upgrade_phases(vm, cpu, cfg.fleet, role, control_plane=role == "init", gpu_resource="nvidia.com/gpu",
+                        expected_allocatable=None, plugin_logs="", kubeconfig_on_stdin=False, family=cfg.guest.os.family)
+    up_names = [p.name for p in up]
+    assert "upgrade-driver" not in up_names and "upgrade-reboot" not in up_names
+    check_params = next(p for p in up if p.name == "upgrade-check").params
+    assert check_params["GS_GPU_COUNT"] == "0" and check_params["GS_DRIVER_VERSION"] == "" and check_params["GS_NVSWITCH_COUNT"] == "0"
+    # readiness: the CPU VM expects no GPU allocatable
+    assert expected_allocatable(cfg) == {"gpu-dev-0": {"nvidia.com/gpu": 4}}
+
+
+@pytest.mark.parametrize("family", ["ubuntu", "rhel"])
+@pytest.mark.parametrize("on_cpu", [True, False], ids=["control-plane-on-cpu-vm", "control-plane-on-gpu-vm"])
+def test_cpu_vm_phases_pass_in_the_sandbox_without_nvidia(tmp_path, family, on_cpu):
+    require_tool("openssl")
+    raw = mixed(on_cpu, family, nodeLabels={"nvidia.com/gpu.present": "true"})
+    _, _, role, cpu = phases(raw, "cp-0")
+    sb = GuestSandbox(tmp_path, family, lspci_gpus=0, node={"labels": {}, "taints": []})
+    results = run_all(sb, cpu)
+    cmds = [c["cmd"] for c in sb.calls()]
+    assert "nvidia-smi" not in cmds
+    mutating = sb.mutating()
+    assert not [c for c in mutating if "nvidia-driver" in c or "nouveau" in c], mutating
+    assert not [c for c in mutating if c.startswith("kubectl label") or c.startswith("kubectl taint node cp-0 nvidia")], mutating
+    assert parse_verify_output(results["verify"].stdout) == {"gpus": [], "driverVersion": None, "cudaVersion": None}
+    kubelet = sb.root / ("etc/default/kubelet" if family == "ubuntu" else "etc/sysconfig/kubelet")
+    assert "nvidia" not in kubelet.read_text()
+    # converged: a second run changes nothing
+    sb.clear_calls()
+    run_all(sb, cpu)
+    assert sb.mutating() == []
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["control-plane-on-cpu-vm", "control-plane-on-gpu-vm"])
+def mixed_plan(request):
+    raw = mixed(request.param)
+    cfg, _ = parse_stack_config(raw, SECRETS)
+    return program_plan(raw), cfg
+
+
+def test_mixed_stack_plans_and_the_cpu_node_rule_passes(mixed_plan):
+    plan, cfg = mixed_plan
+    assert not [k for k in plan.files if k.startswith("guest/cp-0") and ("driver" in k or "nouveau" in k or "reboot" in k)]
+    assert "guest/gpu-dev-0-upgrade-driver.update.sh" in plan.files
+    violations = check(plan, cfg, rules=["cpu-nodes", "scheduling", "runtime"])
+    assert not violations, "\n".join(map(str, violations))
+
+
+def test_rule_flags_a_gpu_label_or_taint_on_a_node_without_gpus(mixed_plan):
+    plan, cfg = mixed_plan
+    path = "guest/cp-0-guest-kubernetes.sh"
+    if "export GS_NODE_LABELS=''" not in plan.files[path]:
+        pytest.skip("a joining VM's header is known at deploy time only")
+    bad = edit_text(plan, path, "export GS_NODE_LABELS=''", "export GS_NODE_LABELS=nvidia.com/gpu.present=true")
+    bad = edit_text(bad, path, "export GS_NODE_TAINTS=''", "export GS_NODE_TAINTS=nvidia.com/gpu=true:NoSchedule")
+    found = [str(v) for v in check(bad, cfg, rules=["cpu-nodes"])]
+    assert any("Node cp-0" in v and "GPU label nvidia.com/gpu.present=true" in v and "kubernetes.nodeLabels" in v for v in found), found
+    assert any("Node cp-0" in v and "GPU taint nvidia.com/gpu=true:NoSchedule" in v and "kubernetes.nodeTaints" in v for v in found), found
+
+
+def test_rule_flags_a_gpu_daemonset_that_lands_on_a_node_without_gpus(mixed_plan):
+    plan, cfg = mixed_plan
+    path = next(k for k in plan.files if k.endswith("daemonset-gpu-monitoring-dcgm-exporter.yaml"))
+    # a hand-made mistake: "not a node whose GPU label says false" also matches a node with no GPU label at all
+    not_false = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["false"]}]}]}}
+
+    def loosen(d):
+        d["spec"]["template"]["spec"].pop("nodeSelector")
+        d["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": not_false}
+    bad = edit(plan, path, loosen)
+    found = [str(v) for v in check(bad, cfg, rules=["cpu-nodes"])]
+    assert any("DaemonSet gpu-monitoring/dcgm-exporter" in v and "node cp-0, which has no GPUs" in v for v in found), found
+
+
+def test_verify_output_without_gpus_parses_as_none():
+    assert parse_verify_output("--- gpu-inventory ---\n") == {"gpus": [], "driverVersion": None, "cudaVersion": None}
+    with pytest.raises(ValueError):
+        parse_verify_output("--- gpu-inventory ---\n0, NVIDIA L40S, GPU-1, 00000000:0D:00.0, 580.173.02, 46068 MiB\n")
