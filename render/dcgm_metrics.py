@@ -11,7 +11,7 @@ not find DCGM field", counter_config.go): loud (DcgmExporterDown/Absent fire), n
 built, and renders every selector. `RENAMES` lists the field renames known between dcgm-exporter releases; for each
 used field with a rename, the selector becomes `(NEW{sel} or OLD{sel})` (a range function is applied to each name,
 an `absent()` needs both absent), so a rule keeps working while a rolling upgrade runs both releases. It is empty:
-no field gpu-stack uses was renamed in default-counters.csv from tag 2.4.6-2.6.10 to 4.5.3-4.8.2 or on the main
+no field gpu-stack uses was renamed in default-counters.csv from tag 2.4.6-2.6.8 to 4.5.3-4.8.2 or on the main
 branch after it (read 2026-12-06; docs/SOURCES.md lists what did change), and the counters file of 4.6.0-4.8.3
 (GPU Operator v26.7.0's default) was not at hand (stacks/support.py NEWEST).
 """
