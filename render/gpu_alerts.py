@@ -1,7 +1,10 @@
 """GPU alert rules and the Grafana dashboard gpu-stack ships.
 
-Every metric used here is switched on in render/dcgm-counters.csv (checked by
-tests/test_dcgm_alerts.py), and the rules pass `promtool check rules` and
+Every metric name comes from render/dcgm_metrics.py: its USED table, checked
+against render/dcgm-counters.csv (the file the exporter runs with, whose first
+column names the metrics) when it is built, with an `or` fallback for each known
+rename; tests/test_dcgm_alerts.py checks the rendered rules and panels again. The
+rules pass `promtool check rules` and
 `promtool test rules` with firing and quiet cases. Series carry a `node`
 label from the ServiceMonitor's relabeling (pod node name), so "GPUs missing"
 can compare each node with its configured count.
@@ -25,6 +28,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from render.dcgm_metrics import METRICS, Metrics
+
 EXPORTER_JOBS = "nvidia-dcgm-exporter|dcgm-exporter"
 TEMPERATURE_C = 85
 POWER_FRACTION = 0.98
@@ -45,80 +50,85 @@ def _alert(name: str, expr: str, for_: str, severity: str, summary: str, descrip
 FABRIC_STATUS_FAILURE = 4
 FABRIC_STATUS_SUCCESS = 3
 XID_FALLEN_OFF_THE_BUS = 79
-NVLINK_ERROR_COUNTERS = (
-    "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL",
-    "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL",
-    "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL",
-    "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL",
-)
+NVLINK_ERROR_COUNTERS = ("nvlink_crc_flit_errors", "nvlink_crc_data_errors", "nvlink_replay_errors", "nvlink_recovery_errors")
 
 
-def _gpu_count(node: str) -> str:
+XID_79 = f'xid="{XID_FALLEN_OFF_THE_BUS}"'
+
+
+def _node(node: str) -> str:
+    return f'node="{node}"'
+
+
+def _gpu_count(node: str, m: Metrics) -> str:
     """Distinct GPUs DCGM reports on a node: MIG instances share their GPU's `gpu` label; 0 when none."""
-    return f'(count(count by (gpu) (DCGM_FI_DEV_FB_USED{{node="{node}"}})) or vector(0))'
+    return f'(count(count by (gpu) ({m.v("fb_used", _node(node))})) or vector(0))'
 
 
-def _fabric_rules(nodes: list[str]) -> list[dict[str, Any]]:
+def _fabric_rules(nodes: list[str], m: Metrics) -> list[dict[str, Any]]:
     sel = f'node=~"{"|".join(nodes)}"'
     rules = [
-        _alert("GpuFabricManagerFailure", f"DCGM_FI_DEV_FABRIC_MANAGER_STATUS{{{sel}}} == {FABRIC_STATUS_FAILURE}", "0m", "critical",
+        _alert("GpuFabricManagerFailure", f"{m.v('fabric_status', sel)} == {FABRIC_STATUS_FAILURE}", "0m", "critical",
                "Fabric Manager failed to train the NVSwitch fabric",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }}: Fabric Manager status Failure; CUDA fails with error 802. "
                "Run `gpu-stack doctor`; in the guest `systemctl status nvidia-fabricmanager` and `nvidia-smi -q` (Fabric)."),
-        _alert("GpuFabricNotCompleted", f"DCGM_FI_DEV_FABRIC_MANAGER_STATUS{{{sel}}} > 0 < {FABRIC_STATUS_SUCCESS}", "10m", "critical",
+        _alert("GpuFabricNotCompleted", f"{m.v('fabric_status', sel)} > 0 < {FABRIC_STATUS_SUCCESS}", "10m", "critical",
                "NVSwitch fabric not trained",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }}: fabric state not completed for 10 minutes (status {{ $value }}: "
                "1 not started, 2 in progress); Fabric Manager is down or not all NVSwitches are passed through. "
                "`sudo systemctl enable --now nvidia-fabricmanager` in the guest."),
-        _alert("GpuFabricManagerError", f"DCGM_FI_DEV_FABRIC_MANAGER_ERROR_CODE{{{sel}}} > 0", "0m", "critical",
+        _alert("GpuFabricManagerError", f"{m.v('fabric_error', sel)} > 0", "0m", "critical",
                "Fabric Manager reports an error",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }}: Fabric Manager error code {{ $value }}; see `journalctl -u nvidia-fabricmanager`."),
     ]
     for node in nodes:
         rules.append(_alert(
             "GpuFabricStatusAbsent",
-            f'absent(DCGM_FI_DEV_FABRIC_MANAGER_STATUS{{node="{node}"}}) unless on() absent(DCGM_FI_DEV_FB_USED{{node="{node}"}})', "15m", "warning",
+            f'{m.absent("fabric_status", _node(node))} unless on() {m.absent("fb_used", _node(node))}', "15m", "warning",
             "Fabric Manager status not exported",
-            f"Node {node} has NVSwitches and DCGM exports its GPUs but not DCGM_FI_DEV_FABRIC_MANAGER_STATUS; the fabric alerts are blind "
+            f"Node {node} has NVSwitches and DCGM exports its GPUs but not {m.field('fabric_status')}; the fabric alerts are blind "
             "there: check the exporter's counters file (render/dcgm-counters.csv).",
             {"node": node}))
     return rules
 
 
-def gpu_alert_groups(expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...] | list[str] = ()) -> list[dict[str, Any]]:
+def gpu_alert_groups(expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...] | list[str] = (),
+                     metrics: Metrics = METRICS) -> list[dict[str, Any]]:
     """Rule groups (the PrometheusRule spec.groups, and a promtool rule file's groups).
 
     `fabric_nodes`: the nodes whose VM has NVSwitches, watched for Fabric Manager and fabric state.
+    `metrics`: the metric names (render/dcgm_metrics.py; a test passes other renames).
     """
+    m = metrics
     health = [
-        _alert("GpuXidError", "max_over_time(DCGM_EXP_XID_ERRORS_COUNT[5m]) > 0", "0m", "critical",
+        _alert("GpuXidError", f"{m.over('max_over_time', 'xid_count', '5m')} > 0", "0m", "critical",
                "GPU reported an XID error",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }} reported an XID error in the last 5 minutes; see `nvidia-smi -q` and dmesg (NVRM: Xid)."),
-        _alert("GpuUncorrectableEccErrors", "increase(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL[10m]) > 0", "0m", "critical",
+        _alert("GpuUncorrectableEccErrors", f"{m.over('increase', 'ecc_dbe_volatile', '10m')} > 0", "0m", "critical",
                "GPU uncorrectable (double-bit) ECC errors",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }} had uncorrectable ECC errors; drain the node and check row remapping."),
-        _alert("GpuRowRemapFailure", "DCGM_FI_DEV_ROW_REMAP_FAILURE > 0", "0m", "critical",
+        _alert("GpuRowRemapFailure", f"{m.v('row_remap_failure')} > 0", "0m", "critical",
                "GPU row remapping failed",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }} could not remap a memory row; the GPU needs service."),
-        _alert("GpuTemperatureHigh", f"DCGM_FI_DEV_GPU_TEMP > {TEMPERATURE_C}", "5m", "warning",
+        _alert("GpuTemperatureHigh", f"{m.v('gpu_temp')} > {TEMPERATURE_C}", "5m", "warning",
                "GPU temperature high",
                f"GPU {{{{ $labels.gpu }}}} on node {{{{ $labels.node }}}} has been above {TEMPERATURE_C} C for 5 minutes."),
         _alert("GpuFellOffTheBus",
-               f'count_over_time((DCGM_FI_DEV_XID_ERRORS == {XID_FALLEN_OFF_THE_BUS})[10m:1m]) > 0 '
-               f'or max_over_time(DCGM_EXP_XID_ERRORS_COUNT{{xid="{XID_FALLEN_OFF_THE_BUS}"}}[10m]) > 0', "0m", "critical",
+               f'count_over_time(({m.v("xid_last")} == {XID_FALLEN_OFF_THE_BUS})[10m:1m]) > 0 '
+               f'or {m.over("max_over_time", "xid_count", "10m", XID_79)} > 0', "0m", "critical",
                "GPU has fallen off the bus (Xid 79)",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }} reported Xid 79: the PCIe link is gone. Drain the node, reboot the VM "
                "(and the host if the GPU stays lost), check power and seating; `gpu-stack doctor` lists the Xid lines."),
-        _alert("GpuNvlinkErrors", " or ".join(f"increase({m}[10m]) > 0" for m in NVLINK_ERROR_COUNTERS), "0m", "warning",
+        _alert("GpuNvlinkErrors", " or ".join(f"{m.over('increase', key, '10m')} > 0" for key in NVLINK_ERROR_COUNTERS), "0m", "warning",
                "NVLink error counters rising",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }}: NVLink CRC, replay or recovery errors in the last 10 minutes; "
                "check `nvidia-smi nvlink -s` and `nvidia-smi nvlink -e`; reset the GPU if they keep rising."),
-        _alert("GpuPowerAtLimit", f"DCGM_FI_DEV_POWER_USAGE / DCGM_FI_DEV_POWER_MGMT_LIMIT > {POWER_FRACTION}", "15m", "warning",
+        _alert("GpuPowerAtLimit", f"{m.v('power_usage')} / {m.v('power_limit')} > {POWER_FRACTION}", "15m", "warning",
                "GPU drawing its power limit",
                "GPU {{ $labels.gpu }} on node {{ $labels.node }} has been at its power limit for 15 minutes and is likely throttling."),
     ]
     inventory = [
-        _alert("GpusMissing", f"{_gpu_count(node)} < {count}", "10m", "critical",
+        _alert("GpusMissing", f"{_gpu_count(node, m)} < {count}", "10m", "critical",
                "GPUs missing on a node",
                f"Node {node} should expose {count} GPUs, DCGM sees {{{{ $value }}}}; a GPU fell off the bus (Xid 79) or was not passed through: "
                "check `nvidia-smi -L`, dmesg, the device plugin and the VM's hostdevs (`gpu-stack doctor`).",
@@ -137,15 +147,16 @@ def gpu_alert_groups(expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...
         {"name": "gpu-stack.gpu-inventory", "rules": inventory},
     ]
     if fabric_nodes:
-        groups.append({"name": "gpu-stack.gpu-fabric", "rules": _fabric_rules(sorted(fabric_nodes))})
+        groups.append({"name": "gpu-stack.gpu-fabric", "rules": _fabric_rules(sorted(fabric_nodes), m)})
     groups.append({"name": "gpu-stack.dcgm-exporter", "rules": exporter})
     return groups
 
 
-def prometheus_rule(ns: str, labels: dict[str, Any], expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...] = ()) -> dict[str, Any]:
+def prometheus_rule(ns: str, labels: dict[str, Any], expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...] = (),
+                    metrics: Metrics = METRICS) -> dict[str, Any]:
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
             "metadata": {"name": "gpu-stack-gpu-alerts", "namespace": ns, "labels": labels},
-            "spec": {"groups": gpu_alert_groups(expected_gpus, fabric_nodes)}}
+            "spec": {"groups": gpu_alert_groups(expected_gpus, fabric_nodes, metrics)}}
 
 
 def _panel(pid: int, title: str, expr: str, unit: str, x: int, y: int) -> dict[str, Any]:
@@ -158,21 +169,22 @@ def _panel(pid: int, title: str, expr: str, unit: str, x: int, y: int) -> dict[s
     }
 
 
-def grafana_dashboard() -> dict[str, Any]:
+def grafana_dashboard(metrics: Metrics = METRICS) -> dict[str, Any]:
+    m = metrics
     panels = [
-        _panel(1, "GPU utilization", "DCGM_FI_DEV_GPU_UTIL", "percent", 0, 0),
-        _panel(2, "Framebuffer used", "DCGM_FI_DEV_FB_USED", "decmbytes", 12, 0),
-        _panel(3, "Temperature", "DCGM_FI_DEV_GPU_TEMP", "celsius", 0, 8),
-        _panel(4, "Power / limit", "DCGM_FI_DEV_POWER_USAGE / DCGM_FI_DEV_POWER_MGMT_LIMIT", "percentunit", 12, 8),
-        _panel(5, "XID errors (5m)", "max_over_time(DCGM_EXP_XID_ERRORS_COUNT[5m])", "short", 0, 16),
-        _panel(6, "Tensor pipe active", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "percentunit", 12, 16),
+        _panel(1, "GPU utilization", m.v("gpu_util"), "percent", 0, 0),
+        _panel(2, "Framebuffer used", m.v("fb_used"), "decmbytes", 12, 0),
+        _panel(3, "Temperature", m.v("gpu_temp"), "celsius", 0, 8),
+        _panel(4, "Power / limit", f"{m.v('power_usage')} / {m.v('power_limit')}", "percentunit", 12, 8),
+        _panel(5, "XID errors (5m)", m.over("max_over_time", "xid_count", "5m"), "short", 0, 16),
+        _panel(6, "Tensor pipe active", m.v("tensor_active"), "percentunit", 12, 16),
     ]
     return {"uid": "gpu-stack-gpus", "title": "gpu-stack / GPUs", "schemaVersion": 39, "version": 1,
             "time": {"from": "now-6h", "to": "now"}, "tags": ["gpu-stack", "dcgm"], "panels": panels}
 
 
-def dashboard_configmap(ns: str) -> dict[str, Any]:
+def dashboard_configmap(ns: str, metrics: Metrics = METRICS) -> dict[str, Any]:
     """Picked up by the Grafana sidecar (label grafana_dashboard=1, searchNamespace ALL)."""
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "gpu-stack-dashboard", "namespace": ns, "labels": {"grafana_dashboard": "1"}},
-            "data": {"gpu-stack-gpus.json": json.dumps(grafana_dashboard(), indent=2, sort_keys=True)}}
+            "data": {"gpu-stack-gpus.json": json.dumps(grafana_dashboard(metrics), indent=2, sort_keys=True)}}

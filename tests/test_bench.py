@@ -49,3 +49,26 @@ def test_the_bench_fleet_is_a_valid_stack():
 
     for vms in (1, 8):
         parse_stack_config(bench.fleet_config(vms), {"sshPrivateKey", "grafanaAdminPassword"})
+
+
+def test_the_bench_types_no_version_pin_of_its_own():
+    """Kubernetes and the driver come from the catalog and the example stacks, so a bump there moves the bench too."""
+    import re
+
+    from tests.conftest import ROOT
+
+    source = (ROOT / "tools" / "bench.py").read_text()
+    assert not re.findall(r"\b\d+\.\d+\.\d+\b", source)
+    raw = bench.fleet_config(1)
+    kubernetes, driver = bench.pins()
+    assert raw["kubernetes"]["version"] == kubernetes and raw["guest"]["nvidia"]["driverVersion"] == driver
+
+
+def test_the_bench_follows_the_support_catalog(monkeypatch):
+    from stacks import support
+
+    monkeypatch.setattr(support, "KUBERNETES_NEWEST_PATCH", {(1, 35): ("1.35.9", "test"), (1, 37): ("1.37.2", "test")})
+    # 1.37 is past what the default GPU Operator (v26.7.0) supports: the bench takes the newest one it does
+    assert bench.fleet_config(1)["kubernetes"]["version"] == "1.35.9"
+    monkeypatch.setattr(support, "KUBERNETES_NEWEST_PATCH", {(1, 36): ("1.36.9", "test")})
+    assert bench.fleet_config(1)["kubernetes"]["version"] == "1.36.9"

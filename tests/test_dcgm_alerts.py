@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 
+import pytest
 import yaml
 
-from render.gpu_alerts import gpu_alert_groups, grafana_dashboard
+from render import dcgm_metrics
+from render.gpu_alerts import dashboard_configmap, gpu_alert_groups, prometheus_rule
 from render.k8s_manifests import dcgm_counters
+from stacks.config import Addons
 from tests.conftest import ROOT, require_reference, require_tool
 
 PROMTOOL_TESTS = ROOT / "tests" / "promtool" / "gpu-alerts.test.yaml"
@@ -42,11 +46,158 @@ def test_promtool_unit_tests_fire_and_stay_quiet(tmp_path):
     assert "SUCCESS" in proc.stdout
 
 
-def test_every_metric_in_rules_and_dashboard_is_in_our_counters_file():
-    used = set(re.findall(r"DCGM_\w+", yaml.safe_dump(gpu_alert_groups({"n": 1}, ("n",))) + str(grafana_dashboard())))
-    assert used, "the rules use DCGM metrics"
-    missing = used - enabled_counters(dcgm_counters())
-    assert not missing, f"not exported by render/dcgm-counters.csv: {sorted(missing)}"
+# --- metric names: what the rendered rules and panels use, against the counters file -------------------------
+
+_PROMQL_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_PROMQL_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right",
+                    "inf", "nan", "atan2"}
+PROMETHEUS_OWN = {"up"}
+"""Series Prometheus makes itself for every target (not in any counters file)."""
+
+
+def promql_metrics(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not a function call, keyword, label or duration."""
+    text = _PROMQL_STRING.sub('""', expr)
+    text = re.sub(r"\{[^}]*\}", "", text)                 # label matchers
+    text = re.sub(r"\[[^\]]*\]", "", text)                # ranges and subqueries
+    text = _PROMQL_GROUPING.sub("", text)                   # by (...), on(), ignoring(...), group_left(...)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?", text):
+        if m.group(2) is None and m.group(1).lower() not in _PROMQL_KEYWORDS:
+            names.add(m.group(1))
+    return names
+
+
+def artifact_metrics(rule: dict, dashboard_cm: dict) -> dict[str, set[str]]:
+    """Every metric each alert, recording rule and dashboard panel of the rendered objects uses, by where it is used."""
+    used: dict[str, set[str]] = {}
+    for group in rule["spec"]["groups"]:
+        for r in group["rules"]:
+            where = f"{group['name']} {'alert ' + r['alert'] if 'alert' in r else 'record ' + r['record']}"
+            used[where] = promql_metrics(str(r["expr"]))
+    for name, text in dashboard_cm["data"].items():
+        for panel in json.loads(text)["panels"]:
+            for target in panel.get("targets", []):
+                used[f"dashboard {name} panel {panel['title']} {target['refId']}"] = promql_metrics(target["expr"])
+    return used
+
+
+def not_enabled(used: dict[str, set[str]], enabled: set[str], renames=()) -> dict[str, list[str]]:
+    """Metrics the counters file does not enable, per use; a rename's other name counts when one of the pair is enabled."""
+    ok = set(enabled) | PROMETHEUS_OWN
+    for r in renames:
+        if r.old in enabled or r.new in enabled:
+            ok |= {r.old, r.new}
+    return {where: sorted(names - ok) for where, names in used.items() if names - ok}
+
+
+def rendered(metrics=dcgm_metrics.METRICS):
+    """The PrometheusRule and the dashboard ConfigMap exactly as the components apply them."""
+    return (prometheus_rule("monitoring", {"release": "kube-prometheus-stack"}, {"gpu-dev-0": 1, "gpu-dev-1": 2}, ("gpu-dev-1",),
+                            metrics=metrics),
+            dashboard_configmap("monitoring", metrics=metrics))
+
+
+def test_every_metric_of_every_alert_recording_rule_and_panel_is_enabled_in_the_counters_file():
+    used = artifact_metrics(*rendered())
+    assert any(w.startswith("dashboard") for w in used) and any(" alert " in w for w in used)
+    assert {"DCGM_FI_DEV_FB_USED", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "DCGM_FI_DEV_FABRIC_MANAGER_STATUS"} <= set().union(*used.values())
+    assert not not_enabled(used, enabled_counters(dcgm_counters()), dcgm_metrics.RENAMES)
+
+
+def test_the_check_names_a_recording_rule_or_panel_that_uses_a_metric_the_counters_file_does_not_enable():
+    rule, cm = rendered()
+    rule["spec"]["groups"].append({"name": "gpu-stack.recorded", "rules": [
+        {"record": "gpu:retired_pages:sum", "expr": 'sum by (node) (DCGM_FI_DEV_RETIRED_DBE{job="dcgm-exporter"})'}]})
+    dash = json.loads(cm["data"]["gpu-stack-gpus.json"])
+    dash["panels"].append({"title": "SM occupancy", "targets": [{"refId": "A", "expr": "avg by (gpu) (rate(DCGM_FI_PROF_SM_OCCUPANCY[5m]))"}]})
+    cm["data"]["gpu-stack-gpus.json"] = json.dumps(dash)
+    missing = not_enabled(artifact_metrics(rule, cm), enabled_counters(dcgm_counters()))
+    assert missing == {"gpu-stack.recorded record gpu:retired_pages:sum": ["DCGM_FI_DEV_RETIRED_DBE"],
+                       "dashboard gpu-stack-gpus.json panel SM occupancy A": ["DCGM_FI_PROF_SM_OCCUPANCY"]}
+
+
+def test_promql_metrics_reads_names_not_functions_labels_or_keywords():
+    expr = ('count_over_time((DCGM_FI_DEV_XID_ERRORS == 79)[10m:1m]) > 0 or max_over_time(A_B{xid="79", x=~"a|b"}[10m]) > 0 '
+            'unless on(node) absent(up{job="x"}) and count by (gpu) (C) / ignoring(pod) D offset 5m')
+    assert promql_metrics(expr) == {"DCGM_FI_DEV_XID_ERRORS", "A_B", "up", "C", "D"}
+
+
+def test_the_renderers_refuse_a_counters_file_without_a_field_they_use():
+    counters = {f: t for f, t in dcgm_metrics.enabled_fields(dcgm_counters()).items() if f != "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"}
+    with pytest.raises(dcgm_metrics.UnknownMetric, match="does not enable DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"):
+        dcgm_metrics.Metrics(counters)
+
+
+def test_the_used_fields_are_exactly_the_ones_the_rendered_artifacts_use():
+    """USED holds no stale row: each field it lists reaches an alert or a panel, and nothing reaches them around it."""
+    used = set().union(*artifact_metrics(*rendered()).values()) - PROMETHEUS_OWN
+    assert used == set(dcgm_metrics.USED.values())
+
+
+def test_no_rule_or_panel_reads_the_hostname_label_that_dcgm_exporter_renamed():
+    """dcgm-exporter's main branch after 4.5.3-4.8.2 renamed the `Hostname` label to `hostname` (#655, commit d5e5f51):
+    our rules and panels group by `node` (the ServiceMonitor's relabeling) and must not read either."""
+    rule, cm = rendered()
+    text = json.dumps(rule) + json.dumps(cm)
+    assert not re.search(r"\b[Hh]ostname\b", text)
+
+
+def test_checked_exporter_is_the_one_the_defaults_run_and_the_reference_file_is_from():
+    a = Addons()
+    assert a.gpu_operator.dcgm_exporter_version.startswith(dcgm_metrics.CHECKED_EXPORTER + "-")
+    assert a.monitoring.dcgm_exporter_image_tag.startswith(dcgm_metrics.CHECKED_EXPORTER + "-")
+    require_reference(f"dcgm-exporter-{dcgm_metrics.CHECKED_EXPORTER}.default-counters.csv")
+    assert f"dcgm-exporter {dcgm_metrics.CHECKED_EXPORTER}" in dcgm_counters().split("\n# Format", 1)[0]
+
+
+# --- rename fallbacks (render/dcgm_metrics.py RENAMES is empty: these renames are made up for the test) ------
+
+TEST_RENAMED = ("gpu_temp", "ecc_dbe_volatile", "fb_used", "fabric_status", "xid_last", "xid_count")
+RENAMED_TESTS = ROOT / "tests" / "promtool" / "gpu-alerts-renamed.test.yaml"
+
+
+def test_renames() -> tuple[dcgm_metrics.Rename, ...]:
+    return tuple(dcgm_metrics.Rename(old=dcgm_metrics.USED[k], new=dcgm_metrics.USED[k] + "_RENAMED", release="test",
+                                     source="tests/test_dcgm_alerts.py (not a real rename)") for k in TEST_RENAMED)
+
+
+test_renames.__test__ = False  # a helper, not a test
+
+
+def test_a_renamed_field_is_rendered_with_both_names_the_newest_first():
+    m = dcgm_metrics.Metrics.from_file(renames=test_renames())
+    assert m.v("gpu_temp") == "(DCGM_FI_DEV_GPU_TEMP_RENAMED or DCGM_FI_DEV_GPU_TEMP)"
+    assert m.over("increase", "ecc_dbe_volatile", "10m", 'node="a"') == (
+        '(increase(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL_RENAMED{node="a"}[10m]) or increase(DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{node="a"}[10m]))')
+    assert m.absent("fabric_status") == "(absent(DCGM_FI_DEV_FABRIC_MANAGER_STATUS_RENAMED) and absent(DCGM_FI_DEV_FABRIC_MANAGER_STATUS))"
+    assert m.v("power_usage") == "DCGM_FI_DEV_POWER_USAGE"
+    chain = (dcgm_metrics.Rename("DCGM_FI_DEV_GPU_TEMP", "B", "x", "t"), dcgm_metrics.Rename("B", "C", "y", "t"))
+    assert dcgm_metrics.Metrics.from_file(renames=chain).names("gpu_temp") == ("C", "B", "DCGM_FI_DEV_GPU_TEMP")
+    # after a bump our counters file names the new field; an exporter not yet upgraded still sends the old one
+    bumped = {**{f: t for f, t in dcgm_metrics.enabled_fields(dcgm_counters()).items() if f != "DCGM_FI_DEV_GPU_TEMP"},
+              "DCGM_FI_DEV_GPU_TEMP_RENAMED": "gauge"}
+    after = dcgm_metrics.Metrics(bumped, test_renames(), {**dcgm_metrics.USED, "gpu_temp": "DCGM_FI_DEV_GPU_TEMP_RENAMED"})
+    assert after.v("gpu_temp") == m.v("gpu_temp")
+    rule, cm = rendered(m)
+    used = artifact_metrics(rule, cm)
+    assert "DCGM_FI_DEV_GPU_TEMP_RENAMED" in used["dashboard gpu-stack-gpus.json panel Temperature A"]
+    assert not not_enabled(used, enabled_counters(dcgm_counters()), m.renames)
+
+
+def test_promtool_rename_fallbacks_fire_on_old_names_new_names_and_both(tmp_path):
+    promtool = require_tool("promtool")
+    groups = gpu_alert_groups({"gpu-dev-0": 1, "gpu-dev-1": 2}, ("gpu-dev-1",), dcgm_metrics.Metrics.from_file(renames=test_renames()))
+    rules = tmp_path / "gpu-alerts-renamed.rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    shutil.copy(RENAMED_TESTS, tmp_path / RENAMED_TESTS.name)
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    proc = subprocess.run([promtool, "test", "rules", RENAMED_TESTS.name], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+    assert "_RENAMED" in rules.read_text()
 
 
 def test_our_counters_keep_every_upstream_default():

@@ -120,3 +120,33 @@ def test_versions_json_does_not_follow_the_calendar(monkeypatch):
     monkeypatch.setattr(s, "date", Later)
     assert versions_json(cfg) == before
     assert re.search(r'"catalogRead": "\d{4}-\d{2}-\d{2}"', before)
+
+
+def test_plan_says_which_exporter_the_metric_names_were_checked_against(tmp_path):
+    from render import dcgm_metrics
+
+    proc = subprocess.run([sys.executable, "-m", "tools.plan", "dev", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["component"]: r for r in json.loads((tmp_path / "dev" / "versions.json").read_text())["components"]}
+    names = rows["dcgm-exporter"]["metricNames"]
+    assert names == {"checkedAgainst": dcgm_metrics.CHECKED_EXPORTER, "countersFile": "render/dcgm-counters.csv",
+                     "runsChecked": True, "renames": []}
+    line = next(line for line in proc.stdout.splitlines() if "dcgm metric names" in line)
+    newest = support.NEWEST["dcgm-exporter"]
+    assert f"checked against dcgm-exporter {dcgm_metrics.CHECKED_EXPORTER}'s default counters" in line
+    assert f"{newest.version} ({newest.source}) {newest.note}" in line and newest.note.startswith("not yet verified")
+    assert "NOT checked" not in line
+
+
+def test_plan_says_when_the_stack_runs_an_exporter_the_names_were_not_checked_against():
+    from stacks.load import parse_stack_config
+    from tools.plan import metric_names_lines, pinned_versions_doc
+
+    raw = stack_file("dev")
+    raw["addons"].setdefault("monitoring", {})["dcgmExporterImageTag"] = "4.6.0-4.8.3-ubuntu22.04"
+    cfg, _ = parse_stack_config(raw, {"sshPrivateKey", "grafanaAdminPassword"})
+    doc = pinned_versions_doc(cfg)
+    row = next(r for r in doc["components"] if r["component"] == "dcgm-exporter")
+    assert row["version"] == "4.6.0-4.8.3-ubuntu22.04" and row["metricNames"]["runsChecked"] is False
+    [line] = metric_names_lines(doc)
+    assert "this stack runs 4.6.0-4.8.3-ubuntu22.04, whose counters are NOT checked" in line

@@ -42,8 +42,27 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZES = (1, 8, 64)
 
 
+def pins(os_version: str = "22.04") -> tuple[str, str]:
+    """The Kubernetes and driver versions the bench runs, from the catalog rather than typed here: the newest patch of
+    a supported minor (stacks/support.py KUBERNETES_NEWEST_PATCH) that the default GPU Operator supports on this OS
+    (stacks/compat.py), and the driver the example stacks pin (Pulumi.dev.yaml; tests/test_versions.py checks it
+    against the README and the support catalog)."""
+    import yaml
+
+    from stacks import compat, support
+    from stacks.config import GpuOperator
+    from stacks.types import version_tuple
+
+    operator = GpuOperator().version
+    kubernetes = max((v for v, _ in support.KUBERNETES_NEWEST_PATCH.values()
+                      if not compat.gpu_operator_problems(operator, v, f"ubuntu {os_version}")), key=version_tuple)
+    dev = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    return kubernetes, str(dev["gpu-stack:guest"]["nvidia"]["driverVersion"])
+
+
 def fleet_config(vms: int) -> dict:
     """One HGX host per VM (8x H800 + 4 NVSwitch, as seed 000), one cluster, GPU Operator and monitoring."""
+    kubernetes, driver = pins("22.04")
     hosts, machines = [], []
     for i in range(vms):
         hosts.append({
@@ -62,8 +81,8 @@ def fleet_config(vms: int) -> dict:
     return {
         "hosts": hosts, "vms": machines,
         "guest": {"os": {"family": "ubuntu", "version": "22.04"}, "sshPublicKey": "ssh-ed25519 AAAA bench",
-                  "nvidia": {"driverVersion": "580.173.02"}},
-        "kubernetes": {"version": "1.36.5", "mode": "init", "nodeTaints": []},
+                  "nvidia": {"driverVersion": driver}},
+        "kubernetes": {"version": kubernetes, "mode": "init", "nodeTaints": []},
         "addons": {"gpuOperator": {"enabled": True}, "monitoring": {"enabled": True}},
     }
 

@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 from lxml import etree
 
-from render import convergence
+from render import convergence, dcgm_metrics
 from render.guest_scripts import HEREDOC
 from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
@@ -426,10 +426,50 @@ def _with_script_references(r: mockrun.Registered) -> Any:
     return inputs
 
 
+def metric_names(version: str, metrics: dcgm_metrics.Metrics = dcgm_metrics.METRICS) -> dict[str, Any]:
+    """What the alerts' and dashboard's metric names were checked against (render/dcgm_metrics.py), for the
+    dcgm-exporter row of versions.json: that release, whether this stack runs it, and the renames rendered with an
+    `or` fallback."""
+    return {"checkedAgainst": dcgm_metrics.CHECKED_EXPORTER, "countersFile": dcgm_metrics.COUNTERS_PATH,
+            "runsChecked": version.startswith(dcgm_metrics.CHECKED_EXPORTER + "-"),
+            "renames": [{"old": r.old, "new": r.new, "release": r.release, "source": r.source}
+                        for r in metrics.renames if r.old in metrics.used.values() or r.new in metrics.used.values()]}
+
+
+def pinned_versions_doc(cfg: StackConfig) -> dict[str, Any]:
+    doc = pinned_versions(cfg, KUBEVIRT_VERSION)
+    for row in doc["components"]:
+        if row["component"] == "dcgm-exporter":
+            row["metricNames"] = metric_names(row["version"])
+    return doc
+
+
 def versions_json(cfg: StackConfig) -> str:
     """versions.json: every pinned component, its version, support status and end (stacks/support.py), relative to the
-    catalog's read date so that the file does not change with the calendar; a pull request's plan diff shows each bump."""
-    return json.dumps(pinned_versions(cfg, KUBEVIRT_VERSION), indent=2, sort_keys=True) + "\n"
+    catalog's read date so that the file does not change with the calendar; a pull request's plan diff shows each bump.
+    The dcgm-exporter row says which release the metric names were checked against (metric_names)."""
+    return json.dumps(pinned_versions_doc(cfg), indent=2, sort_keys=True) + "\n"
+
+
+def metric_names_lines(doc: dict[str, Any]) -> list[str]:
+    """The summary's word on the metric names, from versions.json's dcgm-exporter row (its `newest` and `metricNames`)."""
+    lines = []
+    for row in doc["components"]:
+        names = row.get("metricNames")
+        if names is None:
+            continue
+        line = (f"  dcgm metric names: alerts and dashboard use {names['countersFile']}, checked against dcgm-exporter "
+                f"{names['checkedAgainst']}'s default counters")
+        if not names["runsChecked"]:
+            line += f"; this stack runs {row['version']}, whose counters are NOT checked: the alerts may be silent"
+        newest = row.get("newest")
+        if newest and newest["state"] != "pinned":
+            line += f"; {newest['version']} ({newest['source']}) {newest['state']}"
+        renames = names["renames"]
+        line += ("; renames with `or` fallbacks: " + ", ".join(f"{r['old']} -> {r['new']} ({r['release']})" for r in renames)
+                 if renames else "; no known renames of the fields used")
+        lines.append(line)
+    return lines
 
 
 def resources_json(result: mockrun.RunResult) -> str:
@@ -577,7 +617,8 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
         shutil.rmtree(out)
     out.mkdir(parents=True)
     rows = resources_json(result)
-    files = {"rollout.json": rollout_text, "versions.json": versions_json(stack_config(values, secret_keys)), **artifacts(result)}
+    versions_text = versions_json(stack_config(values, secret_keys))
+    files = {"rollout.json": rollout_text, "versions.json": versions_text, **artifacts(result)}
     for rel, text in sorted({"resources.json": rows, **files}.items()):
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -586,7 +627,7 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
     n = len(convergence.RULES)
     verdict = f"ok ({n} rules)" if not violations else f"{len(violations)} violation{'s' if len(violations) != 1 else ''} ({n} rules)"
     text = "\n".join([summary(stack, result, _facts_by_host(facts_paths)), rollout_summary(json.loads(rollout_text)),
-                      f"  convergence: {verdict}", *notes])
+                      f"  convergence: {verdict}", *metric_names_lines(json.loads(versions_text)), *notes])
     return PlanResult(out, text, violations)
 
 
