@@ -102,7 +102,7 @@ def test_hypervisor_small_hole_host_driver_and_shared_group():
 
 def test_host_commands_are_the_allowlisted_templates():
     cmds = host_commands("gpu-h100", ["0000:18:00.0"])
-    assert all(is_read_only(c) for c in cmds.values()) and len(cmds) == 4
+    assert all(is_read_only(c) for c in cmds.values()) and len(cmds) == 5
     assert not is_read_only("readlink /sys/bus/pci/devices/0000:18:00.0/driver && reboot")
     assert not is_read_only("virsh -c qemu:///system dumpxml gpu-h100; virsh destroy gpu-h100")
 
