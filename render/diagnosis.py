@@ -532,6 +532,9 @@ def _runtime_class(x: Expected, ev: Evidence) -> list[Result]:
 def check_runtime(x: Expected, ev: Evidence) -> list[Result]:
     s = "runtime"
     out: list[Result] = []
+    if x.gpu_count == 0:
+        # a VM without GPUs gets no toolkit and no nvidia runtime (the container-runtime phase, issue 26 item 2)
+        return [Result(s, "runtime checks", SKIP, "a VM without GPUs: no NVIDIA Container Toolkit or nvidia runtime is installed there")]
     if not ev.guest:
         out.append(Result(s, "runtime checks", SKIP, "guest not reachable (see guest driver)"))
         if x.runtime_handler and _cluster_answered(ev):
