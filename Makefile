@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 STACK   ?= dev
 # FACTS=hosts/a.facts.json,hosts/b.facts.json: host facts (scripts/host-facts.sh) for `make plan`
 FACTS   ?=
-# BASE=<git ref>: rollout.json says what changing that ref's Pulumi.<stack>.yaml into this one re-runs
+# BASE=<git ref>: rollout.json says what changing that ref's Pulumi.<stack>.yaml into this one re-runs, and per node whether it drains
 BASE    ?=
 # `make plans` (the pull-request plan) checks every host that has hosts/<host>.facts.json
 FACTS_DIR ?= hosts

@@ -53,10 +53,11 @@ class NvidiaRuntime(pulumi.ComponentResource):
 
 
 class NvidiaRuntimeClass(pulumi.ComponentResource):
-    def __init__(self, name: str, provider: k8s.Provider, after: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, provider: k8s.Provider, after: list[pulumi.Resource], opts: pulumi.ResourceOptions | None = None,
+                 node_selector: dict[str, str] | None = None):
         super().__init__("gpu-stack:index:NvidiaRuntimeClass", name, None, opts)
         self.objects = k8s.yaml.v2.ConfigGroup(
-            f"{name}-objects", objs=[runtime_class()],
+            f"{name}-objects", objs=[runtime_class(node_selector)],
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=after),
         )
         self.handler = RUNTIME_HANDLER

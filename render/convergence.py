@@ -32,7 +32,8 @@ Node model (docs/ARCHITECTURE.md, "Convergence check"):
   nodes;
 - its runtime handlers come from its container-runtime phase: containerd's
   default `runc` plus the runtime `nvidia-ctk runtime configure` adds
-  (`nvidia` unless renamed); docker's CRI shim serves only the handler
+  (`nvidia` unless renamed; none on a VM without GPUs, whose phase has no
+  GS_TOOLKIT_VERSION); docker's CRI shim serves only the handler
   `docker` (nvidia is the daemon's default runtime there).
 """
 
@@ -630,6 +631,8 @@ def runtime_handlers(script: str) -> set[str]:
     if runtime == "docker":
         return {"docker"}
     handlers = {"runc"}
+    if not env.get("GS_TOOLKIT_VERSION"):
+        return handlers  # a VM without GPUs: the phase installs no toolkit and configures no nvidia runtime
     for m in re.finditer(r"nvidia-ctk runtime configure ([^\n]*)", script):
         args = m.group(1)
         if "--runtime=containerd" not in args:
@@ -1105,10 +1108,18 @@ def rule_runtime(c: Cluster) -> list[Violation]:
     out = []
     classes = {get(o, "metadata.name"): o for o in c.of_kind("RuntimeClass")}
     for name, rc in sorted(classes.items()):
+        # scheduling.nodeSelector is merged into every pod naming the class (RuntimeClass admission), so a node
+        # it does not select never runs such a pod: only the nodes it selects need the handler
+        selector = get(rc, "scheduling.nodeSelector") or {}
         for n in c.nodes:
-            if n.handlers is not None and rc.get("handler") not in n.handlers:
+            selected = all(str(n.labels.get(k)) == str(v) for k, v in selector.items())
+            if n.handlers is not None and rc.get("handler") not in n.handlers and selected:
+                hint = "; it has no GPUs: give the RuntimeClass scheduling.nodeSelector the GPU nodes' label" if not n.gpus and not selector else ""
                 out.append(Violation("runtime", obj_id(rc), RUNTIME_KEY,
-                                     f"handler {rc.get('handler')!r} is not configured on node {n.name} (its runtime has {', '.join(sorted(n.handlers))})"))
+                                     f"handler {rc.get('handler')!r} is not configured on node {n.name} (its runtime has {', '.join(sorted(n.handlers))}){hint}"))
+            elif n.gpus and not selected:
+                out.append(Violation("runtime", obj_id(rc), LABELS_KEY,
+                                     f"scheduling.nodeSelector {selector} does not select GPU node {n.name}: pods with runtimeClassName {name} cannot run there"))
     for w in c.workloads:
         rcn = w.spec.get("runtimeClassName")
         if rcn and rcn not in classes:

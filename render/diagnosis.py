@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from xml.etree import ElementTree
 
 from render.convergence import selector_matches, tolerates
+from render.iommu import MEMBER_BLOCKS, MEMBER_BRIDGE, group_member_role
 from render.nvidia_smi import (
     LIST_LINE as _LIST_LINE,
     XidEvent,
@@ -60,6 +61,8 @@ HOST_COMMAND_TEMPLATES: dict[str, str] = {
     "driver": "readlink /sys/bus/pci/devices/{addr}/driver",
     "iommu-group": "ls /sys/bus/pci/devices/{addr}/iommu_group/devices",
     "iommu-group-id": "readlink /sys/bus/pci/devices/{addr}/iommu_group",
+    # each member's PCI class (…/devices/<member>/class:0x060400), so a bridge is skipped as the preflight skips it
+    "iommu-group-class": "grep -H . /sys/bus/pci/devices/{addr}/iommu_group/devices/*/class",
 }
 
 _ADDR = r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]"
@@ -76,6 +79,7 @@ def host_commands(domain: str, addresses: Iterable[str]) -> dict[str, str]:
         out[f"driver {addr}"] = HOST_COMMAND_TEMPLATES["driver"].format(addr=addr)
         out[f"iommu-group {addr}"] = HOST_COMMAND_TEMPLATES["iommu-group"].format(addr=addr)
         out[f"iommu-group-id {addr}"] = HOST_COMMAND_TEMPLATES["iommu-group-id"].format(addr=addr)
+        out[f"iommu-group-class {addr}"] = HOST_COMMAND_TEMPLATES["iommu-group-class"].format(addr=addr)
     return out
 
 
@@ -108,6 +112,7 @@ class Expected:
     hole64_gib: int | None = None
     maxphysaddr: str | None = "passthrough"
     iommu_groups: dict[str, int] | None = None  # vms.<vm>.iommuGroups: the groups the preflight saw; None: not recorded
+    assigned_elsewhere: dict[str, str] = field(default_factory=dict)  # host address -> the other VM on this host given it
 
 
 @dataclass(frozen=True)
@@ -208,20 +213,48 @@ def _group_id(ev: Evidence, addr: str) -> str | None:
     return r.stdout.strip().rsplit("/", 1)[-1]
 
 
+def parse_group_classes(text: str) -> dict[str, int]:
+    """`grep -H . …/iommu_group/devices/*/class` lines (…/devices/0000:41:00.0/class:0x030200) -> member -> class."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        path, sep, value = line.rpartition(":")
+        parts = path.split("/")
+        if not sep or len(parts) < 2 or parts[-1] != "class":
+            continue
+        try:
+            out[parts[-2]] = int(value.strip(), 16)
+        except ValueError:
+            continue
+    return out
+
+
+def group_roles(x: Expected, ev: Evidence, addr: str) -> dict[str, str] | None:
+    """Each member of addr's group and its role under render/iommu.group_member_role, the preflight's rule; None: unreadable.
+
+    A member whose class could not be read counts as no bridge, as the preflight
+    counts a member it has no node device for.
+    """
+    r = ev.host.get(f"iommu-group {addr}")
+    if r is None or r.rc != 0:
+        return None
+    c = ev.host.get(f"iommu-group-class {addr}")
+    classes = parse_group_classes(c.stdout) if c is not None and c.rc == 0 else {}
+    return {m: group_member_role(m, addr, x.host_addresses, classes.get(m), x.assigned_elsewhere) for m in r.stdout.split()}
+
+
 def _strangers(x: Expected, ev: Evidence, unreadable: bool = False) -> list[str]:
-    """Members of this VM's devices' groups that are neither its devices nor their other functions."""
-    ours = set(x.host_addresses)
-    ours_slots = {a.rsplit(".", 1)[0] for a in ours}
+    """Members of this VM's devices' groups that block passthrough: not its devices, their other functions, or PCI bridges."""
     strangers = []
     for addr in x.host_addresses:
-        r = ev.host.get(f"iommu-group {addr}")
-        if r is None or r.rc != 0:
+        roles = group_roles(x, ev, addr)
+        if roles is None:
             if unreadable:
                 strangers.append(f"{addr}: group unreadable")
             continue
-        for member in r.stdout.split():
-            if member not in ours and member.rsplit(".", 1)[0] not in ours_slots:
-                strangers.append(f"{addr} shares its group with {member}")
+        for member, role in roles.items():
+            if role == MEMBER_BLOCKS:
+                owner = f" (assigned to {x.assigned_elsewhere[member]})" if member in x.assigned_elsewhere else ""
+                strangers.append(f"{addr} shares its group with {member}{owner}")
     return strangers
 
 
@@ -289,11 +322,13 @@ def check_hypervisor(x: Expected, ev: Evidence) -> list[Result]:
                           "every other member of a group must be a PCI bridge or given to this VM (seed 002); "
                           "`lspci -nns <member>` tells which; `pulumi preview` re-runs the preflight"))
     else:
-        groups = []
+        groups, bridges = [], set()
         for addr in x.host_addresses:
             groups.append(f"{addr}: {_group_id(ev, addr) or '?'}")
+            bridges |= {m for m, role in (group_roles(x, ev, addr) or {}).items() if role == MEMBER_BRIDGE}
+        left = f", PCI bridges left on the host: {', '.join(sorted(bridges))}" if bridges else ""
         out.append(Result(s, "IOMMU groups", PASS, "each group holds only this VM's devices (and their other functions); groups "
-                          + ", ".join(groups)))
+                          + ", ".join(groups) + left))
     out.append(_groups_as_planned(x, ev))
     dump = ev.host.get("dumpxml")
     if dump is None or dump.rc != 0:
@@ -497,6 +532,9 @@ def _runtime_class(x: Expected, ev: Evidence) -> list[Result]:
 def check_runtime(x: Expected, ev: Evidence) -> list[Result]:
     s = "runtime"
     out: list[Result] = []
+    if x.gpu_count == 0:
+        # a VM without GPUs gets no toolkit and no nvidia runtime (the container-runtime phase, issue 26 item 2)
+        return [Result(s, "runtime checks", SKIP, "a VM without GPUs: no NVIDIA Container Toolkit or nvidia runtime is installed there")]
     if not ev.guest:
         out.append(Result(s, "runtime checks", SKIP, "guest not reachable (see guest driver)"))
         if x.runtime_handler and _cluster_answered(ev):

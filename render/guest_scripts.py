@@ -234,6 +234,10 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
     nct_repo = repos.nvidia_container_toolkit or NVIDIA_CONTAINER_TOOLKIT_REPOSITORY
     cuda_repo = (repos.cuda or CUDA_REPOSITORY) if cuda_repository_needed(
         guest.os.family, nv.install_method, len(vm.nvswitches), fabric.nvlink5) else ""
+    if not vm.gpus:
+        # a VM without GPUs gets no NVIDIA container toolkit and no nvidia runtime (issue 26 item 2): the
+        # container-runtime phase leaves out NVIDIA's repository, the toolkit and `nvidia-ctk runtime configure`
+        nct_repo = ""
     docker_repo = rt.docker_repository or DOCKER_REPOSITORY
     phases = [
         Phase("wait-ssh", {"GS_VM_NAME": vm.name, "GS_CLOUD_INIT_TIMEOUT": str(CLOUD_INIT_TIMEOUT_S)}, waits_for_boot=True),
@@ -263,8 +267,8 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
     if gpu and nv.cuda is not None:
         phases.append(Phase("cuda", {"GS_CUDA_VERSION": nv.cuda.version, "GS_CUDA_RUNFILE_URL": nv.cuda.runfile_url, **proxy}, long_running=True))
     phases.append(Phase("container-runtime", {
-        "GS_RUNTIME": rt.name, "GS_TOOLKIT_VERSION": rt.nvidia_toolkit_version,
-        "GS_NVIDIA_DEFAULT": "1" if rt.nvidia_default else "0",
+        "GS_RUNTIME": rt.name, "GS_TOOLKIT_VERSION": rt.nvidia_toolkit_version if gpu else "",
+        "GS_NVIDIA_DEFAULT": "1" if rt.nvidia_default and gpu else "0",
         "GS_REGISTRY_MIRRORS": " ".join(f"{m.registry}={m.endpoint}" for m in guest.registry_mirrors),
         "GS_REGISTRY_USER": guest.registry_username or "", "GS_NO_PROXY": no_proxy, **proxy,
         "GS_DOCKER_REPO": docker_repo, "GS_NCT_REPO": nct_repo,
@@ -392,7 +396,8 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
                             stdin_secret="kubeconfig" if kubeconfig_on_stdin else None, long_running=True))
     if gpu:
         phases.append(Phase("upgrade-driver", {**drv, **unlock(driver_unlock), "GS_UPGRADE": "1"}, long_running=True))
-    phases.append(Phase("upgrade-runtime", {**rt, **unlock([(name, rt["GS_TOOLKIT_VERSION"]) for name in TOOLKIT_PACKAGES]), "GS_UPGRADE": "1"},
+    toolkit_unlock = [(name, rt["GS_TOOLKIT_VERSION"]) for name in TOOLKIT_PACKAGES] if rt["GS_TOOLKIT_VERSION"] else []
+    phases.append(Phase("upgrade-runtime", {**rt, **unlock(toolkit_unlock), "GS_UPGRADE": "1"},
                         stdin_secret=by_name["container-runtime"].stdin_secret, long_running=True))
     if k8s is not None:
         params = {**k8s.params, "GS_K8S_ENDPOINT": k8s.params["GS_K8S_ENDPOINT"] if not k8s.late_params else "",

@@ -11,6 +11,7 @@ that names the group and the device, before anything is created.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
@@ -138,6 +139,40 @@ def _same_device(a: str, b: str) -> bool:
     return pci_parts(a)[:3] == pci_parts(b)[:3]
 
 
+MEMBER_CONFIGURED, MEMBER_COMPANION, MEMBER_BRIDGE, MEMBER_BLOCKS = "configured", "companion", "bridge", "blocks"
+
+
+def is_harmless_bridge(class_code: int | None) -> bool:
+    """A PCI-to-PCI bridge (class 0x0604xx): vfio leaves it on the host (its pcieport driver is allowed).
+
+    Linux drivers/vfio/vfio.c vfio_dev_driver_allowed() (read in a public code
+    index, v5.x; the check later moved to the IOMMU core): a group is viable when
+    each member is driver-less, bound to vfio, to pci-stub, or has a header type
+    other than PCI_HEADER_TYPE_NORMAL (a bridge). Class 0x0604 is the class of
+    type-1 headers. An NVSwitch is class 0x0680 ("Bridge: other", lspci shows
+    `Bridge [0680]`) with a normal header: vfio-pci binds it and it is passed
+    through like a GPU, so it is not harmless. None (class unknown) is not a bridge.
+    """
+    return class_code is not None and class_code >> 8 == PCI_BRIDGE_CLASS
+
+
+def group_member_role(member: str, device: str, configured: Collection[str], class_code: int | None,
+                      assigned_elsewhere: Mapping[str, str]) -> str:
+    """The one rule for a member of a configured device's IOMMU group (preflight and doctor both use it).
+
+    configured: the member is one of this VM's devices; bridge: a PCI bridge,
+    left on the host; companion: another function of `device` (a GPU's audio),
+    passed through too; blocks: anything else, the group cannot be given whole.
+    """
+    if member in configured:
+        return MEMBER_CONFIGURED
+    if is_harmless_bridge(class_code):
+        return MEMBER_BRIDGE
+    if _same_device(member, device) and member not in assigned_elsewhere:
+        return MEMBER_COMPANION
+    return MEMBER_BLOCKS
+
+
 def resolve_passthrough(vm_index: int, vm: Vm, devices: dict[str, NodeDevice], assigned_elsewhere: dict[str, str]) -> tuple[tuple[str, ...], list[ConfigIssue]]:
     """The ordered hostdev list for this VM, or the reasons it cannot have one."""
     issues: list[ConfigIssue] = []
@@ -154,13 +189,11 @@ def resolve_passthrough(vm_index: int, vm: Vm, devices: dict[str, NodeDevice], a
         if dev.numa_node is not None and info.numa_node is not None and dev.numa_node != info.numa_node:
             issues.append(ConfigIssue(f"{key}.numaNode", f"{address} sits on host NUMA node {info.numa_node}, not {dev.numa_node}; pinning to the wrong node halves host-device bandwidth"))
         for member in info.group_members:
-            if member in configured:
-                continue
             member_info = devices.get(member)
-            if member_info is not None and member_info.class_code >> 8 == PCI_BRIDGE_CLASS:
-                continue
-            if _same_device(member, address) and member not in assigned_elsewhere:
+            role = group_member_role(member, address, configured, member_info.class_code if member_info else None, assigned_elsewhere)
+            if role == MEMBER_COMPANION:
                 companions.add(member)
+            if role != MEMBER_BLOCKS:
                 continue
             owner = f", which is assigned to {assigned_elsewhere[member]}" if member in assigned_elsewhere else ""
             product = f" ({member_info.product})" if member_info and member_info.product else ""

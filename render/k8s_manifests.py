@@ -22,6 +22,8 @@ LOCAL_PATH_HELPER_IMAGE = ("docker.io/library/busybox", "1.37.0")
 """The helper pod that creates and removes volume directories; upstream leaves it unpinned."""
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 RUNTIME_CLASS = "nvidia"
+GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
+"""The GPU nodes' label (kubernetes.nodeLabels default; GPU Feature Discovery sets it too)."""
 
 
 def dcgm_counters() -> str:
@@ -32,9 +34,18 @@ def namespace(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
-def runtime_class() -> dict[str, Any]:
-    """Pods that need a GPU select containerd's `nvidia` handler (configured by NvidiaRuntime)."""
-    return {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": RUNTIME_CLASS}, "handler": RUNTIME_CLASS}
+def runtime_class(node_selector: dict[str, str] | None = None) -> dict[str, Any]:
+    """Pods that need a GPU select containerd's `nvidia` handler (configured by NvidiaRuntime).
+
+    node_selector: where only some nodes have the handler (a VM without GPUs has none), the GPU nodes'
+    label as `scheduling.nodeSelector`: the RuntimeClass admission controller merges it into every pod
+    that names the class, so such a pod never lands on a node without the handler (node.k8s.io/v1
+    RuntimeClass.scheduling; kubernetes.io "Runtime Class", Scheduling).
+    """
+    rc: dict[str, Any] = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": RUNTIME_CLASS}, "handler": RUNTIME_CLASS}
+    if node_selector:
+        rc["scheduling"] = {"nodeSelector": dict(sorted(node_selector.items()))}
+    return rc
 
 
 def _pull_secrets(addons: Addons) -> dict[str, Any]:

@@ -76,12 +76,94 @@ def bootstrap_phase(node: str, command_name: str) -> str:
     return command_name.removeprefix(f"{node}-guest-").removeprefix("nvidia-runtime-")
 
 
-def rollout(cfg: StackConfig, commands: dict[str, list[str]], runs: dict[str, str] | None = None) -> dict[str, Any]:
+# --- per node: drain or not ------------------------------------------------
+
+VERSIONED = (("kubernetes", "kubernetes"), ("nvidia-driver", "driver"), ("nvidia-container-toolkit", "nvidia-container-toolkit"))
+"""versions.json components that upgrade-check compares on a node (scripts/guest/upgrade-check.sh), with rollout.json's label."""
+
+
+def component_versions(versions_doc: dict[str, Any]) -> dict[str, str]:
+    """versions.json (stacks/support.pinned_versions) -> component -> version."""
+    return {str(c.get("component")): str(c.get("version")) for c in versions_doc.get("components") or [] if c.get("component")}
+
+
+def version_changes(cfg: StackConfig, node: str, old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """What upgrade-check will find to change on `node` going from the base's versions to these: ["driver 580.65.06→595.58.03", …].
+
+    The driver, Fabric Manager (at the driver's version, NVSwitch VMs) and the
+    toolkit count only on a VM with GPUs; Kubernetes on every VM.
+    """
+    vm = next(v for v in cfg.vms if v.name == node)
+    out = []
+    for component, label in VERSIONED:
+        if component != "kubernetes" and not vm.gpus:
+            continue
+        before, after = old.get(component), new.get(component)
+        if before is None or after is None or before == after:
+            continue
+        out.append(f"{label} {before}→{after}")
+        if component == "nvidia-driver" and vm.nvswitches:
+            out.append(f"fabric manager {before}→{after}")
+    return out
+
+
+VM_RESOURCE_TYPES = ("libvirt:index/domain:Domain", "vsphere:index/virtualMachine:VirtualMachine", "kubernetes:kubevirt.io/v1:VirtualMachine")
+LIBVIRT_DOMAIN_UPDATABLE = ("autostart", "running", "cloudinit")
+"""The libvirt Domain inputs that terraform-provider-libvirt v0.8.1 (pulumi-libvirt 0.5.4) changes in place:
+resourceLibvirtDomainUpdate only starts a stopped domain, hot-swaps the cloud-init cdrom and sets autostart
+(/work/shared/reference/tf-libvirt-v0.8.1-NOTES.md, "The xml.xslt argument"; xml.xslt, vcpu and memory are
+ForceNew). Any other changed input is counted as a replacement: a restart of the VM."""
+
+
+def vm_replacements(cfg: StackConfig, old_rows: list[dict[str, Any]], new_rows: list[dict[str, Any]]) -> dict[str, str]:
+    """VM name -> why its VM resource changes in a way that restarts it, between two plans' resources.json rows.
+
+    libvirt: a changed input other than LIBVIRT_DOMAIN_UPDATABLE replaces the
+    domain. vSphere and KubeVirt: the plan cannot tell which changes restart the
+    VM, so any changed input is reported as one that may.
+    """
+    def by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {r["name"]: r for r in rows if r.get("type") in VM_RESOURCE_TYPES}
+
+    before, after = by_name(old_rows), by_name(new_rows)
+    out: dict[str, str] = {}
+    for vm in cfg.vms:
+        for name in (f"{vm.name}-domain", f"{vm.name}-vm"):
+            new, old = after.get(name), before.get(name)
+            if new is None or old is None:
+                continue
+            keys = sorted(k for k in set(new["inputs"]) | set(old["inputs"]) if new["inputs"].get(k) != old["inputs"].get(k))
+            if new["type"] == "libvirt:index/domain:Domain":
+                keys = [k for k in keys if k not in LIBVIRT_DOMAIN_UPDATABLE]
+                if keys:
+                    out[vm.name] = f"libvirt domain {name}: {', '.join(keys)} changed (replaced: ForceNew in terraform-provider-libvirt v0.8.1)"
+            elif keys:
+                out[vm.name] = f"{new['type'].rsplit(':', 1)[-1]} {name}: {', '.join(keys)} changed (may restart the VM; the plan cannot tell)"
+    return out
+
+
+def node_action(entry: dict[str, Any], changes: list[str], replaced: str | None, drains: bool) -> str:
+    """rollout.json's one-line verdict for a node, given what runs (entry) and what changes."""
+    if replaced is not None:
+        return "replace VM (restart)"
+    if changes:
+        return ("drain, change " if drains else "drain by hand (fleet.drainedExternally), change ") + ", ".join(changes)
+    if entry["phases"] or entry.get("versionGate") or entry.get("bootstrapReruns"):
+        return "re-run, no drain"
+    return "nothing to run"
+
+
+def rollout(cfg: StackConfig, commands: dict[str, list[str]], runs: dict[str, str] | None = None,
+            changes: dict[str, list[str]] | None = None, replaced: dict[str, str] | None = None) -> dict[str, Any]:
     """rollout.json: per wave, per node, the upgrade phases with their triggers.
 
     commands: command name -> triggers of every command in the plan. runs: what
     a change from a base config runs (reruns()); None: no base, list every
-    upgrade phase (what a version change of each step would run).
+    upgrade phase (what a version change of each step would run). With a base,
+    each node also gets `action` (node_action: "re-run, no drain" when only
+    gpu-stack's scripts or other inputs changed, "drain, change X→Y" when a
+    version does, "replace VM (restart)"), its version `changes` and, for a
+    replaced VM, `replace` (why).
     """
     out_waves = []
     for index, nodes in enumerate(waves(cfg)):
@@ -102,6 +184,11 @@ def rollout(cfg: StackConfig, commands: dict[str, list[str]], runs: dict[str, st
             if runs is not None:
                 entry["versionGate"] = gated
                 entry["bootstrapReruns"] = other
+                node_changes = (changes or {}).get(node, [])
+                entry["changes"] = node_changes
+                if (replaced or {}).get(node):
+                    entry["replace"] = replaced[node]
+                entry["action"] = node_action(entry, node_changes, (replaced or {}).get(node), f"{node}-drain" in commands)
             entries.append(entry)
         out_waves.append({"wave": index, "nodes": entries})
     result: dict[str, Any] = {
@@ -112,6 +199,6 @@ def rollout(cfg: StackConfig, commands: dict[str, list[str]], runs: dict[str, st
     if runs is not None:
         result["base"] = True
         result["otherReruns"] = sorted(n for n in runs if not any(n.startswith(f"{vm.name}-") for vm in cfg.vms))
-        result["summary"] = [f"wave {w['wave']}: " + ", ".join(f"{e['node']} ({' '.join(p['phase'] for p in e['phases']) or 'nothing'})" for e in w["nodes"])
+        result["summary"] = [f"wave {w['wave']}: " + ", ".join(f"{e['node']} ({' '.join(p['phase'] for p in e['phases']) or 'nothing'}: {e['action']})" for e in w["nodes"])
                              for w in out_waves]
     return result

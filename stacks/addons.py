@@ -25,7 +25,7 @@ from components.pod_network import PodNetwork, PodNetworkArgs
 from components.readiness_gate import ReadinessGate, ReadinessGateArgs
 from render.guest_scripts import readiness_phase
 from render.helm_values import monitor_labels, prometheus_storage, uses_runtime_class
-from render.k8s_manifests import RUNTIME_CLASS, SMOKE_JOB, SMOKE_NAMESPACE
+from render.k8s_manifests import GPU_PRESENT_LABEL, RUNTIME_CLASS, SMOKE_JOB, SMOKE_NAMESPACE
 from stacks.config import StackConfig
 from stacks.load import LoadedStack
 
@@ -82,7 +82,10 @@ def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after
         pulumi.export("podNetwork", {"chart": "tigera-operator", "version": a.pod_network.version, "podCidr": k.pod_cidr})
     deps = list(after)
     if runtime_class and not a.gpu_operator.enabled:
-        deps.append(NvidiaRuntimeClass("nvidia-runtime-class", provider, after))
+        # VMs without GPUs have no nvidia handler: the class keeps its pods on the GPU nodes' label
+        selector = ({GPU_PRESENT_LABEL: k.node_labels[GPU_PRESENT_LABEL]}
+                    if any(not vm.gpus for vm in cfg.vms) and GPU_PRESENT_LABEL in k.node_labels else None)
+        deps.append(NvidiaRuntimeClass("nvidia-runtime-class", provider, after, node_selector=selector))
 
     monitoring = None
     if a.monitoring.enabled:

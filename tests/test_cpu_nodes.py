@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from render.convergence import check
+from render.convergence import check, runtime_handlers
 from render.guest_scripts import guest_phases, render_script, upgrade_phases
 from render.nvidia_smi import parse_verify_output
 from stacks.addons import expected_allocatable
@@ -57,6 +57,10 @@ def test_cpu_vm_gets_no_gpu_phases_label_or_taint(on_cpu):
     assert verify.params["GS_GPU_COUNT"] == "0"
     body = render_script("verify", verify.params).split("# Phase: verify", 1)[1]
     assert not [line for line in body.splitlines() if "nvidia-smi" in line and not line.lstrip().startswith("#")]
+    # no toolkit, no NVIDIA repository, no nvidia runtime on the VM without GPUs (issue 26 item 2)
+    runtime = next(p for p in cpu if p.name == "container-runtime")
+    assert (runtime.params["GS_TOOLKIT_VERSION"], runtime.params["GS_NCT_REPO"], runtime.params["GS_NVIDIA_DEFAULT"]) == ("", "", "0")
+    assert next(p for p in cpu if p.name == "preflight").params["GS_NCT_REPO"] == ""
     # the GPU VM keeps all of it
     _, _, _, gpu = phases(raw, "gpu-dev-0")
     assert {"nouveau", "nouveau-check", "driver"} <= {p.name for p in gpu}
@@ -68,6 +72,7 @@ def test_cpu_vm_gets_no_gpu_phases_label_or_taint(on_cpu):
                         expected_allocatable=None, plugin_logs="", kubeconfig_on_stdin=False, family=cfg.guest.os.family)
     up_names = [p.name for p in up]
     assert "upgrade-driver" not in up_names and "upgrade-reboot" not in up_names
+    assert all(p.params.get("GS_TOOLKIT_VERSION", "") == "" for p in up), [p.name for p in up if p.params.get("GS_TOOLKIT_VERSION")]
     check_params = next(p for p in up if p.name == "upgrade-check").params
     assert check_params["GS_GPU_COUNT"] == "0" and check_params["GS_DRIVER_VERSION"] == "" and check_params["GS_NVSWITCH_COUNT"] == "0"
     # readiness: the CPU VM expects no GPU allocatable
@@ -86,6 +91,9 @@ def test_cpu_vm_phases_pass_in_the_sandbox_without_nvidia(tmp_path, family, on_c
     assert "nvidia-smi" not in cmds
     mutating = sb.mutating()
     assert not [c for c in mutating if "nvidia-driver" in c or "nouveau" in c], mutating
+    # no NVIDIA container toolkit, no nvidia runtime (issue 26 item 2)
+    assert not [c for c in cmds if c.startswith("nvidia-ctk")], cmds
+    assert not [c for c in mutating if "nvidia-container-toolkit" in c or "libnvidia-container" in c], mutating
     assert not [c for c in mutating if c.startswith("kubectl label") or c.startswith("kubectl taint node cp-0 nvidia")], mutating
     assert parse_verify_output(results["verify"].stdout) == {"gpus": [], "driverVersion": None, "cudaVersion": None}
     kubelet = sb.root / ("etc/default/kubelet" if family == "ubuntu" else "etc/sysconfig/kubelet")
@@ -109,6 +117,20 @@ def test_mixed_stack_plans_and_the_cpu_node_rule_passes(mixed_plan):
     assert "guest/gpu-dev-0-upgrade-driver.update.sh" in plan.files
     violations = check(plan, cfg, rules=["cpu-nodes", "scheduling", "runtime"])
     assert not violations, "\n".join(map(str, violations))
+    # the VM without GPUs has no nvidia handler; the RuntimeClass keeps pods naming it on the GPU nodes
+    assert runtime_handlers(plan.files["guest/cp-0-guest-nvidia-runtime-container-runtime.sh"]) == {"runc"}
+    assert runtime_handlers(plan.files["guest/gpu-dev-0-guest-nvidia-runtime-container-runtime.sh"]) == {"runc", "nvidia"}
+    rc = next(r for r in plan.resources if r.get("type") == "kubernetes:yaml/v2:ConfigGroup" and r["name"] == "nvidia-runtime-class-objects")
+    assert rc["inputs"]["objs"][0]["scheduling"] == {"nodeSelector": {"nvidia.com/gpu.present": "true"}}
+
+
+def test_runtime_rule_flags_a_runtime_class_that_lets_pods_onto_a_node_without_the_handler(mixed_plan):
+    plan, cfg = mixed_plan
+    path = next(k for k in plan.files if k.startswith("manifests/nvidia-runtime-class-objects/"))
+    assert "scheduling" in plan.files[path]
+    bad = edit(plan, path, lambda d: d.pop("scheduling"))
+    found = [str(v) for v in check(bad, cfg, rules=["runtime"])]
+    assert any("handler 'nvidia' is not configured on node cp-0" in v and "scheduling.nodeSelector" in v for v in found), found
 
 
 def test_rule_flags_a_gpu_label_or_taint_on_a_node_without_gpus(mixed_plan):

@@ -102,7 +102,7 @@ def test_hypervisor_small_hole_host_driver_and_shared_group():
 
 def test_host_commands_are_the_allowlisted_templates():
     cmds = host_commands("gpu-h100", ["0000:18:00.0"])
-    assert all(is_read_only(c) for c in cmds.values()) and len(cmds) == 4
+    assert all(is_read_only(c) for c in cmds.values()) and len(cmds) == 5
     assert not is_read_only("readlink /sys/bus/pci/devices/0000:18:00.0/driver && reboot")
     assert not is_read_only("virsh -c qemu:///system dumpxml gpu-h100; virsh destroy gpu-h100")
 
@@ -160,3 +160,12 @@ def test_containerd_v3_config_with_nvidia_runtime():
             '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.nvidia.options]\n  BinaryName = "/usr/bin/nvidia-container-runtime"\n')
     r = runtime_results("containerd", {"containerd-config": toml, "nvidia-ctk": "NVIDIA Container Toolkit CLI version 1.17.8\n"})
     assert r["containerd nvidia runtime"].status == PASS and r["toolkit version"].status == PASS
+
+
+def test_a_vm_without_gpus_is_not_asked_for_the_nvidia_runtime():
+    """Its container-runtime phase installs no toolkit and configures no nvidia runtime (issue 26 item 2)."""
+    from render.diagnosis import SKIP, check_runtime
+    ev = Evidence(guest={"containerd-config": CommandResult("containerd config dump", 0, 'version = 2\n'),
+                         "nvidia-ctk": CommandResult("nvidia-ctk --version", 127, "", "nvidia-ctk: command not found")})
+    results = check_runtime(Expected(vm="cp-0", gpu_count=0, runtime_handler="nvidia"), ev)
+    assert [(r.check, r.status) for r in results] == [("runtime checks", SKIP)]

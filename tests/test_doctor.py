@@ -40,6 +40,7 @@ H100_UUIDS = re.findall(r"GPU-[0-9a-f-]{36}", (NVSMI / "nvidia-smi-L.8xH100-SXM.
 GUEST_GPU_BUS = [line.split()[0] for line in (DOCTOR / "lspci-Dnn.8xH100-SXM-4xNVSwitch.kvm-guest.txt").read_text().splitlines() if "3D controller" in line]
 HOST_ADDRESSES = ["0000:18:00.0", "0000:2a:00.0", "0000:3a:00.0", "0000:5d:00.0", "0000:9a:00.0", "0000:ab:00.0",
                   "0000:ba:00.0", "0000:db:00.0", "0000:05:00.0", "0000:06:00.0", "0000:07:00.0", "0000:08:00.0"]
+NVSWITCH_ADDRESSES = HOST_ADDRESSES[8:]
 
 
 def derived_query(n: int, fabric_state: str = "Completed", fabric_status: str = "Success") -> str:
@@ -110,6 +111,8 @@ def healthy_host(domain_xml: str, groups: dict[str, int]) -> dict[str, tuple[int
         out[f"readlink /sys/bus/pci/devices/{addr}/driver"] = (0, "../../../bus/pci/drivers/vfio-pci\n", "")
         out[f"ls /sys/bus/pci/devices/{addr}/iommu_group/devices"] = (0, f"{addr}\n", "")
         out[f"readlink /sys/bus/pci/devices/{addr}/iommu_group"] = (0, f"../../../../kernel/iommu_groups/{groups[addr]}\n", "")
+        cls = "0x068000" if addr in NVSWITCH_ADDRESSES else "0x030200"  # NVSwitch `Bridge [0680]`, H100 `3D controller [0302]`
+        out[f"grep -H . /sys/bus/pci/devices/{addr}/iommu_group/devices/*/class"] = (0, f"/sys/bus/pci/devices/{addr}/iommu_group/devices/{addr}/class:{cls}\n", "")
     return out
 
 

@@ -243,9 +243,10 @@ def test_plan_with_base_writes_the_rollout(tmp_path):
             assert [p["phase"] for p in entry["phases"]] == ["upgrade-check", "drain", "upgrade-driver", "upgrade-reboot",
                                                              "upgrade-verify", "uncordon"]
             assert entry["versionGate"] == ["driver"] and entry["bootstrapReruns"] == []
-    assert doc["otherReruns"] == [] and doc["base"] == "HEAD"
+            assert entry["action"].startswith("drain, change driver ") and entry["action"].endswith("→570.195.03")
+    assert doc["otherReruns"] == [] and doc["base"] == "HEAD" and "holds no gpu-stack program" in doc["baseCode"]
     unchanged = _rollout_from_base(tmp_path, three_nodes(2))
-    assert all(e["phases"] == [] for w in unchanged["waves"] for e in w["nodes"])
+    assert all(e["phases"] == [] and e["action"] == "nothing to run" for w in unchanged["waves"] for e in w["nodes"])
 
 
 @pytest.mark.parametrize("family", ["ubuntu", "rhel"])
@@ -807,3 +808,89 @@ def test_mode_existing_release_alone_needs_no_external_drain(tmp_path):
     results = run_upgrade(sb, steps)
     assert all(r.returncode == 0 for r in results.values()), {k: r.stderr for k, r in results.items() if r.returncode}
     assert not [c for c in sb.mutating() if c.startswith(ROLL)]
+
+
+# --- rollout.json across a gpu-stack release (issue 26 item 1) --------------------------------------------
+
+def _program_repo(tmp_path):
+    """A git repository holding this gpu-stack (tracked and new files, tests/ left out) at HEAD: the deployed release."""
+    import shutil
+    import subprocess
+
+    require_tool("git")
+    repo = tmp_path / "repo"
+    names = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"], check=True,
+                           capture_output=True, text=True).stdout.split("\0")
+    for name in names:
+        src = ROOT / name
+        if not name or name.startswith("tests/") or not src.is_file() or src.is_symlink():
+            continue
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, repo / name)
+    _git(repo, "init", "-q")
+    _commit(repo, "release 1")
+    return repo
+
+
+def _git(repo, *args):
+    import subprocess
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True)
+
+
+def _commit(repo, message):
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message)
+
+
+def _plan_with_base(repo, stack: str, base: str) -> dict:
+    """`make plan STACK=<stack> BASE=<base>` run by the repository's own gpu-stack: its rollout.json."""
+    import json
+    import subprocess
+    import sys
+
+    out = repo.parent / "out"
+    proc = subprocess.run([sys.executable, "-m", "tools.plan", stack, "--out", str(out), "--stack-dir", str(repo), "--base", base],
+                          cwd=repo, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / stack / "rollout.json").read_text())
+
+
+def test_a_release_that_edits_lib_sh_drains_no_node(tmp_path):
+    """Only gpu-stack's scripts change (lib.sh), not the config: every node's upgrade commands re-run, and rollout.json
+    says "re-run, no drain" for each (upgrade-check finds nothing to change); then a driver bump drains, in waves."""
+    repo = _program_repo(tmp_path)
+    lib = repo / "scripts" / "guest" / "lib.sh"
+    lib.write_text(lib.read_text() + "\n# release 2: a comment is enough to change every rendered phase script\n")
+    _commit(repo, "release 2: lib.sh")
+    doc = _plan_with_base(repo, "fleet", "HEAD~1")
+    nodes = [e for w in doc["waves"] for e in w["nodes"]]
+    assert len(nodes) == 4 and "planned with HEAD~1's gpu-stack" in doc["baseCode"]
+    for e in nodes:
+        assert "upgrade-check" in [p["phase"] for p in e["phases"]], e  # the release does re-run the upgrade path
+        assert e["action"] == "re-run, no drain" and e["changes"] == [] and "replace" not in e
+    assert all(line.count("re-run, no drain") == len(line.split("), ")) for line in doc["summary"])
+
+    fleet = repo / "Pulumi.fleet.yaml"
+    old = fleet.read_text()
+    assert "driverVersion: 580.173.02" in old
+    fleet.write_text(old.replace("driverVersion: 580.173.02", "driverVersion: 580.195.03"))
+    doc = _plan_with_base(repo, "fleet", "HEAD")
+    assert [[e["node"] for e in w["nodes"]] for w in doc["waves"]] == [["gpu-1-0"], ["gpu-1-1"], ["gpu-2-0"], ["gpu-2-1"]]
+    for w in doc["waves"]:
+        for e in w["nodes"]:
+            assert e["action"] == "drain, change driver 580.173.02→580.195.03", e
+            assert [p["phase"] for p in e["phases"]] == ["upgrade-check", "drain", "upgrade-driver", "upgrade-reboot", "upgrade-verify", "uncordon"]
+
+
+def test_a_stylesheet_change_is_a_vm_replacement_not_a_no_drain(tmp_path):
+    """A release whose domain stylesheet differs replaces each libvirt domain (xml.xslt is ForceNew): a restart, so
+    rollout.json says "replace VM (restart)", never "no drain"."""
+    repo = _program_repo(tmp_path)
+    xslt = repo / "render" / "domain_xslt.py"
+    text = xslt.read_text()
+    assert "<xsl:output " in text
+    xslt.write_text(text.replace("<xsl:output ", "<!-- release 2 --><xsl:output ", 1))
+    _commit(repo, "release 2: stylesheet")
+    doc = _plan_with_base(repo, "fleet", "HEAD~1")
+    for e in (e for w in doc["waves"] for e in w["nodes"]):
+        assert e["action"] == "replace VM (restart)" and "xml changed" in e["replace"] and "ForceNew" in e["replace"], e

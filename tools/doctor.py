@@ -147,6 +147,8 @@ def expected_for(cfg: StackConfig, vm_name: str, outputs: dict[str, Any]) -> Exp
         hole64_gib=hole64_gib(vm) or None,
         maxphysaddr="passthrough",
         iommu_groups=_recorded_groups(outputs, vm.name),
+        assigned_elsewhere={d.address: f"vms[{i}] ({v.name})" for i, v in enumerate(cfg.vms)
+                            if v.name != vm.name and v.host == vm.host for d in (*v.gpus, *v.nvswitches)},
     )
 
 

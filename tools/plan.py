@@ -30,6 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from render import convergence, dcgm_metrics
 from render.guest_scripts import HEREDOC
 from render.host_facts import FactsError, load_host_facts
 from render.provider_xml import VolumeRef, provider_domain_xml
-from render.rollout import change_issues, reruns, rollout
+from render.rollout import change_issues, component_versions, reruns, rollout, version_changes, vm_replacements
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from render.kubevirt import KUBEVIRT_VERSION
 from stacks.checks import config_warnings
@@ -384,29 +385,81 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
     cfg = stack_config(values, secret_keys)
     triggers = {c.name: sanitize(c.inputs.get("triggers")) if isinstance(sanitize(c.inputs.get("triggers")), list) else []
                 for c in result.of_type("command:remote:Command")}
-    runs = None
+    runs = changes = replaced = None
     new_at_base = False
+    base_code = None
     if base is not None:
         text = _git_show(base, f"Pulumi.{stack}.yaml", root)
         old_values, old_secrets = plan_config(parse_stack_text(text, f"{base}:Pulumi.{stack}.yaml")) if text is not None else ({}, [])
+        new_run = mockrun.run(values, secret_keys, stack=stack, preview=False, host_facts=facts)
+        new = command_inputs(new_run)
+        new_versions = component_versions(pinned_versions(cfg, KUBEVIRT_VERSION))
         if text is not None:
-            issues = change_issues(stack_config(old_values, old_secrets), cfg)
+            old_cfg = stack_config(old_values, old_secrets)
+            issues = change_issues(old_cfg, cfg)
             if issues:
                 raise ConfigError(issues)
-            old = command_inputs(mockrun.run(old_values, old_secrets, stack=stack, preview=False, host_facts=facts))
+            old_run = mockrun.run(old_values, old_secrets, stack=stack, preview=False, host_facts=facts)
+            runs = reruns(command_inputs(old_run), new)
+            old_versions = component_versions(pinned_versions(old_cfg, KUBEVIRT_VERSION))
+            replaced = vm_replacements(cfg, json.loads(resources_json(old_run)), json.loads(resources_json(new_run)))
+            # a gpu-stack release between BASE and here (lib.sh, a stylesheet, a default pin) changes what runs without
+            # any config change: plan BASE's config with BASE's own code and compare those plans as well
+            base_plan, base_code = base_code_plan(base, stack, root, facts)
+            if base_plan is not None:
+                rows, files = base_plan["rows"], base_plan["files"]
+                for name, how in reruns(plan_commands(rows, files), plan_commands(json.loads(resources_json(result)), artifacts(result))).items():
+                    runs.setdefault(name, how)
+                replaced = {**vm_replacements(cfg, rows, json.loads(resources_json(result))), **replaced}
+                old_versions = {**old_versions, **component_versions(base_plan["versions"])}
+            changes = {vm.name: version_changes(cfg, vm.name, old_versions, new_versions) for vm in cfg.vms}
         else:
-            old, new_at_base = {}, True  # the stack is new at BASE: its first `pulumi up` creates everything
-        new = command_inputs(mockrun.run(values, secret_keys, stack=stack, preview=False, host_facts=facts))
-        runs = reruns(old, new)
-    doc = rollout(cfg, triggers, runs)
+            runs, new_at_base = reruns({}, new), True  # the stack is new at BASE: its first `pulumi up` creates everything
+    doc = rollout(cfg, triggers, runs, changes, replaced)
     if base is not None:
         doc["base"] = base
+        if base_code is not None:
+            doc["baseCode"] = base_code
     if new_at_base:
         # not an upgrade: no node is drained or upgraded, every resource is created by the first `pulumi up`
         doc["newAtBase"] = True
+        for wave in doc["waves"]:
+            for entry in wave["nodes"]:
+                entry["action"] = "create (new stack)"
         doc["summary"] = [f"new stack: Pulumi.{stack}.yaml does not exist at {base}; the first `pulumi up` creates "
                           f"every resource ({len(doc['waves'])} wave{'s' if len(doc['waves']) != 1 else ''} of nodes), nothing is upgraded"]
     return json_one_line_items(doc, ("phases",)) + "\n"
+
+
+def plan_commands(rows: list[dict[str, Any]], files: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """A plan's remote commands and their inputs (scripts put back), comparable between two plans (render/rollout.reruns)."""
+    return {r["name"]: r["inputs"] for r in resolve_scripts(rows, files) if r.get("type") == "command:remote:Command"}
+
+
+def base_code_plan(ref: str, stack: str, root: Path, facts: list[str] | None) -> tuple[dict[str, Any] | None, str]:
+    """The plan that `ref`'s own gpu-stack writes for `ref`'s Pulumi.<stack>.yaml ({"rows", "files", "versions"}),
+    and a line for rollout.json's `baseCode` saying what was compared; None when `ref` holds no gpu-stack program
+    or its plan cannot be made (then only the configs are compared, with this code)."""
+    if _git_show(ref, "tools/plan.py", root) is None:
+        return None, f"{ref} holds no gpu-stack program: only its config was compared, planned with this gpu-stack"
+    with tempfile.TemporaryDirectory(prefix="gpu-stack-base-") as tmp:
+        tree, out = Path(tmp) / "tree", Path(tmp) / "out"
+        tree.mkdir()
+        archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=root, capture_output=True)
+        unpacked = archive.returncode == 0 and subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, capture_output=True).returncode == 0
+        if not unpacked:
+            return None, f"{ref}'s tree could not be unpacked (git archive): only its config was compared"
+        args = [sys.executable, "-m", "tools.plan", stack, "--out", str(out), "--stack-dir", str(tree)]
+        args += [f"--facts={Path(f).resolve()}" for f in facts or []]
+        proc = subprocess.run(args, cwd=tree, capture_output=True, text=True)
+        plan = out / stack
+        if not (plan / "resources.json").is_file():
+            last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+            return None, f"{ref}'s own plan failed ({last[0]}): only its config was compared, planned with this gpu-stack"
+        files = {str(p.relative_to(plan)): p.read_text() for p in (plan / "guest").glob("*.sh")} if (plan / "guest").is_dir() else {}
+        versions = json.loads((plan / "versions.json").read_text()) if (plan / "versions.json").is_file() else {}
+        rows = json.loads((plan / "resources.json").read_text())
+    return {"rows": rows, "files": files, "versions": versions}, f"{ref}'s config planned with {ref}'s gpu-stack and compared with this plan"
 
 
 def _git_show(ref: str, path: str, root: Path) -> str | None:

@@ -47,8 +47,11 @@ if [ "$GS_NVSWITCH_COUNT" -gt 0 ] && ! version_is "$(pkg_version "$GS_FM_PROBE")
   fm=$(pkg_version "$GS_FM_PROBE")
   differs+=("${GS_FM_PROBE} ${fm:-none}->${GS_DRIVER_VERSION}")
 fi
-toolkit=$(pkg_version nvidia-container-toolkit)
-version_is "$toolkit" "$GS_TOOLKIT_VERSION" || differs+=("nvidia-container-toolkit ${toolkit:-none}->${GS_TOOLKIT_VERSION}")
+# no GS_TOOLKIT_VERSION: a VM without GPUs, which gets no toolkit
+if [ -n "$GS_TOOLKIT_VERSION" ]; then
+  toolkit=$(pkg_version nvidia-container-toolkit)
+  version_is "$toolkit" "$GS_TOOLKIT_VERSION" || differs+=("nvidia-container-toolkit ${toolkit:-none}->${GS_TOOLKIT_VERSION}")
+fi
 if [ -n "$GS_K8S_VERSION" ]; then
   for pkg in kubeadm kubelet; do
     v=$(pkg_version "$pkg")

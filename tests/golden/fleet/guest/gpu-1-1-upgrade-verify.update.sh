@@ -589,7 +589,7 @@ if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
     sleep "$GS_GATE_INTERVAL"
   done
 fi
-pkg_is nvidia-container-toolkit "$GS_TOOLKIT_VERSION" || fail "nvidia-container-toolkit is $(pkg_version nvidia-container-toolkit), guest.containerRuntime.nvidiaToolkitVersion is ${GS_TOOLKIT_VERSION}"
+[ -z "$GS_TOOLKIT_VERSION" ] || pkg_is nvidia-container-toolkit "$GS_TOOLKIT_VERSION" || fail "nvidia-container-toolkit is $(pkg_version nvidia-container-toolkit), guest.containerRuntime.nvidiaToolkitVersion is ${GS_TOOLKIT_VERSION}"
 case "$GS_RUNTIME" in
   containerd) grep -q 'runtimes.nvidia' <<<"$(containerd config dump)" || fail "containerd has no nvidia runtime. Seed 003 step 3: containerd config dump | grep nvidia" ;;
   docker) grep -q nvidia <<<"$(docker info --format '{{json .Runtimes}}')" || fail "docker has no nvidia runtime" ;;

@@ -602,7 +602,7 @@ fi
 # only when they differ, so a converged host is not restarted. Docker's package
 # repository (or GS_DOCKER_REPO, a mirror laid out like download.docker.com/linux)
 # is added first where a package comes from it: docker-ce anywhere, containerd.io on EL;
-# NVIDIA's libnvidia-container repository (GS_NCT_REPO) always, for the toolkit.
+# NVIDIA's libnvidia-container repository (GS_NCT_REPO) for the toolkit, on VMs with GPUs.
 family=$(os_id)
 registry_password=""
 if [ -n "$GS_REGISTRY_USER" ]; then
@@ -636,39 +636,44 @@ if [ "$GS_RUNTIME" = docker ] || [ "$family" != ubuntu ]; then
   docker_repo
 fi
 
-# NVIDIA's libnvidia-container repository (GS_NCT_REPO: guest.repositories.nvidiaContainerToolkit,
-# or https://nvidia.github.io/libnvidia-container), which no distribution carries: a stock image
-# has no source for these packages (lib.sh nvidia_container_toolkit_repository).
-nvidia_container_toolkit_repository "$GS_NCT_REPO"
+# GS_TOOLKIT_VERSION empty: a VM without GPUs (issue 26 item 2). It gets the container runtime
+# only: no NVIDIA repository, no toolkit, no nvidia runtime (a toolkit an older gpu-stack
+# installed there is left installed, but no longer configured as a runtime).
+if [ -n "$GS_TOOLKIT_VERSION" ]; then
+  # NVIDIA's libnvidia-container repository (GS_NCT_REPO: guest.repositories.nvidiaContainerToolkit,
+  # or https://nvidia.github.io/libnvidia-container), which no distribution carries: a stock image
+  # has no source for these packages (lib.sh nvidia_container_toolkit_repository).
+  nvidia_container_toolkit_repository "$GS_NCT_REPO"
 
-# The four packages NVIDIA's install guide pins together at one version
-# (docs.nvidia.com/datacenter/cloud-native/container-toolkit/1.17.8/install-guide.html, and the same at 1.20.0:
-# NVIDIA/cloud-native-docs container-toolkit/install-guide.md at 52dcb7b8, versions1.json 1.20.0 preferred:
-# nvidia-container-toolkit, -base, libnvidia-container-tools, libnvidia-container1 at
-# ${NVIDIA_CONTAINER_TOOLKIT_VERSION}). All four are held: the toolkit only requires
-# libnvidia-container-tools >= its build version (packaging/rpm/SPECS and debian/control
-# at v1.17.8; at v1.20.0 it requires -base and -tools of its own version, tools < 2.0.0), so a held toolkit alone lets the libraries drift on `dnf update`.
-if [ "$family" = ubuntu ]; then
-  write_file /etc/apt/preferences.d/gpu-stack-nvidia-container-toolkit 0644 <<CONF || true
+  # The four packages NVIDIA's install guide pins together at one version
+  # (docs.nvidia.com/datacenter/cloud-native/container-toolkit/1.17.8/install-guide.html, and the same at 1.20.0:
+  # NVIDIA/cloud-native-docs container-toolkit/install-guide.md at 52dcb7b8, versions1.json 1.20.0 preferred:
+  # nvidia-container-toolkit, -base, libnvidia-container-tools, libnvidia-container1 at
+  # ${NVIDIA_CONTAINER_TOOLKIT_VERSION}). All four are held: the toolkit only requires
+  # libnvidia-container-tools >= its build version (packaging/rpm/SPECS and debian/control
+  # at v1.17.8; at v1.20.0 it requires -base and -tools of its own version, tools < 2.0.0), so a held toolkit alone lets the libraries drift on `dnf update`.
+  if [ "$family" = ubuntu ]; then
+    write_file /etc/apt/preferences.d/gpu-stack-nvidia-container-toolkit 0644 <<CONF || true
 Package: nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1
 Pin: version ${GS_TOOLKIT_VERSION}-*
 Pin-Priority: 1001
 CONF
-  toolkit=(nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1)
-else
-  toolkit=("nvidia-container-toolkit-${GS_TOOLKIT_VERSION}" "nvidia-container-toolkit-base-${GS_TOOLKIT_VERSION}"
-           "libnvidia-container-tools-${GS_TOOLKIT_VERSION}" "libnvidia-container1-${GS_TOOLKIT_VERSION}")
+    toolkit=(nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1)
+  else
+    toolkit=("nvidia-container-toolkit-${GS_TOOLKIT_VERSION}" "nvidia-container-toolkit-base-${GS_TOOLKIT_VERSION}"
+             "libnvidia-container-tools-${GS_TOOLKIT_VERSION}" "libnvidia-container1-${GS_TOOLKIT_VERSION}")
+  fi
+  # all four at the pinned version, or install them together: a node set up when
+  # only the toolkit was held may have newer libraries, which must not be held there
+  toolkit_names=(nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1)
+  for name in "${toolkit_names[@]}"; do
+    case "$(pkg_version "$name")" in
+      "${GS_TOOLKIT_VERSION}"|"${GS_TOOLKIT_VERSION}"-*) ;;
+      *) pkg_install "${toolkit[@]}"; break ;;
+    esac
+  done
+  pkg_hold "${toolkit_names[@]}"
 fi
-# all four at the pinned version, or install them together: a node set up when
-# only the toolkit was held may have newer libraries, which must not be held there
-toolkit_names=(nvidia-container-toolkit nvidia-container-toolkit-base libnvidia-container-tools libnvidia-container1)
-for name in "${toolkit_names[@]}"; do
-  case "$(pkg_version "$name")" in
-    "${GS_TOOLKIT_VERSION}"|"${GS_TOOLKIT_VERSION}"-*) ;;
-    *) pkg_install "${toolkit[@]}"; break ;;
-  esac
-done
-pkg_hold "${toolkit_names[@]}"
 
 restart=0
 # sync_proxy_dropin UNIT: the unit's proxy drop-in matches the config (seed 000:
@@ -712,9 +717,11 @@ if [ "$GS_RUNTIME" = containerd ]; then
     || die "containerd $(containerd --version 2>/dev/null || true): no runc options table in 'containerd config default' to set SystemdCgroup in"
   grep -q "^[[:space:]]*config_path = '/etc/containerd/certs.d'" "$tmp" \
     || die "containerd $(containerd --version 2>/dev/null || true): no registry config_path in 'containerd config default' to point at /etc/containerd/certs.d"
-  set_default=()
-  [ "$GS_NVIDIA_DEFAULT" = 1 ] && set_default=(--set-as-default)
-  nvidia-ctk runtime configure --runtime=containerd --config="$tmp" "${set_default[@]}" >/dev/null
+  if [ -n "$GS_TOOLKIT_VERSION" ]; then
+    set_default=()
+    [ "$GS_NVIDIA_DEFAULT" = 1 ] && set_default=(--set-as-default)
+    nvidia-ctk runtime configure --runtime=containerd --config="$tmp" "${set_default[@]}" >/dev/null
+  fi
   write_file /etc/containerd/config.toml 0644 <"$tmp" && restart=1
   rm -f "$tmp"
   for pair in $GS_REGISTRY_MIRRORS; do
@@ -744,7 +751,7 @@ else
   done
   tmp=$(mktemp)
   printf '{\n  "exec-opts": ["native.cgroupdriver=systemd"],\n  "log-driver": "json-file",\n  "log-opts": {"max-size": "100m"},\n  "storage-driver": "overlay2",\n  "registry-mirrors": [%s]\n}\n' "$mirrors" >"$tmp"
-  nvidia-ctk runtime configure --runtime=docker --set-as-default --config="$tmp" >/dev/null
+  [ -z "$GS_TOOLKIT_VERSION" ] || nvidia-ctk runtime configure --runtime=docker --set-as-default --config="$tmp" >/dev/null
   write_file /etc/docker/daemon.json 0644 <"$tmp" && restart=1
   rm -f "$tmp"
   if sync_proxy_dropin docker; then
