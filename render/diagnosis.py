@@ -1061,8 +1061,8 @@ def _gpu_identity(x: Expected, ev: Evidence) -> Result | None:
     if replaced:
         return Result(s, name, FAIL, "replaced board: " + "; ".join(replaced),
                       "a board was swapped at the same address (an RMA, a moved card): check the new one (seed 003 step 2), "
-                      "then record it: `pulumi up --replace '<urn of <vm>-guest-verify>'` re-runs verify, which writes gpuInventory "
-                      "and the gpu-stack.io/gpu-uuids annotation anew")
+                      "then record it: `kubectl annotate node <vm> gpu-stack.io/gpu-uuids-` and `pulumi up --replace '<urn of <vm>-guest-verify>'`, "
+                      "which re-runs verify: it writes gpuInventory and the gpu-stack.io/gpu-uuids annotation anew (docs/OPERATIONS.md, Drift)")
     return Result(s, name, PASS, f"{len(x.gpu_bus_ids)} GPUs at their deployed addresses with their deployed UUIDs")
 
 
