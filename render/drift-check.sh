@@ -6,8 +6,9 @@
 # httpd serves to Prometheus (the PodMonitor next to the DaemonSet). POSIX sh as busybox ash runs it.
 #   the Node: DRIFT_API/api/v1/nodes/NODE_NAME (the kubectl proxy sidecar, read-only RBAC: get nodes)
 #   loaded driver: HOST/sys/module/nvidia/version (what upgrade-check reads)
-#   packages: (DRIFT_FM_PACKAGE: the Fabric Manager package names of the stack's NVSwitch VMs)
-#     HOST/var/lib/dpkg/status (DRIFT_FAMILY ubuntu) or `chroot HOST rpm -q` (rhel)
+#   packages: HOST/var/lib/dpkg/status (DRIFT_FAMILY ubuntu; DRIFT_FM_PACKAGE: the Fabric Manager package
+#     names of the stack's NVSwitch VMs). On EL the rpm database is not readable without the host's rpm
+#     (and its root), so Fabric Manager, the toolkit and kubeadm are left to gpu-stack doctor there.
 #   GPUs: PROC/driver/nvidia/gpus/<bus>/information ("GPU UUID:" and "Bus Location:" lines)
 set -u
 HOST="${DRIFT_HOST:-/host}"
@@ -19,18 +20,14 @@ METRICS="${DRIFT_METRICS:-/www/metrics.txt}"
 # name keys "f:KEY", so they do not match)
 annotation() { printf '%s\n' "$1" | sed -n "s|^ *\"$2\": \"\([^\"]*\)\",\{0,1\}\$|\1|p" | head -n 1; }
 
-# pkg NAME: the installed upstream version (packaging revision dropped), empty when not installed
+# pkg NAME: the installed upstream version (packaging revision and epoch dropped), empty when not installed
 pkg() {
-  if [ "$DRIFT_FAMILY" = ubuntu ]; then
-    awk -v p="$1" '
-      /^Package: / { name = $2; ok = 0; ver = "" }
-      /^Status: / && / installed$/ { ok = 1 }
-      /^Version: / { ver = $2 }
-      /^$/ { if (name == p && ok && ver != "") { print ver; exit } name = "" }
-      END { if (name == p && ok && ver != "") print ver }' "$HOST/var/lib/dpkg/status" | sed 's/^[0-9]*://; s/-[^-]*$//' | head -n 1
-  else
-    chroot "$HOST" rpm -q --qf '%{VERSION}' "$1" 2>/dev/null | grep -v 'not installed' || true
-  fi
+  awk -v p="$1" '
+    /^Package: / { name = $2; ok = 0; ver = "" }
+    /^Status: / && / installed$/ { ok = 1 }
+    /^Version: / { ver = $2 }
+    /^$/ { if (name == p && ok && ver != "") { print ver; found = 1; exit } name = "" }
+    END { if (!found && name == p && ok && ver != "") print ver }' "$HOST/var/lib/dpkg/status" | sed 's/^[0-9]*://; s/-[^-]*$//' | head -n 1
 }
 
 # gpus_now: UUID@bus (0000:0d:00.0) of each GPU the driver sees, sorted
@@ -63,12 +60,14 @@ check_once() {
     echo "# HELP gpu_stack_node_drift 1 where the node runs another version, or other GPUs, than gpu-stack recorded on its Node (gpu-stack.io/expected-*, gpu-stack.io/gpu-uuids); 0 where they match."
     echo "# TYPE gpu_stack_node_drift gauge"
     compare driver "$(annotation "$node" gpu-stack.io/expected-driver)" "$driver"
-    fm=""
-    for p in $fm_pkg; do fm=$(pkg "$p"); [ -z "$fm" ] || break; done
-    compare fabricmanager "$(annotation "$node" gpu-stack.io/expected-fabricmanager)" "$fm"
-    compare toolkit "$(annotation "$node" gpu-stack.io/expected-toolkit)" "$(pkg nvidia-container-toolkit)"
     compare kubelet "$(annotation "$node" gpu-stack.io/expected-kubernetes)" "$kubelet"
-    compare kubeadm "$(annotation "$node" gpu-stack.io/expected-kubernetes)" "$(pkg kubeadm)"
+    if [ "$DRIFT_FAMILY" = ubuntu ]; then
+      fm=""
+      for p in $fm_pkg; do fm=$(pkg "$p"); [ -z "$fm" ] || break; done
+      compare fabricmanager "$(annotation "$node" gpu-stack.io/expected-fabricmanager)" "$fm"
+      compare toolkit "$(annotation "$node" gpu-stack.io/expected-toolkit)" "$(pkg nvidia-container-toolkit)"
+      compare kubeadm "$(annotation "$node" gpu-stack.io/expected-kubernetes)" "$(pkg kubeadm)"
+    fi
     recorded=$(annotation "$node" gpu-stack.io/gpu-uuids)
     if [ -n "$recorded" ]; then
       # expected: the GPUs recorded; actual: how many of them are still there, each with its UUID at its address

@@ -57,7 +57,11 @@ def drift_check_objects(addons: Addons, ns: str, monitor_labels: dict[str, Any],
            {"name": "DRIFT_FM_PACKAGE", "value": fabricmanager_package or ""},
            {"name": "DRIFT_INTERVAL", "value": str(dc.interval_seconds)},
            {"name": "DRIFT_PORT", "value": str(PORT)}]
-    readonly = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True}
+    # nothing it reads needs root: /sys/module/nvidia/version, the dpkg database and /proc/driver/nvidia/gpus/*/information
+    # are world-readable; it mounts only those host paths, never the host's root (kubelet credentials, keys)
+    readonly = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True, "runAsUser": 65534,
+                "capabilities": {"drop": ["ALL"]}}
+    host_paths = [("sys-module", "/sys/module")] + ([("dpkg", "/var/lib/dpkg")] if os_family == "ubuntu" else [])
     pod_spec: dict[str, Any] = {
         "serviceAccountName": NAME,
         "nodeSelector": dict(GPU_NODE_SELECTOR),
@@ -65,20 +69,19 @@ def drift_check_objects(addons: Addons, ns: str, monitor_labels: dict[str, Any],
         "containers": [
             {"name": "check", "image": image(addons.images, *BUSYBOX_IMAGE), "command": ["sh", "/etc/drift-check/drift-check.sh"],
              "env": env, "ports": [{"name": "metrics", "containerPort": PORT}],
-             # root, to read the host's package database (and chroot for rpm on EL: CAP_SYS_CHROOT, a runtime default)
              "securityContext": readonly,
              "resources": {"requests": {"cpu": "5m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
              "volumeMounts": [{"name": "script", "mountPath": "/etc/drift-check", "readOnly": True},
-                              {"name": "host", "mountPath": "/host", "readOnly": True},
+                              *({"name": n, "mountPath": f"/host{path}", "readOnly": True} for n, path in host_paths),
                               {"name": "www", "mountPath": "/www"}]},
             {"name": "kubectl-proxy", "image": image(addons.images, *KUBECTL_IMAGE),
              "args": ["proxy", "--address=127.0.0.1", f"--port={8001}", "--accept-paths=^/api/v1/nodes/[^/]+$",
                       "--reject-methods=^(POST|PUT|PATCH|DELETE)$"],
-             "securityContext": {**readonly, "runAsNonRoot": True, "runAsUser": 65532},
+             "securityContext": readonly,
              "resources": {"requests": {"cpu": "5m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}},
         ],
         "volumes": [{"name": "script", "configMap": {"name": NAME}},
-                    {"name": "host", "hostPath": {"path": "/", "type": "Directory"}},
+                    *({"name": n, "hostPath": {"path": path, "type": "Directory"}} for n, path in host_paths),
                     {"name": "www", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}],
         **pull,
     }

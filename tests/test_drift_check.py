@@ -56,6 +56,8 @@ def test_manifests_validate_and_run_on_every_gpu_node():
     spec = ds["spec"]["template"]["spec"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert sorted(v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v) == ["/sys/module", "/var/lib/dpkg"], "never the host's root"
+    assert all(c["securityContext"]["runAsNonRoot"] for c in spec["containers"])
     role = next(o for o in objs if o["kind"] == "ClusterRole")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}], "read-only: get nodes, nothing else"
     rule = next(o for o in objs if o["kind"] == "PrometheusRule")
@@ -117,7 +119,7 @@ Version: 570.172.08-0ubuntu0.22.04.1
 
 
 def run_check(tmp_path, annotations: dict[str, str], *, driver="590.48.01", toolkit="1.17.8-1", kubeadm="1.32.4-1.1",
-              gpus=((UUID0, "0000:0d:00.0"), (UUID1, "0000:0e:00.0"))) -> str:
+              gpus=((UUID0, "0000:0d:00.0"), (UUID1, "0000:0e:00.0")), family="ubuntu") -> str:
     host, proc, bin_ = tmp_path / "host", tmp_path / "proc", tmp_path / "bin"
     (host / "sys/module/nvidia").mkdir(parents=True)
     (host / "sys/module/nvidia/version").write_text(driver + "\n")
@@ -136,7 +138,7 @@ def run_check(tmp_path, annotations: dict[str, str], *, driver="590.48.01", tool
     wget.chmod(wget.stat().st_mode | stat.S_IEXEC)
     script = tmp_path / "drift-check.sh"
     script.write_text(drift_check_script())
-    env = {"PATH": f"{bin_}:{os.environ['PATH']}", "NODE_NAME": "gpu-dev-0", "DRIFT_FAMILY": "ubuntu", "DRIFT_ONCE": "1",
+    env = {"PATH": f"{bin_}:{os.environ['PATH']}", "NODE_NAME": "gpu-dev-0", "DRIFT_FAMILY": family, "DRIFT_ONCE": "1",
            "DRIFT_FM_PACKAGE": "nvidia-fabricmanager-590 nvidia-fabricmanager-570",
            "DRIFT_HOST": str(host), "DRIFT_PROC": str(proc), "DRIFT_METRICS": str(tmp_path / "metrics.txt")}
     r = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
@@ -177,6 +179,13 @@ def test_script_on_a_drifted_node_exports_one_per_difference(tmp_path):
     assert s['gpu_stack_node_drift{node="gpu-dev-0",component="fabricmanager",expected="590.48.01",actual="570.172.08"}'] == "1"
     assert s['gpu_stack_node_drift{node="gpu-dev-0",component="gpus",expected="2",actual="1"}'] == "1", "a replaced board"
     assert s['gpu_stack_node_drift{node="gpu-dev-0",component="kubelet",expected="1.32.4",actual="1.32.4"}'] == "0"
+
+
+def test_script_on_el_leaves_the_packages_to_the_doctor(tmp_path):
+    """No rpm database reader in the pod: no package series at all (a missing one would read as drift)."""
+    s = series(run_check(tmp_path, PLANNED, toolkit="1.18.0-1", family="rhel"))
+    assert {k.split('component="')[1].split('"')[0] for k in s} == {"driver", "kubelet", "gpus"}
+    assert set(s.values()) == {"0"}
 
 
 def test_script_is_shellcheck_clean():
