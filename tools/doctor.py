@@ -8,7 +8,8 @@ the JSON of `pulumi stack output --json --show-secrets`, or the same through
 the Automation API), then collects, read-only:
 - from each VM over SSH with the stack's key, pinning the host key from the
   `vms.<name>.hostPublicKey` output: nvidia-smi, dmesg, modules, Fabric
-  Manager, the runtime config, the kubelet checkpoint;
+  Manager, the runtime config, the kubelet checkpoint, and for drift the
+  loaded and installed driver and the installed package versions;
 - from the hypervisor (hosts[].libvirtUri, qemu+ssh://user@host/system):
   `virsh dumpxml`, the devices' driver and IOMMU group in sysfs;
 - from the cluster through the `kubeconfig` output with the official
