@@ -36,6 +36,10 @@ class DcgmServiceMonitorArgs:
     provider: k8s.Provider
     after: list[pulumi.Resource]
     fabric_nodes: tuple[str, ...] = ()
+    extra_objects: tuple[dict, ...] = ()
+    """Applied with the rule (the optional drift check, render/drift_check.py); they need the release's CRDs too."""
+    extra_groups: tuple[dict, ...] = ()
+    """Rule groups added to the PrometheusRule (render/drift_check.drift_alert_group)."""
 
 
 class DcgmServiceMonitor(pulumi.ComponentResource):
@@ -43,10 +47,12 @@ class DcgmServiceMonitor(pulumi.ComponentResource):
         super().__init__("gpu-stack:index:DcgmServiceMonitor", name, None, opts)
         labels = args.monitoring.labels
         objs = [
-            prometheus_rule(args.monitoring.namespace, labels, args.expected_gpus, args.fabric_nodes),
+            prometheus_rule(args.monitoring.namespace, labels, args.expected_gpus, args.fabric_nodes,
+                            extra_groups=args.extra_groups),
             dashboard_configmap(args.monitoring.namespace),
             *([namespace(STANDALONE_NAMESPACE), *dcgm_exporter_standalone(args.addons, STANDALONE_NAMESPACE, args.runtime_class_name, labels)]
               if args.mode == "standalone" else []),
+            *args.extra_objects,
         ]
         # the monitoring release installs the ServiceMonitor and PrometheusRule CRDs
         self.objects = k8s.yaml.v2.ConfigGroup(

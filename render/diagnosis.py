@@ -37,7 +37,7 @@ from render.nvidia_smi import (
 )
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
-SECTIONS = ("hypervisor", "guest driver", "runtime", "kubernetes", "workloads", "monitoring")
+SECTIONS = ("hypervisor", "guest driver", "runtime", "kubernetes", "workloads", "monitoring", "drift")
 
 # Every command the doctor sends to a guest: read-only, exact strings (`sudo -n` never prompts).
 GUEST_COMMANDS: dict[str, str] = {
@@ -53,7 +53,28 @@ GUEST_COMMANDS: dict[str, str] = {
     "containerd-config": "sudo -n containerd config dump",
     "docker-daemon": "cat /etc/docker/daemon.json",
     "kubelet-checkpoint": "sudo -n cat /var/lib/kubelet/device-plugins/kubelet_internal_checkpoint",
+    # drift (check_drift): the loaded kernel module and the one installed on disk (what the next boot loads)
+    "driver-loaded": "cat /proc/driver/nvidia/version",
+    "driver-installed": "modinfo -F version nvidia",
 }
+
+# drift: installed package versions, as scripts/guest/lib.sh pkg_version reads them ({pkgs}: package names from
+# the config and render/nvidia_packages.py, space-separated). One line per installed package; dpkg-query says
+# "no packages found matching X" on stderr, rpm "package X is not installed" on stdout, for the others.
+PACKAGE_COMMAND_TEMPLATES: dict[str, str] = {
+    "ubuntu": "dpkg-query -W -f='${{Package}} ${{Version}}\\n' {pkgs}",
+    "rhel": "rpm -q --qf '%{{NAME}} %{{VERSION}}\\n' {pkgs}",
+}
+_PKG = r"[a-z0-9][a-z0-9.+-]*"
+_PACKAGE_PATTERNS = [
+    re.compile("^" + re.escape(t.format(pkgs="{pkgs}")).replace(r"\{pkgs\}", f"{_PKG}(?: {_PKG})*") + "$")
+    for t in PACKAGE_COMMAND_TEMPLATES.values()
+]
+
+
+def package_command(family: str, packages: Iterable[str]) -> str:
+    return PACKAGE_COMMAND_TEMPLATES[family].format(pkgs=" ".join(packages))
+
 
 # On the hypervisor ({addr}: a host PCI address from the config, {domain}: the VM's name).
 HOST_COMMAND_TEMPLATES: dict[str, str] = {
@@ -85,7 +106,8 @@ def host_commands(domain: str, addresses: Iterable[str]) -> dict[str, str]:
 
 def is_read_only(command: str) -> bool:
     """True only for the exact commands above (host ones with a well-formed address or domain name)."""
-    return command in GUEST_COMMANDS.values() or any(p.match(command) for p in _HOST_PATTERNS)
+    return (command in GUEST_COMMANDS.values() or any(p.match(command) for p in _HOST_PATTERNS)
+            or any(p.match(command) for p in _PACKAGE_PATTERNS))
 
 
 @dataclass(frozen=True)
@@ -113,6 +135,11 @@ class Expected:
     maxphysaddr: str | None = "passthrough"
     iommu_groups: dict[str, int] | None = None  # vms.<vm>.iommuGroups: the groups the preflight saw; None: not recorded
     assigned_elsewhere: dict[str, str] = field(default_factory=dict)  # host address -> the other VM on this host given it
+    # drift (check_drift): what the stack deployed, against what the node has installed and loaded
+    gpu_bus_ids: tuple[tuple[str, str], ...] = ()  # (UUID, guest PCI address 0000:0d:00.0) from gpuInventory; empty: not known
+    kubernetes_version: str | None = None
+    fabricmanager_package: str | None = None  # the Fabric Manager package (render/nvidia_packages.py probe); None: no NVSwitch
+    os_family: str = "ubuntu"
 
 
 @dataclass(frozen=True)
@@ -929,7 +956,195 @@ def diagnose(x: Expected, ev: Evidence) -> list[Result]:
     results += check_kubernetes(x, ev, runtime_ok)
     results += check_workloads(x, ev)
     results += check_monitoring(x, ev)
+    results += check_drift(x, ev)
     return results
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 7. drift: the node against what the stack deployed (docs/OPERATIONS.md, Drift)
+
+DRIFT_PACKAGES = ("nvidia-container-toolkit", "containerd", "containerd.io", "kubeadm", "kubelet")
+"""Packages whose installed version the doctor reads; containerd comes as `containerd` (Ubuntu's archive) or
+`containerd.io` (Docker's repository), whichever scripts/guest/container-runtime.sh installed."""
+
+NODE_ANNOTATIONS = {
+    "driver": "gpu-stack.io/expected-driver",
+    "fabricmanager": "gpu-stack.io/expected-fabricmanager",
+    "toolkit": "gpu-stack.io/expected-toolkit",
+    "kubernetes": "gpu-stack.io/expected-kubernetes",
+    "gpu-uuids": "gpu-stack.io/gpu-uuids",
+}
+"""What the guest phases record on each Node (scripts/guest/lib.sh record_expected): upgrade-check writes the
+planned versions, the bootstrap's verify the GPUs it found (UUID@guest PCI address) and, where none is recorded
+yet, the versions it has just installed and verified."""
+
+
+def drift_packages(x: Expected) -> tuple[str, ...]:
+    return DRIFT_PACKAGES + ((x.fabricmanager_package,) if x.fabricmanager_package else ())
+
+
+def parse_packages(text: str) -> dict[str, str]:
+    """`NAME VERSION` lines (package_command) -> {name: upstream version}: the packaging revision (`-1`, `-1.1`) dropped."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and re.match(r"^\d", parts[1]):
+            version = parts[1].split(":", 1)[-1]  # a Debian epoch (1:1.7.27-0ubuntu1)
+            out[parts[0]] = version.split("-", 1)[0] if re.match(r"^\d+(\.\d+)+-", version) else version
+    return out
+
+
+def loaded_driver(text: str) -> str | None:
+    """`/proc/driver/nvidia/version`: `NVRM version: NVIDIA UNIX [Open Kernel Module for ]x86_64 Kernel Module  590.48.01  ...`."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    m = re.search(r"NVRM version:.*?\s(\d+\.\d+(?:\.\d+)?)\s", first + " ")
+    return m.group(1) if m else None
+
+
+def same_version(have: str | None, want: str) -> bool:
+    """1.17.8 is 1.17.8, 1.17.8-1 and v1.17.8 (kubelet); not 1.17.80."""
+    return have is not None and (have.lstrip("v") == want or have.lstrip("v").startswith(want + "-"))
+
+
+_OUTSIDE = ("the node was changed outside gpu-stack (unattended-upgrades, a hand fix): drain it and put the planned version back "
+            "(docs/OPERATIONS.md, Drift), or let gpu-stack do it: the next `pulumi up` that runs the upgrade path "
+            "(a version change or a gpu-stack release) finds the difference in upgrade-check and rolls the node back in its wave, "
+            "with drain and reboot")
+
+
+def _version_results(x: Expected, ev: Evidence, pkgs: dict[str, str] | None) -> list[Result]:
+    s = "drift"
+    out: list[Result] = []
+    node_info = ((ev.k8s.get("node") or {}).get("status") or {}).get("nodeInfo") or {}
+    if x.gpu_count and x.driver_version:
+        r_loaded, r_installed = ev.guest.get("driver-loaded"), ev.guest.get("driver-installed")
+        if r_loaded is None:
+            return [_missing(s, "driver", "driver-loaded", ev)]
+        loaded = loaded_driver(r_loaded.stdout) if r_loaded is not None and r_loaded.rc == 0 else None
+        installed = r_installed.stdout.strip() if r_installed is not None and r_installed.rc == 0 and r_installed.stdout.strip() else None
+        line = f"driver loaded {loaded or 'none'}, installed {installed or 'none'}, plan {x.driver_version}"
+        if loaded == x.driver_version and installed in (None, x.driver_version):
+            out.append(Result(s, "driver", PASS, line))
+        elif installed == x.driver_version:
+            out.append(Result(s, "driver", FAIL, line, "the planned module is installed but another one is loaded: drain the node and reboot it "
+                              "to load it (kubectl drain <vm> --ignore-daemonsets --delete-emptydir-data; sudo reboot; kubectl uncordon <vm>)"))
+        else:
+            out.append(Result(s, "driver", FAIL, line, _OUTSIDE))
+    if x.fabricmanager_package and x.driver_version and pkgs is not None:
+        fm = pkgs.get(x.fabricmanager_package)
+        line = f"{x.fabricmanager_package} {fm or 'not installed'}, plan {x.driver_version}"
+        out.append(Result(s, "Fabric Manager", PASS if same_version(fm, x.driver_version) else FAIL, line,
+                          "" if same_version(fm, x.driver_version) else
+                          "Fabric Manager must be at the driver's exact version (CUDA error 802 otherwise): " + _OUTSIDE))
+    if x.toolkit_version and pkgs is not None:
+        tk = pkgs.get("nvidia-container-toolkit")
+        ok = same_version(tk, x.toolkit_version)
+        out.append(Result(s, "nvidia-container-toolkit", PASS if ok else FAIL,
+                          f"nvidia-container-toolkit {tk or 'not installed'}, plan {x.toolkit_version}", "" if ok else _OUTSIDE))
+    running_rt = node_info.get("containerRuntimeVersion")  # containerd://1.7.27
+    if x.runtime == "containerd" and pkgs is not None:
+        installed_rt = pkgs.get("containerd.io") or pkgs.get("containerd")
+        running = running_rt.split("://", 1)[-1] if running_rt else None
+        if installed_rt is None or running is None:
+            out.append(Result(s, "containerd", WARN if installed_rt is None else SKIP,
+                              f"containerd installed {installed_rt or 'not found'}, running {running or 'unknown (no node from the API)'}",
+                              "" if installed_rt else "check `containerd --version` on the node"))
+        else:
+            ok = same_version(installed_rt, running) or same_version(running, installed_rt)
+            out.append(Result(s, "containerd", PASS if ok else FAIL, f"containerd installed {installed_rt}, running {running}",
+                              "" if ok else "containerd was upgraded but the running daemon is the old one: drain the node, "
+                              "`sudo systemctl restart containerd`, uncordon (the config does not pin containerd; hold it: "
+                              "`apt-mark hold containerd.io` / `dnf versionlock add containerd.io`)"))
+    if x.kubernetes_version and pkgs is not None:
+        kubelet_running = node_info.get("kubeletVersion")
+        have = {"kubeadm": pkgs.get("kubeadm"), "kubelet": pkgs.get("kubelet")}
+        wrong = [f"{n} {v or 'not installed'}" for n, v in have.items() if not same_version(v, x.kubernetes_version)]
+        line = (f"kubeadm {have['kubeadm'] or 'none'}, kubelet {have['kubelet'] or 'none'} installed, "
+                f"{kubelet_running or 'unknown'} running, plan {x.kubernetes_version}")
+        if wrong:
+            out.append(Result(s, "kubeadm and kubelet", FAIL, line, _OUTSIDE))
+        elif kubelet_running and not same_version(kubelet_running, x.kubernetes_version):
+            out.append(Result(s, "kubeadm and kubelet", FAIL, line, "the planned kubelet is installed but the old one runs: "
+                              "`sudo systemctl restart kubelet` on the node"))
+        else:
+            out.append(Result(s, "kubeadm and kubelet", PASS, line))
+    return out
+
+
+def _gpu_identity(x: Expected, ev: Evidence) -> Result | None:
+    """Each GPU the stack deployed (gpuInventory: UUID at a guest PCI address) against `nvidia-smi -q` now.
+
+    A UUID is the board's own (it stays the same inside and outside the VM); the guest address is the slot the
+    domain gives it. Another UUID at a deployed address is a replaced board; an address with no GPU a lost one.
+    """
+    s, name = "drift", "GPUs by UUID and PCI address"
+    if not x.gpu_bus_ids:
+        return None if not x.gpu_count else Result(
+            s, name, SKIP, "the stack's gpuInventory output records no GPU addresses (a stack deployed before it did)")
+    q = ev.guest.get("nvidia-smi-q")
+    if q is None or q.rc != 0:
+        return _missing(s, name, "nvidia-smi-q", ev)
+    _, q_gpus = query_gpus(q.stdout)
+    now = {normalize_pci(g.bus_id): g.uuid for g in q_gpus if g.bus_id}
+    replaced, lost = [], []
+    for uuid, addr in x.gpu_bus_ids:
+        if addr not in now:
+            lost.append(f"{addr} ({uuid}) is gone")
+        elif now[addr] != uuid:
+            replaced.append(f"{addr} was {uuid}, is {now[addr]}")
+    if lost:
+        return Result(s, name, FAIL, "; ".join(lost + replaced),
+                      "a lost GPU: seed 003 step 2 (guest driver above: Xid 79 fallen off the bus, `dmesg | grep -i nvrm`), "
+                      "then the hostdevs on the hypervisor; drain and reboot the VM, and if it stays lost remove it from vms[].gpus")
+    if replaced:
+        return Result(s, name, FAIL, "replaced board: " + "; ".join(replaced),
+                      "a board was swapped at the same address (an RMA, a moved card): check the new one (seed 003 step 2), "
+                      "then record it: `kubectl annotate node <vm> gpu-stack.io/gpu-uuids-` and `pulumi up --replace '<urn of <vm>-guest-verify>'`, "
+                      "which re-runs verify: it writes gpuInventory and the gpu-stack.io/gpu-uuids annotation anew (docs/OPERATIONS.md, Drift)")
+    return Result(s, name, PASS, f"{len(x.gpu_bus_ids)} GPUs at their deployed addresses with their deployed UUIDs")
+
+
+def _annotation_results(x: Expected, ev: Evidence) -> list[Result]:
+    """The planned versions recorded on the Node (NODE_ANNOTATIONS) against this config: an older record means the
+    node's upgrade path has not run since the config changed."""
+    node = ev.k8s.get("node")
+    if not node:
+        return []
+    notes = (node.get("metadata") or {}).get("annotations") or {}
+    want = {"driver": x.driver_version if x.gpu_count else None, "fabricmanager": x.driver_version if x.fabricmanager_package else None,
+            "toolkit": x.toolkit_version, "kubernetes": x.kubernetes_version}
+    missing, stale = [], []
+    for what, value in want.items():
+        if not value:
+            continue
+        have = notes.get(NODE_ANNOTATIONS[what])
+        if have is None:
+            missing.append(NODE_ANNOTATIONS[what])
+        elif have != value:
+            stale.append(f"{NODE_ANNOTATIONS[what]}={have}, plan {value}")
+    if stale:
+        return [Result("drift", "recorded plan (node annotations)", WARN, "; ".join(stale),
+                       "the config changed since this node's upgrade path last ran: `pulumi up` (read `make plan` rollout.json first)")]
+    if missing:
+        return [Result("drift", "recorded plan (node annotations)", WARN, f"not recorded: {', '.join(missing)}",
+                       "a node bootstrapped before gpu-stack recorded them: the next `pulumi up` that runs the upgrade path writes them")]
+    return [Result("drift", "recorded plan (node annotations)", PASS, "the node's gpu-stack.io/expected-* annotations match the plan")]
+
+
+def check_drift(x: Expected, ev: Evidence) -> list[Result]:
+    s = "drift"
+    if not ev.guest:
+        return [Result(s, "drift checks", SKIP, "guest not reachable (see guest driver)")]
+    r = ev.guest.get("packages")
+    pkgs = parse_packages(r.stdout) if r is not None else None
+    out = _version_results(x, ev, pkgs)
+    if pkgs is None:
+        out.append(_missing(s, "package versions", "packages", ev))
+    gpu = _gpu_identity(x, ev)
+    if gpu is not None:
+        out.append(gpu)
+    out += _annotation_results(x, ev)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -153,10 +153,11 @@ def gpu_alert_groups(expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...
 
 
 def prometheus_rule(ns: str, labels: dict[str, Any], expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...] = (),
-                    metrics: Metrics = METRICS) -> dict[str, Any]:
+                    metrics: Metrics = METRICS, extra_groups: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    """extra_groups: render/drift_check.drift_alert_group where the drift check is on."""
     return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
             "metadata": {"name": "gpu-stack-gpu-alerts", "namespace": ns, "labels": labels},
-            "spec": {"groups": gpu_alert_groups(expected_gpus, fabric_nodes, metrics)}}
+            "spec": {"groups": [*gpu_alert_groups(expected_gpus, fabric_nodes, metrics), *extra_groups]}}
 
 
 def _panel(pid: int, title: str, expr: str, unit: str, x: int, y: int) -> dict[str, Any]:

@@ -299,7 +299,9 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
         phases.append(Phase("kubernetes", params, stdin_secret=stdin, long_running=True, late_params=late))
         if role == "init":
             phases.append(Phase("kubeconfig", {}, secret_stdout=True))
-    phases.append(Phase("verify", {**counts, "GS_RUNTIME": rt.name}))
+    # GS_ANNOTATE: record the installed versions and the GPUs on the Node (lib.sh record_on_node), where gpu-stack joined it
+    phases.append(Phase("verify", {**counts, "GS_RUNTIME": rt.name, "GS_NODE_NAME": vm.name,
+                                   "GS_ANNOTATE": "1" if kubernetes is not None and role in ("init", "join") else "0"}))
     return phases
 
 

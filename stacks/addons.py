@@ -23,9 +23,12 @@ from components.monitoring_stack import MonitoringStack, MonitoringStackArgs
 from components.nvidia_runtime import NvidiaRuntimeClass
 from components.pod_network import PodNetwork, PodNetworkArgs
 from components.readiness_gate import ReadinessGate, ReadinessGateArgs
+from render.catalog import nvlink_generation
+from render.drift_check import drift_alert_group, drift_check_objects
 from render.guest_scripts import readiness_phase
 from render.helm_values import monitor_labels, prometheus_storage, uses_runtime_class
 from render.k8s_manifests import GPU_PRESENT_LABEL, RUNTIME_CLASS, SMOKE_JOB, SMOKE_NAMESPACE
+from render.nvidia_packages import fabric_packages
 from stacks.config import StackConfig
 from stacks.load import LoadedStack
 
@@ -108,9 +111,16 @@ def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after
         converged.append(monitoring.release)
     if monitoring is not None and (a.device_plugin.enabled or a.gpu_operator.enabled):
         expected = {vm.name: len(vm.gpus) for vm in cfg.vms if vm.gpus}
+        drift: tuple[dict, ...] = ()
+        if a.monitoring.drift_check.enabled and cfg.guest is not None:
+            # the optional drift check (render/drift_check.py): its DaemonSet and PodMonitor, and its alert in the GPU rules
+            fm = sorted({fabric_packages(cfg.guest.os.family, cfg.guest.nvidia.driver_version,
+                                         nvlink_generation=nvlink_generation([g.model for g in vm.gpus])).probe
+                         for vm in cfg.vms if vm.nvswitches})
+            drift = tuple(drift_check_objects(a, monitoring.namespace, monitoring.labels, cfg.guest.os.family, " ".join(fm) or None))
         dcgm = DcgmServiceMonitor("dcgm", DcgmServiceMonitorArgs(
             "operator" if a.gpu_operator.enabled else "standalone", a, monitoring, expected, runtime_class, provider, deps,
-            tuple(vm.name for vm in cfg.vms if vm.nvswitches)))
+            tuple(vm.name for vm in cfg.vms if vm.nvswitches), drift, (drift_alert_group(),) if drift else ()))
         converged.append(dcgm.objects)
     if a.gpu_quotas:
         GpuQuotas("gpu-quotas", a.gpu_quotas, provider, after)

@@ -506,6 +506,13 @@ class GpuOperator(Model):
     """dcgmExporter.version: the exporter our counters file (render/dcgm-counters.csv) is derived from, in the chart's tag format (<dcgm-exporter>-<dcgm>-<flavour>)."""
 
 
+class DriftCheck(Model):
+    enabled: bool = False
+    """A DaemonSet on the GPU nodes that compares each node's driver, Fabric Manager, toolkit, kubelet/kubeadm and GPUs with what gpu-stack recorded on its Node (gpu-stack.io/expected-*, gpu-stack.io/gpu-uuids) and exports gpu_stack_node_drift, with the alert GpuStackNodeDrift. Needs monitoring.enabled."""
+    interval_seconds: int = Field(default=300, ge=60, le=86400)
+    """How often each node is compared (seconds)."""
+
+
 class Monitoring(Model):
     enabled: bool = True
     release_name: Name = "kube-prometheus-stack"
@@ -522,6 +529,8 @@ class Monitoring(Model):
     """Chart default: Prometheus selects only monitors labelled `release: <releaseName>` (gpu-stack always sets it). false: select every ServiceMonitor, PodMonitor and PrometheusRule."""
     dcgm_exporter_image_tag: ImageTag = "4.5.3-4.8.2-ubuntu22.04"
     """Standalone dcgm-exporter (device plugin path); the counters file we ship matches 4.5.3-4.8.2."""
+    drift_check: DriftCheck = Field(default_factory=DriftCheck)
+    """The optional in-cluster drift check (docs/OPERATIONS.md, Drift): off by default."""
 
 
 class PodNetwork(Model):

@@ -133,7 +133,7 @@ def test_unreachable_sources_do_not_pretend():
     by = {(r.section, r.check): r.status for r in results}
     assert by == {("hypervisor", "hypervisor reachable"): WARN, ("guest driver", "guest reachable"): FAIL,
                   ("runtime", "runtime checks"): "SKIP", ("kubernetes", "cluster reachable"): WARN,
-                  ("workloads", "GPU pods"): "SKIP", ("monitoring", "monitoring"): "SKIP"}
+                  ("workloads", "GPU pods"): "SKIP", ("monitoring", "monitoring"): "SKIP", ("drift", "drift checks"): "SKIP"}
 
 
 def runtime_results(runtime: str, guest: dict[str, str]) -> dict[str, object]:

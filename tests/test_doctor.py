@@ -23,7 +23,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from render.diagnosis import FAIL, GUEST_COMMANDS, PASS, WARN, is_read_only
+from render.diagnosis import FAIL, GUEST_COMMANDS, NODE_ANNOTATIONS, PASS, WARN, is_read_only, package_command
 from tests.support.doctor_servers import KubeApi, SshServer
 from tools import doctor, mockrun, plan
 
@@ -43,6 +43,11 @@ HOST_ADDRESSES = ["0000:18:00.0", "0000:2a:00.0", "0000:3a:00.0", "0000:5d:00.0"
 NVSWITCH_ADDRESSES = HOST_ADDRESSES[8:]
 
 
+def guest_bus(i: int) -> str:
+    """GPU i's guest address as nvidia-smi prints it: 0000:0d:00.0 (lspci -D) -> 00000000:0D:00.0."""
+    return "0000" + GUEST_GPU_BUS[i].upper().replace("0000:", ":", 1)
+
+
 def derived_query(n: int, fabric_state: str = "Completed", fabric_status: str = "Success") -> str:
     """`nvidia-smi -q` for n H100s: the real 1xH100 VM capture's GPU block per GPU, with the real guest bus IDs and UUIDs."""
     text = (NVSMI / "nvidia-smi-q.1xH100-SXM-80GB-VM.590.48.01.txt").read_text()
@@ -50,7 +55,7 @@ def derived_query(n: int, fabric_state: str = "Completed", fabric_status: str = 
     head = head.replace("Attached GPUs                                          : 1", f"Attached GPUs                                          : {n}")
     blocks = []
     for i in range(n):
-        bus = "0000" + GUEST_GPU_BUS[i].upper().replace("0000:", ":", 1)  # 0000:0d:00.0 -> 00000000:0D:00.0
+        bus = guest_bus(i)
         b = block.replace("GPU-00000000-0000-0000-0000-000000000000", H100_UUIDS[i]).replace("00000000:00:09.0", bus)
         b = b.replace("        State                                          : Completed", f"        State                                          : {fabric_state}")
         b = b.replace("        Status                                         : Success", f"        Status                                         : {fabric_status}")
@@ -82,6 +87,26 @@ DMESG = ("[    3.912345] nvidia: loading out-of-tree module taints kernel.\n"
          "[    4.101112] NVRM: loading NVIDIA UNIX x86_64 Kernel Module  590.48.01  Tue Nov 18 00:00:00 UTC 2025\n")
 
 
+# /proc/driver/nvidia/version of the open kernel module, in the format NVIDIA's and distributions' docs show it
+# ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  555.42.06  Release Build  (abuild@host)  <date>")
+def proc_version(version: str) -> str:
+    return (f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {version}  Release Build  (dvs-builder@U22-I3-AM02-24-3)  "
+            "Tue Nov 18 00:00:00 UTC 2025\nGCC version:  gcc version 12.3.0 (Ubuntu 12.3.0-1ubuntu1~22.04)\n")
+
+
+# the packages the doctor asks dpkg-query about (tests/fixtures/doctor/Pulumi.h100.yaml: Ubuntu 22.04, driver 590.48.01 with
+# 4 NVSwitches, toolkit 1.17.8, Kubernetes 1.32.4), as `dpkg-query -W -f='${Package} ${Version}\n'` prints installed ones
+DRIFT_PKGS = ("nvidia-container-toolkit", "containerd", "containerd.io", "kubeadm", "kubelet", "nvidia-fabricmanager-590")
+PACKAGES = {"nvidia-container-toolkit": "1.17.8-1", "containerd": "1.7.27-0ubuntu1~22.04.1", "kubeadm": "1.32.4-1.1",
+            "kubelet": "1.32.4-1.1", "nvidia-fabricmanager-590": "590.48.01-0ubuntu0.22.04.1"}
+
+
+def dpkg_answer(pkgs: dict[str, str]) -> tuple[int, str, str]:
+    out = "".join(f"{n} {pkgs[n]}\n" for n in DRIFT_PKGS if n in pkgs)
+    err = "".join(f"dpkg-query: no packages found matching {n}\n" for n in DRIFT_PKGS if n not in pkgs)
+    return (1 if err else 0), out, err
+
+
 def xid79_line(i: int) -> str:
     return f"[ 9321.{i:06d}] NVRM: Xid (PCI:{GUEST_GPU_BUS[i][:-2]}): 79, pid=2116, name=nv-fabricmanage, GPU has fallen off the bus.\n"
 
@@ -101,6 +126,9 @@ def healthy_guest() -> dict[str, tuple[int, str, str]]:
         g["containerd-config"]: (0, CONTAINERD_WITH_NVIDIA, ""),
         g["kubelet-checkpoint"]: (0, json.dumps({"Data": {"PodDeviceEntries": None, "RegisteredDevices": {"nvidia.com/gpu": H100_UUIDS}},
                                                  "Checksum": 1946322215}), ""),
+        g["driver-loaded"]: (0, proc_version("590.48.01"), ""),
+        g["driver-installed"]: (0, "590.48.01\n", ""),
+        package_command("ubuntu", DRIFT_PKGS): dpkg_answer(PACKAGES),
     }
 
 
@@ -162,9 +190,13 @@ def event(pod_name: str, namespace: str, reason: str, message: str, type_: str =
 
 def healthy_cluster() -> dict:
     node = {"apiVersion": "v1", "kind": "Node",
-            "metadata": meta(VM, labels={"kubernetes.io/hostname": VM, "kubernetes.io/os": "linux", "nvidia.com/gpu.present": "true"}),
+            "metadata": meta(VM, labels={"kubernetes.io/hostname": VM, "kubernetes.io/os": "linux", "nvidia.com/gpu.present": "true"},
+                             annotations={NODE_ANNOTATIONS["driver"]: "590.48.01", NODE_ANNOTATIONS["fabricmanager"]: "590.48.01",
+                                          NODE_ANNOTATIONS["toolkit"]: "1.17.8", NODE_ANNOTATIONS["kubernetes"]: "1.32.4"}),
             "spec": {"taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]},
-            "status": {"capacity": {"cpu": "64", "memory": "263921512Ki", "pods": "110", "nvidia.com/gpu": "8"},
+            "status": {"nodeInfo": {"kubeletVersion": "v1.32.4", "containerRuntimeVersion": "containerd://1.7.27",
+                                    "kernelVersion": "5.15.0-160-generic", "osImage": "Ubuntu 22.04.5 LTS"},
+                       "capacity": {"cpu": "64", "memory": "263921512Ki", "pods": "110", "nvidia.com/gpu": "8"},
                        "allocatable": {"cpu": "64", "memory": "263819112Ki", "pods": "110", "nvidia.com/gpu": "8"},
                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}]}}
     plugin_pod = pod("nvidia-device-plugin-x7k2p", "nvidia-device-plugin", VM, "Running")
@@ -278,7 +310,8 @@ def run_doctor(ssh, kube, keys, stack_dir, planned_domain, stack_outputs, tmp_pa
         "vms": {VM: {"ip": "127.0.0.1", "mac": "52:54:00:a9:a2:12", "domainId": "uuid", "hostPublicKey": host.export_public_key().decode(),
                      "iommuGroups": stack_outputs["vms"][VM]["iommuGroups"]}},
         "gpuInventory": {VM: {"driverVersion": "590.48.01", "cudaVersion": "13.1",
-                              "gpus": [{"index": i, "name": "NVIDIA H100 80GB HBM3", "uuid": u, "busId": "", "memoryMib": 81559} for i, u in enumerate(H100_UUIDS)]}},
+                              "gpus": [{"index": i, "name": "NVIDIA H100 80GB HBM3", "uuid": u, "busId": guest_bus(i), "memoryMib": 81559}
+                                       for i, u in enumerate(H100_UUIDS)]}},
         "expectedAllocatable": {VM: {"nvidia.com/gpu": 8}},
     }))
 
@@ -335,7 +368,10 @@ def test_a_device_only_renumbered_is_a_warning(run_doctor, planned_domain, stack
 def test_healthy_8xh100_nvswitch(run_doctor, capsys):
     code, results = run_doctor(healthy_guest(), healthy_cluster(), capsys)
     assert statuses(results, FAIL) == set() and code == 0
-    assert [s for s, _ in results][0] == "hypervisor" and [s for s, _ in results][-1] == "monitoring"
+    assert [s for s, _ in results][0] == "hypervisor" and [s for s, _ in results][-1] == "drift"
+    assert {c for (s, c), r in results.items() if s == "drift" and r["status"] == PASS} == {
+        "driver", "Fabric Manager", "nvidia-container-toolkit", "containerd", "kubeadm and kubelet", "GPUs by UUID and PCI address",
+        "recorded plan (node annotations)"}
     assert results[("guest driver", "GPU count and UUIDs")]["evidence"] == "8 of 8 GPUs listed (matched by UUID)"
     assert results[("guest driver", "fabric state")]["evidence"] == "Completed/Success on 8 GPUs"
     assert results[("guest driver", "Fabric Manager active")]["status"] == PASS
@@ -539,7 +575,11 @@ def test_a_command_outside_the_allowlist_is_never_sent(ssh):
 
 def test_allowlist_holds_only_reading_commands():
     verbs = {c.split()[0] if c.split()[0] != "sudo" else c.split()[2] for c in GUEST_COMMANDS.values()}
-    assert verbs == {"nvidia-smi", "cat", "systemctl", "dmesg", "nvidia-ctk", "containerd"}
+    assert verbs == {"nvidia-smi", "cat", "systemctl", "dmesg", "nvidia-ctk", "containerd", "modinfo"}
+    for family in ("ubuntu", "rhel"):
+        c = package_command(family, DRIFT_PKGS)
+        assert is_read_only(c) and not is_read_only(c + "; reboot") and not is_read_only(c.replace("kubeadm", "$(reboot)"))
+        assert c.split()[:2] in (["dpkg-query", "-W"], ["rpm", "-q"])
     for c in GUEST_COMMANDS.values():
         assert not re.search(r"\b(restart|start|stop|enable|disable|rm|reset|configure|generate|-r|--gpu-reset|-pm)\b", c.replace("systemctl status", "")), c
     assert is_read_only("virsh -c qemu:///system dumpxml gpu-h100") and not is_read_only("virsh -c qemu:///system destroy gpu-h100")
@@ -648,3 +688,69 @@ def test_hypervisor_key_defaults_to_the_one_the_provider_uses(ssh, kube, keys, s
     (gpu-stack:hypervisorSshPrivateKey, else the guests' key), never the user's agent by surprise."""
     _hypervisor_only(ssh, kube, keys, stack_dir, tmp_path, capsys, {"root": {}}, host_key=False)
     assert "root" in {u for u, _ in ssh.received}
+
+
+# --- drift (issue 26 item 4): the node against what the stack deployed ------------------------------
+
+def drift(results: dict) -> dict:
+    return {c: r for (s, c), r in results.items() if s == "drift"}
+
+
+def test_versions_changed_outside_gpu_stack_fail_with_their_fix(run_doctor, capsys):
+    """An unattended upgrade and a hand fix: each component that differs from the plan is a FAIL naming both versions."""
+    guest = healthy_guest()
+    g = GUEST_COMMANDS
+    guest[g["driver-loaded"]] = (0, proc_version("580.95.05"), "")
+    guest[g["driver-installed"]] = (0, "580.95.05\n", "")
+    guest[package_command("ubuntu", DRIFT_PKGS)] = dpkg_answer(dict(
+        PACKAGES, **{"nvidia-container-toolkit": "1.18.0-1", "containerd": "1.7.28-0ubuntu1~22.04.1", "kubelet": "1.32.5-1.1",
+                     "nvidia-fabricmanager-590": "590.44.01-0ubuntu0.22.04.1"}))
+    code, results = run_doctor(guest, healthy_cluster(), capsys)
+    d = drift(results)
+    assert code == 1
+    assert d["driver"]["status"] == FAIL and d["driver"]["evidence"] == "driver loaded 580.95.05, installed 580.95.05, plan 590.48.01"
+    assert "outside gpu-stack" in d["driver"]["fix"] and "upgrade-check" in d["driver"]["fix"]
+    assert d["Fabric Manager"]["status"] == FAIL and d["Fabric Manager"]["evidence"] == "nvidia-fabricmanager-590 590.44.01, plan 590.48.01"
+    assert d["nvidia-container-toolkit"]["evidence"] == "nvidia-container-toolkit 1.18.0, plan 1.17.8"
+    assert d["nvidia-container-toolkit"]["status"] == FAIL
+    assert d["containerd"]["status"] == FAIL and d["containerd"]["evidence"] == "containerd installed 1.7.28, running 1.7.27"
+    assert "restart containerd" in d["containerd"]["fix"]
+    assert d["kubeadm and kubelet"]["status"] == FAIL
+    assert d["kubeadm and kubelet"]["evidence"] == "kubeadm 1.32.4, kubelet 1.32.5 installed, v1.32.4 running, plan 1.32.4"
+
+
+def test_planned_driver_installed_but_the_old_module_loaded_says_reboot(run_doctor, capsys):
+    guest = healthy_guest()
+    guest[GUEST_COMMANDS["driver-loaded"]] = (0, proc_version("580.95.05"), "")
+    code, results = run_doctor(guest, healthy_cluster(), capsys)
+    d = drift(results)["driver"]
+    assert code == 1 and d["status"] == FAIL and d["evidence"] == "driver loaded 580.95.05, installed 590.48.01, plan 590.48.01"
+    assert "reboot" in d["fix"] and "drain" in d["fix"]
+
+
+def test_a_replaced_board_is_another_uuid_at_the_same_address(run_doctor, capsys):
+    guest = healthy_guest()
+    new = "GPU-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d"
+    guest[GUEST_COMMANDS["nvidia-smi-q"]] = (0, derived_query(8).replace(H100_UUIDS[3], new), "")
+    code, results = run_doctor(guest, healthy_cluster(), capsys)
+    r = drift(results)["GPUs by UUID and PCI address"]
+    addr = GUEST_GPU_BUS[3]
+    assert code == 1 and r["status"] == FAIL and r["evidence"] == f"replaced board: {addr} was {H100_UUIDS[3]}, is {new}"
+    assert "guest-verify" in r["fix"] and "gpu-stack.io/gpu-uuids" in r["fix"]
+
+
+def test_a_lost_gpu_is_a_deployed_address_with_no_gpu(run_doctor, capsys):
+    guest = healthy_guest()
+    guest[GUEST_COMMANDS["nvidia-smi-q"]] = (0, derived_query(7), "")
+    code, results = run_doctor(guest, healthy_cluster(), capsys)
+    r = drift(results)["GPUs by UUID and PCI address"]
+    assert code == 1 and r["status"] == FAIL and r["evidence"] == f"{GUEST_GPU_BUS[7]} ({H100_UUIDS[7]}) is gone"
+    assert "seed 003 step 2" in r["fix"]
+
+
+def test_an_older_recorded_plan_on_the_node_is_a_warning(run_doctor, capsys):
+    cluster = healthy_cluster()
+    cluster["node"]["metadata"]["annotations"][NODE_ANNOTATIONS["toolkit"]] = "1.17.7"
+    code, results = run_doctor(healthy_guest(), cluster, capsys)
+    r = drift(results)["recorded plan (node annotations)"]
+    assert code == 0 and r["status"] == WARN and r["evidence"] == "gpu-stack.io/expected-toolkit=1.17.7, plan 1.17.8"

@@ -8,7 +8,8 @@ the JSON of `pulumi stack output --json --show-secrets`, or the same through
 the Automation API), then collects, read-only:
 - from each VM over SSH with the stack's key, pinning the host key from the
   `vms.<name>.hostPublicKey` output: nvidia-smi, dmesg, modules, Fabric
-  Manager, the runtime config, the kubelet checkpoint;
+  Manager, the runtime config, the kubelet checkpoint, and for drift the
+  loaded and installed driver and the installed package versions;
 - from the hypervisor (hosts[].libvirtUri, qemu+ssh://user@host/system):
   `virsh dumpxml`, the devices' driver and IOMMU group in sysfs;
 - from the cluster through the `kubeconfig` output with the official
@@ -52,9 +53,14 @@ from render.diagnosis import (
     evidence_files,
     exit_code,
     host_commands,
+    drift_packages,
     is_read_only,
+    package_command,
     redact,
 )
+from render.catalog import nvlink_generation
+from render.nvidia_packages import fabric_packages
+from render.nvidia_smi import normalize_pci
 from render.helm_values import uses_runtime_class
 from render.k8s_manifests import RUNTIME_CLASS
 from render.mmio import hole64_gib
@@ -112,6 +118,7 @@ def expected_for(cfg: StackConfig, vm_name: str, outputs: dict[str, Any]) -> Exp
     vm = next(v for v in cfg.vms if v.name == vm_name)
     inventory = (outputs.get("gpuInventory") or {}).get(vm_name) or {}
     uuids = tuple(g["uuid"] for g in inventory.get("gpus") or [] if g.get("uuid"))
+    bus_ids = tuple((g["uuid"], normalize_pci(g["busId"])) for g in inventory.get("gpus") or [] if g.get("uuid") and g.get("busId"))
     alloc_out = (outputs.get("expectedAllocatable") or {}).get(vm_name)
     alloc_cfg = expected_allocatable(cfg).get(vm_name)
     resource = gpu_resource(cfg)
@@ -149,6 +156,12 @@ def expected_for(cfg: StackConfig, vm_name: str, outputs: dict[str, Any]) -> Exp
         iommu_groups=_recorded_groups(outputs, vm.name),
         assigned_elsewhere={d.address: f"vms[{i}] ({v.name})" for i, v in enumerate(cfg.vms)
                             if v.name != vm.name and v.host == vm.host for d in (*v.gpus, *v.nvswitches)},
+        gpu_bus_ids=bus_ids,
+        kubernetes_version=k.version if k and k.mode != "existing" else None,
+        fabricmanager_package=fabric_packages(guest.os.family, guest.nvidia.driver_version,
+                                              nvlink_generation=nvlink_generation([g.model for g in vm.gpus])).probe
+        if guest and vm.nvswitches else None,
+        os_family=guest.os.family if guest else "ubuntu",
     )
 
 
@@ -207,7 +220,9 @@ def guest_commands(x: Expected) -> dict[str, str]:
     if x.nvswitch:
         keys += ["nvidia-smi-topo", "nvidia-smi-nvlink", "fabricmanager"]
     keys.append("containerd-config" if x.runtime == "containerd" else "docker-daemon")
-    return {k: GUEST_COMMANDS[k] for k in keys}
+    if x.gpu_count:
+        keys += ["driver-loaded", "driver-installed"]
+    return {**{k: GUEST_COMMANDS[k] for k in keys}, "packages": package_command(x.os_family, drift_packages(x))}
 
 
 def run_local(commands: dict[str, str], ran: list[str] | None = None) -> dict[str, CommandResult]:

@@ -87,6 +87,15 @@ if [ "$GS_ANNOTATE" = 1 ]; then
   fi
 fi
 
+# the plan this node is meant to run, for the doctor and the drift check (lib.sh record_on_node)
+if [ "$GS_ANNOTATE" = 1 ]; then
+  fm_expected=""
+  [ "$GS_NVSWITCH_COUNT" -gt 0 ] && fm_expected="$GS_DRIVER_VERSION"
+  record_on_node overwrite "${EXPECTED_ANNOTATION}driver=${GS_DRIVER_VERSION}" "${EXPECTED_ANNOTATION}fabricmanager=${fm_expected}" \
+    "${EXPECTED_ANNOTATION}toolkit=${GS_TOOLKIT_VERSION}" "${EXPECTED_ANNOTATION}kubernetes=${GS_K8S_VERSION}" \
+    || die "node ${GS_NODE_NAME}, phase upgrade-check: cannot record the planned versions on node ${GS_NODE_NAME} with the kubelet's credentials; seed 003 step 1: kubectl get nodes, journalctl -u kubelet"
+fi
+
 if [ "$decision" = none ]; then
   echo "GPU_STACK_ROLLOUT=none"
   log "${GS_NODE_NAME} runs the configured versions: nothing to roll out (no cordon, no drain, no reboot)"

@@ -13,4 +13,11 @@ esac
 pkg_timers_resume >&2
 # the node is at the configured versions (verify.sh does the same)
 [ -e "$GS_ROOT$ROLLOUT_FILE" ] || printf 'none\n' | write_file "$ROLLOUT_FILE" 0644 >&2 || true
+# what this bootstrap installed, where the node has no record yet (lib.sh record_on_node; verify.sh does the same)
+if [ "$GS_ANNOTATE" = 1 ]; then
+  toolkit=$(pkg_version nvidia-container-toolkit)
+  kubelet=$(pkg_version kubelet)
+  record_on_node absent "${EXPECTED_ANNOTATION}toolkit=${toolkit%%-*}" "${EXPECTED_ANNOTATION}kubernetes=${kubelet%%-*}" >&2 \
+    || log "node ${GS_NODE_NAME}: the API server did not answer with the kubelet's credentials, so the versions are not recorded on the Node" >&2
+fi
 echo "--- gpu-inventory ---"

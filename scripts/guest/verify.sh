@@ -119,7 +119,20 @@ pkg_timers_resume >&2
 # the node is at the configured versions: nothing to roll out until upgrade-check says otherwise, so an upgrade
 # step that a gpu-stack release re-runs alone (upgrade-reboot after an edit of its script) finds "none" and skips
 [ -e "$GS_ROOT$ROLLOUT_FILE" ] || printf 'none\n' | write_file "$ROLLOUT_FILE" 0644 >&2 || true
+inventory=$(nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader)
+# what this bootstrap installed and verified, and its GPUs (UUID@bus id), where the node has no record yet (lib.sh record_on_node)
+if [ "$GS_ANNOTATE" = 1 ]; then
+  toolkit=$(pkg_version nvidia-container-toolkit)
+  kubelet=$(pkg_version kubelet)
+  driver=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+  fm=""
+  [ "$GS_NVSWITCH_COUNT" -gt 0 ] && fm="$driver"
+  gpus=$(awk -F ', ' 'NF >= 4 { printf "%s%s@%s", (n++ ? "," : ""), $3, $4 }' <<<"$inventory")
+  record_on_node absent "${EXPECTED_ANNOTATION}driver=${driver}" "${EXPECTED_ANNOTATION}fabricmanager=${fm}" \
+    "${EXPECTED_ANNOTATION}toolkit=${toolkit%%-*}" "${EXPECTED_ANNOTATION}kubernetes=${kubelet%%-*}" "${GPU_UUIDS_ANNOTATION}=${gpus}" >&2 \
+    || log "node ${GS_NODE_NAME}: the API server did not answer with the kubelet's credentials, so the GPUs and versions are not recorded on the Node (gpu-stack doctor says so; docs/OPERATIONS.md, Drift)" >&2
+fi
 echo "--- gpu-inventory ---"
-nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader
+printf '%s\n' "$inventory"
 echo "--- nvidia-smi ---"
 nvidia-smi

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # gpu-stack guest phase 'verify': scripts/guest/verify.sh with its parameters (render/guest_scripts.py)
 set -euo pipefail
+export GS_ANNOTATE=1
 export GS_GPU_COUNT=1
+export GS_NODE_NAME=k8s-gpu-alma
 export GS_NVSWITCH_COUNT=0
 export GS_PHASE=verify
 export GS_RUNTIME=docker
@@ -281,6 +283,40 @@ node_annotation() { kubectl get node "$1" -o jsonpath="{.metadata.annotations.${
 
 # rollout_pending: this node has something to roll out, or nothing recorded says otherwise.
 rollout_pending() { [ "$(cat "$GS_ROOT$ROLLOUT_FILE" 2>/dev/null || true)" != none ]; }
+
+# --- drift: the plan recorded on the Node (docs/OPERATIONS.md, Drift) ---------------------
+# gpu-stack.io/expected-{driver,fabricmanager,toolkit,kubernetes}: the versions this node is
+# meant to run; gpu-stack.io/gpu-uuids: its GPUs as UUID@PCI-address (the guest's), comma-
+# separated. upgrade-check writes the versions from the config each time it runs; the
+# bootstrap's verify writes what it has just installed and verified, and the GPUs, only where
+# the node has no record yet, so that a later re-run of verify never records a drifted node
+# as planned. The doctor (render/diagnosis.py NODE_ANNOTATIONS) and the optional in-cluster
+# drift check compare the node with them.
+# shellcheck disable=SC2034  # read by upgrade-check, verify and verify-cpu, inlined after this library
+EXPECTED_ANNOTATION=gpu-stack.io/expected-
+# shellcheck disable=SC2034  # read by verify
+GPU_UUIDS_ANNOTATION=gpu-stack.io/gpu-uuids
+
+# record_on_node overwrite|absent KEY=VALUE...: set each annotation of this node (GS_NODE_NAME)
+# with the kubelet's own credentials (NodeRestriction allows a node its own annotations) where
+# it differs: `overwrite` replaces another value, `absent` writes only keys the node lacks. An
+# empty VALUE is skipped. Returns 1, changing nothing more, when the API server does not answer.
+record_on_node() {
+  local mode="$1" kv key value current
+  shift
+  export KUBECONFIG="$GS_ROOT/etc/kubernetes/kubelet.conf"
+  [ -s "$KUBECONFIG" ] || return 1
+  for kv in "$@"; do
+    key="${kv%%=*}"
+    value="${kv#*=}"
+    [ -n "$value" ] || continue
+    current=$(node_annotation "$GS_NODE_NAME" "$key") || return 1
+    [ "$current" != "$value" ] || continue
+    [ "$mode" = overwrite ] || [ -z "$current" ] || continue
+    kubectl annotate --overwrite node "$GS_NODE_NAME" "${key}=${value}" >/dev/null || return 1
+    changed "annotated ${key}=${value}"
+  done
+}
 
 # --- package repositories ---------------------------------------------------------------
 # Vendor repositories are added by the phase that installs from them, each with its signing key
@@ -665,7 +701,20 @@ pkg_timers_resume >&2
 # the node is at the configured versions: nothing to roll out until upgrade-check says otherwise, so an upgrade
 # step that a gpu-stack release re-runs alone (upgrade-reboot after an edit of its script) finds "none" and skips
 [ -e "$GS_ROOT$ROLLOUT_FILE" ] || printf 'none\n' | write_file "$ROLLOUT_FILE" 0644 >&2 || true
+inventory=$(nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader)
+# what this bootstrap installed and verified, and its GPUs (UUID@bus id), where the node has no record yet (lib.sh record_on_node)
+if [ "$GS_ANNOTATE" = 1 ]; then
+  toolkit=$(pkg_version nvidia-container-toolkit)
+  kubelet=$(pkg_version kubelet)
+  driver=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
+  fm=""
+  [ "$GS_NVSWITCH_COUNT" -gt 0 ] && fm="$driver"
+  gpus=$(awk -F ', ' 'NF >= 4 { printf "%s%s@%s", (n++ ? "," : ""), $3, $4 }' <<<"$inventory")
+  record_on_node absent "${EXPECTED_ANNOTATION}driver=${driver}" "${EXPECTED_ANNOTATION}fabricmanager=${fm}" \
+    "${EXPECTED_ANNOTATION}toolkit=${toolkit%%-*}" "${EXPECTED_ANNOTATION}kubernetes=${kubelet%%-*}" "${GPU_UUIDS_ANNOTATION}=${gpus}" >&2 \
+    || log "node ${GS_NODE_NAME}: the API server did not answer with the kubelet's credentials, so the GPUs and versions are not recorded on the Node (gpu-stack doctor says so; docs/OPERATIONS.md, Drift)" >&2
+fi
 echo "--- gpu-inventory ---"
-nvidia-smi --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader
+printf '%s\n' "$inventory"
 echo "--- nvidia-smi ---"
 nvidia-smi

@@ -293,6 +293,40 @@ node_annotation() { kubectl get node "$1" -o jsonpath="{.metadata.annotations.${
 # rollout_pending: this node has something to roll out, or nothing recorded says otherwise.
 rollout_pending() { [ "$(cat "$GS_ROOT$ROLLOUT_FILE" 2>/dev/null || true)" != none ]; }
 
+# --- drift: the plan recorded on the Node (docs/OPERATIONS.md, Drift) ---------------------
+# gpu-stack.io/expected-{driver,fabricmanager,toolkit,kubernetes}: the versions this node is
+# meant to run; gpu-stack.io/gpu-uuids: its GPUs as UUID@PCI-address (the guest's), comma-
+# separated. upgrade-check writes the versions from the config each time it runs; the
+# bootstrap's verify writes what it has just installed and verified, and the GPUs, only where
+# the node has no record yet, so that a later re-run of verify never records a drifted node
+# as planned. The doctor (render/diagnosis.py NODE_ANNOTATIONS) and the optional in-cluster
+# drift check compare the node with them.
+# shellcheck disable=SC2034  # read by upgrade-check, verify and verify-cpu, inlined after this library
+EXPECTED_ANNOTATION=gpu-stack.io/expected-
+# shellcheck disable=SC2034  # read by verify
+GPU_UUIDS_ANNOTATION=gpu-stack.io/gpu-uuids
+
+# record_on_node overwrite|absent KEY=VALUE...: set each annotation of this node (GS_NODE_NAME)
+# with the kubelet's own credentials (NodeRestriction allows a node its own annotations) where
+# it differs: `overwrite` replaces another value, `absent` writes only keys the node lacks. An
+# empty VALUE is skipped. Returns 1, changing nothing more, when the API server does not answer.
+record_on_node() {
+  local mode="$1" kv key value current
+  shift
+  export KUBECONFIG="$GS_ROOT/etc/kubernetes/kubelet.conf"
+  [ -s "$KUBECONFIG" ] || return 1
+  for kv in "$@"; do
+    key="${kv%%=*}"
+    value="${kv#*=}"
+    [ -n "$value" ] || continue
+    current=$(node_annotation "$GS_NODE_NAME" "$key") || return 1
+    [ "$current" != "$value" ] || continue
+    [ "$mode" = overwrite ] || [ -z "$current" ] || continue
+    kubectl annotate --overwrite node "$GS_NODE_NAME" "${key}=${value}" >/dev/null || return 1
+    changed "annotated ${key}=${value}"
+  done
+}
+
 # --- package repositories ---------------------------------------------------------------
 # Vendor repositories are added by the phase that installs from them, each with its signing key
 # from the same base URL (the vendor's, or a mirror laid out the same way); the preflight phase
