@@ -17,7 +17,7 @@ from components.nvidia_runtime import NvidiaRuntime, NvidiaRuntimeArgs
 from render.guest_scripts import CREDENTIALS_SECRET, LOGICAL_DEPS, UPGRADE_MANAGED, Phase, gate_script, render_script, ssh_command, teardown_script, triggers
 from render.identity import split_join_token_output, split_kubeconfig_output
 from render.nvidia_smi import parse_verify_output
-from stacks.config import Vm
+from config.models import Vm
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ import pulumi_tls as tls
 import pulumi_vsphere as vsphere
 
 from hypervisors.libvirt import connection
-from render.catalog import GIB
+from config.catalog import GIB
 from render.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
 from render.numa import affinity_groups, device_cells
 from render import kubevirt as kubevirt_map
 from render.vm_plan import VmPlan
 from render.vsphere import Inventory, TemplateInfo, b64, virtual_machine_inputs
-from stacks.config import Host, Vm
+from config.models import Host, Vm
 
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
 

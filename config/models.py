@@ -13,8 +13,8 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from render.catalog import GPU_MODELS, NVSWITCH_MODELS
-from stacks.types import (
+from config.catalog import GPU_MODELS, NVSWITCH_MODELS
+from config.types import (
     AbsPath,
     BaseUrl,
     Cidr,
@@ -364,7 +364,7 @@ class Nvidia(Model):
     runfile_url: Optional[DownloadUrlOrPath] = None
     """Driver .run installer when install_method is runfile."""
     kernel_modules: Optional[Literal["open", "proprietary"]] = None
-    """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (render/catalog.py): open from Turing on (NVIDIA's recommendation, required by Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
+    """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (config/catalog.py): open from Turing on (NVIDIA's recommendation, required by Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
     cuda: Optional[Cuda] = None
 
 
@@ -455,7 +455,7 @@ class Kubernetes(Model):
     node_labels: dict[QualifiedName, LabelValue] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     past_end_of_support: Optional[str] = Field(default=None, min_length=10, pattern=r"^[^\r\n]*\S[^\r\n]*$",
                                                examples=["joins an existing 1.23.17 cluster that gpu-stack does not upgrade"])
-    """Why this stack keeps a Kubernetes version past its end of support (stacks/support.py), e.g. the existing cluster it joins runs it. The plan still says the version has ended, with this reason, and versions.json records it; the example-stack test accepts an ended version only with it."""
+    """Why this stack keeps a Kubernetes version past its end of support (config/support.py), e.g. the existing cluster it joins runs it. The plan still says the version has ended, with this reason, and versions.json records it; the example-stack test accepts an ended version only with it."""
     node_taints: Optional[tuple[Taint, ...]] = None
     """Taints on the GPU VMs' nodes. Unset: derived from the mode, so that the default is valid in every mode: none in mode init (every node of the cluster is one of these GPU VMs, and a NoSchedule taint on all of them would leave CoreDNS Pending), nvidia.com/gpu=true:NoSchedule in modes join and existing (the cluster has other nodes for the rest)."""
 

@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Mapping
 import yaml
 
 from render.kubevirt import preexisting_namespaces
-from stacks.config import StackConfig
+from config.models import StackConfig
 
 KEY_PREFIX = "gpu-stack:"
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"

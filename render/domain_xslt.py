@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
 from render.numa import Placement, guest_topology
-from stacks.types import format_cpu_list, pci_parts
+from config.types import format_cpu_list, pci_parts
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 

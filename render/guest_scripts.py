@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from render.catalog import GPU_MODELS, default_kernel_modules, nvlink_generation
+from config.catalog import GPU_MODELS, default_kernel_modules, nvlink_generation
 from render.nvidia_packages import fabric_packages
-from stacks.config import Fleet, Guest, Kubernetes, Vm
+from config.models import Fleet, Guest, Kubernetes, Vm
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "guest"
 HEREDOC = "GPU_STACK_SCRIPT_EOF"
@@ -163,7 +163,7 @@ def min_disk_gib(min_root_free_gib: int) -> int:
 
 
 def _proxy(guest: Guest) -> dict[str, str]:
-    """The proxy URLs (never with credentials: stacks/types.py refuses them) and the two user names.
+    """The proxy URLs (never with credentials: config/types.py refuses them) and the two user names.
 
     A set user tells every phase that reads a proxy or a mirror to take the credentials from the
     root-only files the credentials phase wrote (scripts/guest/credentials.sh, lib.sh)."""

@@ -14,7 +14,7 @@ import yaml
 from dataclasses import dataclass
 
 from render.images import repository, split_repository
-from stacks.config import Addons, Guest, Kubernetes, Monitoring
+from config.models import Addons, Guest, Kubernetes, Monitoring
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}

@@ -23,14 +23,14 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from render.catalog import GIB, MIB
+from config.catalog import GIB, MIB
 from render.hypervisor import domain_elements, version_problems
 from render.iommu import NodeDevice, nodedev_name, parse_node_device
 from render.mmio import hole64_gib, hole64_gib_for
 from render.numa import Placement
-from stacks.config import StackConfig
-from stacks.errors import ConfigIssue, loc_to_path
-from stacks.types import format_cpu_list, parse_cpu_list, version_key, version_tuple
+from config.models import StackConfig
+from config.errors import ConfigIssue, loc_to_path
+from config.types import format_cpu_list, parse_cpu_list, version_key, version_tuple
 
 FORMAT = "gpu-stack-host-facts/1"
 ENV = "GPU_STACK_HOST_FACTS"

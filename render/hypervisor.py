@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 from render.mmio import hole64_gib
 from render.vm_plan import hides_hypervisor
-from stacks.config import Host, Vm
-from stacks.types import version_key
+from config.models import Host, Vm
+from config.types import version_key
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
-from stacks.config import Vm
-from stacks.errors import ConfigIssue
-from stacks.types import pci_parts
+from config.models import Vm
+from config.errors import ConfigIssue
+from config.types import pci_parts
 
 NVIDIA_VENDOR = 0x10DE
 PCI_BRIDGE_CLASS = 0x0604

@@ -38,9 +38,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from render.catalog import GIB, GPU_MODELS, NVSWITCH_MODELS, device_model
+from config.catalog import GIB, GPU_MODELS, NVSWITCH_MODELS, device_model
 from render.vm_plan import VmPlan
-from stacks.config import Host, KubevirtHost, StackConfig, Vm, VmKubevirt
+from config.models import Host, KubevirtHost, StackConfig, Vm, VmKubevirt
 
 KUBEVIRT_VERSION = "v1.9.0"
 FEATURE_GATES = ("HostDevices", "Sidecar")

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from render.catalog import device_model
+from config.catalog import device_model
 from render.host_facts import HostFacts
 from render.kubevirt import advertised_models
-from stacks.config import StackConfig
-from stacks.errors import ConfigIssue
+from config.models import StackConfig
+from config.errors import ConfigIssue
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stacks.config import Host, Vm
-from stacks.errors import ConfigIssue
-from stacks.types import parse_cpu_list, pci_parts
+from config.models import Host, Vm
+from config.errors import ConfigIssue
+from config.types import parse_cpu_list, pci_parts
 
 
 @dataclass(frozen=True)

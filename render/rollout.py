@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from render.guest_scripts import UPGRADE_MANAGED, UPGRADE_ORDER
-from stacks.config import StackConfig
-from stacks.errors import ConfigIssue
-from stacks.types import version_tuple
+from config.models import StackConfig
+from config.errors import ConfigIssue
+from config.types import version_tuple
 
 
 def waves(cfg: StackConfig) -> list[list[str]]:

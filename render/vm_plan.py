@@ -24,12 +24,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from render.catalog import GPU_MODELS
+from config.catalog import GPU_MODELS
 from render.cloud_init import render_meta_data, render_user_data
 from render.identity import derived_machine_uuid, derived_mac, derived_vmware_mac
 from render.mmio import hole64_gib
 from render.numa import Placement
-from stacks.config import Vm
+from config.models import Vm
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from render.vm_plan import VmPlan
 from render.numa import guest_topology
-from stacks.config import Vm, VmVsphere, VsphereHost
+from config.models import Vm, VmVsphere, VsphereHost
 
 NVIDIA_VENDOR_ID = "10de"
 """getHostPciDevice's vendor_id filter (hex, as the data source parses it)."""

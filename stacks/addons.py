@@ -26,7 +26,7 @@ from components.readiness_gate import ReadinessGate, ReadinessGateArgs
 from render.guest_scripts import readiness_phase
 from render.helm_values import monitor_labels, prometheus_storage, uses_runtime_class
 from render.k8s_manifests import RUNTIME_CLASS, SMOKE_JOB, SMOKE_NAMESPACE
-from stacks.config import StackConfig
+from config.models import StackConfig
 from stacks.load import LoadedStack
 
 

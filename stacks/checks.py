@@ -10,10 +10,10 @@ import ipaddress
 from collections import defaultdict
 from urllib.parse import urlsplit
 
-from render.catalog import BAR_SIZE_REQUIRED
+from config.catalog import BAR_SIZE_REQUIRED
 from render.helm_values import CALICO_UPSTREAM
 from render.identity import derived_mac, in_vmware_static_range
-from render.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
+from config.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
 from render.hypervisor import domain_elements, version_problems
 from render.domain_xslt import pcie_problems
 from render.guest_scripts import min_disk_gib
@@ -21,11 +21,11 @@ from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, node_memory_issues, place_host
 from datetime import date
 
-from stacks.compat import device_plugin_problems, gpu_operator_problems, kubernetes_version_warning
-from stacks import support
-from stacks.config import Host, StackConfig, VmVsphere
-from stacks.errors import ConfigIssue
-from stacks.types import format_cpu_list, version_tuple
+from config.compat import device_plugin_problems, gpu_operator_problems, kubernetes_version_warning
+from config import support
+from config.models import Host, StackConfig, VmVsphere
+from config.errors import ConfigIssue
+from config.types import format_cpu_list, version_tuple
 
 SECURE_BOOT_MARKERS = ("secboot", ".ms.", "snakeoil", "secure")
 
@@ -237,7 +237,7 @@ def _check_disks(cfg: StackConfig) -> list[ConfigIssue]:
 
 
 def _check_fleet(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
-    """Day 2: the rollout's wave size, the kubeconfig its drains need, and Blackwell parts whose BARs the catalog does not know (render/catalog.py)."""
+    """Day 2: the rollout's wave size, the kubeconfig its drains need, and Blackwell parts whose BARs the catalog does not know (config/catalog.py)."""
     issues = []
     k = cfg.kubernetes
     if k is not None and k.mode == "join" and cfg.guest is not None and cfg.vms and "kubeconfig" not in secrets \
@@ -284,7 +284,7 @@ FM_GUIDE = "NVIDIA Fabric Manager User Guide 2.3, Full Passthrough Virtualizatio
 
 
 def _check_board(vi: int, vm) -> list[ConfigIssue]:
-    """A VM's NVSwitches against the board its GPUs sit on (render/catalog.py NVSWITCH_BOARD, PCIE_GPUS).
+    """A VM's NVSwitches against the board its GPUs sit on (config/catalog.py NVSWITCH_BOARD, PCIE_GPUS).
 
     PCIe cards have no NVSwitch. On an NVSwitch baseboard, full passthrough gives a VM the NVSwitches the
     Fabric Manager guide's table of supported VM configurations lists for its number of GPUs: the whole
@@ -294,7 +294,7 @@ def _check_board(vi: int, vm) -> list[ConfigIssue]:
     HGX B200/B300 the NVSwitches are not PCIe devices at all (the guide passes the board's four CX7 bridge
     functions instead), so what nvswitches[] names there is unsettled and not checked; neither are models
     with no cited board (V100-SXM2-32GB)."""
-    from render.catalog import NVSWITCH_BOARD, PCIE_GPUS
+    from config.catalog import NVSWITCH_BOARD, PCIE_GPUS
 
     if not vm.gpus:
         return []
@@ -318,7 +318,7 @@ def _check_board(vi: int, vm) -> list[ConfigIssue]:
     table = ", ".join(f"{g} GPU{'s' if g > 1 else ''} {s}" for g, s in board.partitions)
     if not board.switches_are_pci_devices:
         # HGX B200/B300: the guide passes the board's four CX7 bridge functions, not the NVSwitches; what
-        # nvswitches[] names there is unsettled (render/catalog.py), so its count is not checked
+        # nvswitches[] names there is unsettled (config/catalog.py), so its count is not checked
         return []
     want = dict(board.partitions).get(n)
     if want is None:
@@ -550,7 +550,7 @@ def _check_kubevirt_namespaces(cfg: StackConfig) -> list[ConfigIssue]:
 
 def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
     """A KubeVirt host: its block, the host cluster's kubeconfig, root disk, SSH path, and who advertises each device."""
-    from render.catalog import NVSWITCH_MODELS
+    from config.catalog import NVSWITCH_MODELS
 
     issues: list[ConfigIssue] = []
     key = f"hosts[{hi}]"
@@ -601,7 +601,7 @@ def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
             catalog = GPU_MODELS if kind == "gpus" else NVSWITCH_MODELS
             for di, dev in enumerate(devices):
                 if not catalog[dev.model].pci_ids:
-                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} has no vendor:device ID in render/catalog.py, and a KubeVirt host selects devices by it "
+                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} has no vendor:device ID in config/catalog.py, and a KubeVirt host selects devices by it "
                                                                               "(permittedHostDevices.pciHostDevices[].pciVendorSelector); add the ID from `lspci -nn -d 10de:` to the catalog with its source"))
                 elif kv.device_plugins.kubevirt is not None and dev.model not in ours and dev.model not in kv.device_plugins.gpu_operator:
                     issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} is advertised by no device plugin on {host.name}; add it to {k}.devicePlugins.kubevirt or .gpuOperator"))
@@ -609,7 +609,7 @@ def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
 
 
 def _check_kubevirt_vm(hi, host, vi, vm) -> list[ConfigIssue]:
-    from stacks.config import VmKubevirt
+    from config.models import VmKubevirt
 
     issues = []
     key = f"vms[{vi}]"
@@ -725,7 +725,7 @@ def _check_calico_images(a) -> list[ConfigIssue]:
 
 
 def _check_kernel_modules(cfg: StackConfig) -> list[ConfigIssue]:
-    """guest.nvidia.kernelModules against each VM's GPU architectures (render/catalog.py)."""
+    """guest.nvidia.kernelModules against each VM's GPU architectures (config/catalog.py)."""
     if cfg.guest is None:
         return []
     nv = cfg.guest.nvidia
@@ -750,7 +750,7 @@ def _check_kernel_modules(cfg: StackConfig) -> list[ConfigIssue]:
 
 
 def _check_driver_branch(cfg: StackConfig) -> list[ConfigIssue]:
-    """guest.nvidia.driverVersion against the last branch each configured GPU's architecture has (stacks/support.py)."""
+    """guest.nvidia.driverVersion against the last branch each configured GPU's architecture has (config/support.py)."""
     if cfg.guest is None:
         return []
     version = cfg.guest.nvidia.driver_version
@@ -781,7 +781,7 @@ def _check_hypervisor_versions(hi, host, vms) -> list[ConfigIssue]:
 def config_warnings(cfg: StackConfig, today: date | None = None) -> list[ConfigIssue]:
     """What is accepted but worth a word; the program logs each (pulumi.log.warn), `make plan` prints each.
 
-    `today` (default: the real date) decides which support ends are past or near (stacks/support.py); these lines
+    `today` (default: the real date) decides which support ends are past or near (config/support.py); these lines
     go to the terminal and the engine's log only, never into the plan's files."""
     today = today or date.today()
     warnings = []

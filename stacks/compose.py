@@ -40,8 +40,8 @@ from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_pa
 from render.numa import Placement
 from render.vm_plan import plan_vm
 from stacks.checks import config_warnings
-from stacks.config import Host, StackConfig
-from stacks.errors import PREFIX, ConfigError, ConfigIssue
+from config.models import Host, StackConfig
+from config.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.addons import build_addons, expected_allocatable, gpu_resource, plugin_logs_command
 from stacks.load import LoadedStack, load_stack
 from stacks.vsphere_hosts import vsphere_preflight, vsphere_provider

@@ -26,8 +26,8 @@ import pulumi_vsphere as vsphere
 
 from components.gpu_passthrough_vm import VsphereTarget
 from render.vsphere import NVIDIA_VENDOR_ID, Inventory, TemplateInfo, model_name_regex
-from stacks.config import Host, StackConfig
-from stacks.errors import ConfigError, ConfigIssue
+from config.models import Host, StackConfig
+from config.errors import ConfigError, ConfigIssue
 
 PASSTHROUGH_HINT = "Host > Manage > Hardware > PCI Devices: select it, Toggle passthrough to Active, reboot the host"
 

@@ -84,7 +84,7 @@ SEED000_SWITCHES = ["0000:05:00.0", "0000:06:00.0", "0000:07:00.0", "0000:08:00.
 
 def hgx_board(model: str = "H100-SXM5-80GB", switches: int = 4, switch_model: str | None = None) -> tuple[list[dict], list[dict]]:
     """One whole NVSwitch baseboard for vms[].gpus and vms[].nvswitches: 8 GPUs and the board's NVSwitches
-    (4 for HGX H100/H800/H200/H20, 6 for HGX A100: render/catalog.py NVSWITCH_BOARD), all on NUMA node 0."""
+    (4 for HGX H100/H800/H200/H20, 6 for HGX A100: config/catalog.py NVSWITCH_BOARD), all on NUMA node 0."""
     gpus = [{"address": a, "model": model, "numaNode": 0} for a in SEED000_GPUS]
     nvswitches = [{"address": f"0000:{0x05 + i:02x}:00.0", "numaNode": 0, **({"model": switch_model} if switch_model else {})} for i in range(switches)]
     return gpus, nvswitches

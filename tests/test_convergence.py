@@ -17,7 +17,7 @@ import yaml
 
 from render import convergence as cv
 from render.convergence import Plan, Violation, check, selector_matches, tolerates, untolerated
-from stacks.config import StackConfig
+from config.models import StackConfig
 from tests.conftest import ROOT, require_reference, run_stack, stack_file
 from tools import plan as plan_tool
 

@@ -1,6 +1,6 @@
 """Issue 29 part 1: credentials never hide in plain values.
 
-No URL-valued key takes user:password@ (one validator, stacks/types.py url_type); proxy and
+No URL-valued key takes user:password@ (one validator, config/types.py url_type); proxy and
 mirror credentials are secrets of their own, fed on stdin to phase credentials, which writes them
 only to root-only files that apt, dnf, curl and containerd read (scripts/guest/credentials.sh).
 """
@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from render.guest_scripts import render_script
-from stacks import config as config_module
-from stacks.errors import ConfigError
+from config import models as config_module
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import ROOT, stack_file
 from tests.support.guest_sandbox import GuestSandbox

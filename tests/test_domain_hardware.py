@@ -13,7 +13,7 @@ import pytest
 
 from render.numa import guest_topology
 from render.hypervisor import MINIMUMS, domain_elements, minimum_versions, version_problems
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import seed000_host, seed000_vm, stack_file
 

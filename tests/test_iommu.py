@@ -8,7 +8,7 @@ import time
 import pytest
 
 from render.iommu import nodedev_name, parse_node_device
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from tests.conftest import run_stack
 
 GPU_CLASS, AUDIO_CLASS, BRIDGE_CLASS, NIC_CLASS = "0x030200", "0x040300", "0x060400", "0x020000"

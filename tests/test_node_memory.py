@@ -14,7 +14,7 @@ import pytest
 
 from render.host_facts import load_host_facts
 from render.numa import reserve_by_node
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import run_stack, stack_file
 from tests.test_bad_input import SECOND_VM

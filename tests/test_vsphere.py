@@ -19,8 +19,8 @@ import yaml
 from render.identity import derived_vmware_mac, in_vmware_static_range
 from render.mmio import required_hole64_gib
 from render.vsphere import EXTRA_CONFIG_REASONS
-from stacks.config import Vm
-from stacks.errors import ConfigError
+from config.models import Vm
+from config.errors import ConfigError
 from tests.conftest import DEFAULT_SECRETS, run_stack, stack_file
 from tools.mockrun import SECRET_SIG, vsphere_pci_device
 
@@ -60,7 +60,7 @@ def gpus(model: str, count: int) -> list[dict]:
 def with_gpus(raw: dict, devices: list[dict]) -> dict:
     """The VM's GPUs; a whole HGX board's GPUs come with the board's NVSwitches, as full passthrough needs
     (stacks/checks.py _check_board: NVIDIA Fabric Manager User Guide, Full Passthrough Virtualization Model)."""
-    from render.catalog import NVSWITCH_BOARD
+    from config.catalog import NVSWITCH_BOARD
 
     raw["vms"][0]["gpus"] = devices
     switches = []
@@ -240,7 +240,7 @@ def test_the_mapping_builds_the_sdks_own_input_types(esxi, template):
     from render.numa import Cell, Placement
     from render.vm_plan import plan_vm
     from render.vsphere import Inventory, TemplateInfo
-    from stacks.config import Host
+    from config.models import Host
 
     esxi["hosts"][0]["vsphere"]["template"] = template
     host, vm = Host.model_validate(esxi["hosts"][0]), Vm.model_validate(esxi["vms"][0])

@@ -59,8 +59,8 @@ from render.helm_values import uses_runtime_class
 from render.k8s_manifests import RUNTIME_CLASS
 from render.mmio import hole64_gib
 from stacks.addons import expected_allocatable, gpu_resource
-from stacks.config import StackConfig
-from stacks.errors import ConfigError
+from config.models import StackConfig
+from config.errors import ConfigError
 from stacks.load import decode_config_value, parse_stack_config
 from tools.cli import OneLineParser, UsageError, read_json_object, read_text
 from tools.plan import ROOT, load_stack_file, plan_config, stack_config

@@ -74,7 +74,7 @@ def _program() -> None:
 
 def stack_settings(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], list[str]]:
     """Pulumi.<stack>.yaml's config without its `secure:` values, and the secret keys to set again."""
-    from stacks.config import SECRET_KEYS
+    from config.models import SECRET_KEYS
     from tools.plan import load_stack_file, plan_config
 
     config = load_stack_file(stack, root)

@@ -46,9 +46,9 @@ from render.rollout import change_issues, reruns, rollout
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from render.kubevirt import KUBEVIRT_VERSION
 from stacks.checks import config_warnings
-from stacks.support import pinned_versions
-from stacks.config import SECRET_KEYS, StackConfig
-from stacks.errors import PREFIX, ConfigError, ConfigIssue
+from config.support import pinned_versions
+from config.models import SECRET_KEYS, StackConfig
+from config.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.load import (FILE_KEY, StackFileConfig, decode_config_value, parse_stack_config, parse_stack_text,
                          plaintext_secret_issues, read_stack_file)
 from tools import mockrun
@@ -427,7 +427,7 @@ def _with_script_references(r: mockrun.Registered) -> Any:
 
 
 def versions_json(cfg: StackConfig) -> str:
-    """versions.json: every pinned component, its version, support status and end (stacks/support.py), relative to the
+    """versions.json: every pinned component, its version, support status and end (config/support.py), relative to the
     catalog's read date so that the file does not change with the calendar; a pull request's plan diff shows each bump."""
     return json.dumps(pinned_versions(cfg, KUBEVIRT_VERSION), indent=2, sort_keys=True) + "\n"
 
