@@ -3,7 +3,7 @@
 One component, one backend per `hosts[].kind`: libvirt (a Domain, its root
 Volume and cloud-init disk) or vsphere (a VirtualMachine). Wiring only: every
 derived value is in the backend-neutral VmPlan (render/vm_plan.py); each
-backend maps it onto its provider (render/domain_xslt.py, render/vsphere.py).
+backend maps it onto its provider (hypervisors/libvirt/domain_xslt.py, render/vsphere.py).
 
 libvirt: the domain keeps a fixed name (unset, Pulumi would add a random
 suffix) and ignores later cloud-init changes, because the provider's update
@@ -25,7 +25,7 @@ import pulumi_vsphere as vsphere
 
 from hypervisors.libvirt import connection
 from config.catalog import GIB
-from render.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
+from hypervisors.libvirt.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
 from render.numa import affinity_groups, device_cells
 from render import kubevirt as kubevirt_map
 from render.vm_plan import VmPlan

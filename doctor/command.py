@@ -1,6 +1,6 @@
 """`gpu-stack doctor STACK`: seed 003's ten-minute GPU diagnosis, run against a deployed stack.
 
-    python -m tools.doctor STACK [--vm NAME] [--json] [--evidence DIR] [--outputs FILE]
+    python -m doctor STACK [--vm NAME] [--json] [--evidence DIR] [--outputs FILE]
     make doctor STACK=prod
 
 Reads the stack config (Pulumi.<stack>.yaml) and its outputs (`--outputs FILE`,
@@ -15,8 +15,8 @@ the Automation API), then collects, read-only:
   `kubernetes` client: node, pods, DaemonSets, events, RuntimeClasses,
   ServiceMonitors, PrometheusRules, plugin logs, and Prometheus's targets,
   rules and alerts through the API server's service proxy.
-The checks are render/diagnosis.py. Exit 0 only when nothing FAILs. It never
-changes anything: every command is in render.diagnosis's allowlist (checked
+The checks are doctor/diagnosis.py. Exit 0 only when nothing FAILs. It never
+changes anything: every command is in doctor.diagnosis's allowlist (checked
 before it is sent) and every API call is a GET; fixes are printed, not run.
 """
 
@@ -38,7 +38,7 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
-from render.diagnosis import (
+from doctor.diagnosis import (
     FAIL,
     GUEST_COMMANDS,
     PASS,
@@ -105,7 +105,7 @@ def _holds_gpus(container: dict, resource: str) -> bool:
 
 
 WORKLOAD_LOG_LINES = 50
-"""The tail of a GPU pod's log that is searched for the no-GPU messages (render/diagnosis.py NO_GPU_SIGNATURES)."""
+"""The tail of a GPU pod's log that is searched for the no-GPU messages (doctor/diagnosis.py NO_GPU_SIGNATURES)."""
 
 
 def expected_for(cfg: StackConfig, vm_name: str, outputs: dict[str, Any]) -> Expected:

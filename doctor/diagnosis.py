@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 from xml.etree import ElementTree
 
-from render.convergence import selector_matches, tolerates
-from render.nvidia_smi import (
+from convergence.analysis import selector_matches, tolerates
+from doctor.nvidia_smi import (
     LIST_LINE as _LIST_LINE,
     XidEvent,
     normalize_pci,

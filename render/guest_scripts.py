@@ -277,7 +277,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
             "GS_NODE_NAME": vm.name, "GS_RUNTIME": rt.name,
             "GS_K8S_REPO": kubernetes.package_repository or f"https://pkgs.k8s.io/core:/stable:/v{minor}",
             # kubernetes.nodeLabels and nodeTaints are the GPU nodes' (nvidia.com/gpu.present, nvidia.com/gpu):
-            # a VM without GPUs gets neither (render/convergence.py rule_cpu_nodes)
+            # a VM without GPUs gets neither (convergence/analysis.py rule_cpu_nodes)
             "GS_NODE_LABELS": " ".join(f"{k}={v}" for k, v in sorted(kubernetes.node_labels.items())) if gpu else "",
             "GS_NODE_TAINTS": " ".join(f"{t.key}={t.value}:{t.effect}" for t in kubernetes.node_taints) if gpu else "",
             "GS_HTTP_PROXY": proxy["GS_HTTP_PROXY"], "GS_HTTPS_PROXY": proxy["GS_HTTPS_PROXY"], "GS_PROXY_USER": proxy["GS_PROXY_USER"], "GS_REPO_USER": proxy["GS_REPO_USER"],

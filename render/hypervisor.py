@@ -1,13 +1,13 @@
 """The libvirt and QEMU versions the generated domain XML needs, as pure functions of versions.
 
-Each element render/domain_xslt.py emits, with the first libvirt (and, where
+Each element hypervisors/libvirt/domain_xslt.py emits, with the first libvirt (and, where
 it matters, QEMU) release that accepts it and the source. A host that declares
 an older version (hosts[].libvirtVersion / qemuVersion), or whose host facts
-record one (render/host_facts.py), is refused at preview, naming the host and
+record one (facts/host_facts.py), is refused at preview, naming the host and
 the element, instead of libvirt dropping or rejecting the element at
 `pulumi up`. An element that is only emitted for some VMs (expander buses,
 I/O threads, hugepages, kvm hidden, the 64-bit hole) is only checked for them:
-domain_elements() mirrors the conditions in render/domain_xslt.py and
+domain_elements() mirrors the conditions in hypervisors/libvirt/domain_xslt.py and
 components/gpu_passthrough_vm.py domain_spec().
 
 Sources, verified 2026-12-02 (docs/SOURCES.md, "Domain elements"):
@@ -109,7 +109,7 @@ def _fmt(v: tuple[int, ...]) -> str:
 
 
 def domain_elements(vm: Vm, host: Host) -> list[str]:
-    """The MINIMUMS elements the domain of `vm` on `host` uses (mirrors render/domain_xslt.py and domain_spec)."""
+    """The MINIMUMS elements the domain of `vm` on `host` uses (mirrors hypervisors/libvirt/domain_xslt.py and domain_spec)."""
     elements = [
         MAXPHYSADDR, "cpu/topology/@dies", "cpu/numa/cell", "cputune/vcpupin", "cputune/emulatorpin",
         "numatune/memory", "numatune/memnode", "memballoon[@model='none']", "disk[@device='cdrom']/target[@bus='sata']",

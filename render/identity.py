@@ -26,7 +26,7 @@ def derived_machine_uuid(project: str, stack: str, vm: str) -> str:
 
     The libvirt domain gets it as its <uuid>, so a `pulumi up` after a failed
     start redefines its own leftover domain instead of being refused (libvirt
-    refuses a define whose name exists with another UUID; render/domain_xslt.py
+    refuses a define whose name exists with another UUID; hypervisors/libvirt/domain_xslt.py
     cites where). Another project or stack that names a VM alike gets another
     UUID, so its domain is never taken over. Never changes unless the VM is
     renamed.

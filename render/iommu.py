@@ -111,7 +111,7 @@ def nodedev_xml_fields(xml: str) -> dict:
 def parse_node_device(address: str, capability: dict | None, xml: str | None) -> NodeDevice:
     """One node device, from its nodedev XML and, where the XML lacks an element, the invoke's capability map.
 
-    getNodeDeviceInfo gives both; host facts (render/host_facts.py) give the XML
+    getNodeDeviceInfo gives both; host facts (facts/host_facts.py) give the XML
     alone and pass no capability. ValueError on XML that is not a PCI node device.
     """
     cap = capability or {}

@@ -4,7 +4,7 @@ KubeVirt's device plugin (pkg/virt-handler/device-manager/pci_device.go at v1.8.
 constructDPIdevices) uses a device's IOMMU group as its device-plugin ID, so a
 node advertises one device per IOMMU group per resource: six RTX 3090s of
 which two pairs share a group are four allocatable nvidia.com/RTX_3090. Here
-the facts of the node (render/host_facts.py format) give the groups; the VMs
+the facts of the node (facts/host_facts.py format) give the groups; the VMs
 bound to the node must not ask for more than that.
 """
 
@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from config.catalog import device_model
-from render.host_facts import HostFacts
+from facts.host_facts import HostFacts
 from render.kubevirt import advertised_models
 from config.models import StackConfig
 from config.errors import ConfigIssue

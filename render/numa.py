@@ -192,7 +192,7 @@ def node_takes(vms, placements: dict[str, Placement], which=lambda vm: True) -> 
 
 def node_memory_issues(host_index: int, host: Host, vms, placements: dict[str, Placement]) -> list[ConfigIssue]:
     """Memory per host NUMA node across all VMs of the host. Every cell is bound strict (numatune memnode
-    mode strict, render/domain_xslt.py), with 1 GiB hugepages or without: QEMU takes a cell's memory from
+    mode strict, hypervisors/libvirt/domain_xslt.py), with 1 GiB hugepages or without: QEMU takes a cell's memory from
     its node only, so the VMs must fit each node, less the host's reserve where it is spent."""
     issues = []
     reserve = reserve_by_node(host)

@@ -2,7 +2,7 @@
 
 GpuPassthroughVm has one backend per `hosts[].kind` (libvirt, vsphere). Each
 backend only maps this plan onto its provider's fields: the libvirt backend
-into a DomainSpec and Domain inputs (render/domain_xslt.py), the vSphere
+into a DomainSpec and Domain inputs (hypervisors/libvirt/domain_xslt.py), the vSphere
 backend into VirtualMachine inputs (render/vsphere.py). A new backend (KubeVirt)
 is a new mapping of the same plan, never a copy of the derivations:
 

@@ -15,7 +15,7 @@ from render.helm_values import CALICO_UPSTREAM
 from render.identity import derived_mac, in_vmware_static_range
 from config.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
 from render.hypervisor import domain_elements, version_problems
-from render.domain_xslt import pcie_problems
+from hypervisors.libvirt.domain_xslt import pcie_problems
 from render.guest_scripts import min_disk_gib
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, node_memory_issues, place_host

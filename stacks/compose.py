@@ -25,14 +25,14 @@ from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapA
 from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, KubevirtTarget, LibvirtTarget
 from components.guest_command import GuestConnection
 from hypervisors.libvirt import connection
-from render.domain_xslt import pcie_problems
+from hypervisors.libvirt.domain_xslt import pcie_problems
 from render.guest_scripts import credentials_stdin_names, guest_phases, join_token_phase, upgrade_phases
 from render.hypervisor import smt_undeclared
 from components.node_upgrade import NodeUpgrade, NodeUpgradeArgs
-from render.nvidia_smi import parse_verify_output
+from render.verify_output import parse_verify_output
 from render.rollout import waves
-from render.host_facts import ENV as HOST_FACTS_ENV
-from render.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
+from facts.host_facts import ENV as HOST_FACTS_ENV
+from facts.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
 from render import kubevirt as kubevirt_map
 from render.kubevirt_capacity import check_capacity, unchecked_hosts
 from render.kubevirt_capacity import expected_allocatable as kubevirt_allocatable

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from render.domain_xslt import MAX_EXPANDERS, MAX_PORTS_PER_EXPANDER, MAX_ROOT_HOSTDEVS
+from hypervisors.libvirt.domain_xslt import MAX_EXPANDERS, MAX_PORTS_PER_EXPANDER, MAX_ROOT_HOSTDEVS
 from render.identity import derived_mac
 from config.models import REMOVED_KEYS, SECRET_KEYS, StackConfig
 from config.errors import ConfigError

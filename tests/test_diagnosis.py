@@ -1,11 +1,11 @@
-"""render/diagnosis.py on its own: the decision tree, tolerations, the hypervisor facts, redaction."""
+"""doctor/diagnosis.py on its own: the decision tree, tolerations, the hypervisor facts, redaction."""
 
 from __future__ import annotations
 
 import pytest
 
-from render.convergence import tolerates
-from render.diagnosis import (
+from convergence.analysis import tolerates
+from doctor.diagnosis import (
     FAIL,
     PASS,
     WARN,
@@ -137,7 +137,7 @@ def test_unreachable_sources_do_not_pretend():
 
 
 def runtime_results(runtime: str, guest: dict[str, str]) -> dict[str, object]:
-    from render.diagnosis import check_runtime
+    from doctor.diagnosis import check_runtime
 
     x = Expected(vm="vm", gpu_count=2, runtime=runtime, toolkit_version="1.17.8")
     e = Evidence(guest={k: CommandResult(k, 0, v) for k, v in guest.items()})

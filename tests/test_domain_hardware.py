@@ -182,7 +182,7 @@ def _seed000_vm_host(**host):
 
 
 QEMU_NS = {"qemu": "http://libvirt.org/schemas/domain/qemu/1.0"}
-# Where each MINIMUMS element shows in the domain XML after the stylesheet (render/domain_xslt.py).
+# Where each MINIMUMS element shows in the domain XML after the stylesheet (hypervisors/libvirt/domain_xslt.py).
 XPATH = {
     "cpu/maxphysaddr": "./cpu/maxphysaddr[@mode='passthrough']",
     "cpu/maxphysaddr[@mode='emulate']/@bits": "./cpu/maxphysaddr[@mode='emulate'][@bits]",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from render.host_facts import FORMAT, FactsError, load_host_facts, parse_host_facts, parse_resource
+from facts.host_facts import FORMAT, FactsError, load_host_facts, parse_host_facts, parse_resource
 from render.iommu import parse_node_device
 from config.errors import ConfigError
 from config.types import parse_cpu_list

@@ -153,7 +153,7 @@ def workspace(
     while the workspace is open (the inline program runs in this process and reads os.environ).
     """
     from pulumi import automation as auto
-    from render.host_facts import ENV as HOST_FACTS_ENV
+    from facts.host_facts import ENV as HOST_FACTS_ENV
 
     tmp = Path(tempfile.mkdtemp(prefix=f"gpu-stack-engine-{stack}-"))
     saved_facts = os.environ.pop(HOST_FACTS_ENV, None)

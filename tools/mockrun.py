@@ -26,7 +26,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
-from render.host_facts import ENV as HOST_FACTS_ENV
+from facts.host_facts import ENV as HOST_FACTS_ENV
 from render.iommu import nodedev_name
 from render.vsphere import NVIDIA_VENDOR_ID
 

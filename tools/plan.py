@@ -15,7 +15,7 @@ Without host facts, IOMMU groups are assumed isolated. With `--facts`
 with hosts/), the program gets the files in GPU_STACK_HOST_FACTS, exactly as
 `pulumi preview` would, and checks IOMMU groups, BARs and NUMA against them.
 
-After writing, the whole-plan convergence check (render/convergence.py) runs
+After writing, the whole-plan convergence check (convergence/analysis.py) runs
 on exactly what was written; each violation is one line on stderr naming the
 object and the config key to change, and the exit status is 1.
 """
@@ -38,10 +38,10 @@ from typing import Any
 import yaml
 from lxml import etree
 
-from render import convergence
+from convergence import analysis as convergence
 from render.guest_scripts import HEREDOC
-from render.host_facts import FactsError, load_host_facts
-from render.provider_xml import VolumeRef, provider_domain_xml
+from facts.host_facts import FactsError, load_host_facts
+from hypervisors.libvirt.provider_xml import VolumeRef, provider_domain_xml
 from render.rollout import change_issues, reruns, rollout
 from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from render.kubevirt import KUBEVIRT_VERSION
@@ -564,7 +564,7 @@ class PlanResult:
 
 def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None,
              base: str | None = None) -> PlanResult:
-    """Write the plan (and rollout.json: the waves, or with `base` what changing that ref's config re-runs), then run the convergence check (render/convergence.py) on exactly what was written."""
+    """Write the plan (and rollout.json: the waves, or with `base` what changing that ref's config re-runs), then run the convergence check (convergence/analysis.py) on exactly what was written."""
     config = load_stack_file(stack, root)
     values, secret_keys, filled = plan_config_filled(config, stack)
     check_plan_config(values, secret_keys, stack, config.written)

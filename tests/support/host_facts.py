@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from config.catalog import GIB, MIB, device_model
-from render.host_facts import FORMAT, load_host_facts
+from facts.host_facts import FORMAT, load_host_facts
 from config.models import StackConfig
 from config.types import format_cpu_list, parse_cpu_list
 
