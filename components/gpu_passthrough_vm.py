@@ -3,7 +3,7 @@
 One component, one backend per `hosts[].kind`: libvirt (a Domain, its root
 Volume and cloud-init disk) or vsphere (a VirtualMachine). Wiring only: every
 derived value is in the backend-neutral VmPlan (render/vm_plan.py); each
-backend maps it onto its provider (hypervisors/libvirt/domain_xslt.py, render/vsphere.py).
+backend maps it onto its provider (hypervisors/libvirt/domain_xslt.py, hypervisors/vsphere/render.py).
 
 libvirt: the domain keeps a fixed name (unset, Pulumi would add a random
 suffix) and ignores later cloud-init changes, because the provider's update
@@ -27,9 +27,9 @@ from hypervisors.libvirt import connection
 from config.catalog import GIB
 from hypervisors.libvirt.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
 from render.numa import affinity_groups, device_cells
-from render import kubevirt as kubevirt_map
+from hypervisors.kubevirt import render as kubevirt_map
 from render.vm_plan import VmPlan
-from render.vsphere import Inventory, TemplateInfo, b64, virtual_machine_inputs
+from hypervisors.vsphere.render import Inventory, TemplateInfo, b64, virtual_machine_inputs
 from config.models import Host, Vm
 
 NVRAM_DIR = "/var/lib/libvirt/qemu/nvram"
@@ -42,7 +42,7 @@ class LibvirtTarget:
 
 @dataclass(frozen=True)
 class VsphereTarget:
-    """What the vSphere preflight resolved for this VM's host (stacks/vsphere_hosts.py)."""
+    """What the vSphere preflight resolved for this VM's host (hypervisors/vsphere/preflight.py)."""
 
     inventory: Inventory
     template: TemplateInfo

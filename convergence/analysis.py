@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from render.kubevirt import preexisting_namespaces
+from hypervisors.kubevirt.render import preexisting_namespaces
 from config.models import StackConfig
 
 KEY_PREFIX = "gpu-stack:"

@@ -257,7 +257,7 @@ def guest_topology(placement: Placement) -> tuple[int, int, int]:
     idea of which vCPUs share a core is true on the host. libvirt requires
     sockets*dies*cores*threads to equal the vCPU count (formatdomain, CPU model and topology).
     One rule for every backend that places the VM: libvirt's <topology>, vSphere's
-    numCoresPerSocket (render/vsphere.py).
+    numCoresPerSocket (hypervisors/vsphere/render.py).
     """
     cells = placement.cells
     total = sum(len(c.vcpus) for c in cells)

@@ -3,7 +3,7 @@
 GpuPassthroughVm has one backend per `hosts[].kind` (libvirt, vsphere). Each
 backend only maps this plan onto its provider's fields: the libvirt backend
 into a DomainSpec and Domain inputs (hypervisors/libvirt/domain_xslt.py), the vSphere
-backend into VirtualMachine inputs (render/vsphere.py). A new backend (KubeVirt)
+backend into VirtualMachine inputs (hypervisors/vsphere/render.py). A new backend (KubeVirt)
 is a new mapping of the same plan, never a copy of the derivations:
 
 - the 64-bit MMIO window from the devices' BARs (render/mmio.py): libvirt's

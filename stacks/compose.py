@@ -33,9 +33,9 @@ from render.verify_output import parse_verify_output
 from render.rollout import waves
 from facts.host_facts import ENV as HOST_FACTS_ENV
 from facts.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
-from render import kubevirt as kubevirt_map
-from render.kubevirt_capacity import check_capacity, unchecked_hosts
-from render.kubevirt_capacity import expected_allocatable as kubevirt_allocatable
+from hypervisors.kubevirt import render as kubevirt_map
+from hypervisors.kubevirt.capacity import check_capacity, unchecked_hosts
+from hypervisors.kubevirt.capacity import expected_allocatable as kubevirt_allocatable
 from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
 from render.numa import Placement
 from render.vm_plan import plan_vm
@@ -44,7 +44,7 @@ from config.models import Host, StackConfig
 from config.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.addons import build_addons, expected_allocatable, gpu_resource, plugin_logs_command
 from stacks.load import LoadedStack, load_stack
-from stacks.vsphere_hosts import vsphere_preflight, vsphere_provider
+from hypervisors.vsphere.preflight import vsphere_preflight, vsphere_provider
 
 
 # How many look-ups (getNodeDeviceInfo, getNodeInfo) are in flight at once: at
@@ -209,7 +209,7 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
                            for (host, addr), r in sorted(gone.items())])
     fetched.update(more)
     for vi, vm in enumerate(cfg.vms):
-        if vm.host not in providers:  # a host of another kind: its own preflight (stacks/vsphere_hosts.py)
+        if vm.host not in providers:  # a host of another kind: its own preflight (hypervisors/vsphere/preflight.py)
             continue
         devices: dict[str, NodeDevice] = {}
         known = facts.get(vm.host)

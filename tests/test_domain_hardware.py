@@ -250,7 +250,7 @@ def test_unequal_cells_get_one_socket_on_every_backend_that_places_the_vm():
     """3 + 5 vCPUs: one socket (no socket may span two cells); vSphere's numCoresPerSocket follows the same rule."""
     from render.numa import Cell, Placement
     from render.vm_plan import plan_vm
-    from render.vsphere import num_cores_per_socket
+    from hypervisors.vsphere.render import num_cores_per_socket
 
     placement = Placement(cells=(Cell(0, 0, (0, 1, 2), (0, 1, 2), 1024), Cell(1, 1, (3, 4, 5, 6, 7), (48, 49, 50, 51, 52), 1024)))
     assert guest_topology(placement) == (1, 8, 1)

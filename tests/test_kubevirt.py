@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from config.catalog import GIB
-from render.kubevirt import hook_script
+from hypervisors.kubevirt.render import hook_script
 from render.mmio import required_hole64_gib
 from config.models import Vm
 from config.errors import ConfigError

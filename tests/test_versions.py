@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from render.kubevirt import KUBEVIRT_VERSION
+from hypervisors.kubevirt.render import KUBEVIRT_VERSION
 from config import support
 from config.models import Addons, ContainerRuntime
 from tests.conftest import ROOT, stack_file

@@ -18,7 +18,7 @@ import yaml
 
 from render.identity import derived_vmware_mac, in_vmware_static_range
 from render.mmio import required_hole64_gib
-from render.vsphere import EXTRA_CONFIG_REASONS
+from hypervisors.vsphere.render import EXTRA_CONFIG_REASONS
 from config.models import Vm
 from config.errors import ConfigError
 from tests.conftest import DEFAULT_SECRETS, run_stack, stack_file
@@ -239,7 +239,7 @@ def test_the_mapping_builds_the_sdks_own_input_types(esxi, template):
     from components.gpu_passthrough_vm import VsphereTarget, virtual_machine_args
     from render.numa import Cell, Placement
     from render.vm_plan import plan_vm
-    from render.vsphere import Inventory, TemplateInfo
+    from hypervisors.vsphere.render import Inventory, TemplateInfo
     from config.models import Host
 
     esxi["hosts"][0]["vsphere"]["template"] = template

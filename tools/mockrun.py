@@ -28,7 +28,7 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from facts.host_facts import ENV as HOST_FACTS_ENV
 from render.iommu import nodedev_name
-from render.vsphere import NVIDIA_VENDOR_ID
+from hypervisors.vsphere.render import NVIDIA_VENDOR_ID
 
 PROJECT = "gpu-stack"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"

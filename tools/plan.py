@@ -43,8 +43,8 @@ from render.guest_scripts import HEREDOC
 from facts.host_facts import FactsError, load_host_facts
 from hypervisors.libvirt.provider_xml import VolumeRef, provider_domain_xml
 from render.rollout import change_issues, reruns, rollout
-from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
-from render.kubevirt import KUBEVIRT_VERSION
+from hypervisors.vsphere.render import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
+from hypervisors.kubevirt.render import KUBEVIRT_VERSION
 from stacks.checks import config_warnings
 from config.support import pinned_versions
 from config.models import SECRET_KEYS, StackConfig

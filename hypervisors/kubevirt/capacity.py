@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from config.catalog import device_model
 from facts.host_facts import HostFacts
-from render.kubevirt import advertised_models
+from hypervisors.kubevirt.render import advertised_models
 from config.models import StackConfig
 from config.errors import ConfigIssue
 

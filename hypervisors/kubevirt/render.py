@@ -45,7 +45,7 @@ from config.models import Host, KubevirtHost, StackConfig, Vm, VmKubevirt
 KUBEVIRT_VERSION = "v1.9.0"
 FEATURE_GATES = ("HostDevices", "Sidecar")
 """Alpha in v1.9.0 (pkg/virt-config/featuregate/active.go) and needed here: HostDevices (hostDevices, for NVSwitches), Sidecar (the pcihole64 hook)."""
-HOOK_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "kubevirt" / "pcihole64-hook.sh"
+HOOK_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kubevirt" / "pcihole64-hook.sh"
 HOOK_KEY = "pcihole64.sh"
 HOOK_PATH = "/usr/bin/onDefineDomain"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gpu-stack"}

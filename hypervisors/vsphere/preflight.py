@@ -25,7 +25,7 @@ import pulumi
 import pulumi_vsphere as vsphere
 
 from components.gpu_passthrough_vm import VsphereTarget
-from render.vsphere import NVIDIA_VENDOR_ID, Inventory, TemplateInfo, model_name_regex
+from hypervisors.vsphere.render import NVIDIA_VENDOR_ID, Inventory, TemplateInfo, model_name_regex
 from config.models import Host, StackConfig
 from config.errors import ConfigError, ConfigIssue
 
