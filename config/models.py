@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
-from config.catalog import GPU_MODELS, NVSWITCH_MODELS
+from config.base import GpuModelName, Model, NvSwitchModelName
+from config.kubevirt import KubevirtHost, VmKubevirt
+from config.vsphere import VmVsphere, VsphereHost
 from config.types import (
     AbsPath,
     BaseUrl,
@@ -21,21 +22,17 @@ from config.types import (
     CpuList,
     DnsSubdomain,
     DownloadUrlOrPath,
-    ImageUrl,
     LibvirtUri,
     RegistryMirrorUrl,
     RepositoryUrl,
     ImageReference,
     ImageRepository,
     ImageTag,
-    InventoryFolder,
-    InventoryName,
     IPv4,
     LabelValue,
     MacAddress,
     Name,
     NoProxyItem,
-    OvfUrl,
     PciAddress,
     ProxyUrl,
     QualifiedName,
@@ -43,27 +40,10 @@ from config.types import (
     SshHostKey,
     SshUser,
     UrlOrPath,
-    VcenterEndpoint,
     Version3,
-    VsphereGuestId,
     Word,
     parse_cpu_list,
 )
-
-GpuModelName = Literal[tuple(GPU_MODELS)]  # type: ignore[valid-type]
-NvSwitchModelName = Literal[tuple(NVSWITCH_MODELS)]  # type: ignore[valid-type]
-DeviceModelName = Literal[tuple(GPU_MODELS) + tuple(NVSWITCH_MODELS)]  # type: ignore[valid-type]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        use_attribute_docstrings=True,
-    )
-
 
 # --- hypervisor hosts -------------------------------------------------------
 
@@ -94,134 +74,6 @@ class BaseImage(Model):
     source: UrlOrPath
     """URL or host path of the cloud image (qcow2) the root disks are cloned from."""
     format: Literal["qcow2", "raw"] = "qcow2"
-
-
-# --- vSphere (hosts[].kind: vsphere) ---------------------------------- begin vsphere
-
-
-class VsphereTemplate(Model):
-    """What the VM is created from: exactly one of `vm` and `ovf`."""
-
-    vm: Optional[InventoryName] = None
-    """Name of a VM template in the datacenter, cloned; its first disk is grown to vms[].diskGib. Its guest must run cloud-init with the VMware datasource (guestinfo)."""
-    ovf: Optional[OvfUrl] = None
-    """URL of an OVF or OVA deployed with ovf_deploy. Its guest must run cloud-init with the VMware datasource (guestinfo). Its root disk is deployed at the size the OVA has."""
-    ovf_network: InventoryName = "VM Network"
-    """Network name in the OVF descriptor, mapped to `network`."""
-
-
-class VsphereHost(Model):
-    endpoint: VcenterEndpoint = Field(json_schema_extra={"pattern": r"^[A-Za-z0-9.:\[\]-]+$"})  # for editors; the type says why
-    """vCenter host name or address (the provider's vsphere_server), e.g. vcenter.lab.local. The provider clones and deploys OVFs only through vCenter, not over a direct ESXi connection."""
-    allow_unverified_ssl: bool = False
-    """Accept a self-signed endpoint certificate."""
-    datacenter: InventoryName
-    """vCenter datacenter that holds the host. (ha-datacenter, a standalone host's own, is refused: no clone or OVF deploy there.)"""
-    cluster: Optional[InventoryName] = None
-    """Compute cluster whose resource pool the VM goes in. Unset: the host's own resource pool."""
-    host: InventoryName
-    """The ESXi host the VM runs on, as named in vCenter's inventory (often its address). Passed-through devices are a host's, so a GPU VM is bound to it."""
-    datastore: InventoryName
-    """Datastore for the VM's files and root disk."""
-    network: InventoryName
-    """Port group (network) the VM's NIC attaches to, e.g. VM Network."""
-    folder: Optional[InventoryFolder] = None
-    """VM folder, relative to the datacenter's vm folder."""
-    template: VsphereTemplate
-    pci_devices: tuple[PciAddress, ...] = Field(min_length=1)
-    """Host PCI devices set to Passthrough Active (Host > Manage > Hardware > PCI Devices, then reboot the host): the only ones a VM on this host may take (docs/OPERATIONS.md)."""
-
-
-class VmVsphere(Model):
-    """vSphere-only settings of a VM on a `kind: vsphere` host."""
-
-    num_cores_per_socket: Optional[int] = Field(default=None, gt=0)
-    """Cores per virtual socket. Unset: vcpus divided by the guest NUMA cells when vms[].numa sets hostNodes or cells, else the provider default."""
-    latency_sensitivity: Optional[Literal["low", "normal", "medium", "high"]] = None
-    """VM latency sensitivity; high needs the memory reservation gpu-stack always sets, and a full CPU reservation set in vSphere."""
-    guest_id: Optional[VsphereGuestId] = None
-    """vSphere guest OS id. Unset: the template's."""
-
-
-# ------------------------------------------------------------------------ end vsphere
-
-
-# --- KubeVirt (hosts[].kind: kubevirt) -------------------------------- begin kubevirt
-
-
-class KubevirtRootDisk(Model):
-    """The VM's root disk: exactly one of `url`, `registry` and `containerDisk`."""
-
-    url: Optional[ImageUrl] = None
-    """Cloud image (qcow2/raw) imported by CDI into a DataVolume (dataVolumeTemplates, source http), sized vms[].diskGib."""
-    registry: Optional[ImageReference] = None
-    """Container image holding the disk image, imported by CDI into a DataVolume (source registry, docker://...)."""
-    container_disk: Optional[ImageReference] = None
-    """Ephemeral containerDisk image: nothing persists across a VMI restart, no storage class needed."""
-    storage_class: Optional[DnsSubdomain] = None
-    """StorageClass of the DataVolume (url/registry). Unset: the cluster's default class."""
-
-
-class KubevirtSsh(Model):
-    """How gpu-stack reaches the guest over SSH: a Service for the VMI (implemented) or a Multus network (refused: not implemented)."""
-
-    via: Literal["service", "multus"] = "service"
-    """service: a Service selecting the VMI (NodePort or LoadBalancer). multus: not implemented in this gpu-stack; refused by name."""
-    service_type: Literal["NodePort", "LoadBalancer"] = "NodePort"
-    """Type of the Service that exposes the guest's port 22."""
-    node_port: Optional[int] = Field(default=None, ge=30000, le=32767)
-    """NodePort: the fixed node port of the host's first VM (the kube-apiserver default range 30000-32767); the next VMs on this host get nodePort+1, +2, ... in vms order. Required for NodePort, so the SSH endpoint is known at preview."""
-    address: Optional[IPv4] = None
-    """NodePort: the address of a node reachable from where Pulumi runs (required). LoadBalancer: unset, the Service's load-balancer ingress address once assigned."""
-
-
-class KubevirtDevicePlugins(Model):
-    """Who advertises each device model as a node resource. A model in both lists is refused."""
-
-    kubevirt: Optional[tuple[DeviceModelName, ...]] = None
-    """Models advertised by KubeVirt's own device plugin (permittedHostDevices with externalResourceProvider false, as in seed 002): one device per IOMMU group. Unset: every model the VMs on this host use that gpuOperator does not list."""
-    gpu_operator: tuple[DeviceModelName, ...] = ()
-    """Models advertised by NVIDIA's sandbox device plugin through the GPU Operator (sandboxWorkloads, vfio-manager) on the host cluster: permittedHostDevices with externalResourceProvider true."""
-
-
-class KubevirtHost(Model):
-    namespace: Name
-    """Namespace of the VirtualMachine, its DataVolume, cloud-init Secret and SSH Service on the host cluster."""
-    create_namespace: bool = True
-    """gpu-stack creates `namespace` on the host cluster (once, whatever the number of hosts and VMs in it; protected and kept on delete in production, since deleting a namespace deletes its VMs). false: the namespace is managed elsewhere and must exist before `pulumi up`. Hosts that share a namespace set the same value."""
-    node_name: Optional[Name] = None
-    """The node (its kubernetes.io/hostname label) the VM is bound to; host facts are that node's. Set this or nodeSelector."""
-    node_selector: dict[QualifiedName, LabelValue] = Field(default_factory=dict)
-    """Node selector of a labelled node pool instead of one node. Capacity is then predicted per host facts of one representative node only."""
-    root_disk: KubevirtRootDisk
-    ssh: KubevirtSsh = KubevirtSsh()
-    manage_kubevirt_config: bool = Field(default=False, alias="manageKubeVirtConfig")
-    """Patch the existing KubeVirt CR (server-side apply) with permittedHostDevices and the feature gates this gpu-stack needs. false: the CR is left alone and the convergence check only states what it must permit."""
-    kubevirt_cr: Name = "kubevirt"
-    """Name of the KubeVirt CR (one per cluster)."""
-    kubevirt_namespace: Name = "kubevirt"
-    """Namespace of the KubeVirt CR."""
-    feature_gates: tuple[Word, ...] = ()
-    """manageKubeVirtConfig: feature gates the cluster already has, kept. The CR's featureGates list is atomic, so the patch replaces it whole; gpu-stack adds HostDevices and Sidecar itself."""
-    device_plugins: KubevirtDevicePlugins = KubevirtDevicePlugins()
-    sidecar_image: ImageReference = "quay.io/kubevirt/sidecar-shim:v1.9.0"
-    """Image of the hook sidecar that sets the 64-bit PCI hole (KubeVirt v1.9.0, like v1.8.4, has no size annotation); the shim of the pinned KubeVirt release."""
-
-
-class VmKubevirt(Model):
-    """KubeVirt-only settings of a VM on a `kind: kubevirt` host."""
-
-    run_strategy: Literal["Always", "RerunOnFailure", "Manual", "Halted", "Once"] = "Always"
-    """spec.runStrategy of the VirtualMachine."""
-    dedicated_cpus: bool = False
-    """domain.cpu.dedicatedCpuPlacement: pinned, exclusive host CPUs (the node's kubelet needs the static CPU manager policy)."""
-    isolate_emulator_thread: bool = False
-    """domain.cpu.isolateEmulatorThread: one more dedicated CPU for QEMU's emulator thread. Needs dedicatedCpus."""
-    guest_numa: bool = False
-    """domain.cpu.numa.guestMappingPassthrough: the guest sees the host NUMA of its pinned CPUs. Needs dedicatedCpus and numa.hugepages1g."""
-
-
-# ------------------------------------------------------------------------ end kubevirt
 
 
 class Host(Model):

@@ -8,7 +8,7 @@ the element, instead of libvirt dropping or rejecting the element at
 `pulumi up`. An element that is only emitted for some VMs (expander buses,
 I/O threads, hugepages, kvm hidden, the 64-bit hole) is only checked for them:
 domain_elements() mirrors the conditions in hypervisors/libvirt/domain_xslt.py and
-components/gpu_passthrough_vm.py domain_spec().
+hypervisors/libvirt/machine.py domain_spec().
 
 Sources, verified 2026-12-02 (docs/SOURCES.md, "Domain elements"):
 - libvirt docs/formatdomain.rst at commit 64e98bd85307 (the ":since:" notes),

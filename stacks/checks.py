@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from urllib.parse import urlsplit
 
 from config.catalog import BAR_SIZE_REQUIRED
 from render.helm_values import CALICO_UPSTREAM
-from render.identity import derived_mac, in_vmware_static_range
+from render.identity import derived_mac
 from config.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
 from render.hypervisor import domain_elements, version_problems
 from hypervisors.libvirt.domain_xslt import pcie_problems
@@ -23,7 +22,8 @@ from datetime import date
 
 from config.compat import device_plugin_problems, gpu_operator_problems, kubernetes_version_warning
 from config import support
-from config.models import Host, StackConfig, VmVsphere
+from config.models import StackConfig
+from hypervisors.base import HYPERVISORS
 from config.errors import ConfigIssue
 from config.types import format_cpu_list, version_tuple
 
@@ -39,9 +39,6 @@ def _duplicates(names: list[str]) -> list[int]:
         seen.add(n)
     return dup
 
-
-LIBVIRT_DEFAULT_NETWORK = ipaddress.ip_network("192.168.122.0/24")
-"""What libvirt's stock `default` network hands out, assumed for a VM on it without an address."""
 
 # kubelet --node-labels may only use these in the kubernetes.io / k8s.io namespaces
 # (k8s.io/kubernetes/pkg/kubelet/apis/well_known_labels.go, KEP-0000 NodeRestriction).
@@ -83,7 +80,6 @@ def check_stack(cfg: StackConfig, secrets: set[str], stack: str | None = None) -
         by_host[vm.host].append((vi, vm))
 
     issues += _check_host_kinds(cfg, secrets, by_host)
-    issues += _check_kubevirt_namespaces(cfg)
     placements: dict[str, Placement] = {}
     for host_name, vms in by_host.items():
         hi = host_index[host_name]
@@ -189,16 +185,17 @@ def _check_cidrs(cfg: StackConfig) -> list[ConfigIssue]:
     pod, service = ipaddress.ip_network(k.pod_cidr), ipaddress.ip_network(k.service_cidr)
     if pod.version == service.version and pod.overlaps(service):
         issues.append(ConfigIssue("kubernetes.podCidr", f"{pod} overlaps kubernetes.serviceCidr {service}; pods and services need disjoint networks"))
-    kinds = {h.name: h.kind for h in cfg.hosts}
+    hosts = {h.name: h for h in cfg.hosts}
     for vi, vm in enumerate(cfg.vms):
+        assumed = HYPERVISORS[hosts[vm.host].kind].default_network(vm) if vm.host in hosts else None
         for key, net in (("podCidr", pod), ("serviceCidr", service)):
             if vm.network.address is not None:
                 address = ipaddress.ip_address(vm.network.address)
                 if address.version == net.version and address in net:
                     issues.append(ConfigIssue(f"kubernetes.{key}", f"{net} contains vms[{vi}].network.address {address} ({vm.name}); node, pod and service networks must be disjoint"))
-            elif kinds.get(vm.host) == "libvirt" and vm.network.name == "default" and net.version == 4 and net.overlaps(LIBVIRT_DEFAULT_NETWORK):
+            elif assumed is not None and net.version == assumed[0].version and net.overlaps(assumed[0]):
                 issues.append(ConfigIssue(f"kubernetes.{key}", (
-                    f"{net} overlaps {LIBVIRT_DEFAULT_NETWORK}, libvirt's default network that vms[{vi}] ({vm.name}) attaches to "
+                    f"{net} overlaps {assumed[0]}, {assumed[1]} that vms[{vi}] ({vm.name}) attaches to "
                     f"(vms[{vi}].network.name); node, pod and service networks must be disjoint. If that network is numbered differently, set vms[{vi}].network.address"
                 )))
     return issues
@@ -370,7 +367,7 @@ def _check_firmware_and_mmio(hi, host, vi, vm) -> list[ConfigIssue]:
         elif vm.mmio_hole64_gib & (vm.mmio_hole64_gib - 1):
             issues.append(ConfigIssue(f"vms[{vi}].mmioHole64Gib", f"{vm.mmio_hole64_gib} is not a power of two; BARs are naturally aligned, use {needed} or a larger power of two"))
     hole = hole64_gib(vm)
-    if hole and host.kind == "libvirt":  # QEMU's limit; ESXi sizes the guest's address space itself
+    if hole and HYPERVISORS[host.kind].limits_address_bits:  # QEMU's limit; ESXi sizes the guest's address space itself
         bits = phys_bits_needed(vm.memory_gib, hole)
         if bits > host.phys_addr_bits:
             issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"{vm.memory_gib} GiB RAM plus a {hole} GiB PCI hole needs {bits} physical address bits; host {host.name} has {host.phys_addr_bits} (hosts[{hi}].physAddrBits)"))
@@ -405,229 +402,36 @@ def _credential_issues(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]
     return issues
 
 
-def _libvirt_ssh_issues(key: str, host: Host) -> list[ConfigIssue]:
-    """A qemu+ssh URI the libvirt provider can use, and the host's key pinned (hypervisors/libvirt/connection.py)."""
-    from hypervisors.libvirt import connection
-
-    if not connection.is_ssh(host.libvirt_uri):
-        if host.host_key is not None:
-            return [ConfigIssue(f"{key}.hostKey", f"only for a qemu+ssh libvirtUri ({key}.libvirtUri {host.libvirt_uri} does not use SSH); remove it")]
-        return []
-    issues = [ConfigIssue(f"{key}.libvirtUri", f"{host.libvirt_uri} {p}") for p in connection.uri_problems(host.libvirt_uri)]
-    if host.host_key is None:
-        hostname = urlsplit(host.libvirt_uri).hostname or "HOST"
-        issues.append(ConfigIssue(f"{key}.hostKey", f"required for a qemu+ssh libvirtUri: the libvirt provider checks the hypervisor's SSH host key against it; "
-                                                    f"get it with `ssh-keyscan -t ed25519 {hostname}` (the part after the host name) and compare its fingerprint "
-                                                    "with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host"))
-    return issues
-
-
-# --- hosts[].kind ------------------------------------------------------- begin vsphere
-
-
 def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, list]) -> list[ConfigIssue]:
-    """Each host has the block of its kind; VMs on vSphere hosts get what passthrough on ESXi needs."""
+    """Each host has the block of its kind and none of another's, and its VMs what their backend needs (hypervisors/<kind>/checks.py)."""
     issues: list[ConfigIssue] = []
     for hi, host in enumerate(cfg.hosts):
-        key = f"hosts[{hi}]"
-        if host.kind == "libvirt":
-            if host.libvirt_uri is None:
-                issues.append(ConfigIssue(f"{key}.libvirtUri", "required for kind libvirt, e.g. qemu+ssh://root@gpu-host-1/system"))
-            else:
-                issues += _libvirt_ssh_issues(key, host)
-            if host.base_image is None:
-                issues.append(ConfigIssue(f"{key}.baseImage", "required for kind libvirt: the cloud image (qcow2) root disks are cloned from"))
-            if host.vsphere is not None:
-                issues.append(ConfigIssue(f"{key}.vsphere", f"only for kind vsphere ({key}.kind is libvirt); set {key}.kind: vsphere or remove this block"))
-            if host.kubevirt is not None:
-                issues.append(ConfigIssue(f"{key}.kubevirt", f"only for kind kubevirt ({key}.kind is {host.kind}); set {key}.kind: kubevirt or remove this block"))
-            continue
-        if host.kind == "kubevirt":
-            issues += _check_kubevirt_host(hi, host, by_host.get(host.name, []), secrets)
-            continue
-        if host.kubevirt is not None:
-            issues.append(ConfigIssue(f"{key}.kubevirt", "only for kind kubevirt; set kind: kubevirt or remove this block"))
-        for field in ("libvirt_uri", "base_image", "host_key"):
-            if getattr(host, field) is not None:
-                alias = Host.model_fields[field].alias
-                issues.append(ConfigIssue(f"{key}.{alias}", f"not used by kind vsphere (the VM comes from {key}.vsphere.template); remove it"))
-        if host.vsphere is None:
-            issues.append(ConfigIssue(f"{key}.vsphere", "required for kind vsphere: endpoint, datacenter, host, datastore, network, template and pciDevices"))
-            continue
-        t = host.vsphere.template
-        if host.vsphere.datacenter == "ha-datacenter":
-            issues.append(ConfigIssue(f"{key}.vsphere.datacenter", "ha-datacenter is a standalone ESXi host's own: terraform-provider-vsphere clones and deploys OVF/OVA only through vCenter Server, "
-                                      "not over a direct ESXi connection; add the host to a vCenter and name that vCenter (endpoint) and its datacenter"))
-        if (t.vm is None) == (t.ovf is None):
-            issues.append(ConfigIssue(f"{key}.vsphere.template", f"set exactly one of {key}.vsphere.template.vm (a VM template to clone, needs vCenter) and {key}.vsphere.template.ovf (an OVF/OVA URL)"))
-    used_vsphere = [h.name for h in cfg.hosts if h.kind == "vsphere" and h.name in by_host]
-    for secret in ("vsphereUser", "vspherePassword"):
-        if used_vsphere and secret not in secrets:
-            issues.append(ConfigIssue(secret, f"vSphere host {used_vsphere[0]} needs credentials; set them with `pulumi config set --secret gpu-stack:{secret}`"))
+        issues += HYPERVISORS[host.kind].host_issues(hi, host, by_host.get(host.name, []), secrets)
+    for backend in HYPERVISORS.values():
+        issues += backend.stack_issues(cfg, secrets, by_host)
     index = {h.name: i for i, h in enumerate(cfg.hosts)}
     for host_name, vms in by_host.items():
         host = cfg.hosts[index[host_name]]
+        backend = HYPERVISORS[host.kind]
         for vi, vm in vms:
-            issues += _check_vm_firmware(host, vi, vm)
-            if vm.kubevirt is not None and host.kind != "kubevirt":
-                issues.append(ConfigIssue(f"vms[{vi}].kubevirt", f"host {host.name} is kind {host.kind}; this block is for VMs on kind kubevirt hosts"))
-            if host.kind == "libvirt":
-                if vm.vsphere is not None:
-                    issues.append(ConfigIssue(f"vms[{vi}].vsphere", f"host {host.name} is kind libvirt; this block is for VMs on kind vsphere hosts"))
-                continue
-            if host.kind == "kubevirt":
-                issues += _check_kubevirt_vm(index[host_name], host, vi, vm)
-                continue
-            issues += _check_vsphere_vm(index[host_name], host, vi, vm)
+            issues += _check_vm_firmware(backend, vi, vm)
+            issues += backend.vm_issues(index[host_name], host, vi, vm)
     return issues
 
 
-def _check_vm_firmware(host, vi, vm) -> list[ConfigIssue]:
-    """vms[].firmware, the same rules for every backend that has the setting."""
+def _check_vm_firmware(backend, vi, vm) -> list[ConfigIssue]:
+    """vms[].firmware, the same rules for every backend that lets the VM choose (Hypervisor.firmware_issues None)."""
+    own = backend.firmware_issues(vi, vm)
+    if own is not None:
+        return own
     issues = []
     key = f"vms[{vi}].firmware"
     fw = vm.firmware
-    if fw.type != "efi":
-        if host.kind == "libvirt":
-            issues.append(ConfigIssue(f"{key}.type", f"libvirt VMs boot OVMF (hosts[].firmware.code); {fw.type} is not supported there"))
-        elif vm.gpus:
-            issues.append(ConfigIssue(f"{key}.type", f"{fw.type} with GPUs: seed 001 warns that the OS may not install or the passed-through GPU is not seen; use efi"))
-    if fw.secure_boot:
-        if host.kind == "libvirt":
-            issues.append(ConfigIssue(f"{key}.secureBoot", "on libvirt Secure Boot follows the OVMF build in hosts[].firmware.code; set that instead"))
-        elif vm.gpus and not fw.allow_secure_boot_with_gpus:
-            issues.append(ConfigIssue(f"{key}.secureBoot", f"Secure Boot with GPUs stops the unsigned NVIDIA modules from loading (seed 000: black screen); set false, or {key}.allowSecureBootWithGpus: true"))
+    if fw.type != "efi" and vm.gpus:
+        issues.append(ConfigIssue(f"{key}.type", f"{fw.type} with GPUs: seed 001 warns that the OS may not install or the passed-through GPU is not seen; use efi"))
+    if fw.secure_boot and vm.gpus and not fw.allow_secure_boot_with_gpus:
+        issues.append(ConfigIssue(f"{key}.secureBoot", f"Secure Boot with GPUs stops the unsigned NVIDIA modules from loading (seed 000: black screen); set false, or {key}.allowSecureBootWithGpus: true"))
     return issues
-
-
-def _check_vsphere_vm(hi, host, vi, vm) -> list[ConfigIssue]:
-    issues = []
-    key = f"vms[{vi}]"
-    opts = vm.vsphere or VmVsphere()
-    if vm.network.mac and not in_vmware_static_range(vm.network.mac):
-        issues.append(ConfigIssue(f"{key}.network.mac", f"{vm.network.mac} is outside VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff, which vSphere requires for a manual MAC; unset it to derive one"))
-    if vm.numa.hugepages_1g:
-        issues.append(ConfigIssue(f"{key}.numa.hugepages1g", "libvirt only; ESXi backs guest memory with large pages itself"))
-    if vm.numa.expose_gpu_affinity:
-        issues.append(ConfigIssue(f"{key}.numa.exposeGpuAffinity", "libvirt only (pcie-expander-bus); on vSphere set vsphere.numCoresPerSocket and numa.hostNodes"))
-    cps = opts.num_cores_per_socket
-    if cps is not None and vm.vcpus % cps:
-        issues.append(ConfigIssue(f"{key}.vsphere.numCoresPerSocket", f"{cps} does not divide vcpus {vm.vcpus}; vSphere needs whole sockets"))
-    enabled = set(host.vsphere.pci_devices) if host.vsphere is not None else set()
-    if host.vsphere is not None:
-        for kind, devices in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
-            for di, dev in enumerate(devices):
-                if dev.address not in enabled:
-                    issues.append(ConfigIssue(
-                        f"{key}.{kind}[{di}].address",
-                        f"{dev.address} is not in hosts[{hi}].vsphere.pciDevices (host {host.name}); set its passthrough to Active on the host "
-                        "(Host > Manage > Hardware > PCI Devices > Toggle passthrough, then reboot the host) and list it there",
-                    ))
-    return issues
-
-
-# ------------------------------------------------------------------------- end vsphere
-
-
-# --- hosts[].kind: kubevirt ------------------------------------------ begin kubevirt
-
-
-def _check_kubevirt_namespaces(cfg: StackConfig) -> list[ConfigIssue]:
-    """All KubeVirt hosts share one host cluster (gpu-stack:kubevirtKubeconfig): a namespace is created once, so its hosts agree on createNamespace."""
-    issues: list[ConfigIssue] = []
-    first: dict[str, tuple[int, bool]] = {}
-    for hi, host in enumerate(cfg.hosts):
-        kv = host.kubevirt if host.kind == "kubevirt" else None
-        if kv is None:
-            continue
-        hj, create = first.setdefault(kv.namespace, (hi, kv.create_namespace))
-        if create != kv.create_namespace:
-            issues.append(ConfigIssue(f"hosts[{hi}].kubevirt.createNamespace", f"{str(kv.create_namespace).lower()}, but hosts[{hj}] ({cfg.hosts[hj].name}) puts its VMs in the same "
-                                                                              f"namespace {kv.namespace} with hosts[{hj}].kubevirt.createNamespace {str(create).lower()}; "
-                                                                              "the namespace is created once per host cluster, so set the same value on both"))
-    return issues
-
-
-def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
-    """A KubeVirt host: its block, the host cluster's kubeconfig, root disk, SSH path, and who advertises each device."""
-    from config.catalog import NVSWITCH_MODELS
-
-    issues: list[ConfigIssue] = []
-    key = f"hosts[{hi}]"
-    for field in ("libvirt_uri", "base_image", "host_key", "vsphere"):
-        if getattr(host, field) is not None:
-            alias = Host.model_fields[field].alias
-            issues.append(ConfigIssue(f"{key}.{alias}", f"not used by kind kubevirt (the VM's disk is {key}.kubevirt.rootDisk); remove it"))
-    if vms and "kubevirtKubeconfig" not in secrets:
-        issues.append(ConfigIssue("kubevirtKubeconfig", f"KubeVirt host {host.name} needs the kubeconfig of its host cluster (never the guest cluster's gpu-stack:kubeconfig); "
-                                                         "set it with `pulumi config set --secret gpu-stack:kubevirtKubeconfig < host-cluster.kubeconfig`"))
-    kv = host.kubevirt
-    if kv is None:
-        issues.append(ConfigIssue(f"{key}.kubevirt", "required for kind kubevirt: namespace, nodeName (or nodeSelector) and rootDisk"))
-        return issues
-    k = f"{key}.kubevirt"
-    if kv.create_namespace and kv.namespace == kv.kubevirt_namespace:
-        issues.append(ConfigIssue(f"{k}.createNamespace", f"{k}.namespace {kv.namespace} is the KubeVirt CR's namespace ({k}.kubevirtNamespace), which exists already; "
-                                                          "set createNamespace: false or give the VMs a namespace of their own"))
-    if (kv.node_name is None) == (not kv.node_selector):
-        issues.append(ConfigIssue(f"{k}.nodeName", "set exactly one of nodeName (the node's kubernetes.io/hostname) and nodeSelector: passed-through devices are a node's, so a GPU VM is bound to one"))
-    d = kv.root_disk
-    sources = [n for n, v in (("url", d.url), ("registry", d.registry), ("containerDisk", d.container_disk)) if v is not None]
-    if len(sources) != 1:
-        issues.append(ConfigIssue(f"{k}.rootDisk", f"set exactly one of url (DataVolume from an image URL), registry (DataVolume from a registry image) and containerDisk; got {', '.join(sources) or 'none'}"))
-    elif d.container_disk is not None and d.storage_class is not None:
-        issues.append(ConfigIssue(f"{k}.rootDisk.storageClass", "a containerDisk is ephemeral and has no volume; remove storageClass or import the image into a DataVolume (url or registry)"))
-    ssh = kv.ssh
-    if ssh.via == "multus":
-        issues.append(ConfigIssue(f"{k}.ssh.via", "multus (a secondary network with a static address) is not implemented in this gpu-stack; use service (NodePort or LoadBalancer)"))
-    elif ssh.service_type == "NodePort":
-        if ssh.node_port is None:
-            issues.append(ConfigIssue(f"{k}.ssh.nodePort", "required for serviceType NodePort: a fixed port in 30000-32767, so the SSH endpoint is known before the Service exists"))
-        elif ssh.node_port + len(vms) - 1 > 32767:
-            issues.append(ConfigIssue(f"{k}.ssh.nodePort", f"{ssh.node_port} is the first of {len(vms)} node ports (one per VM on {host.name}: nodePort, nodePort+1, ...); the last must be at most 32767"))
-        if ssh.address is None:
-            issues.append(ConfigIssue(f"{k}.ssh.address", "required for serviceType NodePort: the address of a host-cluster node reachable from where Pulumi runs"))
-    else:
-        for field, alias in (("node_port", "nodePort"), ("address", "address")):
-            if getattr(ssh, field) is not None:
-                issues.append(ConfigIssue(f"{k}.ssh.{alias}", "only for serviceType NodePort; a LoadBalancer is reached at its ingress address"))
-    ours = set(kv.device_plugins.kubevirt or ())
-    for j, model in enumerate(kv.device_plugins.gpu_operator):
-        if model in ours:
-            issues.append(ConfigIssue(f"{k}.devicePlugins.gpuOperator[{j}]", f"{model} is also in {k}.devicePlugins.kubevirt: two device plugins would advertise the same device "
-                                                                            "(KubeVirt's with externalResourceProvider false, and the GPU Operator's sandbox plugin); keep it in one list"))
-    for vi, vm in vms:
-        for kind, devices in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
-            catalog = GPU_MODELS if kind == "gpus" else NVSWITCH_MODELS
-            for di, dev in enumerate(devices):
-                if not catalog[dev.model].pci_ids:
-                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} has no vendor:device ID in config/catalog.py, and a KubeVirt host selects devices by it "
-                                                                              "(permittedHostDevices.pciHostDevices[].pciVendorSelector); add the ID from `lspci -nn -d 10de:` to the catalog with its source"))
-                elif kv.device_plugins.kubevirt is not None and dev.model not in ours and dev.model not in kv.device_plugins.gpu_operator:
-                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} is advertised by no device plugin on {host.name}; add it to {k}.devicePlugins.kubevirt or .gpuOperator"))
-    return issues
-
-
-def _check_kubevirt_vm(hi, host, vi, vm) -> list[ConfigIssue]:
-    from config.models import VmKubevirt
-
-    issues = []
-    key = f"vms[{vi}]"
-    opts = vm.kubevirt or VmKubevirt()
-    if vm.vsphere is not None:
-        issues.append(ConfigIssue(f"{key}.vsphere", f"host {host.name} is kind kubevirt; this block is for VMs on kind vsphere hosts"))
-    if vm.numa.expose_gpu_affinity:
-        issues.append(ConfigIssue(f"{key}.numa.exposeGpuAffinity", "libvirt only (pcie-expander-bus); on KubeVirt set kubevirt.guestNuma (guestMappingPassthrough)"))
-    if vm.numa.cells is not None:
-        issues.append(ConfigIssue(f"{key}.numa.cells", "libvirt only; KubeVirt derives guest cells from the dedicated CPUs it pins (kubevirt.guestNuma)"))
-    if opts.isolate_emulator_thread and not opts.dedicated_cpus:
-        issues.append(ConfigIssue(f"{key}.kubevirt.isolateEmulatorThread", "needs kubevirt.dedicatedCpus: true (KubeVirt only isolates the emulator thread of a VM with dedicated CPUs)"))
-    if opts.guest_numa and not (opts.dedicated_cpus and vm.numa.hugepages_1g):
-        issues.append(ConfigIssue(f"{key}.kubevirt.guestNuma", "guestMappingPassthrough needs kubevirt.dedicatedCpus: true and numa.hugepages1g: true (KubeVirt refuses it otherwise)"))
-    return issues
-
-
-# ------------------------------------------------------------------------- end kubevirt
 
 
 def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:

@@ -256,5 +256,5 @@ def test_unequal_cells_get_one_socket_on_every_backend_that_places_the_vm():
     assert guest_topology(placement) == (1, 8, 1)
     cfg, _ = parse_stack_config(_seed000(), SECRETS)
     vm = cfg.vms[0].model_copy(update={"vcpus": 8, "numa": cfg.vms[0].numa.model_copy(update={"host_nodes": (0, 1)})})
-    plan = plan_vm(vm, kind="vsphere", project="gpu-stack", stack="t", placement=placement, hostdevs=(), ssh_user="u", ssh_public_key="ssh-ed25519 AAAA")
+    plan = plan_vm(vm, derived_mac="00:50:56:00:00:01", project="gpu-stack", stack="t", placement=placement, ssh_user="u", ssh_public_key="ssh-ed25519 AAAA")
     assert num_cores_per_socket(plan, vm) == 8

@@ -162,7 +162,7 @@ def noise_verdict(slow: list[float], warm: list[float], label: str = "slower by"
 
 def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None) -> dict:
     from tools import mockrun
-    import stacks.compose as compose
+    import hypervisors.libvirt.preflight as preflight
 
     raw = fleet_config(vms)
     values = {f"gpu-stack:{k}": json.dumps(v) for k, v in raw.items()}
@@ -188,7 +188,7 @@ def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None
     timed(program=floor)  # the floor's own warm-up
 
     # every invoke of the program is in these two: the IOMMU look-ups and the SMT look-ups (getNodeInfo)
-    preflights = {name: getattr(compose, name) for name in ("iommu_preflight", "smt_preflight")}
+    preflights = {name: getattr(preflight, name) for name in ("iommu_preflight", "smt_preflight")}
     spent: list[float] = []
 
     def clocked(function):
@@ -202,7 +202,7 @@ def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None
 
     warm, warm_preflight, slow, slow_preflight, base = [], [], [], [], []
     for name, function in preflights.items():
-        setattr(compose, name, clocked(function))
+        setattr(preflight, name, clocked(function))
     try:
         for _ in range(repeat):
             spent.clear()
@@ -214,7 +214,7 @@ def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None
             base.append(timed("floor", program=floor))
     finally:
         for name, function in preflights.items():
-            setattr(compose, name, function)
+            setattr(preflight, name, function)
     i = min(range(repeat), key=lambda k: slow[k])
     w = min(range(repeat), key=lambda k: warm[k])
     floor_s = min(base)

@@ -88,20 +88,13 @@ def with_libvirt_uri(config: dict[str, Any], uri: str) -> dict[str, Any]:
     """`make preview LIBVIRT_URI=...`: every libvirt host of the stack pointed at `uri` (this machine's
     libvirtd, for tests), its hostKey dropped unless `uri` is qemu+ssh. The libvirt provider connects
     to every hosts[].libvirtUri when it is configured, so a real preview needs one that answers."""
-    from hypervisors.libvirt.connection import is_ssh
+    from hypervisors.libvirt.connection import pointed_at
 
     key = f"{PROJECT}:hosts"
     hosts = config.get(key)
     if not isinstance(hosts, list):
         return config
-    out = []
-    for host in hosts:
-        if isinstance(host, dict) and host.get("kind", "libvirt") == "libvirt":
-            host = {**host, "libvirtUri": uri}
-            if not is_ssh(uri):
-                host.pop("hostKey", None)
-        out.append(host)
-    return {**config, key: out}
+    return {**config, key: [pointed_at(host, uri) for host in hosts]}
 
 
 def throwaway_env(tmp: Path) -> dict[str, str]:

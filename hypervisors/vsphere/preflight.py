@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_vsphere as vsphere
 
-from components.gpu_passthrough_vm import VsphereTarget
+from hypervisors.vsphere.machine import VsphereTarget
 from hypervisors.vsphere.render import NVIDIA_VENDOR_ID, Inventory, TemplateInfo, model_name_regex
 from config.models import Host, StackConfig
 from config.errors import ConfigError, ConfigIssue

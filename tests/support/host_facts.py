@@ -4,7 +4,7 @@ The engine tests preview the libvirt stacks against this machine's libvirtd (qem
 libvirt provider connects there when it is configured, and without facts the IOMMU preflight would
 ask that libvirtd for the stacks' GPU PCI addresses, which it does not have ("... is not a PCI device
 of host ..."). A facts file per host (GPU_STACK_HOST_FACTS) replaces those invokes
-(stacks/compose.iommu_preflight): here it says what the config says and nothing more:
+(stacks/hypervisors/libvirt/preflight.iommu_preflight): here it says what the config says and nothing more:
 
 - every configured GPU and NVSwitch alone in its IOMMU group (group number: its bus, as the offline
   plan assumes, tools/mockrun.isolated_node_device), bound to vfio-pci, on the NUMA node the config
