@@ -36,8 +36,6 @@ from doctor.nvidia_smi import (
 )
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
-SECTIONS = ("hypervisor", "guest driver", "runtime", "kubernetes", "workloads", "monitoring")
-
 # Every command the doctor sends to a guest: read-only, exact strings (`sudo -n` never prompts).
 GUEST_COMMANDS: dict[str, str] = {
     "nvidia-smi-L": "nvidia-smi -L",

@@ -283,13 +283,6 @@ def parse_lspci_regions(text: str) -> tuple[Bar, ...]:
     return tuple(bars)
 
 
-def catalog_bar_sizes(bars: tuple[Bar, ...]) -> tuple[int, int]:
-    """(bar1_bytes, other_64bit_bar_bytes) as render/catalog.DeviceModel counts them: the largest 64-bit
-    prefetchable BAR (the framebuffer aperture), and the sum of the other 64-bit BARs; 32-bit BARs sit below 4 GiB."""
-    bar1 = max((b.size for b in bars if b.is_64bit and b.prefetchable), default=0)
-    return bar1, sum(b.size for b in bars if b.is_64bit) - bar1
-
-
 def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
     """A facts document to HostFacts; FactsError naming `source` and the field on anything wrong."""
     try:

@@ -142,13 +142,6 @@ def version_problems(elements: list[str], libvirt_version: str | None, qemu_vers
     return problems
 
 
-def minimum_versions(elements: list[str]) -> tuple[str, str]:
-    """(libvirt, QEMU) the elements need together, for docs and error messages."""
-    lib = max((MINIMUMS[e].libvirt for e in elements if MINIMUMS[e].libvirt), default=(0,))
-    qemu = max((MINIMUMS[e].qemu for e in elements if MINIMUMS[e].qemu), default=(0,))
-    return _fmt(lib), _fmt(qemu)
-
-
 def smt_undeclared(host_index: int, host: Host, threads_per_core: int | None) -> str | None:
     """A warning when libvirt reports SMT (getNodeInfo cpu_threads_per_core > 1) but hosts[].threadSiblings is empty."""
     if host.thread_siblings or not threads_per_core or threads_per_core < 2:

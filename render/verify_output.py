@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 
 _BANNER = re.compile(r"NVIDIA-SMI\s+(?P<smi>\S+)\s+Driver Version:\s+(?P<driver>\S+)\s+CUDA Version:\s+(?P<cuda>[\d.]+)")
-_ROW = re.compile(r"^\|\s+(?P<index>\d+)\s+(?P<name>.+?)\s+(?:On|Off)\s+\|\s+(?P<bus>[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d)\s")
 
 
 @dataclass(frozen=True)
@@ -33,11 +32,6 @@ def parse_banner(text: str) -> dict[str, str]:
     if not m:
         raise ValueError("no 'NVIDIA-SMI ... Driver Version ... CUDA Version' banner in the output")
     return {"driver_version": m.group("driver"), "cuda_version": m.group("cuda")}
-
-
-def parse_table_gpus(text: str) -> list[tuple[int, str, str]]:
-    """(index, name, bus id) per GPU row of the `nvidia-smi` table."""
-    return [(int(m.group("index")), m.group("name").strip(), m.group("bus")) for m in map(_ROW.match, text.splitlines()) if m]
 
 
 def parse_query_csv(text: str) -> list[GpuInfo]:

@@ -12,7 +12,8 @@ import copy
 import pytest
 
 from config.catalog import BAR_SIZE_REQUIRED, GPU_MODELS, NVSWITCH_MODELS
-from facts.host_facts import catalog_bar_sizes, load_host_facts, parse_lspci_regions
+from facts.host_facts import load_host_facts, parse_lspci_regions
+from tests.support.host_facts import catalog_bar_sizes
 from doctor.nvidia_smi import parse_query
 from render.mmio import device_bar_bytes
 from config.errors import ConfigError

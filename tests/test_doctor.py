@@ -26,6 +26,7 @@ import pytest
 from doctor.diagnosis import FAIL, GUEST_COMMANDS, PASS, WARN, is_read_only
 from tests.support.doctor_servers import KubeApi, SshServer
 from doctor import command as doctor
+from tests.support.plan import write_plan
 from tools import mockrun, plan
 
 HERE = Path(__file__).parent
@@ -252,7 +253,7 @@ def stack_dir(tmp_path_factory, keys):
 
 @pytest.fixture(scope="module")
 def planned_domain(stack_dir, tmp_path_factory):
-    out, _ = plan.write_plan("h100", tmp_path_factory.mktemp("plan"), stack_dir)
+    out, _ = write_plan("h100", tmp_path_factory.mktemp("plan"), stack_dir)
     xml = (out / "vms" / VM / "domain.xml").read_text()
     return xml.replace('<domain type="kvm">', '<domain type="kvm" id="3">', 1)
 

@@ -12,7 +12,8 @@ import copy
 import pytest
 
 from render.numa import guest_topology
-from render.hypervisor import MINIMUMS, domain_elements, minimum_versions, version_problems
+from render.hypervisor import MINIMUMS, domain_elements, version_problems
+from tests.support.hypervisor import minimum_versions
 from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import seed000_host, seed000_vm, stack_file

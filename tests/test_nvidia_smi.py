@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from render.verify_output import parse_banner, parse_query_csv, parse_table_gpus, parse_verify_output
+from render.verify_output import parse_banner, parse_query_csv, parse_verify_output
+from tests.support.nvidia_smi import parse_table_gpus
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 
@@ -58,13 +59,12 @@ from doctor.nvidia_smi import (  # noqa: E402
     parse_list,
     parse_nvlink_status,
     parse_query,
-    parse_query_fabric,
     parse_topo_matrix,
     parse_xid_lines,
     query_gpus,
-    query_gpus_xml,
     strip_ansi,
 )
+from tests.support.nvidia_smi import parse_query_fabric, query_gpus_xml  # noqa: E402
 
 H100_8_UUIDS = ["GPU-c7a0294c-c2c2-5476-438c-fb468eaa223b", "GPU-27196ced-a067-4406-2159-46448710fc9c",
                 "GPU-0d9ce0d5-22a0-fdf7-c891-f26e86f907b6", "GPU-7353c83a-0617-7238-ca5a-9b9c80212c46",
@@ -193,7 +193,7 @@ def test_xid_lines_and_meanings():
 
 
 def test_query_gpu_csv_with_header_on_real_captures():
-    from doctor.nvidia_smi import parse_query_gpu_csv
+    from tests.support.nvidia_smi import parse_query_gpu_csv
 
     (p100,) = parse_query_gpu_csv(fixture("nvidia-smi-query-gpu.1xP100-PCIE-16GB.csv"))  # no trailing newline
     assert p100["name"] == "Tesla P100-PCIE-16GB" and p100["fan.speed"] is None  # [N/A]
@@ -208,7 +208,7 @@ def test_query_gpu_csv_with_header_on_real_captures():
 
 
 def test_query_gpu_csv_unknown_field_fails_the_whole_query():
-    from doctor.nvidia_smi import parse_query_gpu_csv
+    from tests.support.nvidia_smi import parse_query_gpu_csv
 
     with pytest.raises(ValueError, match="'throttle_reasons.active' is not valid"):
         parse_query_gpu_csv(fixture("nvidia-smi-query-gpu.invalid-field-error.8xH100-SXM.580.126.20.txt"))

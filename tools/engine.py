@@ -207,28 +207,6 @@ class Outcome:
     diagnostics: list[tuple[str, str]]  # (severity, message)
 
 
-def operate(stack: str, bin_dir: str, op: str = "preview", *, secrets: dict[str, str] | None = None,
-            config_overrides: dict[str, Any] | None = None, libvirt_uri: str | None = None,
-            host_facts: list[str] | None = None, **op_args: Any) -> Outcome:
-    """One automation-API operation (`preview`, `up`, ...) on a fresh throwaway stack."""
-    from pulumi import automation as auto
-
-    events: list[Any] = []
-    with workspace(stack, Path(bin_dir), secrets=secrets, config_overrides=config_overrides, libvirt_uri=libvirt_uri,
-                   host_facts=host_facts) as ws:
-        try:
-            result = getattr(ws.stack, op)(color="never", on_event=events.append, **op_args)
-            ok, stdout, error = True, result.stdout, ""
-        except auto.errors.CommandError as e:
-            text = str(e)
-            ok, stdout, error = False, text.split(" stdout: ", 1)[-1].rsplit(" stderr: ", 1)[0], text.rsplit(" stderr: ", 1)[-1]
-    return Outcome(
-        ok, stdout, error,
-        [e.resource_pre_event.metadata.type for e in events if e.resource_pre_event],
-        [(e.diagnostic_event.severity, e.diagnostic_event.message) for e in events if e.diagnostic_event],
-    )
-
-
 def isolated(fn, *args: Any, timeout: float = 600, **kwargs: Any) -> Any:
     """fn(*args, **kwargs) in a fresh Python process, which is then killed.
 

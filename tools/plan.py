@@ -590,12 +590,6 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
     return PlanResult(out, text, violations)
 
 
-def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None,
-               base: str | None = None) -> tuple[Path, str]:
-    result = run_plan(stack, out_root, root, facts, facts_dir, base)
-    return result.out, result.summary
-
-
 def rollout_summary(doc: dict[str, Any]) -> str:
     if "summary" in doc:
         return f"  rollout from {doc['base']} (rollout.json):\n" + "\n".join(f"    {line}" for line in doc["summary"])

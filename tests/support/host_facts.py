@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from config.catalog import GIB, MIB, device_model
-from facts.host_facts import FORMAT, load_host_facts
+from facts.host_facts import FORMAT, Bar, load_host_facts
 from config.models import StackConfig
 from config.types import format_cpu_list, parse_cpu_list
 
@@ -206,3 +206,10 @@ def mock_plan(stack: str, *, libvirt_uri: str | None = None, host_facts: list[Pa
     values, secret_keys = engine_stack_config(stack, libvirt_uri)
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=[str(p) for p in host_facts or []])
     return resolve_scripts(json.loads(resources_json(result)), artifacts(result))
+
+
+def catalog_bar_sizes(bars: tuple[Bar, ...]) -> tuple[int, int]:
+    """(bar1_bytes, other_64bit_bar_bytes) as render/catalog.DeviceModel counts them: the largest 64-bit
+    prefetchable BAR (the framebuffer aperture), and the sum of the other 64-bit BARs; 32-bit BARs sit below 4 GiB."""
+    bar1 = max((b.size for b in bars if b.is_64bit and b.prefetchable), default=0)
+    return bar1, sum(b.size for b in bars if b.is_64bit) - bar1
