@@ -44,7 +44,8 @@ class KubevirtSsh(Model):
     service_type: Literal["NodePort", "LoadBalancer"] = "NodePort"
     """Type of the Service that exposes the guest's port 22."""
     node_port: Optional[int] = Field(default=None, ge=30000, le=32767)
-    """NodePort: the fixed node port of the host's first VM (the kube-apiserver default range 30000-32767); the next VMs on this host get nodePort+1, +2, ... in vms order. Required for NodePort, so the SSH endpoint is known at preview."""
+    """NodePort: the fixed node port of the host's first VM (the kube-apiserver default range 30000-32767); the next VMs on this host get nodePort+1, +2, ...
+    in vms order. Required for NodePort, so the SSH endpoint is known at preview."""
     address: Optional[IPv4] = None
     """NodePort: the address of a node reachable from where Pulumi runs (required). LoadBalancer: unset, the Service's load-balancer ingress address once assigned."""
 
@@ -53,7 +54,8 @@ class KubevirtDevicePlugins(Model):
     """Who advertises each device model as a node resource. A model in both lists is refused."""
 
     kubevirt: Optional[tuple[DeviceModelName, ...]] = None
-    """Models advertised by KubeVirt's own device plugin (permittedHostDevices with externalResourceProvider false, as in seed 002): one device per IOMMU group. Unset: every model the VMs on this host use that gpuOperator does not list."""
+    """Models advertised by KubeVirt's own device plugin (permittedHostDevices with externalResourceProvider false, as in seed 002): one device per IOMMU
+    group. Unset: every model the VMs on this host use that gpuOperator does not list."""
     gpu_operator: tuple[DeviceModelName, ...] = ()
     """Models advertised by NVIDIA's sandbox device plugin through the GPU Operator (sandboxWorkloads, vfio-manager) on the host cluster: permittedHostDevices with externalResourceProvider true."""
 
@@ -62,7 +64,9 @@ class KubevirtHost(Model):
     namespace: Name
     """Namespace of the VirtualMachine, its DataVolume, cloud-init Secret and SSH Service on the host cluster."""
     create_namespace: bool = True
-    """gpu-stack creates `namespace` on the host cluster (once, whatever the number of hosts and VMs in it; protected and kept on delete in production, since deleting a namespace deletes its VMs). false: the namespace is managed elsewhere and must exist before `pulumi up`. Hosts that share a namespace set the same value."""
+    """gpu-stack creates `namespace` on the host cluster (once, whatever the number of hosts and VMs in it; protected and kept on delete in production, since
+    deleting a namespace deletes its VMs). false: the namespace is managed elsewhere and must exist before `pulumi up`. Hosts that share a namespace set
+    the same value."""
     node_name: Optional[Name] = None
     """The node (its kubernetes.io/hostname label) the VM is bound to; host facts are that node's. Set this or nodeSelector."""
     node_selector: dict[QualifiedName, LabelValue] = Field(default_factory=dict)
@@ -70,7 +74,8 @@ class KubevirtHost(Model):
     root_disk: KubevirtRootDisk
     ssh: KubevirtSsh = KubevirtSsh()
     manage_kubevirt_config: bool = Field(default=False, alias="manageKubeVirtConfig")
-    """Patch the existing KubeVirt CR (server-side apply) with permittedHostDevices and the feature gates this gpu-stack needs. false: the CR is left alone and the convergence check only states what it must permit."""
+    """Patch the existing KubeVirt CR (server-side apply) with permittedHostDevices and the feature gates this gpu-stack needs. false: the CR is left alone
+    and the convergence check only states what it must permit."""
     kubevirt_cr: Name = "kubevirt"
     """Name of the KubeVirt CR (one per cluster)."""
     kubevirt_namespace: Name = "kubevirt"

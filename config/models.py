@@ -79,11 +79,16 @@ class BaseImage(Model):
 class Host(Model):
     name: Name
     kind: Literal["libvirt", "vsphere", "kubevirt"] = "libvirt"
-    """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`) or kubevirt (a node of a Kubernetes cluster running KubeVirt; set `kubevirt`)."""
+    """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`) or kubevirt (a node of a
+    Kubernetes cluster running KubeVirt; set `kubevirt`)."""
     libvirt_uri: Optional[LibvirtUri] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$", examples=["qemu+ssh://root@hgx-1.lab/system"])
-    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt. For qemu+ssh the libvirt provider (its own Go SSH client, not `ssh`) gets the key gpu-stack:hypervisorSshPrivateKey (else gpu-stack:sshPrivateKey) and hostKey as its known host; write no keyfile, knownhosts, sshauth, no_verify or known_hosts_verify parameter and no port."""
+    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt. For qemu+ssh the libvirt provider (its own Go SSH client,
+    not `ssh`) gets the key gpu-stack:hypervisorSshPrivateKey (else gpu-stack:sshPrivateKey) and hostKey as its known host; write no keyfile, knownhosts,
+    sshauth, no_verify or known_hosts_verify parameter and no port."""
     host_key: Optional[SshHostKey] = Field(default=None, examples=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILuboOTsYC4LhH1WQEw1vVO3UXJh/+bayMS4bvNu6e2a"])
-    """The hypervisor's SSH host key, pinned: required for a qemu+ssh libvirtUri. `ssh-keyscan -t ed25519 HOST` without the host name, checked against `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host. Pin the ed25519 key: the provider's client asks for ed25519 first, so a host that has one presents it."""
+    """The hypervisor's SSH host key, pinned: required for a qemu+ssh libvirtUri. `ssh-keyscan -t ed25519 HOST` without the host name, checked against
+    `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host. Pin the ed25519 key: the provider's client asks for ed25519 first, so a host that has
+    one presents it."""
     vsphere: Optional[VsphereHost] = None
     """Where and from what VMs are created on a kind vsphere host. Credentials are the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword."""
     kubevirt: Optional[KubevirtHost] = None
@@ -102,7 +107,9 @@ class Host(Model):
     base_image: Optional[BaseImage] = None
     """Cloud image the root disks are cloned from. Required for kind libvirt."""
     thread_siblings: tuple[CpuList, ...] = ()
-    """SMT: each entry the two hardware threads of one physical core, as /sys/devices/system/cpu/cpuN/topology/thread_siblings_list prints them (e.g. "0,32"). Set: vCPUs are allocated as sibling pairs (vCPUs 2k and 2k+1 on one core) and the guest sees threads=2. Empty: no SMT information, one vCPU per host CPU, threads=1. The host-facts script can fill it later."""
+    """SMT: each entry the two hardware threads of one physical core, as /sys/devices/system/cpu/cpuN/topology/thread_siblings_list prints them (e.g.
+    "0,32"). Set: vCPUs are allocated as sibling pairs (vCPUs 2k and 2k+1 on one core) and the guest sees threads=2. Empty: no SMT information, one vCPU
+    per host CPU, threads=1. The host-facts script can fill it later."""
     libvirt_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$", examples=["10.0.0"])
     """libvirt on this host (`virsh version --daemon`). Set: the plan refuses domain elements this version lacks (render/hypervisor.py). Unset: not checked."""
     qemu_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$", examples=["8.2.2"])
@@ -138,7 +145,8 @@ class VmNetwork(Model):
     name: Word = "default"
     """libvirt network the NIC attaches to (on a vSphere host: hosts[].vsphere.network)."""
     mac: Optional[MacAddress] = None
-    """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed): 52:54:00:xx:xx:xx on libvirt, in VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff on vSphere (which accepts no other manual MAC)."""
+    """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed): 52:54:00:xx:xx:xx on libvirt, in
+    VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff on vSphere (which accepts no other manual MAC)."""
     address: Optional[IPv4] = None
     """The guest's IPv4 address when known (DHCP reservation for the MAC). Unset: the DHCP lease address."""
     wait_for_lease: bool = True
@@ -146,7 +154,8 @@ class VmNetwork(Model):
 
 class VmFirmware(Model):
     type: Literal["efi", "bios"] = "efi"
-    """Boot firmware. With GPUs only efi is accepted (seed 001: otherwise the OS may not install or the GPU is not seen). libvirt always boots OVMF (hosts[].firmware.code); vSphere: the VirtualMachine's firmware."""
+    """Boot firmware. With GPUs only efi is accepted (seed 001: otherwise the OS may not install or the GPU is not seen). libvirt always boots OVMF
+    (hosts[].firmware.code); vSphere: the VirtualMachine's firmware."""
     secure_boot: bool = False
     """Boot with UEFI Secure Boot. With GPUs refused unless allowSecureBootWithGpus. libvirt: follows hosts[].firmware.code instead; vSphere: efi_secure_boot_enabled."""
     allow_secure_boot_with_gpus: bool = False
@@ -216,7 +225,8 @@ class Nvidia(Model):
     runfile_url: Optional[DownloadUrlOrPath] = None
     """Driver .run installer when install_method is runfile."""
     kernel_modules: Optional[Literal["open", "proprietary"]] = None
-    """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (config/catalog.py): open from Turing on (NVIDIA's recommendation, required by Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
+    """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (config/catalog.py): open from Turing on (NVIDIA's recommendation, required by
+    Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
     cuda: Optional[Cuda] = None
 
 
@@ -226,15 +236,20 @@ class ContainerRuntime(Model):
     nvidia_default: bool = False
     """containerd only: make nvidia the default runtime instead of using the RuntimeClass."""
     docker_repository: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
-    """Base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (ubuntu/, rhel/, centos/ below it): docker-ce for runtime docker, and containerd.io on EL. Unset: https://download.docker.com/linux."""
+    """Base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (ubuntu/, rhel/, centos/ below it):
+    docker-ce for runtime docker, and containerd.io on EL. Unset: https://download.docker.com/linux."""
 
 
 class GuestRepositories(Model):
     """Base URLs of NVIDIA's package repositories (or mirrors of them in air-gapped labs); the signing keys come from the same base."""
     nvidia_container_toolkit: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
-    """NVIDIA's libnvidia-container repository (nvidia-container-toolkit and its libraries) or a mirror laid out like https://nvidia.github.io/libnvidia-container (stable/deb/, stable/rpm/ and the key gpgkey below it). Unset: https://nvidia.github.io/libnvidia-container."""
+    """NVIDIA's libnvidia-container repository (nvidia-container-toolkit and its libraries) or a mirror laid out like
+    https://nvidia.github.io/libnvidia-container (stable/deb/, stable/rpm/ and the key gpgkey below it). Unset:
+    https://nvidia.github.io/libnvidia-container."""
     cuda: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
-    """NVIDIA's CUDA repositories or a mirror laid out like https://developer.download.nvidia.com/compute/cuda/repos (<distro>/x86_64/ below it: rhel9, ubuntu2204, ubuntu2404). Used on EL for the driver and Fabric Manager, on Ubuntu only for nvlsm (NVLink 5). Unset: https://developer.download.nvidia.com/compute/cuda/repos."""
+    """NVIDIA's CUDA repositories or a mirror laid out like https://developer.download.nvidia.com/compute/cuda/repos (<distro>/x86_64/ below it: rhel9,
+    ubuntu2204, ubuntu2404). Used on EL for the driver and Fabric Manager, on Ubuntu only for nvlsm (NVLink 5). Unset:
+    https://developer.download.nvidia.com/compute/cuda/repos."""
 
 
 class Proxy(Model):
@@ -243,7 +258,8 @@ class Proxy(Model):
     https: Optional[ProxyUrl] = None
     """Proxy for https:// URLs, with its scheme (usually http://, the CONNECT proxy)."""
     username: Optional[Word] = None
-    """User the proxy asks for (HTTP Basic); its password is the secret gpu-stack:proxyPassword. Never user:password@ in http or https: the guest writes the credentials only to root-only files (docs/OPERATIONS.md, Proxy and mirror credentials)."""
+    """User the proxy asks for (HTTP Basic); its password is the secret gpu-stack:proxyPassword. Never user:password@ in http or https: the guest writes the
+    credentials only to root-only files (docs/OPERATIONS.md, Proxy and mirror credentials)."""
     no_proxy: tuple[NoProxyItem, ...] = ("127.0.0.1", "localhost", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ".svc", ".cluster.local")
 
 
@@ -271,7 +287,9 @@ class Guest(Model):
     registry_username: Optional[Word] = None
     """User for the private registry; its password is the secret gpu-stack:registryPassword."""
     repository_username: Optional[Word] = None
-    """User for the configured package mirrors (guest.repositories.*, guest.containerRuntime.dockerRepository, kubernetes.packageRepository) and runfile URLs; its password is the secret gpu-stack:repositoryPassword. apt gets them in /etc/apt/auth.conf.d/gpu-stack.conf, dnf in the mirror's .repo, both mode 0600 (docs/OPERATIONS.md, Proxy and mirror credentials)."""
+    """User for the configured package mirrors (guest.repositories.*, guest.containerRuntime.dockerRepository, kubernetes.packageRepository) and runfile
+    URLs; its password is the secret gpu-stack:repositoryPassword. apt gets them in /etc/apt/auth.conf.d/gpu-stack.conf, dnf in the mirror's .repo, both
+    mode 0600 (docs/OPERATIONS.md, Proxy and mirror credentials)."""
     selinux: Literal["enforcing", "permissive"] = "permissive"
     disable_firewalld: bool = True
 
@@ -301,15 +319,20 @@ class Kubernetes(Model):
     service_cidr: Cidr = "10.96.0.0/12"
     """Service network (kubeadm init --service-cidr, kubeadm's default); must not overlap podCidr or the VMs' network."""
     join_token_ttl: str = Field(default="2h", pattern=r"^([1-9]\d*)(m|h)$")
-    """Mode init: lifetime of the bootstrap token the control plane creates for each joining VM (`kubeadm token create --ttl`), e.g. 30m or 2h. A joined node never needs it again (docs/OPERATIONS.md, join tokens)."""
+    """Mode init: lifetime of the bootstrap token the control plane creates for each joining VM (`kubeadm token create --ttl`), e.g. 30m or 2h. A joined node
+    never needs it again (docs/OPERATIONS.md, join tokens)."""
     package_repository: Optional[RepositoryUrl] = None
-    """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists for Kubernetes 1.24 and newer: older versions need a mirror here."""
+    """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists
+    for Kubernetes 1.24 and newer: older versions need a mirror here."""
     node_labels: dict[QualifiedName, LabelValue] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     past_end_of_support: Optional[str] = Field(default=None, min_length=10, pattern=r"^[^\r\n]*\S[^\r\n]*$",
                                                examples=["joins an existing 1.23.17 cluster that gpu-stack does not upgrade"])
-    """Why this stack keeps a Kubernetes version past its end of support (config/support.py), e.g. the existing cluster it joins runs it. The plan still says the version has ended, with this reason, and versions.json records it; the example-stack test accepts an ended version only with it."""
+    """Why this stack keeps a Kubernetes version past its end of support (config/support.py), e.g. the existing cluster it joins runs it. The plan still says
+    the version has ended, with this reason, and versions.json records it; the example-stack test accepts an ended version only with it."""
     node_taints: Optional[tuple[Taint, ...]] = None
-    """Taints on the GPU VMs' nodes. Unset: derived from the mode, so that the default is valid in every mode: none in mode init (every node of the cluster is one of these GPU VMs, and a NoSchedule taint on all of them would leave CoreDNS Pending), nvidia.com/gpu=true:NoSchedule in modes join and existing (the cluster has other nodes for the rest)."""
+    """Taints on the GPU VMs' nodes. Unset: derived from the mode, so that the default is valid in every mode: none in mode init (every node of the cluster
+    is one of these GPU VMs, and a NoSchedule taint on all of them would leave CoreDNS Pending), nvidia.com/gpu=true:NoSchedule in modes join and existing
+    (the cluster has other nodes for the rest)."""
 
     @model_validator(mode="after")
     def _derived_taints(self) -> "Kubernetes":
@@ -367,9 +390,11 @@ class Monitoring(Model):
     retention: str = Field(default="15d", pattern=r"^\d+[smhdwy]$")
     storage_gib: int = Field(default=50, ge=1)
     storage_class: Optional[DnsSubdomain] = None
-    """StorageClass of Prometheus's volume claim. Unset in mode init: `local-path`, which gpu-stack installs (a new kubeadm cluster has no class). Unset in mode join/existing: see defaultStorageClassExists."""
+    """StorageClass of Prometheus's volume claim. Unset in mode init: `local-path`, which gpu-stack installs (a new kubeadm cluster has no class). Unset in
+    mode join/existing: see defaultStorageClassExists."""
     default_storage_class_exists: bool = False
-    """Mode join/existing with no storageClass: true declares that the cluster has a default StorageClass, and the claim names none. false: no claim is rendered, Prometheus keeps its data in an emptyDir (lost when the pod moves), and the plan says so."""
+    """Mode join/existing with no storageClass: true declares that the cluster has a default StorageClass, and the claim names none. false: no claim is
+    rendered, Prometheus keeps its data in an emptyDir (lost when the pod moves), and the plan says so."""
     service_monitor_selector_nil_uses_helm_values: bool = True
     """Chart default: Prometheus selects only monitors labelled `release: <releaseName>` (gpu-stack always sets it). false: select every ServiceMonitor, PodMonitor and PrometheusRule."""
     dcgm_exporter_image_tag: ImageTag = "4.5.3-4.8.2-ubuntu22.04"
@@ -423,7 +448,8 @@ class Fleet(Model):
     drain_timeout_seconds: int = Field(default=900, ge=30)
     """How long `kubectl drain` may wait for pods to leave a node (PodDisruptionBudgets are respected, the node is never forced). On timeout the rollout stops with that node cordoned."""
     drained_externally: bool = False
-    """kubernetes.mode existing only: the VMs have no kubectl, so gpu-stack cannot cordon or drain them. A version change there is refused on the node until this is true, which says you drain each node yourself before `pulumi up` (docs/OPERATIONS.md, Upgrading)."""
+    """kubernetes.mode existing only: the VMs have no kubectl, so gpu-stack cannot cordon or drain them. A version change there is refused on the node until
+    this is true, which says you drain each node yourself before `pulumi up` (docs/OPERATIONS.md, Upgrading)."""
 
 
 # --- the stack --------------------------------------------------------------
@@ -452,5 +478,6 @@ REMOVED_KEYS: dict[tuple[str, ...], str] = {
 }
 """Keys that older gpu-stack versions accepted, with what replaced them; refused by name."""
 
-SECRET_KEYS = ("sshPrivateKey", "hypervisorSshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "proxyPassword", "repositoryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
+SECRET_KEYS = ("sshPrivateKey", "hypervisorSshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "proxyPassword",
+               "repositoryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""

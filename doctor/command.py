@@ -455,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack-dir", default=str(ROOT), help="where Pulumi.<stack>.yaml lives")
     p.add_argument("--ssh-key", metavar="FILE", help="the guests' SSH private key (default: the gpu-stack:sshPrivateKey secret)")
     p.add_argument("--ssh-port", type=int, default=22)
-    p.add_argument("--host-ssh-key", metavar="FILE", help="key for the hypervisor (default: the gpu-stack:hypervisorSshPrivateKey secret, else the guests' key, as the libvirt provider; then the agent and ~/.ssh)")
+    p.add_argument("--host-ssh-key", metavar="FILE", help="key for the hypervisor (default: the gpu-stack:hypervisorSshPrivateKey secret, else the "
+                                                          "guests' key, as the libvirt provider; then the agent and ~/.ssh)")
     p.add_argument("--host-ssh-port", type=int, default=22, help="the hypervisor's SSH port (default 22, the only one the libvirt provider can use)")
     p.add_argument("--host-known-hosts", metavar="FILE", help="known_hosts for the hypervisor (default: the stack's hosts[].hostKey, else ~/.ssh/known_hosts)")
     p.add_argument("--no-host", action="store_true", help="skip the hypervisor checks")

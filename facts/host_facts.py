@@ -403,12 +403,14 @@ def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: di
             continue
         with_devices = any(vm.gpus or vm.nvswitches for _, vm in vms)
         if with_devices and not f.iommu_enabled:
-            issues.append(ConfigIssue(f"hosts[{hi}]", f"host facts {f.source}: the IOMMU of {host.name} is off ({f.iommu_groups} IOMMU groups, kernel arguments: {' '.join(f.iommu_cmdline) or 'none'}); "
+            issues.append(ConfigIssue(f"hosts[{hi}]", f"host facts {f.source}: the IOMMU of {host.name} is off ({f.iommu_groups} IOMMU groups, kernel "
+                                                      f"arguments: {' '.join(f.iommu_cmdline) or 'none'}); "
                                                       "add intel_iommu=on iommu=pt (or amd_iommu=on) to the kernel command line and reboot"))
         if with_devices and not f.vfio_pci_available:
             issues.append(ConfigIssue(f"hosts[{hi}]", f"host facts {f.source}: vfio-pci is not available on {host.name} (no module, not built in); install the kernel's vfio-pci module"))
         if f.phys_addr_bits != host.phys_addr_bits:
-            issues.append(ConfigIssue(f"hosts[{hi}].physAddrBits", f"is {host.phys_addr_bits}, but host facts {f.source} record {f.phys_addr_bits} physical address bits (/proc/cpuinfo); set physAddrBits: {f.phys_addr_bits}"))
+            issues.append(ConfigIssue(f"hosts[{hi}].physAddrBits", f"is {host.phys_addr_bits}, but host facts {f.source} record {f.phys_addr_bits} "
+                                                                   f"physical address bits (/proc/cpuinfo); set physAddrBits: {f.phys_addr_bits}"))
         for ni, node in enumerate(host.numa_nodes):
             real = f.numa_node(node.id)
             if real is None:
@@ -423,7 +425,9 @@ def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: di
             real = f.numa_node(node_id)
             if real is not None and mib * 1024 > real.memory_kib:
                 ni = next(i for i, n in enumerate(host.numa_nodes) if n.id == node_id)
-                issues.append(ConfigIssue(f"hosts[{hi}].numaNodes[{ni}].memoryGib", f"VMs bind {mib // 1024} GiB to node {node_id}, but host facts {f.source} record {real.memory_kib // (1024 * 1024)} GiB MemTotal there; lower the VMs' memoryGib"))
+                issues.append(ConfigIssue(f"hosts[{hi}].numaNodes[{ni}].memoryGib", f"VMs bind {mib // 1024} GiB to node {node_id}, but host facts "
+                                                                                    f"{f.source} record {real.memory_kib // (1024 * 1024)} GiB MemTotal "
+                                                                                    "there; lower the VMs' memoryGib"))
         issues += hugepage_issues(hi, host, vms, placements, f)
         for vi, vm in vms:
             if vm.name not in hostdevs:
@@ -494,5 +498,6 @@ def hugepage_issues(hi: int, host, vms, placements, f: HostFacts) -> list[Config
             each = ", ".join(f"{name} {gib} GiB" for name, gib in by_vm)
             issues.append(ConfigIssue(f"hosts[{hi}].numaNodes[{ni}]", f"host {host.name} NUMA node {node_id}: VMs with numa.hugepages1g take {need} 1 GiB hugepages there ({each}), "
                                                                    f"host facts {f.source} record a pool of {real.hugepages_1g} (hugepages-1048576kB/nr_hugepages), "
-                                                                   f"{need - real.hugepages_1g} short: reserve more on that node (hugepagesz=1G hugepages=... or nodeN/.../nr_hugepages) or lower the VMs' memoryGib"))
+                                                                   f"{need - real.hugepages_1g} short: reserve more on that node (hugepagesz=1G "
+                                                                   "hugepages=... or nodeN/.../nr_hugepages) or lower the VMs' memoryGib"))
     return issues

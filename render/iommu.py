@@ -149,7 +149,8 @@ def resolve_passthrough(vm_index: int, vm: Vm, devices: dict[str, NodeDevice], a
     for address, (key, dev) in configured.items():
         info = devices[address]
         if info.vendor_id != NVIDIA_VENDOR:
-            issues.append(ConfigIssue(f"{key}.address", f"host device {address} is vendor 0x{info.vendor_id:04x} ({info.product or 'unknown'}), not NVIDIA; check the address with `lspci -D -d 10de:`"))
+            issues.append(ConfigIssue(f"{key}.address", f"host device {address} is vendor 0x{info.vendor_id:04x} ({info.product or 'unknown'}), not "
+                                                        "NVIDIA; check the address with `lspci -D -d 10de:`"))
             continue
         if dev.numa_node is not None and info.numa_node is not None and dev.numa_node != info.numa_node:
             issues.append(ConfigIssue(f"{key}.numaNode", f"{address} sits on host NUMA node {info.numa_node}, not {dev.numa_node}; pinning to the wrong node halves host-device bandwidth"))

@@ -104,7 +104,8 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
             if sum(c.vcpus for c in vm.numa.cells) != vm.vcpus:
                 issues.append(ConfigIssue(f"{key}.numa.cells", f"cells hold {sum(c.vcpus for c in vm.numa.cells)} vCPUs but vcpus is {vm.vcpus}; they must be equal"))
             if sum(c.memory_gib for c in vm.numa.cells) != vm.memory_gib:
-                issues.append(ConfigIssue(f"{key}.numa.cells", f"cells hold {sum(c.memory_gib for c in vm.numa.cells)} GiB but memoryGib is {vm.memory_gib}; libvirt rewrites memory to the cells' sum, so they must be equal"))
+                issues.append(ConfigIssue(f"{key}.numa.cells", f"cells hold {sum(c.memory_gib for c in vm.numa.cells)} GiB but memoryGib is "
+                                                               f"{vm.memory_gib}; libvirt rewrites memory to the cells' sum, so they must be equal"))
         else:
             nodes = _spanned_nodes(host, vm)
             if len(nodes) > vm.vcpus or len(nodes) > vm.memory_gib:
@@ -137,11 +138,13 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
                 host_cpus = tuple(pins)
             elif smt:
                 if vcpus % 2:
-                    issues.append(ConfigIssue(cell_key, f"{vcpus} vCPUs on host NUMA node {node}: host {host.name} has SMT (threadSiblings), so vCPUs are pinned as sibling pairs; give an even number per cell"))
+                    issues.append(ConfigIssue(cell_key, f"{vcpus} vCPUs on host NUMA node {node}: host {host.name} has SMT (threadSiblings), so vCPUs "
+                                                        "are pinned as sibling pairs; give an even number per cell"))
                     continue
                 whole = [p for p in pairs.get(node, []) if p[0] in free[node] and p[1] in free[node]]
                 if len(whole) < vcpus // 2:
-                    issues.append(ConfigIssue(cell_key, f"host {host.name} NUMA node {node} has {len(whole)} whole cores (sibling pairs) left, {vcpus // 2} needed for {vcpus} vCPUs; lower vcpus or declare more CPUs"))
+                    issues.append(ConfigIssue(cell_key, f"host {host.name} NUMA node {node} has {len(whole)} whole cores (sibling pairs) left, "
+                                                        f"{vcpus // 2} needed for {vcpus} vCPUs; lower vcpus or declare more CPUs"))
                     continue
                 host_cpus = tuple(c for p in whole[: vcpus // 2] for c in p)
                 for c in host_cpus:

@@ -157,14 +157,16 @@ def _check_network(cfg: StackConfig, stack: str | None) -> list[ConfigIssue]:
             if vm.network.mac is None:
                 mac = derived_mac(stack, vm.name)
                 if mac in derived and not derived[mac].endswith(f"({vm.name})"):  # a repeated name is reported at vms[].name
-                    issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"the MAC derived for this VM, {mac}, is also derived for {derived[mac]} (a hash collision); set a fixed vms[{vi}].network.mac"))
+                    issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"the MAC derived for this VM, {mac}, is also derived for {derived[mac]} (a "
+                                                                        f"hash collision); set a fixed vms[{vi}].network.mac"))
                 derived.setdefault(mac, f"vms[{vi}] ({vm.name})")
     addresses: dict[str, str] = {}
     for vi, vm in enumerate(cfg.vms):
         mac = vm.network.mac
         if mac is not None:
             if mac in macs:
-                issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is also the MAC of {macs[mac]} (compared case-insensitively); every VM needs its own, or its DHCP lease and IP move between them"))
+                issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is also the MAC of {macs[mac]} (compared case-insensitively); every VM "
+                                                                    "needs its own, or its DHCP lease and IP move between them"))
             elif mac in derived:
                 issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is the MAC derived for {derived[mac]}, which sets no vms[].network.mac; pick another MAC"))
             macs.setdefault(mac, f"vms[{vi}] ({vm.name})")
@@ -252,7 +254,8 @@ def _check_fleet(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
                                                                            "(the largest 64-bit prefetchable Region, in GiB)"))
         for si, switch in enumerate(vm.nvswitches):
             if switch.model in BAR_SIZE_REQUIRED and switch.bar_mib is None:
-                issues.append(ConfigIssue(f"vms[{vi}].nvswitches[{si}].barMib", f"{switch.model}: the catalog has no cited BAR size for this part yet; set it from `lspci -vv -s {switch.address}` (MiB)"))
+                issues.append(ConfigIssue(f"vms[{vi}].nvswitches[{si}].barMib", f"{switch.model}: the catalog has no cited BAR size for this part yet; "
+                                                                                f"set it from `lspci -vv -s {switch.address}` (MiB)"))
     return issues
 
 
@@ -268,7 +271,8 @@ def _check_devices(host, vms) -> list[ConfigIssue]:
                     issues.append(ConfigIssue(f"{key}.address", f"PCI device {dev.address} is already assigned to {owner[dev.address]}; a device can be passed through to one VM only, once"))
                 owner.setdefault(dev.address, f"{key}")
                 if dev.numa_node is None and len(host.numa_nodes) > 1:
-                    issues.append(ConfigIssue(f"{key}.numaNode", f"host {host.name} has {len(host.numa_nodes)} NUMA nodes; set the node this device sits on (cat /sys/bus/pci/devices/{dev.address}/numa_node)"))
+                    issues.append(ConfigIssue(f"{key}.numaNode", f"host {host.name} has {len(host.numa_nodes)} NUMA nodes; set the node this device "
+                                                                 f"sits on (cat /sys/bus/pci/devices/{dev.address}/numa_node)"))
                 elif dev.numa_node is not None and dev.numa_node not in node_ids:
                     issues.append(ConfigIssue(f"{key}.numaNode", f"host {host.name} has no NUMA node {dev.numa_node}; it has {sorted(node_ids)}"))
         if vm.nvswitches and not vm.gpus:
@@ -344,9 +348,12 @@ def _check_capacity(hi, host, vms) -> list[ConfigIssue]:
         total_vcpus += vm.vcpus
         total_mem += vm.memory_gib
         if total_vcpus > cpus:
-            issues.append(ConfigIssue(f"vms[{vi}].vcpus", f"VMs on host {host.name} now ask for {total_vcpus} vCPUs; it has {cpus} CPUs (hosts[{hi}].numaNodes[].cpus less hosts[{hi}].reservedCpus; vCPUs are pinned 1:1, no overcommit)"))
+            issues.append(ConfigIssue(f"vms[{vi}].vcpus", f"VMs on host {host.name} now ask for {total_vcpus} vCPUs; it has {cpus} CPUs "
+                                                          f"(hosts[{hi}].numaNodes[].cpus less hosts[{hi}].reservedCpus; vCPUs are pinned 1:1, no "
+                                                          "overcommit)"))
         if total_mem > memory:
-            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"VMs on host {host.name} now ask for {total_mem} GiB; it has {memory} GiB (hosts[{hi}].numaNodes[].memoryGib less hosts[{hi}].reservedMemoryGib)"))
+            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"VMs on host {host.name} now ask for {total_mem} GiB; it has {memory} GiB "
+                                                              f"(hosts[{hi}].numaNodes[].memoryGib less hosts[{hi}].reservedMemoryGib)"))
     return issues
 
 
@@ -357,20 +364,23 @@ def _check_firmware_and_mmio(hi, host, vi, vm) -> list[ConfigIssue]:
     if looks_secure and vm.gpus and not vm.firmware.allow_secure_boot_with_gpus:
         issues.append(ConfigIssue(
             f"hosts[{hi}].firmware.code",
-            f"{host.firmware.code} is a Secure Boot OVMF build{f' (hosts[{hi}].firmware.secureBoot)' if host.firmware.secure_boot else ''} and VM {vm.name} has GPUs; seed 000 got a black screen and GPUs that failed to initialise. "
+            f"{host.firmware.code} is a Secure Boot OVMF build{f' (hosts[{hi}].firmware.secureBoot)' if host.firmware.secure_boot else ''} and VM "
+            f"{vm.name} has GPUs; seed 000 got a black screen and GPUs that failed to initialise. "
             f"Use a non-Secure-Boot build such as /usr/share/OVMF/OVMF_CODE_4M.fd, or set vms[{vi}].firmware.allowSecureBootWithGpus: true",
         ))
     needed = required_hole64_gib(vm)
     if vm.mmio_hole64_gib is not None:
         if vm.mmio_hole64_gib < needed:
-            issues.append(ConfigIssue(f"vms[{vi}].mmioHole64Gib", f"{vm.mmio_hole64_gib} GiB cannot hold the 64-bit BARs of this VM's devices; at least {needed} GiB is needed (unset it to use the computed size)"))
+            issues.append(ConfigIssue(f"vms[{vi}].mmioHole64Gib", f"{vm.mmio_hole64_gib} GiB cannot hold the 64-bit BARs of this VM's devices; at least "
+                                                                  f"{needed} GiB is needed (unset it to use the computed size)"))
         elif vm.mmio_hole64_gib & (vm.mmio_hole64_gib - 1):
             issues.append(ConfigIssue(f"vms[{vi}].mmioHole64Gib", f"{vm.mmio_hole64_gib} is not a power of two; BARs are naturally aligned, use {needed} or a larger power of two"))
     hole = hole64_gib(vm)
     if hole and HYPERVISORS[host.kind].limits_address_bits:  # QEMU's limit; ESXi sizes the guest's address space itself
         bits = phys_bits_needed(vm.memory_gib, hole)
         if bits > host.phys_addr_bits:
-            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"{vm.memory_gib} GiB RAM plus a {hole} GiB PCI hole needs {bits} physical address bits; host {host.name} has {host.phys_addr_bits} (hosts[{hi}].physAddrBits)"))
+            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"{vm.memory_gib} GiB RAM plus a {hole} GiB PCI hole needs {bits} physical address bits; "
+                                                              f"host {host.name} has {host.phys_addr_bits} (hosts[{hi}].physAddrBits)"))
     return issues
 
 
@@ -430,7 +440,8 @@ def _check_vm_firmware(backend, vi, vm) -> list[ConfigIssue]:
     if fw.type != "efi" and vm.gpus:
         issues.append(ConfigIssue(f"{key}.type", f"{fw.type} with GPUs: seed 001 warns that the OS may not install or the passed-through GPU is not seen; use efi"))
     if fw.secure_boot and vm.gpus and not fw.allow_secure_boot_with_gpus:
-        issues.append(ConfigIssue(f"{key}.secureBoot", f"Secure Boot with GPUs stops the unsigned NVIDIA modules from loading (seed 000: black screen); set false, or {key}.allowSecureBootWithGpus: true"))
+        issues.append(ConfigIssue(f"{key}.secureBoot", "Secure Boot with GPUs stops the unsigned NVIDIA modules from loading (seed 000: black screen); "
+                                                       f"set false, or {key}.allowSecureBootWithGpus: true"))
     return issues
 
 
@@ -463,12 +474,20 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
         if k.mode == "init" and not cfg.vms:
             issues.append(ConfigIssue("kubernetes.mode", "mode init needs at least one VM to run the control plane; for a cluster you already have, use mode existing"))
         if g is not None and g.container_runtime.name == "docker" and version_tuple(k.version)[:2] >= (1, 24):
-            issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} (kubernetes.version) has no dockershim (removed in 1.24); use containerd, or Kubernetes <= 1.23 as in seed 001"))
+            issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} (kubernetes.version) has no dockershim (removed in 1.24); "
+                                                                     "use containerd, or Kubernetes <= 1.23 as in seed 001"))
         if k.mode in ("init", "join") and cfg.vms and k.package_repository is None and version_tuple(k.version)[:2] < (1, 24):
-            issues.append(ConfigIssue("kubernetes.packageRepository", f"Kubernetes {k.version} is older than the community repository pkgs.k8s.io, which starts at v1.24 (the old apt.kubernetes.io and yum.kubernetes.io repositories are gone); set the base URL of a mirror that carries kubeadm, kubelet and kubectl {k.version}, laid out like pkgs.k8s.io/core:/stable:/v<minor> (deb/ and rpm/ below it)"))
+            issues.append(ConfigIssue("kubernetes.packageRepository", f"Kubernetes {k.version} is older than the community repository pkgs.k8s.io, "
+                                                                      "which starts at v1.24 (the old apt.kubernetes.io and yum.kubernetes.io "
+                                                                      "repositories are gone); set the base URL of a mirror that carries kubeadm, "
+                                                                      f"kubelet and kubectl {k.version}, laid out like "
+                                                                      "pkgs.k8s.io/core:/stable:/v<minor> (deb/ and rpm/ below it)"))
         blocking = [t for t in k.node_taints if t.effect in ("NoSchedule", "NoExecute")]
         if k.mode == "init" and blocking:
-            issues.append(ConfigIssue("kubernetes.nodeTaints", f"in mode init every node of the cluster is one of these GPU VMs, so {blocking[0].key}:{blocking[0].effect} on all of them leaves CoreDNS, Prometheus and every pod without the toleration Pending; set nodeTaints: [], or join the VMs to a cluster that has other nodes (mode join)"))
+            issues.append(ConfigIssue("kubernetes.nodeTaints", "in mode init every node of the cluster is one of these GPU VMs, so "
+                                                               f"{blocking[0].key}:{blocking[0].effect} on all of them leaves CoreDNS, Prometheus and "
+                                                               "every pod without the toleration Pending; set nodeTaints: [], or join the VMs to a "
+                                                               "cluster that has other nodes (mode join)"))
         if k.mode == "existing" and "kubeconfig" not in secrets:
             issues.append(ConfigIssue("kubeconfig", "kubernetes.mode existing needs the cluster's kubeconfig; set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     return issues
@@ -484,7 +503,9 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
             issues.append(ConfigIssue("kubernetes", "GPU add-ons are enabled but there is no kubernetes block (version, mode)"))
         return issues
     if dp.enabled and op.enabled and op.device_plugin_enabled:
-        issues.append(ConfigIssue("addons.devicePlugin.enabled", "the standalone device plugin and the GPU Operator's device plugin (addons.gpuOperator.enabled) would both run and fight over nvidia.com/gpu; disable one (addons.gpuOperator.devicePluginEnabled: false)"))
+        issues.append(ConfigIssue("addons.devicePlugin.enabled", "the standalone device plugin and the GPU Operator's device plugin "
+                                                                 "(addons.gpuOperator.enabled) would both run and fight over nvidia.com/gpu; disable "
+                                                                 "one (addons.gpuOperator.devicePluginEnabled: false)"))
     if dp.enabled:
         for suffix, message in device_plugin_problems(dp.version, cfg.kubernetes.version, mig=dp.mig_strategy != "none", time_slicing=dp.time_slicing is not None):
             issues.append(ConfigIssue(f"addons.devicePlugin.{suffix}", f"{message} (kubernetes.version {cfg.kubernetes.version})"))
@@ -495,11 +516,14 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
         for message in gpu_operator_problems(op.version, cfg.kubernetes.version, guest_os):
             issues.append(ConfigIssue("addons.gpuOperator.version", f"{message} (kubernetes.version {cfg.kubernetes.version})"))
     if not dp.enabled and not (op.enabled and op.device_plugin_enabled) and cfg.vms:
-        issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; set addons.devicePlugin.enabled, or addons.gpuOperator.enabled with addons.gpuOperator.devicePluginEnabled"))
+        issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; set "
+                                            "addons.devicePlugin.enabled, or addons.gpuOperator.enabled with addons.gpuOperator.devicePluginEnabled"))
     if cfg.kubernetes.mode == "join" and any_addon and "kubeconfig" not in secrets:
-        issues.append(ConfigIssue("kubeconfig", "mode join deploys the add-ons into a cluster this stack did not create; set its kubeconfig with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
+        issues.append(ConfigIssue("kubeconfig", "mode join deploys the add-ons into a cluster this stack did not create; set its kubeconfig with "
+                                                "`pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     if a.monitoring.enabled and "grafanaAdminPassword" not in secrets:
-        issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled (addons.monitoring.enabled); set the Grafana admin password with `pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
+        issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled (addons.monitoring.enabled); set the Grafana admin password with "
+                                                          "`pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
     issues += _check_calico_images(a)
     for qi in _duplicates([q.namespace for q in a.gpu_quotas]):
         issues.append(ConfigIssue(f"addons.gpuQuotas[{qi}].namespace", "namespace listed twice"))
@@ -518,13 +542,16 @@ def _check_calico_images(a) -> list[ConfigIssue]:
     node = calico.get(f"{CALICO_UPSTREAM}/node")
     if node is None:
         key = sorted(calico)[0]
-        issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", f"the Tigera operator takes one registry and path for all Calico images; override {CALICO_UPSTREAM}/node (the others follow it), not {key}"))
+        issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", "the Tigera operator takes one registry and path for all Calico images; "
+                                                                       f"override {CALICO_UPSTREAM}/node (the others follow it), not {key}"))
         return issues
     path = node.rsplit("/", 1)[0]
     for key, value in sorted(calico.items()):
         name = key.rsplit("/", 1)[1]
         if value != f"{path}/{name}":
-            issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", f"{value!r}: the Tigera operator pulls every Calico image as <registry>/<path>/<upstream name>; with {CALICO_UPSTREAM}/node at {node!r} this image must be {path}/{name}"))
+            issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", f"{value!r}: the Tigera operator pulls every Calico image as "
+                                                                           f"<registry>/<path>/<upstream name>; with {CALICO_UPSTREAM}/node at {node!r} "
+                                                                           f"this image must be {path}/{name}"))
     return issues
 
 
@@ -547,9 +574,14 @@ def _check_kernel_modules(cfg: StackConfig) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(key, f"{where} runs only with the open kernel modules; NVIDIA does not support the proprietary ones on Blackwell; use open (or unset it)"))
         resolved = nv.kernel_modules or default_kernel_modules(archs)
         if resolved is None:
-            issues.append(ConfigIssue(f"vms[{vi}].gpus", f"VM {vm.name} mixes GPUs that need the proprietary kernel modules ({', '.join(sorted(archs & PROPRIETARY_ONLY))}) with GPUs that need the open ones ({', '.join(sorted(archs & OPEN_ONLY))}); no driver runs both, put them in separate VMs"))
+            issues.append(ConfigIssue(f"vms[{vi}].gpus", f"VM {vm.name} mixes GPUs that need the proprietary kernel modules "
+                                                         f"({', '.join(sorted(archs & PROPRIETARY_ONLY))}) with GPUs that need the open ones "
+                                                         f"({', '.join(sorted(archs & OPEN_ONLY))}); no driver runs both, put them in separate VMs"))
         elif resolved == "open" and branch < OPEN_MODULES_SINCE_BRANCH and vm.gpus:
-            issues.append(ConfigIssue("guest.nvidia.driverVersion", f"driver {nv.driver_version} has no open kernel modules (they start with branch {OPEN_MODULES_SINCE_BRANCH}), which VM {vm.name} uses ({key}: {nv.kernel_modules or 'default for its GPUs'}); use a newer driver or set {key}: proprietary"))
+            issues.append(ConfigIssue("guest.nvidia.driverVersion", f"driver {nv.driver_version} has no open kernel modules (they start with branch "
+                                                                    f"{OPEN_MODULES_SINCE_BRANCH}), which VM {vm.name} uses ({key}: "
+                                                                    f"{nv.kernel_modules or 'default for its GPUs'}); use a newer driver or set {key}: "
+                                                                    "proprietary"))
     return issues
 
 

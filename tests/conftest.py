@@ -50,12 +50,14 @@ def stack_file(stack: str) -> dict:
 DEFAULT_SECRETS = {"sshPrivateKey": "test-ssh-private-key", "grafanaAdminPassword": "test-grafana-password"}
 
 
-def run_stack(raw: dict, *, secrets: dict | None = None, preview: bool = True, stack: str = "test", node_devices=None, outputs=None, on_register=None, host_facts=None, withhold=None, **vsphere) -> mockrun.RunResult:
+def run_stack(raw: dict, *, secrets: dict | None = None, preview: bool = True, stack: str = "test", node_devices=None, outputs=None, on_register=None,
+              host_facts=None, withhold=None, **vsphere) -> mockrun.RunResult:
     """Run the program on a raw config dict (no prefix) plus secrets, under mocks."""
     secrets = DEFAULT_SECRETS if secrets is None else secrets
     values = {f"gpu-stack:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
     values.update({f"gpu-stack:{k}": v for k, v in secrets.items()})
-    return mockrun.run(values, [f"gpu-stack:{k}" for k in secrets], stack=stack, preview=preview, node_devices=node_devices, outputs=outputs, on_register=on_register, host_facts=host_facts, withhold=withhold, **vsphere)
+    return mockrun.run(values, [f"gpu-stack:{k}" for k in secrets], stack=stack, preview=preview, node_devices=node_devices, outputs=outputs,
+                       on_register=on_register, host_facts=host_facts, withhold=withhold, **vsphere)
 
 
 @pytest.fixture

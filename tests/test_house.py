@@ -224,3 +224,11 @@ def test_the_room_checker_finds_a_backend_importing_another(tmp_path):
 def test_tests_and_the_venv_are_not_rooms(tmp_path, rel):
     root = _plant(tmp_path, {**BACKENDS, rel: "from hypervisors.alpha import backend\nK = 'alpha'\n"})
     assert floor_violations(root, floor_of()) == [] and kind_violations(root) == []
+
+
+def test_no_python_line_over_200_characters():
+    """Every .py file of the repository, tests included (the guest scripts' long lines are inlined into the plans:
+    wrapping them changes every plan, so that is a change of its own)."""
+    long = [f"{p.relative_to(ROOT)}:{i}" for p in sorted(ROOT.rglob("*.py")) if not set(p.relative_to(ROOT).parts) & (SKIP_DIRS - {"tests"})
+            for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 200]
+    assert not long

@@ -90,7 +90,9 @@ def check_capacity(cfg: StackConfig, facts: dict[str, HostFacts]) -> list[Config
                 for di, d in enumerate(devs):
                     if d.address not in f.devices:
                         issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].address", f"{d.address} is not in host facts {f.source} (node {node_of(host)}); on KubeVirt the device plugin "
-                                                                                      f"picks the device, but the address must name one on the node: rerun scripts/host-facts.sh --host {host.name} with every configured address"))
+                                                                                      "picks the device, but the address must name one on the node: "
+                                                                                      f"rerun scripts/host-facts.sh --host {host.name} with every "
+                                                                                      "configured address"))
         for model in ours:
             adv = advertised(f, model)
             asks = [(vi, vm, kind, sum(1 for d in devs if d.model == model))

@@ -44,11 +44,13 @@ def host_issues(hi: int, host: Host, vms: list, secrets: set[str]) -> list[Confi
         issues.append(ConfigIssue(f"{k}.createNamespace", f"{k}.namespace {kv.namespace} is the KubeVirt CR's namespace ({k}.kubevirtNamespace), which exists already; "
                                                           "set createNamespace: false or give the VMs a namespace of their own"))
     if (kv.node_name is None) == (not kv.node_selector):
-        issues.append(ConfigIssue(f"{k}.nodeName", "set exactly one of nodeName (the node's kubernetes.io/hostname) and nodeSelector: passed-through devices are a node's, so a GPU VM is bound to one"))
+        issues.append(ConfigIssue(f"{k}.nodeName", "set exactly one of nodeName (the node's kubernetes.io/hostname) and nodeSelector: passed-through "
+                                                   "devices are a node's, so a GPU VM is bound to one"))
     d = kv.root_disk
     sources = [n for n, v in (("url", d.url), ("registry", d.registry), ("containerDisk", d.container_disk)) if v is not None]
     if len(sources) != 1:
-        issues.append(ConfigIssue(f"{k}.rootDisk", f"set exactly one of url (DataVolume from an image URL), registry (DataVolume from a registry image) and containerDisk; got {', '.join(sources) or 'none'}"))
+        issues.append(ConfigIssue(f"{k}.rootDisk", "set exactly one of url (DataVolume from an image URL), registry (DataVolume from a registry image) "
+                                                   f"and containerDisk; got {', '.join(sources) or 'none'}"))
     elif d.container_disk is not None and d.storage_class is not None:
         issues.append(ConfigIssue(f"{k}.rootDisk.storageClass", "a containerDisk is ephemeral and has no volume; remove storageClass or import the image into a DataVolume (url or registry)"))
     ssh = kv.ssh
@@ -58,7 +60,8 @@ def host_issues(hi: int, host: Host, vms: list, secrets: set[str]) -> list[Confi
         if ssh.node_port is None:
             issues.append(ConfigIssue(f"{k}.ssh.nodePort", "required for serviceType NodePort: a fixed port in 30000-32767, so the SSH endpoint is known before the Service exists"))
         elif ssh.node_port + len(vms) - 1 > 32767:
-            issues.append(ConfigIssue(f"{k}.ssh.nodePort", f"{ssh.node_port} is the first of {len(vms)} node ports (one per VM on {host.name}: nodePort, nodePort+1, ...); the last must be at most 32767"))
+            issues.append(ConfigIssue(f"{k}.ssh.nodePort", f"{ssh.node_port} is the first of {len(vms)} node ports (one per VM on {host.name}: "
+                                                           "nodePort, nodePort+1, ...); the last must be at most 32767"))
         if ssh.address is None:
             issues.append(ConfigIssue(f"{k}.ssh.address", "required for serviceType NodePort: the address of a host-cluster node reachable from where Pulumi runs"))
     else:
@@ -76,7 +79,8 @@ def host_issues(hi: int, host: Host, vms: list, secrets: set[str]) -> list[Confi
             for di, dev in enumerate(devices):
                 if not catalog[dev.model].pci_ids:
                     issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} has no vendor:device ID in config/catalog.py, and a KubeVirt host selects devices by it "
-                                                                              "(permittedHostDevices.pciHostDevices[].pciVendorSelector); add the ID from `lspci -nn -d 10de:` to the catalog with its source"))
+                                                                              "(permittedHostDevices.pciHostDevices[].pciVendorSelector); add the ID "
+                                                                              "from `lspci -nn -d 10de:` to the catalog with its source"))
                 elif kv.device_plugins.kubevirt is not None and dev.model not in ours and dev.model not in kv.device_plugins.gpu_operator:
                     issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} is advertised by no device plugin on {host.name}; add it to {k}.devicePlugins.kubevirt or .gpuOperator"))
     return issues

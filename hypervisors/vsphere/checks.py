@@ -46,7 +46,8 @@ def vm_issues(hi: int, host: Host, vi: int, vm) -> list[ConfigIssue]:
         issues.append(ConfigIssue(f"{key}.kubevirt", f"host {host.name} is kind {host.kind}; this block is for VMs on kind kubevirt hosts"))
     opts = vm.vsphere or VmVsphere()
     if vm.network.mac and not in_vmware_static_range(vm.network.mac):
-        issues.append(ConfigIssue(f"{key}.network.mac", f"{vm.network.mac} is outside VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff, which vSphere requires for a manual MAC; unset it to derive one"))
+        issues.append(ConfigIssue(f"{key}.network.mac", f"{vm.network.mac} is outside VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff, which "
+                                                        "vSphere requires for a manual MAC; unset it to derive one"))
     if vm.numa.hugepages_1g:
         issues.append(ConfigIssue(f"{key}.numa.hugepages1g", "libvirt only; ESXi backs guest memory with large pages itself"))
     if vm.numa.expose_gpu_affinity:
