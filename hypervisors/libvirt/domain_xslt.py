@@ -228,6 +228,8 @@ def render_domain_xslt(spec: DomainSpec) -> str:
         if spec.hole64_gib
         else ""
     )
+    # the two comments below still name this module's old path, render/domain_xslt.py: the stylesheet is the Domain's
+    # xml.xslt input, which the provider replaces the domain on, so its text stays as every deployed domain has it
     parts = [
         '<?xml version="1.0"?>',
         '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"',
