@@ -50,7 +50,7 @@ golden: $(STAMP)
 # seed 003's ten-minute GPU diagnosis against the deployed stack (read-only): `make doctor STACK=prod`,
 # extra flags through DOCTOR_ARGS, e.g. DOCTOR_ARGS="--vm ubuntu-gpu --evidence build/evidence"
 doctor: $(STAMP)
-	$(PY) -m tools.doctor $(STACK) $(DOCTOR_ARGS)
+	$(PY) -m doctor $(STACK) $(DOCTOR_ARGS)
 
 # The real engine (Pulumi CLI and plugins) from the pinned Go modules in engine/, cached outside
 # the repository (scripts/build-engine.sh prints where); a second run reuses it.

@@ -1,6 +1,6 @@
 """gpu-stack: load this stack's config, then declare its resources.
 
-Bad config raises stacks.errors.ConfigError, a pulumi.RunError: the language
+Bad config raises config.errors.ConfigError, a pulumi.RunError: the language
 host prints its message alone, never a Python traceback.
 """
 

@@ -21,7 +21,7 @@ import pulumi_kubernetes as k8s
 from components.monitoring_stack import MonitoringStack
 from render.gpu_alerts import dashboard_configmap, prometheus_rule
 from render.k8s_manifests import dcgm_exporter_standalone, namespace
-from stacks.config import Addons
+from config.models import Addons
 
 STANDALONE_NAMESPACE = "gpu-monitoring"
 

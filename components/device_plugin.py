@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 
 from render.helm_values import device_plugin_values
 from render.k8s_manifests import device_plugin_static
-from stacks.config import Addons, Guest
+from config.models import Addons, Guest
 
 CHART_REPO = "https://nvidia.github.io/k8s-device-plugin"
 

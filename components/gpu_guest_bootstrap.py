@@ -16,8 +16,8 @@ from components.guest_command import GuestConnection, connection_args, phase_com
 from components.nvidia_runtime import NvidiaRuntime, NvidiaRuntimeArgs
 from render.guest_scripts import CREDENTIALS_SECRET, LOGICAL_DEPS, UPGRADE_MANAGED, Phase, gate_script, render_script, ssh_command, teardown_script, triggers
 from render.identity import split_join_token_output, split_kubeconfig_output
-from render.nvidia_smi import parse_verify_output
-from stacks.config import Vm
+from render.verify_output import parse_verify_output
+from config.models import Vm
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 
 from render.helm_values import gpu_operator_values
 from render.k8s_manifests import dcgm_counters_configmap, namespace
-from stacks.config import Addons, Guest
+from config.models import Addons, Guest
 
 CHART_REPO = "https://helm.ngc.nvidia.com/nvidia"
 

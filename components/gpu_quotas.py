@@ -6,7 +6,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from render.k8s_manifests import gpu_quota
-from stacks.config import GpuQuota
+from config.models import GpuQuota
 
 
 class GpuQuotas(pulumi.ComponentResource):

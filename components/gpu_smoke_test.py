@@ -13,7 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from render.k8s_manifests import smoke_test_job
-from stacks.config import Addons
+from config.models import Addons
 
 
 @dataclass(frozen=True)

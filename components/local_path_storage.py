@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 
 from render.helm_values import LOCAL_PATH_CLASS, LOCAL_PATH_VERSION
 from render.k8s_manifests import local_path_storage
-from stacks.config import Addons
+from config.models import Addons
 
 
 class LocalPathStorage(pulumi.ComponentResource):

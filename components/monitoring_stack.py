@@ -18,7 +18,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from render.helm_values import PrometheusStorage, monitor_labels, monitoring_values
-from stacks.config import Addons
+from config.models import Addons
 
 CHART_REPO = "https://prometheus-community.github.io/helm-charts"
 GRAFANA_SECRET = "gpu-stack-grafana-admin"

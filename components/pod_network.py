@@ -25,7 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from render.helm_values import pod_network_values
-from stacks.config import Addons, Kubernetes
+from config.models import Addons, Kubernetes
 
 CHART_REPO = "https://docs.tigera.io/calico/charts"
 CHART = "tigera-operator"

@@ -13,7 +13,7 @@ used field with a rename, the selector becomes `(NEW{sel} or OLD{sel})` (a range
 an `absent()` needs both absent), so a rule keeps working while a rolling upgrade runs both releases. It is empty:
 no field gpu-stack uses was renamed in default-counters.csv from tag 2.4.6-2.6.8 to 4.5.3-4.8.2 or on the main
 branch after it (read 2026-12-06; docs/SOURCES.md lists what did change), and the counters file of 4.6.0-4.8.3
-(GPU Operator v26.7.0's default) was not at hand (stacks/support.py NEWEST).
+(GPU Operator v26.7.0's default) was not at hand (config/support.py NEWEST).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A DaemonSet, not a CronJob: a CronJob starts one pod on whichever node the sched
 per node needs a node list fixed at `pulumi up` that does not follow a node added or replaced later; a
 DaemonSet keeps exactly one pod on every node its selector and tolerations allow (the GPU nodes,
 GPU_NODE_SELECTOR and the nvidia.com/gpu taint), so it converges as the fleet changes, and the
-convergence check (render/convergence.py rule_scheduling) sees it placed like the other GPU DaemonSets.
+convergence check (convergence/analysis.py rule_scheduling) sees it placed like the other GPU DaemonSets.
 
 Each pod runs render/drift-check.sh in busybox (pinned, through addons.images like every add-on image)
 with a `kubectl proxy` sidecar (registry.k8s.io/kubectl, the image Kubernetes publishes from 1.28 on,
@@ -29,7 +29,7 @@ from typing import Any
 
 from render.helm_values import GPU_NODE_SELECTOR, GPU_TOLERATION, NODE_RELABELING
 from render.images import image
-from stacks.config import Addons
+from config.models import Addons
 
 SCRIPT = Path(__file__).with_name("drift-check.sh")
 NAME = "gpu-stack-drift-check"

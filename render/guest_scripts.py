@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from render.catalog import GPU_MODELS, default_kernel_modules, nvlink_generation
+from config.catalog import GPU_MODELS, default_kernel_modules, nvlink_generation
 from render.nvidia_packages import fabric_packages
-from stacks.config import Fleet, Guest, Kubernetes, Vm
+from config.models import Fleet, Guest, Kubernetes, Vm
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts" / "guest"
 HEREDOC = "GPU_STACK_SCRIPT_EOF"
@@ -163,7 +163,7 @@ def min_disk_gib(min_root_free_gib: int) -> int:
 
 
 def _proxy(guest: Guest) -> dict[str, str]:
-    """The proxy URLs (never with credentials: stacks/types.py refuses them) and the two user names.
+    """The proxy URLs (never with credentials: config/types.py refuses them) and the two user names.
 
     A set user tells every phase that reads a proxy or a mirror to take the credentials from the
     root-only files the credentials phase wrote (scripts/guest/credentials.sh, lib.sh)."""
@@ -281,7 +281,7 @@ def guest_phases(vm: Vm, guest: Guest, kubernetes: Kubernetes | None, role: str)
             "GS_NODE_NAME": vm.name, "GS_RUNTIME": rt.name,
             "GS_K8S_REPO": kubernetes.package_repository or f"https://pkgs.k8s.io/core:/stable:/v{minor}",
             # kubernetes.nodeLabels and nodeTaints are the GPU nodes' (nvidia.com/gpu.present, nvidia.com/gpu):
-            # a VM without GPUs gets neither (render/convergence.py rule_cpu_nodes)
+            # a VM without GPUs gets neither (convergence/analysis.py rule_cpu_nodes)
             "GS_NODE_LABELS": " ".join(f"{k}={v}" for k, v in sorted(kubernetes.node_labels.items())) if gpu else "",
             "GS_NODE_TAINTS": " ".join(f"{t.key}={t.value}:{t.effect}" for t in kubernetes.node_taints) if gpu else "",
             "GS_HTTP_PROXY": proxy["GS_HTTP_PROXY"], "GS_HTTPS_PROXY": proxy["GS_HTTPS_PROXY"], "GS_PROXY_USER": proxy["GS_PROXY_USER"], "GS_REPO_USER": proxy["GS_REPO_USER"],

@@ -14,7 +14,7 @@ import yaml
 from dataclasses import dataclass
 
 from render.images import repository, split_repository
-from stacks.config import Addons, Guest, Kubernetes, Monitoring
+from config.models import Addons, Guest, Kubernetes, Monitoring
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
@@ -65,7 +65,7 @@ def monitor_labels(monitoring: Monitoring) -> dict[str, str]:
 
     With *SelectorNilUsesHelmValues (the default) kube-prometheus-stack 88.5.3
     selects `release: {{ $.Release.Name }}` (templates/prometheus/prometheus.yaml,
-    render/convergence.py _prometheus_selectors), and the Release's name is
+    convergence/analysis.py _prometheus_selectors), and the Release's name is
     addons.monitoring.releaseName, set explicitly (components/monitoring_stack.py).
     Derived from config, not from the Release's output: that output is unknown
     while the Release is being created, and Helm values or manifests built from

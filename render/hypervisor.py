@@ -1,14 +1,14 @@
 """The libvirt and QEMU versions the generated domain XML needs, as pure functions of versions.
 
-Each element render/domain_xslt.py emits, with the first libvirt (and, where
+Each element hypervisors/libvirt/domain_xslt.py emits, with the first libvirt (and, where
 it matters, QEMU) release that accepts it and the source. A host that declares
 an older version (hosts[].libvirtVersion / qemuVersion), or whose host facts
-record one (render/host_facts.py), is refused at preview, naming the host and
+record one (facts/host_facts.py), is refused at preview, naming the host and
 the element, instead of libvirt dropping or rejecting the element at
 `pulumi up`. An element that is only emitted for some VMs (expander buses,
 I/O threads, hugepages, kvm hidden, the 64-bit hole) is only checked for them:
-domain_elements() mirrors the conditions in render/domain_xslt.py and
-components/gpu_passthrough_vm.py domain_spec().
+domain_elements() mirrors the conditions in hypervisors/libvirt/domain_xslt.py and
+hypervisors/libvirt/machine.py domain_spec().
 
 Sources, verified 2026-12-02 (docs/SOURCES.md, "Domain elements"):
 - libvirt docs/formatdomain.rst at commit 64e98bd85307 (the ":since:" notes),
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 from render.mmio import hole64_gib
 from render.vm_plan import hides_hypervisor
-from stacks.config import Host, Vm
-from stacks.types import version_key
+from config.models import Host, Vm
+from config.types import version_key
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def _fmt(v: tuple[int, ...]) -> str:
 
 
 def domain_elements(vm: Vm, host: Host) -> list[str]:
-    """The MINIMUMS elements the domain of `vm` on `host` uses (mirrors render/domain_xslt.py and domain_spec)."""
+    """The MINIMUMS elements the domain of `vm` on `host` uses (mirrors hypervisors/libvirt/domain_xslt.py and domain_spec)."""
     elements = [
         MAXPHYSADDR, "cpu/topology/@dies", "cpu/numa/cell", "cputune/vcpupin", "cputune/emulatorpin",
         "numatune/memory", "numatune/memnode", "memballoon[@model='none']", "disk[@device='cdrom']/target[@bus='sata']",
@@ -140,13 +140,6 @@ def version_problems(elements: list[str], libvirt_version: str | None, qemu_vers
         if qemu_version is not None and m.qemu is not None and not _at_least(qemu_version, m.qemu):
             problems.append(("qemuVersion", f"<{element}> needs QEMU {_fmt(m.qemu)} or later, the host has {qemu_version} ({m.source})"))
     return problems
-
-
-def minimum_versions(elements: list[str]) -> tuple[str, str]:
-    """(libvirt, QEMU) the elements need together, for docs and error messages."""
-    lib = max((MINIMUMS[e].libvirt for e in elements if MINIMUMS[e].libvirt), default=(0,))
-    qemu = max((MINIMUMS[e].qemu for e in elements if MINIMUMS[e].qemu), default=(0,))
-    return _fmt(lib), _fmt(qemu)
 
 
 def smt_undeclared(host_index: int, host: Host, threads_per_core: int | None) -> str | None:

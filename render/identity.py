@@ -26,31 +26,12 @@ def derived_machine_uuid(project: str, stack: str, vm: str) -> str:
 
     The libvirt domain gets it as its <uuid>, so a `pulumi up` after a failed
     start redefines its own leftover domain instead of being refused (libvirt
-    refuses a define whose name exists with another UUID; render/domain_xslt.py
+    refuses a define whose name exists with another UUID; hypervisors/libvirt/domain_xslt.py
     cites where). Another project or stack that names a VM alike gets another
     UUID, so its domain is never taken over. Never changes unless the VM is
     renamed.
     """
     return str(uuid.uuid5(MACHINE_UUID_NAMESPACE, f"gpu-stack/{project}/{stack}/{vm}"))
-
-
-VMWARE_STATIC_MAC_FIRST = "00:50:56:00:00:00"
-VMWARE_STATIC_MAC_LAST = "00:50:56:3f:ff:ff"
-
-
-def in_vmware_static_range(mac: str) -> bool:
-    """vSphere accepts a manual (static) MAC only in 00:50:56:00:00:00-00:50:56:3F:FF:FF."""
-    return mac.startswith("00:50:56:") and int(mac[9:11], 16) <= 0x3F
-
-
-def derived_vmware_mac(stack: str, vm: str) -> str:
-    """A MAC in VMware's static range (00:50:56:00:00:00-3f:ff:ff) from stack and VM name.
-
-    Same digest as derived_mac; the fourth octet keeps its low six bits. Never
-    changes unless the VM is renamed (use_static_mac on the VirtualMachine).
-    """
-    digest = hashlib.sha256(f"gpu-stack/{stack}/{vm}".encode()).digest()
-    return f"00:50:56:{digest[0] & 0x3F:02x}:{digest[1]:02x}:{digest[2]:02x}"
 
 
 JOIN_TOKEN_MARKER = "# gpu-stack-join-token: "

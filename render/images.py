@@ -7,8 +7,8 @@ moves them all.
 
 from __future__ import annotations
 
-from stacks.config import Images
-from stacks.types import split_image
+from config.models import Images
+from config.types import split_image
 
 
 def repository(images: Images, upstream: str) -> str:

@@ -15,9 +15,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from xml.etree import ElementTree
 
-from stacks.config import Vm
-from stacks.errors import ConfigIssue
-from stacks.types import pci_parts
+from config.models import Vm
+from config.errors import ConfigIssue
+from config.types import pci_parts
 
 NVIDIA_VENDOR = 0x10DE
 PCI_BRIDGE_CLASS = 0x0604
@@ -112,7 +112,7 @@ def nodedev_xml_fields(xml: str) -> dict:
 def parse_node_device(address: str, capability: dict | None, xml: str | None) -> NodeDevice:
     """One node device, from its nodedev XML and, where the XML lacks an element, the invoke's capability map.
 
-    getNodeDeviceInfo gives both; host facts (render/host_facts.py) give the XML
+    getNodeDeviceInfo gives both; host facts (facts/host_facts.py) give the XML
     alone and pass no capability. ValueError on XML that is not a PCI node device.
     """
     cap = capability or {}
@@ -184,7 +184,8 @@ def resolve_passthrough(vm_index: int, vm: Vm, devices: dict[str, NodeDevice], a
     for address, (key, dev) in configured.items():
         info = devices[address]
         if info.vendor_id != NVIDIA_VENDOR:
-            issues.append(ConfigIssue(f"{key}.address", f"host device {address} is vendor 0x{info.vendor_id:04x} ({info.product or 'unknown'}), not NVIDIA; check the address with `lspci -D -d 10de:`"))
+            issues.append(ConfigIssue(f"{key}.address", f"host device {address} is vendor 0x{info.vendor_id:04x} ({info.product or 'unknown'}), not "
+                                                        "NVIDIA; check the address with `lspci -D -d 10de:`"))
             continue
         if dev.numa_node is not None and info.numa_node is not None and dev.numa_node != info.numa_node:
             issues.append(ConfigIssue(f"{key}.numaNode", f"{address} sits on host NUMA node {info.numa_node}, not {dev.numa_node}; pinning to the wrong node halves host-device bandwidth"))

@@ -14,7 +14,7 @@ import yaml
 from render.helm_values import (DCGM_COUNTERS_CONFIGMAP, GPU_NODE_SELECTOR, GPU_TOLERATION, LOCAL_PATH_CLASS, LOCAL_PATH_VERSION,
                                 NODE_RELABELING, device_plugin_config)
 from render.images import image, image_reference
-from stacks.config import Addons, GpuQuota
+from config.models import Addons, GpuQuota
 
 COUNTERS_FILE = Path(__file__).with_name("dcgm-counters.csv")
 LOCAL_PATH_MANIFEST = Path(__file__).with_name("upstream") / f"local-path-storage-{LOCAL_PATH_VERSION}.yaml"

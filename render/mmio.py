@@ -13,8 +13,8 @@ limit ("phys-bits too low"). QEMU >= 7.1 relocates memory above 4 GiB to
 
 from __future__ import annotations
 
-from render.catalog import GIB, GPU_MODELS, MIB, NVSWITCH_MODELS
-from stacks.config import Vm
+from config.catalog import GIB, GPU_MODELS, MIB, NVSWITCH_MODELS
+from config.models import Vm
 
 HEADROOM_BYTES = 1 * GIB
 TIB_BYTES = 1024 * GIB

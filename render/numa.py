@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stacks.config import Host, Vm
-from stacks.errors import ConfigIssue
-from stacks.types import parse_cpu_list, pci_parts
+from config.models import Host, Vm
+from config.errors import ConfigIssue
+from config.types import parse_cpu_list, pci_parts
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
             if sum(c.vcpus for c in vm.numa.cells) != vm.vcpus:
                 issues.append(ConfigIssue(f"{key}.numa.cells", f"cells hold {sum(c.vcpus for c in vm.numa.cells)} vCPUs but vcpus is {vm.vcpus}; they must be equal"))
             if sum(c.memory_gib for c in vm.numa.cells) != vm.memory_gib:
-                issues.append(ConfigIssue(f"{key}.numa.cells", f"cells hold {sum(c.memory_gib for c in vm.numa.cells)} GiB but memoryGib is {vm.memory_gib}; libvirt rewrites memory to the cells' sum, so they must be equal"))
+                issues.append(ConfigIssue(f"{key}.numa.cells", f"cells hold {sum(c.memory_gib for c in vm.numa.cells)} GiB but memoryGib is "
+                                                               f"{vm.memory_gib}; libvirt rewrites memory to the cells' sum, so they must be equal"))
         else:
             nodes = _spanned_nodes(host, vm)
             if len(nodes) > vm.vcpus or len(nodes) > vm.memory_gib:
@@ -137,11 +138,13 @@ def place_host(host_index: int, host: Host, vms: list[tuple[int, Vm]]) -> tuple[
                 host_cpus = tuple(pins)
             elif smt:
                 if vcpus % 2:
-                    issues.append(ConfigIssue(cell_key, f"{vcpus} vCPUs on host NUMA node {node}: host {host.name} has SMT (threadSiblings), so vCPUs are pinned as sibling pairs; give an even number per cell"))
+                    issues.append(ConfigIssue(cell_key, f"{vcpus} vCPUs on host NUMA node {node}: host {host.name} has SMT (threadSiblings), so vCPUs "
+                                                        "are pinned as sibling pairs; give an even number per cell"))
                     continue
                 whole = [p for p in pairs.get(node, []) if p[0] in free[node] and p[1] in free[node]]
                 if len(whole) < vcpus // 2:
-                    issues.append(ConfigIssue(cell_key, f"host {host.name} NUMA node {node} has {len(whole)} whole cores (sibling pairs) left, {vcpus // 2} needed for {vcpus} vCPUs; lower vcpus or declare more CPUs"))
+                    issues.append(ConfigIssue(cell_key, f"host {host.name} NUMA node {node} has {len(whole)} whole cores (sibling pairs) left, "
+                                                        f"{vcpus // 2} needed for {vcpus} vCPUs; lower vcpus or declare more CPUs"))
                     continue
                 host_cpus = tuple(c for p in whole[: vcpus // 2] for c in p)
                 for c in host_cpus:
@@ -192,7 +195,7 @@ def node_takes(vms, placements: dict[str, Placement], which=lambda vm: True) -> 
 
 def node_memory_issues(host_index: int, host: Host, vms, placements: dict[str, Placement]) -> list[ConfigIssue]:
     """Memory per host NUMA node across all VMs of the host. Every cell is bound strict (numatune memnode
-    mode strict, render/domain_xslt.py), with 1 GiB hugepages or without: QEMU takes a cell's memory from
+    mode strict, hypervisors/libvirt/domain_xslt.py), with 1 GiB hugepages or without: QEMU takes a cell's memory from
     its node only, so the VMs must fit each node, less the host's reserve where it is spent."""
     issues = []
     reserve = reserve_by_node(host)
@@ -257,7 +260,7 @@ def guest_topology(placement: Placement) -> tuple[int, int, int]:
     idea of which vCPUs share a core is true on the host. libvirt requires
     sockets*dies*cores*threads to equal the vCPU count (formatdomain, CPU model and topology).
     One rule for every backend that places the VM: libvirt's <topology>, vSphere's
-    numCoresPerSocket (render/vsphere.py).
+    numCoresPerSocket (hypervisors/vsphere/render.py).
     """
     cells = placement.cells
     total = sum(len(c.vcpus) for c in cells)

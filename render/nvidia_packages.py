@@ -6,7 +6,8 @@ Ubuntu's own archive names them differently again, so an upgrade from 570 to
 
 | repository | branch | Fabric Manager | NSCQ | pin |
 |---|---|---|---|---|
-| Ubuntu archive (Ubuntu guests: the driver is `nvidia-headless-<branch>-server`) | any the release still ships (see transitional packages below) | `nvidia-fabricmanager-<branch>` | `libnvidia-nscq-<branch>` | APT preferences `<version>-*` (driver.sh) |
+| Ubuntu archive (Ubuntu guests: the driver is `nvidia-headless-<branch>-server`) | any the release still ships (transitional packages: below) |
+  `nvidia-fabricmanager-<branch>` | `libnvidia-nscq-<branch>` | APT preferences `<version>-*` (driver.sh) |
 | CUDA repository, Ubuntu | < 580 | `nvidia-fabricmanager-<branch>` | `libnvidia-nscq-<branch>` | `=<version>-1` |
 | CUDA repository, Ubuntu | >= 580 | `nvidia-fabricmanager` | `libnvidia-nscq` | `=<version>-1` |
 | CUDA repository, EL (EL guests: the driver is `nvidia-driver-<version>`) | < 580 | `nvidia-fabric-manager` | `libnvidia-nscq-<branch>` | `-<version>` + versionlock |

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from render.guest_scripts import UPGRADE_MANAGED, UPGRADE_ORDER
-from stacks.config import StackConfig
-from stacks.errors import ConfigIssue
-from stacks.types import version_tuple
+from config.models import StackConfig
+from config.errors import ConfigIssue
+from config.types import version_tuple
 
 
 def waves(cfg: StackConfig) -> list[list[str]]:
@@ -83,7 +83,7 @@ VERSIONED = (("kubernetes", "kubernetes"), ("nvidia-driver", "driver"), ("nvidia
 
 
 def component_versions(versions_doc: dict[str, Any]) -> dict[str, str]:
-    """versions.json (stacks/support.pinned_versions) -> component -> version."""
+    """versions.json (config/support.pinned_versions) -> component -> version."""
     return {str(c.get("component")): str(c.get("version")) for c in versions_doc.get("components") or [] if c.get("component")}
 
 

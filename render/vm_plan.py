@@ -1,21 +1,27 @@
 """The backend-neutral plan of one GPU VM: every derived value, computed once.
 
-GpuPassthroughVm has one backend per `hosts[].kind` (libvirt, vsphere). Each
-backend only maps this plan onto its provider's fields: the libvirt backend
-into a DomainSpec and Domain inputs (render/domain_xslt.py), the vSphere
-backend into VirtualMachine inputs (render/vsphere.py). A new backend (KubeVirt)
-is a new mapping of the same plan, never a copy of the derivations:
+GpuPassthroughVm has one backend per `hosts[].kind`, each in its folder under
+hypervisors/ and chosen through hypervisors/base.py HYPERVISORS. Each backend only
+maps this plan onto its provider's fields: libvirt into a DomainSpec and Domain
+inputs (hypervisors/libvirt/), vSphere into VirtualMachine inputs
+(hypervisors/vsphere/render.py), KubeVirt into a VirtualMachine object
+(hypervisors/kubevirt/render.py). A new backend is a new mapping of the same
+plan, never a copy of the derivations:
 
 - the 64-bit MMIO window from the devices' BARs (render/mmio.py): libvirt's
   pci-hole64-size, vSphere's pciPassthru.64bitMMIOSizeGB;
 - NUMA placement (render/numa.py);
-- the MAC, stable forever (render/identity.py), in the backend's MAC range;
+- the MAC, stable forever (render/identity.py), in the backend's MAC range
+  (the backend's `mac` rule, handed in);
 - the machine UUID, from project, stack and VM name (render/identity.py):
   libvirt's domain <uuid>, so a failed start's leftover is adopted by the next
   create (docs/OPERATIONS.md, "Recovery after a failed start");
 - the guest identity: cloud-init user-data with the pinned SSH host key and
   meta-data (render/cloud_init.py);
-- the passed-through PCI functions, as resolved by the backend's preflight;
+- the devices to pass through, neutral: (address, model, guest NUMA cell, role);
+  each backend resolves its own identifiers from them (libvirt: the PCI
+  functions of their IOMMU groups, vSphere: the host's device ids, KubeVirt:
+  the resource names its device plugins advertise);
 - firmware: EFI, Secure Boot off with GPUs (stacks/checks.py refuses the rest);
 - whether to hide the hypervisor from the guest (consumer GPUs, catalog).
 """
@@ -24,12 +30,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from render.catalog import GPU_MODELS
+from config.catalog import GPU_MODELS
 from render.cloud_init import render_meta_data, render_user_data
-from render.identity import derived_machine_uuid, derived_mac, derived_vmware_mac
+from render.identity import derived_machine_uuid
 from render.mmio import hole64_gib
-from render.numa import Placement
-from stacks.config import Vm
+from render.numa import Placement, device_cells
+from config.models import Vm
+
+
+@dataclass(frozen=True)
+class PlannedDevice:
+    """One configured device, as every backend sees it."""
+
+    address: str
+    """Host PCI address (vms[].gpus[].address, vms[].nvswitches[].address)."""
+    model: str
+    """Catalog model (config/catalog.py)."""
+    cell: int | None
+    """Guest NUMA cell on the device's host node (render/numa.device_cells); None when the VM has no cell there."""
+    role: str
+    """The config list it comes from: "gpus" or "nvswitches"."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +59,8 @@ class VmPlan:
     memory_mib: int
     disk_gib: int
     placement: Placement
-    hostdevs: tuple[str, ...]
-    """PCI functions to attach, in attach order, as resolved by the backend's preflight."""
+    devices: tuple[PlannedDevice, ...]
+    """The configured devices, GPUs first, in config order; a backend resolves its own identifiers from them."""
     mmio64_gib: int
     """64-bit MMIO window in GiB; 0 when nothing is passed through."""
     mac: str
@@ -71,23 +91,25 @@ def hides_hypervisor(vm: Vm) -> bool:
     return any(GPU_MODELS[g.model].consumer for g in vm.gpus)
 
 
-def vm_mac(vm: Vm, kind: str, stack: str) -> str:
-    """The configured MAC, else one derived from stack and VM name in the backend's range."""
-    if vm.network.mac:
-        return vm.network.mac
-    return derived_vmware_mac(stack, vm.name) if kind == "vsphere" else derived_mac(stack, vm.name)
+def planned_devices(vm: Vm, placement: Placement) -> tuple[PlannedDevice, ...]:
+    """The VM's GPUs and NVSwitches with their guest cells (a bad numaNode was already reported, by key, in stacks.checks)."""
+    cells, _ = device_cells(0, vm, placement)
+    return tuple(PlannedDevice(d.address, d.model, cells.get(d.address), role)
+                 for role, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)) for d in devs)
 
 
-def plan_vm(vm: Vm, *, kind: str, project: str, stack: str, placement: Placement, hostdevs: tuple[str, ...], ssh_user: str, ssh_public_key: str) -> VmPlan:
+def plan_vm(vm: Vm, *, derived_mac: str, project: str, stack: str, placement: Placement, ssh_user: str, ssh_public_key: str) -> VmPlan:
+    """`derived_mac`: the MAC the backend derives for this VM in its range (hypervisors/base.py Hypervisor.derived_mac);
+    the configured vms[].network.mac wins over it."""
     return VmPlan(
         name=vm.name,
         vcpus=vm.vcpus,
         memory_mib=vm.memory_gib * 1024,
         disk_gib=vm.disk_gib,
         placement=placement,
-        hostdevs=hostdevs,
+        devices=planned_devices(vm, placement),
         mmio64_gib=hole64_gib(vm),
-        mac=vm_mac(vm, kind, stack),
+        mac=vm.network.mac or derived_mac,
         machine_uuid=derived_machine_uuid(project, stack, vm.name),
         firmware=vm.firmware.type,
         secure_boot=vm.firmware.secure_boot,

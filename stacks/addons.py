@@ -23,13 +23,13 @@ from components.monitoring_stack import MonitoringStack, MonitoringStackArgs
 from components.nvidia_runtime import NvidiaRuntimeClass
 from components.pod_network import PodNetwork, PodNetworkArgs
 from components.readiness_gate import ReadinessGate, ReadinessGateArgs
-from render.catalog import nvlink_generation
+from config.catalog import nvlink_generation
 from render.drift_check import drift_alert_group, drift_check_objects
 from render.guest_scripts import readiness_phase
 from render.helm_values import monitor_labels, prometheus_storage, uses_runtime_class
 from render.k8s_manifests import GPU_PRESENT_LABEL, RUNTIME_CLASS, SMOKE_JOB, SMOKE_NAMESPACE
 from render.nvidia_packages import fabric_packages
-from stacks.config import StackConfig
+from config.models import StackConfig
 from stacks.load import LoadedStack
 
 

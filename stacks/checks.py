@@ -8,24 +8,24 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from urllib.parse import urlsplit
 
-from render.catalog import BAR_SIZE_REQUIRED
+from config.catalog import BAR_SIZE_REQUIRED
 from render.helm_values import CALICO_UPSTREAM
-from render.identity import derived_mac, in_vmware_static_range
-from render.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
+from render.identity import derived_mac
+from config.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
 from render.hypervisor import domain_elements, version_problems
-from render.domain_xslt import pcie_problems
+from hypervisors.libvirt.domain_xslt import pcie_problems
 from render.guest_scripts import min_disk_gib
 from render.mmio import hole64_gib, phys_bits_needed, required_hole64_gib
 from render.numa import Placement, device_cells, node_memory_issues, place_host
 from datetime import date
 
-from stacks.compat import device_plugin_problems, gpu_operator_problems, kubernetes_version_warning
-from stacks import support
-from stacks.config import Host, StackConfig, VmVsphere
-from stacks.errors import ConfigIssue
-from stacks.types import format_cpu_list, version_tuple
+from config.compat import device_plugin_problems, gpu_operator_problems, kubernetes_version_warning
+from config import support
+from config.models import StackConfig
+from hypervisors.base import HYPERVISORS
+from config.errors import ConfigIssue
+from config.types import format_cpu_list, version_tuple
 
 SECURE_BOOT_MARKERS = ("secboot", ".ms.", "snakeoil", "secure")
 
@@ -39,9 +39,6 @@ def _duplicates(names: list[str]) -> list[int]:
         seen.add(n)
     return dup
 
-
-LIBVIRT_DEFAULT_NETWORK = ipaddress.ip_network("192.168.122.0/24")
-"""What libvirt's stock `default` network hands out, assumed for a VM on it without an address."""
 
 # kubelet --node-labels may only use these in the kubernetes.io / k8s.io namespaces
 # (k8s.io/kubernetes/pkg/kubelet/apis/well_known_labels.go, KEP-0000 NodeRestriction).
@@ -83,7 +80,6 @@ def check_stack(cfg: StackConfig, secrets: set[str], stack: str | None = None) -
         by_host[vm.host].append((vi, vm))
 
     issues += _check_host_kinds(cfg, secrets, by_host)
-    issues += _check_kubevirt_namespaces(cfg)
     placements: dict[str, Placement] = {}
     for host_name, vms in by_host.items():
         hi = host_index[host_name]
@@ -161,14 +157,16 @@ def _check_network(cfg: StackConfig, stack: str | None) -> list[ConfigIssue]:
             if vm.network.mac is None:
                 mac = derived_mac(stack, vm.name)
                 if mac in derived and not derived[mac].endswith(f"({vm.name})"):  # a repeated name is reported at vms[].name
-                    issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"the MAC derived for this VM, {mac}, is also derived for {derived[mac]} (a hash collision); set a fixed vms[{vi}].network.mac"))
+                    issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"the MAC derived for this VM, {mac}, is also derived for {derived[mac]} (a "
+                                                                        f"hash collision); set a fixed vms[{vi}].network.mac"))
                 derived.setdefault(mac, f"vms[{vi}] ({vm.name})")
     addresses: dict[str, str] = {}
     for vi, vm in enumerate(cfg.vms):
         mac = vm.network.mac
         if mac is not None:
             if mac in macs:
-                issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is also the MAC of {macs[mac]} (compared case-insensitively); every VM needs its own, or its DHCP lease and IP move between them"))
+                issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is also the MAC of {macs[mac]} (compared case-insensitively); every VM "
+                                                                    "needs its own, or its DHCP lease and IP move between them"))
             elif mac in derived:
                 issues.append(ConfigIssue(f"vms[{vi}].network.mac", f"MAC {mac} is the MAC derived for {derived[mac]}, which sets no vms[].network.mac; pick another MAC"))
             macs.setdefault(mac, f"vms[{vi}] ({vm.name})")
@@ -189,16 +187,17 @@ def _check_cidrs(cfg: StackConfig) -> list[ConfigIssue]:
     pod, service = ipaddress.ip_network(k.pod_cidr), ipaddress.ip_network(k.service_cidr)
     if pod.version == service.version and pod.overlaps(service):
         issues.append(ConfigIssue("kubernetes.podCidr", f"{pod} overlaps kubernetes.serviceCidr {service}; pods and services need disjoint networks"))
-    kinds = {h.name: h.kind for h in cfg.hosts}
+    hosts = {h.name: h for h in cfg.hosts}
     for vi, vm in enumerate(cfg.vms):
+        assumed = HYPERVISORS[hosts[vm.host].kind].default_network(vm) if vm.host in hosts else None
         for key, net in (("podCidr", pod), ("serviceCidr", service)):
             if vm.network.address is not None:
                 address = ipaddress.ip_address(vm.network.address)
                 if address.version == net.version and address in net:
                     issues.append(ConfigIssue(f"kubernetes.{key}", f"{net} contains vms[{vi}].network.address {address} ({vm.name}); node, pod and service networks must be disjoint"))
-            elif kinds.get(vm.host) == "libvirt" and vm.network.name == "default" and net.version == 4 and net.overlaps(LIBVIRT_DEFAULT_NETWORK):
+            elif assumed is not None and net.version == assumed[0].version and net.overlaps(assumed[0]):
                 issues.append(ConfigIssue(f"kubernetes.{key}", (
-                    f"{net} overlaps {LIBVIRT_DEFAULT_NETWORK}, libvirt's default network that vms[{vi}] ({vm.name}) attaches to "
+                    f"{net} overlaps {assumed[0]}, {assumed[1]} that vms[{vi}] ({vm.name}) attaches to "
                     f"(vms[{vi}].network.name); node, pod and service networks must be disjoint. If that network is numbered differently, set vms[{vi}].network.address"
                 )))
     return issues
@@ -237,7 +236,7 @@ def _check_disks(cfg: StackConfig) -> list[ConfigIssue]:
 
 
 def _check_fleet(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
-    """Day 2: the rollout's wave size, the kubeconfig its drains need, and Blackwell parts whose BARs the catalog does not know (render/catalog.py)."""
+    """Day 2: the rollout's wave size, the kubeconfig its drains need, and Blackwell parts whose BARs the catalog does not know (config/catalog.py)."""
     issues = []
     k = cfg.kubernetes
     if k is not None and k.mode == "join" and cfg.guest is not None and cfg.vms and "kubeconfig" not in secrets \
@@ -255,7 +254,8 @@ def _check_fleet(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
                                                                            "(the largest 64-bit prefetchable Region, in GiB)"))
         for si, switch in enumerate(vm.nvswitches):
             if switch.model in BAR_SIZE_REQUIRED and switch.bar_mib is None:
-                issues.append(ConfigIssue(f"vms[{vi}].nvswitches[{si}].barMib", f"{switch.model}: the catalog has no cited BAR size for this part yet; set it from `lspci -vv -s {switch.address}` (MiB)"))
+                issues.append(ConfigIssue(f"vms[{vi}].nvswitches[{si}].barMib", f"{switch.model}: the catalog has no cited BAR size for this part yet; "
+                                                                                f"set it from `lspci -vv -s {switch.address}` (MiB)"))
     return issues
 
 
@@ -271,7 +271,8 @@ def _check_devices(host, vms) -> list[ConfigIssue]:
                     issues.append(ConfigIssue(f"{key}.address", f"PCI device {dev.address} is already assigned to {owner[dev.address]}; a device can be passed through to one VM only, once"))
                 owner.setdefault(dev.address, f"{key}")
                 if dev.numa_node is None and len(host.numa_nodes) > 1:
-                    issues.append(ConfigIssue(f"{key}.numaNode", f"host {host.name} has {len(host.numa_nodes)} NUMA nodes; set the node this device sits on (cat /sys/bus/pci/devices/{dev.address}/numa_node)"))
+                    issues.append(ConfigIssue(f"{key}.numaNode", f"host {host.name} has {len(host.numa_nodes)} NUMA nodes; set the node this device "
+                                                                 f"sits on (cat /sys/bus/pci/devices/{dev.address}/numa_node)"))
                 elif dev.numa_node is not None and dev.numa_node not in node_ids:
                     issues.append(ConfigIssue(f"{key}.numaNode", f"host {host.name} has no NUMA node {dev.numa_node}; it has {sorted(node_ids)}"))
         if vm.nvswitches and not vm.gpus:
@@ -284,7 +285,7 @@ FM_GUIDE = "NVIDIA Fabric Manager User Guide 2.3, Full Passthrough Virtualizatio
 
 
 def _check_board(vi: int, vm) -> list[ConfigIssue]:
-    """A VM's NVSwitches against the board its GPUs sit on (render/catalog.py NVSWITCH_BOARD, PCIE_GPUS).
+    """A VM's NVSwitches against the board its GPUs sit on (config/catalog.py NVSWITCH_BOARD, PCIE_GPUS).
 
     PCIe cards have no NVSwitch. On an NVSwitch baseboard, full passthrough gives a VM the NVSwitches the
     Fabric Manager guide's table of supported VM configurations lists for its number of GPUs: the whole
@@ -294,7 +295,7 @@ def _check_board(vi: int, vm) -> list[ConfigIssue]:
     HGX B200/B300 the NVSwitches are not PCIe devices at all (the guide passes the board's four CX7 bridge
     functions instead), so what nvswitches[] names there is unsettled and not checked; neither are models
     with no cited board (V100-SXM2-32GB)."""
-    from render.catalog import NVSWITCH_BOARD, PCIE_GPUS
+    from config.catalog import NVSWITCH_BOARD, PCIE_GPUS
 
     if not vm.gpus:
         return []
@@ -318,7 +319,7 @@ def _check_board(vi: int, vm) -> list[ConfigIssue]:
     table = ", ".join(f"{g} GPU{'s' if g > 1 else ''} {s}" for g, s in board.partitions)
     if not board.switches_are_pci_devices:
         # HGX B200/B300: the guide passes the board's four CX7 bridge functions, not the NVSwitches; what
-        # nvswitches[] names there is unsettled (render/catalog.py), so its count is not checked
+        # nvswitches[] names there is unsettled (config/catalog.py), so its count is not checked
         return []
     want = dict(board.partitions).get(n)
     if want is None:
@@ -347,9 +348,12 @@ def _check_capacity(hi, host, vms) -> list[ConfigIssue]:
         total_vcpus += vm.vcpus
         total_mem += vm.memory_gib
         if total_vcpus > cpus:
-            issues.append(ConfigIssue(f"vms[{vi}].vcpus", f"VMs on host {host.name} now ask for {total_vcpus} vCPUs; it has {cpus} CPUs (hosts[{hi}].numaNodes[].cpus less hosts[{hi}].reservedCpus; vCPUs are pinned 1:1, no overcommit)"))
+            issues.append(ConfigIssue(f"vms[{vi}].vcpus", f"VMs on host {host.name} now ask for {total_vcpus} vCPUs; it has {cpus} CPUs "
+                                                          f"(hosts[{hi}].numaNodes[].cpus less hosts[{hi}].reservedCpus; vCPUs are pinned 1:1, no "
+                                                          "overcommit)"))
         if total_mem > memory:
-            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"VMs on host {host.name} now ask for {total_mem} GiB; it has {memory} GiB (hosts[{hi}].numaNodes[].memoryGib less hosts[{hi}].reservedMemoryGib)"))
+            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"VMs on host {host.name} now ask for {total_mem} GiB; it has {memory} GiB "
+                                                              f"(hosts[{hi}].numaNodes[].memoryGib less hosts[{hi}].reservedMemoryGib)"))
     return issues
 
 
@@ -360,20 +364,23 @@ def _check_firmware_and_mmio(hi, host, vi, vm) -> list[ConfigIssue]:
     if looks_secure and vm.gpus and not vm.firmware.allow_secure_boot_with_gpus:
         issues.append(ConfigIssue(
             f"hosts[{hi}].firmware.code",
-            f"{host.firmware.code} is a Secure Boot OVMF build{f' (hosts[{hi}].firmware.secureBoot)' if host.firmware.secure_boot else ''} and VM {vm.name} has GPUs; seed 000 got a black screen and GPUs that failed to initialise. "
+            f"{host.firmware.code} is a Secure Boot OVMF build{f' (hosts[{hi}].firmware.secureBoot)' if host.firmware.secure_boot else ''} and VM "
+            f"{vm.name} has GPUs; seed 000 got a black screen and GPUs that failed to initialise. "
             f"Use a non-Secure-Boot build such as /usr/share/OVMF/OVMF_CODE_4M.fd, or set vms[{vi}].firmware.allowSecureBootWithGpus: true",
         ))
     needed = required_hole64_gib(vm)
     if vm.mmio_hole64_gib is not None:
         if vm.mmio_hole64_gib < needed:
-            issues.append(ConfigIssue(f"vms[{vi}].mmioHole64Gib", f"{vm.mmio_hole64_gib} GiB cannot hold the 64-bit BARs of this VM's devices; at least {needed} GiB is needed (unset it to use the computed size)"))
+            issues.append(ConfigIssue(f"vms[{vi}].mmioHole64Gib", f"{vm.mmio_hole64_gib} GiB cannot hold the 64-bit BARs of this VM's devices; at least "
+                                                                  f"{needed} GiB is needed (unset it to use the computed size)"))
         elif vm.mmio_hole64_gib & (vm.mmio_hole64_gib - 1):
             issues.append(ConfigIssue(f"vms[{vi}].mmioHole64Gib", f"{vm.mmio_hole64_gib} is not a power of two; BARs are naturally aligned, use {needed} or a larger power of two"))
     hole = hole64_gib(vm)
-    if hole and host.kind == "libvirt":  # QEMU's limit; ESXi sizes the guest's address space itself
+    if hole and HYPERVISORS[host.kind].limits_address_bits:  # QEMU's limit; ESXi sizes the guest's address space itself
         bits = phys_bits_needed(vm.memory_gib, hole)
         if bits > host.phys_addr_bits:
-            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"{vm.memory_gib} GiB RAM plus a {hole} GiB PCI hole needs {bits} physical address bits; host {host.name} has {host.phys_addr_bits} (hosts[{hi}].physAddrBits)"))
+            issues.append(ConfigIssue(f"vms[{vi}].memoryGib", f"{vm.memory_gib} GiB RAM plus a {hole} GiB PCI hole needs {bits} physical address bits; "
+                                                              f"host {host.name} has {host.phys_addr_bits} (hosts[{hi}].physAddrBits)"))
     return issues
 
 
@@ -405,229 +412,37 @@ def _credential_issues(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]
     return issues
 
 
-def _libvirt_ssh_issues(key: str, host: Host) -> list[ConfigIssue]:
-    """A qemu+ssh URI the libvirt provider can use, and the host's key pinned (hypervisors/libvirt/connection.py)."""
-    from hypervisors.libvirt import connection
-
-    if not connection.is_ssh(host.libvirt_uri):
-        if host.host_key is not None:
-            return [ConfigIssue(f"{key}.hostKey", f"only for a qemu+ssh libvirtUri ({key}.libvirtUri {host.libvirt_uri} does not use SSH); remove it")]
-        return []
-    issues = [ConfigIssue(f"{key}.libvirtUri", f"{host.libvirt_uri} {p}") for p in connection.uri_problems(host.libvirt_uri)]
-    if host.host_key is None:
-        hostname = urlsplit(host.libvirt_uri).hostname or "HOST"
-        issues.append(ConfigIssue(f"{key}.hostKey", f"required for a qemu+ssh libvirtUri: the libvirt provider checks the hypervisor's SSH host key against it; "
-                                                    f"get it with `ssh-keyscan -t ed25519 {hostname}` (the part after the host name) and compare its fingerprint "
-                                                    "with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host"))
-    return issues
-
-
-# --- hosts[].kind ------------------------------------------------------- begin vsphere
-
-
 def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, list]) -> list[ConfigIssue]:
-    """Each host has the block of its kind; VMs on vSphere hosts get what passthrough on ESXi needs."""
+    """Each host has the block of its kind and none of another's, and its VMs what their backend needs (hypervisors/<kind>/checks.py)."""
     issues: list[ConfigIssue] = []
     for hi, host in enumerate(cfg.hosts):
-        key = f"hosts[{hi}]"
-        if host.kind == "libvirt":
-            if host.libvirt_uri is None:
-                issues.append(ConfigIssue(f"{key}.libvirtUri", "required for kind libvirt, e.g. qemu+ssh://root@gpu-host-1/system"))
-            else:
-                issues += _libvirt_ssh_issues(key, host)
-            if host.base_image is None:
-                issues.append(ConfigIssue(f"{key}.baseImage", "required for kind libvirt: the cloud image (qcow2) root disks are cloned from"))
-            if host.vsphere is not None:
-                issues.append(ConfigIssue(f"{key}.vsphere", f"only for kind vsphere ({key}.kind is libvirt); set {key}.kind: vsphere or remove this block"))
-            if host.kubevirt is not None:
-                issues.append(ConfigIssue(f"{key}.kubevirt", f"only for kind kubevirt ({key}.kind is {host.kind}); set {key}.kind: kubevirt or remove this block"))
-            continue
-        if host.kind == "kubevirt":
-            issues += _check_kubevirt_host(hi, host, by_host.get(host.name, []), secrets)
-            continue
-        if host.kubevirt is not None:
-            issues.append(ConfigIssue(f"{key}.kubevirt", "only for kind kubevirt; set kind: kubevirt or remove this block"))
-        for field in ("libvirt_uri", "base_image", "host_key"):
-            if getattr(host, field) is not None:
-                alias = Host.model_fields[field].alias
-                issues.append(ConfigIssue(f"{key}.{alias}", f"not used by kind vsphere (the VM comes from {key}.vsphere.template); remove it"))
-        if host.vsphere is None:
-            issues.append(ConfigIssue(f"{key}.vsphere", "required for kind vsphere: endpoint, datacenter, host, datastore, network, template and pciDevices"))
-            continue
-        t = host.vsphere.template
-        if host.vsphere.datacenter == "ha-datacenter":
-            issues.append(ConfigIssue(f"{key}.vsphere.datacenter", "ha-datacenter is a standalone ESXi host's own: terraform-provider-vsphere clones and deploys OVF/OVA only through vCenter Server, "
-                                      "not over a direct ESXi connection; add the host to a vCenter and name that vCenter (endpoint) and its datacenter"))
-        if (t.vm is None) == (t.ovf is None):
-            issues.append(ConfigIssue(f"{key}.vsphere.template", f"set exactly one of {key}.vsphere.template.vm (a VM template to clone, needs vCenter) and {key}.vsphere.template.ovf (an OVF/OVA URL)"))
-    used_vsphere = [h.name for h in cfg.hosts if h.kind == "vsphere" and h.name in by_host]
-    for secret in ("vsphereUser", "vspherePassword"):
-        if used_vsphere and secret not in secrets:
-            issues.append(ConfigIssue(secret, f"vSphere host {used_vsphere[0]} needs credentials; set them with `pulumi config set --secret gpu-stack:{secret}`"))
+        issues += HYPERVISORS[host.kind].host_issues(hi, host, by_host.get(host.name, []), secrets)
+    for backend in HYPERVISORS.values():
+        issues += backend.stack_issues(cfg, secrets, by_host)
     index = {h.name: i for i, h in enumerate(cfg.hosts)}
     for host_name, vms in by_host.items():
         host = cfg.hosts[index[host_name]]
+        backend = HYPERVISORS[host.kind]
         for vi, vm in vms:
-            issues += _check_vm_firmware(host, vi, vm)
-            if vm.kubevirt is not None and host.kind != "kubevirt":
-                issues.append(ConfigIssue(f"vms[{vi}].kubevirt", f"host {host.name} is kind {host.kind}; this block is for VMs on kind kubevirt hosts"))
-            if host.kind == "libvirt":
-                if vm.vsphere is not None:
-                    issues.append(ConfigIssue(f"vms[{vi}].vsphere", f"host {host.name} is kind libvirt; this block is for VMs on kind vsphere hosts"))
-                continue
-            if host.kind == "kubevirt":
-                issues += _check_kubevirt_vm(index[host_name], host, vi, vm)
-                continue
-            issues += _check_vsphere_vm(index[host_name], host, vi, vm)
+            issues += _check_vm_firmware(backend, vi, vm)
+            issues += backend.vm_issues(index[host_name], host, vi, vm)
     return issues
 
 
-def _check_vm_firmware(host, vi, vm) -> list[ConfigIssue]:
-    """vms[].firmware, the same rules for every backend that has the setting."""
+def _check_vm_firmware(backend, vi, vm) -> list[ConfigIssue]:
+    """vms[].firmware, the same rules for every backend that lets the VM choose (Hypervisor.firmware_issues None)."""
+    own = backend.firmware_issues(vi, vm)
+    if own is not None:
+        return own
     issues = []
     key = f"vms[{vi}].firmware"
     fw = vm.firmware
-    if fw.type != "efi":
-        if host.kind == "libvirt":
-            issues.append(ConfigIssue(f"{key}.type", f"libvirt VMs boot OVMF (hosts[].firmware.code); {fw.type} is not supported there"))
-        elif vm.gpus:
-            issues.append(ConfigIssue(f"{key}.type", f"{fw.type} with GPUs: seed 001 warns that the OS may not install or the passed-through GPU is not seen; use efi"))
-    if fw.secure_boot:
-        if host.kind == "libvirt":
-            issues.append(ConfigIssue(f"{key}.secureBoot", "on libvirt Secure Boot follows the OVMF build in hosts[].firmware.code; set that instead"))
-        elif vm.gpus and not fw.allow_secure_boot_with_gpus:
-            issues.append(ConfigIssue(f"{key}.secureBoot", f"Secure Boot with GPUs stops the unsigned NVIDIA modules from loading (seed 000: black screen); set false, or {key}.allowSecureBootWithGpus: true"))
+    if fw.type != "efi" and vm.gpus:
+        issues.append(ConfigIssue(f"{key}.type", f"{fw.type} with GPUs: seed 001 warns that the OS may not install or the passed-through GPU is not seen; use efi"))
+    if fw.secure_boot and vm.gpus and not fw.allow_secure_boot_with_gpus:
+        issues.append(ConfigIssue(f"{key}.secureBoot", "Secure Boot with GPUs stops the unsigned NVIDIA modules from loading (seed 000: black screen); "
+                                                       f"set false, or {key}.allowSecureBootWithGpus: true"))
     return issues
-
-
-def _check_vsphere_vm(hi, host, vi, vm) -> list[ConfigIssue]:
-    issues = []
-    key = f"vms[{vi}]"
-    opts = vm.vsphere or VmVsphere()
-    if vm.network.mac and not in_vmware_static_range(vm.network.mac):
-        issues.append(ConfigIssue(f"{key}.network.mac", f"{vm.network.mac} is outside VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff, which vSphere requires for a manual MAC; unset it to derive one"))
-    if vm.numa.hugepages_1g:
-        issues.append(ConfigIssue(f"{key}.numa.hugepages1g", "libvirt only; ESXi backs guest memory with large pages itself"))
-    if vm.numa.expose_gpu_affinity:
-        issues.append(ConfigIssue(f"{key}.numa.exposeGpuAffinity", "libvirt only (pcie-expander-bus); on vSphere set vsphere.numCoresPerSocket and numa.hostNodes"))
-    cps = opts.num_cores_per_socket
-    if cps is not None and vm.vcpus % cps:
-        issues.append(ConfigIssue(f"{key}.vsphere.numCoresPerSocket", f"{cps} does not divide vcpus {vm.vcpus}; vSphere needs whole sockets"))
-    enabled = set(host.vsphere.pci_devices) if host.vsphere is not None else set()
-    if host.vsphere is not None:
-        for kind, devices in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
-            for di, dev in enumerate(devices):
-                if dev.address not in enabled:
-                    issues.append(ConfigIssue(
-                        f"{key}.{kind}[{di}].address",
-                        f"{dev.address} is not in hosts[{hi}].vsphere.pciDevices (host {host.name}); set its passthrough to Active on the host "
-                        "(Host > Manage > Hardware > PCI Devices > Toggle passthrough, then reboot the host) and list it there",
-                    ))
-    return issues
-
-
-# ------------------------------------------------------------------------- end vsphere
-
-
-# --- hosts[].kind: kubevirt ------------------------------------------ begin kubevirt
-
-
-def _check_kubevirt_namespaces(cfg: StackConfig) -> list[ConfigIssue]:
-    """All KubeVirt hosts share one host cluster (gpu-stack:kubevirtKubeconfig): a namespace is created once, so its hosts agree on createNamespace."""
-    issues: list[ConfigIssue] = []
-    first: dict[str, tuple[int, bool]] = {}
-    for hi, host in enumerate(cfg.hosts):
-        kv = host.kubevirt if host.kind == "kubevirt" else None
-        if kv is None:
-            continue
-        hj, create = first.setdefault(kv.namespace, (hi, kv.create_namespace))
-        if create != kv.create_namespace:
-            issues.append(ConfigIssue(f"hosts[{hi}].kubevirt.createNamespace", f"{str(kv.create_namespace).lower()}, but hosts[{hj}] ({cfg.hosts[hj].name}) puts its VMs in the same "
-                                                                              f"namespace {kv.namespace} with hosts[{hj}].kubevirt.createNamespace {str(create).lower()}; "
-                                                                              "the namespace is created once per host cluster, so set the same value on both"))
-    return issues
-
-
-def _check_kubevirt_host(hi, host, vms, secrets: set[str]) -> list[ConfigIssue]:
-    """A KubeVirt host: its block, the host cluster's kubeconfig, root disk, SSH path, and who advertises each device."""
-    from render.catalog import NVSWITCH_MODELS
-
-    issues: list[ConfigIssue] = []
-    key = f"hosts[{hi}]"
-    for field in ("libvirt_uri", "base_image", "host_key", "vsphere"):
-        if getattr(host, field) is not None:
-            alias = Host.model_fields[field].alias
-            issues.append(ConfigIssue(f"{key}.{alias}", f"not used by kind kubevirt (the VM's disk is {key}.kubevirt.rootDisk); remove it"))
-    if vms and "kubevirtKubeconfig" not in secrets:
-        issues.append(ConfigIssue("kubevirtKubeconfig", f"KubeVirt host {host.name} needs the kubeconfig of its host cluster (never the guest cluster's gpu-stack:kubeconfig); "
-                                                         "set it with `pulumi config set --secret gpu-stack:kubevirtKubeconfig < host-cluster.kubeconfig`"))
-    kv = host.kubevirt
-    if kv is None:
-        issues.append(ConfigIssue(f"{key}.kubevirt", "required for kind kubevirt: namespace, nodeName (or nodeSelector) and rootDisk"))
-        return issues
-    k = f"{key}.kubevirt"
-    if kv.create_namespace and kv.namespace == kv.kubevirt_namespace:
-        issues.append(ConfigIssue(f"{k}.createNamespace", f"{k}.namespace {kv.namespace} is the KubeVirt CR's namespace ({k}.kubevirtNamespace), which exists already; "
-                                                          "set createNamespace: false or give the VMs a namespace of their own"))
-    if (kv.node_name is None) == (not kv.node_selector):
-        issues.append(ConfigIssue(f"{k}.nodeName", "set exactly one of nodeName (the node's kubernetes.io/hostname) and nodeSelector: passed-through devices are a node's, so a GPU VM is bound to one"))
-    d = kv.root_disk
-    sources = [n for n, v in (("url", d.url), ("registry", d.registry), ("containerDisk", d.container_disk)) if v is not None]
-    if len(sources) != 1:
-        issues.append(ConfigIssue(f"{k}.rootDisk", f"set exactly one of url (DataVolume from an image URL), registry (DataVolume from a registry image) and containerDisk; got {', '.join(sources) or 'none'}"))
-    elif d.container_disk is not None and d.storage_class is not None:
-        issues.append(ConfigIssue(f"{k}.rootDisk.storageClass", "a containerDisk is ephemeral and has no volume; remove storageClass or import the image into a DataVolume (url or registry)"))
-    ssh = kv.ssh
-    if ssh.via == "multus":
-        issues.append(ConfigIssue(f"{k}.ssh.via", "multus (a secondary network with a static address) is not implemented in this gpu-stack; use service (NodePort or LoadBalancer)"))
-    elif ssh.service_type == "NodePort":
-        if ssh.node_port is None:
-            issues.append(ConfigIssue(f"{k}.ssh.nodePort", "required for serviceType NodePort: a fixed port in 30000-32767, so the SSH endpoint is known before the Service exists"))
-        elif ssh.node_port + len(vms) - 1 > 32767:
-            issues.append(ConfigIssue(f"{k}.ssh.nodePort", f"{ssh.node_port} is the first of {len(vms)} node ports (one per VM on {host.name}: nodePort, nodePort+1, ...); the last must be at most 32767"))
-        if ssh.address is None:
-            issues.append(ConfigIssue(f"{k}.ssh.address", "required for serviceType NodePort: the address of a host-cluster node reachable from where Pulumi runs"))
-    else:
-        for field, alias in (("node_port", "nodePort"), ("address", "address")):
-            if getattr(ssh, field) is not None:
-                issues.append(ConfigIssue(f"{k}.ssh.{alias}", "only for serviceType NodePort; a LoadBalancer is reached at its ingress address"))
-    ours = set(kv.device_plugins.kubevirt or ())
-    for j, model in enumerate(kv.device_plugins.gpu_operator):
-        if model in ours:
-            issues.append(ConfigIssue(f"{k}.devicePlugins.gpuOperator[{j}]", f"{model} is also in {k}.devicePlugins.kubevirt: two device plugins would advertise the same device "
-                                                                            "(KubeVirt's with externalResourceProvider false, and the GPU Operator's sandbox plugin); keep it in one list"))
-    for vi, vm in vms:
-        for kind, devices in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
-            catalog = GPU_MODELS if kind == "gpus" else NVSWITCH_MODELS
-            for di, dev in enumerate(devices):
-                if not catalog[dev.model].pci_ids:
-                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} has no vendor:device ID in render/catalog.py, and a KubeVirt host selects devices by it "
-                                                                              "(permittedHostDevices.pciHostDevices[].pciVendorSelector); add the ID from `lspci -nn -d 10de:` to the catalog with its source"))
-                elif kv.device_plugins.kubevirt is not None and dev.model not in ours and dev.model not in kv.device_plugins.gpu_operator:
-                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].model", f"{dev.model} is advertised by no device plugin on {host.name}; add it to {k}.devicePlugins.kubevirt or .gpuOperator"))
-    return issues
-
-
-def _check_kubevirt_vm(hi, host, vi, vm) -> list[ConfigIssue]:
-    from stacks.config import VmKubevirt
-
-    issues = []
-    key = f"vms[{vi}]"
-    opts = vm.kubevirt or VmKubevirt()
-    if vm.vsphere is not None:
-        issues.append(ConfigIssue(f"{key}.vsphere", f"host {host.name} is kind kubevirt; this block is for VMs on kind vsphere hosts"))
-    if vm.numa.expose_gpu_affinity:
-        issues.append(ConfigIssue(f"{key}.numa.exposeGpuAffinity", "libvirt only (pcie-expander-bus); on KubeVirt set kubevirt.guestNuma (guestMappingPassthrough)"))
-    if vm.numa.cells is not None:
-        issues.append(ConfigIssue(f"{key}.numa.cells", "libvirt only; KubeVirt derives guest cells from the dedicated CPUs it pins (kubevirt.guestNuma)"))
-    if opts.isolate_emulator_thread and not opts.dedicated_cpus:
-        issues.append(ConfigIssue(f"{key}.kubevirt.isolateEmulatorThread", "needs kubevirt.dedicatedCpus: true (KubeVirt only isolates the emulator thread of a VM with dedicated CPUs)"))
-    if opts.guest_numa and not (opts.dedicated_cpus and vm.numa.hugepages_1g):
-        issues.append(ConfigIssue(f"{key}.kubevirt.guestNuma", "guestMappingPassthrough needs kubevirt.dedicatedCpus: true and numa.hugepages1g: true (KubeVirt refuses it otherwise)"))
-    return issues
-
-
-# ------------------------------------------------------------------------- end kubevirt
 
 
 def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
@@ -659,12 +474,20 @@ def _check_guest_and_cluster(cfg: StackConfig, secrets: set[str]) -> list[Config
         if k.mode == "init" and not cfg.vms:
             issues.append(ConfigIssue("kubernetes.mode", "mode init needs at least one VM to run the control plane; for a cluster you already have, use mode existing"))
         if g is not None and g.container_runtime.name == "docker" and version_tuple(k.version)[:2] >= (1, 24):
-            issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} (kubernetes.version) has no dockershim (removed in 1.24); use containerd, or Kubernetes <= 1.23 as in seed 001"))
+            issues.append(ConfigIssue("guest.containerRuntime.name", f"Kubernetes {k.version} (kubernetes.version) has no dockershim (removed in 1.24); "
+                                                                     "use containerd, or Kubernetes <= 1.23 as in seed 001"))
         if k.mode in ("init", "join") and cfg.vms and k.package_repository is None and version_tuple(k.version)[:2] < (1, 24):
-            issues.append(ConfigIssue("kubernetes.packageRepository", f"Kubernetes {k.version} is older than the community repository pkgs.k8s.io, which starts at v1.24 (the old apt.kubernetes.io and yum.kubernetes.io repositories are gone); set the base URL of a mirror that carries kubeadm, kubelet and kubectl {k.version}, laid out like pkgs.k8s.io/core:/stable:/v<minor> (deb/ and rpm/ below it)"))
+            issues.append(ConfigIssue("kubernetes.packageRepository", f"Kubernetes {k.version} is older than the community repository pkgs.k8s.io, "
+                                                                      "which starts at v1.24 (the old apt.kubernetes.io and yum.kubernetes.io "
+                                                                      "repositories are gone); set the base URL of a mirror that carries kubeadm, "
+                                                                      f"kubelet and kubectl {k.version}, laid out like "
+                                                                      "pkgs.k8s.io/core:/stable:/v<minor> (deb/ and rpm/ below it)"))
         blocking = [t for t in k.node_taints if t.effect in ("NoSchedule", "NoExecute")]
         if k.mode == "init" and blocking:
-            issues.append(ConfigIssue("kubernetes.nodeTaints", f"in mode init every node of the cluster is one of these GPU VMs, so {blocking[0].key}:{blocking[0].effect} on all of them leaves CoreDNS, Prometheus and every pod without the toleration Pending; set nodeTaints: [], or join the VMs to a cluster that has other nodes (mode join)"))
+            issues.append(ConfigIssue("kubernetes.nodeTaints", "in mode init every node of the cluster is one of these GPU VMs, so "
+                                                               f"{blocking[0].key}:{blocking[0].effect} on all of them leaves CoreDNS, Prometheus and "
+                                                               "every pod without the toleration Pending; set nodeTaints: [], or join the VMs to a "
+                                                               "cluster that has other nodes (mode join)"))
         if k.mode == "existing" and "kubeconfig" not in secrets:
             issues.append(ConfigIssue("kubeconfig", "kubernetes.mode existing needs the cluster's kubeconfig; set it with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     return issues
@@ -680,7 +503,9 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
             issues.append(ConfigIssue("kubernetes", "GPU add-ons are enabled but there is no kubernetes block (version, mode)"))
         return issues
     if dp.enabled and op.enabled and op.device_plugin_enabled:
-        issues.append(ConfigIssue("addons.devicePlugin.enabled", "the standalone device plugin and the GPU Operator's device plugin (addons.gpuOperator.enabled) would both run and fight over nvidia.com/gpu; disable one (addons.gpuOperator.devicePluginEnabled: false)"))
+        issues.append(ConfigIssue("addons.devicePlugin.enabled", "the standalone device plugin and the GPU Operator's device plugin "
+                                                                 "(addons.gpuOperator.enabled) would both run and fight over nvidia.com/gpu; disable "
+                                                                 "one (addons.gpuOperator.devicePluginEnabled: false)"))
     if dp.enabled:
         for suffix, message in device_plugin_problems(dp.version, cfg.kubernetes.version, mig=dp.mig_strategy != "none", time_slicing=dp.time_slicing is not None):
             issues.append(ConfigIssue(f"addons.devicePlugin.{suffix}", f"{message} (kubernetes.version {cfg.kubernetes.version})"))
@@ -691,11 +516,14 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
         for message in gpu_operator_problems(op.version, cfg.kubernetes.version, guest_os):
             issues.append(ConfigIssue("addons.gpuOperator.version", f"{message} (kubernetes.version {cfg.kubernetes.version})"))
     if not dp.enabled and not (op.enabled and op.device_plugin_enabled) and cfg.vms:
-        issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; set addons.devicePlugin.enabled, or addons.gpuOperator.enabled with addons.gpuOperator.devicePluginEnabled"))
+        issues.append(ConfigIssue("addons", "no device plugin is enabled, so nvidia.com/gpu will never be allocatable; set "
+                                            "addons.devicePlugin.enabled, or addons.gpuOperator.enabled with addons.gpuOperator.devicePluginEnabled"))
     if cfg.kubernetes.mode == "join" and any_addon and "kubeconfig" not in secrets:
-        issues.append(ConfigIssue("kubeconfig", "mode join deploys the add-ons into a cluster this stack did not create; set its kubeconfig with `pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
+        issues.append(ConfigIssue("kubeconfig", "mode join deploys the add-ons into a cluster this stack did not create; set its kubeconfig with "
+                                                "`pulumi config set --secret gpu-stack:kubeconfig < kubeconfig`"))
     if a.monitoring.enabled and "grafanaAdminPassword" not in secrets:
-        issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled (addons.monitoring.enabled); set the Grafana admin password with `pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
+        issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled (addons.monitoring.enabled); set the Grafana admin password with "
+                                                          "`pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
     issues += _check_calico_images(a)
     for qi in _duplicates([q.namespace for q in a.gpu_quotas]):
         issues.append(ConfigIssue(f"addons.gpuQuotas[{qi}].namespace", "namespace listed twice"))
@@ -714,18 +542,21 @@ def _check_calico_images(a) -> list[ConfigIssue]:
     node = calico.get(f"{CALICO_UPSTREAM}/node")
     if node is None:
         key = sorted(calico)[0]
-        issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", f"the Tigera operator takes one registry and path for all Calico images; override {CALICO_UPSTREAM}/node (the others follow it), not {key}"))
+        issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", "the Tigera operator takes one registry and path for all Calico images; "
+                                                                       f"override {CALICO_UPSTREAM}/node (the others follow it), not {key}"))
         return issues
     path = node.rsplit("/", 1)[0]
     for key, value in sorted(calico.items()):
         name = key.rsplit("/", 1)[1]
         if value != f"{path}/{name}":
-            issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", f"{value!r}: the Tigera operator pulls every Calico image as <registry>/<path>/<upstream name>; with {CALICO_UPSTREAM}/node at {node!r} this image must be {path}/{name}"))
+            issues.append(ConfigIssue(f"addons.images.overrides[{key!r}]", f"{value!r}: the Tigera operator pulls every Calico image as "
+                                                                           f"<registry>/<path>/<upstream name>; with {CALICO_UPSTREAM}/node at {node!r} "
+                                                                           f"this image must be {path}/{name}"))
     return issues
 
 
 def _check_kernel_modules(cfg: StackConfig) -> list[ConfigIssue]:
-    """guest.nvidia.kernelModules against each VM's GPU architectures (render/catalog.py)."""
+    """guest.nvidia.kernelModules against each VM's GPU architectures (config/catalog.py)."""
     if cfg.guest is None:
         return []
     nv = cfg.guest.nvidia
@@ -743,14 +574,19 @@ def _check_kernel_modules(cfg: StackConfig) -> list[ConfigIssue]:
                 issues.append(ConfigIssue(key, f"{where} runs only with the open kernel modules; NVIDIA does not support the proprietary ones on Blackwell; use open (or unset it)"))
         resolved = nv.kernel_modules or default_kernel_modules(archs)
         if resolved is None:
-            issues.append(ConfigIssue(f"vms[{vi}].gpus", f"VM {vm.name} mixes GPUs that need the proprietary kernel modules ({', '.join(sorted(archs & PROPRIETARY_ONLY))}) with GPUs that need the open ones ({', '.join(sorted(archs & OPEN_ONLY))}); no driver runs both, put them in separate VMs"))
+            issues.append(ConfigIssue(f"vms[{vi}].gpus", f"VM {vm.name} mixes GPUs that need the proprietary kernel modules "
+                                                         f"({', '.join(sorted(archs & PROPRIETARY_ONLY))}) with GPUs that need the open ones "
+                                                         f"({', '.join(sorted(archs & OPEN_ONLY))}); no driver runs both, put them in separate VMs"))
         elif resolved == "open" and branch < OPEN_MODULES_SINCE_BRANCH and vm.gpus:
-            issues.append(ConfigIssue("guest.nvidia.driverVersion", f"driver {nv.driver_version} has no open kernel modules (they start with branch {OPEN_MODULES_SINCE_BRANCH}), which VM {vm.name} uses ({key}: {nv.kernel_modules or 'default for its GPUs'}); use a newer driver or set {key}: proprietary"))
+            issues.append(ConfigIssue("guest.nvidia.driverVersion", f"driver {nv.driver_version} has no open kernel modules (they start with branch "
+                                                                    f"{OPEN_MODULES_SINCE_BRANCH}), which VM {vm.name} uses ({key}: "
+                                                                    f"{nv.kernel_modules or 'default for its GPUs'}); use a newer driver or set {key}: "
+                                                                    "proprietary"))
     return issues
 
 
 def _check_driver_branch(cfg: StackConfig) -> list[ConfigIssue]:
-    """guest.nvidia.driverVersion against the last branch each configured GPU's architecture has (stacks/support.py)."""
+    """guest.nvidia.driverVersion against the last branch each configured GPU's architecture has (config/support.py)."""
     if cfg.guest is None:
         return []
     version = cfg.guest.nvidia.driver_version
@@ -781,7 +617,7 @@ def _check_hypervisor_versions(hi, host, vms) -> list[ConfigIssue]:
 def config_warnings(cfg: StackConfig, today: date | None = None) -> list[ConfigIssue]:
     """What is accepted but worth a word; the program logs each (pulumi.log.warn), `make plan` prints each.
 
-    `today` (default: the real date) decides which support ends are past or near (stacks/support.py); these lines
+    `today` (default: the real date) decides which support ends are past or near (config/support.py); these lines
     go to the terminal and the engine's log only, never into the plan's files."""
     today = today or date.today()
     warnings = []

@@ -3,153 +3,35 @@
 Order matters for the promise that bad input registers nothing: config is
 validated first (stacks.load), then the host facts files named by
 GPU_STACK_HOST_FACTS are read and matched to hosts, then the only resources
-the preflight needs (one libvirt provider per host) are registered, then the
-IOMMU preflight runs against the real hosts (or their facts, with no invoke),
-and only then are volumes and VMs declared.
+the preflights need (each hypervisor's providers) are registered, then each
+kind's preflight runs against the real hosts (or their facts, with no invoke),
+and only then are shared volumes and VMs declared. Each step asks the
+hypervisor table (hypervisors/base.py HYPERVISORS), never the kind itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import hashlib
 import os
-from dataclasses import dataclass
 
 import pulumi
-import pulumi_kubernetes as k8s
-import pulumi_libvirt as libvirt
-from pulumi.runtime.sync_await import _sync_await
 
 from components.gpu_guest_bootstrap import GpuGuestBootstrap, GpuGuestBootstrapArgs, JoinTokenSource
-from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs, KubevirtTarget, LibvirtTarget
+from components.gpu_passthrough_vm import GpuPassthroughVm, GpuPassthroughVmArgs
 from components.guest_command import GuestConnection
-from hypervisors.libvirt import connection
-from render.domain_xslt import pcie_problems
-from render.guest_scripts import credentials_stdin_names, guest_phases, join_token_phase, upgrade_phases
-from render.hypervisor import smt_undeclared
 from components.node_upgrade import NodeUpgrade, NodeUpgradeArgs
-from render.nvidia_smi import parse_verify_output
+from config.errors import ConfigError, ConfigIssue
+from config.models import StackConfig
+from facts.host_facts import ENV as HOST_FACTS_ENV
+from facts.host_facts import FactsError, HostFacts, load_host_facts, match_host_facts
+from hypervisors.base import HYPERVISORS
+from render.guest_scripts import credentials_stdin_names, guest_phases, join_token_phase, upgrade_phases
 from render.rollout import waves
-from render.host_facts import ENV as HOST_FACTS_ENV
-from render.host_facts import FactsError, HostFacts, check_host_facts, load_host_facts, match_host_facts
-from render import kubevirt as kubevirt_map
-from render.kubevirt_capacity import check_capacity, unchecked_hosts
-from render.kubevirt_capacity import expected_allocatable as kubevirt_allocatable
-from render.iommu import NodeDevice, nodedev_name, parse_node_device, resolve_passthrough
-from render.numa import Placement
+from render.verify_output import parse_verify_output
 from render.vm_plan import plan_vm
-from stacks.checks import config_warnings
-from stacks.config import Host, StackConfig
-from stacks.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.addons import build_addons, expected_allocatable, gpu_resource, plugin_logs_command
+from stacks.checks import config_warnings
 from stacks.load import LoadedStack, load_stack
-from stacks.vsphere_hosts import vsphere_preflight, vsphere_provider
-
-
-# How many look-ups (getNodeDeviceInfo, getNodeInfo) are in flight at once: at
-# most PREFLIGHT_PER_HOST to one hypervisor (the twelve devices of an HGX host in
-# one round; libvirtd processes max_client_requests = 5 of one connection's
-# requests at a time and queues the rest, libvirtd.conf), and at most
-# PREFLIGHT_CONCURRENCY in all. Each runs the SDK's blocking monitor.Invoke on a
-# thread of the event loop's default executor, which the Pulumi language host
-# sizes from `--parallel` (unbounded by default), so `pulumi preview --parallel P`
-# lowers it further. With one cap per host a fleet's first round is one round
-# trip, however many hosts it has.
-PREFLIGHT_PER_HOST = 16
-PREFLIGHT_CONCURRENCY = 1024
-_NODE_DEVICE_INFO = "libvirt:index/getNodeDeviceInfo:getNodeDeviceInfo"
-_NODE_INFO = "libvirt:index/getNodeInfo:getNodeInfo"
-
-
-async def _node_device(address: str, provider: libvirt.Provider) -> NodeDevice:
-    """getNodeDeviceInfo as pulumi_libvirt.get_node_device_info calls it (token, option defaults), awaited."""
-    opts = pulumi.InvokeOptions.merge(libvirt._utilities.get_invoke_opts_defaults(), pulumi.InvokeOptions(provider=provider))
-    # the result as the provider sends it (camelCase keys, which parse_node_device reads): building
-    # GetNodeDeviceInfoResult's output types for 12 look-ups per HGX host costs more than the parse
-    info = await pulumi.runtime.invoke_async(_NODE_DEVICE_INFO, {"capability": None, "name": nodedev_name(address)}, opts=opts)
-    return parse_node_device(address, info.get("capability"), info.get("xml"))
-
-
-async def _threads_per_core(provider: libvirt.Provider) -> int | None:
-    """getNodeInfo's cpu_threads_per_core, called as pulumi_libvirt.get_node_info calls it, awaited."""
-    opts = pulumi.InvokeOptions.merge(libvirt._utilities.get_invoke_opts_defaults(), pulumi.InvokeOptions(provider=provider))
-    info = await pulumi.runtime.invoke_async(_NODE_INFO, {}, opts=opts)
-    threads = info.get("cpuThreadsPerCore")  # a protobuf Struct number: a float
-    return int(threads) if threads is not None else None
-
-
-def _all_at_once(wanted: list[tuple], call) -> dict:
-    """call(*key) for every key (its first element the host) issued at once, at most PREFLIGHT_PER_HOST
-    per host and PREFLIGHT_CONCURRENCY in all, then all awaited; the first failure in `wanted` order is raised.
-
-    The program is synchronous, so this waits the way the SDK's own
-    pulumi.runtime.invoke does: by pumping the event loop (_sync_await).
-    """
-    if not wanted:
-        return {}
-
-    async def every() -> list:
-        gate = asyncio.Semaphore(PREFLIGHT_CONCURRENCY)
-        per_host = {key[0]: asyncio.Semaphore(PREFLIGHT_PER_HOST) for key in wanted}
-
-        async def one(key):
-            async with per_host[key[0]], gate:
-                return await call(*key)
-
-        return await asyncio.gather(*(one(k) for k in wanted), return_exceptions=True)
-
-    found = _sync_await(every())
-    failed = next((r for r in found if isinstance(r, BaseException)), None)
-    if failed is not None:
-        raise failed
-    return dict(zip(wanted, found))
-
-
-@dataclass(frozen=True)
-class LookupFailed:
-    """A getNodeDeviceInfo the provider answered with an error: no such device, or no connection to the host."""
-
-    message: str
-
-    @property
-    def not_found(self) -> bool:
-        # libvirt's VIR_ERR_NO_NODE_DEVICE, as the provider passes it on (seen with pulumi-libvirt 0.5.4
-        # against libvirtd 9.0.0: "failed to lookup node device: Node device not found: no node device
-        # with matching name 'pci_0000_3b_00_0'")
-        return "Node device not found" in self.message
-
-
-async def _node_device_or_failure(address: str, provider: libvirt.Provider) -> NodeDevice | LookupFailed:
-    try:
-        return await _node_device(address, provider)
-    except Exception as e:  # noqa: BLE001 - the invoke's error, reported by key instead of as a traceback
-        return LookupFailed(" ".join(str(e).split()))
-
-
-def _node_devices(wanted: list[tuple[str, str]], providers: dict[str, libvirt.Provider]) -> dict[tuple[str, str], NodeDevice | LookupFailed]:
-    """Every (host, address) look-up issued at once, then all awaited; a failed one is a LookupFailed."""
-    return _all_at_once(wanted, lambda host, address: _node_device_or_failure(address, providers[host]))
-
-
-def _lookup_issues(cfg: StackConfig, fetched: dict[tuple[str, str], NodeDevice | LookupFailed]) -> list[ConfigIssue]:
-    """One line per device the hypervisor does not have, or per host it could not be asked about."""
-    issues: list[ConfigIssue] = []
-    unreachable: set[str] = set()
-    for vi, vm in enumerate(cfg.vms):
-        for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
-            for di, d in enumerate(devs):
-                got = fetched.get((vm.host, d.address))
-                if not isinstance(got, LookupFailed):
-                    continue
-                if got.not_found:
-                    issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].address", f"{d.address} is not a PCI device of host {vm.host} "
-                                                                                f"(libvirt has no node device {nodedev_name(d.address)}); check `lspci -D` on {vm.host}"))
-                elif vm.host not in unreachable:
-                    unreachable.add(vm.host)
-                    hi = next(i for i, h in enumerate(cfg.hosts) if h.name == vm.host)
-                    issues.append(ConfigIssue(f"hosts[{hi}].libvirtUri", f"the IOMMU preflight could not ask host {vm.host}: {got.message}"))
-    return issues
 
 
 def host_facts(cfg: StackConfig) -> dict[str, HostFacts]:
@@ -168,237 +50,33 @@ def host_facts(cfg: StackConfig) -> dict[str, HostFacts]:
     return by_host
 
 
-@dataclass(frozen=True)
-class Preflight:
-    hostdevs: dict[str, tuple[str, ...]]
-    """Per VM: every host function to attach (configured devices and their groups' other functions)."""
-    groups: dict[str, dict[str, int]]
-    """Per VM: the IOMMU group of each configured device as the preflight read it, exported as
-    `vms.<vm>.iommuGroups` so that `gpu-stack doctor` can tell when a group changed under a running VM."""
-
-
-def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], facts: dict[str, HostFacts] | None = None,
-                    placements: dict[str, Placement] | None = None) -> Preflight:
-    """Hostdevs per VM from the hosts' real IOMMU groups; ConfigError when a group cannot be assigned.
-
-    A host with facts is read from them, with no getNodeDeviceInfo invoke;
-    the facts' BAR sizes, NUMA layout and address bits are checked too.
-    """
-    facts = facts or {}
-    issues: list[ConfigIssue] = []
-    result: dict[str, tuple[str, ...]] = {}
-    groups: dict[str, dict[str, int]] = {}
-    owners: dict[tuple[str, str], str] = {}
-    for vi, vm in enumerate(cfg.vms):
-        for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
-            for di, d in enumerate(devs):
-                owners[(vm.host, d.address)] = f"vms[{vi}] ({vm.name})"
-    # every host without facts: its configured devices in one round, then the
-    # group members not yet read in a second; no invoke for hosts with facts
-    asked = [vm for vm in cfg.vms if vm.host not in facts and vm.host in providers]  # libvirt hosts only
-    fetched = _node_devices(list(dict.fromkeys((vm.host, d.address) for vm in asked for d in (*vm.gpus, *vm.nvswitches))), providers)
-    failed = _lookup_issues(cfg, fetched)
-    if failed:
-        raise ConfigError(failed)
-    members = {(vm.host, m) for vm in asked for d in (*vm.gpus, *vm.nvswitches) for m in fetched[(vm.host, d.address)].group_members}
-    more = _node_devices(sorted(members - set(fetched)), providers)
-    gone = {key: r for key, r in more.items() if isinstance(r, LookupFailed)}
-    if gone:  # a group member that vanished between the two rounds, or the host went away
-        raise ConfigError([ConfigIssue(f"hosts[{next(i for i, h in enumerate(cfg.hosts) if h.name == host)}].libvirtUri",
-                                       f"the IOMMU preflight could not read {addr}, a member of a configured device's group on host {host}: {r.message}")
-                           for (host, addr), r in sorted(gone.items())])
-    fetched.update(more)
-    for vi, vm in enumerate(cfg.vms):
-        if vm.host not in providers:  # a host of another kind: its own preflight (stacks/vsphere_hosts.py)
-            continue
-        devices: dict[str, NodeDevice] = {}
-        known = facts.get(vm.host)
-        if known is not None:
-            recorded = known.node_devices
-            missing = []
-            for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)):
-                for di, d in enumerate(devs):
-                    if d.address not in recorded:
-                        missing.append(d.address)
-                        issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].address", f"{d.address} is not in host facts {known.source} (it records {', '.join(sorted(recorded)) or 'no device'}); "
-                                                                                    f"rerun `scripts/host-facts.sh --host {vm.host} {d.address} ...` on {vm.host} with every configured address"))
-            if missing:
-                continue
-            devices = {a: recorded[a] for a in {d.address for d in (*vm.gpus, *vm.nvswitches)}}
-            for member in {m for dev in list(devices.values()) for m in dev.group_members} - set(devices):
-                devices[member] = recorded[member]
-        else:
-            for d in (*vm.gpus, *vm.nvswitches):
-                devices[d.address] = fetched[(vm.host, d.address)]
-            for member in sorted({m for dev in list(devices.values()) for m in dev.group_members} - set(devices)):
-                devices[member] = fetched[(vm.host, member)]
-        elsewhere = {addr: who for (host, addr), who in owners.items() if host == vm.host and who != f"vms[{vi}] ({vm.name})"}
-        hostdevs, vm_issues = resolve_passthrough(vi, vm, devices, elsewhere)
-        issues += vm_issues
-        if not vm.numa.expose_gpu_affinity and not vm_issues:
-            # the config check counted configured devices; the IOMMU groups may add functions (a GPU's audio)
-            for message in pcie_problems(None, len(hostdevs)):
-                issues.append(ConfigIssue(f"vms[{vi}].gpus", f"{message}, counting the other functions of their IOMMU groups (vms[{vi}].gpus and vms[{vi}].nvswitches)"))
-        result[vm.name] = hostdevs
-        groups[vm.name] = {d.address: devices[d.address].iommu_group for d in (*vm.gpus, *vm.nvswitches)}
-    if facts:
-        issues += check_host_facts(cfg, facts, result, placements or {})
-    if issues:
-        raise ConfigError(issues)
-    return Preflight(result, groups)
-
-
-def smt_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], facts: dict[str, HostFacts] | None = None) -> None:
-    """Warn when a host has SMT (libvirt's node info, or its facts) that hosts[].threadSiblings does not describe.
-
-    pulumi-libvirt 0.5.4 has no data source for the libvirt or QEMU version, so those come
-    from hosts[].libvirtVersion / qemuVersion (render/hypervisor.py), not from here.
-    """
-    facts = facts or {}
-    unread = [h for h in cfg.hosts if h.name in providers and not h.thread_siblings]
-    unread_names = {h.name for h in unread}
-    # one round for every host without facts, as the IOMMU preflight does: no wait per host
-    asked = _all_at_once([(h.name,) for h in unread if h.name not in facts], lambda name: _threads_per_core(providers[name]))
-    for hi, host in enumerate(cfg.hosts):
-        if host.name not in unread_names:
-            continue
-        if host.name in facts:
-            threads = max((len(s) for s in facts[host.name].smt_siblings), default=1)
-        else:
-            threads = asked[(host.name,)]
-        message = smt_undeclared(hi, host, threads)
-        if message:
-            pulumi.log.warn(message)
-
-
-def kubevirt_host_cluster(cfg: StackConfig, stack: LoadedStack, used_hosts: list[Host], facts: dict[str, HostFacts]):
-    """The host cluster's provider (gpu-stack:kubevirtKubeconfig, never the guest cluster's), the capacity check,
-    the KubeVirt CR patch, and the VMs' Namespaces (by name).
-
-    Capacity is checked before the provider is registered: a plan that asks for more devices
-    than the node will advertise registers nothing. A Namespace is created once per namespace
-    (hosts[].kubevirt.createNamespace); in production it is protected and kept on delete like
-    the VMs, because deleting a namespace deletes every VM in it.
-    """
-    hosts = [h for h in used_hosts if h.kind == "kubevirt"]
-    if not hosts:
-        return None, (), {}
-    problems = check_capacity(cfg, facts)
-    if problems:
-        raise ConfigError(problems)
-    provider = k8s.Provider("kubevirt-host-cluster", kubeconfig=stack.secrets["kubevirtKubeconfig"])
-    after: tuple[pulumi.Resource, ...] = ()
-    patch = kubevirt_map.kubevirt_cr_patch(cfg, hosts)
-    if patch is not None:
-        after = (k8s.apiextensions.CustomResourcePatch(
-            "kubevirt-config",
-            api_version=patch["apiVersion"],
-            kind=patch["kind"],
-            metadata={**patch["metadata"], "annotations": {"pulumi.com/patchForce": "true"}},
-            spec=patch["spec"],
-            opts=pulumi.ResourceOptions(provider=provider),
-        ),)
-    keep = cfg.production
-    namespaces = {
-        doc["metadata"]["name"]: k8s.core.v1.Namespace(
-            f"kubevirt-namespace-{doc['metadata']['name']}",
-            metadata=doc["metadata"],
-            # always kept on delete: pulumi-kubernetes' server-side apply adopts a namespace that was made by
-            # hand before gpu-stack created it, and deleting a namespace deletes everything in it
-            opts=pulumi.ResourceOptions(provider=provider, protect=keep, retain_on_delete=True),
-        )
-        for doc in kubevirt_map.vm_namespaces(hosts)
-    }
-    allocatable = kubevirt_allocatable(cfg, facts)
-    pulumi.export("kubevirtExpectedAllocatable", allocatable)
-    unchecked = unchecked_hosts(cfg, facts)
-    if unchecked:
-        pulumi.export("kubevirtCapacity", f"unchecked on {', '.join(unchecked)}: no host facts (scripts/host-facts.sh on the node)")
-        pulumi.log.warn(f"KubeVirt capacity unchecked on {', '.join(unchecked)}: no host facts, so the IOMMU groups that decide what KubeVirt advertises are unknown")
-    return provider, after, namespaces
-
-
-def _under_mocks() -> bool:
-    """`make plan` and the tests run the program against pulumi.runtime.mocks: nothing connects, so no key is written."""
-    from pulumi.runtime.mocks import MockMonitor
-    from pulumi.runtime.settings import get_monitor
-
-    return isinstance(get_monitor(), MockMonitor)
-
-
-def hypervisor_ssh_key() -> str | None:
-    """The hypervisors' SSH key, in plain text for the provider's key file: gpu-stack:hypervisorSshPrivateKey, else sshPrivateKey."""
-    from pulumi.runtime.config import get_config
-
-    return get_config(f"{PREFIX}:hypervisorSshPrivateKey") or get_config(f"{PREFIX}:sshPrivateKey")
-
-
-def libvirt_providers(hosts: list[Host]) -> dict[str, libvirt.Provider]:
-    """One provider per libvirt host; for qemu+ssh with the key and the pinned host key as files it reads
-    (hypervisors/libvirt/connection.py), written before the provider connects and the key removed at exit."""
-    providers = {}
-    for h in hosts:
-        files = None
-        if connection.is_ssh(h.libvirt_uri):
-            files = connection.material(pulumi.get_project(), pulumi.get_stack(), h.name, h.libvirt_uri, h.host_key)
-            key = None if _under_mocks() else hypervisor_ssh_key()
-            if key:
-                connection.write_material(files, key)  # queued for removal at exit before it is written
-        providers[h.name] = libvirt.Provider(f"libvirt-{h.name}", uri=connection.provider_uri(h.libvirt_uri, files))
-    return providers
-
-
-def _base_volume(host: Host, provider: libvirt.Provider, production: bool) -> libvirt.Volume:
-    digest = hashlib.sha256(host.base_image.source.encode()).hexdigest()[:12]
-    return libvirt.Volume(
-        f"{host.name}-base-image",
-        name=f"gpu-stack-base-{digest}.{host.base_image.format}",
-        pool=host.storage_pool,
-        source=host.base_image.source,
-        format=host.base_image.format,
-        opts=pulumi.ResourceOptions(provider=provider, retain_on_delete=production),
-    )
-
-
 def build(stack: LoadedStack) -> None:
     cfg = stack.config
     for warning in config_warnings(cfg):
         pulumi.log.warn(str(warning))
     facts = host_facts(cfg)
     used_hosts = [h for h in cfg.hosts if any(vm.host == h.name for vm in cfg.vms)]
-    # per hosts[].kind: a provider and a preflight each, before any VM is declared
-    libvirt_hosts = [h for h in used_hosts if h.kind == "libvirt"]
-    providers = libvirt_providers(libvirt_hosts)
-    vsphere_providers = {h.name: vsphere_provider(h, stack.secrets) for h in used_hosts if h.kind == "vsphere"}
-    preflight = iommu_preflight(cfg, providers, facts, stack.placements)
-    smt_preflight(cfg, providers, facts)
-    vsphere_targets = vsphere_preflight(cfg, vsphere_providers)
-    kubevirt_provider, kubevirt_after, kubevirt_namespaces = kubevirt_host_cluster(cfg, stack, used_hosts, facts)
-    bases = {h.name: _base_volume(h, providers[h.name], cfg.production) for h in libvirt_hosts}
+    # per hosts[].kind (hypervisors/base.py): every kind's providers, then every kind's preflight, then what its VMs
+    # share; all before any VM is declared
+    previews = {kind: h.connect(cfg, [host for host in used_hosts if host.kind == kind], stack.secrets) for kind, h in HYPERVISORS.items()}
+    for preview in previews.values():
+        preview.preflight(facts, stack.placements)
+    for preview in previews.values():
+        preview.declare()
     hosts = {h.name: h for h in cfg.hosts}
     guest = cfg.guest
 
     vms: dict[str, GpuPassthroughVm] = {}
     for vm in cfg.vms:
         host = hosts[vm.host]
-        if host.kind == "vsphere":
-            target, provider = vsphere_targets[vm.name], vsphere_providers[vm.host]
-            devices = target.pci_device_ids
-        elif host.kind == "kubevirt":
-            target = KubevirtTarget(after=kubevirt_after, ssh_node_port=kubevirt_map.ssh_node_port(cfg, vm),
-                                    namespace=kubevirt_namespaces.get(host.kubevirt.namespace))
-            provider = kubevirt_provider
-            devices = tuple(kubevirt_map.device_resource(kind, d.model) for kind, devs in (("gpus", vm.gpus), ("nvswitches", vm.nvswitches)) for d in devs)
-        else:
-            target, provider = LibvirtTarget(base_volume_id=bases[vm.host].id), providers[vm.host]
-            devices = preflight.hostdevs[vm.name]
+        target, provider = previews[host.kind].place(vm)
         vms[vm.name] = GpuPassthroughVm(
             vm.name,
             GpuPassthroughVmArgs(
                 vm=vm,
                 host=host,
-                plan=plan_vm(vm, kind=host.kind, project=pulumi.get_project(), stack=pulumi.get_stack(), placement=stack.placements[vm.name],
-                             hostdevs=devices, ssh_user=guest.ssh_user, ssh_public_key=guest.ssh_public_key),
+                plan=plan_vm(vm, derived_mac=HYPERVISORS[host.kind].derived_mac(pulumi.get_stack(), vm.name), project=pulumi.get_project(),
+                             stack=pulumi.get_stack(), placement=stack.placements[vm.name], ssh_user=guest.ssh_user, ssh_public_key=guest.ssh_public_key),
                 provider=provider,
                 production=cfg.production,
                 target=target,
@@ -408,11 +86,12 @@ def build(stack: LoadedStack) -> None:
 
     bootstraps = build_guests(stack, vms)
 
-    pulumi.export("vms", {
-        name: {"mac": c.mac, "ip": c.ip, "domainId": c.domain_id, "hostPublicKey": c.host_public_key,
-               **({"iommuGroups": preflight.groups[name]} if name in preflight.groups else {})}
-        for name, c in vms.items()
-    })
+    exported = {}
+    for vm in cfg.vms:
+        c = vms[vm.name]
+        exported[vm.name] = {"mac": c.mac, "ip": c.ip, "domainId": c.domain_id, "hostPublicKey": c.host_public_key,
+                             **previews[hosts[vm.host].kind].exports(vm.name)}
+    pulumi.export("vms", exported)
     pulumi.export("gpuInventory", {name: b.gpu_inventory for name, b in bootstraps.items()})
     kubeconfig = next((b.kubeconfig for b in bootstraps.values() if b.kubeconfig is not None), None)
     if kubeconfig is not None:

@@ -17,10 +17,10 @@ from pulumi.runtime import config as runtime_config
 from pydantic import BaseModel, ValidationError
 
 from render.numa import Placement
-from stacks import stackfile
+from config import stackfile
 from stacks.checks import check_stack
-from stacks.config import REMOVED_KEYS, SECRET_KEYS, StackConfig
-from stacks.errors import PREFIX, ConfigError, ConfigIssue, loc_to_path
+from config.models import REMOVED_KEYS, SECRET_KEYS, StackConfig
+from config.errors import PREFIX, ConfigError, ConfigIssue, loc_to_path
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _type_name(value: Any) -> str:
 
 
 class StackFileConfig(dict):
-    """`config:` of a stack file as the CLI hands it to the program (stacks.stackfile.engine_value), and
+    """`config:` of a stack file as the CLI hands it to the program (config.stackfile.engine_value), and
     `written`: config path (as ConfigIssue.path, e.g. "kubernetes.version") -> the text as written, for
     each plain scalar of a `gpu-stack:` key that YAML reads as something other than that text."""
 
@@ -70,7 +70,7 @@ class StackFileConfig(dict):
 
 
 def parse_stack_text(text: str, name: str) -> StackFileConfig:
-    """`config:` of a stack file's text, read as the Pulumi CLI reads it (stacks/stackfile.py)."""
+    """`config:` of a stack file's text, read as the Pulumi CLI reads it (config/stackfile.py)."""
     def fail(message: str) -> ConfigError:
         return ConfigError([ConfigIssue(FILE_KEY, f"{name}: {message}")])
 

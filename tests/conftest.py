@@ -50,12 +50,14 @@ def stack_file(stack: str) -> dict:
 DEFAULT_SECRETS = {"sshPrivateKey": "test-ssh-private-key", "grafanaAdminPassword": "test-grafana-password"}
 
 
-def run_stack(raw: dict, *, secrets: dict | None = None, preview: bool = True, stack: str = "test", node_devices=None, outputs=None, on_register=None, host_facts=None, withhold=None, **vsphere) -> mockrun.RunResult:
+def run_stack(raw: dict, *, secrets: dict | None = None, preview: bool = True, stack: str = "test", node_devices=None, outputs=None, on_register=None,
+              host_facts=None, withhold=None, **vsphere) -> mockrun.RunResult:
     """Run the program on a raw config dict (no prefix) plus secrets, under mocks."""
     secrets = DEFAULT_SECRETS if secrets is None else secrets
     values = {f"gpu-stack:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
     values.update({f"gpu-stack:{k}": v for k, v in secrets.items()})
-    return mockrun.run(values, [f"gpu-stack:{k}" for k in secrets], stack=stack, preview=preview, node_devices=node_devices, outputs=outputs, on_register=on_register, host_facts=host_facts, withhold=withhold, **vsphere)
+    return mockrun.run(values, [f"gpu-stack:{k}" for k in secrets], stack=stack, preview=preview, node_devices=node_devices, outputs=outputs,
+                       on_register=on_register, host_facts=host_facts, withhold=withhold, **vsphere)
 
 
 @pytest.fixture
@@ -84,7 +86,7 @@ SEED000_SWITCHES = ["0000:05:00.0", "0000:06:00.0", "0000:07:00.0", "0000:08:00.
 
 def hgx_board(model: str = "H100-SXM5-80GB", switches: int = 4, switch_model: str | None = None) -> tuple[list[dict], list[dict]]:
     """One whole NVSwitch baseboard for vms[].gpus and vms[].nvswitches: 8 GPUs and the board's NVSwitches
-    (4 for HGX H100/H800/H200/H20, 6 for HGX A100: render/catalog.py NVSWITCH_BOARD), all on NUMA node 0."""
+    (4 for HGX H100/H800/H200/H20, 6 for HGX A100: config/catalog.py NVSWITCH_BOARD), all on NUMA node 0."""
     gpus = [{"address": a, "model": model, "numaNode": 0} for a in SEED000_GPUS]
     nvswitches = [{"address": f"0000:{0x05 + i:02x}:00.0", "numaNode": 0, **({"model": switch_model} if switch_model else {})} for i in range(switches)]
     return gpus, nvswitches

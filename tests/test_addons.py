@@ -16,7 +16,7 @@ import yaml
 
 from render.helm_values import LOCAL_PATH_VERSION
 from render.k8s_manifests import LOCAL_PATH_MANIFEST
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import ROOT, require_reference, run_stack, stack_file
 from tools.mockrun import SECRET_SIG

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from render.domain_xslt import MAX_EXPANDERS, MAX_PORTS_PER_EXPANDER, MAX_ROOT_HOSTDEVS
+from hypervisors.libvirt.domain_xslt import MAX_EXPANDERS, MAX_PORTS_PER_EXPANDER, MAX_ROOT_HOSTDEVS
 from render.identity import derived_mac
-from stacks.config import REMOVED_KEYS, SECRET_KEYS, StackConfig
-from stacks.errors import ConfigError
+from config.models import REMOVED_KEYS, SECRET_KEYS, StackConfig
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import ROOT, stack_file
 from tools import plan as plan_tool
@@ -228,7 +228,7 @@ ROWS: tuple[Row, ...] = (
     Row("vms[0].nvswitches[0].numaNode", 5, setup=SWITCH, why="no NUMA node 5"),
     Row("vms[0].nvswitches[0].barMib", -1, setup=SWITCH, why="greater than 0"),
     Row("vms[0].gpus", [], key="vms[0].nvswitches", setup=SWITCH, why="without GPUs"),
-    # issue 29 part 3: NVSwitches against the board of the VM's GPUs (render/catalog.py NVSWITCH_BOARD)
+    # issue 29 part 3: NVSwitches against the board of the VM's GPUs (config/catalog.py NVSWITCH_BOARD)
     Row("vms[0].nvswitches", SWITCHES4[:1], why="L40S is a PCIe card with no NVSwitch baseboard"),
     Row("vms[0].nvswitches", SWITCHES4[:3], setup=SWITCH, why="get 4 NVSwitches in full passthrough, this VM has 3"),
     Row("vms[0].gpus", H100S[:2], key="vms[0].nvswitches", setup=SWITCH, why="no partition of 2 GPUs with NVSwitches"),

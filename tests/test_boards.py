@@ -1,4 +1,4 @@
-"""Issue 29 part 3: a VM's NVSwitches against the board its GPUs sit on (render/catalog.py NVSWITCH_BOARD).
+"""Issue 29 part 3: a VM's NVSwitches against the board its GPUs sit on (config/catalog.py NVSWITCH_BOARD).
 
 The Fabric Manager User Guide's full passthrough model (§6.1, supported VM configurations) gives each VM size
 its NVSwitches: HGX A100 16/8/4/2/1 GPUs -> 12/6/3/1/0, HGX H100 (H800, H200, H20) 8/1 -> 4/0. The refusals
@@ -11,8 +11,8 @@ import copy
 
 import pytest
 
-from render.catalog import GPU_MODELS, NVSWITCH_BOARD, PCIE_GPUS
-from stacks.errors import ConfigError
+from config.catalog import GPU_MODELS, NVSWITCH_BOARD, PCIE_GPUS
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import hgx_board, stack_file
 

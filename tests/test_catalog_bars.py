@@ -1,8 +1,8 @@
 """The catalog's BAR sizes, derived from the real `lspci` captures in tests/fixtures/lspci/ (PROVENANCE.md there).
 
-Each test reads a capture with render/host_facts.parse_lspci_regions and counts it the way
+Each test reads a capture with facts/host_facts.parse_lspci_regions and counts it the way
 render/mmio.py does (catalog_bar_sizes: the largest 64-bit prefetchable BAR is BAR1, the other
-64-bit BARs are added to it, 32-bit ones sit below 4 GiB), then compares with render/catalog.py.
+64-bit BARs are added to it, 32-bit ones sit below 4 GiB), then compares with config/catalog.py.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import copy
 
 import pytest
 
-from render.catalog import BAR_SIZE_REQUIRED, GPU_MODELS, NVSWITCH_MODELS
-from render.host_facts import catalog_bar_sizes, load_host_facts, parse_lspci_regions
-from render.nvidia_smi import parse_query
+from config.catalog import BAR_SIZE_REQUIRED, GPU_MODELS, NVSWITCH_MODELS
+from facts.host_facts import load_host_facts, parse_lspci_regions
+from tests.support.host_facts import catalog_bar_sizes
+from doctor.nvidia_smi import parse_query
 from render.mmio import device_bar_bytes
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import ROOT, stack_file
 

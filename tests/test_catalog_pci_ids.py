@@ -2,7 +2,7 @@
 
 pci.ids is the PCI ID Repository as a distribution packages it: Debian's `pci.ids` package
 (/usr/share/misc/pci.ids; .ci/run installs it), or `hwdata` (/usr/share/hwdata/pci.ids). Every
-catalog ID the installed file knows must carry there the name render/catalog.PCI_ID_NAMES records
+catalog ID the installed file knows must carry there the name config/catalog.PCI_ID_NAMES records
 for it (the name the model is matched by); an ID newer than the installed file is not in it and is
 left to the catalog's other sources. Skips on a workstation without the file, fails in CI.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from render.catalog import GPU_MODELS, NVSWITCH_MODELS, PCI_ID_NAMES
+from config.catalog import GPU_MODELS, NVSWITCH_MODELS, PCI_ID_NAMES
 from tests.conftest import missing_validator
 
 PCI_IDS_FILES = (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids"))
@@ -69,7 +69,7 @@ def test_every_catalog_id_is_nvidia_lowercase_hex_and_named():
 
 
 def test_every_catalog_id_has_its_recorded_name_in_the_installed_pci_ids(installed):
-    """IDs newer than the installed file (its Version) are not in it: render/catalog.py gives their other sources."""
+    """IDs newer than the installed file (its Version) are not in it: config/catalog.py gives their other sources."""
     path, version, devices = installed
     wrong = [f"{model}: 10de:{d} is {devices[d]!r} in {path} (Version {version}), the catalog says {PCI_ID_NAMES[d]!r}"
              for model, d in catalog_ids() if d in devices and not _same_name(devices[d], PCI_ID_NAMES[d])]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import doctor, plan
+from doctor import command as doctor
+from tools import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = ROOT / "tests" / "fixtures" / "minimal"

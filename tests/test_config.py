@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import seed000_host, seed000_vm
 

@@ -1,4 +1,4 @@
-"""The whole-plan convergence check (render/convergence.py): every stack, every rule, and the field failures.
+"""The whole-plan convergence check (convergence/analysis.py): every stack, every rule, and the field failures.
 
 Negative tests start from a golden plan (tests/golden/<stack>/) and change
 one thing, as the field failure did; a few run the real program on a changed
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from render import convergence as cv
-from render.convergence import Plan, Violation, check, selector_matches, tolerates, untolerated
-from stacks.config import StackConfig
+from convergence import analysis as cv
+from convergence.analysis import Plan, Violation, check, selector_matches, tolerates, untolerated
+from config.models import StackConfig
 from tests.conftest import ROOT, require_reference, run_stack, stack_file
 from tools import plan as plan_tool
 

@@ -1,7 +1,7 @@
 """A VM without GPUs (a CPU-only control plane) is no GPU node (issue 26, item 2).
 
 It gets no nouveau/driver/CUDA phases, no GPU label or taint, a verify that never asks nvidia-smi,
-no upgrade-driver/upgrade-reboot steps and no readiness count; render/convergence.py rule_cpu_nodes
+no upgrade-driver/upgrade-reboot steps and no readiness count; convergence/analysis.py rule_cpu_nodes
 flags a plan that would give such a node a GPU label, taint or GPU DaemonSet.
 """
 
@@ -11,9 +11,9 @@ import copy
 
 import pytest
 
-from render.convergence import check, runtime_handlers
+from convergence.analysis import check, runtime_handlers
 from render.guest_scripts import guest_phases, render_script, upgrade_phases
-from render.nvidia_smi import parse_verify_output
+from render.verify_output import parse_verify_output
 from stacks.addons import expected_allocatable
 from stacks.load import parse_stack_config
 from tests.conftest import require_tool, stack_file

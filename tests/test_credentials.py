@@ -1,6 +1,6 @@
 """Issue 29 part 1: credentials never hide in plain values.
 
-No URL-valued key takes user:password@ (one validator, stacks/types.py url_type); proxy and
+No URL-valued key takes user:password@ (one validator, config/types.py url_type); proxy and
 mirror credentials are secrets of their own, fed on stdin to phase credentials, which writes them
 only to root-only files that apt, dnf, curl and containerd read (scripts/guest/credentials.sh).
 """
@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from render.guest_scripts import render_script
-from stacks import config as config_module
-from stacks.errors import ConfigError
+from config import models as config_module
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import ROOT, stack_file
 from tests.support.guest_sandbox import GuestSandbox
@@ -63,9 +63,13 @@ def test_every_url_field_uses_the_one_validator():
     """Every config field that holds a URL gets the userinfo rule from url_type (or, for the two
     host-style keys, from credentials_problem itself): a URL field added later without it fails here."""
     checked = []
-    for model in vars(config_module).values():
-        if not (isinstance(model, type) and issubclass(model, config_module.Model) and model is not config_module.Model):
-            continue
+    models, todo = [], list(config_module.Model.__subclasses__())  # every config model, whichever config/ module holds it
+    while todo:
+        model = todo.pop(0)
+        models.append(model)
+        todo += model.__subclasses__()
+    assert {"Host", "VsphereHost", "VsphereTemplate", "KubevirtRootDisk", "StackConfig"} <= {m.__name__ for m in models}
+    for model in models:
         for name, info in model.model_fields.items():
             if not any(word in name for word in URL_NAMED) or (model.__name__, name) in NOT_URLS or name.endswith("username"):
                 continue

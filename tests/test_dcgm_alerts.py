@@ -13,7 +13,7 @@ import yaml
 from render import dcgm_metrics
 from render.gpu_alerts import dashboard_configmap, gpu_alert_groups, prometheus_rule
 from render.k8s_manifests import dcgm_counters
-from stacks.config import Addons
+from config.models import Addons
 from tests.conftest import ROOT, require_reference, require_tool
 
 PROMTOOL_TESTS = ROOT / "tests" / "promtool" / "gpu-alerts.test.yaml"

@@ -1,11 +1,11 @@
-"""render/diagnosis.py on its own: the decision tree, tolerations, the hypervisor facts, redaction."""
+"""doctor/diagnosis.py on its own: the decision tree, tolerations, the hypervisor facts, redaction."""
 
 from __future__ import annotations
 
 import pytest
 
-from render.convergence import tolerates
-from render.diagnosis import (
+from convergence.analysis import tolerates
+from doctor.diagnosis import (
     FAIL,
     PASS,
     WARN,
@@ -137,7 +137,7 @@ def test_unreachable_sources_do_not_pretend():
 
 
 def runtime_results(runtime: str, guest: dict[str, str]) -> dict[str, object]:
-    from render.diagnosis import check_runtime
+    from doctor.diagnosis import check_runtime
 
     x = Expected(vm="vm", gpu_count=2, runtime=runtime, toolkit_version="1.17.8")
     e = Evidence(guest={k: CommandResult(k, 0, v) for k, v in guest.items()})
@@ -164,7 +164,7 @@ def test_containerd_v3_config_with_nvidia_runtime():
 
 def test_a_vm_without_gpus_is_not_asked_for_the_nvidia_runtime():
     """Its container-runtime phase installs no toolkit and configures no nvidia runtime (issue 26 item 2)."""
-    from render.diagnosis import SKIP, check_runtime
+    from doctor.diagnosis import SKIP, check_runtime
     ev = Evidence(guest={"containerd-config": CommandResult("containerd config dump", 0, 'version = 2\n'),
                          "nvidia-ctk": CommandResult("nvidia-ctk --version", 127, "", "nvidia-ctk: command not found")})
     results = check_runtime(Expected(vm="cp-0", gpu_count=0, runtime_handler="nvidia"), ev)

@@ -23,9 +23,11 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from render.diagnosis import FAIL, GUEST_COMMANDS, NODE_ANNOTATIONS, PASS, WARN, is_read_only, package_command
+from doctor.diagnosis import FAIL, GUEST_COMMANDS, NODE_ANNOTATIONS, PASS, WARN, is_read_only, package_command
 from tests.support.doctor_servers import KubeApi, SshServer
-from tools import doctor, mockrun, plan
+from doctor import command as doctor
+from tests.support.plan import write_plan
+from tools import mockrun, plan
 
 HERE = Path(__file__).parent
 ROOT_DIR = HERE.parent
@@ -286,7 +288,7 @@ def stack_dir(tmp_path_factory, keys):
 
 @pytest.fixture(scope="module")
 def planned_domain(stack_dir, tmp_path_factory):
-    out, _ = plan.write_plan("h100", tmp_path_factory.mktemp("plan"), stack_dir)
+    out, _ = write_plan("h100", tmp_path_factory.mktemp("plan"), stack_dir)
     xml = (out / "vms" / VM / "domain.xml").read_text()
     return xml.replace('<domain type="kvm">', '<domain type="kvm" id="3">', 1)
 
@@ -503,7 +505,7 @@ def test_running_pod_whose_log_says_it_has_no_gpu(run_doctor, capsys, line, cls,
 
 
 def test_lines_that_only_look_like_gpu_errors_are_not_classified():
-    from render.diagnosis import no_gpu_signature
+    from doctor.diagnosis import no_gpu_signature
     for line in ("postgres: database system not yet initialized", "GET /api returned error 8021", "which: nvidia-smi: not found",
                  "retrying: HTTP error 802 from upstream"):
         assert no_gpu_signature(line) is None, line
@@ -596,7 +598,7 @@ def test_expected_state_from_stack_config(stack_dir):
 
 
 def test_groups_not_recorded_is_a_warning_not_a_pass(stack_dir, planned_domain, stack_outputs):
-    from render.diagnosis import WARN, CommandResult, Evidence, check_hypervisor, host_commands
+    from doctor.diagnosis import WARN, CommandResult, Evidence, check_hypervisor, host_commands
     cfg = doctor.load_config("h100", stack_dir)
     host = healthy_host(planned_domain, stack_outputs["vms"][VM]["iommuGroups"])
     older = doctor.expected_for(cfg, VM, {"vms": {VM: {"ip": "127.0.0.1"}}})

@@ -12,8 +12,9 @@ import copy
 import pytest
 
 from render.numa import guest_topology
-from render.hypervisor import MINIMUMS, domain_elements, minimum_versions, version_problems
-from stacks.errors import ConfigError
+from render.hypervisor import MINIMUMS, domain_elements, version_problems
+from tests.support.hypervisor import minimum_versions
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import seed000_host, seed000_vm, stack_file
 
@@ -182,7 +183,7 @@ def _seed000_vm_host(**host):
 
 
 QEMU_NS = {"qemu": "http://libvirt.org/schemas/domain/qemu/1.0"}
-# Where each MINIMUMS element shows in the domain XML after the stylesheet (render/domain_xslt.py).
+# Where each MINIMUMS element shows in the domain XML after the stylesheet (hypervisors/libvirt/domain_xslt.py).
 XPATH = {
     "cpu/maxphysaddr": "./cpu/maxphysaddr[@mode='passthrough']",
     "cpu/maxphysaddr[@mode='emulate']/@bits": "./cpu/maxphysaddr[@mode='emulate'][@bits]",
@@ -250,11 +251,11 @@ def test_unequal_cells_get_one_socket_on_every_backend_that_places_the_vm():
     """3 + 5 vCPUs: one socket (no socket may span two cells); vSphere's numCoresPerSocket follows the same rule."""
     from render.numa import Cell, Placement
     from render.vm_plan import plan_vm
-    from render.vsphere import num_cores_per_socket
+    from hypervisors.vsphere.render import num_cores_per_socket
 
     placement = Placement(cells=(Cell(0, 0, (0, 1, 2), (0, 1, 2), 1024), Cell(1, 1, (3, 4, 5, 6, 7), (48, 49, 50, 51, 52), 1024)))
     assert guest_topology(placement) == (1, 8, 1)
     cfg, _ = parse_stack_config(_seed000(), SECRETS)
     vm = cfg.vms[0].model_copy(update={"vcpus": 8, "numa": cfg.vms[0].numa.model_copy(update={"host_nodes": (0, 1)})})
-    plan = plan_vm(vm, kind="vsphere", project="gpu-stack", stack="t", placement=placement, hostdevs=(), ssh_user="u", ssh_public_key="ssh-ed25519 AAAA")
+    plan = plan_vm(vm, derived_mac="00:50:56:00:00:01", project="gpu-stack", stack="t", placement=placement, ssh_user="u", ssh_public_key="ssh-ed25519 AAAA")
     assert num_cores_per_socket(plan, vm) == 8

@@ -19,7 +19,7 @@ import pytest
 from lxml import etree
 
 from render.mmio import phys_bits_needed
-from render.provider_xml import VolumeRef, provider_domain_xml
+from hypervisors.libvirt.provider_xml import VolumeRef, provider_domain_xml
 from tests.conftest import missing_validator, require_reference, require_tool, run_stack, seed000_host, seed000_vm, stack_file
 from tools.plan import _domain_artifacts
 

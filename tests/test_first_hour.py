@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from stacks.checks import config_warnings
-from stacks.support import CATALOG_READ
-from stacks.compat import KUBERNETES_CATALOG_READ, KUBERNETES_NEWEST
-from stacks.config import StackConfig
-from stacks.errors import ConfigError
+from config.support import CATALOG_READ
+from config.compat import KUBERNETES_CATALOG_READ, KUBERNETES_NEWEST
+from config.models import StackConfig
+from config.errors import ConfigError
 from tools import plan
 
 ROOT = Path(__file__).resolve().parent.parent

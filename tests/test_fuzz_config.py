@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from stacks.load import read_stack_file
 from tests.conftest import ROOT
 from tools import plan as plan_tool

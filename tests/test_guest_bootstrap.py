@@ -156,7 +156,7 @@ def _vcpus(raw, n):
 
 
 def test_bootstrap_token_rotation_is_refused_naming_what_replaced_it(dev):
-    from stacks.errors import ConfigError
+    from config.errors import ConfigError
     from stacks.load import parse_stack_config
     dev["kubernetes"]["bootstrapTokenRotation"] = 1
     with pytest.raises(ConfigError) as err:

@@ -182,7 +182,7 @@ def test_single_node_init_removes_the_taints_kubeadm_applied(tmp_path, version, 
     raw["kubernetes"]["version"] = version
     if version < "1.24":  # pkgs.k8s.io starts at v1.24: a mirror is required (stacks/checks.py)
         raw["kubernetes"]["packageRepository"] = "https://mirror.lab.local/kubernetes/core:/stable:/v1.23"
-    if version < "1.28":  # a device plugin release that supports this Kubernetes (stacks/compat.py)
+    if version < "1.28":  # a device plugin release that supports this Kubernetes (config/compat.py)
         raw["addons"]["devicePlugin"] = {"enabled": True, "version": "0.11.0" if version < "1.25" else "0.14.5", "deploy": "static"}
     phase = _phase(phases_for(raw), "kubernetes")
     sb = GuestSandbox(tmp_path, "ubuntu")
@@ -321,7 +321,7 @@ def test_rhel_package_flavour(tmp_path):
 
 
 def _gpu(model: str) -> dict:
-    """One GPU of this model; Blackwell parts carry no catalog BAR1 size, so it is given (render/catalog.py)."""
+    """One GPU of this model; Blackwell parts carry no catalog BAR1 size, so it is given (config/catalog.py)."""
     gpu = {"address": "0000:3b:00.0", "model": model, "numaNode": 0}
     if model.startswith("B200"):
         gpu["bar1Gib"] = 256
@@ -334,7 +334,7 @@ def _gpu(model: str) -> dict:
     ("B200-SXM-180GB", "proprietary", "vms[0].gpus[0] (B200-SXM-180GB, Blackwell) runs only with the open kernel modules"),
 ])
 def test_kernel_modules_that_cannot_drive_the_gpu_are_refused_naming_the_key(model, flavour, message):
-    from stacks.errors import ConfigError
+    from config.errors import ConfigError
     from stacks.load import parse_stack_config
     from tests.test_guest_scripts import SECRETS
     raw = config(nvidia={"driverVersion": "570.172.08", "kernelModules": flavour})
@@ -354,7 +354,7 @@ def test_kernel_modules_default_from_the_architecture(model, expected):
 
 
 def test_open_modules_need_branch_515(tmp_path):
-    from stacks.errors import ConfigError
+    from config.errors import ConfigError
     from stacks.load import parse_stack_config
     from tests.test_guest_scripts import SECRETS
     with pytest.raises(ConfigError) as err:

@@ -15,7 +15,7 @@ import pytest
 
 from render.guest_scripts import SCRIPTS, guest_phases, render_script, ssh_command, teardown_script
 from render.identity import split_kubeconfig_output
-from render.nvidia_smi import parse_verify_output
+from render.verify_output import parse_verify_output
 from stacks.load import parse_stack_config
 from tests.conftest import ROOT, hgx_board, require_tool, stack_file
 from tests.support.guest_sandbox import GuestSandbox

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from render.host_facts import FORMAT, FactsError, load_host_facts, parse_host_facts, parse_resource
+from facts.host_facts import FORMAT, FactsError, load_host_facts, parse_host_facts, parse_resource
 from render.iommu import parse_node_device
-from stacks.errors import ConfigError
-from stacks.types import parse_cpu_list
+from config.errors import ConfigError
+from config.types import parse_cpu_list
 from tests.conftest import ROOT, missing_validator, require_tool, run_stack, stack_file
 from tests.support.host_sandbox import (
     FIXTURES, LISTING, SCRIPT, HostSandbox, captured_hgx_h100, fixture_texts, parse_iommu_listing, with_spec,

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from hypervisors.libvirt import connection
-from stacks import compose
+from hypervisors.libvirt import backend as libvirt_backend
 from tests.conftest import ROOT, missing_validator, require_tool, run_stack, stack_file
 
 PROBE = ROOT / "tests" / "support" / "libvirt_ssh_probe"
@@ -84,7 +84,7 @@ def test_a_local_uri_is_passed_as_written():
 def test_the_program_writes_the_files_before_the_provider_and_removes_the_key(tmp_path, monkeypatch):
     """Under the real engine (not under mocks) the key is written 0600 in a 0700 folder and removed at exit."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(compose, "_under_mocks", lambda: False)
+    monkeypatch.setattr(libvirt_backend, "_under_mocks", lambda: False)
     raw = stack_file("dev")
     uri = _registered_uri(raw, {"sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----",
                                 "grafanaAdminPassword": "p"})
@@ -100,7 +100,7 @@ def test_the_program_writes_the_files_before_the_provider_and_removes_the_key(tm
 
 def test_the_hypervisor_key_is_used_when_set(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setattr(compose, "_under_mocks", lambda: False)
+    monkeypatch.setattr(libvirt_backend, "_under_mocks", lambda: False)
     uri = _registered_uri(stack_file("dev"), {"sshPrivateKey": "guest-key", "hypervisorSshPrivateKey": "hv-key", "grafanaAdminPassword": "p"})
     key = connection.expand(parse_qs(urlsplit(uri).query)["keyfile"][0], {"HOME": str(tmp_path)})
     assert key.read_text() == "hv-key\n"
@@ -180,7 +180,7 @@ def _program_files(tmp_path, monkeypatch, sshd: dict, host_key: str, host: str =
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setattr(compose, "_under_mocks", lambda: False)
+    monkeypatch.setattr(libvirt_backend, "_under_mocks", lambda: False)
     raw = _one_host_stack(f"qemu+ssh://{getpass.getuser()}@{host}/system", host_key)
     uri = _registered_uri(raw, {"sshPrivateKey": sshd["client_key"], "grafanaAdminPassword": "p"})
     return home, uri

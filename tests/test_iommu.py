@@ -8,7 +8,7 @@ import time
 import pytest
 
 from render.iommu import nodedev_name, parse_node_device
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from tests.conftest import run_stack
 
 GPU_CLASS, AUDIO_CLASS, BRIDGE_CLASS, NIC_CLASS = "0x030200", "0x040300", "0x060400", "0x020000"
@@ -184,10 +184,10 @@ def test_preflight_look_ups_overlap(dev, monkeypatch):
 
 
 def test_preflight_overlap_is_bounded(dev, monkeypatch):
-    import stacks.compose
+    import hypervisors.libvirt.preflight as preflight
 
     cfg, devices = _three_hosts(dev)
-    monkeypatch.setattr(stacks.compose, "PREFLIGHT_CONCURRENCY", 2)
+    monkeypatch.setattr(preflight, "PREFLIGHT_CONCURRENCY", 2)
     rec = _Recorder(monkeypatch)
     run_stack(cfg, node_devices=devices)
     assert rec.most_in_flight == 2
@@ -195,10 +195,10 @@ def test_preflight_overlap_is_bounded(dev, monkeypatch):
 
 def test_preflight_overlap_is_bounded_per_host(dev, monkeypatch):
     """One hypervisor gets at most PREFLIGHT_PER_HOST look-ups at once; the hosts still overlap each other."""
-    import stacks.compose
+    import hypervisors.libvirt.preflight as preflight
 
     cfg, devices = _three_hosts(dev)
-    monkeypatch.setattr(stacks.compose, "PREFLIGHT_PER_HOST", 1)
+    monkeypatch.setattr(preflight, "PREFLIGHT_PER_HOST", 1)
     rec = _Recorder(monkeypatch)
     run_stack(cfg, node_devices=devices)
     assert rec.most_in_flight == 3  # three hosts, one look-up each at a time
@@ -279,7 +279,7 @@ def test_a_device_the_hypervisor_does_not_have_is_refused_by_key(dev):
 
 
 def test_a_host_the_provider_cannot_reach_is_one_line_at_its_uri():
-    from stacks.compose import LookupFailed, _lookup_issues
+    from hypervisors.libvirt.preflight import LookupFailed, _lookup_issues
     from stacks.load import parse_stack_config
     from tests.conftest import stack_file
 

@@ -4,7 +4,7 @@ The host is the captured HGX H100 listing (tests/fixtures/host-facts/, PROVENANC
 `IOMMU Group N <lspci -nns line>` for 8 H100s and 4 NVSwitches, with two groups that
 hold two GPUs each (29 and 58) and four NVSwitches whose class is `Bridge [0680]`.
 Each group is fed to the preflight (render/iommu.resolve_passthrough, with node
-devices as libvirt or host facts give them) and to the doctor (render/diagnosis,
+devices as libvirt or host facts give them) and to the doctor (doctor/diagnosis,
 with what its SSH commands print on such a host: the group's `ls` and each
 member's sysfs `class`), and the two must name the same blocking members.
 
@@ -19,9 +19,9 @@ import re
 
 import pytest
 
-from render.diagnosis import PASS, WARN, CommandResult, Evidence, Expected, check_hypervisor, host_commands, parse_group_classes
+from doctor.diagnosis import PASS, WARN, CommandResult, Evidence, Expected, check_hypervisor, host_commands, parse_group_classes
 from render.iommu import NodeDevice, is_harmless_bridge, resolve_passthrough
-from stacks.config import Vm
+from config.models import Vm
 from tests.support.host_sandbox import LISTING, parse_iommu_listing
 
 ENTRIES = parse_iommu_listing(LISTING.read_text())

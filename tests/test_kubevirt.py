@@ -15,11 +15,11 @@ import jsonschema
 import pytest
 import yaml
 
-from render.catalog import GIB
-from render.kubevirt import hook_script
+from config.catalog import GIB
+from hypervisors.kubevirt.render import hook_script
 from render.mmio import required_hole64_gib
-from stacks.config import Vm
-from stacks.errors import ConfigError
+from config.models import Vm
+from config.errors import ConfigError
 from tests.conftest import DEFAULT_SECRETS, ROOT, require_reference, require_tool, run_stack, stack_file
 from tools.mockrun import SECRET_SIG
 from tools.plan import sanitize

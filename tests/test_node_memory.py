@@ -1,6 +1,6 @@
 """Issue 29 part 2: host memory counted per NUMA node across all VMs of a host, where it is spent.
 
-Every guest cell is bound strict to its host node (render/domain_xslt.py numatune memnode mode
+Every guest cell is bound strict to its host node (hypervisors/libvirt/domain_xslt.py numatune memnode mode
 strict), with or without 1 GiB hugepages, so QEMU takes its memory from that node only: the VMs
 must fit each node, less the host's reserve on the nodes where the host spends it; with host facts,
 the hugepage VMs must fit the 1 GiB hugepage pool (nr_hugepages) each node records.
@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from render.host_facts import load_host_facts
+from facts.host_facts import load_host_facts
 from render.numa import reserve_by_node
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import run_stack, stack_file
 from tests.test_bad_input import SECOND_VM

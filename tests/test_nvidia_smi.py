@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from render.nvidia_smi import parse_banner, parse_query_csv, parse_table_gpus, parse_verify_output
+from render.verify_output import parse_banner, parse_query_csv, parse_verify_output
+from tests.support.nvidia_smi import parse_table_gpus
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 
@@ -51,20 +52,19 @@ def test_verify_output_combines_inventory_and_real_banner():
 
 # --- doctor / verify parsers on the real captures in fixtures/nvidia-smi (PROVENANCE.md) -------------
 
-from render.nvidia_smi import (  # noqa: E402
+from doctor.nvidia_smi import (  # noqa: E402
     XID_MEANINGS,
     na,
     normalize_pci,
     parse_list,
     parse_nvlink_status,
     parse_query,
-    parse_query_fabric,
     parse_topo_matrix,
     parse_xid_lines,
     query_gpus,
-    query_gpus_xml,
     strip_ansi,
 )
+from tests.support.nvidia_smi import parse_query_fabric, query_gpus_xml  # noqa: E402
 
 H100_8_UUIDS = ["GPU-c7a0294c-c2c2-5476-438c-fb468eaa223b", "GPU-27196ced-a067-4406-2159-46448710fc9c",
                 "GPU-0d9ce0d5-22a0-fdf7-c891-f26e86f907b6", "GPU-7353c83a-0617-7238-ca5a-9b9c80212c46",
@@ -193,7 +193,7 @@ def test_xid_lines_and_meanings():
 
 
 def test_query_gpu_csv_with_header_on_real_captures():
-    from render.nvidia_smi import parse_query_gpu_csv
+    from tests.support.nvidia_smi import parse_query_gpu_csv
 
     (p100,) = parse_query_gpu_csv(fixture("nvidia-smi-query-gpu.1xP100-PCIE-16GB.csv"))  # no trailing newline
     assert p100["name"] == "Tesla P100-PCIE-16GB" and p100["fan.speed"] is None  # [N/A]
@@ -208,7 +208,7 @@ def test_query_gpu_csv_with_header_on_real_captures():
 
 
 def test_query_gpu_csv_unknown_field_fails_the_whole_query():
-    from render.nvidia_smi import parse_query_gpu_csv
+    from tests.support.nvidia_smi import parse_query_gpu_csv
 
     with pytest.raises(ValueError, match="'throttle_reasons.active' is not valid"):
         parse_query_gpu_csv(fixture("nvidia-smi-query-gpu.invalid-field-error.8xH100-SXM.580.126.20.txt"))
@@ -218,7 +218,7 @@ def test_xid_119_and_120_gsp_have_nvidia_meaning_and_fix():
     """Issue 22 item 8: Xid 119 (GSP RPC timeout) had no entry, so the doctor said only "see NVIDIA's XID catalogue".
     The lines follow the driver's format strings (NVIDIA/open-gpu-kernel-modules, kernel_gsp.c: "Timeout waiting for RPC
     from GSP%d! Expected function %d (%s) (0x%x 0x%x)."; 120: "GSP kernel exception: ..." as a real RTX PRO 6000 log shows)."""
-    from render.diagnosis import _xid_results
+    from doctor.diagnosis import _xid_results
 
     dmesg = ("[4242.1] NVRM: Xid (PCI:0000:0d:00): 119, pid=3101, name=python, Timeout waiting for RPC from GSP0! "
              "Expected function 76 (GSP_RM_CONTROL) (0x20800a4c 0x4).\n"

@@ -1,4 +1,4 @@
-"""The PCIe topology limits of render/domain_xslt.py, checked by libvirt and QEMU.
+"""The PCIe topology limits of hypervisors/libvirt/domain_xslt.py, checked by libvirt and QEMU.
 
 At each limit the domain the program renders passes virt-xml-validate and
 `virsh define`; with exposeGpuAffinity it also boots under TCG and the
@@ -15,7 +15,7 @@ import subprocess
 import pytest
 from lxml import etree
 
-from render.domain_xslt import MAX_BUS, MAX_EXPANDERS, MAX_PORTS_PER_EXPANDER, MAX_ROOT_HOSTDEVS
+from hypervisors.libvirt.domain_xslt import MAX_BUS, MAX_EXPANDERS, MAX_PORTS_PER_EXPANDER, MAX_ROOT_HOSTDEVS
 from tests.conftest import missing_validator, require_tool, run_stack
 from tests.test_bad_input import _many_devices_raw
 from tools.plan import _domain_artifacts

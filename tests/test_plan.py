@@ -21,7 +21,7 @@ def plan(tmp_path: Path, stack: str = "dev", stack_dir: Path = ROOT) -> subproce
 
 
 def assert_planned(proc: subprocess.CompletedProcess) -> None:
-    """The plan was written and the convergence check (render/convergence.py) passed."""
+    """The plan was written and the convergence check (convergence/analysis.py) passed."""
     assert proc.returncode == 0, proc.stderr
     assert "convergence: ok (" in proc.stdout
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from render.identity import derived_mac
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from tests.conftest import run_stack
 from tools.mockrun import SECRET_SIG
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import yaml
 
 from render.cloud_init import render_meta_data, render_user_data
-from render.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
+from hypervisors.libvirt.domain_xslt import AffinityGroup, DomainSpec, render_domain_xslt
 from render.mmio import device_bar_bytes, phys_bits_needed, required_hole64_gib
 from render.numa import Cell, Placement, affinity_groups, place_host
-from stacks.config import Gpu, Host, NvSwitch, Vm
+from config.models import Gpu, Host, NvSwitch, Vm
 from stacks.load import parse_stack_config
 from tests.conftest import seed000_host, seed000_vm
 from tests.test_config import problems

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from tools import plan
 
 ROOT = Path(__file__).resolve().parent.parent

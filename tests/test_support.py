@@ -1,4 +1,4 @@
-"""The support catalog (stacks/support.py): warnings when support has ended or ends within 90 days, naming the date
+"""The support catalog (config/support.py): warnings when support has ended or ends within 90 days, naming the date
 and the key; refusals for a driver branch a configured GPU does not have, and for a Kubernetes version the device
 plugin or GPU Operator pin does not support. Today's date is injected, so these do not change with the calendar."""
 
@@ -8,9 +8,9 @@ from datetime import date
 
 import pytest
 
-from stacks import support
+from config import support
 from stacks.checks import config_warnings
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import stack_file
 

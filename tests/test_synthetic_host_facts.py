@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from render.catalog import GIB, MIB, device_model
-from render.host_facts import catalog_bar_sizes, load_host_facts
+from config.catalog import GIB, MIB, device_model
+from facts.host_facts import load_host_facts
+from tests.support.host_facts import catalog_bar_sizes
 from tests.support.host_facts import engine_stack_config, mock_plan, stack_host_facts
 from tools.plan import resolve_scripts, stack_config
 

@@ -14,7 +14,7 @@ import pytest
 from render.guest_scripts import guest_phases, upgrade_phases
 from render.nvidia_packages import fabric_packages
 from render.rollout import change_issues, reruns, waves
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from stacks.load import parse_stack_config
 from tests.conftest import ROOT, hgx_board, require_tool, run_stack
 from tests.conftest import stack_file as _stack_file

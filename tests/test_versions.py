@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from render.kubevirt import KUBEVIRT_VERSION
-from stacks import support
-from stacks.config import Addons, ContainerRuntime
+from hypervisors.kubevirt.render import KUBEVIRT_VERSION
+from config import support
+from config.models import Addons, ContainerRuntime
 from tests.conftest import ROOT, stack_file
 
 EXAMPLES = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml") if p.name != "Pulumi.yaml")
@@ -105,7 +105,7 @@ def test_versions_json_does_not_follow_the_calendar(monkeypatch):
     """The same config gives the same versions.json on any day: statuses are relative to CATALOG_READ."""
     from datetime import date
 
-    import stacks.support as s
+    import config.support as s
     from stacks.load import parse_stack_config
     from tools.plan import versions_json
 

@@ -16,13 +16,14 @@ import pulumi_vsphere as vsphere
 import pytest
 import yaml
 
-from render.identity import derived_vmware_mac, in_vmware_static_range
+from hypervisors.vsphere.render import derived_vmware_mac, in_vmware_static_range
 from render.mmio import required_hole64_gib
-from render.vsphere import EXTRA_CONFIG_REASONS
-from stacks.config import Vm
-from stacks.errors import ConfigError
+from hypervisors.vsphere.render import EXTRA_CONFIG_REASONS
+from config.models import Vm
+from config.errors import ConfigError
 from tests.conftest import DEFAULT_SECRETS, run_stack, stack_file
-from tools.mockrun import SECRET_SIG, vsphere_pci_device
+from hypervisors.vsphere.mock import vsphere_pci_device
+from tools.mockrun import SECRET_SIG
 
 VSVM = "vsphere:index/virtualMachine:VirtualMachine"
 DOMAIN = "libvirt:index/domain:Domain"
@@ -60,7 +61,7 @@ def gpus(model: str, count: int) -> list[dict]:
 def with_gpus(raw: dict, devices: list[dict]) -> dict:
     """The VM's GPUs; a whole HGX board's GPUs come with the board's NVSwitches, as full passthrough needs
     (stacks/checks.py _check_board: NVIDIA Fabric Manager User Guide, Full Passthrough Virtualization Model)."""
-    from render.catalog import NVSWITCH_BOARD
+    from config.catalog import NVSWITCH_BOARD
 
     raw["vms"][0]["gpus"] = devices
     switches = []
@@ -236,16 +237,16 @@ def test_not_production_protects_nothing(esxi):
 @pytest.mark.parametrize("template", [{"vm": "alma-9.6-template"}, {"ovf": "http://mirror.lab.local/alma.ova"}])
 def test_the_mapping_builds_the_sdks_own_input_types(esxi, template):
     """Every key of the mapping is a VirtualMachineArgs parameter (a misspelt one raises TypeError)."""
-    from components.gpu_passthrough_vm import VsphereTarget, virtual_machine_args
+    from hypervisors.vsphere.machine import VsphereTarget, virtual_machine_args
     from render.numa import Cell, Placement
     from render.vm_plan import plan_vm
-    from render.vsphere import Inventory, TemplateInfo
-    from stacks.config import Host
+    from hypervisors.vsphere.render import Inventory, TemplateInfo
+    from config.models import Host
 
     esxi["hosts"][0]["vsphere"]["template"] = template
     host, vm = Host.model_validate(esxi["hosts"][0]), Vm.model_validate(esxi["vms"][0])
-    plan = plan_vm(vm, kind="vsphere", project="gpu-stack", stack="t", placement=Placement((Cell(0, 0, tuple(range(16)), tuple(range(16)), 65536),)),
-                   hostdevs=("0000:03:00.0",), ssh_user="u", ssh_public_key="ssh-ed25519 AAAA u")
+    plan = plan_vm(vm, derived_mac=derived_vmware_mac("t", vm.name), project="gpu-stack", stack="t",
+                   placement=Placement((Cell(0, 0, tuple(range(16)), tuple(range(16)), 65536),)), ssh_user="u", ssh_public_key="ssh-ed25519 AAAA u")
     target = VsphereTarget(Inventory("dc", "host-1", "pool", "ds", "net"), TemplateInfo("rhel9_64Guest", "pvscsi", "uuid-1", 20, True, False), ("0000:03:00.0",))
     args = virtual_machine_args(plan, vm, host, target, "dXNlci1kYXRh", production=True)
     assert isinstance(args, vsphere.VirtualMachineArgs)

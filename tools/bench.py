@@ -44,14 +44,14 @@ SIZES = (1, 8, 64)
 
 def pins(os_version: str = "22.04") -> tuple[str, str]:
     """The Kubernetes and driver versions the bench runs, from the catalog rather than typed here: the newest patch of
-    a supported minor (stacks/support.py KUBERNETES_NEWEST_PATCH) that the default GPU Operator supports on this OS
+    a supported minor (config/support.py KUBERNETES_NEWEST_PATCH) that the default GPU Operator supports on this OS
     (stacks/compat.py), and the driver the example stacks pin (Pulumi.dev.yaml; tests/test_versions.py checks it
     against the README and the support catalog)."""
     import yaml
 
     from stacks import compat, support
-    from stacks.config import GpuOperator
-    from stacks.types import version_tuple
+    from config.models import GpuOperator
+    from config.types import version_tuple
 
     operator = GpuOperator().version
     kubernetes = max((v for v, _ in support.KUBERNETES_NEWEST_PATCH.values()
@@ -181,7 +181,7 @@ def noise_verdict(slow: list[float], warm: list[float], label: str = "slower by"
 
 def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None) -> dict:
     from tools import mockrun
-    import stacks.compose as compose
+    import hypervisors.libvirt.preflight as preflight
 
     raw = fleet_config(vms)
     values = {f"gpu-stack:{k}": json.dumps(v) for k, v in raw.items()}
@@ -207,7 +207,7 @@ def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None
     timed(program=floor)  # the floor's own warm-up
 
     # every invoke of the program is in these two: the IOMMU look-ups and the SMT look-ups (getNodeInfo)
-    preflights = {name: getattr(compose, name) for name in ("iommu_preflight", "smt_preflight")}
+    preflights = {name: getattr(preflight, name) for name in ("iommu_preflight", "smt_preflight")}
     spent: list[float] = []
 
     def clocked(function):
@@ -221,7 +221,7 @@ def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None
 
     warm, warm_preflight, slow, slow_preflight, base = [], [], [], [], []
     for name, function in preflights.items():
-        setattr(compose, name, clocked(function))
+        setattr(preflight, name, clocked(function))
     try:
         for _ in range(repeat):
             spent.clear()
@@ -233,7 +233,7 @@ def measure(vms: int, invoke_ms: float, repeat: int, parallel: int | None = None
             base.append(timed("floor", program=floor))
     finally:
         for name, function in preflights.items():
-            setattr(compose, name, function)
+            setattr(preflight, name, function)
     i = min(range(repeat), key=lambda k: slow[k])
     w = min(range(repeat), key=lambda k: warm[k])
     floor_s = min(base)

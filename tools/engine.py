@@ -74,7 +74,7 @@ def _program() -> None:
 
 def stack_settings(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], list[str]]:
     """Pulumi.<stack>.yaml's config without its `secure:` values, and the secret keys to set again."""
-    from stacks.config import SECRET_KEYS
+    from config.models import SECRET_KEYS
     from tools.plan import load_stack_file, plan_config
 
     config = load_stack_file(stack, root)
@@ -88,20 +88,13 @@ def with_libvirt_uri(config: dict[str, Any], uri: str) -> dict[str, Any]:
     """`make preview LIBVIRT_URI=...`: every libvirt host of the stack pointed at `uri` (this machine's
     libvirtd, for tests), its hostKey dropped unless `uri` is qemu+ssh. The libvirt provider connects
     to every hosts[].libvirtUri when it is configured, so a real preview needs one that answers."""
-    from hypervisors.libvirt.connection import is_ssh
+    from hypervisors.libvirt.connection import pointed_at
 
     key = f"{PROJECT}:hosts"
     hosts = config.get(key)
     if not isinstance(hosts, list):
         return config
-    out = []
-    for host in hosts:
-        if isinstance(host, dict) and host.get("kind", "libvirt") == "libvirt":
-            host = {**host, "libvirtUri": uri}
-            if not is_ssh(uri):
-                host.pop("hostKey", None)
-        out.append(host)
-    return {**config, key: out}
+    return {**config, key: [pointed_at(host, uri) for host in hosts]}
 
 
 def throwaway_env(tmp: Path) -> dict[str, str]:
@@ -153,7 +146,7 @@ def workspace(
     while the workspace is open (the inline program runs in this process and reads os.environ).
     """
     from pulumi import automation as auto
-    from render.host_facts import ENV as HOST_FACTS_ENV
+    from facts.host_facts import ENV as HOST_FACTS_ENV
 
     tmp = Path(tempfile.mkdtemp(prefix=f"gpu-stack-engine-{stack}-"))
     saved_facts = os.environ.pop(HOST_FACTS_ENV, None)
@@ -212,28 +205,6 @@ class Outcome:
     error: str  # the CLI's stderr when it failed
     registered: list[str]  # resource types, in the order the engine registered them
     diagnostics: list[tuple[str, str]]  # (severity, message)
-
-
-def operate(stack: str, bin_dir: str, op: str = "preview", *, secrets: dict[str, str] | None = None,
-            config_overrides: dict[str, Any] | None = None, libvirt_uri: str | None = None,
-            host_facts: list[str] | None = None, **op_args: Any) -> Outcome:
-    """One automation-API operation (`preview`, `up`, ...) on a fresh throwaway stack."""
-    from pulumi import automation as auto
-
-    events: list[Any] = []
-    with workspace(stack, Path(bin_dir), secrets=secrets, config_overrides=config_overrides, libvirt_uri=libvirt_uri,
-                   host_facts=host_facts) as ws:
-        try:
-            result = getattr(ws.stack, op)(color="never", on_event=events.append, **op_args)
-            ok, stdout, error = True, result.stdout, ""
-        except auto.errors.CommandError as e:
-            text = str(e)
-            ok, stdout, error = False, text.split(" stdout: ", 1)[-1].rsplit(" stderr: ", 1)[0], text.rsplit(" stderr: ", 1)[-1]
-    return Outcome(
-        ok, stdout, error,
-        [e.resource_pre_event.metadata.type for e in events if e.resource_pre_event],
-        [(e.diagnostic_event.severity, e.diagnostic_event.message) for e in events if e.diagnostic_event],
-    )
 
 
 def isolated(fn, *args: Any, timeout: float = 600, **kwargs: Any) -> Any:

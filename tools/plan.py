@@ -15,7 +15,7 @@ Without host facts, IOMMU groups are assumed isolated. With `--facts`
 with hosts/), the program gets the files in GPU_STACK_HOST_FACTS, exactly as
 `pulumi preview` would, and checks IOMMU groups, BARs and NUMA against them.
 
-After writing, the whole-plan convergence check (render/convergence.py) runs
+After writing, the whole-plan convergence check (convergence/analysis.py) runs
 on exactly what was written; each violation is one line on stderr naming the
 object and the config key to change, and the exit status is 1.
 """
@@ -39,17 +39,18 @@ from typing import Any
 import yaml
 from lxml import etree
 
-from render import convergence, dcgm_metrics
+from convergence import analysis as convergence
+from render import dcgm_metrics
 from render.guest_scripts import HEREDOC
-from render.host_facts import FactsError, load_host_facts
-from render.provider_xml import VolumeRef, provider_domain_xml
+from facts.host_facts import FactsError, load_host_facts
+from hypervisors.libvirt.provider_xml import VolumeRef, provider_domain_xml
 from render.rollout import change_issues, component_versions, reruns, rollout, version_changes, vm_replacements
-from render.vsphere import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
-from render.kubevirt import KUBEVIRT_VERSION
+from hypervisors.vsphere.render import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
+from hypervisors.kubevirt.render import KUBEVIRT_VERSION
 from stacks.checks import config_warnings
-from stacks.support import pinned_versions
-from stacks.config import SECRET_KEYS, StackConfig
-from stacks.errors import PREFIX, ConfigError, ConfigIssue
+from config.support import pinned_versions
+from config.models import SECRET_KEYS, StackConfig
+from config.errors import PREFIX, ConfigError, ConfigIssue
 from stacks.load import (FILE_KEY, StackFileConfig, decode_config_value, parse_stack_config, parse_stack_text,
                          plaintext_secret_issues, read_stack_file)
 from tools import mockrun
@@ -498,7 +499,7 @@ def pinned_versions_doc(cfg: StackConfig) -> dict[str, Any]:
 
 
 def versions_json(cfg: StackConfig) -> str:
-    """versions.json: every pinned component, its version, support status and end (stacks/support.py), relative to the
+    """versions.json: every pinned component, its version, support status and end (config/support.py), relative to the
     catalog's read date so that the file does not change with the calendar; a pull request's plan diff shows each bump.
     The dcgm-exporter row says which release the metric names were checked against (metric_names)."""
     return json.dumps(pinned_versions_doc(cfg), indent=2, sort_keys=True) + "\n"
@@ -657,7 +658,7 @@ class PlanResult:
 
 def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None,
              base: str | None = None) -> PlanResult:
-    """Write the plan (and rollout.json: the waves, or with `base` what changing that ref's config re-runs), then run the convergence check (render/convergence.py) on exactly what was written."""
+    """Write the plan (and rollout.json: the waves, or with `base` what changing that ref's config re-runs), then run the convergence check (convergence/analysis.py) on exactly what was written."""
     config = load_stack_file(stack, root)
     values, secret_keys, filled = plan_config_filled(config, stack)
     check_plan_config(values, secret_keys, stack, config.written)
@@ -682,12 +683,6 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
     text = "\n".join([summary(stack, result, _facts_by_host(facts_paths)), rollout_summary(json.loads(rollout_text)),
                       f"  convergence: {verdict}", *metric_names_lines(json.loads(versions_text)), *notes])
     return PlanResult(out, text, violations)
-
-
-def write_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | None = None, facts_dir: str | None = None,
-               base: str | None = None) -> tuple[Path, str]:
-    result = run_plan(stack, out_root, root, facts, facts_dir, base)
-    return result.out, result.summary
 
 
 def rollout_summary(doc: dict[str, Any]) -> str:

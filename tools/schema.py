@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from stacks.config import SECRET_KEYS, StackConfig
+from config.models import SECRET_KEYS, StackConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "config.schema.json"

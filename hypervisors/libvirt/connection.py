@@ -36,6 +36,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MATERIAL_DIR = "${HOME}/.cache/gpu-stack/hypervisor-ssh"
@@ -49,6 +50,17 @@ AUTH_METHODS = "privkey,agent"
 """The key file first; the agent for `pulumi destroy`/`refresh`, which run without the key file."""
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def pointed_at(host: Any, uri: str) -> Any:
+    """A hosts[] entry as Pulumi.<stack>.yaml holds it, pointed at `uri` when it is a libvirt host (kind unset or
+    libvirt), its hostKey dropped unless `uri` is qemu+ssh; any other entry as it is (tools/engine.py with_libvirt_uri)."""
+    if not (isinstance(host, dict) and host.get("kind", "libvirt") == "libvirt"):
+        return host
+    host = {**host, "libvirtUri": uri}
+    if not is_ssh(uri):
+        host.pop("hostKey", None)
+    return host
 
 
 def is_ssh(uri: str) -> bool:

@@ -8,7 +8,7 @@
 # drained node) an older loaded module is left for upgrade-reboot to replace.
 #
 # Kernel modules (GS_KERNEL_MODULES, guest.nvidia.kernelModules): open or
-# proprietary, chosen from the GPU architecture (render/catalog.py). On Ubuntu
+# proprietary, chosen from the GPU architecture (config/catalog.py). On Ubuntu
 # the signed, precompiled modules Canonical builds for each kernel are
 # preferred: linux-modules-nvidia-<branch>-server[-open]-<uname -r> for the
 # running kernel plus the -<flavour> metapackage that follows kernel updates,

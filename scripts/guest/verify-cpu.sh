@@ -3,7 +3,7 @@
 # render/guest_scripts.py CPU_BODIES). It has no driver, so it never asks
 # nvidia-smi (preflight.sh already found no NVIDIA device with lspci): it
 # checks that the container runtime answers. Prints an
-# empty GPU inventory, which render/nvidia_smi.parse_verify_output reads as no GPUs.
+# empty GPU inventory, which render/verify_output.parse_verify_output reads as no GPUs.
 [ "$GS_GPU_COUNT" -eq 0 ] || die "verify-cpu runs on VMs without GPUs; the config passes through ${GS_GPU_COUNT}"
 case "$GS_RUNTIME" in
   containerd) containerd config dump >/dev/null || die "containerd does not answer (containerd config dump)" ;;

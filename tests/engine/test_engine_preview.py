@@ -15,7 +15,8 @@ import pytest
 import yaml
 from tests.engine.conftest import PROVIDERS, require_plugins
 from tests.support.host_facts import engine_stack_config, mock_plan, stack_host_facts
-from tools.engine import TEST_PASSPHRASE, Outcome, isolated, manifest, operate, workspace
+from tests.support.engine import operate
+from tools.engine import TEST_PASSPHRASE, Outcome, isolated, manifest, workspace
 from tools.plan import stack_config
 
 ROOT = Path(__file__).resolve().parents[2]

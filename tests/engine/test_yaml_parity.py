@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stacks.errors import ConfigError
+from config.errors import ConfigError
 from tools.engine import PROJECT, throwaway_env
 from tools.plan import load_stack_file
 

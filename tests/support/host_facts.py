@@ -4,19 +4,19 @@ The engine tests preview the libvirt stacks against this machine's libvirtd (qem
 libvirt provider connects there when it is configured, and without facts the IOMMU preflight would
 ask that libvirtd for the stacks' GPU PCI addresses, which it does not have ("... is not a PCI device
 of host ..."). A facts file per host (GPU_STACK_HOST_FACTS) replaces those invokes
-(stacks/compose.iommu_preflight): here it says what the config says and nothing more:
+(stacks/hypervisors/libvirt/preflight.iommu_preflight): here it says what the config says and nothing more:
 
 - every configured GPU and NVSwitch alone in its IOMMU group (group number: its bus, as the offline
   plan assumes, tools/mockrun.isolated_node_device), bound to vfio-pci, on the NUMA node the config
   gives it, with the catalog's PCI ID and class;
-- its BARs from the config (gpus[].bar1Gib, nvswitches[].barMib) or render/catalog.py, as a sysfs
-  `resource` file lists them (render/host_facts.parse_resource reads them back to the same sizes);
+- its BARs from the config (gpus[].bar1Gib, nvswitches[].barMib) or config/catalog.py, as a sysfs
+  `resource` file lists them (facts/host_facts.parse_resource reads them back to the same sizes);
 - the hosts[] NUMA nodes (CPUs, memoryGib), physAddrBits, threadSiblings (no SMT when undeclared,
   which is what an undeclared threadSiblings means to the program), the IOMMU on and vfio-pci loaded;
 - libvirtVersion / qemuVersion as declared, else UNDECLARED_VERSIONS.
 
 The document has the shape scripts/host-facts.sh writes (format gpu-stack-host-facts/1, see
-hosts/kv-gpu-node-1.facts.json) and is read back with render/host_facts.load_host_facts.
+hosts/kv-gpu-node-1.facts.json) and is read back with facts/host_facts.load_host_facts.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from render.catalog import GIB, MIB, device_model
-from render.host_facts import FORMAT, load_host_facts
-from stacks.config import StackConfig
-from stacks.types import format_cpu_list, parse_cpu_list
+from config.catalog import GIB, MIB, device_model
+from facts.host_facts import FORMAT, Bar, load_host_facts
+from config.models import StackConfig
+from config.types import format_cpu_list, parse_cpu_list
 
 COLLECTED_AT = "2026-01-01T00:00:00Z"
 UNDECLARED_VERSIONS = ("10.0.0", "8.2.2")
@@ -90,7 +90,7 @@ def _gpu_bars(gpu) -> dict[int, tuple[int, bool]]:
 
 
 def _switch_bars(sw) -> dict[int, tuple[int, bool]]:
-    """An NVSwitch's BAR0: 64-bit prefetchable (render/catalog.py NVSWITCH_MODELS)."""
+    """An NVSwitch's BAR0: 64-bit prefetchable (config/catalog.py NVSWITCH_MODELS)."""
     model = device_model(sw.model)
     size = sw.bar_mib * MIB if sw.bar_mib is not None else model.bar1_bytes + model.other_64bit_bar_bytes
     return {0: (size, True)}
@@ -145,7 +145,7 @@ def host_facts_document(cfg: StackConfig, host_name: str) -> dict[str, Any]:
     return {
         "collectedAt": COLLECTED_AT,
         "collector": f"synthetic: tests/support/host_facts.py from the stack's config for host {host_name} "
-                     "(isolated IOMMU groups, vfio-pci, NUMA and BARs as configured and in render/catalog.py)",
+                     "(isolated IOMMU groups, vfio-pci, NUMA and BARs as configured and in config/catalog.py)",
         "cpu": {"model": "synthetic", "physAddrBits": host.phys_addr_bits, "virtAddrBits": 57 if host.phys_addr_bits > 48 else 48},
         "devices": sorted(devices, key=lambda d: d["address"]),
         "format": FORMAT,
@@ -206,3 +206,10 @@ def mock_plan(stack: str, *, libvirt_uri: str | None = None, host_facts: list[Pa
     values, secret_keys = engine_stack_config(stack, libvirt_uri)
     result = mockrun.run(values, secret_keys, stack=stack, preview=True, host_facts=[str(p) for p in host_facts or []])
     return resolve_scripts(json.loads(resources_json(result)), artifacts(result))
+
+
+def catalog_bar_sizes(bars: tuple[Bar, ...]) -> tuple[int, int]:
+    """(bar1_bytes, other_64bit_bar_bytes) as config/catalog.DeviceModel counts them: the largest 64-bit
+    prefetchable BAR (the framebuffer aperture), and the sum of the other 64-bit BARs; 32-bit BARs sit below 4 GiB."""
+    bar1 = max((b.size for b in bars if b.is_64bit and b.prefetchable), default=0)
+    return bar1, sum(b.size for b in bars if b.is_64bit) - bar1

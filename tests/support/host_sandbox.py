@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from stacks.types import format_cpu_list, parse_cpu_list
+from config.types import format_cpu_list, parse_cpu_list
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "scripts" / "host-facts.sh"
@@ -163,7 +163,7 @@ def resource_text(dev: DeviceSpec) -> str:
 
 # Not in the capture, declared here (PROVENANCE.md): a DGX/HGX H100 layout.
 H100_BARS = ((0, 16 * MIB), (2, 128 * GIB), (4, 32 * MIB))  # fastfetch-cli/fastfetch#1658: Region 0/2/4, 64-bit prefetchable
-NVSWITCH_BARS = ((0, 32 * MIB),)  # render/catalog.py: NVSwitch Gen3 BAR0
+NVSWITCH_BARS = ((0, 32 * MIB),)  # config/catalog.py: NVSwitch Gen3 BAR0
 CAPTURE_NODES = ((0, "0-55,112-167", 1056636928), (1, "56-111,168-223", 1056964608))
 CAPTURE_VIRSH_VERSION = (
     "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\n"

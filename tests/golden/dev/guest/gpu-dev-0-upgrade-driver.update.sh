@@ -301,7 +301,7 @@ rollout_pending() { [ "$(cat "$GS_ROOT$ROLLOUT_FILE" 2>/dev/null || true)" != no
 # separated. upgrade-check writes the versions from the config each time it runs; the
 # bootstrap's verify writes what it has just installed and verified, and the GPUs, only where
 # the node has no record yet, so that a later re-run of verify never records a drifted node
-# as planned. The doctor (render/diagnosis.py NODE_ANNOTATIONS) and the optional in-cluster
+# as planned. The doctor (doctor/diagnosis.py NODE_ANNOTATIONS) and the optional in-cluster
 # drift check compare the node with them.
 # shellcheck disable=SC2034  # read by upgrade-check, verify and verify-cpu, inlined after this library
 EXPECTED_ANNOTATION=gpu-stack.io/expected-
@@ -636,7 +636,7 @@ fi
 # drained node) an older loaded module is left for upgrade-reboot to replace.
 #
 # Kernel modules (GS_KERNEL_MODULES, guest.nvidia.kernelModules): open or
-# proprietary, chosen from the GPU architecture (render/catalog.py). On Ubuntu
+# proprietary, chosen from the GPU architecture (config/catalog.py). On Ubuntu
 # the signed, precompiled modules Canonical builds for each kernel are
 # preferred: linux-modules-nvidia-<branch>-server[-open]-<uname -r> for the
 # running kernel plus the -<flavour> metapackage that follows kernel updates,

@@ -295,7 +295,7 @@ rollout_pending() { [ "$(cat "$GS_ROOT$ROLLOUT_FILE" 2>/dev/null || true)" != no
 # separated. upgrade-check writes the versions from the config each time it runs; the
 # bootstrap's verify writes what it has just installed and verified, and the GPUs, only where
 # the node has no record yet, so that a later re-run of verify never records a drifted node
-# as planned. The doctor (render/diagnosis.py NODE_ANNOTATIONS) and the optional in-cluster
+# as planned. The doctor (doctor/diagnosis.py NODE_ANNOTATIONS) and the optional in-cluster
 # drift check compare the node with them.
 # shellcheck disable=SC2034  # read by upgrade-check, verify and verify-cpu, inlined after this library
 EXPECTED_ANNOTATION=gpu-stack.io/expected-

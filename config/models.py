@@ -10,32 +10,29 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
-from render.catalog import GPU_MODELS, NVSWITCH_MODELS
-from stacks.types import (
+from config.base import GpuModelName, Model, NvSwitchModelName
+from config.kubevirt import KubevirtHost, VmKubevirt
+from config.vsphere import VmVsphere, VsphereHost
+from config.types import (
     AbsPath,
     BaseUrl,
     Cidr,
     CpuList,
     DnsSubdomain,
     DownloadUrlOrPath,
-    ImageUrl,
     LibvirtUri,
     RegistryMirrorUrl,
     RepositoryUrl,
     ImageReference,
     ImageRepository,
     ImageTag,
-    InventoryFolder,
-    InventoryName,
     IPv4,
     LabelValue,
     MacAddress,
     Name,
     NoProxyItem,
-    OvfUrl,
     PciAddress,
     ProxyUrl,
     QualifiedName,
@@ -43,27 +40,10 @@ from stacks.types import (
     SshHostKey,
     SshUser,
     UrlOrPath,
-    VcenterEndpoint,
     Version3,
-    VsphereGuestId,
     Word,
     parse_cpu_list,
 )
-
-GpuModelName = Literal[tuple(GPU_MODELS)]  # type: ignore[valid-type]
-NvSwitchModelName = Literal[tuple(NVSWITCH_MODELS)]  # type: ignore[valid-type]
-DeviceModelName = Literal[tuple(GPU_MODELS) + tuple(NVSWITCH_MODELS)]  # type: ignore[valid-type]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        use_attribute_docstrings=True,
-    )
-
 
 # --- hypervisor hosts -------------------------------------------------------
 
@@ -96,142 +76,19 @@ class BaseImage(Model):
     format: Literal["qcow2", "raw"] = "qcow2"
 
 
-# --- vSphere (hosts[].kind: vsphere) ---------------------------------- begin vsphere
-
-
-class VsphereTemplate(Model):
-    """What the VM is created from: exactly one of `vm` and `ovf`."""
-
-    vm: Optional[InventoryName] = None
-    """Name of a VM template in the datacenter, cloned; its first disk is grown to vms[].diskGib. Its guest must run cloud-init with the VMware datasource (guestinfo)."""
-    ovf: Optional[OvfUrl] = None
-    """URL of an OVF or OVA deployed with ovf_deploy. Its guest must run cloud-init with the VMware datasource (guestinfo). Its root disk is deployed at the size the OVA has."""
-    ovf_network: InventoryName = "VM Network"
-    """Network name in the OVF descriptor, mapped to `network`."""
-
-
-class VsphereHost(Model):
-    endpoint: VcenterEndpoint = Field(json_schema_extra={"pattern": r"^[A-Za-z0-9.:\[\]-]+$"})  # for editors; the type says why
-    """vCenter host name or address (the provider's vsphere_server), e.g. vcenter.lab.local. The provider clones and deploys OVFs only through vCenter, not over a direct ESXi connection."""
-    allow_unverified_ssl: bool = False
-    """Accept a self-signed endpoint certificate."""
-    datacenter: InventoryName
-    """vCenter datacenter that holds the host. (ha-datacenter, a standalone host's own, is refused: no clone or OVF deploy there.)"""
-    cluster: Optional[InventoryName] = None
-    """Compute cluster whose resource pool the VM goes in. Unset: the host's own resource pool."""
-    host: InventoryName
-    """The ESXi host the VM runs on, as named in vCenter's inventory (often its address). Passed-through devices are a host's, so a GPU VM is bound to it."""
-    datastore: InventoryName
-    """Datastore for the VM's files and root disk."""
-    network: InventoryName
-    """Port group (network) the VM's NIC attaches to, e.g. VM Network."""
-    folder: Optional[InventoryFolder] = None
-    """VM folder, relative to the datacenter's vm folder."""
-    template: VsphereTemplate
-    pci_devices: tuple[PciAddress, ...] = Field(min_length=1)
-    """Host PCI devices set to Passthrough Active (Host > Manage > Hardware > PCI Devices, then reboot the host): the only ones a VM on this host may take (docs/OPERATIONS.md)."""
-
-
-class VmVsphere(Model):
-    """vSphere-only settings of a VM on a `kind: vsphere` host."""
-
-    num_cores_per_socket: Optional[int] = Field(default=None, gt=0)
-    """Cores per virtual socket. Unset: vcpus divided by the guest NUMA cells when vms[].numa sets hostNodes or cells, else the provider default."""
-    latency_sensitivity: Optional[Literal["low", "normal", "medium", "high"]] = None
-    """VM latency sensitivity; high needs the memory reservation gpu-stack always sets, and a full CPU reservation set in vSphere."""
-    guest_id: Optional[VsphereGuestId] = None
-    """vSphere guest OS id. Unset: the template's."""
-
-
-# ------------------------------------------------------------------------ end vsphere
-
-
-# --- KubeVirt (hosts[].kind: kubevirt) -------------------------------- begin kubevirt
-
-
-class KubevirtRootDisk(Model):
-    """The VM's root disk: exactly one of `url`, `registry` and `containerDisk`."""
-
-    url: Optional[ImageUrl] = None
-    """Cloud image (qcow2/raw) imported by CDI into a DataVolume (dataVolumeTemplates, source http), sized vms[].diskGib."""
-    registry: Optional[ImageReference] = None
-    """Container image holding the disk image, imported by CDI into a DataVolume (source registry, docker://...)."""
-    container_disk: Optional[ImageReference] = None
-    """Ephemeral containerDisk image: nothing persists across a VMI restart, no storage class needed."""
-    storage_class: Optional[DnsSubdomain] = None
-    """StorageClass of the DataVolume (url/registry). Unset: the cluster's default class."""
-
-
-class KubevirtSsh(Model):
-    """How gpu-stack reaches the guest over SSH: a Service for the VMI (implemented) or a Multus network (refused: not implemented)."""
-
-    via: Literal["service", "multus"] = "service"
-    """service: a Service selecting the VMI (NodePort or LoadBalancer). multus: not implemented in this gpu-stack; refused by name."""
-    service_type: Literal["NodePort", "LoadBalancer"] = "NodePort"
-    """Type of the Service that exposes the guest's port 22."""
-    node_port: Optional[int] = Field(default=None, ge=30000, le=32767)
-    """NodePort: the fixed node port of the host's first VM (the kube-apiserver default range 30000-32767); the next VMs on this host get nodePort+1, +2, ... in vms order. Required for NodePort, so the SSH endpoint is known at preview."""
-    address: Optional[IPv4] = None
-    """NodePort: the address of a node reachable from where Pulumi runs (required). LoadBalancer: unset, the Service's load-balancer ingress address once assigned."""
-
-
-class KubevirtDevicePlugins(Model):
-    """Who advertises each device model as a node resource. A model in both lists is refused."""
-
-    kubevirt: Optional[tuple[DeviceModelName, ...]] = None
-    """Models advertised by KubeVirt's own device plugin (permittedHostDevices with externalResourceProvider false, as in seed 002): one device per IOMMU group. Unset: every model the VMs on this host use that gpuOperator does not list."""
-    gpu_operator: tuple[DeviceModelName, ...] = ()
-    """Models advertised by NVIDIA's sandbox device plugin through the GPU Operator (sandboxWorkloads, vfio-manager) on the host cluster: permittedHostDevices with externalResourceProvider true."""
-
-
-class KubevirtHost(Model):
-    namespace: Name
-    """Namespace of the VirtualMachine, its DataVolume, cloud-init Secret and SSH Service on the host cluster."""
-    create_namespace: bool = True
-    """gpu-stack creates `namespace` on the host cluster (once, whatever the number of hosts and VMs in it; protected and kept on delete in production, since deleting a namespace deletes its VMs). false: the namespace is managed elsewhere and must exist before `pulumi up`. Hosts that share a namespace set the same value."""
-    node_name: Optional[Name] = None
-    """The node (its kubernetes.io/hostname label) the VM is bound to; host facts are that node's. Set this or nodeSelector."""
-    node_selector: dict[QualifiedName, LabelValue] = Field(default_factory=dict)
-    """Node selector of a labelled node pool instead of one node. Capacity is then predicted per host facts of one representative node only."""
-    root_disk: KubevirtRootDisk
-    ssh: KubevirtSsh = KubevirtSsh()
-    manage_kubevirt_config: bool = Field(default=False, alias="manageKubeVirtConfig")
-    """Patch the existing KubeVirt CR (server-side apply) with permittedHostDevices and the feature gates this gpu-stack needs. false: the CR is left alone and the convergence check only states what it must permit."""
-    kubevirt_cr: Name = "kubevirt"
-    """Name of the KubeVirt CR (one per cluster)."""
-    kubevirt_namespace: Name = "kubevirt"
-    """Namespace of the KubeVirt CR."""
-    feature_gates: tuple[Word, ...] = ()
-    """manageKubeVirtConfig: feature gates the cluster already has, kept. The CR's featureGates list is atomic, so the patch replaces it whole; gpu-stack adds HostDevices and Sidecar itself."""
-    device_plugins: KubevirtDevicePlugins = KubevirtDevicePlugins()
-    sidecar_image: ImageReference = "quay.io/kubevirt/sidecar-shim:v1.9.0"
-    """Image of the hook sidecar that sets the 64-bit PCI hole (KubeVirt v1.9.0, like v1.8.4, has no size annotation); the shim of the pinned KubeVirt release."""
-
-
-class VmKubevirt(Model):
-    """KubeVirt-only settings of a VM on a `kind: kubevirt` host."""
-
-    run_strategy: Literal["Always", "RerunOnFailure", "Manual", "Halted", "Once"] = "Always"
-    """spec.runStrategy of the VirtualMachine."""
-    dedicated_cpus: bool = False
-    """domain.cpu.dedicatedCpuPlacement: pinned, exclusive host CPUs (the node's kubelet needs the static CPU manager policy)."""
-    isolate_emulator_thread: bool = False
-    """domain.cpu.isolateEmulatorThread: one more dedicated CPU for QEMU's emulator thread. Needs dedicatedCpus."""
-    guest_numa: bool = False
-    """domain.cpu.numa.guestMappingPassthrough: the guest sees the host NUMA of its pinned CPUs. Needs dedicatedCpus and numa.hugepages1g."""
-
-
-# ------------------------------------------------------------------------ end kubevirt
-
-
 class Host(Model):
     name: Name
     kind: Literal["libvirt", "vsphere", "kubevirt"] = "libvirt"
-    """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`) or kubevirt (a node of a Kubernetes cluster running KubeVirt; set `kubevirt`)."""
+    """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`) or kubevirt (a node of a
+    Kubernetes cluster running KubeVirt; set `kubevirt`)."""
     libvirt_uri: Optional[LibvirtUri] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$", examples=["qemu+ssh://root@hgx-1.lab/system"])
-    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt. For qemu+ssh the libvirt provider (its own Go SSH client, not `ssh`) gets the key gpu-stack:hypervisorSshPrivateKey (else gpu-stack:sshPrivateKey) and hostKey as its known host; write no keyfile, knownhosts, sshauth, no_verify or known_hosts_verify parameter and no port."""
+    """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt. For qemu+ssh the libvirt provider (its own Go SSH client,
+    not `ssh`) gets the key gpu-stack:hypervisorSshPrivateKey (else gpu-stack:sshPrivateKey) and hostKey as its known host; write no keyfile, knownhosts,
+    sshauth, no_verify or known_hosts_verify parameter and no port."""
     host_key: Optional[SshHostKey] = Field(default=None, examples=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILuboOTsYC4LhH1WQEw1vVO3UXJh/+bayMS4bvNu6e2a"])
-    """The hypervisor's SSH host key, pinned: required for a qemu+ssh libvirtUri. `ssh-keyscan -t ed25519 HOST` without the host name, checked against `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host. Pin the ed25519 key: the provider's client asks for ed25519 first, so a host that has one presents it."""
+    """The hypervisor's SSH host key, pinned: required for a qemu+ssh libvirtUri. `ssh-keyscan -t ed25519 HOST` without the host name, checked against
+    `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host. Pin the ed25519 key: the provider's client asks for ed25519 first, so a host that has
+    one presents it."""
     vsphere: Optional[VsphereHost] = None
     """Where and from what VMs are created on a kind vsphere host. Credentials are the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword."""
     kubevirt: Optional[KubevirtHost] = None
@@ -250,7 +107,9 @@ class Host(Model):
     base_image: Optional[BaseImage] = None
     """Cloud image the root disks are cloned from. Required for kind libvirt."""
     thread_siblings: tuple[CpuList, ...] = ()
-    """SMT: each entry the two hardware threads of one physical core, as /sys/devices/system/cpu/cpuN/topology/thread_siblings_list prints them (e.g. "0,32"). Set: vCPUs are allocated as sibling pairs (vCPUs 2k and 2k+1 on one core) and the guest sees threads=2. Empty: no SMT information, one vCPU per host CPU, threads=1. The host-facts script can fill it later."""
+    """SMT: each entry the two hardware threads of one physical core, as /sys/devices/system/cpu/cpuN/topology/thread_siblings_list prints them (e.g.
+    "0,32"). Set: vCPUs are allocated as sibling pairs (vCPUs 2k and 2k+1 on one core) and the guest sees threads=2. Empty: no SMT information, one vCPU
+    per host CPU, threads=1. The host-facts script can fill it later."""
     libvirt_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$", examples=["10.0.0"])
     """libvirt on this host (`virsh version --daemon`). Set: the plan refuses domain elements this version lacks (render/hypervisor.py). Unset: not checked."""
     qemu_version: Optional[str] = Field(default=None, pattern=r"^\d+\.\d+(\.\d+)?$", examples=["8.2.2"])
@@ -286,7 +145,8 @@ class VmNetwork(Model):
     name: Word = "default"
     """libvirt network the NIC attaches to (on a vSphere host: hosts[].vsphere.network)."""
     mac: Optional[MacAddress] = None
-    """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed): 52:54:00:xx:xx:xx on libvirt, in VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff on vSphere (which accepts no other manual MAC)."""
+    """Fixed MAC. Unset: derived from stack and VM name, stable forever (seed 000 lost its DHCP lease when the MAC changed): 52:54:00:xx:xx:xx on libvirt, in
+    VMware's static range 00:50:56:00:00:00-00:50:56:3f:ff:ff on vSphere (which accepts no other manual MAC)."""
     address: Optional[IPv4] = None
     """The guest's IPv4 address when known (DHCP reservation for the MAC). Unset: the DHCP lease address."""
     wait_for_lease: bool = True
@@ -294,7 +154,8 @@ class VmNetwork(Model):
 
 class VmFirmware(Model):
     type: Literal["efi", "bios"] = "efi"
-    """Boot firmware. With GPUs only efi is accepted (seed 001: otherwise the OS may not install or the GPU is not seen). libvirt always boots OVMF (hosts[].firmware.code); vSphere: the VirtualMachine's firmware."""
+    """Boot firmware. With GPUs only efi is accepted (seed 001: otherwise the OS may not install or the GPU is not seen). libvirt always boots OVMF
+    (hosts[].firmware.code); vSphere: the VirtualMachine's firmware."""
     secure_boot: bool = False
     """Boot with UEFI Secure Boot. With GPUs refused unless allowSecureBootWithGpus. libvirt: follows hosts[].firmware.code instead; vSphere: efi_secure_boot_enabled."""
     allow_secure_boot_with_gpus: bool = False
@@ -364,7 +225,8 @@ class Nvidia(Model):
     runfile_url: Optional[DownloadUrlOrPath] = None
     """Driver .run installer when install_method is runfile."""
     kernel_modules: Optional[Literal["open", "proprietary"]] = None
-    """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (render/catalog.py): open from Turing on (NVIDIA's recommendation, required by Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
+    """NVIDIA kernel module flavour. Unset: from each VM's GPU architecture (config/catalog.py): open from Turing on (NVIDIA's recommendation, required by
+    Blackwell), proprietary for Pascal and Volta, which cannot run the open modules."""
     cuda: Optional[Cuda] = None
 
 
@@ -374,15 +236,20 @@ class ContainerRuntime(Model):
     nvidia_default: bool = False
     """containerd only: make nvidia the default runtime instead of using the RuntimeClass."""
     docker_repository: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
-    """Base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (ubuntu/, rhel/, centos/ below it): docker-ce for runtime docker, and containerd.io on EL. Unset: https://download.docker.com/linux."""
+    """Base URL of Docker's package repository or a mirror of it, laid out like https://download.docker.com/linux (ubuntu/, rhel/, centos/ below it):
+    docker-ce for runtime docker, and containerd.io on EL. Unset: https://download.docker.com/linux."""
 
 
 class GuestRepositories(Model):
     """Base URLs of NVIDIA's package repositories (or mirrors of them in air-gapped labs); the signing keys come from the same base."""
     nvidia_container_toolkit: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
-    """NVIDIA's libnvidia-container repository (nvidia-container-toolkit and its libraries) or a mirror laid out like https://nvidia.github.io/libnvidia-container (stable/deb/, stable/rpm/ and the key gpgkey below it). Unset: https://nvidia.github.io/libnvidia-container."""
+    """NVIDIA's libnvidia-container repository (nvidia-container-toolkit and its libraries) or a mirror laid out like
+    https://nvidia.github.io/libnvidia-container (stable/deb/, stable/rpm/ and the key gpgkey below it). Unset:
+    https://nvidia.github.io/libnvidia-container."""
     cuda: Optional[BaseUrl] = Field(default=None, json_schema_extra={"pattern": r"^https?://\S+[^/]$"})  # for editors
-    """NVIDIA's CUDA repositories or a mirror laid out like https://developer.download.nvidia.com/compute/cuda/repos (<distro>/x86_64/ below it: rhel9, ubuntu2204, ubuntu2404). Used on EL for the driver and Fabric Manager, on Ubuntu only for nvlsm (NVLink 5). Unset: https://developer.download.nvidia.com/compute/cuda/repos."""
+    """NVIDIA's CUDA repositories or a mirror laid out like https://developer.download.nvidia.com/compute/cuda/repos (<distro>/x86_64/ below it: rhel9,
+    ubuntu2204, ubuntu2404). Used on EL for the driver and Fabric Manager, on Ubuntu only for nvlsm (NVLink 5). Unset:
+    https://developer.download.nvidia.com/compute/cuda/repos."""
 
 
 class Proxy(Model):
@@ -391,7 +258,8 @@ class Proxy(Model):
     https: Optional[ProxyUrl] = None
     """Proxy for https:// URLs, with its scheme (usually http://, the CONNECT proxy)."""
     username: Optional[Word] = None
-    """User the proxy asks for (HTTP Basic); its password is the secret gpu-stack:proxyPassword. Never user:password@ in http or https: the guest writes the credentials only to root-only files (docs/OPERATIONS.md, Proxy and mirror credentials)."""
+    """User the proxy asks for (HTTP Basic); its password is the secret gpu-stack:proxyPassword. Never user:password@ in http or https: the guest writes the
+    credentials only to root-only files (docs/OPERATIONS.md, Proxy and mirror credentials)."""
     no_proxy: tuple[NoProxyItem, ...] = ("127.0.0.1", "localhost", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", ".svc", ".cluster.local")
 
 
@@ -419,7 +287,9 @@ class Guest(Model):
     registry_username: Optional[Word] = None
     """User for the private registry; its password is the secret gpu-stack:registryPassword."""
     repository_username: Optional[Word] = None
-    """User for the configured package mirrors (guest.repositories.*, guest.containerRuntime.dockerRepository, kubernetes.packageRepository) and runfile URLs; its password is the secret gpu-stack:repositoryPassword. apt gets them in /etc/apt/auth.conf.d/gpu-stack.conf, dnf in the mirror's .repo, both mode 0600 (docs/OPERATIONS.md, Proxy and mirror credentials)."""
+    """User for the configured package mirrors (guest.repositories.*, guest.containerRuntime.dockerRepository, kubernetes.packageRepository) and runfile
+    URLs; its password is the secret gpu-stack:repositoryPassword. apt gets them in /etc/apt/auth.conf.d/gpu-stack.conf, dnf in the mirror's .repo, both
+    mode 0600 (docs/OPERATIONS.md, Proxy and mirror credentials)."""
     selinux: Literal["enforcing", "permissive"] = "permissive"
     disable_firewalld: bool = True
 
@@ -449,15 +319,20 @@ class Kubernetes(Model):
     service_cidr: Cidr = "10.96.0.0/12"
     """Service network (kubeadm init --service-cidr, kubeadm's default); must not overlap podCidr or the VMs' network."""
     join_token_ttl: str = Field(default="2h", pattern=r"^([1-9]\d*)(m|h)$")
-    """Mode init: lifetime of the bootstrap token the control plane creates for each joining VM (`kubeadm token create --ttl`), e.g. 30m or 2h. A joined node never needs it again (docs/OPERATIONS.md, join tokens)."""
+    """Mode init: lifetime of the bootstrap token the control plane creates for each joining VM (`kubeadm token create --ttl`), e.g. 30m or 2h. A joined node
+    never needs it again (docs/OPERATIONS.md, join tokens)."""
     package_repository: Optional[RepositoryUrl] = None
-    """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists for Kubernetes 1.24 and newer: older versions need a mirror here."""
+    """Base URL of the kubeadm/kubelet/kubectl repository (a mirror in air-gapped labs). Unset: https://pkgs.k8s.io/core:/stable:/v<minor>, which only exists
+    for Kubernetes 1.24 and newer: older versions need a mirror here."""
     node_labels: dict[QualifiedName, LabelValue] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     past_end_of_support: Optional[str] = Field(default=None, min_length=10, pattern=r"^[^\r\n]*\S[^\r\n]*$",
                                                examples=["joins an existing 1.23.17 cluster that gpu-stack does not upgrade"])
-    """Why this stack keeps a Kubernetes version past its end of support (stacks/support.py), e.g. the existing cluster it joins runs it. The plan still says the version has ended, with this reason, and versions.json records it; the example-stack test accepts an ended version only with it."""
+    """Why this stack keeps a Kubernetes version past its end of support (config/support.py), e.g. the existing cluster it joins runs it. The plan still says
+    the version has ended, with this reason, and versions.json records it; the example-stack test accepts an ended version only with it."""
     node_taints: Optional[tuple[Taint, ...]] = None
-    """Taints on the GPU VMs' nodes. Unset: derived from the mode, so that the default is valid in every mode: none in mode init (every node of the cluster is one of these GPU VMs, and a NoSchedule taint on all of them would leave CoreDNS Pending), nvidia.com/gpu=true:NoSchedule in modes join and existing (the cluster has other nodes for the rest)."""
+    """Taints on the GPU VMs' nodes. Unset: derived from the mode, so that the default is valid in every mode: none in mode init (every node of the cluster
+    is one of these GPU VMs, and a NoSchedule taint on all of them would leave CoreDNS Pending), nvidia.com/gpu=true:NoSchedule in modes join and existing
+    (the cluster has other nodes for the rest)."""
 
     @model_validator(mode="after")
     def _derived_taints(self) -> "Kubernetes":
@@ -508,7 +383,9 @@ class GpuOperator(Model):
 
 class DriftCheck(Model):
     enabled: bool = False
-    """A DaemonSet on the GPU nodes that compares each node's driver, Fabric Manager, toolkit, kubelet/kubeadm and GPUs with what gpu-stack recorded on its Node (gpu-stack.io/expected-*, gpu-stack.io/gpu-uuids) and exports gpu_stack_node_drift, with the alert GpuStackNodeDrift. Needs monitoring.enabled."""
+    """A DaemonSet on the GPU nodes that compares each node's driver, Fabric Manager, toolkit, kubelet/kubeadm and GPUs
+    with what gpu-stack recorded on its Node (gpu-stack.io/expected-*, gpu-stack.io/gpu-uuids) and exports
+    gpu_stack_node_drift, with the alert GpuStackNodeDrift. Needs monitoring.enabled."""
     interval_seconds: int = Field(default=300, ge=60, le=86400)
     """How often each node is compared (seconds)."""
 
@@ -522,9 +399,11 @@ class Monitoring(Model):
     retention: str = Field(default="15d", pattern=r"^\d+[smhdwy]$")
     storage_gib: int = Field(default=50, ge=1)
     storage_class: Optional[DnsSubdomain] = None
-    """StorageClass of Prometheus's volume claim. Unset in mode init: `local-path`, which gpu-stack installs (a new kubeadm cluster has no class). Unset in mode join/existing: see defaultStorageClassExists."""
+    """StorageClass of Prometheus's volume claim. Unset in mode init: `local-path`, which gpu-stack installs (a new kubeadm cluster has no class). Unset in
+    mode join/existing: see defaultStorageClassExists."""
     default_storage_class_exists: bool = False
-    """Mode join/existing with no storageClass: true declares that the cluster has a default StorageClass, and the claim names none. false: no claim is rendered, Prometheus keeps its data in an emptyDir (lost when the pod moves), and the plan says so."""
+    """Mode join/existing with no storageClass: true declares that the cluster has a default StorageClass, and the claim names none. false: no claim is
+    rendered, Prometheus keeps its data in an emptyDir (lost when the pod moves), and the plan says so."""
     service_monitor_selector_nil_uses_helm_values: bool = True
     """Chart default: Prometheus selects only monitors labelled `release: <releaseName>` (gpu-stack always sets it). false: select every ServiceMonitor, PodMonitor and PrometheusRule."""
     dcgm_exporter_image_tag: ImageTag = "4.5.3-4.8.2-ubuntu22.04"
@@ -580,7 +459,8 @@ class Fleet(Model):
     drain_timeout_seconds: int = Field(default=900, ge=30)
     """How long `kubectl drain` may wait for pods to leave a node (PodDisruptionBudgets are respected, the node is never forced). On timeout the rollout stops with that node cordoned."""
     drained_externally: bool = False
-    """kubernetes.mode existing only: the VMs have no kubectl, so gpu-stack cannot cordon or drain them. A version change there is refused on the node until this is true, which says you drain each node yourself before `pulumi up` (docs/OPERATIONS.md, Upgrading)."""
+    """kubernetes.mode existing only: the VMs have no kubectl, so gpu-stack cannot cordon or drain them. A version change there is refused on the node until
+    this is true, which says you drain each node yourself before `pulumi up` (docs/OPERATIONS.md, Upgrading)."""
 
 
 # --- the stack --------------------------------------------------------------
@@ -609,5 +489,6 @@ REMOVED_KEYS: dict[tuple[str, ...], str] = {
 }
 """Keys that older gpu-stack versions accepted, with what replaced them; refused by name."""
 
-SECRET_KEYS = ("sshPrivateKey", "hypervisorSshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "proxyPassword", "repositoryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
+SECRET_KEYS = ("sshPrivateKey", "hypervisorSshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "proxyPassword",
+               "repositoryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""

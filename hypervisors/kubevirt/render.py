@@ -38,14 +38,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from render.catalog import GIB, GPU_MODELS, NVSWITCH_MODELS, device_model
+from config.catalog import GIB, GPU_MODELS, NVSWITCH_MODELS, device_model
 from render.vm_plan import VmPlan
-from stacks.config import Host, KubevirtHost, StackConfig, Vm, VmKubevirt
+from config.kubevirt import KubevirtHost, VmKubevirt
+from config.models import Host, StackConfig, Vm
 
 KUBEVIRT_VERSION = "v1.9.0"
 FEATURE_GATES = ("HostDevices", "Sidecar")
 """Alpha in v1.9.0 (pkg/virt-config/featuregate/active.go) and needed here: HostDevices (hostDevices, for NVSwitches), Sidecar (the pcihole64 hook)."""
-HOOK_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "kubevirt" / "pcihole64-hook.sh"
+HOOK_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kubevirt" / "pcihole64-hook.sh"
 HOOK_KEY = "pcihole64.sh"
 HOOK_PATH = "/usr/bin/onDefineDomain"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "gpu-stack"}
@@ -67,8 +68,9 @@ def names(vm: Vm) -> Names:
     return Names(vm.name, f"{vm.name}-root", f"{vm.name}-cloudinit", f"{vm.name}-pcihole64", f"{vm.name}-ssh")
 
 
-def device_resource(kind: str, model: str) -> str:
-    return (GPU_MODELS if kind == "gpus" else NVSWITCH_MODELS)[model].resource
+def device_resource(role: str, model: str) -> str:
+    """The resource name a device plugin advertises for a model; `role`: "gpus" or "nvswitches" (render/vm_plan.PlannedDevice)."""
+    return (GPU_MODELS if role == "gpus" else NVSWITCH_MODELS)[model].resource
 
 
 def hook_script(hole64_gib: int) -> str:
@@ -95,14 +97,14 @@ def hook_annotation(vm: Vm, kv: KubevirtHost) -> str:
     }], sort_keys=True, separators=(",", ":"))
 
 
-def _root_volume(vm: Vm, kv: KubevirtHost) -> tuple[dict, list[dict]]:
+def _root_volume(plan: VmPlan, vm: Vm, kv: KubevirtHost) -> tuple[dict, list[dict]]:
     """The root volume of the VMI and the VM's dataVolumeTemplates."""
     d = kv.root_disk
     n = names(vm)
     if d.container_disk is not None:
         return {"name": ROOT_DISK, "containerDisk": {"image": d.container_disk}}, []
     source = {"http": {"url": d.url}} if d.url is not None else {"registry": {"url": f"docker://{d.registry}"}}
-    storage: dict = {"resources": {"requests": {"storage": f"{vm.disk_gib}Gi"}}}
+    storage: dict = {"resources": {"requests": {"storage": f"{plan.disk_gib}Gi"}}}
     if d.storage_class is not None:
         storage["storageClassName"] = d.storage_class
     template = {"metadata": {"name": n.root_volume, "labels": {**MANAGED_BY, VM_LABEL: vm.name}},
@@ -132,7 +134,7 @@ def virtual_machine(plan: VmPlan, vm: Vm, host: Host) -> dict:
     if opts.dedicated_cpus:
         resources["requests"]["cpu"] = str(plan.vcpus)
         resources["limits"]["cpu"] = str(plan.vcpus)
-    root, templates = _root_volume(vm, kv)
+    root, templates = _root_volume(plan, vm, kv)
     domain: dict = {
         "cpu": cpu,
         "memory": domain_memory,
@@ -145,8 +147,9 @@ def virtual_machine(plan: VmPlan, vm: Vm, host: Host) -> dict:
     }
     if plan.hide_hypervisor:
         domain["features"] = {"kvm": {"hidden": True}}
-    gpus = [{"name": f"gpu{i}", "deviceName": device_resource("gpus", g.model)} for i, g in enumerate(vm.gpus)]
-    switches = [{"name": f"nvswitch{i}", "deviceName": device_resource("nvswitches", s.model)} for i, s in enumerate(vm.nvswitches)]
+    # the plan's devices, named as KubeVirt's device plugins advertise them (the resource of the catalog model)
+    gpus = [{"name": f"gpu{i}", "deviceName": device_resource(d.role, d.model)} for i, d in enumerate(d for d in plan.devices if d.role == "gpus")]
+    switches = [{"name": f"nvswitch{i}", "deviceName": device_resource(d.role, d.model)} for i, d in enumerate(d for d in plan.devices if d.role == "nvswitches")]
     if gpus:
         domain["devices"]["gpus"] = gpus
     if switches:

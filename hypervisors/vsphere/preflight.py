@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_vsphere as vsphere
 
-from components.gpu_passthrough_vm import VsphereTarget
-from render.vsphere import NVIDIA_VENDOR_ID, Inventory, TemplateInfo, model_name_regex
-from stacks.config import Host, StackConfig
-from stacks.errors import ConfigError, ConfigIssue
+from hypervisors.vsphere.machine import VsphereTarget
+from hypervisors.vsphere.render import NVIDIA_VENDOR_ID, Inventory, TemplateInfo, model_name_regex
+from config.models import Host, StackConfig
+from config.errors import ConfigError, ConfigIssue
 
 PASSTHROUGH_HINT = "Host > Manage > Hardware > PCI Devices: select it, Toggle passthrough to Active, reboot the host"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stacks.types import version_tuple
+from config.types import version_tuple
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def gpu_operator_problems(operator_version: str, kubernetes_version: str, guest_
     release = next((r for r in GPU_OPERATOR_RELEASES if r.minor == v), None)
     if release is None:
         known = ", ".join(f"v{_fmt(r.minor)}" for r in GPU_OPERATOR_RELEASES)
-        return [f"GPU Operator {operator_version} is not in the compatibility table (stacks/compat.py); known: {known}"]
+        return [f"GPU Operator {operator_version} is not in the compatibility table (config/compat.py); known: {known}"]
     k8s = version_tuple(kubernetes_version)[:2]
     if guest_os is not None and guest_os in release.kubernetes:
         lo, hi = release.kubernetes[guest_os]
@@ -122,5 +122,5 @@ def kubernetes_version_warning(version: str) -> str | None:
     if version_tuple(version) <= version_tuple(KUBERNETES_NEWEST):
         return None
     return (f"Kubernetes {version} is newer than {KUBERNETES_NEWEST}, the newest release the catalog knows "
-            f"(read {KUBERNETES_CATALOG_READ}, stacks/compat.py); check that {version} exists "
+            f"(read {KUBERNETES_CATALOG_READ}, config/compat.py); check that {version} exists "
             f"(https://kubernetes.io/releases/), or update KUBERNETES_NEWEST")

@@ -21,12 +21,14 @@ ESXi UI is here:
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 from render.vm_plan import VmPlan
 from render.numa import guest_topology
-from stacks.config import Vm, VmVsphere, VsphereHost
+from config.models import Vm
+from config.vsphere import VmVsphere, VsphereHost
 
 NVIDIA_VENDOR_ID = "10de"
 """getHostPciDevice's vendor_id filter (hex, as the data source parses it)."""
@@ -157,6 +159,21 @@ def virtual_machine_inputs(plan: VmPlan, vm: Vm, target: VsphereHost, inv: Inven
     if vm.network.address:
         args["wait_for_guest_net_timeout"] = 0  # the address is known; no wait on VMware Tools for it
     return args
+
+
+def in_vmware_static_range(mac: str) -> bool:
+    """vSphere accepts a manual (static) MAC only in 00:50:56:00:00:00-00:50:56:3F:FF:FF."""
+    return mac.startswith("00:50:56:") and int(mac[9:11], 16) <= 0x3F
+
+
+def derived_vmware_mac(stack: str, vm: str) -> str:
+    """A MAC in VMware's static range (00:50:56:00:00:00-3f:ff:ff) from stack and VM name.
+
+    Same digest as render/identity.derived_mac; the fourth octet keeps its low six bits. Never
+    changes unless the VM is renamed (use_static_mac on the VirtualMachine).
+    """
+    digest = hashlib.sha256(f"gpu-stack/{stack}/{vm}".encode()).digest()
+    return f"00:50:56:{digest[0] & 0x3F:02x}:{digest[1]:02x}:{digest[2]:02x}"
 
 
 def model_name_regex(model: str) -> str:

@@ -23,14 +23,14 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from render.catalog import GIB, MIB
+from config.catalog import GIB, MIB
 from render.hypervisor import domain_elements, version_problems
 from render.iommu import NodeDevice, nodedev_name, parse_node_device
 from render.mmio import hole64_gib, hole64_gib_for
 from render.numa import Placement
-from stacks.config import StackConfig
-from stacks.errors import ConfigIssue, loc_to_path
-from stacks.types import format_cpu_list, parse_cpu_list, version_key, version_tuple
+from config.models import StackConfig
+from config.errors import ConfigIssue, loc_to_path
+from config.types import format_cpu_list, parse_cpu_list, version_key, version_tuple
 
 FORMAT = "gpu-stack-host-facts/1"
 ENV = "GPU_STACK_HOST_FACTS"
@@ -283,13 +283,6 @@ def parse_lspci_regions(text: str) -> tuple[Bar, ...]:
     return tuple(bars)
 
 
-def catalog_bar_sizes(bars: tuple[Bar, ...]) -> tuple[int, int]:
-    """(bar1_bytes, other_64bit_bar_bytes) as render/catalog.DeviceModel counts them: the largest 64-bit
-    prefetchable BAR (the framebuffer aperture), and the sum of the other 64-bit BARs; 32-bit BARs sit below 4 GiB."""
-    bar1 = max((b.size for b in bars if b.is_64bit and b.prefetchable), default=0)
-    return bar1, sum(b.size for b in bars if b.is_64bit) - bar1
-
-
 def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
     """A facts document to HostFacts; FactsError naming `source` and the field on anything wrong."""
     try:
@@ -410,12 +403,14 @@ def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: di
             continue
         with_devices = any(vm.gpus or vm.nvswitches for _, vm in vms)
         if with_devices and not f.iommu_enabled:
-            issues.append(ConfigIssue(f"hosts[{hi}]", f"host facts {f.source}: the IOMMU of {host.name} is off ({f.iommu_groups} IOMMU groups, kernel arguments: {' '.join(f.iommu_cmdline) or 'none'}); "
+            issues.append(ConfigIssue(f"hosts[{hi}]", f"host facts {f.source}: the IOMMU of {host.name} is off ({f.iommu_groups} IOMMU groups, kernel "
+                                                      f"arguments: {' '.join(f.iommu_cmdline) or 'none'}); "
                                                       "add intel_iommu=on iommu=pt (or amd_iommu=on) to the kernel command line and reboot"))
         if with_devices and not f.vfio_pci_available:
             issues.append(ConfigIssue(f"hosts[{hi}]", f"host facts {f.source}: vfio-pci is not available on {host.name} (no module, not built in); install the kernel's vfio-pci module"))
         if f.phys_addr_bits != host.phys_addr_bits:
-            issues.append(ConfigIssue(f"hosts[{hi}].physAddrBits", f"is {host.phys_addr_bits}, but host facts {f.source} record {f.phys_addr_bits} physical address bits (/proc/cpuinfo); set physAddrBits: {f.phys_addr_bits}"))
+            issues.append(ConfigIssue(f"hosts[{hi}].physAddrBits", f"is {host.phys_addr_bits}, but host facts {f.source} record {f.phys_addr_bits} "
+                                                                   f"physical address bits (/proc/cpuinfo); set physAddrBits: {f.phys_addr_bits}"))
         for ni, node in enumerate(host.numa_nodes):
             real = f.numa_node(node.id)
             if real is None:
@@ -430,7 +425,9 @@ def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: di
             real = f.numa_node(node_id)
             if real is not None and mib * 1024 > real.memory_kib:
                 ni = next(i for i, n in enumerate(host.numa_nodes) if n.id == node_id)
-                issues.append(ConfigIssue(f"hosts[{hi}].numaNodes[{ni}].memoryGib", f"VMs bind {mib // 1024} GiB to node {node_id}, but host facts {f.source} record {real.memory_kib // (1024 * 1024)} GiB MemTotal there; lower the VMs' memoryGib"))
+                issues.append(ConfigIssue(f"hosts[{hi}].numaNodes[{ni}].memoryGib", f"VMs bind {mib // 1024} GiB to node {node_id}, but host facts "
+                                                                                    f"{f.source} record {real.memory_kib // (1024 * 1024)} GiB MemTotal "
+                                                                                    "there; lower the VMs' memoryGib"))
         issues += hugepage_issues(hi, host, vms, placements, f)
         for vi, vm in vms:
             if vm.name not in hostdevs:
@@ -501,5 +498,6 @@ def hugepage_issues(hi: int, host, vms, placements, f: HostFacts) -> list[Config
             each = ", ".join(f"{name} {gib} GiB" for name, gib in by_vm)
             issues.append(ConfigIssue(f"hosts[{hi}].numaNodes[{ni}]", f"host {host.name} NUMA node {node_id}: VMs with numa.hugepages1g take {need} 1 GiB hugepages there ({each}), "
                                                                    f"host facts {f.source} record a pool of {real.hugepages_1g} (hugepages-1048576kB/nr_hugepages), "
-                                                                   f"{need - real.hugepages_1g} short: reserve more on that node (hugepagesz=1G hugepages=... or nodeN/.../nr_hugepages) or lower the VMs' memoryGib"))
+                                                                   f"{need - real.hugepages_1g} short: reserve more on that node (hugepagesz=1G "
+                                                                   "hugepages=... or nodeN/.../nr_hugepages) or lower the VMs' memoryGib"))
     return issues

@@ -4,7 +4,7 @@ KubeVirt's device plugin (pkg/virt-handler/device-manager/pci_device.go at v1.8.
 constructDPIdevices) uses a device's IOMMU group as its device-plugin ID, so a
 node advertises one device per IOMMU group per resource: six RTX 3090s of
 which two pairs share a group are four allocatable nvidia.com/RTX_3090. Here
-the facts of the node (render/host_facts.py format) give the groups; the VMs
+the facts of the node (facts/host_facts.py format) give the groups; the VMs
 bound to the node must not ask for more than that.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from render.catalog import device_model
-from render.host_facts import HostFacts
-from render.kubevirt import advertised_models
-from stacks.config import StackConfig
-from stacks.errors import ConfigIssue
+from config.catalog import device_model
+from facts.host_facts import HostFacts
+from hypervisors.kubevirt.render import advertised_models
+from config.models import StackConfig
+from config.errors import ConfigIssue
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,9 @@ def check_capacity(cfg: StackConfig, facts: dict[str, HostFacts]) -> list[Config
                 for di, d in enumerate(devs):
                     if d.address not in f.devices:
                         issues.append(ConfigIssue(f"vms[{vi}].{kind}[{di}].address", f"{d.address} is not in host facts {f.source} (node {node_of(host)}); on KubeVirt the device plugin "
-                                                                                      f"picks the device, but the address must name one on the node: rerun scripts/host-facts.sh --host {host.name} with every configured address"))
+                                                                                      "picks the device, but the address must name one on the node: "
+                                                                                      f"rerun scripts/host-facts.sh --host {host.name} with every "
+                                                                                      "configured address"))
         for model in ours:
             adv = advertised(f, model)
             asks = [(vi, vm, kind, sum(1 for d in devs if d.model == model))

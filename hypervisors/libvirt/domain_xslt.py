@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
 from render.numa import Placement, guest_topology
-from stacks.types import format_cpu_list, pci_parts
+from config.types import format_cpu_list, pci_parts
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
@@ -228,6 +228,8 @@ def render_domain_xslt(spec: DomainSpec) -> str:
         if spec.hole64_gib
         else ""
     )
+    # the two comments below still name this module's old path, render/domain_xslt.py: the stylesheet is the Domain's
+    # xml.xslt input, which the provider replaces the domain on, so its text stays as every deployed domain has it
     parts = [
         '<?xml version="1.0"?>',
         '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"',

@@ -1,6 +1,6 @@
 """`gpu-stack doctor STACK`: seed 003's ten-minute GPU diagnosis, run against a deployed stack.
 
-    python -m tools.doctor STACK [--vm NAME] [--json] [--evidence DIR] [--outputs FILE]
+    python -m doctor STACK [--vm NAME] [--json] [--evidence DIR] [--outputs FILE]
     make doctor STACK=prod
 
 Reads the stack config (Pulumi.<stack>.yaml) and its outputs (`--outputs FILE`,
@@ -16,8 +16,8 @@ the Automation API), then collects, read-only:
   `kubernetes` client: node, pods, DaemonSets, events, RuntimeClasses,
   ServiceMonitors, PrometheusRules, plugin logs, and Prometheus's targets,
   rules and alerts through the API server's service proxy.
-The checks are render/diagnosis.py. Exit 0 only when nothing FAILs. It never
-changes anything: every command is in render.diagnosis's allowlist (checked
+The checks are doctor/diagnosis.py. Exit 0 only when nothing FAILs. It never
+changes anything: every command is in doctor.diagnosis's allowlist (checked
 before it is sent) and every API call is a GET; fixes are printed, not run.
 """
 
@@ -39,7 +39,7 @@ from urllib.parse import quote, urlsplit
 
 import yaml
 
-from render.diagnosis import (
+from doctor.diagnosis import (
     FAIL,
     GUEST_COMMANDS,
     PASS,
@@ -58,15 +58,15 @@ from render.diagnosis import (
     package_command,
     redact,
 )
-from render.catalog import nvlink_generation
+from config.catalog import nvlink_generation
 from render.nvidia_packages import fabric_packages
-from render.nvidia_smi import normalize_pci
+from doctor.nvidia_smi import normalize_pci
 from render.helm_values import uses_runtime_class
 from render.k8s_manifests import RUNTIME_CLASS
 from render.mmio import hole64_gib
 from stacks.addons import expected_allocatable, gpu_resource
-from stacks.config import StackConfig
-from stacks.errors import ConfigError
+from config.models import StackConfig
+from config.errors import ConfigError
 from stacks.load import decode_config_value, parse_stack_config
 from tools.cli import OneLineParser, UsageError, read_json_object, read_text
 from tools.plan import ROOT, load_stack_file, plan_config, stack_config
@@ -111,7 +111,7 @@ def _holds_gpus(container: dict, resource: str) -> bool:
 
 
 WORKLOAD_LOG_LINES = 50
-"""The tail of a GPU pod's log that is searched for the no-GPU messages (render/diagnosis.py NO_GPU_SIGNATURES)."""
+"""The tail of a GPU pod's log that is searched for the no-GPU messages (doctor/diagnosis.py NO_GPU_SIGNATURES)."""
 
 
 def expected_for(cfg: StackConfig, vm_name: str, outputs: dict[str, Any]) -> Expected:
@@ -472,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack-dir", default=str(ROOT), help="where Pulumi.<stack>.yaml lives")
     p.add_argument("--ssh-key", metavar="FILE", help="the guests' SSH private key (default: the gpu-stack:sshPrivateKey secret)")
     p.add_argument("--ssh-port", type=int, default=22)
-    p.add_argument("--host-ssh-key", metavar="FILE", help="key for the hypervisor (default: the gpu-stack:hypervisorSshPrivateKey secret, else the guests' key, as the libvirt provider; then the agent and ~/.ssh)")
+    p.add_argument("--host-ssh-key", metavar="FILE", help="key for the hypervisor (default: the gpu-stack:hypervisorSshPrivateKey secret, else the "
+                                                          "guests' key, as the libvirt provider; then the agent and ~/.ssh)")
     p.add_argument("--host-ssh-port", type=int, default=22, help="the hypervisor's SSH port (default 22, the only one the libvirt provider can use)")
     p.add_argument("--host-known-hosts", metavar="FILE", help="known_hosts for the hypervisor (default: the stack's hosts[].hostKey, else ~/.ssh/known_hosts)")
     p.add_argument("--no-host", action="store_true", help="skip the hypervisor checks")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from stacks.types import version_tuple
+from config.types import version_tuple
 
 CATALOG_READ = date(2026, 12, 6)
 """The day the rows below were read; versions.json's statuses are relative to it."""
@@ -63,7 +63,7 @@ KUBERNETES_NEWEST_PATCH: dict[tuple[int, int], tuple[str, str]] = {
     # the newest patch seen of each supported minor, and where
     (1, 35): ("1.35.9", "kubernetes.io/releases/1.35 (2026-09-15)"),
     (1, 36): ("1.36.5", "go list -m -json k8s.io/kubernetes@v1.36.5: 2026-09-23 (v1.36.6 not served by the proxy here)"),
-    (1, 37): ("1.37.2", "go list -m -json k8s.io/kubernetes@latest: v1.37.2, 2026-10-27 (stacks/compat.py KUBERNETES_NEWEST)"),
+    (1, 37): ("1.37.2", "go list -m -json k8s.io/kubernetes@latest: v1.37.2, 2026-10-27 (config/compat.py KUBERNETES_NEWEST)"),
 }
 
 DRIVER_BRANCHES: dict[int, Support] = {
@@ -80,7 +80,7 @@ NEWEST_LISTED_PAGE = NV_620
 """A branch below 620 that this page no longer lists is no longer supported (the page lists every supported LTS and production branch)."""
 
 LAST_DRIVER_BRANCH: dict[str, tuple[int, str]] = {
-    # architecture (render/catalog.py ARCHITECTURES) -> (last branch that supports it, source). Turing and newer:
+    # architecture (config/catalog.py ARCHITECTURES) -> (last branch that supports it, source). Turing and newer:
     # "Ongoing". (Maxwell ends at R580 and Kepler at R470 too; the catalog has no such GPUs.)
     "pascal": (580, NV_ARCH + " (Pascal 6.0/6.1: last driver support R580, last CUDA 12.x)"),
     "volta": (580, NV_ARCH + " (Volta 7.0: last driver support R580, last CUDA 12.x)"),
@@ -133,12 +133,12 @@ def status_sentence(what: str, status: Status, today: date) -> str | None:
     """One warning for `what` ("Kubernetes 1.35.9") past or near its end of support; None when fine."""
     if status.state == "ended":
         if status.ends is None:
-            return f"{what} is past its end of support ({status.text}, read {CATALOG_READ.isoformat()}, stacks/support.py)"
-        return f"{what} is past its end of support: it ended {status.text} (stacks/support.py, read {CATALOG_READ.isoformat()})"
+            return f"{what} is past its end of support ({status.text}, read {CATALOG_READ.isoformat()}, config/support.py)"
+        return f"{what} is past its end of support: it ended {status.text} (config/support.py, read {CATALOG_READ.isoformat()})"
     if status.state == "ending":
         days = (status.ends - today).days  # type: ignore[operator]
         return (f"{what} reaches its end of support {status.text}, in {days} days "
-                f"(warned from {WARN_DAYS} days before; stacks/support.py, read {CATALOG_READ.isoformat()})")
+                f"(warned from {WARN_DAYS} days before; config/support.py, read {CATALOG_READ.isoformat()})")
     return None
 
 
@@ -213,7 +213,7 @@ def pinned_versions(cfg, kubevirt_version: str) -> dict:
         if nv.cuda is not None:
             rows.append(_row("cuda-toolkit", nv.cuda.version))
         rows.append(_row("nvidia-container-toolkit", cfg.guest.container_runtime.nvidia_toolkit_version))
-    if any(h.kind == "kubevirt" for h in cfg.hosts):
+    if any(h.kubevirt is not None for h in cfg.hosts):  # only a kind kubevirt host has the block (stacks/checks.py)
         rows.append(_row("kubevirt", kubevirt_version))
     a = cfg.addons
     if cfg.kubernetes is not None:

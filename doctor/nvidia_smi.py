@@ -1,78 +1,12 @@
-"""Parsers for what `nvidia-smi` prints in the verify phase.
+"""Parsers for what `nvidia-smi` and the kernel print on a guest, for the doctor (`gpu-stack doctor`).
 
-The verify phase prints `--query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total
---format=csv,noheader` under a `--- gpu-inventory ---` marker, then the plain
-`nvidia-smi` table under `--- nvidia-smi ---`, whose banner carries the CUDA
-version the driver supports. The inventory becomes a stack output.
+The verify phase's own output (the inventory that becomes a stack output) is parsed by render/verify_output.py.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
-
-_BANNER = re.compile(r"NVIDIA-SMI\s+(?P<smi>\S+)\s+Driver Version:\s+(?P<driver>\S+)\s+CUDA Version:\s+(?P<cuda>[\d.]+)")
-_ROW = re.compile(r"^\|\s+(?P<index>\d+)\s+(?P<name>.+?)\s+(?:On|Off)\s+\|\s+(?P<bus>[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d)\s")
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    index: int
-    name: str
-    uuid: str
-    bus_id: str
-    driver_version: str
-    memory_mib: int
-
-
-def parse_banner(text: str) -> dict[str, str]:
-    """Driver and CUDA version from the `nvidia-smi` table banner."""
-    m = _BANNER.search(text)
-    if not m:
-        raise ValueError("no 'NVIDIA-SMI ... Driver Version ... CUDA Version' banner in the output")
-    return {"driver_version": m.group("driver"), "cuda_version": m.group("cuda")}
-
-
-def parse_table_gpus(text: str) -> list[tuple[int, str, str]]:
-    """(index, name, bus id) per GPU row of the `nvidia-smi` table."""
-    return [(int(m.group("index")), m.group("name").strip(), m.group("bus")) for m in map(_ROW.match, text.splitlines()) if m]
-
-
-def parse_query_csv(text: str) -> list[GpuInfo]:
-    """Rows of --query-gpu=index,name,uuid,pci.bus_id,driver_version,memory.total --format=csv,noheader."""
-    out = []
-    for row in csv.reader(io.StringIO(text.strip()), skipinitialspace=True):
-        if not row:
-            continue
-        if len(row) != 6:
-            raise ValueError(f"expected 6 fields, got {len(row)}: {row}")
-        index, name, uuid, bus, driver, memory = (f.strip() for f in row)
-        out.append(GpuInfo(int(index), name, uuid, bus, driver, int(memory.split()[0])))
-    return out
-
-
-def _section(text: str, marker: str) -> str:
-    parts = text.split(f"--- {marker} ---\n", 1)
-    if len(parts) != 2:
-        return ""
-    return parts[1].split("\n--- ", 1)[0]
-
-
-def parse_verify_output(text: str) -> dict:
-    """The verify phase's stdout -> {gpus: [...], driverVersion, cudaVersion}."""
-    gpus = parse_query_csv(_section(text, "gpu-inventory"))
-    if not gpus and "--- nvidia-smi ---" not in text:
-        # a VM without GPUs (scripts/guest/verify-cpu.sh, upgrade-verify.sh with GS_GPU_COUNT=0): no driver to ask
-        return {"gpus": [], "driverVersion": None, "cudaVersion": None}
-    banner = parse_banner(_section(text, "nvidia-smi"))
-    return {
-        "gpus": [{"index": g.index, "name": g.name, "uuid": g.uuid, "busId": g.bus_id, "memoryMib": g.memory_mib} for g in gpus],
-        "driverVersion": banner["driver_version"],
-        "cudaVersion": banner["cuda_version"],
-    }
-
 
 
 # ---------------------------------------------------------------------------
@@ -104,26 +38,6 @@ def normalize_pci(address: str) -> str:
     if not m:
         raise ValueError(f"{address!r} is not a PCI address")
     return f"{int(m.group('dom') or '0', 16):04x}:{m.group('bus').lower()}:{m.group('slot').lower()}.{m.group('fn')}"
-
-
-def parse_query_gpu_csv(text: str) -> list[dict[str, str | None]]:
-    """`--query-gpu=... --format=csv` (with its header) -> one dict per GPU, keyed by field name without the unit.
-
-    `[N/A]` and `N/A` become None; values keep their units (`81559 MiB`) unless `nounits` was given.
-    One unknown field makes nvidia-smi print only `Field "x" is not a valid field to query.`: a ValueError here.
-    """
-    if m := re.search(r'Field "([^"]+)" is not a valid field to query', text):
-        raise ValueError(f"nvidia-smi refused the query: field {m.group(1)!r} is not valid for this driver")
-    rows = [r for r in csv.reader(io.StringIO(text.strip()), skipinitialspace=True) if r]
-    if not rows:
-        return []
-    header = [re.sub(r"\s*\[[^\]]*\]$", "", h.strip()) for h in rows[0]]
-    out = []
-    for row in rows[1:]:
-        if len(row) != len(header):
-            raise ValueError(f"expected {len(header)} fields, got {len(row)}")
-        out.append({k: na(v) for k, v in zip(header, row)})
-    return out
 
 
 @dataclass(frozen=True)
@@ -329,27 +243,6 @@ def parse_query(text: str) -> dict:
 
 
 @dataclass(frozen=True)
-class GpuFabric:
-    """The `Fabric` block of `nvidia-smi -q` (NVSwitch systems: State Completed / Status Success when trained)."""
-    bus_id: str
-    uuid: str | None
-    state: str | None   # Completed / In Progress / Not Started / None (N/A: no fabric on this GPU)
-    status: str | None  # Success / an error / None
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "Completed" and self.status == "Success"
-
-
-def parse_query_fabric(text: str) -> list[GpuFabric]:
-    out = []
-    for gpu in parse_query(text)["gpus"]:
-        fabric = gpu.get("Fabric") if isinstance(gpu.get("Fabric"), dict) else {}
-        out.append(GpuFabric(gpu["bus_id"], na(gpu.get("GPU UUID")), na(fabric.get("State")), na(fabric.get("Status"))))
-    return out
-
-
-@dataclass(frozen=True)
 class QueriedGpu:
     """What the doctor reads per GPU from `-q` (text) or `-q -x`."""
     bus_id: str
@@ -386,30 +279,6 @@ def query_gpus(text: str) -> tuple[dict[str, str | None], list[QueriedGpu]]:
         dram_uncorrectable_volatile=sub(g, "ECC Errors", "Volatile", "DRAM Uncorrectable"),
     ) for g in q["gpus"]]
     head = {k: q[k] for k in ("driver_version", "cuda_version", "attached_gpus")}
-    return head, gpus
-
-
-def query_gpus_xml(text: str) -> tuple[dict[str, str | None], list[QueriedGpu]]:
-    """The same facts from `nvidia-smi -q -x` (DTD nvsmi_device_v10..v12)."""
-    from xml.etree import ElementTree
-
-    root = ElementTree.fromstring(re.sub(r"<!DOCTYPE[^>]*>", "", text))
-
-    def t(node, path: str) -> str | None:
-        el = node.find(path)
-        return na(el.text) if el is not None and el.text is not None else None
-
-    gpus = [QueriedGpu(
-        bus_id=g.get("id", ""), uuid=t(g, "uuid"), name=t(g, "product_name"),
-        persistence_mode=t(g, "persistence_mode"),
-        virtualization_mode=t(g, "gpu_virtualization_mode/virtualization_mode"),
-        mig_mode=t(g, "mig_mode/current_mig"),
-        fabric_state=t(g, "fabric/state"), fabric_status=t(g, "fabric/status"),
-        remapping_failure=t(g, "remapped_rows/remapping_failure_occurred"),
-        dram_uncorrectable_volatile=t(g, "ecc_errors/volatile/dram_uncorrectable"),
-    ) for g in root.findall("gpu")]
-    head = {"driver_version": t(root, "driver_version"), "cuda_version": t(root, "cuda_version"),
-            "attached_gpus": t(root, "attached_gpus")}
     return head, gpus
 
 

@@ -256,7 +256,8 @@ def _no_proxy_item(value: str) -> str:
 
 def _dns_subdomain(value: str) -> str:
     if len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value):
-        raise ValueError(f"{value!r} is not a valid Kubernetes object name; expected a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters")
+        raise ValueError(f"{value!r} is not a valid Kubernetes object name; expected a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', "
+                         "starting and ending with a letter or digit, at most 253 characters")
     return value
 
 

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 from xml.etree import ElementTree
 
-from render.convergence import selector_matches, tolerates
+from convergence.analysis import selector_matches, tolerates
 from render.iommu import MEMBER_BLOCKS, MEMBER_BRIDGE, group_member_role
-from render.nvidia_smi import (
+from doctor.nvidia_smi import (
     LIST_LINE as _LIST_LINE,
     XidEvent,
     normalize_pci,
@@ -37,8 +37,6 @@ from render.nvidia_smi import (
 )
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
-SECTIONS = ("hypervisor", "guest driver", "runtime", "kubernetes", "workloads", "monitoring", "drift")
-
 # Every command the doctor sends to a guest: read-only, exact strings (`sudo -n` never prompts).
 GUEST_COMMANDS: dict[str, str] = {
     "nvidia-smi-L": "nvidia-smi -L",

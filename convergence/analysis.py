@@ -50,8 +50,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from render.kubevirt import preexisting_namespaces
-from stacks.config import StackConfig
+from hypervisors.base import HYPERVISORS
+from config.models import StackConfig
 
 KEY_PREFIX = "gpu-stack:"
 RELEASE_TYPE = "kubernetes:helm.sh/v3:Release"
@@ -1222,58 +1222,6 @@ def rule_plan_known(c: Cluster) -> list[Violation]:
     return [Violation("plan", f"ConfigGroup {g}", "addons", "objects are unknown until deploy; the check cannot see them") for g in c.unknown_groups]
 
 
-def rule_kubevirt(c: Cluster) -> list[Violation]:
-    """KubeVirt VMs (on the host cluster): every resource a VM requests is permitted by the KubeVirt CR patch
-    (when gpu-stack manages it) and will be advertised on the node the VM is bound to (host facts)."""
-    out: list[Violation] = []
-    patch = yaml.safe_load(c.files.get("kubevirt/kubevirt-cr-patch.yaml", "null")) or {}
-    conf = get(patch, "spec.configuration", {}) or {}
-    permitted = {d.get("resourceName") for d in get(conf, "permittedHostDevices.pciHostDevices", []) or []}
-    gates = set(get(conf, "developerConfiguration.featureGates", []) or [])
-    allocatable = yaml.safe_load(c.files.get("kubevirt/expected-allocatable.yaml", "null")) or {}
-    hosts = {h.name: (hi, h) for hi, h in enumerate(c.cfg.hosts)}
-    index = {vm.name: (vi, vm) for vi, vm in enumerate(c.cfg.vms)}
-    asked: dict[tuple[str, str], list[tuple[int, str, int]]] = {}
-    for path, text in sorted(c.files.items()):
-        if not (path.startswith("vms/") and path.endswith("/virtualmachine.yaml")):
-            continue
-        vm_doc = yaml.safe_load(text)
-        name = get(vm_doc, "metadata.name")
-        if name not in index:
-            continue
-        vi, vm = index[name]
-        hi, host = hosts[vm.host]
-        what = f"VirtualMachine {get(vm_doc, 'metadata.namespace')}/{name}"
-        template = get(vm_doc, "spec.template", {}) or {}
-        devices = get(template, "spec.domain.devices", {}) or {}
-        node = get(template, "spec.nodeSelector", {}).get("kubernetes.io/hostname") or ",".join(
-            f"{k}={v}" for k, v in sorted((get(template, "spec.nodeSelector", {}) or {}).items()))
-        managed = host.kubevirt is not None and host.kubevirt.manage_kubevirt_config
-        for kind, field_ in (("gpus", "gpus"), ("nvswitches", "hostDevices")):
-            counts: dict[str, int] = {}
-            for d in devices.get(field_, []) or []:
-                counts[d.get("deviceName")] = counts.get(d.get("deviceName"), 0) + 1
-            for resource, n in sorted(counts.items()):
-                if managed and resource not in permitted:
-                    out.append(Violation("kubevirt", what, f"hosts[{hi}].kubevirt.devicePlugins",
-                                         f"requests {resource}, which the KubeVirt CR patch does not permit (permittedHostDevices.pciHostDevices)"))
-                asked.setdefault((node, resource), []).append((vi, kind, n))
-        if managed and devices.get("hostDevices") and "HostDevices" not in gates:
-            out.append(Violation("kubevirt", what, f"hosts[{hi}].kubevirt.featureGates", "uses hostDevices, but the KubeVirt CR patch does not enable the HostDevices feature gate"))
-        if managed and "hooks.kubevirt.io/hookSidecars" in (get(template, "metadata.annotations", {}) or {}) and "Sidecar" not in gates:
-            out.append(Violation("kubevirt", what, f"hosts[{hi}].kubevirt.featureGates", "uses a hook sidecar (pcihole64), but the KubeVirt CR patch does not enable the Sidecar feature gate"))
-    for (node, resource), rows in sorted(asked.items()):
-        if node not in allocatable:
-            continue  # no host facts for this node: the plan says capacity is unchecked
-        have = int((allocatable[node] or {}).get(resource, 0))
-        total = sum(n for _, _, n in rows)
-        if total > have:
-            vi, kind, _ = rows[-1]
-            out.append(Violation("kubevirt", f"Node {node}", f"vms[{vi}].{kind}",
-                                 f"VMs bound to this node request {total} {resource}; it will advertise {have} (one per IOMMU group, host facts)"))
-    return out
-
-
 # --- custom resources and their CRDs ----------------------------------------
 
 
@@ -1358,12 +1306,8 @@ CHART_RESOURCES: dict[str, tuple[ChartResource, ...]] = {
     ),
 }
 
-PRESENT_CRDS: dict[str, tuple[str, ...]] = {
-    # a KubeVirt host cluster runs KubeVirt (v1.9.0, a prerequisite: README, docs/OPERATIONS.md); the plan's
-    # VirtualMachines and the KubeVirt CR patch go to that cluster, through its own provider
-    "kubevirt": ("kubevirt.io/VirtualMachine", "kubevirt.io/KubeVirt"),
-}
-"""CRDs declared present, per hosts[].kind: installed outside gpu-stack as a prerequisite."""
+PRESENT_CRDS: dict[str, tuple[str, ...]] = {kind: h.present_crds for kind, h in HYPERVISORS.items() if h.present_crds}
+"""CRDs declared present, per hosts[].kind (each backend's present_crds): installed outside gpu-stack as a prerequisite."""
 
 # API groups the API server serves itself: no CRD needed
 _BUILTIN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "rbac.authorization.k8s.io", "storage.k8s.io", "node.k8s.io",
@@ -1498,14 +1442,19 @@ default by the kubernetes Service's controller; docs/SOURCES.md, Kubernetes obje
 
 def _declared_namespaces(cfg: StackConfig) -> tuple[set[str], dict[str, str]]:
     """(namespaces the config declares to exist already, namespace -> the config key that decides whether the plan creates it)."""
-    declared = set(preexisting_namespaces(list(cfg.hosts)))
+    declared: set[str] = set()
+    backend_keys: dict[str, str] = {}
+    for h in HYPERVISORS.values():
+        more, more_keys = h.declared_namespaces(cfg)
+        declared |= more
+        for ns, key in more_keys.items():
+            backend_keys.setdefault(ns, key)
     declared |= {q.namespace for q in cfg.addons.gpu_quotas if not q.create_namespace}
     keys: dict[str, str] = {}
     for qi, q in enumerate(cfg.addons.gpu_quotas):
         keys.setdefault(q.namespace, f"addons.gpuQuotas[{qi}].createNamespace")
-    for hi, h in enumerate(cfg.hosts):
-        if h.kind == "kubevirt" and h.kubevirt is not None:
-            keys.setdefault(h.kubevirt.namespace, f"hosts[{hi}].kubevirt.createNamespace")
+    for ns, key in backend_keys.items():
+        keys.setdefault(ns, key)
     return declared, keys
 
 
@@ -1541,8 +1490,13 @@ def rule_namespaces(c: Cluster) -> list[Violation]:
     return out
 
 
+def _backend_rule(name: str, rule: Callable[[Cluster], list[tuple[str, str, str]]]) -> Callable[[Cluster], list[Violation]]:
+    """A hypervisor backend's rule (hypervisors/<kind>/convergence.py): its (object, key, message) rows as Violations."""
+    return lambda c: [Violation(name, obj, key, message) for obj, key, message in rule(c)]
+
+
 RULES: tuple[tuple[str, Callable[[Cluster], list[Violation]]], ...] = (
-    ("kubevirt", rule_kubevirt),
+    *((name, _backend_rule(name, rule)) for h in HYPERVISORS.values() for name, rule in h.convergence_rules),
     ("namespaces", rule_namespaces),
     ("scheduling", rule_scheduling),
     ("networking", rule_networking),

@@ -37,7 +37,7 @@ PLAIN = "tag:gpu-stack,2026:plain"
 try:
     from yaml.cyaml import CParser
 except ImportError:  # pragma: no cover - PyYAML's wheels bundle libyaml
-    raise ImportError("PyYAML without libyaml: stacks/stackfile.py needs yaml.CParser (reinstall PyYAML from its wheel)") from None
+    raise ImportError("PyYAML without libyaml: config/stackfile.py needs yaml.CParser (reinstall PyYAML from its wheel)") from None
 
 
 class _Loader(CParser, yaml.resolver.BaseResolver):

@@ -12,7 +12,7 @@ for boards with resizable BAR or unusual VBIOS settings.
 
 Which BAR sizes are cited from a real capture (tests/test_catalog_bars.py
 derives them from the copies in tests/fixtures/lspci/, with
-render/host_facts.parse_lspci_regions):
+facts/host_facts.parse_lspci_regions):
 - A100-SXM4-80GB: `lspci -v` in a QEMU guest (linux-pci list, 2021-07);
 - B200-SXM-180GB: `lspci -vvv` on an HGX B200 host (Ubicloud blog, 2025-12-15).
 - H100-SXM5-80GB: BAR0 16 MiB, BAR2 128 GiB, BAR4 32 MiB, all three 64-bit

@@ -1,0 +1,106 @@
+"""The hypervisor contract, and the one table that chooses a backend by `hosts[].kind`.
+
+Compose (stacks/compose.py), GpuPassthroughVm (components/gpu_passthrough_vm.py), the config
+checks (stacks/checks.py), the convergence check and the mock harness (tools/mockrun.py) ask
+HYPERVISORS[host.kind]; no other code switches on the kind (tests/test_house.py). A backend
+is one folder, hypervisors/<kind>/, whose backend.py holds its row; it imports config/,
+render/, facts/ and hypervisors/shared.py, never another backend's folder. How to add one:
+docs/ARCHITECTURE.md, "How to add a hypervisor".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable, Protocol
+
+import pulumi
+
+from config.errors import ConfigIssue
+from config.models import Host, StackConfig, Vm
+from hypervisors.kubevirt.backend import BACKEND as KUBEVIRT
+from hypervisors.libvirt.backend import BACKEND as LIBVIRT
+from hypervisors.shared import Machine
+from hypervisors.vsphere.backend import BACKEND as VSPHERE
+
+
+class Preview(Protocol):
+    """One program run's hosts of one kind, from `connect` (its providers registered) to the VMs."""
+
+    def preflight(self, facts: dict, placements: dict) -> None:
+        """The look-ups at preview (or from the hosts' facts, with no invoke); ConfigError naming the key, before any VM exists."""
+
+    def declare(self) -> None:
+        """Resources the kind's VMs share (libvirt: a base image per host)."""
+
+    def place(self, vm: Vm) -> tuple[Any, pulumi.ProviderResource]:
+        """(target, provider) for one VM: the target is what `create` needs of the preview (ids, resolved devices)."""
+
+    def exports(self, vm_name: str) -> dict[str, Any]:
+        """The kind's own keys in the `vms.<vm>` stack output (libvirt: iommuGroups)."""
+
+
+class Mock(Protocol):
+    """The kind's provider under tools/mockrun.py: its invokes, and its resources' outputs in update mode."""
+
+    def handles(self, token: str) -> bool: ...
+
+    def invoke(self, token: str, args: dict) -> Any: ...
+
+    def outputs(self, typ: str, name: str, state: dict) -> None: ...
+
+
+class Hypervisor(Protocol):
+    kind: str
+    """The hosts[].kind it serves (config/models.py Host.kind)."""
+
+    # --- config (stacks/checks.py), before anything is registered
+    def host_issues(self, hi: int, host: Host, vms: list[tuple[int, Vm]], secrets: set[str]) -> list[ConfigIssue]:
+        """The host's own block (and no other kind's), and what the host needs of the VMs on it."""
+
+    def vm_issues(self, hi: int, host: Host, vi: int, vm: Vm) -> list[ConfigIssue]:
+        """One VM on a host of this kind: its kind's block (and no other kind's), what the backend cannot do."""
+
+    def stack_issues(self, cfg: StackConfig, secrets: set[str], by_host: dict[str, list]) -> list[ConfigIssue]:
+        """What spans hosts of this kind: credentials, one shared host cluster."""
+
+    def firmware_issues(self, vi: int, vm: Vm) -> list[ConfigIssue] | None:
+        """vms[].firmware where the backend decides it itself (libvirt: the host's OVMF); None: the neutral rules."""
+
+    def default_network(self, vm: Vm) -> tuple[ipaddress.IPv4Network, str] | None:
+        """(network, what it is) a VM without an address is assumed on, for the pod/service CIDR overlap check."""
+
+    limits_address_bits: bool
+    """Guest RAM plus the 64-bit hole must fit the host's physical address bits (QEMU's limit)."""
+
+    # --- identity
+    def derived_mac(self, stack: str, vm_name: str) -> str:
+        """The MAC rule: a MAC derived from stack and VM name, in the range the backend accepts."""
+
+    # --- preview (stacks/compose.py): connect every kind, then preflight every kind, then declare
+    def connect(self, cfg: StackConfig, hosts: list[Host], secrets: dict[str, pulumi.Output[str]]) -> Preview:
+        """Register the providers of these hosts (the used hosts of this kind; possibly none)."""
+
+    # --- under GpuPassthroughVm: the neutral VmPlan mapped onto the provider's resources
+    def create(self, parent: pulumi.Resource, name: str, args: Any, user_data: pulumi.Output[str]) -> Machine:
+        """args: components/gpu_passthrough_vm.py GpuPassthroughVmArgs (vm, host, plan, provider, target, ...)."""
+
+    # --- the convergence check (convergence/analysis.py)
+    convergence_rules: tuple[tuple[str, Callable[[Any], list[tuple[str, str, str]]]], ...]
+    """(rule name, rule): each rule takes the check's Cluster and returns (object, key, message) rows."""
+    present_crds: tuple[str, ...]
+    """CRDs a host cluster of this kind has installed as a prerequisite."""
+
+    def declared_namespaces(self, cfg: StackConfig) -> tuple[set[str], dict[str, str]]:
+        """(namespaces declared to exist, namespace -> the key that decides whether the plan creates it)."""
+
+    # --- the mock harness (tools/mockrun.py)
+    def mock(self, config: dict[str, str], options: dict[str, Any]) -> Mock:
+        """The kind's fake provider; it pops the run() options it knows (node_devices, vsphere_pci, ...)."""
+
+
+HYPERVISORS: dict[str, Hypervisor] = {
+    LIBVIRT.kind: LIBVIRT,
+    VSPHERE.kind: VSPHERE,
+    KUBEVIRT.kind: KUBEVIRT,
+}
+"""Every backend, by hosts[].kind; the order is the order of registration at preview. A new backend adds its line here."""

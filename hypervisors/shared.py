@@ -1,0 +1,55 @@
+"""What every backend's folder may use besides its own files: the machine a backend creates, and the mock helpers.
+
+A backend folder imports this module and config/, render/, facts/; never another backend's folder
+(tests/test_house.py). hypervisors/base.py holds the contract and the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pulumi
+
+
+@dataclass
+class Machine:
+    """What a backend's `create` made under GpuPassthroughVm."""
+
+    id: pulumi.Output[str]
+    """The provider's id of the VM (libvirt Domain, vSphere VirtualMachine, KubeVirt VirtualMachine)."""
+    ip: pulumi.Output[str | None]
+    devices: tuple[str, ...]
+    """The devices as this backend names them: PCI functions (libvirt), host device ids (vSphere), resource names (KubeVirt)."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """The backend's own outputs of the component (mmio64Gib, ...)."""
+    ssh_port: pulumi.Output[int] | None = None
+    """Where the guest's SSH answers, when not on port 22 of `ip` (a KubeVirt NodePort)."""
+
+
+# --- the mock harness (tools/mockrun.py) ---------------------------------------------
+
+
+class ProviderInvokeError(grpc.RpcError):
+    """An invoke the provider answered with an error, as the real engine hands it to the SDK: a gRPC status
+    whose details carry the provider's message (pulumi-libvirt 0.5.4 under the real engine: "invocation of
+    TOKEN returned an error: invoking TOKEN: 1 error occurred: * <message>"). The SDK raises it to the caller
+    of invoke; a plain exception from a mock would instead be an unhandled RPC failure that ends the program."""
+
+    def __init__(self, token: str, message: str):
+        super().__init__(message)
+        self._details = f"invocation of {token} returned an error: invoking {token}: 1 error occurred:\n\t* {message}\n\n"
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNKNOWN
+
+    def details(self) -> str:
+        return self._details
+
+
+def fake_ip(name: str) -> str:
+    """The address a mocked VM reports in update mode."""
+    h = hashlib.sha256(name.encode()).digest()
+    return f"192.168.122.{10 + h[0] % 200}"
