@@ -65,7 +65,7 @@ def test_the_bench_types_no_version_pin_of_its_own():
 
 
 def test_the_bench_follows_the_support_catalog(monkeypatch):
-    from stacks import support
+    from config import support
 
     monkeypatch.setattr(support, "KUBERNETES_NEWEST_PATCH", {(1, 35): ("1.35.9", "test"), (1, 37): ("1.37.2", "test")})
     # 1.37 is past what the default GPU Operator (v26.7.0) supports: the bench takes the newest one it does

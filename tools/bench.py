@@ -49,7 +49,7 @@ def pins(os_version: str = "22.04") -> tuple[str, str]:
     against the README and the support catalog)."""
     import yaml
 
-    from stacks import compat, support
+    from config import compat, support
     from config.models import GpuOperator
     from config.types import version_tuple
 
