@@ -546,3 +546,47 @@ def evaluate(node: str, gpus: list[Gpu], expected: Expected, *, min_fraction: fl
                                 f"({_P2P_CAUSE[status]}); {len(bad)} of {len(matrices[0].status)} GPU pairs not OK; {DIAGNOSE['p2p']}")
 
     return Verdict(node, not failures, dcgm, busbw, expected.busbw_gbps, p2p, tuple(failures))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# which nodes burn in, and what each is expected to reach (plan, checks, compose)
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    node: str
+    gpus: int
+    """Physical GPUs: all_reduce_perf -g and dcgmi's GPU list."""
+    request: int
+    """What each burn-in Pod requests of the GPU resource: the node's whole allocatable (time-slicing replicas included)."""
+    expected: Expected
+
+
+def not_run_reason(cfg) -> str | None:
+    """Why the stack runs no burn-in at all (None: it does, on every VM with GPUs)."""
+    if not cfg.burn_in.enabled:
+        return "burnIn.enabled is false"
+    if cfg.guest is None or cfg.kubernetes is None or cfg.kubernetes.mode == "existing":
+        return "gpu-stack does not manage the cluster (kubernetes.mode existing or no guest), so it cannot cordon the nodes"
+    if not (cfg.addons.device_plugin.enabled or cfg.addons.gpu_operator.enabled):
+        return "no device plugin or GPU Operator advertises the GPUs"
+    return None
+
+
+def node_plans(cfg) -> dict[str, NodePlan]:
+    """VM name -> its burn-in, for every VM with GPUs (empty when not_run_reason)."""
+    if not_run_reason(cfg) is not None:
+        return {}
+    ts = cfg.addons.device_plugin.time_slicing if cfg.addons.device_plugin.enabled else None
+    out = {}
+    for vm in cfg.vms:
+        if not vm.gpus:
+            continue
+        models = [g.model for g in vm.gpus]
+        exp = node_expected(models, dict(cfg.burn_in.expected_busbw_gbps)) if cfg.burn_in.nccl else \
+            Expected(models[0], len(models), None, "n/a", "burnIn.nccl is false", INTERCONNECT[models[0]].nvlink_generation > 0)
+        # time-slicing: all the replicas, so nothing shares the GPUs during the burn-in; with failRequestsGreaterThanOne
+        # a Pod may ask for one replica only, which is all of a one-GPU node (stacks/checks.py refuses more GPUs)
+        request = len(vm.gpus) if ts is None else (1 if ts.fail_requests_greater_than_one else len(vm.gpus) * ts.replicas)
+        out[vm.name] = NodePlan(vm.name, len(vm.gpus), request, exp)
+    return out

@@ -10,6 +10,7 @@ import ipaddress
 from collections import defaultdict
 from urllib.parse import urlsplit
 
+from render.burnin import node_plans
 from render.catalog import BAR_SIZE_REQUIRED
 from render.helm_values import CALICO_UPSTREAM
 from render.identity import derived_mac, in_vmware_static_range
@@ -256,6 +257,27 @@ def _check_fleet(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
         for si, switch in enumerate(vm.nvswitches):
             if switch.model in BAR_SIZE_REQUIRED and switch.bar_mib is None:
                 issues.append(ConfigIssue(f"vms[{vi}].nvswitches[{si}].barMib", f"{switch.model}: the catalog has no cited BAR size for this part yet; set it from `lspci -vv -s {switch.address}` (MiB)"))
+    return issues + _check_burn_in(cfg)
+
+
+def _check_burn_in(cfg: StackConfig) -> list[ConfigIssue]:
+    """Every node that burns in has an expected all-reduce figure (catalog or config) and can request all its GPUs."""
+    issues = []
+    ts = cfg.addons.device_plugin.time_slicing if cfg.addons.device_plugin.enabled else None
+    plans = node_plans(cfg)
+    missing: set[str] = set()
+    for vi, vm in enumerate(cfg.vms):
+        plan = plans.get(vm.name)
+        if plan is None:
+            continue
+        if plan.expected.origin == "missing" and (plan.expected.model, plan.gpus) not in missing:
+            missing.add((plan.expected.model, plan.gpus))
+            issues.append(ConfigIssue("burnIn.expectedBusbwGbps", f"{plan.expected.model}: no sourced all-reduce busbw for {plan.gpus} GPUs "
+                                      f"(vms[{vi}] {vm.name}: {plan.expected.source}); give `{plan.expected.model}: <GB/s>` measured on a "
+                                      "healthy node (docs/OPERATIONS.md, Burn-in), or set burnIn.nccl: false"))
+        if ts is not None and ts.fail_requests_greater_than_one and len(vm.gpus) > 1:
+            issues.append(ConfigIssue("burnIn.enabled", f"vms[{vi}] {vm.name}: its {len(vm.gpus)} time-sliced GPUs cannot all go to one burn-in Pod "
+                                      "while addons.devicePlugin.timeSlicing.failRequestsGreaterThanOne is true; set that false, or burnIn.enabled: false"))
     return issues
 
 

@@ -285,3 +285,23 @@ def test_as_output_shape():
                  dcgm_text=text(DCGM_4), nccl_text=text(H100_RUN), p2p_text=None)
     assert v.as_output() == {"ok": True, "dcgm": "pass", "busbwGbps": 470.73, "expectedBusbwGbps": 478.1, "p2p": "skipped", "failures": []}
     assert burnin.DIAGNOSE  # every cause has its diagnosis line
+
+
+# --- the plan: which nodes burn in, and where their figure comes from --------------------------------------------
+
+
+def _cfg(stack: str):
+    from stacks.load import parse_stack_config
+    from tests.conftest import stack_file
+    return parse_stack_config(stack_file(stack), {"sshPrivateKey", "grafanaAdminPassword", "kubevirtKubeconfig", "vsphereUser", "vspherePassword"}, stack)[0]
+
+
+def test_node_plans_of_the_example_stacks():
+    prod = burnin.node_plans(_cfg("prod"))
+    (plan,) = prod.values()
+    assert plan.gpus == 8 and plan.request == 8
+    assert plan.expected.origin == "config" and plan.expected.busbw_gbps == 200 and plan.expected.p2p_required
+    dev = burnin.node_plans(_cfg("dev"))["gpu-dev-0"]
+    assert dev.request == 1 and dev.expected.origin == "n/a"  # one L40S, time-sliced: its one replica is the whole GPU
+    fleet = burnin.node_plans(_cfg("fleet"))
+    assert fleet and all(p.expected.source == "burnIn.nccl is false" for p in fleet.values())
