@@ -58,3 +58,50 @@ def plan_summary(cfg) -> dict[str, Any]:
                          "p2pRequired": p.expected.p2p_required and p.gpus > 1}
                   for name, p in sorted(node_plans(cfg).items())},
     }
+
+
+def _job_logs(stdout: str) -> dict[str, str]:
+    """`--- burn-in <job> ---` blocks of the gate's stdout -> job name -> its log."""
+    logs: dict[str, str] = {}
+    current = None
+    for line in (stdout or "").splitlines():
+        if line.startswith("--- burn-in ") and line.endswith(" ---") and line != "--- burn-in ---":
+            current = line.removeprefix("--- burn-in ").removesuffix(" ---")
+            logs[current] = ""
+        elif line == "--- burn-in ---":
+            current = None
+        elif current is not None:
+            logs[current] += line + "\n"
+    return logs
+
+
+def _section(log: str, name: str) -> str | None:
+    marker = f"--- {name} ---\n"
+    if marker not in log:
+        return None
+    body = log.split(marker, 1)[1]
+    out = []
+    for line in body.splitlines():
+        if line.startswith("--- ") and line.endswith(" ---"):
+            break
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def parse_gate_output(stdout: str, plan: NodePlan, min_fraction: float) -> dict[str, Any]:
+    """The gate's stdout -> the node's entry of the `burnIn` stack output (render/burnin.Verdict.as_output)."""
+    from render.burnin import Gpu, evaluate
+    if "skipped (nothing rolled out)" in (stdout or ""):
+        return {"skipped": "nothing rolled out"}
+    logs = _job_logs(stdout)
+    dcgm_log = next((v for k, v in logs.items() if k.endswith("-dcgm")), "")
+    nccl_log = next((v for k, v in logs.items() if k.endswith("-nccl")), None)
+    gpus = []
+    for row in (_section(dcgm_log, "gpus") or "").splitlines():
+        parts = [p.strip() for p in row.split(",")]
+        if len(parts) == 3 and parts[0].isdigit():
+            gpus.append(Gpu(int(parts[0]), parts[1], parts[2]))
+    verdict = evaluate(plan.node, gpus, plan.expected, min_fraction=min_fraction, dcgm_text=_section(dcgm_log, "dcgm"),
+                       nccl_text=None if nccl_log is None else _section(nccl_log, "nccl"),
+                       p2p_text=_section(dcgm_log, "p2p") if plan.expected.p2p_required and plan.gpus > 1 else None)
+    return {**verdict.as_output(), "expectedOrigin": plan.expected.origin}

@@ -29,6 +29,10 @@ from render.domain_xslt import pcie_problems
 from render.guest_scripts import credentials_stdin_names, guest_phases, join_token_phase, upgrade_phases
 from render.hypervisor import smt_undeclared
 from components.node_upgrade import NodeUpgrade, NodeUpgradeArgs
+from render.burnin import node_plans
+from render.burnin_gate import burnin_phase
+from render.helm_values import uses_runtime_class
+from render.k8s_manifests import RUNTIME_CLASS
 from render.nvidia_smi import parse_verify_output
 from render.rollout import waves
 from render.host_facts import ENV as HOST_FACTS_ENV
@@ -521,6 +525,8 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
     upgrades: dict[str, NodeUpgrade] = {}
     previous_wave: list[pulumi.Resource] = []
     rollout = waves(cfg)
+    burn_in = node_plans(cfg)
+    runtime_class = RUNTIME_CLASS if uses_runtime_class(cfg.guest) else None
     for wave in rollout:
         done = []
         for name in wave:
@@ -531,7 +537,9 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
                                     control_plane=role == "init", gpu_resource=resource,
                                     expected_allocatable=expected.get(name, {}).get(resource),
                                     plugin_logs=plugin_logs_command(cfg), kubeconfig_on_stdin=k is not None and k.mode != "init",
-                                    in_cluster=k is not None and k.mode == "existing", family=cfg.guest.os.family)
+                                    in_cluster=k is not None and k.mode == "existing", family=cfg.guest.os.family,
+                                    burn_in=burnin_phase(burn_in[name], cfg, "upgrade", runtime_class, resource,
+                                                         kubeconfig_on_stdin=k is not None and k.mode != "init") if name in burn_in else None)
             upgrade = NodeUpgrade(f"{name}-upgrade", NodeUpgradeArgs(
                 node_name=name, phases=phases,
                 node=guest_connection(stack, vms[name]),

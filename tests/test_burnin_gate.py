@@ -191,3 +191,29 @@ def test_the_script_is_in_the_rendered_phase():
     ph = phase()
     assert ph.name == "burn-in" and ph.params["GS_BURNIN_JOBS"] == f"burnin-{NODE}-dcgm burnin-{NODE}-nccl"
     assert (ROOT / "scripts/guest/burn-in.sh").exists()
+
+
+def test_the_stack_output_parses_the_gates_stdout(tmp_path):
+    from render.burnin_gate import parse_gate_output
+    sb = sandbox(tmp_path, dcgm_log(text(DCGM_4)), nccl_log(text(H100_RUN)))
+    result = run(sb, phase())
+    assert result.returncode == 0, result.stderr
+    exp = expected_busbw("H100-SXM5-80GB", 8)
+    exp = type(exp)(exp.model, 8, exp.busbw_gbps, exp.origin, exp.source, False)  # as phase() renders it: P2P not required
+    out = parse_gate_output(result.stdout, NodePlan(NODE, 8, 8, exp), 0.8)
+    assert out == {"ok": True, "dcgm": "pass", "busbwGbps": 470.73, "expectedBusbwGbps": 478.1, "p2p": "skipped",
+                   "failures": [], "expectedOrigin": "catalog"}
+    required = type(exp)(exp.model, 8, exp.busbw_gbps, exp.origin, exp.source, True)  # the empty p2p section then fails
+    assert parse_gate_output(result.stdout, NodePlan(NODE, 8, 8, required), 0.8)["p2p"] == "missing"
+    assert parse_gate_output("--- burn-in ---\nnode gpu-0 skipped (nothing rolled out)\n", NodePlan(NODE, 8, 8, exp), 0.8) == {"skipped": "nothing rolled out"}
+
+
+def test_the_jobs_tolerate_the_configured_node_taints():
+    from render.burnin import node_plans
+    cfg = _cfg("prod")
+    from stacks.config import Taint
+    taint = Taint(key="example.com/reserved", value="gpu", effect="NoExecute")
+    cfg = cfg.model_copy(update={"kubernetes": cfg.kubernetes.model_copy(update={"node_taints": (taint,)})})
+    (plan,) = node_plans(cfg).values()
+    for job in [o for o in node_jobs(plan, cfg, None, "nvidia.com/gpu") if o["kind"] == "Job"]:
+        assert {"key": "example.com/reserved", "operator": "Equal", "value": "gpu", "effect": "NoExecute"} in job["spec"]["template"]["spec"]["tolerations"]
