@@ -573,20 +573,33 @@ def not_run_reason(cfg) -> str | None:
     return None
 
 
-def node_plans(cfg) -> dict[str, NodePlan]:
-    """VM name -> its burn-in, for every VM with GPUs (empty when not_run_reason)."""
+def skipped_nodes(cfg) -> dict[str, str]:
+    """VMs with GPUs that do not burn in although the stack does, and why (the plan says so)."""
     if not_run_reason(cfg) is not None:
         return {}
     ts = cfg.addons.device_plugin.time_slicing if cfg.addons.device_plugin.enabled else None
+    if ts is None or not ts.fail_requests_greater_than_one:
+        return {}
+    return {vm.name: f"its {len(vm.gpus)} time-sliced GPUs cannot all go to one Pod while "
+                     "addons.devicePlugin.timeSlicing.failRequestsGreaterThanOne is true"
+            for vm in cfg.vms if len(vm.gpus) > 1}
+
+
+def node_plans(cfg) -> dict[str, NodePlan]:
+    """VM name -> its burn-in, for every VM with GPUs (empty when not_run_reason; none for skipped_nodes)."""
+    if not_run_reason(cfg) is not None:
+        return {}
+    ts = cfg.addons.device_plugin.time_slicing if cfg.addons.device_plugin.enabled else None
+    skipped = skipped_nodes(cfg)
     out = {}
     for vm in cfg.vms:
-        if not vm.gpus:
+        if not vm.gpus or vm.name in skipped:
             continue
         models = [g.model for g in vm.gpus]
         exp = node_expected(models, dict(cfg.burn_in.expected_busbw_gbps)) if cfg.burn_in.nccl else \
             Expected(models[0], len(models), None, "n/a", "burnIn.nccl is false", INTERCONNECT[models[0]].nvlink_generation > 0)
         # time-slicing: all the replicas, so nothing shares the GPUs during the burn-in; with failRequestsGreaterThanOne
-        # a Pod may ask for one replica only, which is all of a one-GPU node (stacks/checks.py refuses more GPUs)
+        # a Pod may ask for one replica only, which is all of a one-GPU node (more GPUs: skipped_nodes)
         request = len(vm.gpus) if ts is None else (1 if ts.fail_requests_greater_than_one else len(vm.gpus) * ts.replicas)
         out[vm.name] = NodePlan(vm.name, len(vm.gpus), request, exp)
     return out

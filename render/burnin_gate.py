@@ -47,7 +47,7 @@ def burnin_phase(plan: NodePlan, cfg, mode: str, runtime_class_name: str | None,
 
 def plan_summary(cfg) -> dict[str, Any]:
     """For the plan (burn-in.json) and the `burnInPlan` output: per node, the Jobs and the expected busbw with its origin."""
-    from render.burnin import node_plans, not_run_reason
+    from render.burnin import node_plans, not_run_reason, skipped_nodes
     reason = not_run_reason(cfg)
     if reason is not None:
         return {"enabled": False, "reason": reason}
@@ -57,6 +57,7 @@ def plan_summary(cfg) -> dict[str, Any]:
                          "expectedBusbwGbps": p.expected.busbw_gbps, "origin": p.expected.origin, "source": p.expected.source,
                          "p2pRequired": p.expected.p2p_required and p.gpus > 1}
                   for name, p in sorted(node_plans(cfg).items())},
+        "skipped": skipped_nodes(cfg),
     }
 
 

@@ -261,9 +261,8 @@ def _check_fleet(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
 
 
 def _check_burn_in(cfg: StackConfig) -> list[ConfigIssue]:
-    """Every node that burns in has an expected all-reduce figure (catalog or config) and can request all its GPUs."""
+    """Every node that burns in has an expected all-reduce figure (catalog or config)."""
     issues = []
-    ts = cfg.addons.device_plugin.time_slicing if cfg.addons.device_plugin.enabled else None
     plans = node_plans(cfg)
     missing: set[str] = set()
     for vi, vm in enumerate(cfg.vms):
@@ -275,9 +274,6 @@ def _check_burn_in(cfg: StackConfig) -> list[ConfigIssue]:
             issues.append(ConfigIssue("burnIn.expectedBusbwGbps", f"{plan.expected.model}: no sourced all-reduce busbw for {plan.gpus} GPUs "
                                       f"(vms[{vi}] {vm.name}: {plan.expected.source}); give `{plan.expected.model}: <GB/s>` measured on a "
                                       "healthy node (docs/OPERATIONS.md, Burn-in), or set burnIn.nccl: false"))
-        if ts is not None and ts.fail_requests_greater_than_one and len(vm.gpus) > 1:
-            issues.append(ConfigIssue("burnIn.enabled", f"vms[{vi}] {vm.name}: its {len(vm.gpus)} time-sliced GPUs cannot all go to one burn-in Pod "
-                                      "while addons.devicePlugin.timeSlicing.failRequestsGreaterThanOne is true; set that false, or burnIn.enabled: false"))
     return issues
 
 

@@ -426,8 +426,6 @@ ROWS: tuple[Row, ...] = (
     # the burn-in gate (issue 27)
     Row("burnIn", "on", why="valid dictionary"),
     Row("burnIn.enabled", "yes please", why="valid boolean"),
-    Row("burnIn.enabled", True, why="failRequestsGreaterThanOne is true", setup={"vms[0].gpus[1]": {"address": "0000:3c:00.0", "model": "L40S", "numaNode": 0},
-                                                                                   "burnIn.expectedBusbwGbps": {"L40S": 20}, "burnIn.enabled": False}),
     Row("burnIn.dcgmLevel", 0, why="greater than or equal to 1"),
     Row("burnIn.dcgmLevel", 5, why="less than or equal to 4"),
     Row("burnIn.nccl", "allreduce", why="valid boolean"),

@@ -305,3 +305,14 @@ def test_node_plans_of_the_example_stacks():
     assert dev.request == 1 and dev.expected.origin == "n/a"  # one L40S, time-sliced: its one replica is the whole GPU
     fleet = burnin.node_plans(_cfg("fleet"))
     assert fleet and all(p.expected.source == "burnIn.nccl is false" for p in fleet.values())
+
+
+def test_time_sliced_multi_gpu_nodes_are_skipped_and_say_why():
+    from stacks.load import parse_stack_config
+    from tests.conftest import stack_file
+    raw = stack_file("dev")
+    raw["vms"][0]["gpus"].append({"address": "0000:3c:00.0", "model": "L40S", "numaNode": 0})
+    raw["burnIn"] = {"expectedBusbwGbps": {"L40S": 20}}
+    cfg = parse_stack_config(raw, {"sshPrivateKey", "grafanaAdminPassword"}, "dev")[0]
+    assert burnin.node_plans(cfg) == {}
+    assert "failRequestsGreaterThanOne is true" in burnin.skipped_nodes(cfg)["gpu-dev-0"]

@@ -621,6 +621,7 @@ def burnin_summary(cfg: StackConfig) -> list[str]:
             f"expected busbw {p['expectedBusbwGbps']:g} GB/s (from {p['origin']}), gate at {doc['minBusbwFraction']:g} x"
         lines.append(f"  burn-in {node}: Jobs {', '.join(p['jobs'])} (dcgmi diag -r {doc['dcgmLevel']}, {p['request']} GPUs); {figure}"
                      + ("; P2P required" if p["p2pRequired"] else ""))
+    lines += [f"  burn-in {node}: skipped ({why})" for node, why in sorted(doc["skipped"].items())]
     return lines
 
 
