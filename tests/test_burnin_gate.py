@@ -217,3 +217,13 @@ def test_the_jobs_tolerate_the_configured_node_taints():
     (plan,) = node_plans(cfg).values()
     for job in [o for o in node_jobs(plan, cfg, None, "nvidia.com/gpu") if o["kind"] == "Job"]:
         assert {"key": "example.com/reserved", "operator": "Equal", "value": "gpu", "effect": "NoExecute"} in job["spec"]["template"]["spec"]["tolerations"]
+
+
+def test_the_doctor_bundle_keeps_the_burn_in_verdict_and_output():
+    from render.diagnosis import Evidence, Expected, evidence_files
+    log = dcgm_log(text(DCGM_FM_DOWN))
+    ev = Evidence(k8s={"node": {"metadata": {"name": NODE, "labels": {"gpu-stack.io/burn-in": "failed"}}, "status": {}}},
+                  pod_logs={f"gpu-stack-burnin/burnin-{NODE}-dcgm-abcde": log, "default/train-0": "epoch 1"})
+    files = evidence_files(Expected(vm=NODE, gpu_count=8), ev, [])
+    bundle = files["kubernetes/burn-in.txt"]
+    assert bundle.startswith(f"node {NODE}: burn-in failed\n") and "'system not yet initialized'" in bundle and "epoch 1" not in bundle
