@@ -378,7 +378,8 @@ def test_gpu_request_needs_a_gpu_node():
     cfg = config("dev").model_dump(by_alias=True)
     cfg["vms"][0]["gpus"] = []
     got = check(plan, StackConfig.model_validate(cfg), rules=["scheduling"])
-    assert [(v.object, v.key) for v in got] == [("Job gpu-stack-smoke/gpu-smoke-test", "vms")]
+    # the plan's burn-in Job (issue 27) asks for the node's GPU as well
+    assert [(v.object, v.key) for v in got] == [("Job gpu-stack-burnin/burnin-gpu-dev-0-dcgm", "vms"), ("Job gpu-stack-smoke/gpu-smoke-test", "vms")]
 
 
 def test_joining_nodes_known_only_at_deploy_take_the_config_labels():
@@ -493,7 +494,7 @@ def test_runtime_class_name_must_exist():
     plan = remove(golden("dev"), "manifests/nvidia-runtime-class-objects")
     got = check(plan, config("dev"), rules=["runtime"])
     assert {v.object for v in got} == {"DaemonSet gpu-monitoring/dcgm-exporter", "Job gpu-stack-smoke/gpu-smoke-test",
-                                       "DaemonSet nvidia-device-plugin/nvidia-device-plugin"}
+                                       "DaemonSet nvidia-device-plugin/nvidia-device-plugin", "Job gpu-stack-burnin/burnin-gpu-dev-0-dcgm"}
     assert {v.key for v in got} == {"guest.containerRuntime.nvidiaDefault"}
 
 
