@@ -317,3 +317,80 @@ PCIE_GPUS = frozenset({
     "T4", "V100-PCIE-16GB", "P100-PCIE-16GB", "RTX-3090", "RTX-4090",
 })
 """PCIe cards: no NVSwitch baseboard (H100 NVL pairs by NVLink bridge, not a switch)."""
+
+
+# --- issue 27: the interconnect, for the burn-in gate's expected all-reduce bandwidth ----------
+# What each figure rests on (render/burnin.py derives the node's expected busbw from these):
+# - [nvlink-s] `nvidia-smi nvlink -s` of an H100 80GB HBM3 SXM: 18 links at 26.562 GB/s each
+#   (tests/fixtures/nvidia-smi/nvidia-smi-nvlink-s.1xH100-SXM-80GB-VM.590.48.01.txt; tests/test_burnin.py
+#   counts them from that copy). NVIDIA's health-validation reference (docs.nvidia.com/health-validation,
+#   checks/nvlink, `nvlink_bandwidth_count_speed`) expects the same: 18 links, "H100: 26562" MB/s per link.
+# - [fm] the Fabric Manager User Guide 2.3 (above): A100 has 12 NVLinks per GPU, H100 18; HGX H200 and H20
+#   have "the same H100 VM configuration, NVLink topology, and NVSwitch assignment"; HGX H800 and HGX A800
+#   follow H100 and A100 with "only the number of GPU NVLinks differing" (the guide does not give the number).
+# - [nvls] NCCL's maintainer (sjeaugey, NVIDIA/nccl-tests#212, 2024-05-06): on 8 H100 on NVSwitch the
+#   NVLink SHARP all-reduce (the default there) peaks at busBw ~480 GB/s, only at large sizes; that is the
+#   per-GPU NVLink line rate, 18 x 26.562 = 478.1 GB/s. The 8x H100 burn-in capture measured 470.7 at 2 GiB.
+# - [a100-run] a real 8x A100-SXM4-40GB bare-metal all-reduce (OCI BM.GPU4.8; tests/fixtures/burn-in/
+#   all_reduce_perf.8xA100-SXM4-40GB-OCI-BM.GPU4.8.single-size-10G.txt): busbw 235.43 at 10 GiB. A100 has no
+#   NVLink SHARP and no per-link rate was read from a primary source, so the measured run is the reference.
+# - [pcie] the PCIe generation of the PCIe cards, from `nvidia-smi -q` captures in tests/fixtures/nvidia-smi/
+#   ("PCIe Generation / Max", `-q -x` <max_link_gen>): L40S 4 (1xL40S VM, 595.80), P100 3 (1xP100 VM,
+#   510.47.03). The A10G capture shows 4, but the A10G is not a catalog model. Others: None (no capture).
+# Not sourced, so config gives the figure (burnIn.expectedBusbwGbps, stacks/checks.py refuses a node without it):
+# - H800-SXM5-80GB and A800-SXM4-80GB: reduced NVLink (export-control parts). Secondary pages say 400 GB/s
+#   bidirectional per GPU; no NVIDIA datasheet or capture was read (FIELD-FACTS "Burn-in"), so no number here.
+# - B200/B300 (NVLink 5): no per-link rate or all-reduce run read.
+# - V100-SXM2: hybrid cube-mesh, no NVSwitch; only pairwise runs were captured (NV2 42.4, NV1 21.9 GB/s).
+# - every PCIe card: no PCIe-only all-reduce run is in the captures.
+
+
+@dataclass(frozen=True)
+class Interconnect:
+    nvlink_generation: int
+    """0: no NVLink between the GPUs of a node."""
+    nvlink_links: int | None
+    """NVLinks per GPU; None where no source gives the count."""
+    nvlink_link_gbps: float | None
+    """Per link and direction, GB/s; None where no source gives it."""
+    nvswitch: bool
+    """The GPUs sit on an NVSwitch baseboard (NVSWITCH_BOARD)."""
+    pcie_generation: int | None
+    """PCIe generation of the card's host link, where a capture shows it (PCIe cards only)."""
+    reference_busbw_gbps: float | None
+    """All-reduce bus bandwidth a healthy full board reaches, GB/s (derived or measured, see `source`); None: config."""
+    source: str
+    """Where the figures come from (the [tags] above)."""
+
+
+H100_LINK_GBPS = 26.562
+"""NVLink 4 per link and direction, as `nvidia-smi nvlink -s` prints it for H100 SXM [nvlink-s]."""
+A100_8GPU_MEASURED_BUSBW = 235.43
+"""Out-of-place busbw at 10 GiB, 8x A100-SXM4-40GB bare metal [a100-run]."""
+
+
+def _interconnect(model: str) -> Interconnect:
+    gen = NVLINK_GENERATION.get(model, 0)
+    switch = model in NVSWITCH_BOARD
+    if model in ("H100-SXM5-80GB", "H200-SXM-141GB", "H20-96GB"):
+        return Interconnect(gen, 18, H100_LINK_GBPS, switch, None, round(18 * H100_LINK_GBPS, 1),
+                            "18 links [nvlink-s; fm: H200/H20 share H100's NVLink topology] x 26.562 GB/s [nvlink-s], "
+                            "the NVLS all-reduce peak [nvls: NVIDIA/nccl-tests#212]")
+    if model in ("A100-SXM4-40GB", "A100-SXM4-80GB"):
+        return Interconnect(gen, 12, None, switch, None, A100_8GPU_MEASURED_BUSBW,
+                            "12 links [fm]; measured 8x A100-SXM4-40GB all-reduce, 235.43 GB/s at 10 GiB [a100-run]"
+                            + ("" if model == "A100-SXM4-40GB" else " (same NVLink generation and link count)"))
+    pcie = {"L40S": 4, "P100-PCIE-16GB": 3}.get(model)
+    if gen:
+        return Interconnect(gen, None, None, switch, None, None,
+                            "reduced NVLink, link count not in a primary source" if model in ("H800-SXM5-80GB", "A800-SXM4-80GB")
+                            else "no sourced NVLink rate or all-reduce run")
+    return Interconnect(0, None, None, False, pcie, None,
+                        "PCIe card" + (f", Gen{pcie} (`nvidia-smi -q` capture)" if pcie else "") + "; no PCIe-only all-reduce run sourced")
+
+
+INTERCONNECT: dict[str, Interconnect] = {m: _interconnect(m) for m in GPU_MODELS}
+"""Per GPU model: NVLink generation and links, NVSwitch or not, PCIe generation, and the sourced busbw (or None)."""
+
+BUSBW_REQUIRED = frozenset(m for m, i in INTERCONNECT.items() if i.reference_busbw_gbps is None)
+"""Models whose expected all-reduce busbw must come from the config (burnIn.expectedBusbwGbps)."""

@@ -8,7 +8,7 @@ which reports the exact key path of each problem.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, model_validator
 
@@ -463,6 +463,40 @@ class Fleet(Model):
     this is true, which says you drain each node yourself before `pulumi up` (docs/OPERATIONS.md, Upgrading)."""
 
 
+# --- the burn-in gate (issue 27; render/burnin.py, docs/OPERATIONS.md "Burn-in") -----
+
+
+DCGM_IMAGE = "nvcr.io/nvidia/cloud-native/dcgm:4.6.0-1-ubuntu24.04"
+"""DCGM 4.6.0 with dcgmi and the diagnostics: the standalone DCGM image GPU Operator v26.7.0 pins (values.yaml `dcgm:`,
+tests/reference/gpu-operator-v26.7.0.values.yaml); NVIDIA/DCGM docker/Dockerfile.* installs datacenter-gpu-manager-4-cuda12."""
+NCCL_TESTS_IMAGE = "public.ecr.aws/hpc-cloud/nccl-tests:cuda12.8.1-efa1.43.2-ofiv1.16.3-ncclv2.27.7-1-testsv2.16.9"
+"""nccl-tests v2.16.9 on NCCL 2.27.7 and CUDA 12.8.1, binaries in /opt/nccl-tests/build/: the image NVIDIA's AICR v0.11.1
+runs its EKS all-reduce check with (docs/SOURCES.md, Burn-in)."""
+
+
+class BurnIn(Model):
+    enabled: bool = True
+    """Burn in every GPU node (DCGM diagnostics, an NCCL all-reduce over all its GPUs, P2P) before it takes work: at
+    the first deploy and after every upgrade wave. A node that fails stays cordoned. VMs without GPUs never run it."""
+    dcgm_level: int = Field(default=2, ge=1, le=4)
+    """`dcgmi diag -r` level: 1 quick (seconds), 2 medium (about two minutes), 3 long (about 15 minutes), 4 extended. 0 is not accepted:
+    turn the burn-in off with enabled: false."""
+    nccl: bool = True
+    """Run nccl-tests all_reduce_perf over all the node's GPUs (8 B to 1 GiB) and gate on the busbw of the largest size."""
+    min_busbw_fraction: float = Field(default=0.8, gt=0, le=1)
+    """The gate fails below this fraction of the expected all-reduce busbw."""
+    expected_busbw_gbps: dict[GpuModelName, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    """Expected all-reduce busbw (GB/s) of a healthy node of this GPU model, for the models whose figure the catalog
+    has no source for (H800, A800, B200/B300, V100-SXM2, every PCIe card); also overrides a catalog figure. Measure
+    one healthy node."""
+    dcgm_image: ImageReference = DCGM_IMAGE
+    """Image with dcgmi (and nv-hostengine); registry and overrides apply to its repository."""
+    nccl_image: ImageReference = NCCL_TESTS_IMAGE
+    """Image with nccl-tests' all_reduce_perf in /opt/nccl-tests/build/; registry and overrides apply."""
+    timeout_seconds: int = Field(default=1800, ge=60, le=7200)
+    """How long the gate waits for a node's burn-in Jobs."""
+
+
 # --- the stack --------------------------------------------------------------
 
 
@@ -478,6 +512,8 @@ class StackConfig(Model):
     addons: Addons = Addons()
     fleet: Fleet = Fleet()
     """How version changes after the first bootstrap roll over the nodes."""
+    burn_in: BurnIn = BurnIn()
+    """The burn-in gate: DCGM diagnostics, an NCCL all-reduce and P2P on every GPU node before it takes work."""
 
 
 REMOVED_KEYS: dict[tuple[str, ...], str] = {

@@ -1495,6 +1495,44 @@ def _backend_rule(name: str, rule: Callable[[Cluster], list[tuple[str, str, str]
     return lambda c: [Violation(name, obj, key, message) for obj, key, message in rule(c)]
 
 
+BURNIN_JOB_PREFIX = "Job gpu-stack-burnin/"
+CORDON_TAINT = {"key": "node.kubernetes.io/unschedulable", "value": "", "effect": "NoSchedule"}
+
+
+def rule_burn_in(c: Cluster) -> list[Violation]:
+    """Issue 27: every GPU node that burns in (render/burnin.node_plans) has its burn-in Jobs in the plan
+    (manifests/burn-in/), and each Job pins that node (kubernetes.io/hostname), requests ALL its GPUs (GPUs x
+    the time-slicing replicas the plugin's config gives; a one-GPU node whose plugin refuses requests above one
+    asks for its one replica) and tolerates every NoSchedule/NoExecute taint of the node plus the cordon's
+    node.kubernetes.io/unschedulable, because it runs before the node is uncordoned. Assumes the node model's
+    taints (module docstring) are what the node carries while it burns in."""
+    from render.burnin import node_plans
+
+    plans = node_plans(c.cfg)
+    out: list[Violation] = []
+    _, replicas, _ = _gpu_resources(c)
+    jobs = [w for w in c.workloads if w.id.startswith(BURNIN_JOB_PREFIX)]
+    ts = c.cfg.addons.device_plugin.time_slicing if c.cfg.addons.device_plugin.enabled else None
+    for node in c.nodes:
+        if node.name not in plans:
+            continue
+        mine = [w for w in jobs if (w.spec.get("nodeSelector") or {}).get("kubernetes.io/hostname") == node.name]
+        if not mine:
+            out.append(Violation("burn-in", f"Node {node.name}", "burnIn.enabled", "burns in but the plan has no burn-in Job pinned to it (manifests/burn-in/)"))
+            continue
+        full = node.gpus * replicas
+        allowed = {full} | ({1} if ts is not None and ts.fail_requests_greater_than_one and node.gpus == 1 else set())
+        for w in mine:
+            asked = sum(_gpu_requests(w.spec).values())
+            if asked not in allowed:
+                out.append(Violation("burn-in", w.id, "burnIn.enabled", f"requests {asked} of node {node.name}'s {full} GPUs: a burn-in must hold all of them"))
+            missing = untolerated(w.spec.get("tolerations") or [], [*node.taints, CORDON_TAINT])
+            if missing:
+                out.append(Violation("burn-in", w.id, TAINTS_KEY,
+                                     f"cannot run on node {node.name} before it is uncordoned: does not tolerate {', '.join(taint_text(t) for t in missing)}"))
+    return out
+
+
 RULES: tuple[tuple[str, Callable[[Cluster], list[Violation]]], ...] = (
     *((name, _backend_rule(name, rule)) for h in HYPERVISORS.values() for name, rule in h.convergence_rules),
     ("namespaces", rule_namespaces),
@@ -1510,6 +1548,7 @@ RULES: tuple[tuple[str, Callable[[Cluster], list[Violation]]], ...] = (
     ("quotas", rule_quotas),
     ("images", rule_images),
     ("plan", rule_plan_known),
+    ("burn-in", rule_burn_in),
 )
 
 

@@ -62,7 +62,7 @@ from config.catalog import nvlink_generation
 from render.nvidia_packages import fabric_packages
 from doctor.nvidia_smi import normalize_pci
 from render.helm_values import uses_runtime_class
-from render.k8s_manifests import RUNTIME_CLASS
+from render.k8s_manifests import BURNIN_NAMESPACE, RUNTIME_CLASS
 from render.mmio import hole64_gib
 from stacks.addons import expected_allocatable, gpu_resource
 from config.models import StackConfig
@@ -289,7 +289,8 @@ class ClusterReader:
         for pod in ev.k8s.get("pods") or []:
             meta, spec = pod["metadata"], pod.get("spec") or {}
             gpu_containers = [c["name"] for c in spec.get("containers") or [] if _holds_gpus(c, x.resource)]
-            if gpu_containers and spec.get("nodeName") == x.vm and (pod.get("status") or {}).get("phase") in ("Running", "Failed"):
+            burn_in = meta.get("namespace") == BURNIN_NAMESPACE  # issue 27: its output goes to the evidence bundle, passed or not
+            if gpu_containers and spec.get("nodeName") == x.vm and ((pod.get("status") or {}).get("phase") in ("Running", "Failed") or burn_in):
                 # seed 003's "Running but no GPU": what the workload itself printed (read, never exec)
                 key = f"{meta.get('namespace')}/{meta['name']}"
                 try:

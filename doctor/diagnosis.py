@@ -1182,5 +1182,12 @@ def evidence_files(x: Expected, ev: Evidence, results: list[Result]) -> dict[str
                        for p in ev.k8s.get("pods") or [] if _requests(p, x.resource) and (p.get("spec") or {}).get("nodeName") == x.vm}},
         indent=2, sort_keys=True) + "\n"
     files["kubernetes/events.json"] = json.dumps(ev.k8s.get("events") or [], indent=2, sort_keys=True) + "\n"
+    # issue 27: the burn-in gate's verdict (the node's gpu-stack.io/burn-in label and annotation) and its Jobs' output
+    burn_in_logs = {k: v for k, v in sorted(ev.pod_logs.items()) if k.startswith("gpu-stack-burnin/")}
+    meta = node.get("metadata") or {}
+    if burn_in_logs or "gpu-stack.io/burn-in" in (meta.get("labels") or {}):
+        files["kubernetes/burn-in.txt"] = "".join(
+            [f"node {x.vm}: burn-in {(meta.get('labels') or {}).get('gpu-stack.io/burn-in', 'not recorded')}\n"]
+            + [f"--- {k} ---\n{v.rstrip()}\n" for k, v in burn_in_logs.items()])
     files["results.json"] = json.dumps([r.as_dict() for r in results], indent=2) + "\n"
     return files

@@ -149,7 +149,28 @@ def gpu_alert_groups(expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...
     if fabric_nodes:
         groups.append({"name": "gpu-stack.gpu-fabric", "rules": _fabric_rules(sorted(fabric_nodes), m)})
     groups.append({"name": "gpu-stack.dcgm-exporter", "rules": exporter})
+    groups.append({"name": "gpu-stack.burn-in", "rules": burnin_rules()})
     return groups
+
+
+BURNIN_LABEL = "label_gpu_stack_io_burn_in"
+"""kube-state-metrics' name for the node label gpu-stack.io/burn-in in kube_node_labels: the prefix label_ and
+every character outside [a-zA-Z0-9_] replaced by _ (kube-state-metrics KubeLabelsToPrometheusLabels / SanitizeLabelName)."""
+
+
+def burnin_rules() -> list[dict[str, Any]]:
+    """Issue 27: gpu_stack_burnin_failed{node} (1 while a node's last burn-in failed, 0 after one passed; no series
+    before the first) and an alert on it. The gate (scripts/guest/burn-in.sh) labels the node, kube-state-metrics
+    exports the label (render/helm_values.monitoring_values allows it)."""
+    return [
+        {"record": "gpu_stack_burnin_failed",
+         "expr": f'max by (node) (kube_node_labels{{{BURNIN_LABEL}="failed"}}) or max by (node) (0 * kube_node_labels{{{BURNIN_LABEL}="passed"}})'},
+        _alert("GpuNodeBurnInFailed", "gpu_stack_burnin_failed == 1", "0m", "critical",
+               "GPU node {{ $labels.node }} failed its burn-in and stays cordoned",
+               "The burn-in gate (DCGM diagnostics, NCCL all-reduce, P2P) failed on {{ $labels.node }}; the node stays cordoned. "
+               "The deployment's error names the GPU or link, the test and what diagnoses it; `gpu-stack doctor` keeps the "
+               "burn-in output in its evidence bundle (docs/OPERATIONS.md, Burn-in)."),
+    ]
 
 
 def prometheus_rule(ns: str, labels: dict[str, Any], expected_gpus: dict[str, int], fabric_nodes: tuple[str, ...] = (),

@@ -325,12 +325,13 @@ UPGRADE_DEPS: dict[str, tuple[str, ...]] = {
     "upgrade-reboot": ("upgrade-driver",),
     "upgrade-verify": NODE_STEPS,
     "uncordon": NODE_STEPS,
+    "burn-in": NODE_STEPS,
 }
 """Upgrade phase -> upgrade steps whose scripts are in its triggers."""
 
 UPGRADE_ORDER = ("upgrade-check", "drain", "upgrade-driver", "upgrade-runtime", "upgrade-kubernetes",
-                 "upgrade-reboot", "upgrade-verify", "uncordon")
-ON_CONTROL_PLANE = ("drain", "uncordon")
+                 "upgrade-reboot", "upgrade-verify", "burn-in", "uncordon")
+ON_CONTROL_PLANE = ("drain", "burn-in", "uncordon")
 """Phases that run kubectl on the stack's first VM (admin kubeconfig, or gpu-stack:kubeconfig on stdin), not on the node."""
 
 TOOLKIT_PACKAGES = ("nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container-tools", "libnvidia-container1")
@@ -343,7 +344,7 @@ FABRIC_TIMEOUT_S = 300
 
 def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, control_plane: bool,
                    gpu_resource: str, expected_allocatable: int | None, plugin_logs: str,
-                   kubeconfig_on_stdin: bool, in_cluster: bool = False, family: str = "rhel") -> list[Phase]:
+                   kubeconfig_on_stdin: bool, in_cluster: bool = False, family: str = "rhel", burn_in: Phase | None = None) -> list[Phase]:
     """The upgrade path of one node, in order: what re-runs after the first bootstrap when a version changes.
 
     Each phase is a command whose `create` is empty (nothing runs on the first
@@ -354,6 +355,8 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
     phase changes nothing (no cordon, drain, package, reboot or uncordon; lib.sh ROLLOUT_FILE).
     role: init, join or none. control_plane: this node runs `kubeadm upgrade apply`.
     family: the guest OS family (guest.os.family); the dnf versionlock unlock list is rendered for rhel only.
+    burn_in: the node's burn-in phase (render/burnin_gate.burnin_phase, mode upgrade), run between upgrade-verify and
+    uncordon on a managed node with GPUs; None: no burn-in (burnIn.enabled false, no GPUs).
     kubeconfig_on_stdin: drain and uncordon get gpu-stack:kubeconfig on stdin (mode join)
     instead of the first VM's admin.conf (mode init). in_cluster: the node is a member of a
     cluster this stack does not manage (mode existing), which gpu-stack cannot drain.
@@ -415,6 +418,8 @@ def upgrade_phases(vm: Vm, bootstrap: list[Phase], fleet: Fleet, role: str, cont
         "GS_TOOLKIT_VERSION": rt["GS_TOOLKIT_VERSION"], "GS_RUNTIME": rt["GS_RUNTIME"],
         "GS_K8S_VERSION": k8s_version, "GS_FABRIC_TIMEOUT": str(FABRIC_TIMEOUT_S), "GS_GATE_INTERVAL": "5",
     }, waits_for_boot=True, long_running=True))
+    if managed and burn_in is not None:
+        phases.append(burn_in)  # issue 27: the node burns in while still cordoned (render/burnin_gate.py)
     if managed:
         phases.append(Phase("uncordon", {
             **base, "GS_GPU_RESOURCE": gpu_resource, "GS_EXPECTED": "" if expected_allocatable is None else str(expected_allocatable),

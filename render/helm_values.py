@@ -20,6 +20,8 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
 NODE_RELABELING = {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}
 DCGM_COUNTERS_CONFIGMAP = "gpu-stack-dcgm-counters"
+BURNIN_NODE_LABEL = "gpu-stack.io/burn-in"
+"""passed or failed, set on the node by scripts/guest/burn-in.sh; exported by kube-state-metrics as kube_node_labels."""
 
 
 def uses_runtime_class(guest: Guest | None) -> bool:
@@ -175,6 +177,11 @@ def monitoring_values(monitoring: Monitoring, addons: Addons, grafana_secret: st
             "admin": {"existingSecret": grafana_secret, "userKey": "admin-user", "passwordKey": "admin-password"},
             "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1"}},
         },
+        # issue 27: the burn-in gate labels each node gpu-stack.io/burn-in=passed|failed (scripts/guest/burn-in.sh);
+        # kube_node_labels carries no node label unless allowed (the kube-state-metrics subchart's
+        # metricLabelsAllowlist defaults to [], "- namespaces=[k8s-label-1,k8s-label-n]" its example), and the
+        # gpu_stack_burnin_* rules (render/gpu_alerts.py) read it as label_gpu_stack_io_burn_in
+        "kube-state-metrics": {"metricLabelsAllowlist": [f"nodes=[{BURNIN_NODE_LABEL}]"]},
     }
     if addons.images.registry:
         values["global"] = {"imageRegistry": addons.images.registry}

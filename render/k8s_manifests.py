@@ -14,7 +14,7 @@ import yaml
 from render.helm_values import (DCGM_COUNTERS_CONFIGMAP, GPU_NODE_SELECTOR, GPU_TOLERATION, LOCAL_PATH_CLASS, LOCAL_PATH_VERSION,
                                 NODE_RELABELING, device_plugin_config)
 from render.images import image, image_reference
-from config.models import Addons, GpuQuota
+from config.models import Addons, BurnIn, GpuQuota
 
 COUNTERS_FILE = Path(__file__).with_name("dcgm-counters.csv")
 LOCAL_PATH_MANIFEST = Path(__file__).with_name("upstream") / f"local-path-storage-{LOCAL_PATH_VERSION}.yaml"
@@ -207,3 +207,79 @@ def smoke_test_job(addons: Addons, runtime_class_name: str | None, resource: str
          "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 900, "template": {"spec": pod_spec}}},
     ]
 
+
+
+# --- the burn-in gate (issue 27; render/burnin.py, scripts/guest/burn-in.sh) --------------------------------
+
+BURNIN_NAMESPACE = "gpu-stack-burnin"
+BURNIN_NODE_LABEL = "gpu-stack.io/burn-in-node"
+UNSCHEDULABLE_TOLERATION = {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}
+"""`kubectl cordon` taints the node with this (TaintNodesByCondition); the burn-in runs while the node is cordoned."""
+NCCL_TESTS_BIN = "/opt/nccl-tests/build/all_reduce_perf"
+"""Where the nccl-tests image keeps it (FIELD-FACTS "Burn-in": AICR's EKS image, /opt/nccl-tests/build/)."""
+
+
+def burnin_job_names(node: str) -> tuple[str, str]:
+    """(dcgm Job, nccl Job) of a node: `burnin-<node>-dcgm`, `burnin-<node>-nccl`."""
+    return f"burnin-{node}-dcgm", f"burnin-{node}-nccl"
+
+
+def burnin_jobs(node: str, gpus: int, request: int, burn_in: BurnIn, addons: Addons, runtime_class_name: str | None,
+                resource: str, node_taints: tuple = ()) -> list[dict[str, Any]]:
+    """The node's burn-in Jobs, run one after the other by scripts/guest/burn-in.sh (kubectl apply):
+
+    - `<node>-dcgm`: the GPU inventory (index, UUID, PCI address), `nvidia-smi topo -p2p r`, `dcgmi diag -r <level>`;
+    - `<node>-nccl` (burnIn.nccl): nccl-tests all_reduce_perf over all the node's GPUs, 8 B to 1 GiB, NCCL_DEBUG=INFO.
+    Each Pod requests ALL of the node's GPU resource (`request`), is pinned to the node (kubernetes.io/hostname),
+    and tolerates the GPU taint, the configured node taints and the cordon (node.kubernetes.io/unschedulable),
+    because it runs before the node is uncordoned. Sections are `--- name ---` lines (render/burnin.py reads them).
+    """
+    tolerations = [dict(GPU_TOLERATION), dict(UNSCHEDULABLE_TOLERATION)]
+    for t in node_taints:
+        tol = {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect} if t.value else {"key": t.key, "operator": "Exists", "effect": t.effect}
+        if tol not in tolerations:
+            tolerations.append(tol)
+    labels = {"app.kubernetes.io/name": "gpu-stack-burnin", BURNIN_NODE_LABEL: node}
+
+    def job(name: str, container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+        pod_spec: dict[str, Any] = {
+            "restartPolicy": "Never",
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "tolerations": tolerations,
+            "containers": [{**container, "resources": {"limits": {resource: str(request)}}}],
+            **_pull_secrets(addons),
+        }
+        if volumes:
+            pod_spec["volumes"] = volumes
+        if runtime_class_name:
+            pod_spec["runtimeClassName"] = runtime_class_name
+        return {"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": name, "namespace": BURNIN_NAMESPACE, "labels": dict(labels)},
+                "spec": {"backoffLimit": 0, "activeDeadlineSeconds": burn_in.timeout_seconds,
+                         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec}}}
+
+    dcgm_name, nccl_name = burnin_job_names(node)
+    dcgm_script = "\n".join([
+        "echo '--- gpus ---'",
+        "nvidia-smi --query-gpu=index,uuid,pci.bus_id --format=csv,noheader",
+        "echo '--- p2p ---'",
+        "nvidia-smi topo -p2p r",
+        "echo '--- dcgm ---'",
+        "nv-hostengine >/dev/null 2>&1 || true",  # dcgmi talks to a host engine; the image's own (NVIDIA/DCGM docker/)
+        f"dcgmi diag -r {burn_in.dcgm_level}",
+        "echo \"--- end $? ---\"",
+    ])
+    objects = [namespace(BURNIN_NAMESPACE), job(dcgm_name, {"name": "dcgm", "image": image_reference(addons.images, burn_in.dcgm_image),
+                                                           "command": ["bash", "-c", dcgm_script]}, [])]
+    if burn_in.nccl and gpus > 1:
+        nccl_script = "\n".join([
+            "echo '--- nccl ---'",
+            f"{NCCL_TESTS_BIN} -b 8 -e 1G -f 2 -g {gpus}",
+            "echo \"--- end $? ---\"",
+        ])
+        objects.append(job(nccl_name, {"name": "nccl", "image": image_reference(addons.images, burn_in.nccl_image),
+                                       "command": ["bash", "-c", nccl_script],
+                                       "env": [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "NCCL_DEBUG_SUBSYS", "value": "INIT,P2P,SHM,NET"}],
+                                       "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]},
+                           [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]))  # NCCL's SHM transport outgrows the runtime's 64 MiB /dev/shm
+    return objects

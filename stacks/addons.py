@@ -22,9 +22,12 @@ from components.local_path_storage import LocalPathStorage
 from components.monitoring_stack import MonitoringStack, MonitoringStackArgs
 from components.nvidia_runtime import NvidiaRuntimeClass
 from components.pod_network import PodNetwork, PodNetworkArgs
+from components.burnin_gate import BurnInGate, BurnInGateArgs
 from components.readiness_gate import ReadinessGate, ReadinessGateArgs
 from config.catalog import nvlink_generation
 from render.drift_check import drift_alert_group, drift_check_objects
+from render.burnin import node_plans
+from render.burnin_gate import burnin_phase, parse_gate_output, plan_summary
 from render.guest_scripts import readiness_phase
 from render.helm_values import monitor_labels, prometheus_storage, uses_runtime_class
 from render.k8s_manifests import GPU_PRESENT_LABEL, RUNTIME_CLASS, SMOKE_JOB, SMOKE_NAMESPACE
@@ -135,3 +138,20 @@ def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after
                                                             kubeconfig if k.mode != "init" else None))
         pulumi.export("readinessGates", gate_plan(cfg, smoke))
         pulumi.export("readiness", gate.report)
+        build_burn_in(cfg, runtime_class, gate_connection, gate.command, kubeconfig if k.mode != "init" else None)
+
+
+def build_burn_in(cfg, runtime_class: str | None, connection: GuestConnection, readiness: pulumi.Resource,
+                  kubeconfig: pulumi.Output[str] | None) -> None:
+    """Issue 27: the first deploy's burn-in, after the readiness gate, one command per GPU node (render/burnin_gate.py)."""
+    plans = node_plans(cfg)
+    pulumi.export("burnInPlan", plan_summary(cfg))
+    if not plans:
+        return
+    resource = gpu_resource(cfg)
+    phases = {name: burnin_phase(p, cfg, "deploy", runtime_class, resource, kubeconfig_on_stdin=cfg.kubernetes.mode != "init")
+              for name, p in plans.items()}
+    gate = BurnInGate("burn-in", BurnInGateArgs(phases, connection, [readiness], kubeconfig))
+    fraction = cfg.burn_in.min_busbw_fraction
+    pulumi.export("burnIn", {name: gate.stdout[name].apply(lambda out, p=plans[name]: parse_gate_output(out, p, fraction))
+                             for name in sorted(plans)})

@@ -10,6 +10,7 @@ import ipaddress
 from collections import defaultdict
 
 from config.catalog import BAR_SIZE_REQUIRED
+from render.burnin import node_plans
 from render.helm_values import CALICO_UPSTREAM
 from render.identity import derived_mac
 from config.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
@@ -256,6 +257,23 @@ def _check_fleet(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
             if switch.model in BAR_SIZE_REQUIRED and switch.bar_mib is None:
                 issues.append(ConfigIssue(f"vms[{vi}].nvswitches[{si}].barMib", f"{switch.model}: the catalog has no cited BAR size for this part yet; "
                                                                                 f"set it from `lspci -vv -s {switch.address}` (MiB)"))
+    return issues + _check_burn_in(cfg)
+
+
+def _check_burn_in(cfg: StackConfig) -> list[ConfigIssue]:
+    """Every node that burns in has an expected all-reduce figure (catalog or config)."""
+    issues = []
+    plans = node_plans(cfg)
+    missing: set[str] = set()
+    for vi, vm in enumerate(cfg.vms):
+        plan = plans.get(vm.name)
+        if plan is None:
+            continue
+        if plan.expected.origin == "missing" and (plan.expected.model, plan.gpus) not in missing:
+            missing.add((plan.expected.model, plan.gpus))
+            issues.append(ConfigIssue("burnIn.expectedBusbwGbps", f"{plan.expected.model}: no sourced all-reduce busbw for {plan.gpus} GPUs "
+                                      f"(vms[{vi}] {vm.name}: {plan.expected.source}); give `{plan.expected.model}: <GB/s>` measured on a "
+                                      "healthy node (docs/OPERATIONS.md, Burn-in), or set burnIn.nccl: false"))
     return issues
 
 

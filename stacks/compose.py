@@ -26,6 +26,10 @@ from facts.host_facts import ENV as HOST_FACTS_ENV
 from facts.host_facts import FactsError, HostFacts, load_host_facts, match_host_facts
 from hypervisors.base import HYPERVISORS
 from render.guest_scripts import credentials_stdin_names, guest_phases, join_token_phase, upgrade_phases
+from render.burnin import node_plans
+from render.burnin_gate import burnin_phase
+from render.helm_values import uses_runtime_class
+from render.k8s_manifests import RUNTIME_CLASS
 from render.rollout import waves
 from render.verify_output import parse_verify_output
 from render.vm_plan import plan_vm
@@ -200,6 +204,8 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
     upgrades: dict[str, NodeUpgrade] = {}
     previous_wave: list[pulumi.Resource] = []
     rollout = waves(cfg)
+    burn_in = node_plans(cfg)
+    runtime_class = RUNTIME_CLASS if uses_runtime_class(cfg.guest) else None
     for wave in rollout:
         done = []
         for name in wave:
@@ -210,7 +216,9 @@ def build_upgrades(stack: LoadedStack, vms: dict[str, GpuPassthroughVm], bootstr
                                     control_plane=role == "init", gpu_resource=resource,
                                     expected_allocatable=expected.get(name, {}).get(resource),
                                     plugin_logs=plugin_logs_command(cfg), kubeconfig_on_stdin=k is not None and k.mode != "init",
-                                    in_cluster=k is not None and k.mode == "existing", family=cfg.guest.os.family)
+                                    in_cluster=k is not None and k.mode == "existing", family=cfg.guest.os.family,
+                                    burn_in=burnin_phase(burn_in[name], cfg, "upgrade", runtime_class, resource,
+                                                         kubeconfig_on_stdin=k is not None and k.mode != "init") if name in burn_in else None)
             upgrade = NodeUpgrade(f"{name}-upgrade", NodeUpgradeArgs(
                 node_name=name, phases=phases,
                 node=guest_connection(stack, vms[name]),

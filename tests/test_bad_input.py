@@ -426,6 +426,22 @@ ROWS: tuple[Row, ...] = (
     Row("fleet.maxUnavailable", 2, why="more than the 1 VM of this stack"),
     Row("fleet.drainTimeoutSeconds", 5, why="greater than or equal to 30"),
     Row("fleet.drainedExternally", "sometimes", why="valid boolean"),
+    # the burn-in gate (issue 27)
+    Row("burnIn", "on", why="valid dictionary"),
+    Row("burnIn.enabled", "yes please", why="valid boolean"),
+    Row("burnIn.dcgmLevel", 0, why="greater than or equal to 1"),
+    Row("burnIn.dcgmLevel", 5, why="less than or equal to 4"),
+    Row("burnIn.nccl", "allreduce", why="valid boolean"),
+    Row("burnIn.minBusbwFraction", 0, why="greater than 0"),
+    Row("burnIn.minBusbwFraction", 80, why="less than or equal to 1"),
+    Row("burnIn.expectedBusbwGbps", {"H100-SXM5-80GB": -5}, key="burnIn.expectedBusbwGbps.H100-SXM5-80GB", why="greater than 0"),
+    Row("burnIn.expectedBusbwGbps", {"H100": 400}, key="burnIn.expectedBusbwGbps.H100", why="H100-SXM5-80GB"),
+    Row("burnIn.expectedBusbwGbps", {}, why="no sourced all-reduce busbw for 2 GPUs",
+        setup={"vms[0].gpus[1]": {"address": "0000:3c:00.0", "model": "L40S", "numaNode": 0}, "addons.devicePlugin.timeSlicing": DELETE,
+               "burnIn.expectedBusbwGbps": {"L40S": 20}}),
+    Row("burnIn.dcgmImage", "nvcr.io/nvidia/cloud-native/dcgm", why="has no tag"),
+    Row("burnIn.ncclImage", "nccl tests", why="not an image reference"),
+    Row("burnIn.timeoutSeconds", 10, why="greater than or equal to 60"),
 )
 
 

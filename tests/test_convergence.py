@@ -378,7 +378,8 @@ def test_gpu_request_needs_a_gpu_node():
     cfg = config("dev").model_dump(by_alias=True)
     cfg["vms"][0]["gpus"] = []
     got = check(plan, StackConfig.model_validate(cfg), rules=["scheduling"])
-    assert [(v.object, v.key) for v in got] == [("Job gpu-stack-smoke/gpu-smoke-test", "vms")]
+    # the plan's burn-in Job (issue 27) asks for the node's GPU as well
+    assert [(v.object, v.key) for v in got] == [("Job gpu-stack-burnin/burnin-gpu-dev-0-dcgm", "vms"), ("Job gpu-stack-smoke/gpu-smoke-test", "vms")]
 
 
 def test_joining_nodes_known_only_at_deploy_take_the_config_labels():
@@ -493,7 +494,7 @@ def test_runtime_class_name_must_exist():
     plan = remove(golden("dev"), "manifests/nvidia-runtime-class-objects")
     got = check(plan, config("dev"), rules=["runtime"])
     assert {v.object for v in got} == {"DaemonSet gpu-monitoring/dcgm-exporter", "Job gpu-stack-smoke/gpu-smoke-test",
-                                       "DaemonSet nvidia-device-plugin/nvidia-device-plugin"}
+                                       "DaemonSet nvidia-device-plugin/nvidia-device-plugin", "Job gpu-stack-burnin/burnin-gpu-dev-0-dcgm"}
     assert {v.key for v in got} == {"guest.containerRuntime.nvidiaDefault"}
 
 
@@ -842,3 +843,26 @@ def test_guest_cluster_objects_and_releases_in_a_namespace_nobody_creates_are_na
     quotas = config("dev").addons.gpu_quotas
     declared = with_cfg(config("dev"), **{"addons.gpuQuotas": [{**q.model_dump(by_alias=True), "createNamespace": False} for q in quotas]})
     assert not [v for v in check(plan, declared, rules=["namespaces"]) if "ml-dev" in v.object]
+
+
+# --- issue 27: the burn-in Jobs ---------------------------------------------------------------------------------
+
+BURNIN_NCCL = "manifests/burn-in/job-gpu-stack-burnin-burnin-ubuntu-gpu-nccl.yaml"
+
+
+def test_burnin_jobs_hold_all_gpus_and_tolerate_the_taints_and_the_cordon():
+    plan, cfg = golden("prod"), config("prod")
+    assert BURNIN_NCCL in plan.files and cv.check(plan, cfg, ["burn-in"]) == []
+
+    def partial(doc):
+        spec = doc["spec"]["template"]["spec"]
+        spec["tolerations"] = [t for t in spec["tolerations"] if t["key"] != "node.kubernetes.io/unschedulable"]
+        spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "4"
+
+    found = named(cv.check(edit(plan, BURNIN_NCCL, partial), cfg, ["burn-in"]), "burn-in", "Job gpu-stack-burnin/burnin-ubuntu-gpu-nccl")
+    assert sorted(v.message for v in found) == [
+        "cannot run on node ubuntu-gpu before it is uncordoned: does not tolerate node.kubernetes.io/unschedulable:NoSchedule",
+        "requests 4 of node ubuntu-gpu's 8 GPUs: a burn-in must hold all of them"]
+    gone = cv.check(remove(plan, "manifests/burn-in/"), cfg, ["burn-in"])
+    assert [(v.object, v.key) for v in gone] == [("Node ubuntu-gpu", "burnIn.enabled")]
+

@@ -18,7 +18,7 @@ PINNED = [
 
 
 def test_provenance_pins_the_copied_captures():
-    assert {folder for folder, _, _ in PINNED} >= {"nvidia-smi", "dcgm-exporter", "systemd"}
+    assert {folder for folder, _, _ in PINNED} >= {"nvidia-smi", "dcgm-exporter", "systemd", "burn-in"}
     assert len(PINNED) >= 20
 
 
@@ -28,6 +28,6 @@ def test_capture_matches_its_pinned_sha256(folder, name, digest):
 
 
 def test_every_capture_file_has_a_provenance_entry():
-    for folder in ("nvidia-smi", "dcgm-exporter", "systemd"):
+    for folder in ("nvidia-smi", "dcgm-exporter", "systemd", "burn-in"):
         named = {n for f, n, _ in PINNED if f == folder} | {"PROVENANCE.md", "seed001-p100-535.261.03.txt"}
         assert {p.name for p in (FIXTURES / folder).iterdir()} <= named, folder

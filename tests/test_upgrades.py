@@ -112,7 +112,7 @@ def test_unchanged_stack_reruns_nothing():
 def test_first_bootstrap_runs_no_upgrade_command():
     result = run_stack(three_nodes(), preview=False)
     upgrade = [r for r in result.of_type("command:remote:Command") if r.parent and r.parent.endswith("-upgrade")]
-    assert len(upgrade) == 3 * len(NODE_STEPS)
+    assert len(upgrade) == 3 * (len(NODE_STEPS) + 1)  # + burn-in (issue 27), between upgrade-verify and uncordon
     for cmd in upgrade:
         assert "create" not in cmd.inputs and cmd.inputs["update"], f"{cmd.name} must do nothing on create"
 
@@ -128,14 +128,16 @@ def test_driver_patch_bump_rolls_in_waves(max_unavailable, expected_waves):
     runs, deps = rerun_set(raw, bumped(raw, driver="570.195.03"))
     for node in ("gpu-1-0", "gpu-1-1", "gpu-2-0"):
         assert node_reruns(runs, node) == {"upgrade-check", "drain", "upgrade-driver", "upgrade-reboot", "upgrade-verify",
-                                           "uncordon", "guest-driver"}, node
+                                           "burn-in", "uncordon", "guest-driver"}, node
         assert runs[f"{node}-guest-driver"] == "update", "the bootstrap phase only runs its version gate"
         assert all(runs[f"{node}-{p}"] == "update" for p in ("drain", "upgrade-driver", "uncordon"))
         # within the node: drain before the package change, uncordon after verification
         assert f"{node}-drain" in after(deps, f"{node}-upgrade-driver")
         assert f"{node}-upgrade-verify" in after(deps, f"{node}-uncordon")
+        # issue 27: the node burns in after its verification, before it is uncordoned
+        assert f"{node}-upgrade-verify" in after(deps, f"{node}-burn-in") and f"{node}-burn-in" in after(deps, f"{node}-uncordon")
     # nothing else: no other bootstrap phase, no add-on
-    assert len(runs) == 3 * 7, sorted(runs)
+    assert len(runs) == 3 * 8, sorted(runs)
     for earlier, later in zip(expected_waves, expected_waves[1:]):
         for node in later:
             waits = after(deps, f"{node}-drain")
@@ -151,7 +153,7 @@ def test_kubernetes_minor_bump_upgrades_the_control_plane_first():
     raw = three_nodes(2)
     runs, deps = rerun_set(raw, bumped(raw, kubernetes="1.33.2"))
     for node in ("gpu-1-0", "gpu-1-1", "gpu-2-0"):
-        assert node_reruns(runs, node) == {"upgrade-check", "drain", "upgrade-kubernetes", "upgrade-verify", "uncordon",
+        assert node_reruns(runs, node) == {"upgrade-check", "drain", "upgrade-kubernetes", "upgrade-verify", "burn-in", "uncordon",
                                            "guest-kubernetes"}, node
     for join in ("gpu-1-1", "gpu-2-0"):
         assert "gpu-1-0-uncordon" in after(deps, f"{join}-upgrade-kubernetes"), "kubeadm upgrade apply before any upgrade node"
@@ -165,7 +167,7 @@ def test_toolkit_only_bump_reruns_the_runtime_step_only():
     raw = three_nodes()
     runs, _ = rerun_set(raw, bumped(raw, toolkit="1.17.9"))
     for node in ("gpu-1-0", "gpu-1-1", "gpu-2-0"):
-        assert node_reruns(runs, node) == {"upgrade-check", "drain", "upgrade-runtime", "upgrade-verify", "uncordon",
+        assert node_reruns(runs, node) == {"upgrade-check", "drain", "upgrade-runtime", "upgrade-verify", "burn-in", "uncordon",
                                            "guest-nvidia-runtime-container-runtime"}, node
 
 
@@ -241,7 +243,7 @@ def test_plan_with_base_writes_the_rollout(tmp_path):
     for wave in doc["waves"]:
         for entry in wave["nodes"]:
             assert [p["phase"] for p in entry["phases"]] == ["upgrade-check", "drain", "upgrade-driver", "upgrade-reboot",
-                                                             "upgrade-verify", "uncordon"]
+                                                             "upgrade-verify", "burn-in", "uncordon"]
             assert entry["versionGate"] == ["driver"] and entry["bootstrapReruns"] == []
             assert entry["action"].startswith("drain, change driver ") and entry["action"].endswith("→570.195.03")
     assert doc["otherReruns"] == [] and doc["base"] == "HEAD" and "holds no gpu-stack program" in doc["baseCode"]

@@ -672,7 +672,8 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
     out.mkdir(parents=True)
     rows = resources_json(result)
     versions_text = versions_json(stack_config(values, secret_keys))
-    files = {"rollout.json": rollout_text, "versions.json": versions_text, **artifacts(result)}
+    files = {"rollout.json": rollout_text, "versions.json": versions_text, **artifacts(result),
+             **burnin_files(stack_config(values, secret_keys))}
     for rel, text in sorted({"resources.json": rows, **files}.items()):
         path = out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -680,9 +681,43 @@ def run_plan(stack: str, out_root: Path, root: Path = ROOT, facts: list[str] | N
     violations = convergence.check(convergence.Plan(tuple(json.loads(rows)), files), stack_config(values, secret_keys))
     n = len(convergence.RULES)
     verdict = f"ok ({n} rules)" if not violations else f"{len(violations)} violation{'s' if len(violations) != 1 else ''} ({n} rules)"
-    text = "\n".join([summary(stack, result, _facts_by_host(facts_paths)), rollout_summary(json.loads(rollout_text)),
+    text = "\n".join([summary(stack, result, _facts_by_host(facts_paths)), *burnin_summary(stack_config(values, secret_keys)),
+                      rollout_summary(json.loads(rollout_text)),
                       f"  convergence: {verdict}", *metric_names_lines(json.loads(versions_text)), *notes])
     return PlanResult(out, text, violations)
+
+
+def burnin_files(cfg: StackConfig) -> dict[str, str]:
+    """burn-in.json (per node: its Jobs, the expected busbw and where it comes from) and the Jobs' manifests, which
+    scripts/guest/burn-in.sh applies (at the first deploy and in each upgrade wave) and the convergence check reads."""
+    from render.burnin import node_plans
+    from render.burnin_gate import node_jobs, plan_summary
+    from render.helm_values import uses_runtime_class
+    from render.k8s_manifests import RUNTIME_CLASS
+    from stacks.addons import gpu_resource
+    out = {"burn-in.json": json.dumps(plan_summary(cfg), indent=2, sort_keys=True) + "\n"}
+    runtime_class = RUNTIME_CLASS if uses_runtime_class(cfg.guest) else None
+    for plan in node_plans(cfg).values():
+        for obj in node_jobs(plan, cfg, runtime_class, gpu_resource(cfg)):
+            meta = obj.get("metadata", {})
+            fname = "-".join(p for p in (obj.get("kind", "").lower(), meta.get("namespace"), meta.get("name")) if p)
+            out[f"manifests/burn-in/{fname}.yaml"] = to_yaml(obj)
+    return out
+
+
+def burnin_summary(cfg: StackConfig) -> list[str]:
+    from render.burnin_gate import plan_summary
+    doc = plan_summary(cfg)
+    if not doc["enabled"]:
+        return [f"  burn-in: off ({doc['reason']})"]
+    lines = []
+    for node, p in doc["nodes"].items():
+        figure = f"no all-reduce ({p['source']})" if p["expectedBusbwGbps"] is None else \
+            f"expected busbw {p['expectedBusbwGbps']:g} GB/s (from {p['origin']}), gate at {doc['minBusbwFraction']:g} x"
+        lines.append(f"  burn-in {node}: Jobs {', '.join(p['jobs'])} (dcgmi diag -r {doc['dcgmLevel']}, {p['request']} GPUs); {figure}"
+                     + ("; P2P required" if p["p2pRequired"] else ""))
+    lines += [f"  burn-in {node}: skipped ({why})" for node, why in sorted(doc["skipped"].items())]
+    return lines
 
 
 def rollout_summary(doc: dict[str, Any]) -> str:

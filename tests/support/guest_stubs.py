@@ -1012,3 +1012,33 @@ def _upgrade_dnf(argv: list[str]) -> int:
 
 HANDLERS.update({"kubectl": _upgrade_kubectl, "kubeadm": _upgrade_kubeadm, "modinfo": _upgrade_modinfo,
                  "nvidia-smi": _upgrade_nvidia_smi, "dnf": _upgrade_dnf})
+
+
+# --- issue 27: the burn-in gate's kubectl: apply of its Jobs (recorded), their deletion, their logs ----------
+# A Job's conditions come from cluster.jobs["<ns>/<name>"] (as for the smoke test); its log from
+# cluster.logs["<name>"] (the real captures of tests/fixtures/burn-in/, between the Job's section markers).
+
+_before_burnin_kubectl = HANDLERS["kubectl"]
+
+
+def _burnin_kubectl(argv: list[str]) -> int:
+    args = list(argv)
+    if args[:1] == ["-n"]:
+        args = args[2:]
+    if args[:1] == ["apply"]:
+        record("kubectl", argv, True)
+        state = load()
+        state.setdefault("applied", []).append(sys.stdin.read())
+        save(state)
+        return 0
+    if args[:1] == ["delete"]:
+        record("kubectl", argv, True)
+        return 0
+    if args[:1] == ["logs"]:
+        record("kubectl", argv, False)
+        out(load().get("cluster", {}).get("logs", {}).get(args[1].removeprefix("job/"), ""))
+        return 0
+    return _before_burnin_kubectl(argv)
+
+
+HANDLERS["kubectl"] = _burnin_kubectl
