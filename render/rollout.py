@@ -111,7 +111,7 @@ VM_RESOURCE_TYPES = ("libvirt:index/domain:Domain", "vsphere:index/virtualMachin
 LIBVIRT_DOMAIN_UPDATABLE = ("autostart", "running", "cloudinit")
 """The libvirt Domain inputs that terraform-provider-libvirt v0.8.1 (pulumi-libvirt 0.5.4) changes in place:
 resourceLibvirtDomainUpdate only starts a stopped domain, hot-swaps the cloud-init cdrom and sets autostart
-(/work/shared/reference/tf-libvirt-v0.8.1-NOTES.md, "The xml.xslt argument"; xml.xslt, vcpu and memory are
+(tests/reference/tf-libvirt-v0.8.1-NOTES.md, "The xml.xslt argument"; xml.xslt, vcpu and memory are
 ForceNew). Any other changed input is counted as a replacement: a restart of the VM."""
 
 

@@ -889,7 +889,7 @@ def test_a_stylesheet_change_is_a_vm_replacement_not_a_no_drain(tmp_path):
     """A release whose domain stylesheet differs replaces each libvirt domain (xml.xslt is ForceNew): a restart, so
     rollout.json says "replace VM (restart)", never "no drain"."""
     repo = _program_repo(tmp_path)
-    xslt = repo / "render" / "domain_xslt.py"
+    xslt = repo / "hypervisors" / "libvirt" / "domain_xslt.py"
     text = xslt.read_text()
     assert "<xsl:output " in text
     xslt.write_text(text.replace("<xsl:output ", "<!-- release 2 --><xsl:output ", 1))
