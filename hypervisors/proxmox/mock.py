@@ -10,7 +10,6 @@ from hypervisors.shared import fake_ip
 
 PROJECT = "gpu-stack"
 VM_LEGACY = "proxmoxve:index/vmLegacy:VmLegacy"
-FILE_LEGACY = "proxmoxve:index/fileLegacy:FileLegacy"
 GET_VERSION = "proxmoxve:index/getVersion:getVersion"
 GET_PCI = "proxmoxve:hardware/getPci:getPci"
 RELEASE = "9.1"
@@ -68,6 +67,3 @@ class Mock:
     def outputs(self, typ: str, name: str, state: dict) -> None:
         if typ == VM_LEGACY:
             state.update(ipv4Addresses=[["127.0.0.1"], [fake_ip(name)]], vmId=100 + int(hashlib.sha256(name.encode()).hexdigest()[:4], 16) % 900)
-        elif typ == FILE_LEGACY:
-            raw = state.get("sourceRaw") or {}
-            state["id"] = f"{state.get('datastoreId')}:snippets/{raw.get('fileName') if isinstance(raw, dict) else name}"
