@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from config.base import GpuModelName, Model, NvSwitchModelName
 from config.kubevirt import KubevirtHost, VmKubevirt
+from config.proxmox import ProxmoxHost
 from config.vsphere import VmVsphere, VsphereHost
 from config.types import (
     AbsPath,
@@ -78,9 +79,9 @@ class BaseImage(Model):
 
 class Host(Model):
     name: Name
-    kind: Literal["libvirt", "vsphere", "kubevirt"] = "libvirt"
-    """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`) or kubevirt (a node of a
-    Kubernetes cluster running KubeVirt; set `kubevirt`)."""
+    kind: Literal["libvirt", "vsphere", "kubevirt", "proxmox"] = "libvirt"
+    """Hypervisor of this host: libvirt (KVM over a libvirt URI), vsphere (ESXi, directly or through vCenter; set `vsphere`), kubevirt (a node of a
+    Kubernetes cluster running KubeVirt; set `kubevirt`) or proxmox (a Proxmox VE node; set `proxmox`)."""
     libvirt_uri: Optional[LibvirtUri] = Field(default=None, pattern=r"^qemu(\+[a-z]+)?://\S*$", examples=["qemu+ssh://root@hgx-1.lab/system"])
     """libvirt connection URI, e.g. qemu+ssh://root@gpu-host-1/system. Required for kind libvirt. For qemu+ssh the libvirt provider (its own Go SSH client,
     not `ssh`) gets the key gpu-stack:hypervisorSshPrivateKey (else gpu-stack:sshPrivateKey) and hostKey as its known host; write no keyfile, knownhosts,
@@ -93,6 +94,9 @@ class Host(Model):
     """Where and from what VMs are created on a kind vsphere host. Credentials are the secrets gpu-stack:vsphereUser and gpu-stack:vspherePassword."""
     kubevirt: Optional[KubevirtHost] = None
     """Where and from what VMs are created on a kind kubevirt host. The host cluster's kubeconfig is the secret gpu-stack:kubevirtKubeconfig (never the guest cluster's gpu-stack:kubeconfig)."""
+    proxmox: Optional[ProxmoxHost] = None
+    """Where and from what VMs are created on a kind proxmox host. Credentials are the secrets gpu-stack:proxmoxPassword (root@pam) and, optionally,
+    gpu-stack:proxmoxApiToken."""
     numa_nodes: tuple[NumaNode, ...] = Field(min_length=1)
     """The host's NUMA topology: `lscpu` / `numactl -H`."""
     reserved_cpus: CpuList = ""
@@ -526,5 +530,6 @@ REMOVED_KEYS: dict[tuple[str, ...], str] = {
 """Keys that older gpu-stack versions accepted, with what replaced them; refused by name."""
 
 SECRET_KEYS = ("sshPrivateKey", "hypervisorSshPrivateKey", "joinToken", "grafanaAdminPassword", "registryPassword", "proxyPassword",
-               "repositoryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig")
+               "repositoryPassword", "kubeconfig", "vsphereUser", "vspherePassword", "kubevirtKubeconfig",
+               "proxmoxPassword", "proxmoxApiToken")
 """Config keys read as Pulumi secrets; set them with `pulumi config set --secret`."""

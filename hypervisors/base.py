@@ -19,6 +19,7 @@ from config.errors import ConfigIssue
 from config.models import Host, StackConfig, Vm
 from hypervisors.kubevirt.backend import BACKEND as KUBEVIRT
 from hypervisors.libvirt.backend import BACKEND as LIBVIRT
+from hypervisors.proxmox.backend import BACKEND as PROXMOX
 from hypervisors.shared import Machine
 from hypervisors.vsphere.backend import BACKEND as VSPHERE
 
@@ -93,14 +94,26 @@ class Hypervisor(Protocol):
     def declared_namespaces(self, cfg: StackConfig) -> tuple[set[str], dict[str, str]]:
         """(namespaces declared to exist, namespace -> the key that decides whether the plan creates it)."""
 
+    # --- `make plan` (tools/plan.py), optional: a backend without it writes nothing of its own through the table
+    def plan_files(self, resources: list) -> dict[str, Any]:
+        """Relative path -> a JSON-able document (secrets as the engine marks them; tools/plan.py writes "[secret]") or text, from what the
+        program registered (each with type, name, inputs, parent: tools/mockrun.py Registered)."""
+
     # --- the mock harness (tools/mockrun.py)
     def mock(self, config: dict[str, str], options: dict[str, Any]) -> Mock:
         """The kind's fake provider; it pops the run() options it knows (node_devices, vsphere_pci, ...)."""
+
+
+def plan_files(backend: Hypervisor, resources: list) -> dict[str, Any]:
+    """The backend's plan files; {} for a backend that writes its plan through tools/plan.py's own code (libvirt, vSphere, KubeVirt, older than the hook)."""
+    own = getattr(backend, "plan_files", None)
+    return own(resources) if own is not None else {}
 
 
 HYPERVISORS: dict[str, Hypervisor] = {
     LIBVIRT.kind: LIBVIRT,
     VSPHERE.kind: VSPHERE,
     KUBEVIRT.kind: KUBEVIRT,
+    PROXMOX.kind: PROXMOX,
 }
 """Every backend, by hosts[].kind; the order is the order of registration at preview. A new backend adds its line here."""

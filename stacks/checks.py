@@ -434,7 +434,14 @@ def _check_host_kinds(cfg: StackConfig, secrets: set[str], by_host: dict[str, li
     """Each host has the block of its kind and none of another's, and its VMs what their backend needs (hypervisors/<kind>/checks.py)."""
     issues: list[ConfigIssue] = []
     for hi, host in enumerate(cfg.hosts):
-        issues += HYPERVISORS[host.kind].host_issues(hi, host, by_host.get(host.name, []), secrets)
+        own = HYPERVISORS[host.kind].host_issues(hi, host, by_host.get(host.name, []), secrets)
+        issues += own
+        # another kind's block (hosts[].<kind>), whatever the backends check themselves: a backend added later
+        # is refused on the older kinds' hosts without touching their folders (docs/ARCHITECTURE.md)
+        for kind in HYPERVISORS:
+            key = f"hosts[{hi}].{kind}"
+            if kind != host.kind and getattr(host, kind, None) is not None and all(i.path != key for i in own):
+                issues.append(ConfigIssue(key, f"only for kind {kind} (hosts[{hi}].kind is {host.kind}); set hosts[{hi}].kind: {kind} or remove this block"))
     for backend in HYPERVISORS.values():
         issues += backend.stack_issues(cfg, secrets, by_host)
     index = {h.name: i for i, h in enumerate(cfg.hosts)}

@@ -67,6 +67,10 @@ VSPHERE_HOST = {"name": "esxi-1", "kind": "vsphere", "numaNodes": [{"id": 0, "cp
                 "vsphere": {"endpoint": "vcenter.lab.local", "datacenter": "lab", "host": "10.203.43.10", "datastore": "datastore1",
                             "network": "VM Network", "template": {"vm": "almalinux-9.6-cloud-template"}, "pciDevices": ["0000:03:00.0"]}}
 VSPHERE = {"hosts[1]": VSPHERE_HOST}
+# a second host, kind proxmox and without VMs (so no Proxmox credentials are needed): tests/test_proxmox.py, Pulumi.proxmox.yaml
+PROXMOX_HOST = {"name": "pve-1", "kind": "proxmox", "numaNodes": [{"id": 0, "cpus": "0-15", "memoryGib": 128}],
+                "proxmox": {"endpoint": "https://pve-1.lab.local:8006/", "node": "pve-1", "image": "local:import/noble.qcow2"}}
+PROXMOX = {"hosts[1]": PROXMOX_HOST}
 OVF = {**VSPHERE, "hosts[1].vsphere.template": {"ovf": "http://mirror.lab.local/images/alma-9.6.ova"}}
 PASCAL = {"vms[0].gpus[0].model": "P100-PCIE-16GB"}
 KV = {"hosts[0].kind": "kubevirt", "hosts[0].libvirtUri": DELETE, "hosts[0].hostKey": DELETE, "hosts[0].baseImage": DELETE,
@@ -81,7 +85,7 @@ KV_SECOND = {**KV, "hosts[1]": {"name": "kv-2", "kind": "kubevirt", "numaNodes":
 
 ROWS: tuple[Row, ...] = (
     # hosts[].kind kubevirt (seed 002)
-    Row("hosts[0].kind", "kvm", why="'libvirt', 'vsphere' or 'kubevirt'"),
+    Row("hosts[0].kind", "kvm", why="'libvirt', 'vsphere', 'kubevirt' or 'proxmox'"),
     Row("hosts[0].kubevirt", DELETE, why="required for kind kubevirt", setup=KV),
     Row("hosts[0].kubevirt", {"namespace": "x"}, key="hosts[0].kubevirt.rootDisk", why="required key is missing"),
     Row("hosts[0].kubevirt.namespace", "GPU_VMS", why="lower-case", setup=KV),
@@ -169,6 +173,20 @@ ROWS: tuple[Row, ...] = (
     Row("hosts[0].libvirtVersion", "5.0.0", why="<cpu/maxphysaddr> needs libvirt 8.7.0 or later"),
     Row("hosts[0].qemuVersion", "qemu-8.2.2", why="is not in the accepted form"),
     Row("hosts[0].qemuVersion", "4.1", why="<cpu/maxphysaddr> needs QEMU 4.2.0 or later"),
+    # hosts, kind proxmox
+    Row("hosts[0].proxmox", PROXMOX_HOST["proxmox"], why="only for kind proxmox (hosts[0].kind is libvirt)"),
+    Row("hosts[1].proxmox", DELETE, setup=PROXMOX, why="required for kind proxmox"),
+    Row("hosts[1].proxmox.endpoint", "http://pve-1.lab.local:8006/", setup=PROXMOX, why="https"),
+    Row("hosts[1].proxmox.endpoint", "https://pve-1.lab.local:8006/api2/json", setup=PROXMOX, why="adds /api2/json itself"),
+    Row("hosts[1].proxmox.insecure", "yes please", setup=PROXMOX, why="valid boolean"),
+    Row("hosts[1].proxmox.node", "PVE_1", setup=PROXMOX, why="not a valid name"),
+    Row("hosts[1].proxmox.datastore", "local lvm", setup=PROXMOX, why="without white space"),
+    Row("hosts[1].proxmox.snippetsDatastore", "", setup=PROXMOX, why="non-empty word"),
+    Row("hosts[1].proxmox.bridge", ["vmbr0"], setup=PROXMOX, why="valid string"),
+    Row("hosts[1].proxmox.image", DELETE, setup=PROXMOX, why="required key is missing"),
+    Row("hosts[1].proxmox.sshUser", "root user", setup=PROXMOX, why="without white space"),
+    Row("hosts[1].proxmox.pveVersion", "nine", setup=PROXMOX, why="is not in the accepted form"),
+    Row("hosts[1].libvirtUri", "qemu:///system", setup=PROXMOX, why="not used by kind proxmox"),
     # hosts, kind vsphere
     Row("hosts[0].vsphere", "vcenter.lab.local", why="valid dictionary"),
     Row("hosts[0].vsphere", VSPHERE_HOST["vsphere"], why="hosts[0].kind is libvirt"),

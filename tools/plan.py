@@ -47,6 +47,8 @@ from hypervisors.libvirt.provider_xml import VolumeRef, provider_domain_xml
 from render.rollout import change_issues, component_versions, reruns, rollout, version_changes, vm_replacements
 from hypervisors.vsphere.render import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from hypervisors.kubevirt.render import KUBEVIRT_VERSION
+from hypervisors.base import HYPERVISORS
+from hypervisors.base import plan_files as backend_plan_files
 from stacks.checks import config_warnings
 from config.support import pinned_versions
 from config.models import SECRET_KEYS, StackConfig
@@ -270,6 +272,9 @@ def artifacts(result: mockrun.RunResult) -> dict[str, str]:
         meta = (_unwrap_secret(machine.inputs.get("extraConfig")) or {}).get("guestinfo.metadata")
         if isinstance(meta, str):
             out[f"vms/{name}/cloud-init.meta-data"] = base64.b64decode(meta).decode()
+    for backend in HYPERVISORS.values():  # a backend's own files (hypervisors/<kind>/plan_files.py), no switch on its kind here
+        for path, doc in backend_plan_files(backend, result.resources).items():
+            out[path] = doc if isinstance(doc, str) else json.dumps(sanitize(doc), indent=2, sort_keys=True) + "\n"
     for release in result.of_type("kubernetes:helm.sh/v3:Release"):
         values = sanitize(release.inputs.get("values", {}))
         out[f"helm/{release.inputs.get('name', release.name)}.values.yaml"] = to_yaml(values)
@@ -592,7 +597,10 @@ def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None 
                          f"{int(machine.inputs['numCpus'])} vCPUs, {int(machine.inputs['memory']) // 1024} GiB"
                          + (f", 64bitMMIOSizeGB {mmio}" if mmio else ""))
             continue
-        domain = next(k for k in kids if k.type == "libvirt:index/domain:Domain")
+        domain = next((k for k in kids if k.type == "libvirt:index/domain:Domain"), None)
+        if domain is None:  # a backend that writes its own plan files (hypervisors/base.py plan_files)
+            lines.append(f"  vm {vm.name}: {len(kids)} resources ({', '.join(sorted({k.type.rsplit(':', 1)[-1] for k in kids}))})")
+            continue
         xslt = domain.inputs["xml"]["xslt"]
         hole = re.search(r"pci-hole64-size=(\d+G)", xslt)
         lines.append(f"  vm {vm.name}: {len(kids)} resources, {xslt.count('<hostdev ')} hostdevs, "
@@ -610,6 +618,8 @@ def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None 
         notes.append(f"IOMMU groups assumed isolated on {', '.join(unchecked)}, no host facts")
     if result.of_type("pulumi:providers:vsphere"):
         notes.append("vSphere inventory and PCI devices assumed as configured")
+    if result.of_type("pulumi:providers:proxmoxve"):
+        notes.append("Proxmox VE release and PCI devices assumed as configured, each in its own IOMMU group")
     allocatable = result.outputs.get("kubevirtExpectedAllocatable")
     if isinstance(allocatable, dict):
         for node, resources in sorted(allocatable.items()):
