@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from config.base import GpuModelName, Model, NvSwitchModelName
 from config.kubevirt import KubevirtHost, VmKubevirt
 from config.proxmox import ProxmoxHost
+from config.support import CHECKED_DCGM_EXPORTER
 from config.vsphere import VmVsphere, VsphereHost
 from config.types import (
     AbsPath,
@@ -381,7 +382,7 @@ class GpuOperator(Model):
     """The operator's own device plugin. Must be false when addons.devicePlugin is enabled."""
     mig_manager_enabled: bool = False
     mig_strategy: Literal["none", "single", "mixed"] = "none"
-    dcgm_exporter_version: str = Field(default="4.5.3-4.8.2-distroless", pattern=r"^\d+\.\d+\.\d+-\d+\.\d+\.\d+-[a-z0-9.]+$")
+    dcgm_exporter_version: str = Field(default=f"{CHECKED_DCGM_EXPORTER}-distroless", pattern=r"^\d+\.\d+\.\d+-\d+\.\d+\.\d+-[a-z0-9.]+$")
     """dcgmExporter.version: the exporter our counters file (render/dcgm-counters.csv) is derived from, in the chart's tag format (<dcgm-exporter>-<dcgm>-<flavour>)."""
 
 
@@ -410,7 +411,7 @@ class Monitoring(Model):
     rendered, Prometheus keeps its data in an emptyDir (lost when the pod moves), and the plan says so."""
     service_monitor_selector_nil_uses_helm_values: bool = True
     """Chart default: Prometheus selects only monitors labelled `release: <releaseName>` (gpu-stack always sets it). false: select every ServiceMonitor, PodMonitor and PrometheusRule."""
-    dcgm_exporter_image_tag: ImageTag = "4.5.3-4.8.2-ubuntu22.04"
+    dcgm_exporter_image_tag: ImageTag = f"{CHECKED_DCGM_EXPORTER}-ubuntu22.04"
     """Standalone dcgm-exporter (device plugin path); the counters file we ship matches 4.5.3-4.8.2."""
     drift_check: DriftCheck = Field(default_factory=DriftCheck)
     """The optional in-cluster drift check (docs/OPERATIONS.md, Drift): off by default."""

@@ -17,6 +17,10 @@ CATALOG_READ = date(2026, 12, 6)
 """The day the rows below were read; versions.json's statuses are relative to it."""
 WARN_DAYS = 90
 """Warn this many days before a pinned version's support ends."""
+CHECKED_DCGM_EXPORTER = "4.5.3-4.8.2"
+"""The dcgm-exporter release whose etc/default-counters.csv render/dcgm-counters.csv keeps whole (its copy:
+tests/reference/dcgm-exporter-4.5.3-4.8.2.default-counters.csv; tests/test_dcgm_alerts.py checks both). The one
+place it is spelled: the defaults (config/models.py), NEWEST below and render/dcgm_metrics.py read it from here."""
 
 K8S_RELEASES = "https://kubernetes.io/releases/"
 K8S_PATCH_HISTORY = "https://github.com/kubernetes/website/blob/main/data/releases/eol.yaml"
@@ -170,7 +174,7 @@ NEWEST: dict[str, Newest] = {
     "device-plugin": Newest("0.20.1", "NVIDIA/k8s-device-plugin releases (2026-09)",
                             "not yet verified: only v0.20.0's values.yaml is at hand (tests/reference)"),
     "dcgm-exporter": Newest("4.6.0-4.8.3", "GPU Operator v26.7.0 values.yaml dcgmExporter.version",
-                            "not yet verified: its default-counters.csv is not at hand; the alerts read 4.5.3-4.8.2's"),
+                            f"not yet verified: its default-counters.csv is not at hand; the alerts read {CHECKED_DCGM_EXPORTER}'s"),
     "kube-prometheus-stack": Newest("88.5.3", "prometheus-community/helm-charts kube-prometheus-stack-88.5.3 (2026-08-21)"),
     "calico": Newest("v3.32.2", "projectcalico/calico v3.32.2 manifests in a public code index",
                      "not yet verified: the newest tag read with its data is v3.32.1 (tests/reference)"),

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from config.support import CHECKED_DCGM_EXPORTER
+
 COUNTERS_FILE = Path(__file__).with_name("dcgm-counters.csv")
 COUNTERS_PATH = "render/dcgm-counters.csv"
-CHECKED_EXPORTER = "4.5.3-4.8.2"
-"""The dcgm-exporter release whose etc/default-counters.csv our counters file keeps whole (its copy:
-tests/reference/dcgm-exporter-4.5.3-4.8.2.default-counters.csv; tests/test_dcgm_alerts.py checks both)."""
+CHECKED_EXPORTER = CHECKED_DCGM_EXPORTER
+"""The dcgm-exporter release whose etc/default-counters.csv our counters file keeps whole (config/support.py, the
+ground floor, holds it: the config defaults and the support catalog read it there too)."""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,12 @@ GPU_NODE_SELECTOR and the nvidia.com/gpu taint), so it converges as the fleet ch
 convergence check (convergence/analysis.py rule_scheduling) sees it placed like the other GPU DaemonSets.
 
 Each pod runs render/drift-check.sh in busybox (pinned, through addons.images like every add-on image)
-with a `kubectl proxy` sidecar (registry.k8s.io/kubectl, the image Kubernetes publishes from 1.28 on,
-kubernetes PR 116672), so the Node is read over the API server's verified TLS with a ServiceAccount
+with a `kubectl proxy` sidecar (registry.k8s.io/kubectl, the image Kubernetes publishes with every release from 1.28 on,
+kubernetes PR 116672 and kubernetes/sig-release PR 2260), tagged with the cluster's own kubernetes.version: kubectl is
+supported within one minor version of kube-apiserver, older or newer (kubernetes.io/releases/version-skew-policy,
+"kubectl"), so a fixed tag would fall out of that window as the cluster is upgraded; the same version is what kubeadm
+installs (mode init) or what the stack declares the cluster runs (join, existing). Older than 1.28 there is no such
+image, and stacks/checks.py refuses the drift check there. So the Node is read over the API server's verified TLS with a ServiceAccount
 that may only get nodes. The result is the gauge gpu_stack_node_drift, served by busybox httpd on
 DRIFT_PORT and scraped through a PodMonitor labelled like every monitor gpu-stack makes
 (render/helm_values.monitor_labels). Why not the other two ways a value reaches this Prometheus:
@@ -35,20 +39,31 @@ SCRIPT = Path(__file__).with_name("drift-check.sh")
 NAME = "gpu-stack-drift-check"
 PORT = 9410
 BUSYBOX_IMAGE = ("docker.io/library/busybox", "1.37.0")
-KUBECTL_IMAGE = ("registry.k8s.io/kubectl", "v1.32.4")
-"""Only its `kubectl proxy` is used, which speaks to any API server gpu-stack supports."""
+KUBECTL_REPOSITORY = "registry.k8s.io/kubectl"
+"""Only its `kubectl proxy` is used; the tag follows kubernetes.version (kubectl_image_tag)."""
+KUBECTL_IMAGE_SINCE = (1, 28)
+"""The first minor registry.k8s.io/kubectl is published for (kubernetes PR 116672; kubernetes/sig-release PR 2260:
+"Starting 1.28, a standalone image for kubectl will be released as part of the official images")."""
 ALERT = "GpuStackNodeDrift"
 ALERT_FOR = "2h"
 """Longer than one node's rollout (upgrade-check records the new plan before the node is drained and upgraded), so a
 wave in progress does not page; a node left half-upgraded does, which is what gpu-operator users hit (issues 2509, 2166)."""
 
 
+def kubectl_image_tag(kubernetes_version: str) -> str:
+    """registry.k8s.io/kubectl's tag for a cluster at `kubernetes_version` (1.36.5 -> v1.36.5): the release's own kubectl,
+    within the ±1 minor skew kubectl is supported at (kubernetes.io/releases/version-skew-policy/#kubectl)."""
+    return f"v{kubernetes_version}"
+
+
 def drift_check_script() -> str:
     return SCRIPT.read_text()
 
 
-def drift_check_objects(addons: Addons, ns: str, monitor_labels: dict[str, Any], os_family: str, fabricmanager_package: str | None) -> list[dict[str, Any]]:
-    """ServiceAccount, read-only RBAC, the script's ConfigMap, the DaemonSet and its PodMonitor."""
+def drift_check_objects(addons: Addons, ns: str, monitor_labels: dict[str, Any], os_family: str, fabricmanager_package: str | None,
+                        kubernetes_version: str) -> list[dict[str, Any]]:
+    """ServiceAccount, read-only RBAC, the script's ConfigMap, the DaemonSet and its PodMonitor; the kubectl sidecar's tag
+    from kubernetes_version (kubernetes.version)."""
     dc = addons.monitoring.drift_check
     labels = {"app.kubernetes.io/name": NAME}
     pull = {"imagePullSecrets": [{"name": addons.images.pull_secret}]} if addons.images.pull_secret else {}
@@ -74,7 +89,7 @@ def drift_check_objects(addons: Addons, ns: str, monitor_labels: dict[str, Any],
              "volumeMounts": [{"name": "script", "mountPath": "/etc/drift-check", "readOnly": True},
                               *({"name": n, "mountPath": f"/host{path}", "readOnly": True} for n, path in host_paths),
                               {"name": "www", "mountPath": "/www"}]},
-            {"name": "kubectl-proxy", "image": image(addons.images, *KUBECTL_IMAGE),
+            {"name": "kubectl-proxy", "image": image(addons.images, KUBECTL_REPOSITORY, kubectl_image_tag(kubernetes_version)),
              "args": ["proxy", "--address=127.0.0.1", f"--port={8001}", "--accept-paths=^/api/v1/nodes/[^/]+$",
                       "--reject-methods=^(POST|PUT|PATCH|DELETE)$"],
              "securityContext": readonly,

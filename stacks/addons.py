@@ -120,7 +120,8 @@ def build_addons(stack: LoadedStack, kubeconfig: pulumi.Input[str] | None, after
             fm = sorted({fabric_packages(cfg.guest.os.family, cfg.guest.nvidia.driver_version,
                                          nvlink_generation=nvlink_generation([g.model for g in vm.gpus])).probe
                          for vm in cfg.vms if vm.nvswitches})
-            drift = tuple(drift_check_objects(a, monitoring.namespace, monitoring.labels, cfg.guest.os.family, " ".join(fm) or None))
+            drift = tuple(drift_check_objects(a, monitoring.namespace, monitoring.labels, cfg.guest.os.family, " ".join(fm) or None,
+                                              cfg.kubernetes.version))
         dcgm = DcgmServiceMonitor("dcgm", DcgmServiceMonitorArgs(
             "operator" if a.gpu_operator.enabled else "standalone", a, monitoring, expected, runtime_class, provider, deps,
             tuple(vm.name for vm in cfg.vms if vm.nvswitches), drift, (drift_alert_group(),) if drift else ()))

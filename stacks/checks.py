@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from config.catalog import BAR_SIZE_REQUIRED
 from render.burnin import node_plans
+from render.drift_check import KUBECTL_IMAGE_SINCE
 from render.helm_values import CALICO_UPSTREAM
 from render.identity import derived_mac
 from config.catalog import GPU_MODELS, OPEN_MODULES_SINCE_BRANCH, OPEN_ONLY, PROPRIETARY_ONLY, default_kernel_modules
@@ -549,6 +550,11 @@ def _check_addons(cfg: StackConfig, secrets: set[str]) -> list[ConfigIssue]:
     if a.monitoring.enabled and "grafanaAdminPassword" not in secrets:
         issues.append(ConfigIssue("grafanaAdminPassword", "monitoring is enabled (addons.monitoring.enabled); set the Grafana admin password with "
                                                           "`pulumi config set --secret gpu-stack:grafanaAdminPassword`"))
+    if a.monitoring.enabled and a.monitoring.drift_check.enabled and version_tuple(cfg.kubernetes.version)[:2] < KUBECTL_IMAGE_SINCE:
+        since = ".".join(map(str, KUBECTL_IMAGE_SINCE))
+        issues.append(ConfigIssue("addons.monitoring.driftCheck.enabled", f"the drift check's kubectl sidecar follows kubernetes.version "
+                                                                          f"{cfg.kubernetes.version}, and registry.k8s.io/kubectl exists from {since} on "
+                                                                          f"(render/drift_check.py); use false, or a cluster at {since} or newer"))
     issues += _check_calico_images(a)
     for qi in _duplicates([q.namespace for q in a.gpu_quotas]):
         issues.append(ConfigIssue(f"addons.gpuQuotas[{qi}].namespace", "namespace listed twice"))

@@ -384,9 +384,11 @@ def test_gpu_request_needs_a_gpu_node():
 
 def test_joining_nodes_known_only_at_deploy_take_the_config_labels():
     c = cv.build_cluster(golden("fleet"), config("fleet"))
-    assert [n.name for n in c.nodes] == ["gpu-1-0", "gpu-1-1", "gpu-2-0", "gpu-2-1"]
-    assert all(n.kubelet_labels == {"nvidia.com/gpu.present": "true"} and n.gpus == 4 for n in c.nodes)
-    assert "node-role.kubernetes.io/control-plane" in c.nodes[0].labels and "node-role.kubernetes.io/control-plane" not in c.nodes[1].labels
+    assert [n.name for n in c.nodes] == ["cp-1", "gpu-1-0", "gpu-1-1", "gpu-2-0", "gpu-2-1"]
+    cp, gpu_nodes = c.nodes[0], c.nodes[1:]
+    assert all(n.kubelet_labels == {"nvidia.com/gpu.present": "true"} and n.gpus == 4 for n in gpu_nodes)
+    assert cp.kubelet_labels == {} and cp.gpus == 0  # the CPU-only control plane (issue 26 item 2)
+    assert "node-role.kubernetes.io/control-plane" in cp.labels and not any("node-role.kubernetes.io/control-plane" in n.labels for n in gpu_nodes)
 
 
 def test_kubelet_refuses_restricted_node_labels():

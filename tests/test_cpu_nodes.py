@@ -164,3 +164,23 @@ def test_verify_output_without_gpus_parses_as_none():
     assert parse_verify_output("--- gpu-inventory ---\n") == {"gpus": [], "driverVersion": None, "cudaVersion": None}
     with pytest.raises(ValueError):
         parse_verify_output("--- gpu-inventory ---\n0, NVIDIA L40S, GPU-1, 00000000:0D:00.0, 580.173.02, 46068 MiB\n")
+
+
+def test_the_fleet_example_has_a_cpu_only_control_plane():
+    """Issue 26 item 2's example: Pulumi.fleet.yaml's first VM, cp-1, has no GPUs and runs kubeadm init; the four GPU VMs
+    join it. It gets no GPU label or taint and no GPU phases, the readiness gate counts only the GPU VMs, and the whole
+    plan passes the convergence check (docs/FLEET.md)."""
+    raw = stack_file("fleet")
+    cfg, _ = parse_stack_config(raw, SECRETS)
+    cpu = [vm.name for vm in cfg.vms if not vm.gpus]
+    assert cpu == ["cp-1"] and cfg.vms[0].name == "cp-1" and cfg.kubernetes.mode == "init"
+    _, _, role, cp = phases(raw, "cp-1")
+    assert role == "init" and not GPU_PHASES & {p.name for p in cp}
+    k8s = next(p for p in cp if p.name == "kubernetes")
+    assert k8s.params["GS_NODE_LABELS"] == "" and k8s.params["GS_NODE_TAINTS"] == ""
+    assert expected_allocatable(cfg) == {vm.name: {"nvidia.com/gpu": 4} for vm in cfg.vms if vm.gpus}
+    assert "cp-1" not in expected_allocatable(cfg) and len(expected_allocatable(cfg)) == 4
+    plan = program_plan(raw)
+    assert "export GS_GATE_NODES='gpu-1-0=4 gpu-1-1=4 gpu-2-0=4 gpu-2-1=4'" in plan.files["guest/readiness-gate.sh"]
+    violations = check(plan, cfg)
+    assert not violations, "\n".join(map(str, violations))

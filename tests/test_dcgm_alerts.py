@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -151,6 +152,26 @@ def test_checked_exporter_is_the_one_the_defaults_run_and_the_reference_file_is_
     require_reference(f"dcgm-exporter-{dcgm_metrics.CHECKED_EXPORTER}.default-counters.csv")
     assert f"dcgm-exporter {dcgm_metrics.CHECKED_EXPORTER}" in dcgm_counters().split("\n# Format", 1)[0]
 
+
+def _code_strings(path) -> list[tuple[int, str]]:
+    """String constants of a module that are code, not docstrings (f-string parts included)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+def test_checked_exporter_is_spelled_once_on_the_ground_floor():
+    """One source of truth: config/support.py CHECKED_DCGM_EXPORTER; the defaults, the support catalog's NEWEST note
+    and render/dcgm_metrics.py read it (config/ may not import render/, tests/test_house.py)."""
+    from config import support
+    assert dcgm_metrics.CHECKED_EXPORTER is support.CHECKED_DCGM_EXPORTER
+    spelled = [f"{path.relative_to(ROOT)}:{line}" for folder in ("config", "render", "hypervisors", "stacks", "components", "tools")
+               for path in sorted((ROOT / folder).rglob("*.py"))
+               for line, text in _code_strings(path)
+               if support.CHECKED_DCGM_EXPORTER in text.replace(f"for example {support.CHECKED_DCGM_EXPORTER}", "")]  # a form's example
+    assert len(spelled) == 1 and spelled[0].startswith("config/support.py:"), spelled
+    assert support.CHECKED_DCGM_EXPORTER in support.NEWEST["dcgm-exporter"].note
 
 # --- rename fallbacks (render/dcgm_metrics.py RENAMES is empty: these renames are made up for the test) ------
 

@@ -64,12 +64,44 @@ def test_manifests_validate_and_run_on_every_gpu_node():
     assert drift_alert_group() in rule["spec"]["groups"]
 
 
+def _images(raw: dict) -> list[str]:
+    ds = next(o for o in drift_objects(raw) if o["kind"] == "DaemonSet")
+    return [c["image"] for c in ds["spec"]["template"]["spec"]["containers"]]
+
+
 def test_images_are_pinned_and_follow_the_registry():
     raw = enabled()
     raw["addons"]["images"] = {"registry": "harbor.lab.local"}
-    ds = next(o for o in drift_objects(raw) if o["kind"] == "DaemonSet")
-    images = [c["image"] for c in ds["spec"]["template"]["spec"]["containers"]]
-    assert images == ["harbor.lab.local/library/busybox:1.37.0", "harbor.lab.local/kubectl:v1.32.4"]
+    version = raw["kubernetes"]["version"]
+    assert _images(raw) == ["harbor.lab.local/library/busybox:1.37.0", f"harbor.lab.local/kubectl:v{version}"]
+    raw["addons"]["images"] = {"overrides": {"registry.k8s.io/kubectl": "harbor.lab.local/k8s/kubectl"}}
+    assert _images(raw)[1] == f"harbor.lab.local/k8s/kubectl:v{version}"
+
+
+@pytest.mark.parametrize("version", ["1.35.9", "1.37.2"])
+def test_kubectl_sidecar_follows_the_clusters_kubernetes_version(version):
+    """kubectl is supported within one minor of kube-apiserver (kubernetes.io/releases/version-skew-policy/#kubectl):
+    the sidecar runs the cluster's own release, not a fixed tag that falls out of support (it was v1.32.4)."""
+    raw = enabled()
+    raw["kubernetes"]["version"] = version
+    assert _images(raw)[1] == f"registry.k8s.io/kubectl:v{version}"
+
+
+def test_refused_where_no_kubectl_image_exists():
+    """registry.k8s.io/kubectl is published from 1.28 on: a 1.27 cluster gets one line naming the key, no manifests."""
+    from config.errors import ConfigError
+    from stacks.load import parse_stack_config
+    from tests.test_guest_scripts import SECRETS
+    raw = enabled()
+    raw["kubernetes"]["version"] = "1.27.16"
+    with pytest.raises(ConfigError) as info:
+        parse_stack_config(raw, SECRETS)
+    found = {i.path: i.message for i in info.value.issues}
+    assert "registry.k8s.io/kubectl exists from 1.28 on" in found["addons.monitoring.driftCheck.enabled"], found
+    raw["addons"]["monitoring"]["driftCheck"]["enabled"] = False
+    with pytest.raises(ConfigError) as info:
+        parse_stack_config(raw, SECRETS)
+    assert "addons.monitoring.driftCheck.enabled" not in {i.path for i in info.value.issues}
 
 
 def test_the_convergence_check_places_it_on_a_tainted_gpu_node_and_refuses_it_without_the_toleration():

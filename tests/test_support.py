@@ -103,15 +103,23 @@ def test_580_on_pascal_is_accepted():
     _config(raw)
 
 
-def test_gpu_operator_refuses_kubernetes_outside_its_window():
+def operator_fleet() -> dict:
+    """The fleet example (Ubuntu 24.04) with the GPU Operator instead of its device plugin."""
     raw = stack_file("fleet")
+    raw["addons"].pop("devicePlugin")
+    raw["addons"]["gpuOperator"] = {"enabled": True}
+    return raw
+
+
+def test_gpu_operator_refuses_kubernetes_outside_its_window():
+    raw = operator_fleet()
     raw["kubernetes"]["version"] = "1.37.2"
     message = _refusals(raw)["addons.gpuOperator.version"]
     assert "GPU Operator v26.7.0 supports Kubernetes 1.32 to 1.36 on ubuntu 24.04, not 1.37.2" in message
 
 
 def test_gpu_operator_window_follows_the_guest_os():
-    raw = stack_file("fleet")
+    raw = operator_fleet()
     raw["kubernetes"]["version"] = "1.32.13"
     _config(raw)  # Ubuntu 24.04: 1.32 to 1.36
     raw["guest"]["os"] = {"family": "ubuntu", "version": "22.04"}
@@ -119,7 +127,7 @@ def test_gpu_operator_window_follows_the_guest_os():
 
 
 def test_gpu_operator_not_in_the_table_is_refused():
-    raw = stack_file("fleet")
+    raw = operator_fleet()
     raw["addons"]["gpuOperator"]["version"] = "v25.3.0"
     assert "not in the compatibility table" in _refusals(raw)["addons.gpuOperator.version"]
 

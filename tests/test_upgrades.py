@@ -59,9 +59,9 @@ def hgx_sandbox(tmp_path, family: str, raw: dict, **kw) -> GuestSandbox:
                         smi_outputs=HGX8_SMI if whole else HGX_SMI, **kw)
 
 def three_nodes(max_unavailable: int = 1) -> dict:
-    """The fleet example cut to three VMs: init (control plane) + 2 join."""
+    """The fleet example cut to three GPU VMs: init (control plane) + 2 join (without its CPU-only control plane cp-1)."""
     raw = copy.deepcopy(stack_file("fleet"))
-    raw["vms"] = raw["vms"][:3]
+    raw["vms"] = [vm for vm in raw["vms"] if vm.get("gpus")][:3]
     raw["fleet"] = {"maxUnavailable": max_unavailable}
     return raw
 
@@ -867,7 +867,7 @@ def test_a_release_that_edits_lib_sh_drains_no_node(tmp_path):
     _commit(repo, "release 2: lib.sh")
     doc = _plan_with_base(repo, "fleet", "HEAD~1")
     nodes = [e for w in doc["waves"] for e in w["nodes"]]
-    assert len(nodes) == 4 and "planned with HEAD~1's gpu-stack" in doc["baseCode"]
+    assert len(nodes) == 5 and "planned with HEAD~1's gpu-stack" in doc["baseCode"]  # cp-1 and the four GPU VMs
     for e in nodes:
         assert "upgrade-check" in [p["phase"] for p in e["phases"]], e  # the release does re-run the upgrade path
         assert e["action"] == "re-run, no drain" and e["changes"] == [] and "replace" not in e
@@ -878,8 +878,10 @@ def test_a_release_that_edits_lib_sh_drains_no_node(tmp_path):
     assert "driverVersion: 580.173.02" in old
     fleet.write_text(old.replace("driverVersion: 580.173.02", "driverVersion: 580.195.03"))
     doc = _plan_with_base(repo, "fleet", "HEAD")
-    assert [[e["node"] for e in w["nodes"]] for w in doc["waves"]] == [["gpu-1-0"], ["gpu-1-1"], ["gpu-2-0"], ["gpu-2-1"]]
-    for w in doc["waves"]:
+    assert [[e["node"] for e in w["nodes"]] for w in doc["waves"]] == [["cp-1"], ["gpu-1-0"], ["gpu-1-1"], ["gpu-2-0"], ["gpu-2-1"]]
+    cp = doc["waves"][0]["nodes"][0]
+    assert cp["action"] == "nothing to run" and cp["changes"] == [], cp  # the control plane has no GPUs: no driver, no command changes
+    for w in doc["waves"][1:]:
         for e in w["nodes"]:
             assert e["action"] == "drain, change driver 580.173.02→580.195.03", e
             assert [p["phase"] for p in e["phases"]] == ["upgrade-check", "drain", "upgrade-driver", "upgrade-reboot", "upgrade-verify", "uncordon"]

@@ -95,6 +95,8 @@ def _fake_stdout(name: str, create: str) -> str:
         return ""
     if name.endswith("-verify"):
         count = int(re.search(r"export GS_GPU_COUNT='?(\d+)", create).group(1))
+        if count == 0:  # a VM without GPUs: scripts/guest/verify-cpu.sh prints the inventory header only, never nvidia-smi
+            return "--- gpu-inventory ---\n"
         rows = "".join(f"{i}, NVIDIA Mock GPU, GPU-{i:08d}-mock, 00000000:{i + 1:02X}:00.0, 570.172.08, 46068 MiB\n" for i in range(count))
         banner = "| NVIDIA-SMI 570.172.08            Driver Version: 570.172.08     CUDA Version: 12.8     |\n"
         return f"--- gpu-inventory ---\n{rows}--- nvidia-smi ---\n{banner}"

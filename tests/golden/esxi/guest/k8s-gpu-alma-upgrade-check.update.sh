@@ -656,7 +656,9 @@ else
 fi
 
 if [ "$decision" != none ] && [ "$GS_UNDRAINED" = 1 ]; then
-  die "node ${GS_NODE_NAME}, phase upgrade-check: ${decision}. kubernetes.mode existing: gpu-stack has no kubectl here and cannot drain ${GS_NODE_NAME}, and this upgrade may reboot it. Drain it yourself (kubectl drain ${GS_NODE_NAME} --ignore-daemonsets --delete-emptydir-data), set gpu-stack:fleet.drainedExternally true, run pulumi up, then uncordon it"
+  die "node ${GS_NODE_NAME}, phase upgrade-check: ${decision}. kubernetes.mode existing: gpu-stack has no kubectl here and" \
+      "cannot drain ${GS_NODE_NAME}, and this upgrade may reboot it. Drain it yourself (kubectl drain ${GS_NODE_NAME}" \
+      "--ignore-daemonsets --delete-emptydir-data), set gpu-stack:fleet.drainedExternally true, run pulumi up, then uncordon it"
 fi
 
 printf '%s\n' "$decision" | write_file "$ROLLOUT_FILE" 0644 || true
@@ -680,7 +682,8 @@ if [ "$GS_ANNOTATE" = 1 ]; then
   [ "$GS_NVSWITCH_COUNT" -gt 0 ] && fm_expected="$GS_DRIVER_VERSION"
   record_on_node overwrite "${EXPECTED_ANNOTATION}driver=${GS_DRIVER_VERSION}" "${EXPECTED_ANNOTATION}fabricmanager=${fm_expected}" \
     "${EXPECTED_ANNOTATION}toolkit=${GS_TOOLKIT_VERSION}" "${EXPECTED_ANNOTATION}kubernetes=${GS_K8S_VERSION}" \
-    || die "node ${GS_NODE_NAME}, phase upgrade-check: cannot record the planned versions on node ${GS_NODE_NAME} with the kubelet's credentials; seed 003 step 1: kubectl get nodes, journalctl -u kubelet"
+    || die "node ${GS_NODE_NAME}, phase upgrade-check: cannot record the planned versions on node ${GS_NODE_NAME}" \
+        "with the kubelet's credentials; seed 003 step 1: kubectl get nodes, journalctl -u kubelet"
 fi
 
 if [ "$decision" = none ]; then

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # gpu-stack guest phase 'upgrade-kubernetes': scripts/guest/upgrade-kubernetes.sh with its parameters (render/guest_scripts.py)
 set -euo pipefail
-export GS_CONTROL_PLANE=1
+export GS_CONTROL_PLANE=0
 export GS_HTTPS_PROXY=''
 export GS_HTTP_PROXY=''
 export GS_K8S_CA_HASH=''
 export GS_K8S_ENDPOINT=''
 export GS_K8S_REPO=https://pkgs.k8s.io/core:/stable:/v1.36
-export GS_K8S_ROLE=init
+export GS_K8S_ROLE=join
 export GS_K8S_VERSION=1.36.5
 export GS_NODE_LABELS=nvidia.com/gpu.present=true
 export GS_NODE_NAME=gpu-1-0
@@ -665,9 +665,11 @@ else
   if [ "$GS_CONTROL_PLANE" = 1 ]; then
     if [ "$(apiserver_version)" != "$GS_K8S_VERSION" ]; then
       kubeadm upgrade plan "v${GS_K8S_VERSION}" >/dev/null \
-        || die "node ${GS_NODE_NAME}, phase upgrade-kubernetes: kubeadm upgrade plan v${GS_K8S_VERSION} refused; run it on ${GS_NODE_NAME} to see why (seed 003 step 1: kubectl get nodes, kubectl -n kube-system get pods)"
+        || die "node ${GS_NODE_NAME}, phase upgrade-kubernetes: kubeadm upgrade plan v${GS_K8S_VERSION} refused; run it" \
+            "on ${GS_NODE_NAME} to see why (seed 003 step 1: kubectl get nodes, kubectl -n kube-system get pods)"
       kubeadm upgrade apply -y "v${GS_K8S_VERSION}" >/dev/null \
-        || die "node ${GS_NODE_NAME}, phase upgrade-kubernetes: kubeadm upgrade apply v${GS_K8S_VERSION} failed; kubeadm rolls a failed control-plane upgrade back: see /var/log/syslog and kubectl -n kube-system get pods (seed 003 step 1)"
+        || die "node ${GS_NODE_NAME}, phase upgrade-kubernetes: kubeadm upgrade apply v${GS_K8S_VERSION} failed; kubeadm rolls" \
+            "a failed control-plane upgrade back: see /var/log/syslog and kubectl -n kube-system get pods (seed 003 step 1)"
       changed "kubeadm upgrade apply v${GS_K8S_VERSION}"
     fi
   else

@@ -835,7 +835,9 @@ if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
     owner_version=$(pkg_version "$owner")
     case "$owner_version" in
       "${GS_DRIVER_VERSION}"|"${GS_DRIVER_VERSION}"-*) ;;
-      *) die "Fabric Manager's ${file} (package ${owner}) is '${owner_version}', not the driver's ${GS_DRIVER_VERSION}: ${GS_FM_HOLD// / or } is probably a transitional package to a newer branch in this release; pin guest.nvidia.driverVersion to a branch the release still ships (apt-cache show / dnf info ${fm_probe})" ;;
+      *) die "Fabric Manager's ${file} (package ${owner}) is '${owner_version}', not the driver's ${GS_DRIVER_VERSION}:" \
+          "${GS_FM_HOLD// / or } is probably a transitional package to a newer branch in this release; pin" \
+          "guest.nvidia.driverVersion to a branch the release still ships (apt-cache show / dnf info ${fm_probe})" ;;
     esac
   done <<<"$owners"
   pkg_hold "${fm_hold[@]}"

@@ -599,7 +599,8 @@ fail() { die "node ${GS_NODE_NAME}, phase upgrade-verify: $*. ${GS_NODE_NAME} st
 pkg_is() { case "$(pkg_version "$1")" in "$2"|"$2"-*|"$2".*) return 0 ;; *) return 1 ;; esac; }
 
 loaded=$(cat "$GS_ROOT/sys/module/nvidia/version" 2>/dev/null || true)
-[ "$loaded" = "$GS_DRIVER_VERSION" ] || fail "the kernel has nvidia '${loaded}' loaded, guest.nvidia.driverVersion is ${GS_DRIVER_VERSION}. Seed 003 step 2 (driver health): dmesg | grep -i -e nvrm -e xid, modinfo nvidia"
+[ "$loaded" = "$GS_DRIVER_VERSION" ] || fail "the kernel has nvidia '${loaded}' loaded, guest.nvidia.driverVersion is ${GS_DRIVER_VERSION}." \
+    "Seed 003 step 2 (driver health): dmesg | grep -i -e nvrm -e xid, modinfo nvidia"
 if [ "$GS_GPU_COUNT" -gt 0 ]; then
   count=$(nvidia-smi -L | grep -c '^GPU ' || true)
   [ "$count" -eq "$GS_GPU_COUNT" ] || fail "nvidia-smi -L lists ${count} GPUs, the config passes through ${GS_GPU_COUNT}. Seed 003 step 2 (driver health): nvidia-smi -L, dmesg | grep -i xid"
@@ -612,18 +613,21 @@ if [ "$GS_GPU_COUNT" -gt 0 ]; then
   fi
 fi
 if [ "$GS_NVSWITCH_COUNT" -gt 0 ]; then
-  pkg_is "$GS_FM_PROBE" "$GS_DRIVER_VERSION" || fail "Fabric Manager ($GS_FM_PROBE) is $(pkg_version "$GS_FM_PROBE"), the driver ${GS_DRIVER_VERSION}: CUDA fails with error 802. Seed 003 step 2: apt-cache policy / dnf list ${GS_FM_PROBE}"
+  pkg_is "$GS_FM_PROBE" "$GS_DRIVER_VERSION" || fail "Fabric Manager ($GS_FM_PROBE) is $(pkg_version "$GS_FM_PROBE"), the driver ${GS_DRIVER_VERSION}:" \
+      "CUDA fails with error 802. Seed 003 step 2: apt-cache policy / dnf list ${GS_FM_PROBE}"
   systemctl is-active --quiet nvidia-fabricmanager || fail "nvidia-fabricmanager is not active. Seed 003 step 2: journalctl -u nvidia-fabricmanager, /var/log/fabricmanager.log"
   fabric_done() {
     [ "$(nvidia-smi -q | awk '/^ *Fabric *$/ {f = 1; next} f && /State/ {print $NF; f = 0}' | grep -c '^Completed$' || true)" -ge "$GS_GPU_COUNT" ]
   }
   deadline=$(( $(date +%s) + GS_FABRIC_TIMEOUT ))
   until fabric_done; do
-    [ "$(date +%s)" -lt "$deadline" ] || fail "the NVLink fabric state is not Completed on every GPU after ${GS_FABRIC_TIMEOUT}s (nvidia-smi -q | grep -A2 Fabric). Seed 003 step 2: journalctl -u nvidia-fabricmanager; on NVLink 5 also the NVLSM log"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "the NVLink fabric state is not Completed on every GPU after ${GS_FABRIC_TIMEOUT}s (nvidia-smi -q |" \
+        "grep -A2 Fabric). Seed 003 step 2: journalctl -u nvidia-fabricmanager; on NVLink 5 also the NVLSM log"
     sleep "$GS_GATE_INTERVAL"
   done
 fi
-[ -z "$GS_TOOLKIT_VERSION" ] || pkg_is nvidia-container-toolkit "$GS_TOOLKIT_VERSION" || fail "nvidia-container-toolkit is $(pkg_version nvidia-container-toolkit), guest.containerRuntime.nvidiaToolkitVersion is ${GS_TOOLKIT_VERSION}"
+[ -z "$GS_TOOLKIT_VERSION" ] || pkg_is nvidia-container-toolkit "$GS_TOOLKIT_VERSION" || fail "nvidia-container-toolkit is $(pkg_version nvidia-container-toolkit)," \
+    "guest.containerRuntime.nvidiaToolkitVersion is ${GS_TOOLKIT_VERSION}"
 case "$GS_RUNTIME" in
   containerd) grep -q 'runtimes.nvidia' <<<"$(containerd config dump)" || fail "containerd has no nvidia runtime. Seed 003 step 3: containerd config dump | grep nvidia" ;;
   docker) grep -q nvidia <<<"$(docker info --format '{{json .Runtimes}}')" || fail "docker has no nvidia runtime" ;;

@@ -606,12 +606,14 @@ log "to roll out on ${node}: ${rollout:-unknown (no ${ROLLOUT_ANNOTATION} annota
 
 if [ -n "$GS_K8S_VERSION" ] && [ "$GS_CONTROL_PLANE" != 1 ]; then
   version_json=$(kubectl version -o json 2>/dev/null) \
-    || die "node ${node}, phase drain: the API server does not answer (kubectl version: $(kubectl version -o json 2>&1 >/dev/null | tail -n1)); seed 003 step 1: is the control plane up (kubectl get nodes)?"
+    || die "node ${node}, phase drain: the API server does not answer (kubectl version:" \
+        "$(kubectl version -o json 2>&1 >/dev/null | tail -n1)); seed 003 step 1: is the control plane up (kubectl get nodes)?"
   server=$(sed -n 's/.*"gitVersion": *"v\([0-9.]*\).*/\1/p' <<<"$version_json" | tail -n1)
   want_minor="${GS_K8S_VERSION%.*}"
   if [ -n "$server" ]; then
     newest=$(printf '%s\n%s\n' "${server%.*}" "$want_minor" | sort -V | tail -n1)
-    [ "$newest" = "${server%.*}" ] || die "node ${node}, phase drain: the API server runs ${server}, older than kubernetes.version ${GS_K8S_VERSION}; the control plane is upgraded first (wave 0): see its upgrade-kubernetes output"
+    [ "$newest" = "${server%.*}" ] || die "node ${node}, phase drain: the API server runs ${server}, older than kubernetes.version" \
+        "${GS_K8S_VERSION}; the control plane is upgraded first (wave 0): see its upgrade-kubernetes output"
   fi
 fi
 
@@ -625,7 +627,9 @@ elif [ -z "$(node_annotation "$node" "$CORDON_ANNOTATION" 2>/dev/null || true)" 
   log "${node} was cordoned before, not by gpu-stack: it stays cordoned after the upgrade"
 fi
 if ! kubectl drain "$node" --ignore-daemonsets --delete-emptydir-data --timeout="${GS_DRAIN_TIMEOUT}s" >/dev/null; then
-  die "node ${node}, phase drain: the drain did not finish in ${GS_DRAIN_TIMEOUT}s (fleet.drainTimeoutSeconds). ${node} stays cordoned and later waves do not start. Seed 003 step 3 (pod events): kubectl get pdb -A (a PodDisruptionBudget that allows no disruption), kubectl get pods -A -o wide --field-selector spec.nodeName=${node} (a pod no controller owns is never forced off). Fix it, then run pulumi up again"
+  die "node ${node}, phase drain: the drain did not finish in ${GS_DRAIN_TIMEOUT}s (fleet.drainTimeoutSeconds). ${node} stays cordoned and later" \
+      "waves do not start. Seed 003 step 3 (pod events): kubectl get pdb -A (a PodDisruptionBudget that allows no disruption), kubectl get" \
+      "pods -A -o wide --field-selector spec.nodeName=${node} (a pod no controller owns is never forced off). Fix it, then run pulumi up again"
 fi
 changed "drained ${node}"
 log "done"

@@ -604,7 +604,8 @@ esac
 avail_kib=$(df -Pk "$GS_ROOT/" | awk 'NR == 2 {print $4}')
 need_kib=$((GS_MIN_ROOT_FREE_GIB * 1024 * 1024))
 if [ "$avail_kib" -lt "$need_kib" ]; then
-  die "/ has $((avail_kib / 1024 / 1024)) GiB free, ${GS_MIN_ROOT_FREE_GIB} GiB needed: the driver and CUDA installers fill the root filesystem (seed 001). Raise vms[].diskGib and grow the filesystem."
+  die "/ has $((avail_kib / 1024 / 1024)) GiB free, ${GS_MIN_ROOT_FREE_GIB} GiB needed: the driver and" \
+      "CUDA installers fill the root filesystem (seed 001). Raise vms[].diskGib and grow the filesystem."
 fi
 
 # The vendor repositories this VM's phases install from (render/guest_scripts.py): each must
@@ -629,6 +630,7 @@ switches=$(printf '%s\n' "$nvidia" | awk '$2 ~ /^0680:?$/' | wc -l)
 # "Platform is in Setup Mode"), or "EFI variables are not supported on this system" on
 # stderr for BIOS boot (lcp/mokutil src/mokutil.c at 9ae73db1).
 if command -v mokutil >/dev/null 2>&1 && grep -q "SecureBoot enabled" <<<"$(mokutil --sb-state 2>/dev/null || true)"; then
-  die "Secure Boot is on in the guest; the NVIDIA module (${GS_DRIVER_METHOD} install, built by DKMS) is unsigned and will not load. Boot the VM with non-Secure-Boot OVMF (hosts[].firmware.code) or enroll a MOK."
+  die "Secure Boot is on in the guest; the NVIDIA module (${GS_DRIVER_METHOD} install, built by DKMS) is unsigned" \
+      "and will not load. Boot the VM with non-Secure-Boot OVMF (hosts[].firmware.code) or enroll a MOK."
 fi
 log "ok: ${family} ${version}, ${gpus} GPUs, ${switches} NVSwitches, $((avail_kib / 1024 / 1024)) GiB free on /"

@@ -665,9 +665,11 @@ else
   if [ "$GS_CONTROL_PLANE" = 1 ]; then
     if [ "$(apiserver_version)" != "$GS_K8S_VERSION" ]; then
       kubeadm upgrade plan "v${GS_K8S_VERSION}" >/dev/null \
-        || die "node ${GS_NODE_NAME}, phase upgrade-kubernetes: kubeadm upgrade plan v${GS_K8S_VERSION} refused; run it on ${GS_NODE_NAME} to see why (seed 003 step 1: kubectl get nodes, kubectl -n kube-system get pods)"
+        || die "node ${GS_NODE_NAME}, phase upgrade-kubernetes: kubeadm upgrade plan v${GS_K8S_VERSION} refused; run it" \
+            "on ${GS_NODE_NAME} to see why (seed 003 step 1: kubectl get nodes, kubectl -n kube-system get pods)"
       kubeadm upgrade apply -y "v${GS_K8S_VERSION}" >/dev/null \
-        || die "node ${GS_NODE_NAME}, phase upgrade-kubernetes: kubeadm upgrade apply v${GS_K8S_VERSION} failed; kubeadm rolls a failed control-plane upgrade back: see /var/log/syslog and kubectl -n kube-system get pods (seed 003 step 1)"
+        || die "node ${GS_NODE_NAME}, phase upgrade-kubernetes: kubeadm upgrade apply v${GS_K8S_VERSION} failed; kubeadm rolls" \
+            "a failed control-plane upgrade back: see /var/log/syslog and kubectl -n kube-system get pods (seed 003 step 1)"
       changed "kubeadm upgrade apply v${GS_K8S_VERSION}"
     fi
   else

@@ -688,7 +688,8 @@ while read -r _ uuid; do
   read -r state status <<<"$(awk -v u="$uuid" '$1 == u { print $2, $3 }' <<<"$fabric")"
   case "${state:-none}:${status:-none}" in
     Completed:Success|N/A:*|none:*) ;;
-    *) die "GPU ${uuid}: fabric State ${state//_/ }, Status ${status//_/ } (nvidia-smi -q); expected Completed / Success. CUDA fails with error 802 until it is: check nvidia-fabricmanager and that every NVSwitch is passed through" ;;
+    *) die "GPU ${uuid}: fabric State ${state//_/ }, Status ${status//_/ } (nvidia-smi -q); expected Completed / Success." \
+        "CUDA fails with error 802 until it is: check nvidia-fabricmanager and that every NVSwitch is passed through" ;;
   esac
 done <<<"$uuids"
 
@@ -712,7 +713,8 @@ if [ "$GS_ANNOTATE" = 1 ]; then
   gpus=$(awk -F ', ' 'NF >= 4 { printf "%s%s@%s", (n++ ? "," : ""), $3, $4 }' <<<"$inventory")
   record_on_node absent "${EXPECTED_ANNOTATION}driver=${driver}" "${EXPECTED_ANNOTATION}fabricmanager=${fm}" \
     "${EXPECTED_ANNOTATION}toolkit=${toolkit%%-*}" "${EXPECTED_ANNOTATION}kubernetes=${kubelet%%-*}" "${GPU_UUIDS_ANNOTATION}=${gpus}" >&2 \
-    || log "node ${GS_NODE_NAME}: the API server did not answer with the kubelet's credentials, so the GPUs and versions are not recorded on the Node (gpu-stack doctor says so; docs/OPERATIONS.md, Drift)" >&2
+    || log "node ${GS_NODE_NAME}: the API server did not answer with the kubelet's credentials, so the GPUs" \
+        "and versions are not recorded on the Node (gpu-stack doctor says so; docs/OPERATIONS.md, Drift)" >&2
 fi
 echo "--- gpu-inventory ---"
 printf '%s\n' "$inventory"

@@ -613,7 +613,8 @@ if command -v cloud-init >/dev/null 2>&1; then
         0) ;;
         2) log "cloud-init finished with recoverable errors (exit 2); see /var/log/cloud-init.log:"
            cloud-init status --long 2>/dev/null | sed 's/^/  /' || true ;;
-        124|137) die "cloud-init on VM ${GS_VM_NAME} has not finished after ${GS_CLOUD_INIT_TIMEOUT}s (cloud-init status: $(cloud_init_status)); see /var/log/cloud-init.log, or disable cloud-init in an image that does not use it (touch /etc/cloud/cloud-init.disabled)" ;;
+        124|137) die "cloud-init on VM ${GS_VM_NAME} has not finished after ${GS_CLOUD_INIT_TIMEOUT}s (cloud-init status: $(cloud_init_status));" \
+            "see /var/log/cloud-init.log, or disable cloud-init in an image that does not use it (touch /etc/cloud/cloud-init.disabled)" ;;
         *) log "cloud-init finished with an error (exit ${cloud_init_rc}); see /var/log/cloud-init.log and /var/log/cloud-init-output.log:"
            cloud-init status --long 2>/dev/null | sed 's/^/  /' || true ;;
       esac ;;

@@ -619,14 +619,18 @@ for entry in $GS_GATE_NODES; do
   node="${entry%%=*}"
   want="${entry#*=}"
   if ! wait_for "node ${node} Ready" node_ready "$node"; then
-    die "node ${node} is not Ready. Seed 003 step 1 (components and resources ready): kubectl describe node ${node}; 'cni plugin not initialized' or 'network plugin is not ready' means the pod network is not running (kubectl -n calico-system get pods, kubectl -n tigera-operator logs deploy/tigera-operator)"
+    die "node ${node} is not Ready. Seed 003 step 1 (components and resources ready): kubectl describe node" \
+        "${node}; 'cni plugin not initialized' or 'network plugin is not ready' means the pod network is not" \
+        "running (kubectl -n calico-system get pods, kubectl -n tigera-operator logs deploy/tigera-operator)"
   fi
   if ! wait_for "${GS_GPU_RESOURCE} on ${node}" allocatable_is "$node" "$want"; then
     have=$(allocatable "$node")
     if [ -z "$have" ] || [ "$have" = 0 ]; then
-      die "node ${node} has no allocatable ${GS_GPU_RESOURCE} (expected ${want}). Seed 003 step 4 (plugin logs and registration): ${GS_PLUGIN_LOGS}; then step 1: kubectl get node ${node} -o jsonpath='{.status.allocatable}'"
+      die "node ${node} has no allocatable ${GS_GPU_RESOURCE} (expected ${want}). Seed 003 step 4 (plugin logs and" \
+          "registration): ${GS_PLUGIN_LOGS}; then step 1: kubectl get node ${node} -o jsonpath='{.status.allocatable}'"
     fi
-    die "node ${node} has ${have} allocatable ${GS_GPU_RESOURCE}, the config expects ${want}. Seed 003 step 2 (driver health): nvidia-smi -L on ${node} and dmesg | grep -i xid; step 5 (MIG, time-slicing): the plugin's sharing config"
+    die "node ${node} has ${have} allocatable ${GS_GPU_RESOURCE}, the config expects ${want}. Seed 003 step 2 (driver" \
+        "health): nvidia-smi -L on ${node} and dmesg | grep -i xid; step 5 (MIG, time-slicing): the plugin's sharing config"
   fi
   report+=("node ${node} Ready ${GS_GPU_RESOURCE}=$(allocatable "$node")/${want}")
 done
@@ -641,8 +645,11 @@ if [ -n "$GS_SMOKE_JOB" ]; then
   state=$(job_state)
   case " $state " in
     *" Complete "*) report+=("job ${GS_SMOKE_NAMESPACE}/${GS_SMOKE_JOB} Succeeded") ;;
-    *" Failed "*) die "the smoke-test Job ${GS_SMOKE_NAMESPACE}/${GS_SMOKE_JOB} failed. Seed 003 step 3 (pod events): kubectl -n ${GS_SMOKE_NAMESPACE} describe pod -l job-name=${GS_SMOKE_JOB}; kubectl -n ${GS_SMOKE_NAMESPACE} logs job/${GS_SMOKE_JOB}" ;;
-    *) die "the smoke-test Job ${GS_SMOKE_NAMESPACE}/${GS_SMOKE_JOB} did not finish in ${GS_GATE_TIMEOUT}s. Seed 003 step 3 (pod events): kubectl -n ${GS_SMOKE_NAMESPACE} describe pod -l job-name=${GS_SMOKE_JOB} (Insufficient ${GS_GPU_RESOURCE}, an untolerated taint, a missing runtimeClassName)" ;;
+    *" Failed "*) die "the smoke-test Job ${GS_SMOKE_NAMESPACE}/${GS_SMOKE_JOB} failed. Seed 003 step 3 (pod events): kubectl -n" \
+        "${GS_SMOKE_NAMESPACE} describe pod -l job-name=${GS_SMOKE_JOB}; kubectl -n ${GS_SMOKE_NAMESPACE} logs job/${GS_SMOKE_JOB}" ;;
+    *) die "the smoke-test Job ${GS_SMOKE_NAMESPACE}/${GS_SMOKE_JOB} did not finish in ${GS_GATE_TIMEOUT}s." \
+        "Seed 003 step 3 (pod events): kubectl -n ${GS_SMOKE_NAMESPACE} describe pod -l job-name=${GS_SMOKE_JOB}" \
+        "(Insufficient ${GS_GPU_RESOURCE}, an untolerated taint, a missing runtimeClassName)" ;;
   esac
 fi
 echo "--- readiness ---"

@@ -613,10 +613,12 @@ if [ "$rollout" = none ] && [ -z "$ours" ]; then
   echo "node ${node} unchanged (nothing to roll out)"
   exit 0
 fi
-wait_for node_ready || die "node ${node}, phase uncordon: not Ready after the upgrade (${GS_GATE_TIMEOUT}s); it stays cordoned. Seed 003 step 1: kubectl describe node ${node}, journalctl -u kubelet on ${node}"
+wait_for node_ready || die "node ${node}, phase uncordon: not Ready after the upgrade (${GS_GATE_TIMEOUT}s); it stays" \
+    "cordoned. Seed 003 step 1: kubectl describe node ${node}, journalctl -u kubelet on ${node}"
 if [ -n "$GS_EXPECTED" ]; then
   allocatable_back() { [ "$(allocatable)" = "$GS_EXPECTED" ]; }
-  wait_for allocatable_back || die "node ${node}, phase uncordon: allocatable ${GS_GPU_RESOURCE} is '$(allocatable)', expected ${GS_EXPECTED}; it stays cordoned. Seed 003 step 4 (plugin logs and registration): ${GS_PLUGIN_LOGS}; step 2: nvidia-smi -L on ${node}"
+  wait_for allocatable_back || die "node ${node}, phase uncordon: allocatable ${GS_GPU_RESOURCE} is '$(allocatable)', expected ${GS_EXPECTED}; it" \
+      "stays cordoned. Seed 003 step 4 (plugin logs and registration): ${GS_PLUGIN_LOGS}; step 2: nvidia-smi -L on ${node}"
 fi
 state=uncordoned
 if [ -n "$ours" ]; then

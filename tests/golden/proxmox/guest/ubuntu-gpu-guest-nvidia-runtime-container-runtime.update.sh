@@ -784,7 +784,10 @@ else
     [ "${pair%%=*}" = docker.io ] && mirrors="${mirrors:+$mirrors, }\"${pair#*=}\""
   done
   tmp=$(mktemp)
-  printf '{\n  "exec-opts": ["native.cgroupdriver=systemd"],\n  "log-driver": "json-file",\n  "log-opts": {"max-size": "100m"},\n  "storage-driver": "overlay2",\n  "registry-mirrors": [%s]\n}\n' "$mirrors" >"$tmp"
+  {
+    printf '{\n  "exec-opts": ["native.cgroupdriver=systemd"],\n  "log-driver": "json-file",\n  "log-opts": {"max-size": "100m"},\n'
+    printf '  "storage-driver": "overlay2",\n  "registry-mirrors": [%s]\n}\n' "$mirrors"
+  } >"$tmp"
   [ -z "$GS_TOOLKIT_VERSION" ] || nvidia-ctk runtime configure --runtime=docker --set-as-default --config="$tmp" >/dev/null
   write_file /etc/docker/daemon.json 0644 <"$tmp" && restart=1
   rm -f "$tmp"

@@ -1,0 +1,639 @@
+#!/usr/bin/env bash
+# gpu-stack guest phase 'uncordon': scripts/guest/uncordon.sh with its parameters (render/guest_scripts.py)
+set -euo pipefail
+export GS_EXPECTED=''
+export GS_GATE_INTERVAL=5
+export GS_GATE_TIMEOUT=1200
+export GS_GPU_RESOURCE=nvidia.com/gpu
+export GS_KUBECONFIG_STDIN=0
+export GS_NODE_NAME=cp-1
+export GS_PHASE=uncordon
+export GS_PLUGIN_LOGS='kubectl -n nvidia-device-plugin logs ds/nvidia-device-plugin --tail=50'
+
+# shellcheck shell=bash
+# gpu-stack guest library, inlined after the rendered export header of every
+# phase script. Every file path goes through $GS_ROOT (empty on a real guest)
+# so the tests can run the phases in a sandbox root with recording stubs.
+
+GS_ROOT="${GS_ROOT:-}"
+GS_CHANGED=0
+export GS_CHANGED  # read by the phase script this library is inlined into
+
+log() { printf '[gpu-stack %s] %s\n' "${GS_PHASE:-?}" "$*"; }
+die() { printf '[gpu-stack %s] ERROR: %s\n' "${GS_PHASE:-?}" "$*" >&2; exit 1; }
+changed() { GS_CHANGED=1; log "changed: $*"; }
+
+# os_id: ubuntu or rhel, from /etc/os-release.
+# shellcheck source=/dev/null  # the guest's os-release
+os_id() {
+  local id like
+  id=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")
+  like=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID_LIKE:-}")
+  case " $id $like " in
+    *" ubuntu "*|*" debian "*) echo ubuntu ;;
+    *" rhel "*|*" fedora "*|*" centos "*) echo rhel ;;
+    *) echo "unknown:$id" ;;
+  esac
+}
+
+# shellcheck source=/dev/null
+os_version() { (. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_ID:-}"); }
+
+# write_file PATH MODE < content: replace PATH only when the content differs.
+# Returns 0 when it wrote, 1 when the file was already right.
+# Atomic: the content goes to a temporary file in the same directory (mktemp
+# creates it 0600, so credentials are never readable by others), gets the final
+# mode and is flushed, then rename(2) replaces PATH in one step. An interrupted
+# write leaves PATH as it was, never truncated. The temporary name starts with a
+# dot and has no extension, so no *.conf/*.list/*.toml directory glob reads it.
+write_file() {
+  local path="$GS_ROOT$1" mode="$2" dir tmp
+  dir=$(dirname "$path")
+  mkdir -p "$dir"
+  tmp=$(mktemp "$dir/.gpu-stack.XXXXXXXX")
+  if ! cat >"$tmp"; then
+    rm -f "$tmp"
+    die "could not write the content of $1"
+  fi
+  if [ -f "$path" ] && cmp -s "$tmp" "$path"; then
+    rm -f "$tmp"
+    return 1
+  fi
+  chmod "$mode" "$tmp"
+  sync "$tmp" 2>/dev/null || true
+  mv -f "$tmp" "$path"
+  changed "wrote $1"
+  return 0
+}
+
+pkg_installed() {
+  if [ "$(os_id)" = ubuntu ]; then
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)"
+  else
+    rpm -q "$1" >/dev/null 2>&1
+  fi
+}
+
+# pkg_version NAME: the installed version, empty when not installed.
+pkg_version() {
+  if [ "$(os_id)" = ubuntu ]; then
+    dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true
+  else
+    rpm -q --qf '%{VERSION}' "$1" 2>/dev/null || true
+  fi
+}
+
+# The package lock at first boot. Ubuntu cloud images start apt-daily and
+# apt-daily-upgrade (unattended-upgrades) right after boot (the timers are
+# Persistent), so a plain apt-get fails with "Could not get lock
+# /var/lib/dpkg/lock-frontend". Every apt-get waits for the lock instead
+# (APT option DPkg::Lock::Timeout, apt >= 1.9.11, see apt.conf(5) and
+# apt-get(8)), and the first install of a phase holds the timers off until the
+# verify phase starts them again (pkg_timers_resume). DPkg::Lock::Timeout
+# covers the dpkg lock only, not the lists lock `apt-get update` takes, so a
+# running apt-daily.service (which is `apt-get update`) is waited for first.
+# dnf waits on its own lock by itself (dnf/lock.py: "Waiting for process with
+# pid N to finish", unless exit_on_lock is set in dnf.conf(5));
+# dnf-makecache.timer is held off the same way.
+GS_PKG_LOCK_TIMEOUT="${GS_PKG_LOCK_TIMEOUT:-900}"
+PKG_TIMERS_UBUNTU="apt-daily.timer apt-daily-upgrade.timer"
+PKG_TIMERS_RHEL="dnf-makecache.timer"
+pkg_timers() { if [ "$(os_id)" = ubuntu ]; then echo "$PKG_TIMERS_UBUNTU"; else echo "$PKG_TIMERS_RHEL"; fi; }
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=${GS_PKG_LOCK_TIMEOUT}" "$@"
+}
+
+pkg_timers_held=0
+pkg_timers_hold() {
+  [ "$pkg_timers_held" = 0 ] || return 0
+  pkg_timers_held=1
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if unit_running "$t"; then
+      systemctl stop "$t"
+      log "holding off ${t} during bootstrap"
+    fi
+  done
+  [ "$(os_id)" = ubuntu ] && wait_unit_inactive apt-daily.service
+  return 0
+}
+
+# unit_state UNIT: the unit's ActiveState: active, reloading, inactive, failed,
+# activating, deactivating, maintenance (refreshing from systemd 257); a unit
+# that does not exist reads inactive. Not `systemctl is-active --quiet`: its
+# exit status is 0 only for active, reloading and refreshing
+# (src/systemctl/systemctl-is-active.c), so a Type=oneshot unit whose
+# ExecStart is still running, which stays "activating" until the command exits
+# (systemd.service(5), Type=oneshot), reads as not running. systemd 252:
+# systemctl(1) is-active, org.freedesktop.systemd1(5) ActiveState.
+unit_state() { systemctl show -p ActiveState --value "$1" 2>/dev/null || true; }
+
+# unit_running UNIT: UNIT is started, starting, stopping or reloading: not settled as stopped.
+unit_running() {
+  case "$(unit_state "$1")" in
+    active|reloading|refreshing|activating|deactivating) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# unit_started UNIT: UNIT is active or on its way there (a start job is running).
+unit_started() {
+  case "$(unit_state "$1")" in
+    active|reloading|refreshing|activating) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# wait_unit_inactive UNIT: wait (up to the lock timeout) for a running UNIT to finish.
+wait_unit_inactive() {
+  local waited=0 step="${GS_POLL_SECONDS:-2}"
+  while unit_running "$1"; do
+    [ "$waited" -lt "$GS_PKG_LOCK_TIMEOUT" ] || die "$1 is still $(unit_state "$1") after ${GS_PKG_LOCK_TIMEOUT}s; it holds the package lists lock"
+    [ "$waited" -gt 0 ] || log "waiting for $1 to finish ($(unit_state "$1"))"
+    sleep "$step"
+    waited=$((waited + ${step%.*} + 1))
+  done
+}
+
+# pkg_timers_resume: start the timers again once bootstrap is done (verify phase).
+pkg_timers_resume() {
+  local t
+  # shellcheck disable=SC2046  # a word list
+  for t in $(pkg_timers); do
+    if systemctl is-enabled --quiet "$t" 2>/dev/null && ! unit_started "$t"; then
+      systemctl start "$t"
+      log "resumed ${t}"
+    fi
+  done
+}
+
+apt_updated=0
+pkg_install() {
+  [ "$#" -gt 0 ] || return 0
+  pkg_timers_hold
+  if [ "$(os_id)" = ubuntu ]; then
+    if [ "$apt_updated" = 0 ]; then
+      apt_get update -qq
+      apt_updated=1
+    fi
+    apt_get install -y -qq --allow-downgrades --allow-change-held-packages "$@"
+  else
+    dnf install -y -q "$@"
+  fi
+  changed "installed $*"
+}
+
+# apt_package_exists NAME: the archive has NAME (after one apt-get update).
+apt_package_exists() {
+  if [ "$apt_updated" = 0 ]; then
+    pkg_timers_hold
+    apt_get update -qq
+    apt_updated=1
+  fi
+  [ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | grep '^Package: ' || true)" ]
+}
+
+# ensure_pkgs NAME...: install the ones that are missing.
+ensure_pkgs() {
+  local missing=() p
+  for p in "$@"; do
+    pkg_installed "$p" || missing+=("$p")
+  done
+  pkg_install "${missing[@]}"
+}
+
+pkg_hold() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local p
+    for p in "$@"; do
+      grep -qx "$p" <<<"$(apt-mark showhold)" || { apt-mark hold "$p" >/dev/null; changed "held $p"; }
+    done
+  else
+    ensure_pkgs python3-dnf-plugin-versionlock
+    local p
+    for p in "$@"; do
+      # entries read NAME-EPOCH:VERSION-RELEASE.*: the digit after NAME- keeps nvidia-driver
+      # from matching a lock on nvidia-driver-cuda
+      grep -q "^$p-[0-9]" <<<"$(dnf versionlock list 2>/dev/null || true)" || { dnf versionlock add "$p" >/dev/null; changed "locked $p"; }
+    done
+  fi
+}
+
+service_enable_now() {
+  local unit="$1"
+  if ! systemctl is-enabled --quiet "$unit" 2>/dev/null || ! unit_started "$unit"; then
+    systemctl enable --now "$unit"
+    changed "enabled $unit"
+  fi
+}
+
+module_loaded() { awk -v m="$1" '$1 == m {found = 1} END {exit !found}' <<<"$(lsmod)"; }
+
+# reboot_now MESSAGE: the one way a phase reboots the guest. The reboot is 5 s
+# away so this phase can still report; sshd stops now, so the next connection
+# (the component's wait for SSH, with the pinned host key) reaches the new boot;
+# GPU_STACK_REBOOT=1 on stdout tells the component; the phase ends here.
+reboot_now() {
+  log "$1"
+  systemd-run --on-active=5 --unit=gpu-stack-reboot systemctl reboot
+  systemctl stop ssh.socket ssh.service sshd.service 2>/dev/null || true
+  echo "GPU_STACK_REBOOT=1"
+  exit 0
+}
+
+# use_cluster_kubeconfig: point kubectl at the cluster for the phases that run
+# kubectl on the stack's first VM (readiness, drain, uncordon). With
+# GS_KUBECONFIG_STDIN=1 (modes join/existing) the kubeconfig arrives on stdin
+# (gpu-stack:kubeconfig, never in the script or the logs) and lives in a
+# temporary file removed on exit; else the node's own admin.conf (mode init).
+# $1: GS_KUBECONFIG_STDIN.
+use_cluster_kubeconfig() {
+  if [ "$1" = 1 ]; then
+    cluster_kubeconfig=$(mktemp)
+    trap 'rm -f "$cluster_kubeconfig"' EXIT
+    cat >"$cluster_kubeconfig"
+    [ -s "$cluster_kubeconfig" ] || die "no kubeconfig arrived on stdin"
+  else
+    cluster_kubeconfig="$GS_ROOT/etc/kubernetes/admin.conf"
+    [ -s "$cluster_kubeconfig" ] || die "no /etc/kubernetes/admin.conf on this node: kubeadm init has not run"
+  fi
+  export KUBECONFIG="$cluster_kubeconfig"
+}
+
+# --- day 2: what the upgrade path rolls out (docs/OPERATIONS.md, Upgrading) ---------------
+# upgrade-check compares the node's installed and loaded versions with the
+# configured ones and records the decision twice: in ROLLOUT_FILE on the node
+# (the node's own upgrade steps read it) and in the node's ROLLOUT_ANNOTATION
+# (drain and uncordon, which run kubectl on the first VM, read it). "none":
+# nothing to roll out (a gpu-stack release changed only its scripts), so no
+# cordon, no drain, no package change, no reboot, no uncordon. Anything else
+# names what changes ("driver 570.172.08->570.195.03; ..."). drain records in
+# CORDON_ANNOTATION that it, not an admin, cordoned the node; uncordon
+# uncordons only such a node, then resets both to "none".
+ROLLOUT_FILE=/var/lib/gpu-stack/upgrade/rollout
+# shellcheck disable=SC2034  # read by upgrade-check, drain and uncordon, inlined after this library
+ROLLOUT_ANNOTATION=gpu-stack.io/rollout
+# shellcheck disable=SC2034  # read by drain and uncordon
+CORDON_ANNOTATION=gpu-stack.io/cordoned
+
+# node_annotation NODE KEY: the annotation's value, empty when the node has none (kubectl's
+# -o jsonpath allows missing keys; a dot in the key is escaped, kubernetes#31984). Fails when the
+# API server does not answer.
+node_annotation() { kubectl get node "$1" -o jsonpath="{.metadata.annotations.${2//./\\.}}"; }
+
+# rollout_pending: this node has something to roll out, or nothing recorded says otherwise.
+rollout_pending() { [ "$(cat "$GS_ROOT$ROLLOUT_FILE" 2>/dev/null || true)" != none ]; }
+
+# --- drift: the plan recorded on the Node (docs/OPERATIONS.md, Drift) ---------------------
+# gpu-stack.io/expected-{driver,fabricmanager,toolkit,kubernetes}: the versions this node is
+# meant to run; gpu-stack.io/gpu-uuids: its GPUs as UUID@PCI-address (the guest's), comma-
+# separated. upgrade-check writes the versions from the config each time it runs; the
+# bootstrap's verify writes what it has just installed and verified, and the GPUs, only where
+# the node has no record yet, so that a later re-run of verify never records a drifted node
+# as planned. The doctor (doctor/diagnosis.py NODE_ANNOTATIONS) and the optional in-cluster
+# drift check compare the node with them.
+# shellcheck disable=SC2034  # read by upgrade-check, verify and verify-cpu, inlined after this library
+EXPECTED_ANNOTATION=gpu-stack.io/expected-
+# shellcheck disable=SC2034  # read by verify
+GPU_UUIDS_ANNOTATION=gpu-stack.io/gpu-uuids
+
+# record_on_node overwrite|absent KEY=VALUE...: set each annotation of this node (GS_NODE_NAME)
+# with the kubelet's own credentials (NodeRestriction allows a node its own annotations) where
+# it differs: `overwrite` replaces another value, `absent` writes only keys the node lacks. An
+# empty VALUE is skipped. Returns 1, changing nothing more, when the API server does not answer.
+record_on_node() {
+  local mode="$1" kv key value current
+  shift
+  export KUBECONFIG="$GS_ROOT/etc/kubernetes/kubelet.conf"
+  [ -s "$KUBECONFIG" ] || return 1
+  for kv in "$@"; do
+    key="${kv%%=*}"
+    value="${kv#*=}"
+    [ -n "$value" ] || continue
+    current=$(node_annotation "$GS_NODE_NAME" "$key") || return 1
+    [ "$current" != "$value" ] || continue
+    [ "$mode" = overwrite ] || [ -z "$current" ] || continue
+    kubectl annotate --overwrite node "$GS_NODE_NAME" "${key}=${value}" >/dev/null || return 1
+    changed "annotated ${key}=${value}"
+  done
+}
+
+# --- package repositories ---------------------------------------------------------------
+# Vendor repositories are added by the phase that installs from them, each with its signing key
+# from the same base URL (the vendor's, or a mirror laid out the same way); the preflight phase
+# checks beforehand that each answers (repo_check). gpu-stack guests are x86_64 (the driver
+# runfile is NVIDIA-Linux-x86_64), which Debian calls amd64.
+REPO_ARCH=x86_64
+REPO_DEB_ARCH=amd64
+
+# Credentials (scripts/guest/credentials.sh writes them, root-only; docs/OPERATIONS.md, Proxy and
+# mirror credentials): read here only where guest.proxy.username / guest.repositoryUsername are set.
+PROXY_ENV=/etc/gpu-stack/proxy.env
+REPO_NETRC=/etc/gpu-stack/netrc
+
+# proxy_for http|https: the proxy for URLs of that scheme, as apt and dnf use it (os-prep.sh), with
+# the proxy's credentials when guest.proxy.username is set. Never printed: see shown_proxy.
+proxy_for() {
+  local var=HTTP_PROXY plain="${GS_HTTP_PROXY:-${GS_HTTPS_PROXY:-}}"
+  if [ "$1" = https ]; then var=HTTPS_PROXY; plain="${GS_HTTPS_PROXY:-${GS_HTTP_PROXY:-}}"; fi
+  if [ -n "$plain" ] && [ -n "${GS_PROXY_USER:-}" ]; then
+    [ -f "$GS_ROOT$PROXY_ENV" ] || die "guest.proxy.username is set but ${PROXY_ENV} is missing: phase credentials has not run"
+    sed -n "s/^${var}=//p" "$GS_ROOT$PROXY_ENV"
+  else
+    printf '%s' "$plain"
+  fi
+}
+
+# shown_proxy URL: what may be printed of a proxy URL: without its user:password@.
+shown_proxy() { printf '%s' "$1" | sed -E 's#://[^/@]*@#://***@#'; }
+
+# repo_proxy URL: the proxy apt and dnf use for URL, as os-prep.sh configures them
+# (Acquire::http::Proxy / Acquire::https::Proxy, dnf.conf proxy=), so a check sees what they see.
+repo_proxy() {
+  case "$1" in
+    https://*) proxy_for https ;;
+    *) proxy_for http ;;
+  esac
+}
+
+# repo_fetch URL [CURL ARGS...]: curl -fsSL through that proxy (an empty one is no proxy), with the
+# mirrors' credentials from REPO_NETRC where guest.repositoryUsername is set (hosts without a line
+# there get none). The proxy reaches curl in its environment, never on its command line.
+repo_fetch() {
+  local url="$1" proxy auth=()
+  shift
+  proxy=$(repo_proxy "$url")
+  if [ -n "${GS_REPO_USER:-}" ] && [ -f "$GS_ROOT$REPO_NETRC" ]; then
+    auth=(--netrc-optional --netrc-file "$GS_ROOT$REPO_NETRC")
+  fi
+  https_proxy="$proxy" http_proxy="$proxy" curl -fsSL "${auth[@]}" "$@" "$url"
+}
+
+# repo_auth BASE: dnf's username= and password= lines ([repo] options, dnf.conf(5)) for a mirror
+# guest.repositoryUsername covers (a line for its host in REPO_NETRC), else nothing.
+repo_auth() {
+  [ -n "${GS_REPO_USER:-}" ] && [ -f "$GS_ROOT$REPO_NETRC" ] || return 0
+  local host="${1#*://}"
+  host="${host%%/*}"
+  awk -v m="${host%:*}" '$1 == "machine" && $2 == m {printf "username=%s\npassword=%s\n", $4, $6; exit}' "$GS_ROOT$REPO_NETRC"
+}
+
+# repo_key URL KEYRING WHAT: a repository's signing key, fetched and dearmored into KEYRING once,
+# the form of Docker's, Kubernetes' and NVIDIA's install guides (curl -fsSL URL | gpg --dearmor -o KEYRING).
+repo_key() {
+  local url="$1" keyring="$2"
+  [ ! -s "$GS_ROOT$keyring" ] || return 0
+  mkdir -p "$(dirname "$GS_ROOT$keyring")"
+  rm -f "$GS_ROOT$keyring"  # an empty leftover: gpg -o asks before overwriting
+  repo_fetch "$url" | gpg --dearmor -o "$GS_ROOT$keyring"
+  changed "$3"
+}
+
+# repo_source PATH < content: an apt source or dnf .repo file; a changed source makes the next
+# install run `apt-get update` again (pkg_install), so the packages it adds are seen.
+# repo_source PATH [BASE] < content: with BASE, a dnf .repo for a mirror guest.repositoryUsername
+# covers gets repo_auth's lines after each baseurl= and is written 0600 (it then holds a password).
+repo_source() {
+  local auth
+  auth=$(if [ -n "${2:-}" ]; then repo_auth "$2"; fi)
+  if [ -z "$auth" ]; then
+    if write_file "$1" 0644; then apt_updated=0; fi
+  elif awk -v auth="$auth" '{print} /^baseurl=/ {print auth}' | write_file "$1" 0600; then
+    apt_updated=0
+  fi
+}
+
+# ubuntu_codename: the release's codename (Docker's suites), from os-release.
+ubuntu_codename() {
+  local codename
+  # shellcheck source=/dev/null  # the guest's os-release
+  codename=$(. "$GS_ROOT/etc/os-release" && printf '%s' "${VERSION_CODENAME:-${UBUNTU_CODENAME:-}}")
+  if [ -z "$codename" ]; then
+    case "$(os_version)" in
+      22.04) codename=jammy ;;
+      24.04) codename=noble ;;
+      *) die "cannot tell the Ubuntu codename (no VERSION_CODENAME in /etc/os-release)" ;;
+    esac
+  fi
+  printf '%s' "$codename"
+}
+
+# docker_el_path: rhel on RHEL, centos for the rebuilds (Rocky, Alma), Docker's EL directories.
+docker_el_path() {
+  # shellcheck source=/dev/null  # the guest's os-release
+  if [ "$(. "$GS_ROOT/etc/os-release" && printf '%s' "${ID:-}")" = rhel ]; then echo rhel; else echo centos; fi
+}
+
+# cuda_distro: the directory of NVIDIA's CUDA repository for this release (CUDA Installation Guide
+# for Linux, network repositories: <distro> is ubuntu2204, ubuntu2404, rhel9).
+cuda_distro() {
+  if [ "$(os_id)" = ubuntu ]; then
+    local v
+    v=$(os_version)
+    echo "ubuntu${v//./}"
+  else
+    echo "rhel$(os_version | cut -d. -f1)"
+  fi
+}
+
+# repo_index KIND BASE: the file apt or dnf reads first from a repository, at the layout the
+# phases write (apt: the suite's InRelease; dnf: repodata/repomd.xml). KIND: docker,
+# kubernetes, nvidia-container-toolkit, cuda.
+repo_index() {
+  local base="$2"
+  case "$1:$(os_id)" in
+    docker:ubuntu) echo "${base}/ubuntu/dists/$(ubuntu_codename)/InRelease" ;;
+    docker:rhel) echo "${base}/$(docker_el_path)/$(os_version | cut -d. -f1)/${REPO_ARCH}/stable/repodata/repomd.xml" ;;
+    kubernetes:ubuntu) echo "${base}/deb/InRelease" ;;
+    kubernetes:rhel) echo "${base}/rpm/repodata/repomd.xml" ;;
+    nvidia-container-toolkit:ubuntu) echo "${base}/stable/deb/${REPO_DEB_ARCH}/InRelease" ;;
+    nvidia-container-toolkit:rhel) echo "${base}/stable/rpm/${REPO_ARCH}/repodata/repomd.xml" ;;
+    cuda:ubuntu) echo "${base}/$(cuda_distro)/${REPO_ARCH}/InRelease" ;;
+    cuda:rhel) echo "${base}/$(cuda_distro)/${REPO_ARCH}/repodata/repomd.xml" ;;
+    *) die "no repository layout for $1 on $(os_id)" ;;
+  esac
+}
+
+# repo_check NAME KEY KIND BASE: the repository answers (its index, through the package
+# managers' proxy), else one line naming it and its config key. apt reads Release (with
+# Release.gpg) where a repository has no InRelease, so that is tried too.
+repo_check() {
+  local name="$1" key="$2" index err
+  index=$(repo_index "$3" "$4")
+  err=$(repo_fetch "$index" -o /dev/null 2>&1) && return 0
+  if [ "${index##*/}" = InRelease ] && repo_fetch "${index%/InRelease}/Release" -o /dev/null >/dev/null 2>&1; then
+    return 0
+  fi
+  local proxy
+  proxy=$(shown_proxy "$(repo_proxy "$index")")
+  die "${name} repository does not answer at ${index} (${err%%$'\n'*}) through ${proxy:-no proxy}: set ${key} to a reachable mirror or fix the proxy (guest.proxy)"
+}
+
+# nvidia_container_toolkit_repository BASE: NVIDIA's libnvidia-container repository, as the
+# Container Toolkit install guide (NVIDIA/cloud-native-docs container-toolkit/install-guide.md at
+# tag container-toolkit-v1.17.8, unchanged at commit 52dcb7b8 where versions1.json prefers 1.20.0) adds it: apt: `curl -fsSL <base>/gpgkey | gpg --dearmor -o
+# /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg`, then <base>/stable/deb/nvidia-container-toolkit.list
+# through `sed 's#deb https://#deb [signed-by=...] https://#g'` into
+# /etc/apt/sources.list.d/nvidia-container-toolkit.list; dnf: <base>/stable/rpm/nvidia-container-toolkit.repo
+# into /etc/yum.repos.d/nvidia-container-toolkit.repo. Both files are written here as the
+# vendor's (tests/reference/libnvidia-container-ghpages-*) with BASE for the vendor URL, so a mirror
+# needs only the packages and the key, not rewritten files.
+nvidia_container_toolkit_repository() {
+  local base="$1"
+  if [ "$(os_id)" = ubuntu ]; then
+    local keyring=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+    repo_key "${base}/gpgkey" "$keyring" "NVIDIA Container Toolkit apt key"
+    repo_source /etc/apt/sources.list.d/nvidia-container-toolkit.list <<CONF
+deb [signed-by=${keyring}] ${base}/stable/deb/\$(ARCH) /
+#deb [signed-by=${keyring}] ${base}/experimental/deb/\$(ARCH) /
+CONF
+  else
+    repo_source /etc/yum.repos.d/nvidia-container-toolkit.repo "$base" <<CONF
+[nvidia-container-toolkit]
+name=nvidia-container-toolkit
+baseurl=${base}/stable/rpm/\$basearch
+repo_gpgcheck=1
+gpgcheck=0
+enabled=1
+gpgkey=${base}/gpgkey
+sslverify=1
+sslcacert=/etc/pki/tls/certs/ca-bundle.crt
+
+[nvidia-container-toolkit-experimental]
+name=nvidia-container-toolkit-experimental
+baseurl=${base}/experimental/rpm/\$basearch
+repo_gpgcheck=1
+gpgcheck=0
+enabled=0
+gpgkey=${base}/gpgkey
+sslverify=1
+sslcacert=/etc/pki/tls/certs/ca-bundle.crt
+CONF
+  fi
+}
+
+# cuda_repository BASE: NVIDIA's CUDA network repository for this release (CUDA Installation
+# Guide for Linux, network repository installation). Ubuntu: the cuda-keyring_1.1-1_all.deb
+# package from <base>/<distro>/x86_64/, which installs /usr/share/keyrings/cuda-archive-keyring.gpg
+# and /etc/apt/sources.list.d/cuda-<distro>-x86_64.list (the guide installs it with `dpkg -i`;
+# apt-get installs the same file and waits for the dpkg lock, see apt_get); that source is
+# written again with BASE, identical to the package's for the vendor URL, pointing at the mirror
+# for a mirror. EL: the guide's `dnf config-manager --add-repo <base>/rhel9/x86_64/cuda-rhel9.repo`
+# stores that file as /etc/yum.repos.d/cuda-rhel9.repo; it is written here with the same
+# content (repository id cuda-rhel9-x86_64, gpgkey D42D0685.pub beside it, as copied in public
+# repositories: the file itself could not be read), so a mirror's key comes from the mirror.
+cuda_repository() {
+  local distro url
+  distro=$(cuda_distro)
+  url="$1/${distro}/${REPO_ARCH}"
+  if [ "$(os_id)" = ubuntu ]; then
+    if ! pkg_installed cuda-keyring; then
+      local deb=/var/cache/gpu-stack/cuda-keyring_1.1-1_all.deb
+      mkdir -p "$GS_ROOT/var/cache/gpu-stack"
+      repo_fetch "${url}/cuda-keyring_1.1-1_all.deb" -o "$GS_ROOT$deb"
+      pkg_timers_hold
+      apt_get install -y -qq "$GS_ROOT$deb"
+      changed "installed cuda-keyring (CUDA repository key)"
+    fi
+    repo_source "/etc/apt/sources.list.d/cuda-${distro}-${REPO_ARCH}.list" <<CONF
+deb [signed-by=/usr/share/keyrings/cuda-archive-keyring.gpg] ${url}/ /
+CONF
+  else
+    repo_source "/etc/yum.repos.d/cuda-${distro}.repo" "$url" <<CONF
+[cuda-${distro}-${REPO_ARCH}]
+name=cuda-${distro}-${REPO_ARCH}
+baseurl=${url}
+enabled=1
+gpgcheck=1
+gpgkey=${url}/D42D0685.pub
+CONF
+  fi
+}
+
+# kubernetes_repository: the kubeadm/kubelet/kubectl repository of the
+# configured minor (GS_K8S_REPO, pkgs.k8s.io layout), pinned to GS_K8S_VERSION
+# on Ubuntu; shared by the kubernetes phase and upgrade-kubernetes.
+# $1: GS_K8S_REPO, $2: GS_K8S_VERSION.
+kubernetes_repository() {
+  local repo="$1" version="$2"
+  local minor="${version%.*}"
+  if [ "$(os_id)" = ubuntu ]; then
+    local keyring=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
+    repo_key "${repo}/deb/Release.key" "$keyring" "Kubernetes apt key"
+    repo_source /etc/apt/sources.list.d/kubernetes.list <<CONF
+deb [signed-by=${keyring}] ${repo}/deb/ /
+CONF
+    write_file /etc/apt/preferences.d/gpu-stack-kubernetes 0644 <<CONF || true
+Package: kubeadm kubelet kubectl
+Pin: version ${version}-*
+Pin-Priority: 1001
+CONF
+  else
+    repo_source /etc/yum.repos.d/kubernetes.repo "$repo" <<CONF
+[kubernetes]
+name=Kubernetes ${minor}
+baseurl=${repo}/rpm/
+enabled=1
+gpgcheck=1
+gpgkey=${repo}/rpm/repodata/repomd.xml.key
+CONF
+  fi
+}
+
+# shellcheck shell=bash
+# Upgrade phase: uncordon (runs kubectl on the stack's first VM, after
+# upgrade-verify passed). Waits, bounded by GS_GATE_TIMEOUT, until the node is
+# Ready and its GPU resource is allocatable at the expected count again (the
+# readiness gate's check), then uncordons it when gpu-stack's drain cordoned it
+# (CORDON_ANNOTATION, lib.sh), also when that was in an earlier run that failed
+# halfway; a node an admin cordoned stays cordoned. Then the node's
+# ROLLOUT_ANNOTATION goes back to "none". A failure leaves it cordoned. When
+# upgrade-check found nothing to roll out and gpu-stack cordoned nothing, it
+# does nothing at all.
+use_cluster_kubeconfig "$GS_KUBECONFIG_STDIN"
+node="$GS_NODE_NAME"
+deadline=$(( $(date +%s) + GS_GATE_TIMEOUT ))
+resource_path="${GS_GPU_RESOURCE//./\\.}"
+node_ready() { [ "$(kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)" = True ]; }
+allocatable() { kubectl get node "$node" -o jsonpath="{.status.allocatable.${resource_path}}" 2>/dev/null || true; }
+wait_for() {
+  until "$@"; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep "$GS_GATE_INTERVAL"
+  done
+}
+rollout=$(node_annotation "$node" "$ROLLOUT_ANNOTATION") \
+  || die "node ${node}, phase uncordon: the API server does not answer; seed 003 step 1: kubectl get nodes"
+ours=$(node_annotation "$node" "$CORDON_ANNOTATION")
+if [ "$rollout" = none ] && [ -z "$ours" ]; then
+  log "nothing was rolled out on ${node} and gpu-stack cordoned nothing: left as it is"
+  echo "--- upgraded ---"
+  echo "node ${node} unchanged (nothing to roll out)"
+  exit 0
+fi
+wait_for node_ready || die "node ${node}, phase uncordon: not Ready after the upgrade (${GS_GATE_TIMEOUT}s); it stays" \
+    "cordoned. Seed 003 step 1: kubectl describe node ${node}, journalctl -u kubelet on ${node}"
+if [ -n "$GS_EXPECTED" ]; then
+  allocatable_back() { [ "$(allocatable)" = "$GS_EXPECTED" ]; }
+  wait_for allocatable_back || die "node ${node}, phase uncordon: allocatable ${GS_GPU_RESOURCE} is '$(allocatable)', expected ${GS_EXPECTED}; it" \
+      "stays cordoned. Seed 003 step 4 (plugin logs and registration): ${GS_PLUGIN_LOGS}; step 2: nvidia-smi -L on ${node}"
+fi
+state=uncordoned
+if [ -n "$ours" ]; then
+  if [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" = true ]; then
+    kubectl uncordon "$node" >/dev/null
+    changed "uncordoned ${node}"
+  fi
+  # after the uncordon: a run that stops between the two leaves the record, and the next uncordon finds the node schedulable
+  kubectl annotate node "$node" "${CORDON_ANNOTATION}-" >/dev/null
+elif [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" = true ]; then
+  state="left cordoned (cordoned before gpu-stack's drain, not by gpu-stack: kubectl uncordon ${node} when you want it back)"
+  log "${node} ${state}"
+fi
+if [ "$rollout" != none ]; then
+  kubectl annotate --overwrite node "$node" "${ROLLOUT_ANNOTATION}=none" >/dev/null
+fi
+echo "--- upgraded ---"
+echo "node ${node} Ready ${GS_GPU_RESOURCE}=$(allocatable)/${GS_EXPECTED:-any} ${state}"
