@@ -1102,22 +1102,55 @@ def rule_dashboards(c: Cluster) -> list[Violation]:
     return out
 
 
+def runtime_class_nodes(w: Workload, rc: Mapping[str, Any], nodes: Iterable[Node]) -> list[Node]:
+    """The plan's nodes a pod of `w` that names RuntimeClass `rc` can be scheduled on.
+
+    Kubernetes semantics: RuntimeClass admission merges the class's scheduling.nodeSelector into the pod's
+    nodeSelector (a key the pod sets to another value gets the pod refused) and appends its scheduling.tolerations
+    (kubernetes plugin/pkg/admission/runtimeclass/admission.go setScheduling, read in a code index, not at a pinned
+    tag); the scheduler then places the pod only on a node its nodeSelector and required node affinity match, whose
+    NoSchedule/NoExecute taints it tolerates, and, for a request of nvidia.com/*, that has such allocatable: only a
+    node with GPUs (a device plugin advertises nothing on a node without them; rule_scheduling checks the plugin)."""
+    scheduling = rc.get("scheduling") or {}
+    selector = {str(k): str(v) for k, v in (scheduling.get("nodeSelector") or {}).items()}
+    own = {str(k): str(v) for k, v in (w.spec.get("nodeSelector") or {}).items()}
+    if any(k in own and own[k] != v for k, v in selector.items()):
+        return []  # refused at admission: no pod of it runs anywhere
+    spec = {**w.spec, "nodeSelector": {**own, **selector},
+            "tolerations": [*(w.spec.get("tolerations") or []), *(scheduling.get("tolerations") or [])]}
+    gpu = _requests_gpu(w.spec)
+    return [n for n in nodes if not labels_fit(spec, n) and not untolerated(spec["tolerations"], n.taints) and (n.gpus or not gpu)]
+
+
 def rule_runtime(c: Cluster) -> list[Violation]:
-    """Every RuntimeClass's handler is configured on every node (containerd config / docker daemon from the
-    container-runtime phase), and every runtimeClassName names a RuntimeClass of the plan."""
+    """Every node a workload naming a RuntimeClass can land on has the class's handler configured (containerd config /
+    docker daemon from the container-runtime phase), and every runtimeClassName names a RuntimeClass of the plan.
+
+    Where a pod can land is the workload's own placement (nodeSelector, required node affinity, taints, GPU requests)
+    with the class's scheduling merged in (runtime_class_nodes): a class without scheduling is fine on a cluster with
+    nodes that lack the handler as long as every workload naming it is kept to the nodes that have it (the GPU
+    Operator's RuntimeClass, whose operands select the operator's nvidia.com/gpu.deploy.* labels). A class whose
+    scheduling.nodeSelector leaves out a GPU node is flagged too: no pod naming it runs there."""
     out = []
     classes = {get(o, "metadata.name"): o for o in c.of_kind("RuntimeClass")}
     for name, rc in sorted(classes.items()):
-        # scheduling.nodeSelector is merged into every pod naming the class (RuntimeClass admission), so a node
-        # it does not select never runs such a pod: only the nodes it selects need the handler
+        handler = rc.get("handler")
+        landing: dict[str, list[str]] = {}  # node without the handler -> the workloads that can land there
+        for w in c.workloads:
+            if w.spec.get("runtimeClassName") != name:
+                continue
+            for n in runtime_class_nodes(w, rc, c.nodes):
+                if n.handlers is not None and handler not in n.handlers:
+                    landing.setdefault(n.name, []).append(w.id)
         selector = get(rc, "scheduling.nodeSelector") or {}
         for n in c.nodes:
-            selected = all(str(n.labels.get(k)) == str(v) for k, v in selector.items())
-            if n.handlers is not None and rc.get("handler") not in n.handlers and selected:
-                hint = "; it has no GPUs: give the RuntimeClass scheduling.nodeSelector the GPU nodes' label" if not n.gpus and not selector else ""
+            if n.name in landing:
+                hint = ("; it has no GPUs: keep them off it (a GPU request, a nodeSelector or required affinity on a label only GPU "
+                        "nodes carry, or the RuntimeClass's scheduling.nodeSelector)") if not n.gpus else ""
                 out.append(Violation("runtime", obj_id(rc), RUNTIME_KEY,
-                                     f"handler {rc.get('handler')!r} is not configured on node {n.name} (its runtime has {', '.join(sorted(n.handlers))}){hint}"))
-            elif n.gpus and not selected:
+                                     f"handler {handler!r} is not configured on node {n.name} (its runtime has {', '.join(sorted(n.handlers))}), "
+                                     f"where {', '.join(sorted(landing[n.name]))} can run{hint}"))
+            elif n.gpus and selector and not all(str(n.labels.get(k)) == str(v) for k, v in selector.items()):
                 out.append(Violation("runtime", obj_id(rc), LABELS_KEY,
                                      f"scheduling.nodeSelector {selector} does not select GPU node {n.name}: pods with runtimeClassName {name} cannot run there"))
     for w in c.workloads:

@@ -121,9 +121,11 @@ def strip_cni_and_storage(plan: Plan) -> Plan:
 
 
 def program_plan(raw: dict) -> Plan:
-    """Run the real program on a config dict under mocks and return its plan as tools/plan.py writes it."""
+    """Run the real program on a config dict under mocks and return its plan as tools/plan.py writes it: the program's
+    artifacts and the burn-in Jobs' manifests (manifests/burn-in/, plan_tool.burnin_files), which rule_burn_in reads."""
     result = run_stack(raw)
-    return Plan(tuple(json.loads(plan_tool.resources_json(result))), plan_tool.artifacts(result))
+    return Plan(tuple(json.loads(plan_tool.resources_json(result))),
+                {**plan_tool.artifacts(result), **plan_tool.burnin_files(StackConfig.model_validate(raw))})
 
 
 # --- every stack ----------------------------------------------------------------
@@ -498,6 +500,33 @@ def test_runtime_class_name_must_exist():
     assert {v.object for v in got} == {"DaemonSet gpu-monitoring/dcgm-exporter", "Job gpu-stack-smoke/gpu-smoke-test",
                                        "DaemonSet nvidia-device-plugin/nvidia-device-plugin", "Job gpu-stack-burnin/burnin-gpu-dev-0-dcgm"}
     assert {v.key for v in got} == {"guest.containerRuntime.nvidiaDefault"}
+
+
+def test_where_a_pod_naming_a_runtime_class_can_land():
+    """RuntimeClass admission merges the class's scheduling into the pod (nodeSelector; a conflicting key refuses the
+    pod; tolerations appended), then the scheduler's label, taint and GPU-request filters decide."""
+    gpu = cv.Node("g", {"nvidia.com/gpu.present": "true"}, [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}], 1, {"runc", "nvidia"})
+    cpu = cv.Node("c", {}, [], 0, {"runc"})
+    rc = {"handler": "nvidia", "scheduling": {"nodeSelector": {"nvidia.com/gpu.present": "true"},
+                                              "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}}
+    bare = {"handler": "nvidia"}
+
+    def pod(**spec):
+        return cv.Workload("Pod default/x", "default", {}, {"runtimeClassName": "nvidia", "containers": [{"name": "x"}], **spec}, "manifest")
+
+    def lands(w, c):
+        return [n.name for n in cv.runtime_class_nodes(w, c, [gpu, cpu])]
+
+    assert lands(pod(), rc) == ["g"]  # the class's selector keeps it off c, its toleration lets it onto g
+    assert lands(pod(), bare) == ["c"]  # no scheduling: g's taint keeps it off, c takes it
+    assert lands(pod(nodeSelector={"nvidia.com/gpu.present": "false"}), rc) == []  # refused at admission
+    tolerant = [{"operator": "Exists"}]
+    assert lands(pod(tolerations=tolerant), bare) == ["g", "c"]
+    asks = pod(tolerations=tolerant, containers=[{"name": "x", "resources": {"limits": {"nvidia.com/gpu": 1}}}])
+    assert lands(asks, bare) == ["g"]  # c advertises no nvidia.com/gpu
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "Exists"}]}]}}}
+    assert lands(pod(tolerations=tolerant, affinity=affinity), bare) == ["g"]
 
 
 QUOTA = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "gpu-quota", "namespace": "ml-dev"}, "spec": {"hard": {}}}

@@ -11,14 +11,14 @@ import copy
 
 import pytest
 
-from convergence.analysis import check, runtime_handlers
+from convergence.analysis import build_cluster, check, runtime_handlers
 from render.guest_scripts import guest_phases, render_script, upgrade_phases
 from render.verify_output import parse_verify_output
 from stacks.addons import expected_allocatable
 from stacks.load import parse_stack_config
 from tests.conftest import require_tool, stack_file
 from tests.support.guest_sandbox import GuestSandbox
-from tests.test_convergence import edit, edit_text, program_plan
+from tests.test_convergence import add_objects, edit, edit_text, program_plan
 from tests.test_guest_scripts import SECRETS, TOKEN, run_all
 
 GPU_PHASES = {"nouveau", "nouveau-check", "driver", "cuda"}
@@ -124,13 +124,57 @@ def test_mixed_stack_plans_and_the_cpu_node_rule_passes(mixed_plan):
     assert rc["inputs"]["objs"][0]["scheduling"] == {"nodeSelector": {"nvidia.com/gpu.present": "true"}}
 
 
-def test_runtime_rule_flags_a_runtime_class_that_lets_pods_onto_a_node_without_the_handler(mixed_plan):
+def runtime_workload(name: str, **spec) -> dict:
+    """A Deployment whose pods name runtimeClassName nvidia; it tolerates every taint (as node agents do), so only its
+    selector, its GPU request or the RuntimeClass keeps it off a node."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "ml-dev"},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                "runtimeClassName": "nvidia", "tolerations": [{"operator": "Exists"}],
+                "containers": [{"name": "app", "image": "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04", **spec.pop("container", {})}],
+                **spec}}}}
+
+
+def test_runtime_rule_flags_a_workload_that_can_land_on_a_node_without_the_handler(mixed_plan):
+    """Kubernetes semantics: a pod naming runtimeClassName nvidia fails only where it lands on a node without the handler.
+    Without the RuntimeClass's scheduling the plan's own workloads still cannot reach cp-0 (each requests a GPU or selects
+    a GPU label); a workload with neither can, and the rule names it; the class's scheduling.nodeSelector keeps it off."""
     plan, cfg = mixed_plan
     path = next(k for k in plan.files if k.startswith("manifests/nvidia-runtime-class-objects/"))
     assert "scheduling" in plan.files[path]
-    bad = edit(plan, path, lambda d: d.pop("scheduling"))
-    found = [str(v) for v in check(bad, cfg, rules=["runtime"])]
-    assert any("handler 'nvidia' is not configured on node cp-0" in v and "scheduling.nodeSelector" in v for v in found), found
+    bare = edit(plan, path, lambda d: d.pop("scheduling"))
+    assert [str(v) for v in check(bare, cfg, rules=["runtime"])] == []
+    anywhere = add_objects(bare, "team-apps", runtime_workload("notebook"))
+    found = [str(v) for v in check(anywhere, cfg, rules=["runtime"])]
+    assert len(found) == 1 and "handler 'nvidia' is not configured on node cp-0" in found[0], found
+    assert "Deployment ml-dev/notebook can run" in found[0] and "it has no GPUs" in found[0] and "scheduling.nodeSelector" in found[0]
+    # the same workload, kept off cp-0 by the class's scheduling, its own nodeSelector, or a GPU request
+    assert check(add_objects(plan, "team-apps", runtime_workload("notebook")), cfg, rules=["runtime"]) == []
+    selects = runtime_workload("notebook", nodeSelector={"nvidia.com/gpu.present": "true"})
+    requests = runtime_workload("trainer", container={"resources": {"limits": {"nvidia.com/gpu": 1}}})
+    assert check(add_objects(bare, "team-apps", selects, requests), cfg, rules=["runtime"]) == []
+
+
+def test_the_gpu_operator_beside_a_cpu_only_vm_converges():
+    """The fleet example with the GPU Operator instead of the device plugin: the operator's RuntimeClass has no
+    scheduling, but every operand that names it selects the operator's nvidia.com/gpu.deploy.* labels, which only GPU
+    nodes carry, and gpu-stack's own Jobs request GPUs: nothing naming nvidia can land on cp-1. A workload of the
+    user's that names it without a GPU request or selector could, and is flagged."""
+    raw = stack_file("fleet")
+    raw["addons"].pop("devicePlugin", None)
+    raw["addons"]["gpuOperator"] = {"enabled": True}
+    cfg, _ = parse_stack_config(raw, SECRETS)
+    assert [vm.name for vm in cfg.vms if not vm.gpus] == ["cp-1"]
+    plan = program_plan(raw)
+    c = build_cluster(plan, cfg)
+    [rc] = [o for o in c.of_kind("RuntimeClass")]
+    assert rc["metadata"]["name"] == "nvidia" and "scheduling" not in rc and "GPU Operator" in rc["_origin"]
+    named = [w.id for w in c.workloads if w.spec.get("runtimeClassName") == "nvidia"]
+    assert "DaemonSet gpu-operator/nvidia-dcgm-exporter" in named and any(w.startswith("Job gpu-stack-burnin/") for w in named), named
+    assert c.nodes[0].name == "cp-1" and c.nodes[0].handlers == {"runc"}
+    violations = check(plan, cfg)
+    assert not violations, "\n".join(map(str, violations))
+    found = [str(v) for v in check(add_objects(plan, "team-apps", runtime_workload("notebook")), cfg, rules=["runtime"])]
+    assert len(found) == 1 and "handler 'nvidia' is not configured on node cp-1" in found[0] and "Deployment ml-dev/notebook" in found[0], found
 
 
 def test_rule_flags_a_gpu_label_or_taint_on_a_node_without_gpus(mixed_plan):

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from render import dcgm_metrics
+from render.drift_check import drift_alert_group
 from render.gpu_alerts import dashboard_configmap, gpu_alert_groups, prometheus_rule
 from render.k8s_manifests import dcgm_counters
 from config.models import Addons
@@ -53,8 +54,19 @@ _PROMQL_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _PROMQL_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right",
                     "inf", "nan", "atan2"}
-PROMETHEUS_OWN = {"up"}
-"""Series Prometheus makes itself for every target (not in any counters file)."""
+DCGM_FAMILY = "DCGM_"
+"""dcgm-exporter's metrics are named after the counters file's first column (render/dcgm_metrics.py), and every DCGM
+field is DCGM_FI_* or the exporter's own DCGM_EXP_*: a name with this prefix must be enabled in the counters file."""
+NOT_DCGM = {
+    "up": "Prometheus itself, for every scrape target (Prometheus docs, Jobs and instances: automatically generated "
+          "labels and time series)",
+    "kube_node_labels": "kube-state-metrics (kube-prometheus-stack's subchart), node labels allowed by metricLabelsAllowlist "
+                        "(render/helm_values.py monitoring_values; docs/SOURCES.md, Burn-in metric)",
+    "gpu_stack_node_drift": "gpu-stack's drift check DaemonSet (render/drift-check.sh writes it, its PodMonitor scrapes it; "
+                            "render/drift_check.py)",
+}
+"""Metrics the rules and panels read that no counters file holds: each made by another exporter, with where it comes from.
+Our own recording rules' series are not listed: they must be recorded by a rule in the same artifacts."""
 
 
 def promql_metrics(expr: str) -> set[str]:
@@ -84,27 +96,51 @@ def artifact_metrics(rule: dict, dashboard_cm: dict) -> dict[str, set[str]]:
     return used
 
 
-def not_enabled(used: dict[str, set[str]], enabled: set[str], renames=()) -> dict[str, list[str]]:
-    """Metrics the counters file does not enable, per use; a rename's other name counts when one of the pair is enabled."""
-    ok = set(enabled) | PROMETHEUS_OWN
+def recorded_series(rule: dict) -> set[str]:
+    """The series the PrometheusRule's own recording rules make."""
+    return {r["record"] for group in rule["spec"]["groups"] for r in group["rules"] if "record" in r}
+
+
+def not_enabled(used: dict[str, set[str]], enabled: set[str], renames=(), recorded=frozenset()) -> dict[str, list[str]]:
+    """Metrics no source makes, per use. A DCGM field (DCGM_*) counts only when the counters file enables it (a rename's
+    other name counts when one of the pair is enabled); any other name only when a recording rule of the same
+    artifacts records it (`recorded`) or NOT_DCGM names the exporter that makes it."""
+    dcgm = set(enabled)
     for r in renames:
         if r.old in enabled or r.new in enabled:
-            ok |= {r.old, r.new}
-    return {where: sorted(names - ok) for where, names in used.items() if names - ok}
+            dcgm |= {r.old, r.new}
+
+    def made(name: str) -> bool:
+        if name.startswith(DCGM_FAMILY):
+            return name in dcgm
+        return name in recorded or name in NOT_DCGM
+
+    return {where: sorted(n for n in names if not made(n)) for where, names in used.items() if not all(made(n) for n in names)}
 
 
 def rendered(metrics=dcgm_metrics.METRICS):
-    """The PrometheusRule and the dashboard ConfigMap exactly as the components apply them."""
+    """The PrometheusRule (with the drift check's group, stacks/addons.py) and the dashboard ConfigMap exactly as the
+    components apply them."""
     return (prometheus_rule("monitoring", {"release": "kube-prometheus-stack"}, {"gpu-dev-0": 1, "gpu-dev-1": 2}, ("gpu-dev-1",),
-                            metrics=metrics),
+                            metrics=metrics, extra_groups=(drift_alert_group(),)),
             dashboard_configmap("monitoring", metrics=metrics))
 
 
 def test_every_metric_of_every_alert_recording_rule_and_panel_is_enabled_in_the_counters_file():
-    used = artifact_metrics(*rendered())
+    rule, cm = rendered()
+    used = artifact_metrics(rule, cm)
     assert any(w.startswith("dashboard") for w in used) and any(" alert " in w for w in used)
     assert {"DCGM_FI_DEV_FB_USED", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "DCGM_FI_DEV_FABRIC_MANAGER_STATUS"} <= set().union(*used.values())
-    assert not not_enabled(used, enabled_counters(dcgm_counters()), dcgm_metrics.RENAMES)
+    assert {"kube_node_labels", "gpu_stack_burnin_failed", "gpu_stack_node_drift"} <= set().union(*used.values())  # the other families
+    assert not not_enabled(used, enabled_counters(dcgm_counters()), dcgm_metrics.RENAMES, recorded_series(rule))
+
+
+def test_every_field_the_counters_file_enables_is_in_the_dcgm_family():
+    """What makes the prefix rule sound: the exporter's metric names are the counters file's fields, all DCGM_*; and no
+    name in the table of other exporters' metrics or among our recorded series could be mistaken for one."""
+    rule, _ = rendered()
+    assert all(f.startswith(DCGM_FAMILY) for f in enabled_counters(dcgm_counters()))
+    assert not any(n.startswith(DCGM_FAMILY) for n in (*NOT_DCGM, *recorded_series(rule)))
 
 
 def test_the_check_names_a_recording_rule_or_panel_that_uses_a_metric_the_counters_file_does_not_enable():
@@ -114,9 +150,22 @@ def test_the_check_names_a_recording_rule_or_panel_that_uses_a_metric_the_counte
     dash = json.loads(cm["data"]["gpu-stack-gpus.json"])
     dash["panels"].append({"title": "SM occupancy", "targets": [{"refId": "A", "expr": "avg by (gpu) (rate(DCGM_FI_PROF_SM_OCCUPANCY[5m]))"}]})
     cm["data"]["gpu-stack-gpus.json"] = json.dumps(dash)
-    missing = not_enabled(artifact_metrics(rule, cm), enabled_counters(dcgm_counters()))
+    missing = not_enabled(artifact_metrics(rule, cm), enabled_counters(dcgm_counters()), recorded=recorded_series(rule))
     assert missing == {"gpu-stack.recorded record gpu:retired_pages:sum": ["DCGM_FI_DEV_RETIRED_DBE"],
                        "dashboard gpu-stack-gpus.json panel SM occupancy A": ["DCGM_FI_PROF_SM_OCCUPANCY"]}
+
+
+def test_the_check_names_a_series_no_rule_records_and_another_exporters_metric_not_in_the_table():
+    """Only a DCGM field is looked up in the counters file; a series a rule of ours would record must be recorded in the
+    same artifacts (here the burn-in rule is dropped), and any other metric must be in NOT_DCGM with its exporter."""
+    rule, cm = rendered()
+    for group in rule["spec"]["groups"]:
+        group["rules"] = [r for r in group["rules"] if r.get("record") != "gpu_stack_burnin_failed"]
+    rule["spec"]["groups"].append({"name": "gpu-stack.other", "rules": [
+        {"alert": "NodeDown", "expr": 'node_uname_info == 0 or DCGM_FI_DEV_GPU_TEMP > 90'}]})
+    missing = not_enabled(artifact_metrics(rule, cm), enabled_counters(dcgm_counters()), recorded=recorded_series(rule))
+    assert missing == {"gpu-stack.burn-in alert GpuNodeBurnInFailed": ["gpu_stack_burnin_failed"],
+                       "gpu-stack.other alert NodeDown": ["node_uname_info"]}
 
 
 def test_promql_metrics_reads_names_not_functions_labels_or_keywords():
@@ -132,9 +181,12 @@ def test_the_renderers_refuse_a_counters_file_without_a_field_they_use():
 
 
 def test_the_used_fields_are_exactly_the_ones_the_rendered_artifacts_use():
-    """USED holds no stale row: each field it lists reaches an alert or a panel, and nothing reaches them around it."""
-    used = set().union(*artifact_metrics(*rendered()).values()) - PROMETHEUS_OWN
-    assert used == set(dcgm_metrics.USED.values())
+    """USED holds no stale row: each field it lists reaches an alert or a panel, and nothing reaches them around it.
+    USED is DCGM fields only; the other names the artifacts read are our recorded series and NOT_DCGM, no stale row there either."""
+    rule, cm = rendered()
+    used = set().union(*artifact_metrics(rule, cm).values())
+    assert {n for n in used if n.startswith(DCGM_FAMILY)} == set(dcgm_metrics.USED.values())
+    assert {n for n in used if not n.startswith(DCGM_FAMILY)} == set(NOT_DCGM) | recorded_series(rule)
 
 
 def test_no_rule_or_panel_reads_the_hostname_label_that_dcgm_exporter_renamed():
@@ -204,7 +256,7 @@ def test_a_renamed_field_is_rendered_with_both_names_the_newest_first():
     rule, cm = rendered(m)
     used = artifact_metrics(rule, cm)
     assert "DCGM_FI_DEV_GPU_TEMP_RENAMED" in used["dashboard gpu-stack-gpus.json panel Temperature A"]
-    assert not not_enabled(used, enabled_counters(dcgm_counters()), m.renames)
+    assert not not_enabled(used, enabled_counters(dcgm_counters()), m.renames, recorded_series(rule))
 
 
 def test_promtool_rename_fallbacks_fire_on_old_names_new_names_and_both(tmp_path):

@@ -16,7 +16,7 @@ from render.hypervisor import MINIMUMS, domain_elements, version_problems
 from tests.support.hypervisor import minimum_versions
 from config.errors import ConfigError
 from stacks.load import parse_stack_config
-from tests.conftest import seed000_host, seed000_vm, stack_file
+from tests.conftest import seed000_burn_in, seed000_host, seed000_vm, stack_file
 
 SECRETS = {"sshPrivateKey", "grafanaAdminPassword"}
 
@@ -25,6 +25,7 @@ def _seed000(**host):
     raw = stack_file("dev")
     raw["hosts"] = [{**seed000_host(), **host}]
     raw["vms"] = [seed000_vm()]
+    raw["burnIn"] = seed000_burn_in()
     raw["addons"]["devicePlugin"] = {"enabled": False}
     raw["addons"]["gpuOperator"] = {"enabled": True}
     return raw

@@ -20,7 +20,7 @@ from lxml import etree
 
 from render.mmio import phys_bits_needed
 from hypervisors.libvirt.provider_xml import VolumeRef, provider_domain_xml
-from tests.conftest import missing_validator, require_reference, require_tool, run_stack, seed000_host, seed000_vm, stack_file
+from tests.conftest import missing_validator, require_reference, require_tool, run_stack, seed000_burn_in, seed000_host, seed000_vm, stack_file
 from tools.plan import _domain_artifacts
 
 QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
@@ -50,6 +50,7 @@ def _seed000_raw() -> dict:
     raw = stack_file("dev")
     raw["hosts"] = [seed000_host()]
     raw["vms"] = [seed000_vm()]
+    raw["burnIn"] = seed000_burn_in()
     raw["addons"]["devicePlugin"] = {"enabled": False}
     raw["addons"]["gpuOperator"] = {"enabled": True}
     return raw

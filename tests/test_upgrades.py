@@ -884,7 +884,8 @@ def test_a_release_that_edits_lib_sh_drains_no_node(tmp_path):
     for w in doc["waves"][1:]:
         for e in w["nodes"]:
             assert e["action"] == "drain, change driver 580.173.02→580.195.03", e
-            assert [p["phase"] for p in e["phases"]] == ["upgrade-check", "drain", "upgrade-driver", "upgrade-reboot", "upgrade-verify", "uncordon"]
+            assert [p["phase"] for p in e["phases"]] == ["upgrade-check", "drain", "upgrade-driver", "upgrade-reboot", "upgrade-verify", "burn-in",
+                                                         "uncordon"]  # issue 27: a GPU node burns in before it is uncordoned
 
 
 def test_a_stylesheet_change_is_a_vm_replacement_not_a_no_drain(tmp_path):

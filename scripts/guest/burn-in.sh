@@ -59,7 +59,8 @@ DIAG_P2P="doctor hypervisor checks (ACS, IOMMU groups) and guest driver: NVLink;
 for job in $GS_BURNIN_JOBS; do
   until grep -qE '(^| )(Complete|Failed) ' <<<"$(job_state "$job") "; do
     if [ "$(date +%s)" -ge "$deadline" ]; then
-      fail "burn-in Job ${ns}/${job} did not finish in ${GS_GATE_TIMEOUT}s (burnIn.timeoutSeconds); seed 003 step 3 (pod events): kubectl -n ${ns} describe pod -l job-name=${job} (Insufficient GPUs: something else holds them)"
+      fail "burn-in Job ${ns}/${job} did not finish in ${GS_GATE_TIMEOUT}s (burnIn.timeoutSeconds); seed 003 step 3 (pod events):" \
+        "kubectl -n ${ns} describe pod -l job-name=${job} (Insufficient GPUs: something else holds them)"
       break
     fi
     sleep "$GS_GATE_INTERVAL"
@@ -98,12 +99,15 @@ for job in $GS_BURNIN_JOBS; do
     fi
     if [ "$GS_P2P_REQUIRED" = 1 ]; then
       # the `topo -p2p r` matrix: every cell off the diagonal must be OK on a node whose GPUs the host wires by NVLink
-      bad=$(section p2p "$out" | awk '$1 ~ /^GPU[0-9]+$/ && $2 !~ /^GPU/ && NF > 2 { rows++; for (j = 2; j <= NF; j++) if ($j != "X" && $j != "OK") { print $1, "GPU" j - 2, $j; n++ } } END { if (!rows) print "none" }')
+      bad=$(section p2p "$out" | awk '$1 ~ /^GPU[0-9]+$/ && $2 !~ /^GPU/ && NF > 2 {
+          rows++; for (j = 2; j <= NF; j++) if ($j != "X" && $j != "OK") { print $1, "GPU" j - 2, $j; n++ } }
+        END { if (!rows) print "none" }')
       if [ "$bad" = none ]; then
         fail "nvidia-smi topo -p2p r printed no matrix; ${DIAG_P2P}"
       elif [ -n "$bad" ]; then
         read -r a b status <<<"$(head -n1 <<<"$bad")"
-        fail "link $(gpu_label "${a#GPU}") -> $(gpu_label "${b#GPU}"): P2P read ${status} ($(wc -l <<<"$bad") GPU pairs not OK; CNS: ACS or no ATS in the guest, TNS: the guest's PCIe topology, NS: NVLink or Fabric Manager); ${DIAG_P2P}"
+        fail "link $(gpu_label "${a#GPU}") -> $(gpu_label "${b#GPU}"): P2P read ${status} ($(wc -l <<<"$bad") GPU pairs not OK;" \
+          "CNS: ACS or no ATS in the guest, TNS: the guest's PCIe topology, NS: NVLink or Fabric Manager); ${DIAG_P2P}"
       fi
     fi
   fi
@@ -136,7 +140,8 @@ for job in $GS_BURNIN_JOBS; do
     fi
     if [ -n "$size" ] && [ -n "$GS_EXPECTED_BUSBW" ] \
         && awk -v m="$busbw" -v e="$GS_EXPECTED_BUSBW" -v f="$GS_MIN_FRACTION" 'BEGIN { exit !(m < f * e) }'; then
-      fail "NVLink/PCIe fabric: all_reduce_perf busbw ${busbw} GB/s at ${size} B (the largest size) is below ${GS_MIN_FRACTION} x expected ${GS_EXPECTED_BUSBW} GB/s (${GS_EXPECTED_ORIGIN}); ${DIAG_BW}"
+      fail "NVLink/PCIe fabric: all_reduce_perf busbw ${busbw} GB/s at ${size} B (the largest size) is below" \
+        "${GS_MIN_FRACTION} x expected ${GS_EXPECTED_BUSBW} GB/s (${GS_EXPECTED_ORIGIN}); ${DIAG_BW}"
     fi
     if [ "$GS_P2P_REQUIRED" = 1 ]; then
       shm=$(grep -E 'NCCL INFO Channel [0-9/]+ : [0-9]+\[[0-9]+\] -> [0-9]+\[[0-9]+\].* via SHM/' <<<"$nccl" || true)
@@ -156,7 +161,9 @@ if [ "${#failures[@]}" -gt 0 ]; then
   kubectl annotate --overwrite node "$node" "${BURNIN_ANNOTATION}=failed" >/dev/null || true
   kubectl label --overwrite node "$node" "${BURNIN_ANNOTATION}=failed" >/dev/null || true
   printf 'FAIL %s\n' "${failures[@]}"
-  die "node ${node} failed its burn-in and stays cordoned (and keeps its taints): ${failures[0]}$([ "${#failures[@]}" -gt 1 ] && printf ' (and %d more above)' $(( ${#failures[@]} - 1 ))). Fix it, then run pulumi up again; docs/OPERATIONS.md, Burn-in"
+  die "node ${node} failed its burn-in and stays cordoned (and keeps its taints):" \
+    "${failures[0]}$([ "${#failures[@]}" -gt 1 ] && printf ' (and %d more above)' $(( ${#failures[@]} - 1 ))). Fix it, then run pulumi up again;" \
+    "docs/OPERATIONS.md, Burn-in"
 fi
 kubectl annotate --overwrite node "$node" "${BURNIN_ANNOTATION}=passed" >/dev/null
 kubectl label --overwrite node "$node" "${BURNIN_ANNOTATION}=passed" >/dev/null
