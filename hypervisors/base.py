@@ -1,8 +1,8 @@
 """The hypervisor contract, and the one table that chooses a backend by `hosts[].kind`.
 
 Compose (stacks/compose.py), GpuPassthroughVm (components/gpu_passthrough_vm.py), the config
-checks (stacks/checks.py), the convergence check and the mock harness (tools/mockrun.py) ask
-HYPERVISORS[host.kind]; no other code switches on the kind (tests/test_house.py). A backend
+checks (stacks/checks.py), the convergence check, the mock harness (tools/mockrun.py) and rollout.json
+(vm_replacements below, for tools/plan.py) ask HYPERVISORS[host.kind]; no other code switches on the kind (tests/test_house.py). A backend
 is one folder, hypervisors/<kind>/, whose backend.py holds its row; it imports config/,
 render/, facts/ and hypervisors/shared.py, never another backend's folder. How to add one:
 docs/ARCHITECTURE.md, "How to add a hypervisor".
@@ -85,6 +85,18 @@ class Hypervisor(Protocol):
     def create(self, parent: pulumi.Resource, name: str, args: Any, user_data: pulumi.Output[str]) -> Machine:
         """args: components/gpu_passthrough_vm.py GpuPassthroughVmArgs (vm, host, plan, provider, target, ...)."""
 
+    # --- rollout.json (vm_replacements below, called by tools/plan.py)
+    vm_resource_type: str
+    """The Pulumi type token of the resource `create` registers as the VM (<vm>-domain or <vm>-vm in resources.json)."""
+    provider_tokens: tuple[str, ...]
+    """Prefixes of the Pulumi type tokens only this backend registers or invokes; no code outside hypervisors/ spells one
+    (tests/test_house.py)."""
+
+    def replacement(self, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+        """Why changing the VM resource's inputs from `old` to `new` (two plans' resources.json inputs) restarts or replaces
+        the VM ("xml changed (replaced: ForceNew in ...)", "... (may restart the VM; the plan cannot tell)"), with the
+        provider's rule and its source; None: it changes in place, the VM keeps running."""
+
     # --- the convergence check (convergence/analysis.py)
     convergence_rules: tuple[tuple[str, Callable[[Any], list[tuple[str, str, str]]]], ...]
     """(rule name, rule): each rule takes the check's Cluster and returns (object, key, message) rows."""
@@ -108,6 +120,27 @@ def plan_files(backend: Hypervisor, resources: list) -> dict[str, Any]:
     """The backend's plan files; {} for a backend that writes its plan through tools/plan.py's own code (libvirt, vSphere, KubeVirt, older than the hook)."""
     own = getattr(backend, "plan_files", None)
     return own(resources) if own is not None else {}
+
+
+def vm_replacements(cfg: StackConfig, old_rows: list[dict[str, Any]], new_rows: list[dict[str, Any]]) -> dict[str, str]:
+    """VM name -> why its VM resource changes in a way that restarts it, between two plans' resources.json rows.
+
+    Each VM's backend (its host's kind) finds its VM resource (<vm>-domain or <vm>-vm, of its vm_resource_type) in
+    both plans and says, by its provider's rule (`replacement`), whether the change restarts or replaces the VM."""
+    hosts = {h.name: h for h in cfg.hosts}
+    before = {r["name"]: r for r in old_rows}
+    after = {r["name"]: r for r in new_rows}
+    out: dict[str, str] = {}
+    for vm in cfg.vms:
+        backend = HYPERVISORS[hosts[vm.host].kind]
+        for name in (f"{vm.name}-domain", f"{vm.name}-vm"):
+            new, old = after.get(name), before.get(name)
+            if new is None or old is None or not new.get("type") == old.get("type") == backend.vm_resource_type:
+                continue
+            why = backend.replacement(old["inputs"], new["inputs"])
+            if why:
+                out[vm.name] = f"{backend.vm_resource_type.rsplit(':', 1)[-1]} {name}: {why}"
+    return out
 
 
 HYPERVISORS: dict[str, Hypervisor] = {

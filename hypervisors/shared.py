@@ -53,3 +53,17 @@ def fake_ip(name: str) -> str:
     """The address a mocked VM reports in update mode."""
     h = hashlib.sha256(name.encode()).digest()
     return f"192.168.122.{10 + h[0] % 200}"
+
+
+# --- the rollout: what a change of the VM resource's inputs does (hypervisors/base.py vm_replacements) ---
+
+
+def changed_inputs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The top-level inputs that differ between two plans' rows of one resource, sorted."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def may_restart(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The rule of a backend whose plan cannot tell which changes restart the VM: any changed input may."""
+    keys = changed_inputs(old, new)
+    return f"{', '.join(keys)} changed (may restart the VM; the plan cannot tell)" if keys else None

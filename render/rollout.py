@@ -3,7 +3,8 @@
 Pure functions of the config (waves, version checks) and of two runs'
 command inputs (what re-runs). stacks/compose.py turns the waves into
 dependencies between the nodes' upgrade commands; tools/plan.py writes
-rollout.json from the same functions.
+rollout.json from the same functions, and asks each VM's backend whether its
+change restarts the VM (hypervisors/base.py vm_replacements).
 """
 
 from __future__ import annotations
@@ -104,41 +105,6 @@ def version_changes(cfg: StackConfig, node: str, old: dict[str, str], new: dict[
         out.append(f"{label} {before}→{after}")
         if component == "nvidia-driver" and vm.nvswitches:
             out.append(f"fabric manager {before}→{after}")
-    return out
-
-
-VM_RESOURCE_TYPES = ("libvirt:index/domain:Domain", "vsphere:index/virtualMachine:VirtualMachine", "kubernetes:kubevirt.io/v1:VirtualMachine")
-LIBVIRT_DOMAIN_UPDATABLE = ("autostart", "running", "cloudinit")
-"""The libvirt Domain inputs that terraform-provider-libvirt v0.8.1 (pulumi-libvirt 0.5.4) changes in place:
-resourceLibvirtDomainUpdate only starts a stopped domain, hot-swaps the cloud-init cdrom and sets autostart
-(tests/reference/tf-libvirt-v0.8.1-NOTES.md, "The xml.xslt argument"; xml.xslt, vcpu and memory are
-ForceNew). Any other changed input is counted as a replacement: a restart of the VM."""
-
-
-def vm_replacements(cfg: StackConfig, old_rows: list[dict[str, Any]], new_rows: list[dict[str, Any]]) -> dict[str, str]:
-    """VM name -> why its VM resource changes in a way that restarts it, between two plans' resources.json rows.
-
-    libvirt: a changed input other than LIBVIRT_DOMAIN_UPDATABLE replaces the
-    domain. vSphere and KubeVirt: the plan cannot tell which changes restart the
-    VM, so any changed input is reported as one that may.
-    """
-    def by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {r["name"]: r for r in rows if r.get("type") in VM_RESOURCE_TYPES}
-
-    before, after = by_name(old_rows), by_name(new_rows)
-    out: dict[str, str] = {}
-    for vm in cfg.vms:
-        for name in (f"{vm.name}-domain", f"{vm.name}-vm"):
-            new, old = after.get(name), before.get(name)
-            if new is None or old is None:
-                continue
-            keys = sorted(k for k in set(new["inputs"]) | set(old["inputs"]) if new["inputs"].get(k) != old["inputs"].get(k))
-            if new["type"] == "libvirt:index/domain:Domain":
-                keys = [k for k in keys if k not in LIBVIRT_DOMAIN_UPDATABLE]
-                if keys:
-                    out[vm.name] = f"libvirt domain {name}: {', '.join(keys)} changed (replaced: ForceNew in terraform-provider-libvirt v0.8.1)"
-            elif keys:
-                out[vm.name] = f"{new['type'].rsplit(':', 1)[-1]} {name}: {', '.join(keys)} changed (may restart the VM; the plan cannot tell)"
     return out
 
 

@@ -7,7 +7,9 @@ Three rules, each over every production .py file of the repository (not tests/, 
    a hypervisors/<kind>/ folder); config/ may list the kinds (the schema's Host.kind and the per-kind
    config blocks live on the ground floor) but never compares with one: that would be a switch on the kind;
 3. rooms: a file in hypervisors/<a>/ imports nothing of hypervisors/<b>/ nor the table (hypervisors/base.py):
-   a backend is one folder, chosen only through HYPERVISORS.
+   a backend is one folder, chosen only through HYPERVISORS;
+4. tokens: outside hypervisors/ no string literal starts with a backend's provider type token (the table's
+   `provider_tokens`: 'libvirt:', 'proxmoxve:', ...): a switch on a resource's type is a switch on the kind.
 
 Each checker is a plain function of a root directory, and is tested on a planted violation in a tmp dir.
 """
@@ -134,6 +136,38 @@ def room_violations(root: Path) -> list[str]:
     return out
 
 
+def token_violations(root: Path, prefixes: tuple[str, ...]) -> list[str]:
+    out = []
+    for name, path in modules(root).items():
+        if name.split(".")[0] == "hypervisors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(prefixes):
+                out.append(f"{path.relative_to(root)}:{node.lineno}: {name} spells the backend type token {node.value!r}")
+    return out
+
+
+def provider_tokens() -> tuple[str, ...]:
+    """Every backend's provider type-token prefixes, from the table."""
+    from hypervisors.base import HYPERVISORS
+
+    return tuple(p for h in HYPERVISORS.values() for p in h.provider_tokens)
+
+
+TOKEN_DEBT = {
+    "tools/plan.py": {"libvirt:index/volume:Volume", "libvirt:index/cloudInitDisk:CloudInitDisk", "libvirt:index/domain:Domain",
+                      "vsphere:index/virtualMachine:VirtualMachine", "kubernetes:kubevirt.io/v1:VirtualMachine",
+                      "kubernetes:kubevirt.io/v1:KubeVirtPatch"},
+}
+"""Known debt: tools/plan.py still writes libvirt's, vSphere's and KubeVirt's plan files itself (hypervisors/base.py plan_files: "older
+than the hook"). It shrinks when those move into their backends' plan_files; test_the_token_debt_is_still_owed keeps it exact."""
+
+
+def _debt(violation: str) -> bool:
+    path, _, rest = violation.partition(":")
+    return rest.rsplit(" ", 1)[-1].strip("'") in TOKEN_DEBT.get(path, set())
+
+
 # --- the house as it is ---------------------------------------------------------------
 
 
@@ -151,6 +185,25 @@ def test_no_module_outside_hypervisors_names_a_kind():
 
 def test_no_backend_imports_another_backend():
     assert not room_violations(ROOT)
+
+
+def test_no_module_outside_hypervisors_spells_a_backend_type_token():
+    assert [v for v in token_violations(ROOT, provider_tokens()) if not _debt(v)] == []
+
+
+def test_the_token_debt_is_still_owed():
+    found = {(v.partition(":")[0], v.rsplit(" ", 1)[-1].strip("'")) for v in token_violations(ROOT, provider_tokens())}
+    assert {(path, t) for path, tokens in TOKEN_DEBT.items() for t in tokens} <= found, "paid off: remove it from TOKEN_DEBT"
+
+
+def test_each_backend_vm_resource_type_is_its_own():
+    """The VM resource type rollout.json looks for is one of the backend's own tokens, and no two backends share a prefix."""
+    from hypervisors.base import HYPERVISORS
+
+    for h in HYPERVISORS.values():
+        assert h.vm_resource_type.startswith(h.provider_tokens), h.kind
+    prefixes = provider_tokens()
+    assert not [(a, b) for a in prefixes for b in prefixes if a != b and a.startswith(b)]
 
 
 def test_the_table_the_folders_and_the_config_agree():
@@ -218,6 +271,17 @@ def test_the_room_checker_finds_a_backend_importing_another(tmp_path):
         "hypervisors/beta/uses.py:1: hypervisors.beta.uses imports hypervisors.alpha: a backend uses its own folder and hypervisors/shared.py only",
         "hypervisors/beta/uses.py:2: hypervisors.beta.uses imports hypervisors.base: a backend uses its own folder and hypervisors/shared.py only",
     ]
+
+
+def test_the_token_checker_finds_a_backend_type_outside_hypervisors(tmp_path):
+    root = _plant(tmp_path, {**BACKENDS, "hypervisors/alpha/rows.py": "T = 'alpha:index/vm:Vm'\n",
+                             "render/rows.py": "def f(row):\n    return row['type'] == 'alpha:index/vm:Vm'\n",
+                             "tools/__init__.py": "", "tools/plan.py": "def g(t):\n    return t.startswith(f'alpha:{t}')\n"})
+    assert token_violations(root, ("alpha:",)) == [
+        "render/rows.py:2: render.rows spells the backend type token 'alpha:index/vm:Vm'",
+        "tools/plan.py:2: tools.plan spells the backend type token 'alpha:'",
+    ]
+    assert token_violations(_plant(tmp_path / "clean", BACKENDS), ("alpha:",)) == []
 
 
 @pytest.mark.parametrize("rel", ["tests/test_x.py", ".venv/lib/x.py"])

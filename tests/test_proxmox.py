@@ -13,6 +13,7 @@ import collections.abc
 import copy
 import json
 import os
+import pathlib
 import shlex
 import shutil
 import socket
@@ -440,3 +441,68 @@ def test_every_raw_argument_has_its_reason(pve):
     rows = kvm_argument_rows(_seed000_args(pve))
     assert [r["reason"] for r in rows] == list(KVM_ARGUMENT_REASONS.values())
     assert kvm_arguments_text.__doc__ and "split_args" in kvm_arguments_text.__doc__
+
+
+# --- rollout.json: what a change of the VmLegacy does to the VM (hypervisors/proxmox/rollout.py) -------------
+
+
+def _rollout_against(tmp_path, base_text: str, new_text: str) -> dict:
+    """rollout.json of `new_text` (a Pulumi.<stack>.yaml) planned against a git repo whose HEAD holds `base_text`."""
+    import yaml
+
+    from tools import mockrun
+    from tools.plan import plan_config, rollout_json
+    require_tool("git")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "Pulumi.t.yaml").write_text(base_text)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base"], check=True)
+    values, secret_keys = plan_config(yaml.safe_load(new_text)["config"])
+    result = mockrun.run(values, secret_keys, stack="t", preview=False)
+    return json.loads(rollout_json("t", values, secret_keys, result, base="HEAD", root=tmp_path))
+
+
+def test_a_proxmox_vm_change_is_reported_as_a_restart(tmp_path):
+    """Less memory for the Proxmox VM changes its VmLegacy's memory and numas: bpg v0.111.1's vmUpdate reboots the VM
+    for them, so rollout.json says "replace VM (restart)" (before, VmLegacy was not a VM type there: "nothing to run")."""
+    from tests.conftest import ROOT
+
+    text = (ROOT / "Pulumi.proxmox.yaml").read_text()
+    assert text.count("memoryGib: 256") == 1
+    doc = _rollout_against(tmp_path, text, text.replace("memoryGib: 256", "memoryGib: 192"))
+    [entry] = [e for w in doc["waves"] for e in w["nodes"]]
+    assert entry["action"] == "replace VM (restart)", entry
+    assert entry["replace"].startswith("VmLegacy ubuntu-gpu-vm: ") and "memory" in entry["replace"] and "numas" in entry["replace"]
+    assert "reboots the VM" in entry["replace"] and "v0.111.1" in entry["replace"]
+    unchanged = _rollout_against(tmp_path / "same", text, text)
+    assert [e["action"] for w in unchanged["waves"] for e in w["nodes"]] == ["nothing to run"]
+
+
+def _vm_inputs() -> dict:
+    rows = json.loads((pathlib.Path(__file__).parent / "golden" / "proxmox" / "resources.json").read_text())
+    [row] = [r for r in rows if r["type"] == PVM]
+    return row["inputs"]
+
+
+@pytest.mark.parametrize("change, verdict", [
+    (lambda i: i["efiDisk"].update(type="2m"), "efiDisk changed (replaced: ForceNew"),          # forceNewOnEFIDiskTypeChange
+    (lambda i: i.update(nodeName="hgx-h800-2"), "nodeName changed (replaced: ForceNew"),         # ForceNewIf node_name, no migrate
+    (lambda i: i["initialization"].update(userDataFileId="local:snippets/x.yaml"), "initialization changed (replaced"),
+    (lambda i: i["disks"][0].update(fileId="local:iso/x.img"), "disks changed (replaced"),       # disk.file_id ForceNew
+    (lambda i: i.update(kvmArguments="-global q35-pcihost.pci-hole64-size=4096G"), "kvmArguments changed (restarted"),
+    (lambda i: i["efiDisk"].update(preEnrolledKeys=True), "efiDisk changed (restarted"),         # not its type: rebootRequired
+    (lambda i: i["hostpcis"].pop(), "hostpcis changed (restarted"),
+    (lambda i: i["cpu"].update(cores=16), "cpu changed (restarted"),                             # cpu not in the default hotplug
+    (lambda i: i["disks"][0].update(size=600), "disks changed (may restart the VM"),
+    (lambda i: i.update(tags=["gpu-stack", "x"], description="d"), None),                         # in place
+    (lambda i: i["networkDevices"][0].update(macAddress="52:54:00:00:00:01"), None),              # hotplugged
+    (lambda i: (i.update(hotplug="network,disk,usb,memory"), i["memory"].update(dedicated=300000)), None),
+])
+def test_the_vm_legacy_rule(change, verdict):
+    from hypervisors.proxmox.rollout import replacement
+
+    old = _vm_inputs()
+    new = copy.deepcopy(old)
+    change(new)
+    why = replacement(old, new)
+    assert why == verdict if verdict is None else why.startswith(verdict), why

@@ -44,10 +44,10 @@ from render import dcgm_metrics
 from render.guest_scripts import HEREDOC
 from facts.host_facts import FactsError, load_host_facts
 from hypervisors.libvirt.provider_xml import VolumeRef, provider_domain_xml
-from render.rollout import change_issues, component_versions, reruns, rollout, version_changes, vm_replacements
+from render.rollout import change_issues, component_versions, reruns, rollout, version_changes
 from hypervisors.vsphere.render import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
 from hypervisors.kubevirt.render import KUBEVIRT_VERSION
-from hypervisors.base import HYPERVISORS
+from hypervisors.base import HYPERVISORS, vm_replacements
 from hypervisors.base import plan_files as backend_plan_files
 from stacks.checks import config_warnings
 from config.support import pinned_versions

@@ -16,7 +16,7 @@ from config.models import Host, StackConfig
 from hypervisors.kubevirt import checks, convergence, machine
 from hypervisors.kubevirt import render as kv_render
 from hypervisors.kubevirt.cluster import kubevirt_host_cluster
-from hypervisors.shared import Machine
+from hypervisors.shared import Machine, may_restart
 from render.identity import derived_mac
 
 
@@ -63,6 +63,11 @@ class Mock:
 
 class Kubevirt:
     kind = "kubevirt"
+    vm_resource_type = "kubernetes:kubevirt.io/v1:VirtualMachine"
+    provider_tokens = ("kubernetes:kubevirt.io/",)
+    replacement = staticmethod(may_restart)
+    """A VirtualMachine's changed spec applies to its next VMI: KubeVirt live-updates some fields and marks the others
+    RestartRequired; which is which was not read at the pinned KubeVirt, so any changed input may restart the VM."""
     host_issues = staticmethod(checks.host_issues)
     vm_issues = staticmethod(checks.vm_issues)
     stack_issues = staticmethod(checks.stack_issues)

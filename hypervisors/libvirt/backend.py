@@ -18,7 +18,7 @@ from config.errors import PREFIX
 from config.models import Host, StackConfig
 from hypervisors.libvirt import checks, connection, machine, preflight
 from hypervisors.libvirt import mock as libvirt_mock
-from hypervisors.shared import Machine
+from hypervisors.shared import Machine, changed_inputs
 from render.identity import derived_mac
 
 
@@ -89,8 +89,17 @@ class Preview:
         return {"iommuGroups": self.result.groups[vm_name]} if vm_name in self.result.groups else {}
 
 
+DOMAIN_UPDATABLE = ("autostart", "running", "cloudinit")
+"""The libvirt Domain inputs that terraform-provider-libvirt v0.8.1 (pulumi-libvirt 0.5.4) changes in place:
+resourceLibvirtDomainUpdate only starts a stopped domain, hot-swaps the cloud-init cdrom and sets autostart
+(tests/reference/tf-libvirt-v0.8.1-NOTES.md, "The xml.xslt argument"; xml.xslt, vcpu and memory are
+ForceNew). Any other changed input is counted as a replacement: a restart of the VM."""
+
+
 class Libvirt:
     kind = "libvirt"
+    vm_resource_type = "libvirt:index/domain:Domain"
+    provider_tokens = ("libvirt:",)
     host_issues = staticmethod(checks.host_issues)
     vm_issues = staticmethod(checks.vm_issues)
     firmware_issues = staticmethod(checks.firmware_issues)
@@ -120,6 +129,12 @@ class Libvirt:
     @staticmethod
     def declared_namespaces(cfg: StackConfig) -> tuple[set[str], dict[str, str]]:
         return set(), {}
+
+    @staticmethod
+    def replacement(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+        """A changed input other than DOMAIN_UPDATABLE replaces the domain."""
+        keys = [k for k in changed_inputs(old, new) if k not in DOMAIN_UPDATABLE]
+        return f"{', '.join(keys)} changed (replaced: ForceNew in terraform-provider-libvirt v0.8.1)" if keys else None
 
     mock = staticmethod(libvirt_mock.Mock)
 

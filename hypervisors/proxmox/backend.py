@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 
 from config.models import Host, StackConfig
-from hypervisors.proxmox import checks, machine, plan_files, preflight
+from hypervisors.proxmox import checks, machine, plan_files, preflight, rollout
 from hypervisors.proxmox import mock as proxmox_mock
 from hypervisors.shared import Machine
 from render.identity import derived_mac
@@ -42,6 +42,9 @@ class Preview:
 
 class Proxmox:
     kind = "proxmox"
+    vm_resource_type = "proxmoxve:index/vmLegacy:VmLegacy"
+    provider_tokens = ("proxmoxve:",)
+    replacement = staticmethod(rollout.replacement)
     host_issues = staticmethod(checks.host_issues)
     vm_issues = staticmethod(checks.vm_issues)
     stack_issues = staticmethod(checks.stack_issues)

@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 
 from config.models import Host, StackConfig
-from hypervisors.shared import Machine
+from hypervisors.shared import Machine, may_restart
 from hypervisors.vsphere import checks, machine, preflight
 from hypervisors.vsphere import mock as vsphere_mock
 from hypervisors.vsphere.render import derived_vmware_mac
@@ -41,6 +41,11 @@ class Preview:
 
 class Vsphere:
     kind = "vsphere"
+    vm_resource_type = "vsphere:index/virtualMachine:VirtualMachine"
+    provider_tokens = ("vsphere:",)
+    replacement = staticmethod(may_restart)
+    """Which VirtualMachine changes the provider applies with a power-off was not read at the pinned pulumi-vsphere:
+    any changed input may restart the VM (the plan cannot tell)."""
     host_issues = staticmethod(checks.host_issues)
     vm_issues = staticmethod(checks.vm_issues)
     stack_issues = staticmethod(checks.stack_issues)
