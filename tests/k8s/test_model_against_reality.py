@@ -1,0 +1,148 @@
+"""The convergence model's negative cases (tests/test_convergence.py) on a real control plane.
+
+Each case changes one thing in a golden plan, as the convergence tests do; the Kubernetes rules of
+render/convergence.py and the real API server, controllers and scheduler must give the same verdict,
+object by object. The real messages are asserted where an operator reads them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+
+from tests.k8s.reality import Case, apply_plan, format_table, placement_mismatches, table
+from tests.test_convergence import (KUBE_DEV, QUOTA, add_objects, config, edit, edit_text, golden, remove, tainted_dev,
+                                    with_cfg, without)
+
+SMOKE = "manifests/gpu-smoke-test-objects/job-gpu-stack-smoke-gpu-smoke-test.yaml"
+SMOKE_ID = "Job gpu-stack-smoke/gpu-smoke-test"
+WIDGET = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "default"}, "spec": {"size": 1}}
+WIDGET_CRD = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "widgets.example.com"},
+              "spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"}, "scope": "Namespaced",
+                       "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                           "type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}}}]}}
+
+
+def _quota(key: str):
+    quota = copy.deepcopy(QUOTA)
+    quota["spec"]["hard"] = {key: "2"}
+    plan = add_objects(remove(golden("dev"), "manifests/gpu-quotas-ml-dev"), "gpu-quotas-ml-dev", quota,
+                       {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml-dev"}})
+    return plan, config("dev")
+
+
+def _no_gpus():
+    cfg = config("dev").model_dump(by_alias=True)
+    cfg["vms"][0]["gpus"] = []
+    from stacks.config import StackConfig
+    return golden("dev"), StackConfig.model_validate(cfg)
+
+
+CASES = {
+    # scheduling: taints and tolerations, labels and selectors, GPUs
+    "dev-gpu-taint": lambda: (tainted_dev(), config("dev")),
+    "dev-job-without-gpu-toleration": lambda: (edit(tainted_dev(), SMOKE, lambda d: d["spec"]["template"]["spec"].pop("tolerations")), config("dev")),
+    "dev-node-without-gpu-label": lambda: (edit_text(golden("dev"), KUBE_DEV, "export GS_NODE_LABELS=nvidia.com/gpu.present=true",
+                                                     "export GS_NODE_LABELS=''"), config("dev")),
+    "dev-control-plane-taint-kept": lambda: (edit_text(golden("dev"), KUBE_DEV, '"${role_taint}:NoSchedule-"', '"${role_taint}:NoSchedule"'), config("dev")),
+    "prod-gpu-taint": lambda: (edit_text(golden("prod"), "guest/ubuntu-gpu-guest-kubernetes.sh", "export GS_NODE_TAINTS=''",
+                                         "export GS_NODE_TAINTS=nvidia.com/gpu=true:NoSchedule"), config("prod")),
+    "dev-vm-without-gpus": _no_gpus,
+    "prod-no-device-plugin": lambda: (edit(golden("prod"), "helm/gpu-operator.values.yaml", lambda d: d["devicePlugin"].update(enabled=False)), config("prod")),
+    "dev-resource-renamed": lambda: (edit(golden("dev"), "helm/nvidia-device-plugin.values.yaml", lambda d: d["config"]["map"].update(
+        default=d["config"]["map"]["default"].replace("renameByDefault: false", "renameByDefault: true"))), config("dev")),
+    "prod-job-wants-9-gpus": lambda: (edit(golden("prod"), SMOKE, lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+                                           .update({"nvidia.com/gpu": "9"})), config("prod")),
+    # runtime: runtimeClassName names a RuntimeClass
+    "dev-no-runtimeclass": lambda: (remove(golden("dev"), "manifests/nvidia-runtime-class-objects"), config("dev")),
+    # crds
+    "dev-cr-without-crd": lambda: (add_objects(golden("dev"), "gpu-quotas-objects", WIDGET), config("dev")),
+    "dev-cr-with-crd": lambda: (add_objects(golden("dev"), "gpu-quotas-objects", WIDGET, WIDGET_CRD), config("dev")),
+    # namespaces
+    "dev-namespaces-missing": lambda: (without(golden("dev"), files=["manifests/gpu-smoke-test-objects/namespace-gpu-stack-smoke.yaml",
+                                                                     "manifests/gpu-quotas-ml-dev/namespace-ml-dev.yaml"]), config("dev")),
+    # quotas: which keys the quota admission counts
+    **{f"dev-quota-{key}": (lambda key=key: _quota(key)) for key in ("requests.nvidia.com/gpu", "limits.nvidia.com/gpu", "nvidia.com/gpu")},
+}
+_ = with_cfg  # the convergence tests' helpers, imported for the cases above
+
+
+def run_case(cp, name: str):
+    plan, cfg = CASES[name]()
+    case = Case(name, plan, cfg)
+    real = apply_plan(cp, case)
+    return case, real, table(case, real)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_model_agrees_with_the_real_control_plane(control_plane, name):
+    case, real, rows = run_case(control_plane, name)
+    print(f"\n{name}: model against the real control plane\n{format_table(rows)}")
+    assert rows, f"{name}: neither side judged anything"
+    assert all(r.agree for r in rows), format_table([r for r in rows if not r.agree])
+    assert not placement_mismatches(case, real), placement_mismatches(case, real)
+
+
+# --- the real messages -------------------------------------------------------------------------------
+
+
+def test_a_job_without_the_gpu_toleration_stays_pending(control_plane):
+    case, real, rows = run_case(control_plane, "dev-job-without-gpu-toleration")
+    job = real.placed[SMOKE_ID]
+    assert not job.nodes and job.pending, job
+    assert "untolerated taint" in job.pending[0] and "0/1 nodes are available" in job.pending[0], job.pending
+    assert [r.model for r in rows if r.rule == "scheduling" and r.object == SMOKE_ID][0].startswith("cannot be placed: does not tolerate nvidia.com/gpu=true:NoSchedule")
+
+
+def test_an_exceeded_gpu_quota_is_refused(control_plane):
+    case, real, rows = run_case(control_plane, "dev-quota-requests.nvidia.com/gpu")
+    assert real.quotas[("ResourceQuota ml-dev/gpu-quota", "requests.nvidia.com/gpu")] == "counted"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "one-too-many", "namespace": "ml-dev"},
+           "spec": {"containers": [{"name": "c", "image": "registry.invalid/probe", "resources": {"limits": {"nvidia.com/gpu": "3"}}}]}}
+    done = control_plane.kubectl("create", "-f", "-", input=json.dumps(pod), check=False)
+    assert done.returncode != 0
+    assert re.search(r"exceeded quota: gpu-quota, requested: requests\.nvidia\.com/gpu=3, used: requests\.nvidia\.com/gpu=\d, "
+                     r"limited: requests\.nvidia\.com/gpu=2", done.stderr), done.stderr
+
+
+def test_uncounted_quota_keys_admit_what_they_were_meant_to_stop(control_plane):
+    """The model's quota rule (limits.<extended> is never counted) is what the real quota admission does."""
+    case, real, rows = run_case(control_plane, "dev-quota-limits.nvidia.com/gpu")
+    verdict = real.quotas[("ResourceQuota ml-dev/gpu-quota", "limits.nvidia.com/gpu")]
+    assert verdict.startswith("not counted: 3 pods"), verdict
+
+
+def test_a_servicemonitor_that_breaks_its_crd_schema_is_refused(control_plane):
+    """The model trusts a CR whose CRD is installed; the real API server validates it against the CRD's schema."""
+    plan = edit(golden("dev"), "manifests/dcgm-objects/servicemonitor-gpu-monitoring-dcgm-exporter.yaml",
+                lambda d: d["spec"]["endpoints"][0].update(port=9400, interval="often"))
+    case = Case("dev-servicemonitor-schema", plan, config("dev"))
+    real = apply_plan(control_plane, case)
+    sm = real.applied["ServiceMonitor gpu-monitoring/dcgm-exporter"]
+    assert not sm.accepted, sm
+    assert 'ServiceMonitor.monitoring.coreos.com "dcgm-exporter" is invalid' in sm.message, sm.message
+    assert "spec.endpoints[0].port: Invalid value: \"integer\"" in sm.message and "must be of type string" in sm.message, sm.message
+    assert "spec.endpoints[0].interval: Invalid value: \"often\"" in sm.message, sm.message
+    others = {oid: a.message for oid, a in real.applied.items() if not a.accepted and oid != sm.id}
+    assert not others, others
+
+
+def test_a_missing_runtimeclass_rejects_the_pods(control_plane):
+    case, real, rows = run_case(control_plane, "dev-no-runtimeclass")
+    job = real.placed[SMOKE_ID]
+    assert job.refused and 'pod rejected: RuntimeClass "nvidia" not found' in job.refused[0], job
+
+
+def test_objects_in_a_namespace_nobody_creates_are_refused(control_plane):
+    case, real, rows = run_case(control_plane, "dev-namespaces-missing")
+    job = real.applied[SMOKE_ID]
+    assert not job.accepted and 'namespaces "gpu-stack-smoke" not found' in job.message, job
+
+
+def test_a_custom_resource_without_its_crd_is_refused(control_plane):
+    case, real, rows = run_case(control_plane, "dev-cr-without-crd")
+    w = real.applied["Widget default/w"]
+    assert not w.accepted and 'no matches for kind "Widget" in version "example.com/v1"' in w.message, w
