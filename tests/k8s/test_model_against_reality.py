@@ -12,6 +12,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from tests.k8s.reality import Case, apply_plan, format_table, placement_mismatches, table
 from tests.test_convergence import (KUBE_DEV, QUOTA, add_objects, config, edit, edit_text, golden, remove, tainted_dev,
@@ -70,6 +71,32 @@ CASES = {
 _ = with_cfg  # the convergence tests' helpers, imported for the cases above
 
 
+def _mixed(loosen_dcgm: bool = False):
+    """tests/test_cpu_nodes.py: a CPU-only control-plane VM beside a GPU VM; optionally the DaemonSet mistake it tests."""
+    from stacks.load import parse_stack_config
+    from tests.test_convergence import program_plan
+    from tests.test_cpu_nodes import mixed
+    from tests.test_guest_scripts import SECRETS
+
+    raw = mixed(True)
+    cfg, _ = parse_stack_config(raw, SECRETS)
+    plan = program_plan(raw)
+    if loosen_dcgm:
+        path = next(k for k in plan.files if k.endswith("daemonset-gpu-monitoring-dcgm-exporter.yaml"))
+        not_false = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "nvidia.com/gpu.present", "operator": "NotIn", "values": ["false"]}]}]}}
+
+        def loosen(d):
+            d["spec"]["template"]["spec"].pop("nodeSelector")
+            d["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": not_false}
+        plan = edit(plan, path, loosen)
+    return plan, cfg
+
+
+CASES["mixed-cpu-control-plane"] = _mixed
+CASES["mixed-gpu-daemonset-on-cpu-node"] = lambda: _mixed(loosen_dcgm=True)
+
+
 def run_case(cp, name: str):
     plan, cfg = CASES[name]()
     case = Case(name, plan, cfg)
@@ -116,18 +143,23 @@ def test_uncounted_quota_keys_admit_what_they_were_meant_to_stop(control_plane):
 
 
 def test_a_servicemonitor_that_breaks_its_crd_schema_is_refused(control_plane):
-    """The model trusts a CR whose CRD is installed; the real API server validates it against the CRD's schema."""
-    plan = edit(golden("dev"), "manifests/dcgm-objects/servicemonitor-gpu-monitoring-dcgm-exporter.yaml",
-                lambda d: d["spec"]["endpoints"][0].update(port=9400, interval="often"))
-    case = Case("dev-servicemonitor-schema", plan, config("dev"))
-    real = apply_plan(control_plane, case)
+    """The model trusts a CR whose CRD is installed; the real API server validates it against the CRD's schema
+    (prometheus-operator v0.93.1's, tests/reference/crd-servicemonitors.yaml), field by field."""
+    path = "manifests/dcgm-objects/servicemonitor-gpu-monitoring-dcgm-exporter.yaml"
+    plan = edit(golden("dev"), path, lambda d: d["spec"]["endpoints"][0].update(interval="often", scheme="ftp"))
+    real = apply_plan(control_plane, Case("dev-servicemonitor-schema", plan, config("dev")))
     sm = real.applied["ServiceMonitor gpu-monitoring/dcgm-exporter"]
     assert not sm.accepted, sm
-    assert 'ServiceMonitor.monitoring.coreos.com "dcgm-exporter" is invalid' in sm.message, sm.message
-    assert "spec.endpoints[0].port: Invalid value: \"integer\"" in sm.message and "must be of type string" in sm.message, sm.message
-    assert "spec.endpoints[0].interval: Invalid value: \"often\"" in sm.message, sm.message
+    assert 'The ServiceMonitor "dcgm-exporter" is invalid' in sm.message, sm.message
+    assert 'spec.endpoints[0].interval: Invalid value: "often"' in sm.message, sm.message
+    assert 'spec.endpoints[0].scheme: Unsupported value: "ftp"' in sm.message, sm.message
     others = {oid: a.message for oid, a in real.applied.items() if not a.accepted and oid != sm.id}
     assert not others, others
+    # a wrong type fails earlier, in server-side apply's typed patch (what pulumi-kubernetes sends)
+    wrong = yaml.safe_load(plan.files[path])
+    wrong["spec"]["endpoints"][0] = {"port": 9400, "path": "/metrics"}
+    done = control_plane.apply(wrong)
+    assert done.returncode != 0 and ".spec.endpoints[0].port: expected string" in done.stderr, done.stderr
 
 
 def test_a_missing_runtimeclass_rejects_the_pods(control_plane):
