@@ -135,11 +135,13 @@ def test_an_exceeded_gpu_quota_is_refused(control_plane):
                      r"limited: requests\.nvidia\.com/gpu=2", done.stderr), done.stderr
 
 
-def test_uncounted_quota_keys_admit_what_they_were_meant_to_stop(control_plane):
-    """The model's quota rule (limits.<extended> is never counted) is what the real quota admission does."""
-    case, real, rows = run_case(control_plane, "dev-quota-limits.nvidia.com/gpu")
-    verdict = real.quotas[("ResourceQuota ml-dev/gpu-quota", "limits.nvidia.com/gpu")]
+@pytest.mark.parametrize("key", ["limits.nvidia.com/gpu", "nvidia.com/gpu"])
+def test_uncounted_quota_keys_admit_what_they_were_meant_to_stop(control_plane, key):
+    """The model's quota rule (an extended resource is counted only as requests.<name>) is what the real quota admission does."""
+    case, real, rows = run_case(control_plane, f"dev-quota-{key}")
+    verdict = real.quotas[("ResourceQuota ml-dev/gpu-quota", key)]
     assert verdict.startswith("not counted: 3 pods"), verdict
+    assert [r.model for r in rows if r.rule == "quotas"][0].startswith(f"quota key '{key}'")
 
 
 def test_a_servicemonitor_that_breaks_its_crd_schema_is_refused(control_plane):
