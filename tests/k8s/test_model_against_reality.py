@@ -104,6 +104,68 @@ def run_case(cp, name: str):
     return case, real, table(case, real)
 
 
+# --- the real messages, where an operator reads them ---------------------------------------------------
+
+
+def _untolerated(cp, case, real, rows):
+    job = real.placed[SMOKE_ID]
+    assert not job.nodes and job.pending, job
+    assert "0/1 nodes are available: 1 node(s) had untolerated taint(s)." in job.pending[0], job.pending
+    assert [r.model for r in rows if r.rule == "scheduling" and r.object == SMOKE_ID][0].startswith(
+        "cannot be placed: does not tolerate nvidia.com/gpu=true:NoSchedule")
+
+
+def _insufficient(cp, case, real, rows):
+    job = real.placed[SMOKE_ID]
+    assert not job.nodes and "1 Insufficient nvidia.com/gpu" in job.pending[0], job
+
+
+def _quota_exceeded(cp, case, real, rows):
+    assert real.quotas[("ResourceQuota ml-dev/gpu-quota", "requests.nvidia.com/gpu")] == "counted"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "one-too-many", "namespace": "ml-dev"},
+           "spec": {"containers": [{"name": "c", "image": "registry.invalid/probe", "resources": {"limits": {"nvidia.com/gpu": "3"}}}]}}
+    done = cp.kubectl("create", "-f", "-", input=json.dumps(pod), check=False)
+    assert done.returncode != 0
+    assert re.search(r"exceeded quota: gpu-quota, requested: requests\.nvidia\.com/gpu=3, used: requests\.nvidia\.com/gpu=\d, "
+                     r"limited: requests\.nvidia\.com/gpu=2", done.stderr), done.stderr
+
+
+def _uncounted(key):
+    def check(cp, case, real, rows):
+        verdict = real.quotas[("ResourceQuota ml-dev/gpu-quota", key)]
+        assert verdict.startswith("not counted: 3 pods"), verdict
+        assert [r.model for r in rows if r.rule == "quotas"][0].startswith(f"quota key '{key}'")
+    return check
+
+
+def _no_runtimeclass(cp, case, real, rows):
+    job = real.placed[SMOKE_ID]
+    assert job.refused and 'pod rejected: RuntimeClass "nvidia" not found' in job.refused[0], job
+
+
+def _no_namespace(cp, case, real, rows):
+    job = real.applied[SMOKE_ID]
+    assert not job.accepted and 'namespaces "gpu-stack-smoke" not found' in job.message, job
+
+
+def _no_crd(cp, case, real, rows):
+    w = real.applied["Widget default/w"]
+    assert not w.accepted and 'no matches for kind "Widget" in version "example.com/v1"' in w.message, w
+
+
+REAL_MESSAGES = {
+    "dev-job-without-gpu-toleration": _untolerated,
+    "prod-job-wants-9-gpus": _insufficient,
+    "prod-no-device-plugin": _insufficient,
+    "dev-quota-requests.nvidia.com/gpu": _quota_exceeded,
+    "dev-quota-limits.nvidia.com/gpu": _uncounted("limits.nvidia.com/gpu"),
+    "dev-quota-nvidia.com/gpu": _uncounted("nvidia.com/gpu"),
+    "dev-no-runtimeclass": _no_runtimeclass,
+    "dev-namespaces-missing": _no_namespace,
+    "dev-cr-without-crd": _no_crd,
+}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_model_agrees_with_the_real_control_plane(control_plane, name):
     case, real, rows = run_case(control_plane, name)
@@ -111,37 +173,8 @@ def test_model_agrees_with_the_real_control_plane(control_plane, name):
     assert rows, f"{name}: neither side judged anything"
     assert all(r.agree for r in rows), format_table([r for r in rows if not r.agree])
     assert not placement_mismatches(case, real), placement_mismatches(case, real)
-
-
-# --- the real messages -------------------------------------------------------------------------------
-
-
-def test_a_job_without_the_gpu_toleration_stays_pending(control_plane):
-    case, real, rows = run_case(control_plane, "dev-job-without-gpu-toleration")
-    job = real.placed[SMOKE_ID]
-    assert not job.nodes and job.pending, job
-    assert "untolerated taint" in job.pending[0] and "0/1 nodes are available" in job.pending[0], job.pending
-    assert [r.model for r in rows if r.rule == "scheduling" and r.object == SMOKE_ID][0].startswith("cannot be placed: does not tolerate nvidia.com/gpu=true:NoSchedule")
-
-
-def test_an_exceeded_gpu_quota_is_refused(control_plane):
-    case, real, rows = run_case(control_plane, "dev-quota-requests.nvidia.com/gpu")
-    assert real.quotas[("ResourceQuota ml-dev/gpu-quota", "requests.nvidia.com/gpu")] == "counted"
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "one-too-many", "namespace": "ml-dev"},
-           "spec": {"containers": [{"name": "c", "image": "registry.invalid/probe", "resources": {"limits": {"nvidia.com/gpu": "3"}}}]}}
-    done = control_plane.kubectl("create", "-f", "-", input=json.dumps(pod), check=False)
-    assert done.returncode != 0
-    assert re.search(r"exceeded quota: gpu-quota, requested: requests\.nvidia\.com/gpu=3, used: requests\.nvidia\.com/gpu=\d, "
-                     r"limited: requests\.nvidia\.com/gpu=2", done.stderr), done.stderr
-
-
-@pytest.mark.parametrize("key", ["limits.nvidia.com/gpu", "nvidia.com/gpu"])
-def test_uncounted_quota_keys_admit_what_they_were_meant_to_stop(control_plane, key):
-    """The model's quota rule (an extended resource is counted only as requests.<name>) is what the real quota admission does."""
-    case, real, rows = run_case(control_plane, f"dev-quota-{key}")
-    verdict = real.quotas[("ResourceQuota ml-dev/gpu-quota", key)]
-    assert verdict.startswith("not counted: 3 pods"), verdict
-    assert [r.model for r in rows if r.rule == "quotas"][0].startswith(f"quota key '{key}'")
+    if name in REAL_MESSAGES:
+        REAL_MESSAGES[name](control_plane, case, real, rows)
 
 
 def test_a_servicemonitor_that_breaks_its_crd_schema_is_refused(control_plane):
@@ -162,21 +195,3 @@ def test_a_servicemonitor_that_breaks_its_crd_schema_is_refused(control_plane):
     wrong["spec"]["endpoints"][0] = {"port": 9400, "path": "/metrics"}
     done = control_plane.apply(wrong)
     assert done.returncode != 0 and ".spec.endpoints[0].port: expected string" in done.stderr, done.stderr
-
-
-def test_a_missing_runtimeclass_rejects_the_pods(control_plane):
-    case, real, rows = run_case(control_plane, "dev-no-runtimeclass")
-    job = real.placed[SMOKE_ID]
-    assert job.refused and 'pod rejected: RuntimeClass "nvidia" not found' in job.refused[0], job
-
-
-def test_objects_in_a_namespace_nobody_creates_are_refused(control_plane):
-    case, real, rows = run_case(control_plane, "dev-namespaces-missing")
-    job = real.applied[SMOKE_ID]
-    assert not job.accepted and 'namespaces "gpu-stack-smoke" not found' in job.message, job
-
-
-def test_a_custom_resource_without_its_crd_is_refused(control_plane):
-    case, real, rows = run_case(control_plane, "dev-cr-without-crd")
-    w = real.applied["Widget default/w"]
-    assert not w.accepted and 'no matches for kind "Widget" in version "example.com/v1"' in w.message, w
