@@ -159,10 +159,9 @@ class ControlPlane:
     # -- lifecycle
 
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = (self.work / f"{name}.log").open("wb")
-        self.procs[name] = subprocess.Popen([str(self.bin_dir / (name if name != "kwok" else "kwok")), *args], stdout=log,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.work,
-                                            start_new_session=True)
+        with (self.work / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
+            self.procs[name] = subprocess.Popen([str(self.bin_dir / name), *args], stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, cwd=self.work, start_new_session=True)
 
     def log(self, name: str, tail: int = 30) -> str:
         path = self.work / f"{name}.log"

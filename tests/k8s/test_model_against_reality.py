@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from tests.k8s.reality import Case, apply_plan, format_table, placement_mismatches, table
-from tests.test_convergence import (KUBE_DEV, QUOTA, add_objects, config, edit, edit_text, golden, remove, tainted_dev,
-                                    with_cfg, without)
+from tests.test_convergence import KUBE_DEV, QUOTA, add_objects, config, edit, edit_text, golden, remove, tainted_dev, without
 
 SMOKE = "manifests/gpu-smoke-test-objects/job-gpu-stack-smoke-gpu-smoke-test.yaml"
 SMOKE_ID = "Job gpu-stack-smoke/gpu-smoke-test"
@@ -68,9 +67,6 @@ CASES = {
     # quotas: which keys the quota admission counts
     **{f"dev-quota-{key}": (lambda key=key: _quota(key)) for key in ("requests.nvidia.com/gpu", "limits.nvidia.com/gpu", "nvidia.com/gpu")},
 }
-_ = with_cfg  # the convergence tests' helpers, imported for the cases above
-
-
 def _mixed(loosen_dcgm: bool = False):
     """tests/test_cpu_nodes.py: a CPU-only control-plane VM beside a GPU VM; optionally the DaemonSet mistake it tests."""
     from stacks.load import parse_stack_config
