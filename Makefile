@@ -52,8 +52,9 @@ golden: $(STAMP)
 doctor: $(STAMP)
 	$(PY) -m doctor $(STACK) $(DOCTOR_ARGS)
 
-# The real engine (Pulumi CLI and plugins) from the pinned Go modules in engine/, cached outside
-# the repository (scripts/build-engine.sh prints where); a second run reuses it.
+# The real engine (Pulumi CLI and plugins) and the Kubernetes control plane for tests/k8s/ (etcd,
+# kube-apiserver, kube-scheduler, kube-controller-manager, kubectl, KWOK) from the pinned Go modules in
+# engine/, cached outside the repository (scripts/build-engine.sh prints where); a second run reuses it.
 engine:
 	bash scripts/build-engine.sh
 

@@ -7,7 +7,7 @@
 #   scripts/build-engine.sh --check   print the bin dir if it is complete, else exit 1
 #
 # The cache key is a hash of the [[binary]] tables of engine/engine.toml (what is built, and
-# how), every engine/*/go.mod and go.sum, and the Go version, so a changed pin builds into a
+# how), every engine/*/go.mod and go.sum, our own main packages (engine/*/*.go), and the Go version, so a changed pin builds into a
 # new directory and an unchanged one is reused; a note on a [[blocked]] module rebuilds nothing:
 #   ${GPU_STACK_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpu-stack/engine}/<hash>/bin
 # Plugins keep their upstream names (pulumi-resource-<name>) so the CLI finds them on PATH.
@@ -18,7 +18,7 @@ mode="${1:-build}"
 cache="${GPU_STACK_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gpu-stack/engine}"
 goversion="$(go env GOVERSION 2>/dev/null || echo no-go)"
 binaries() { awk '/^\[\[/ { keep = ($0 == "[[binary]]") } keep' "$root/engine/engine.toml"; }
-key="$( (cd "$root" && binaries && cat engine/*/go.mod engine/*/go.sum && echo "$goversion") | sha256sum | cut -c1-16)"
+key="$( (cd "$root" && binaries && cat engine/*/go.mod engine/*/go.sum && find engine -name '*.go' | LC_ALL=C sort | xargs -r cat && echo "$goversion") | sha256sum | cut -c1-16)"
 bin="$cache/$key/bin"
 
 case "$mode" in

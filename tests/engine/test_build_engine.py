@@ -46,3 +46,14 @@ def test_default_cache_is_under_xdg_cache_home(tmp_path):
     out = subprocess.run(["bash", str(repo / "scripts" / "build-engine.sh"), "--print"], capture_output=True, text=True,
                          env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "xdg")})
     assert Path(out.stdout.strip()).parent.parent == tmp_path / "xdg" / "gpu-stack" / "engine"
+
+
+def test_our_own_main_packages_are_part_of_the_cache_key(tmp_path):
+    """engine/etcd/main.go is the etcd binary's whole source of our own: changing it must build into a new dir."""
+    repo, cache = _copy(tmp_path), tmp_path / "cache"
+    before = _run(repo, cache, "--print").stdout.strip()
+    main = repo / "engine" / "etcd" / "main.go"
+    main.parent.mkdir(parents=True, exist_ok=True)
+    with main.open("a") as f:
+        f.write("// changed\n")
+    assert _run(repo, cache, "--print").stdout.strip() != before
