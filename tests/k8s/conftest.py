@@ -1,4 +1,4 @@
-"""A real control plane for the objects gpu-stack applies (tools/control_plane.py).
+"""A real control plane for the objects gpu-stack applies (tests/support/control_plane.py).
 
 `control_plane`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK from `make engine`,
 fresh for each test on 127.0.0.1 with throwaway certificates, stopped afterwards by the pids it started.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing_validator
-from tools.control_plane import ControlPlane, binaries, kwok_module_dir, kwok_version
+from tests.support.control_plane import ControlPlane, binaries, kwok_module_dir, kwok_version
 
 
 def pytest_collection_modifyitems(items):

@@ -1,6 +1,6 @@
 """A plan on a real control plane, and the convergence model's verdict beside it.
 
-`apply_plan` makes KWOK nodes from the model's nodes (render/convergence.py `_nodes`: names, labels,
+`apply_plan` makes KWOK nodes from the model's nodes (convergence/analysis.py `_nodes`: names, labels,
 taints) with the GPU allocatable the readiness gate expects (guest/readiness-gate.sh GS_GATE_NODES;
 the model's GPUs x time-slicing replicas where the plan has no gate), then server-side applies every
 object gpu-stack applies itself on the Kubernetes cluster: the manifests/ groups, the typed
@@ -23,11 +23,11 @@ from typing import Any
 
 import yaml
 
-from render import convergence as cv
-from render.convergence import Cluster, Plan, Violation
-from stacks.config import StackConfig
+from convergence import analysis as cv
+from convergence.analysis import Cluster, Plan, Violation
+from config.models import StackConfig
 from tests.conftest import REFERENCE
-from tools.control_plane import ControlPlane
+from tests.support.control_plane import ControlPlane
 
 # the convergence rules that model what the API server, its admission plugins, the controllers and
 # the scheduler decide; the others model Helm charts, Prometheus, kubelet or the guest (rule_networking,

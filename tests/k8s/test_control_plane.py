@@ -1,4 +1,4 @@
-"""The control plane itself: the pinned release, ready on loopback, and stopped exactly (tools/control_plane.py)."""
+"""The control plane itself: the pinned release, ready on loopback, and stopped exactly (tests/support/control_plane.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 
-from tools.control_plane import ControlPlane
+from tests.support.control_plane import ControlPlane
 
 
 def _alive(pid: int) -> bool:

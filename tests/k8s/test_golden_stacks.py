@@ -3,14 +3,14 @@
 For each tests/golden/<stack>: KWOK nodes made from the plan's nodes, every object gpu-stack applies itself
 server-side applied (tests/k8s/reality.py says what, and what is out of scope). The API server accepts every
 object; the real scheduler places every workload gpu-stack renders on the nodes the convergence model allows;
-every Kubernetes rule of render/convergence.py gives the verdict the real control plane gives.
+every Kubernetes rule of convergence/analysis.py gives the verdict the real control plane gives.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from render.convergence import Plan
+from convergence.analysis import Plan
 from tests.conftest import ROOT
 from tests.k8s.reality import Case, apply_plan, format_table, placement_mismatches, table
 from tests.test_convergence import config

@@ -1,7 +1,7 @@
 """The convergence model's negative cases (tests/test_convergence.py) on a real control plane.
 
 Each case changes one thing in a golden plan, as the convergence tests do; the Kubernetes rules of
-render/convergence.py and the real API server, controllers and scheduler must give the same verdict,
+convergence/analysis.py and the real API server, controllers and scheduler must give the same verdict,
 object by object. The real messages are asserted where an operator reads them.
 """
 
@@ -37,7 +37,7 @@ def _quota(key: str):
 def _no_gpus():
     cfg = config("dev").model_dump(by_alias=True)
     cfg["vms"][0]["gpus"] = []
-    from stacks.config import StackConfig
+    from config.models import StackConfig
     return golden("dev"), StackConfig.model_validate(cfg)
 
 

@@ -1,6 +1,6 @@
 """The convergence model's scheduling predicates, case by case, against the real scheduler (Kubernetes 1.36.5).
 
-render/convergence.py re-implements Toleration.ToleratesTaint, NoSchedule/NoExecute/PreferNoSchedule and
+convergence/analysis.py re-implements Toleration.ToleratesTaint, NoSchedule/NoExecute/PreferNoSchedule and
 required node affinity (terms ORed, expressions ANDed, an empty term matching nothing). The parameter tables of
 tests/test_convergence.py are run here as pods on KWOK nodes: the real scheduler's decision must be the model's.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 
-from render import convergence as cv
+from convergence import analysis as cv
 from tests.test_convergence import GPU_TAINT
 
 TOLERATIONS = [  # tests/test_convergence.py test_toleration_semantics, against GPU_TAINT
