@@ -71,7 +71,9 @@ class Case:
     def __post_init__(self) -> None:
         self.cluster = cv.build_cluster(self.plan, self.cfg)
         # the guest cluster's provider: the one the smoke-test group (or any manifest group) goes through
-        groups = [o.get("_cluster") for o in self.cluster.objects if str(o.get("_origin", "")).startswith("manifests/")]
+        # (manifests/burn-in/ is applied by the gate script, not through a provider: its objects carry no _cluster)
+        groups = [o.get("_cluster") for o in self.cluster.objects
+                  if str(o.get("_origin", "")).startswith("manifests/") and o.get("_cluster")]
         self.cluster_provider = groups[0] if groups else "kubernetes"
 
     def objects(self) -> list[dict[str, Any]]:
