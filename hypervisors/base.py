@@ -116,6 +116,9 @@ class Hypervisor(Protocol):
         """The kind's lines of the summary `make plan` prints: one per VM it created, then its hosts' (facts: host name ->
         the host-facts file the plan was checked against), and what the offline plan assumed."""
 
+    pins: tuple[tuple[str, str], ...]
+    """(component, version) the backend itself pins (KubeVirt's release): versions.json's rows for a stack with a host of this kind."""
+
     # --- the mock harness (tools/mockrun.py)
     def mock(self, config: dict[str, str], options: dict[str, Any]) -> Mock:
         """The kind's fake provider; it pops the run() options it knows (node_devices, vsphere_pci, ...)."""

@@ -42,7 +42,6 @@ from render import dcgm_metrics
 from render.guest_scripts import HEREDOC
 from facts.host_facts import FactsError, load_host_facts
 from render.rollout import change_issues, component_versions, reruns, rollout, version_changes
-from hypervisors.kubevirt.render import KUBEVIRT_VERSION
 from hypervisors.base import HYPERVISORS, vm_replacements
 from stacks.checks import config_warnings
 from config.support import pinned_versions
@@ -310,7 +309,7 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
         old_values, old_secrets = plan_config(parse_stack_text(text, f"{base}:Pulumi.{stack}.yaml")) if text is not None else ({}, [])
         new_run = mockrun.run(values, secret_keys, stack=stack, preview=False, host_facts=facts)
         new = command_inputs(new_run)
-        new_versions = component_versions(pinned_versions(cfg, KUBEVIRT_VERSION))
+        new_versions = component_versions(pinned_versions(cfg, backend_pins(cfg)))
         if text is not None:
             old_cfg = stack_config(old_values, old_secrets)
             issues = change_issues(old_cfg, cfg)
@@ -318,7 +317,7 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
                 raise ConfigError(issues)
             old_run = mockrun.run(old_values, old_secrets, stack=stack, preview=False, host_facts=facts)
             runs = reruns(command_inputs(old_run), new)
-            old_versions = component_versions(pinned_versions(old_cfg, KUBEVIRT_VERSION))
+            old_versions = component_versions(pinned_versions(old_cfg, backend_pins(old_cfg)))
             replaced = vm_replacements(cfg, json.loads(resources_json(old_run)), json.loads(resources_json(new_run)))
             # a gpu-stack release between BASE and here (lib.sh, a stylesheet, a default pin) changes what runs without
             # any config change: plan BASE's config with BASE's own code and compare those plans as well
@@ -406,8 +405,14 @@ def metric_names(version: str, metrics: dcgm_metrics.Metrics = dcgm_metrics.METR
                         for r in metrics.renames if r.old in metrics.used.values() or r.new in metrics.used.values()]}
 
 
+def backend_pins(cfg: StackConfig) -> tuple[tuple[str, str], ...]:
+    """(component, version) pinned by the backends of the stack's hosts' kinds (KubeVirt's release), in the table's order."""
+    kinds = {h.kind for h in cfg.hosts}
+    return tuple(pin for kind, backend in HYPERVISORS.items() if kind in kinds for pin in backend.pins)
+
+
 def pinned_versions_doc(cfg: StackConfig) -> dict[str, Any]:
-    doc = pinned_versions(cfg, KUBEVIRT_VERSION)
+    doc = pinned_versions(cfg, backend_pins(cfg))
     for row in doc["components"]:
         if row["component"] == "dcgm-exporter":
             row["metricNames"] = metric_names(row["version"])

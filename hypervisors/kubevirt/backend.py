@@ -98,6 +98,7 @@ class Kubevirt:
     def create(parent: pulumi.Resource, name: str, args, user_data: pulumi.Output[str]) -> Machine:
         return machine.create(parent, name, args, args.target, user_data)
 
+    pins = (("kubevirt", kv_render.KUBEVIRT_VERSION),)
     plan_files = staticmethod(kubevirt_plan.plan_files)
     plan_summary = staticmethod(kubevirt_plan.plan_summary)
     mock = Mock

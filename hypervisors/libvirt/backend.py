@@ -137,6 +137,7 @@ class Libvirt:
         keys = [k for k in changed_inputs(old, new) if k not in DOMAIN_UPDATABLE]
         return f"{', '.join(keys)} changed (replaced: ForceNew in terraform-provider-libvirt v0.8.1)" if keys else None
 
+    pins: tuple[tuple[str, str], ...] = ()
     plan_files = staticmethod(libvirt_plan.plan_files)
     plan_summary = staticmethod(libvirt_plan.plan_summary)
     mock = staticmethod(libvirt_mock.Mock)

@@ -80,6 +80,7 @@ class Vsphere:
     def declared_namespaces(cfg: StackConfig) -> tuple[set[str], dict[str, str]]:
         return set(), {}
 
+    pins: tuple[tuple[str, str], ...] = ()
     plan_files = staticmethod(vsphere_plan.plan_files)
     plan_summary = staticmethod(vsphere_plan.plan_summary)
     mock = staticmethod(vsphere_mock.Mock)
