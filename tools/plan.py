@@ -3,7 +3,8 @@
 Runs the real program under Pulumi's mock monitor in preview mode, with the
 config from Pulumi.<name>.yaml. Needs no Pulumi CLI, network, credentials or
 system validators: the domain stylesheet is applied with lxml (libxslt, the
-library xsltproc uses). Secrets never reach the files: `secure:` values and
+library xsltproc uses; hypervisors/libvirt/plan_files.py). Each backend writes
+its own files and summary lines (plan_files, plan_summary through HYPERVISORS). Secrets never reach the files: `secure:` values and
 absent required secrets are placeholders, and every secret input is written
 as "[secret]"; a secret stored in plain text is refused, as the program
 refuses it. The same config gives byte-identical files. Bad input (of any
