@@ -198,9 +198,11 @@ def _row(component: str, version: str, status: Status | None = None, **extra) ->
     return row
 
 
-def pinned_versions(cfg, kubevirt_version: str) -> dict:
+def pinned_versions(cfg, backend_pins: tuple[tuple[str, str], ...] = ()) -> dict:
     """versions.json: every pinned component, its version, support status and end, relative to CATALOG_READ (so the file
-    is the same whichever day the plan runs); the warnings of the day are on the terminal (config_warnings)."""
+    is the same whichever day the plan runs); the warnings of the day are on the terminal (config_warnings).
+    backend_pins: (component, version) that the stack's hypervisor backends pin themselves (hypervisors/base.py
+    Hypervisor.pins, for the kinds of cfg.hosts: tools/plan.py backend_pins)."""
     rows = []
     if cfg.kubernetes is not None:
         k = cfg.kubernetes
@@ -217,8 +219,7 @@ def pinned_versions(cfg, kubevirt_version: str) -> dict:
         if nv.cuda is not None:
             rows.append(_row("cuda-toolkit", nv.cuda.version))
         rows.append(_row("nvidia-container-toolkit", cfg.guest.container_runtime.nvidia_toolkit_version))
-    if any(h.kubevirt is not None for h in cfg.hosts):  # only a kind kubevirt host has the block (stacks/checks.py)
-        rows.append(_row("kubevirt", kubevirt_version))
+    rows += [_row(component, version) for component, version in backend_pins]
     a = cfg.addons
     if cfg.kubernetes is not None:
         if a.pod_network.enabled and cfg.kubernetes.mode == "init":

@@ -1,8 +1,8 @@
 """The hypervisor contract, and the one table that chooses a backend by `hosts[].kind`.
 
 Compose (stacks/compose.py), GpuPassthroughVm (components/gpu_passthrough_vm.py), the config
-checks (stacks/checks.py), the convergence check, the mock harness (tools/mockrun.py) and rollout.json
-(vm_replacements below, for tools/plan.py) ask HYPERVISORS[host.kind]; no other code switches on the kind (tests/test_house.py). A backend
+checks (stacks/checks.py), the convergence check, the mock harness (tools/mockrun.py), `make plan`'s files and summary
+and rollout.json (vm_replacements below, for tools/plan.py) ask HYPERVISORS[host.kind]; no other code switches on the kind (tests/test_house.py). A backend
 is one folder, hypervisors/<kind>/, whose backend.py holds its row; it imports config/,
 render/, facts/ and hypervisors/shared.py, never another backend's folder. How to add one:
 docs/ARCHITECTURE.md, "How to add a hypervisor".
@@ -20,7 +20,7 @@ from config.models import Host, StackConfig, Vm
 from hypervisors.kubevirt.backend import BACKEND as KUBEVIRT
 from hypervisors.libvirt.backend import BACKEND as LIBVIRT
 from hypervisors.proxmox.backend import BACKEND as PROXMOX
-from hypervisors.shared import Machine
+from hypervisors.shared import Machine, PlanSummary
 from hypervisors.vsphere.backend import BACKEND as VSPHERE
 
 
@@ -106,20 +106,22 @@ class Hypervisor(Protocol):
     def declared_namespaces(self, cfg: StackConfig) -> tuple[set[str], dict[str, str]]:
         """(namespaces declared to exist, namespace -> the key that decides whether the plan creates it)."""
 
-    # --- `make plan` (tools/plan.py), optional: a backend without it writes nothing of its own through the table
-    def plan_files(self, resources: list) -> dict[str, Any]:
-        """Relative path -> a JSON-able document (secrets as the engine marks them; tools/plan.py writes "[secret]") or text, from what the
-        program registered (each with type, name, inputs, parent: tools/mockrun.py Registered)."""
+    # --- `make plan` (tools/plan.py): the kind's plan files and its part of the summary (hypervisors/<kind>/plan_files.py)
+    def plan_files(self, resources: list, outputs: dict[str, Any]) -> dict[str, Any]:
+        """Relative path -> text, or a document (secrets as the engine marks them; tools/plan.py writes "[secret]") that
+        tools/plan.py writes as JSON (a `.json` path) or YAML (a `.yaml` path), from what the program registered (each with
+        type, name, inputs, parent, provider: tools/mockrun.py Registered) and the stack's outputs."""
+
+    def plan_summary(self, resources: list, outputs: dict[str, Any], facts: dict[str, str]) -> PlanSummary:
+        """The kind's lines of the summary `make plan` prints: one per VM it created, then its hosts' (facts: host name ->
+        the host-facts file the plan was checked against), and what the offline plan assumed."""
+
+    pins: tuple[tuple[str, str], ...]
+    """(component, version) the backend itself pins (KubeVirt's release): versions.json's rows for a stack with a host of this kind."""
 
     # --- the mock harness (tools/mockrun.py)
     def mock(self, config: dict[str, str], options: dict[str, Any]) -> Mock:
         """The kind's fake provider; it pops the run() options it knows (node_devices, vsphere_pci, ...)."""
-
-
-def plan_files(backend: Hypervisor, resources: list) -> dict[str, Any]:
-    """The backend's plan files; {} for a backend that writes its plan through tools/plan.py's own code (libvirt, vSphere, KubeVirt, older than the hook)."""
-    own = getattr(backend, "plan_files", None)
-    return own(resources) if own is not None else {}
 
 
 def vm_replacements(cfg: StackConfig, old_rows: list[dict[str, Any]], new_rows: list[dict[str, Any]]) -> dict[str, str]:

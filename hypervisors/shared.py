@@ -67,3 +67,30 @@ def may_restart(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """The rule of a backend whose plan cannot tell which changes restart the VM: any changed input may."""
     keys = changed_inputs(old, new)
     return f"{', '.join(keys)} changed (may restart the VM; the plan cannot tell)" if keys else None
+
+
+# --- `make plan` (tools/plan.py): what a backend's plan_files and plan_summary may use -------------------
+
+SECRET_SIG_KEY = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+"""How the engine marks a secret input: {SECRET_SIG_KEY: SECRET_SIG, "value": ...} (pulumi 3.272.0,
+sdk/python/lib/pulumi/runtime/rpc.py `_special_sig_key`, `_special_secret_sig`)."""
+
+
+def unwrap_secret(value: Any) -> Any:
+    """A secret input's value (for a backend's plan file to pick out the parts that are not secret); anything else as it is."""
+    if isinstance(value, dict) and value.get(SECRET_SIG_KEY) == SECRET_SIG:
+        return value.get("value")
+    return value
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """A backend's part of `make plan`'s summary on stdout (hypervisors/base.py Hypervisor.plan_summary)."""
+
+    vms: dict[str, str] = field(default_factory=dict)
+    """GpuPassthroughVm name -> its line (`  vm <name> (<kind>): ...`); a VM not here gets the neutral line."""
+    lines: list[str] = field(default_factory=list)
+    """Lines after the add-ons' (hosts checked against facts, expected allocatable)."""
+    notes: list[str] = field(default_factory=list)
+    """What the offline plan assumed, for the closing `(offline: ...)` line."""

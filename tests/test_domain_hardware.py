@@ -234,13 +234,13 @@ def test_checked_elements_are_exactly_the_emitted_ones(name):
     from lxml import etree
 
     from tests.conftest import run_stack
-    from tools.plan import _domain_artifacts
+    from hypervisors.libvirt.plan_files import domain_files
     raw = _domain_cases()[name]()
     cfg, _ = parse_stack_config(copy.deepcopy(raw), SECRETS)
     result = run_stack(raw)
     component = result.of_type("gpu-stack:index:GpuPassthroughVm")[0]
     domain = next(r for r in result.children_of(component.name) if r.type == "libvirt:index/domain:Domain")
-    xml = etree.fromstring(_domain_artifacts(result, domain)["domain.xml"].encode())
+    xml = etree.fromstring(domain_files(result.resources, domain)["domain.xml"].encode())
     vm = next(v for v in cfg.vms if v.name in component.name)
     host = next(h for h in cfg.hosts if h.name == vm.host)
     emitted = {e for e, path in XPATH.items() if xml.xpath(path, namespaces=QEMU_NS)}

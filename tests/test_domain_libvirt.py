@@ -21,7 +21,7 @@ from lxml import etree
 from render.mmio import phys_bits_needed
 from hypervisors.libvirt.provider_xml import VolumeRef, provider_domain_xml
 from tests.conftest import missing_validator, require_reference, require_tool, run_stack, seed000_burn_in, seed000_host, seed000_vm, stack_file
-from tools.plan import _domain_artifacts
+from hypervisors.libvirt.plan_files import domain_files
 
 QEMU_NS = "{http://libvirt.org/schemas/domain/qemu/1.0}"
 
@@ -89,7 +89,7 @@ def case(request):
     result = run_stack(raw)
     vm = result.of_type("gpu-stack:index:GpuPassthroughVm")[0]
     domain = next(r for r in result.children_of(vm.name) if r.type == "libvirt:index/domain:Domain")
-    files = _domain_artifacts(result, domain)
+    files = domain_files(result.resources, domain)
     return {"name": request.param, "raw": raw, "files": files, "domain": domain}
 
 
@@ -211,7 +211,7 @@ def test_stylesheet_stops_when_the_provider_xml_lacks_cpu(transformed):
 
 def _seed000_transformed(tmp_path, raw: dict | None = None) -> str:
     result = run_stack(raw or _seed000_raw())
-    files = _domain_artifacts(result, result.named("ubuntu-gpu-domain"))
+    files = domain_files(result.resources, result.named("ubuntu-gpu-domain"))
     xsltproc = require_tool("xsltproc")
     (tmp_path / "d.xslt").write_text(files["domain.xslt"])
     (tmp_path / "in.xml").write_text(files["domain.pre-xslt.xml"])

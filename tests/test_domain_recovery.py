@@ -28,7 +28,7 @@ from lxml import etree
 from render.identity import derived_machine_uuid
 from tests.conftest import missing_validator, require_tool, run_stack, stack_file
 from tools.mockrun import PROJECT
-from tools.plan import _domain_artifacts
+from hypervisors.libvirt.plan_files import domain_files
 
 DOMAIN = "libvirt:index/domain:Domain"
 
@@ -37,7 +37,7 @@ def _plan_files(stack: str, vm_name: str) -> dict[str, str]:
     raw = stack_file("dev")
     raw["vms"][0]["name"] = vm_name
     result = run_stack(raw, stack=stack)
-    return _domain_artifacts(result, result.of_type(DOMAIN)[0])
+    return domain_files(result.resources, result.of_type(DOMAIN)[0])
 
 
 # --- the derivation (no libvirtd needed) -----------------------------------------------------------

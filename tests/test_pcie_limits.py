@@ -18,7 +18,7 @@ from lxml import etree
 from hypervisors.libvirt.domain_xslt import MAX_BUS, MAX_EXPANDERS, MAX_PORTS_PER_EXPANDER, MAX_ROOT_HOSTDEVS
 from tests.conftest import missing_validator, require_tool, run_stack
 from tests.test_bad_input import _many_devices_raw
-from tools.plan import _domain_artifacts
+from hypervisors.libvirt.plan_files import domain_files
 
 
 def domain_xml(raw: dict) -> str:
@@ -26,7 +26,7 @@ def domain_xml(raw: dict) -> str:
     result = run_stack(raw)
     vm = result.of_type("gpu-stack:index:GpuPassthroughVm")[0]
     domain = next(r for r in result.children_of(vm.name) if r.type == "libvirt:index/domain:Domain")
-    return _domain_artifacts(result, domain)["domain.xml"]
+    return domain_files(result.resources, domain)["domain.xml"]
 
 
 @pytest.fixture(scope="module")

@@ -125,3 +125,16 @@ def test_resources_json_references_each_script_file_and_resolves_to_what_the_pro
     assert referenced == {p for p in files if p.startswith("guest/")}
     sent = {r.name: plan_tool.sanitize(r.inputs) for r in result.resources}
     assert {r["name"]: r["inputs"] for r in plan_tool.resolve_scripts(rows, files)} == sent
+
+
+def test_the_backends_secret_marker_is_the_sdks():
+    """hypervisors/shared.py spells how the engine marks a secret (a backend's plan_files unwraps vSphere's extraConfig with
+    it); the pinned SDK's own constants (pulumi/runtime/rpc.py) are the consumer, and tools/mockrun.py builds secrets with them."""
+    from pulumi.runtime import rpc
+
+    from hypervisors.shared import SECRET_SIG, SECRET_SIG_KEY, unwrap_secret
+    from tools import mockrun
+
+    assert (SECRET_SIG_KEY, SECRET_SIG) == (rpc._special_sig_key, rpc._special_secret_sig) == (mockrun.SECRET_SIG, SECRET_SIG)
+    assert unwrap_secret({SECRET_SIG_KEY: SECRET_SIG, "value": {"a": 1}}) == {"a": 1}
+    assert unwrap_secret({"value": 1}) == {"value": 1}

@@ -3,7 +3,8 @@
 Runs the real program under Pulumi's mock monitor in preview mode, with the
 config from Pulumi.<name>.yaml. Needs no Pulumi CLI, network, credentials or
 system validators: the domain stylesheet is applied with lxml (libxslt, the
-library xsltproc uses). Secrets never reach the files: `secure:` values and
+library xsltproc uses; hypervisors/libvirt/plan_files.py). Each backend writes
+its own files and summary lines (plan_files, plan_summary through HYPERVISORS). Secrets never reach the files: `secure:` values and
 absent required secrets are placeholders, and every secret input is written
 as "[secret]"; a secret stored in plain text is refused, as the program
 refuses it. The same config gives byte-identical files. Bad input (of any
@@ -23,7 +24,6 @@ object and the config key to change, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import re
@@ -37,18 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lxml import etree
 
 from convergence import analysis as convergence
 from render import dcgm_metrics
 from render.guest_scripts import HEREDOC
 from facts.host_facts import FactsError, load_host_facts
-from hypervisors.libvirt.provider_xml import VolumeRef, provider_domain_xml
 from render.rollout import change_issues, component_versions, reruns, rollout, version_changes
-from hypervisors.vsphere.render import EXTRA_CONFIG_REASONS, SECRET_EXTRA_CONFIG
-from hypervisors.kubevirt.render import KUBEVIRT_VERSION
 from hypervisors.base import HYPERVISORS, vm_replacements
-from hypervisors.base import plan_files as backend_plan_files
 from stacks.checks import config_warnings
 from config.support import pinned_versions
 from config.models import SECRET_KEYS, StackConfig
@@ -59,7 +54,6 @@ from tools import mockrun
 from tools.cli import OneLineParser, UsageError, writable_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-CLOUDINIT_POOL_PATH = "/var/lib/libvirt/images"  # the host's pool path; the provider reads it at create time
 
 
 class _PlanDumper(yaml.SafeDumper):
@@ -165,55 +159,6 @@ def stack_config(values: dict[str, str], secret_keys: list[str]) -> StackConfig:
     return cfg
 
 
-def _domain_artifacts(result: mockrun.RunResult, domain: mockrun.Registered) -> dict[str, str]:
-    siblings = result.children_of(domain.parent)
-    inputs = dict(domain.inputs)
-    volumes: dict[str, VolumeRef] = {}
-    disks = []
-    for i, vol in enumerate(r for r in siblings if r.type == "libvirt:index/volume:Volume"):
-        key = f"volume-{i}"
-        volumes[key] = VolumeRef(vol.inputs.get("pool", "default"), vol.inputs["name"], vol.inputs.get("format", "raw"))
-        disks.append({"volumeId": key})
-    inputs["disks"] = disks
-    cloudinit = next((r for r in siblings if r.type == "libvirt:index/cloudInitDisk:CloudInitDisk"), None)
-    paths = {}
-    if cloudinit is not None:
-        inputs["cloudinit"] = "cloudinit"
-        paths["cloudinit"] = f"{CLOUDINIT_POOL_PATH}/{cloudinit.inputs['name']}"
-    xslt = inputs["xml"]["xslt"]
-    pre = provider_domain_xml(inputs, volumes, paths)
-    transformed = etree.XSLT(etree.XML(xslt.encode()))(etree.XML(pre.encode()))
-    files = {"domain.xslt": xslt, "domain.pre-xslt.xml": pre + "\n", "domain.xml": str(transformed)}
-    if cloudinit is not None:
-        files["cloud-init.meta-data"] = cloudinit.inputs.get("metaData", "")
-    return files
-
-
-VSPHERE_VM = "vsphere:index/virtualMachine:VirtualMachine"
-
-
-def _unwrap_secret(value: Any) -> Any:
-    if isinstance(value, dict) and value.get(mockrun.SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270":
-        return value.get("value")
-    return value
-
-
-def vsphere_json(machine: mockrun.Registered) -> str:
-    """The VirtualMachine's inputs for reviewers; extra_config key by key with its reason.
-
-    extraConfig travels as one secret map (it holds the cloud-init user-data);
-    here only the secret keys stay hidden.
-    """
-    inputs = dict(machine.inputs)
-    extra = _unwrap_secret(inputs.pop("extraConfig", {})) or {}
-    doc = sanitize(inputs)
-    doc["extraConfig"] = {
-        key: {"value": "[secret]" if key in SECRET_EXTRA_CONFIG else sanitize(value), "reason": EXTRA_CONFIG_REASONS.get(key, "")}
-        for key, value in sorted(extra.items())
-    }
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
-
-
 def _script_in(command_text: Any) -> str:
     """The phase script inside a remote command's SSH wrapper."""
     if not isinstance(command_text, str):
@@ -224,57 +169,23 @@ def _script_in(command_text: Any) -> str:
     return command_text.split(start, 1)[1].rsplit(f"{HEREDOC}\n", 1)[0]
 
 
-KUBEVIRT_VM = "kubernetes:kubevirt.io/v1:VirtualMachine"
-KUBEVIRT_PATCH = "kubernetes:kubevirt.io/v1:KubeVirtPatch"
-
-
-def _k8s_object(r: mockrun.Registered, api_version: str, kind: str) -> dict:
-    doc = {k: v for k, v in sanitize(r.inputs).items() if k not in ("apiVersion", "kind")}
-    return {"apiVersion": api_version, "kind": kind, **doc}
-
-
-def kubevirt_artifacts(result: mockrun.RunResult) -> dict[str, str]:
-    """The KubeVirt objects for reviewers: the VirtualMachine and what goes with it, the KubeVirt CR patch, the VMs' Namespace."""
-    out: dict[str, str] = {}
-    for machine in result.of_type(KUBEVIRT_VM):
-        vm = sanitize(machine.inputs)
-        name = vm["metadata"]["name"]
-        out[f"vms/{name}/virtualmachine.yaml"] = to_yaml(vm)
-        for sibling in result.children_of(machine.parent):
-            if sibling.type == "kubernetes:core/v1:ConfigMap":
-                out[f"vms/{name}/configmap-pcihole64.yaml"] = to_yaml(_k8s_object(sibling, "v1", "ConfigMap"))
-            elif sibling.type == "kubernetes:core/v1:Service":
-                out[f"vms/{name}/service-ssh.yaml"] = to_yaml(_k8s_object(sibling, "v1", "Service"))
-            elif sibling.type == "kubernetes:core/v1:Secret":
-                out[f"vms/{name}/secret-cloudinit.yaml"] = to_yaml(_k8s_object(sibling, "v1", "Secret"))
-    for patch in result.of_type(KUBEVIRT_PATCH):
-        out["kubevirt/kubevirt-cr-patch.yaml"] = to_yaml(sanitize(patch.inputs))
-    host_clusters = {r.provider for r in (*result.of_type(KUBEVIRT_VM), *result.of_type(KUBEVIRT_PATCH))}
-    for ns in result.of_type("kubernetes:core/v1:Namespace"):
-        if ns.provider in host_clusters:  # the VMs' namespace (hosts[].kubevirt.createNamespace)
-            doc = _k8s_object(ns, "v1", "Namespace")
-            out[f"kubevirt/namespace-{doc['metadata']['name']}.yaml"] = to_yaml(doc)
-    allocatable = result.outputs.get("kubevirtExpectedAllocatable")
-    if isinstance(allocatable, dict) and allocatable:
-        out["kubevirt/expected-allocatable.yaml"] = to_yaml(sanitize(allocatable))
-    return out
+def plan_document(path: str, doc: Any) -> str:
+    """A backend's plan file as written: text as it is, a document as JSON (a `.json` path) or YAML, secrets "[secret]"."""
+    if isinstance(doc, str):
+        return doc
+    if path.endswith(".json"):
+        return json.dumps(sanitize(doc), indent=2, sort_keys=True) + "\n"
+    if path.endswith(".yaml"):
+        return to_yaml(sanitize(doc))
+    raise ValueError(f"{path}: a plan document is written as .json or .yaml")
 
 
 def artifacts(result: mockrun.RunResult) -> dict[str, str]:
     """Relative path -> content for everything that reaches a machine."""
-    out: dict[str, str] = kubevirt_artifacts(result)
-    for domain in result.of_type("libvirt:index/domain:Domain"):
-        for fname, text in _domain_artifacts(result, domain).items():
-            out[f"vms/{domain.inputs['name']}/{fname}"] = text
-    for machine in result.of_type(VSPHERE_VM):
-        name = machine.inputs["name"]
-        out[f"vms/{name}/vsphere.json"] = vsphere_json(machine)
-        meta = (_unwrap_secret(machine.inputs.get("extraConfig")) or {}).get("guestinfo.metadata")
-        if isinstance(meta, str):
-            out[f"vms/{name}/cloud-init.meta-data"] = base64.b64decode(meta).decode()
+    out: dict[str, str] = {}
     for backend in HYPERVISORS.values():  # a backend's own files (hypervisors/<kind>/plan_files.py), no switch on its kind here
-        for path, doc in backend_plan_files(backend, result.resources).items():
-            out[path] = doc if isinstance(doc, str) else json.dumps(sanitize(doc), indent=2, sort_keys=True) + "\n"
+        for path, doc in backend.plan_files(result.resources, result.outputs).items():
+            out[path] = plan_document(path, doc)
     for release in result.of_type("kubernetes:helm.sh/v3:Release"):
         values = sanitize(release.inputs.get("values", {}))
         out[f"helm/{release.inputs.get('name', release.name)}.values.yaml"] = to_yaml(values)
@@ -399,7 +310,7 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
         old_values, old_secrets = plan_config(parse_stack_text(text, f"{base}:Pulumi.{stack}.yaml")) if text is not None else ({}, [])
         new_run = mockrun.run(values, secret_keys, stack=stack, preview=False, host_facts=facts)
         new = command_inputs(new_run)
-        new_versions = component_versions(pinned_versions(cfg, KUBEVIRT_VERSION))
+        new_versions = component_versions(pinned_versions(cfg, backend_pins(cfg)))
         if text is not None:
             old_cfg = stack_config(old_values, old_secrets)
             issues = change_issues(old_cfg, cfg)
@@ -407,7 +318,7 @@ def rollout_json(stack: str, values: dict[str, str], secret_keys: list[str], res
                 raise ConfigError(issues)
             old_run = mockrun.run(old_values, old_secrets, stack=stack, preview=False, host_facts=facts)
             runs = reruns(command_inputs(old_run), new)
-            old_versions = component_versions(pinned_versions(old_cfg, KUBEVIRT_VERSION))
+            old_versions = component_versions(pinned_versions(old_cfg, backend_pins(old_cfg)))
             replaced = vm_replacements(cfg, json.loads(resources_json(old_run)), json.loads(resources_json(new_run)))
             # a gpu-stack release between BASE and here (lib.sh, a stylesheet, a default pin) changes what runs without
             # any config change: plan BASE's config with BASE's own code and compare those plans as well
@@ -495,8 +406,14 @@ def metric_names(version: str, metrics: dcgm_metrics.Metrics = dcgm_metrics.METR
                         for r in metrics.renames if r.old in metrics.used.values() or r.new in metrics.used.values()]}
 
 
+def backend_pins(cfg: StackConfig) -> tuple[tuple[str, str], ...]:
+    """(component, version) pinned by the backends of the stack's hosts' kinds (KubeVirt's release), in the table's order."""
+    kinds = {h.kind for h in cfg.hosts}
+    return tuple(pin for kind, backend in HYPERVISORS.items() if kind in kinds for pin in backend.pins)
+
+
 def pinned_versions_doc(cfg: StackConfig) -> dict[str, Any]:
-    doc = pinned_versions(cfg, KUBEVIRT_VERSION)
+    doc = pinned_versions(cfg, backend_pins(cfg))
     for row in doc["components"]:
         if row["component"] == "dcgm-exporter":
             row["metricNames"] = metric_names(row["version"])
@@ -579,53 +496,14 @@ def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None 
     lines = [f"plan {stack}: {len(result.resources)} resources"]
     for type_, n in sorted(counts.items()):
         lines.append(f"  {n:3d}  {type_}")
+    parts = [backend.plan_summary(result.resources, result.outputs, facts or {}) for backend in HYPERVISORS.values()]
     for vm in result.of_type("gpu-stack:index:GpuPassthroughVm"):
         kids = result.children_of(vm.name)
-        kv = next((k for k in kids if k.type == KUBEVIRT_VM), None)
-        if kv is not None:
-            devices = kv.inputs["spec"]["template"]["spec"]["domain"]["devices"]
-            hook = "hooks.kubevirt.io/hookSidecars" in (kv.inputs["spec"]["template"].get("metadata") or {}).get("annotations", {})
-            lines.append(f"  vm {vm.name} (kubevirt): {len(kids)} resources, {len(devices.get('gpus', []))} gpus + {len(devices.get('hostDevices', []))} hostDevices, "
-                         f"{int(kv.inputs['spec']['template']['spec']['domain']['cpu']['cores'])} vCPUs"
-                         + (", pcihole64 by hook sidecar" if hook else ""))
-            continue
-        machine = next((k for k in kids if k.type == VSPHERE_VM), None)
-        if machine is not None:
-            extra = _unwrap_secret(machine.inputs.get("extraConfig")) or {}
-            mmio = extra.get("pciPassthru.64bitMMIOSizeGB")
-            lines.append(f"  vm {vm.name} (vsphere): {len(kids)} resources, {len(machine.inputs.get('pciDeviceIds', []))} PCI devices, "
-                         f"{int(machine.inputs['numCpus'])} vCPUs, {int(machine.inputs['memory']) // 1024} GiB"
-                         + (f", 64bitMMIOSizeGB {mmio}" if mmio else ""))
-            continue
-        domain = next((k for k in kids if k.type == "libvirt:index/domain:Domain"), None)
-        if domain is None:  # a backend that writes its own plan files (hypervisors/base.py plan_files)
-            lines.append(f"  vm {vm.name}: {len(kids)} resources ({', '.join(sorted({k.type.rsplit(':', 1)[-1] for k in kids}))})")
-            continue
-        xslt = domain.inputs["xml"]["xslt"]
-        hole = re.search(r"pci-hole64-size=(\d+G)", xslt)
-        lines.append(f"  vm {vm.name}: {len(kids)} resources, {xslt.count('<hostdev ')} hostdevs, "
-                     f"{int(domain.inputs['vcpu'])} vCPUs, {int(domain.inputs['memory']) // 1024} GiB"
-                     + (f", hole64 {hole.group(1)}" if hole else ""))
+        line = next((p.vms[vm.name] for p in parts if vm.name in p.vms), None)
+        lines.append(line or f"  vm {vm.name}: {len(kids)} resources ({', '.join(sorted({k.type.rsplit(':', 1)[-1] for k in kids}))})")
     lines += addon_summary(result)
-    facts = facts or {}
-    hosts = sorted(r.name.removeprefix("libvirt-") for r in result.of_type("pulumi:providers:libvirt"))
-    for host in hosts:
-        if host in facts:
-            lines.append(f"  host {host}: IOMMU groups, BARs, NUMA and address bits checked against {facts[host]}")
-    unchecked = [h for h in hosts if h not in facts]
-    notes = []
-    if unchecked:
-        notes.append(f"IOMMU groups assumed isolated on {', '.join(unchecked)}, no host facts")
-    if result.of_type("pulumi:providers:vsphere"):
-        notes.append("vSphere inventory and PCI devices assumed as configured")
-    if result.of_type("pulumi:providers:proxmoxve"):
-        notes.append("Proxmox VE release and PCI devices assumed as configured, each in its own IOMMU group")
-    allocatable = result.outputs.get("kubevirtExpectedAllocatable")
-    if isinstance(allocatable, dict):
-        for node, resources in sorted(allocatable.items()):
-            lines.append(f"  kubevirt node {node}: expected allocatable " + ", ".join(f"{r}={n}" for r, n in sorted(resources.items())) + " (one per IOMMU group, host facts)")
-    if isinstance(result.outputs.get("kubevirtCapacity"), str):
-        notes.append(f"KubeVirt capacity {result.outputs['kubevirtCapacity']}")
+    lines += [line for p in parts for line in p.lines]
+    notes = [note for p in parts for note in p.notes]
     lines.append(f"  (offline: {'; '.join(notes + ['secrets are placeholders'])})")
     return "\n".join(lines)
 

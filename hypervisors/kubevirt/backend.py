@@ -14,6 +14,7 @@ import pulumi
 
 from config.models import Host, StackConfig
 from hypervisors.kubevirt import checks, convergence, machine
+from hypervisors.kubevirt import plan_files as kubevirt_plan
 from hypervisors.kubevirt import render as kv_render
 from hypervisors.kubevirt.cluster import kubevirt_host_cluster
 from hypervisors.shared import Machine, may_restart
@@ -97,6 +98,9 @@ class Kubevirt:
     def create(parent: pulumi.Resource, name: str, args, user_data: pulumi.Output[str]) -> Machine:
         return machine.create(parent, name, args, args.target, user_data)
 
+    pins = (("kubevirt", kv_render.KUBEVIRT_VERSION),)
+    plan_files = staticmethod(kubevirt_plan.plan_files)
+    plan_summary = staticmethod(kubevirt_plan.plan_summary)
     mock = Mock
 
 

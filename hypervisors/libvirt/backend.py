@@ -18,6 +18,7 @@ from config.errors import PREFIX
 from config.models import Host, StackConfig
 from hypervisors.libvirt import checks, connection, machine, preflight
 from hypervisors.libvirt import mock as libvirt_mock
+from hypervisors.libvirt import plan_files as libvirt_plan
 from hypervisors.shared import Machine, changed_inputs
 from render.identity import derived_mac
 
@@ -136,6 +137,9 @@ class Libvirt:
         keys = [k for k in changed_inputs(old, new) if k not in DOMAIN_UPDATABLE]
         return f"{', '.join(keys)} changed (replaced: ForceNew in terraform-provider-libvirt v0.8.1)" if keys else None
 
+    pins: tuple[tuple[str, str], ...] = ()
+    plan_files = staticmethod(libvirt_plan.plan_files)
+    plan_summary = staticmethod(libvirt_plan.plan_summary)
     mock = staticmethod(libvirt_mock.Mock)
 
 

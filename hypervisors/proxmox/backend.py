@@ -78,6 +78,8 @@ class Proxmox:
     def declared_namespaces(cfg: StackConfig) -> tuple[set[str], dict[str, str]]:
         return set(), {}
 
+    pins: tuple[tuple[str, str], ...] = ()
+    plan_summary = staticmethod(plan_files.plan_summary)  # before plan_files: that line rebinds the module's name in this class
     plan_files = staticmethod(plan_files.plan_files)
     mock = staticmethod(proxmox_mock.Mock)
 

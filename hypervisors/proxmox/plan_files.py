@@ -11,9 +11,11 @@ import shlex
 from typing import Any
 
 from hypervisors.proxmox.render import KVM_ARGUMENT_REASONS
+from hypervisors.shared import PlanSummary
 
 VM_LEGACY = "proxmoxve:index/vmLegacy:VmLegacy"
 FILE_LEGACY = "proxmoxve:index/fileLegacy:FileLegacy"
+PROVIDER = "pulumi:providers:proxmoxve"
 
 
 def kvm_argument_rows(text: Any) -> Any:
@@ -30,7 +32,7 @@ def kvm_argument_rows(text: Any) -> Any:
     return rows
 
 
-def plan_files(resources: list) -> dict[str, Any]:
+def plan_files(resources: list, outputs: dict[str, Any]) -> dict[str, Any]:
     """resources: what the program registered (type, name, inputs, parent). Relative path -> document (JSON-able) or text."""
     out: dict[str, Any] = {}
     for vm in (r for r in resources if r.type == VM_LEGACY):
@@ -47,3 +49,9 @@ def plan_files(resources: list) -> dict[str, Any]:
         doc["snippets"] = snippets
         out[f"vms/{name}/proxmox.json"] = doc
     return out
+
+
+def plan_summary(resources: list, outputs: dict[str, Any], facts: dict[str, str]) -> PlanSummary:
+    """No line of its own per VM (the neutral one: its resources' types); the release and devices are assumed offline."""
+    assumed = "Proxmox VE release and PCI devices assumed as configured, each in its own IOMMU group"
+    return PlanSummary(notes=[assumed] if any(r.type == PROVIDER for r in resources) else [])

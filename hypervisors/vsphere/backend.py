@@ -15,6 +15,7 @@ from config.models import Host, StackConfig
 from hypervisors.shared import Machine, may_restart
 from hypervisors.vsphere import checks, machine, preflight
 from hypervisors.vsphere import mock as vsphere_mock
+from hypervisors.vsphere import plan_files as vsphere_plan
 from hypervisors.vsphere.render import derived_vmware_mac
 
 
@@ -79,6 +80,9 @@ class Vsphere:
     def declared_namespaces(cfg: StackConfig) -> tuple[set[str], dict[str, str]]:
         return set(), {}
 
+    pins: tuple[tuple[str, str], ...] = ()
+    plan_files = staticmethod(vsphere_plan.plan_files)
+    plan_summary = staticmethod(vsphere_plan.plan_summary)
     mock = staticmethod(vsphere_mock.Mock)
 
 
