@@ -355,8 +355,8 @@ def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
             msg = "required field is missing"
         raise FactsError(source, loc_to_path(tuple(err["loc"])) or "(file)", msg) from None
     if (raw.libvirt is None) == (raw.proxmox is None):
-        raise FactsError(source, "libvirt", "required field is missing" if raw.libvirt is None else
-                         "and proxmox are both set; a file is written on one hypervisor (scripts/host-facts.sh: libvirt, hypervisors/proxmox/host-facts.sh: proxmox)")
+        raise FactsError(source, "(file)", ("has neither" if raw.libvirt is None else "has both") + " a libvirt and a proxmox section; a file is written "
+                         "on one hypervisor, by scripts/host-facts.sh (libvirt section) or hypervisors/proxmox/host-facts.sh (proxmox section)")
 
     devices: dict[str, FactsDevice] = {}
     for i, d in enumerate(raw.devices):

@@ -609,16 +609,20 @@ def summary(stack: str, result: mockrun.RunResult, facts: dict[str, str] | None 
     lines += addon_summary(result)
     facts = facts or {}
     hosts = sorted(r.name.removeprefix("libvirt-") for r in result.of_type("pulumi:providers:libvirt"))
+    pve_hosts = sorted(r.name.removeprefix("proxmox-") for r in result.of_type("pulumi:providers:proxmoxve"))  # hypervisors/proxmox/preflight.py proxmox_provider
     for host in hosts:
         if host in facts:
             lines.append(f"  host {host}: IOMMU groups, BARs, NUMA and address bits checked against {facts[host]}")
+    for host in pve_hosts:
+        if host in facts:
+            lines.append(f"  host {host}: Proxmox VE release, IOMMU groups, BARs, NUMA and address bits checked against {facts[host]}")
     unchecked = [h for h in hosts if h not in facts]
     notes = []
     if unchecked:
         notes.append(f"IOMMU groups assumed isolated on {', '.join(unchecked)}, no host facts")
     if result.of_type("pulumi:providers:vsphere"):
         notes.append("vSphere inventory and PCI devices assumed as configured")
-    if result.of_type("pulumi:providers:proxmoxve"):
+    if [h for h in pve_hosts if h not in facts]:
         notes.append("Proxmox VE release and PCI devices assumed as configured, each in its own IOMMU group")
     allocatable = result.outputs.get("kubevirtExpectedAllocatable")
     if isinstance(allocatable, dict):
