@@ -8,6 +8,14 @@ QEMU versions. The nodedev XML goes through render/iommu.parse_node_device,
 the same function that reads getNodeDeviceInfo's result, so a facts file
 feeds the same IOMMU-group check (resolve_passthrough) as `pulumi preview`.
 
+A Proxmox VE node has no virsh: hypervisors/proxmox/host-facts.sh writes the
+same format with each device's identity as sysfs holds it (`sysfs`: class,
+vendor, device, numa_node, iommu_group and its members; the files
+GET /nodes/{node}/hardware/pci reads, pve-common PVE/SysFSTools.pm lspci) in
+place of `nodedevXml`, and a `proxmox` section (`pveversion`) in place of
+`libvirt`. Each device has one of the two forms, each file one of the two
+sections; everything else is the same and checked the same.
+
 Readers ignore keys they do not know; a change of meaning bumps the `/1`.
 A bad file is a FactsError naming the file and the field, never a traceback.
 """
@@ -138,11 +146,50 @@ class _Libvirt(_Model):
         return v
 
 
+class _Proxmox(_Model):
+    release: str
+    """The Proxmox VE release (x.y) of `pveversion`: pve-manager/<version>/<repoid>, release = version's first two parts
+    (pve-manager bin/pveversion, PVE/pvecfg.pm.in, Makefile PVERELEASE), what getVersion's `release` reports at preview."""
+    manager_version: str = ""
+    node: str = ""
+
+    @field_validator("release")
+    @classmethod
+    def _release(cls, v: str) -> str:
+        if not re.match(r"^\d+\.\d+$", v):
+            raise ValueError(f"{v!r} is not a Proxmox VE release like 9.1 (from `pveversion`)")
+        return v
+
+
+class _Sysfs(_Model):
+    """A PCI function as /sys/bus/pci/devices/<address>/ holds it (hypervisors/proxmox/host-facts.sh)."""
+
+    class_: str = Field(alias="class")
+    """`class`: 0xCCSSPP."""
+    vendor: str
+    device: str
+    numa_node: int = Field(ge=-1)
+    """`numa_node`: -1 where the platform reports none."""
+    iommu_group: int = Field(ge=-1)
+    """The number `iommu_group` links to; -1: no link (the IOMMU is off)."""
+    iommu_group_members: tuple[str, ...] = ()
+    """/sys/kernel/iommu_groups/<group>/devices."""
+
+    @field_validator("class_", "vendor", "device")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        if not re.match(r"^0x[0-9a-f]+$", v):
+            raise ValueError(f"{v!r} is not a hex number like 0x10de as sysfs prints it")
+        return v
+
+
 class _Device(_Model):
     address: str
     requested: bool = False
     driver: Optional[str] = None
-    nodedev_xml: str
+    nodedev_xml: Optional[str] = None
+    """`virsh nodedev-dumpxml` (scripts/host-facts.sh); or `sysfs` (hypervisors/proxmox/host-facts.sh)."""
+    sysfs: Optional[_Sysfs] = None
     resource: str
 
     @field_validator("address")
@@ -161,7 +208,8 @@ class _Facts(_Model):
     smt: _Smt
     iommu: _Iommu
     vfio_pci: _VfioPci
-    libvirt: _Libvirt
+    libvirt: Optional[_Libvirt] = None
+    proxmox: Optional[_Proxmox] = None
     devices: tuple[_Device, ...]
 
     @field_validator("format")
@@ -226,9 +274,12 @@ class HostFacts:
     iommu_groups: int
     iommu_cmdline: tuple[str, ...]
     vfio_pci_available: bool
-    libvirt_version: tuple[int, ...]
-    qemu_version: tuple[int, ...]
+    libvirt_version: tuple[int, ...] | None
+    """None in facts from a Proxmox VE node (no libvirt there)."""
+    qemu_version: tuple[int, ...] | None
     devices: dict[str, FactsDevice]
+    pve_release: str | None = None
+    """The node's Proxmox VE release (x.y, `pveversion`) in facts from hypervisors/proxmox/host-facts.sh; else None."""
 
     @property
     def node_devices(self) -> dict[str, NodeDevice]:
@@ -303,21 +354,32 @@ def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
         if err["type"] == "missing":
             msg = "required field is missing"
         raise FactsError(source, loc_to_path(tuple(err["loc"])) or "(file)", msg) from None
+    if (raw.libvirt is None) == (raw.proxmox is None):
+        raise FactsError(source, "(file)", ("has neither" if raw.libvirt is None else "has both") + " a libvirt and a proxmox section; a file is written "
+                         "on one hypervisor, by scripts/host-facts.sh (libvirt section) or hypervisors/proxmox/host-facts.sh (proxmox section)")
 
     devices: dict[str, FactsDevice] = {}
     for i, d in enumerate(raw.devices):
         field = f"devices[{i}]"
         if d.address in devices:
             raise FactsError(source, f"{field}.address", f"{d.address} is listed twice")
-        try:
-            node = parse_node_device(d.address, None, d.nodedev_xml)
-        except ValueError as e:
-            raise FactsError(source, f"{field}.nodedevXml", str(e)) from None
-        name = _xml_name(d.nodedev_xml)
-        if name is not None and name != nodedev_name(d.address):
-            raise FactsError(source, f"{field}.nodedevXml", f"is the XML of {name}, not of {d.address} ({nodedev_name(d.address)})")
-        if node.iommu_group < 0 and raw.iommu.enabled:
-            raise FactsError(source, f"{field}.nodedevXml", f"has no <iommuGroup>: the IOMMU is off on {raw.host}, or the XML is not from `virsh nodedev-dumpxml`")
+        if (d.nodedev_xml is None) == (d.sysfs is None):
+            raise FactsError(source, f"{field}.nodedevXml", "required field is missing" if d.sysfs is None else "and sysfs are both set; a device has one of them")
+        if d.sysfs is not None:
+            node = _sysfs_node_device(source, field, d.address, d.sysfs)
+            if node.iommu_group < 0 and raw.iommu.enabled:
+                raise FactsError(source, f"{field}.sysfs.iommuGroup", f"is -1 (no iommu_group link) while {raw.iommu.groups} IOMMU groups exist on {raw.host}")
+        else:
+            assert d.nodedev_xml is not None
+            try:
+                node = parse_node_device(d.address, None, d.nodedev_xml)
+            except ValueError as e:
+                raise FactsError(source, f"{field}.nodedevXml", str(e)) from None
+            name = _xml_name(d.nodedev_xml)
+            if name is not None and name != nodedev_name(d.address):
+                raise FactsError(source, f"{field}.nodedevXml", f"is the XML of {name}, not of {d.address} ({nodedev_name(d.address)})")
+            if node.iommu_group < 0 and raw.iommu.enabled:
+                raise FactsError(source, f"{field}.nodedevXml", f"has no <iommuGroup>: the IOMMU is off on {raw.host}, or the XML is not from `virsh nodedev-dumpxml`")
         try:
             bars = parse_resource(d.resource)
         except ValueError as e:
@@ -327,7 +389,7 @@ def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
     for address, dev in devices.items():
         for member in dev.node.group_members:
             if member not in devices:
-                raise FactsError(source, f"devices[{index[address]}].nodedevXml",
+                raise FactsError(source, f"devices[{index[address]}]." + ("sysfs" if raw.devices[index[address]].sysfs is not None else "nodedevXml"),
                                  f"IOMMU group {dev.node.iommu_group} of {address} also holds {member}, which has no entry in devices; "
                                  f"rerun scripts/host-facts.sh on {raw.host} (it records every member of a requested device's group)")
 
@@ -346,10 +408,26 @@ def parse_host_facts(text: str | bytes, source: str) -> HostFacts:
         iommu_groups=raw.iommu.groups,
         iommu_cmdline=raw.iommu.cmdline,
         vfio_pci_available=raw.vfio_pci.available,
-        libvirt_version=version_tuple(raw.libvirt.libvirt_version),
-        qemu_version=version_tuple(raw.libvirt.qemu_version),
+        libvirt_version=version_tuple(raw.libvirt.libvirt_version) if raw.libvirt else None,
+        qemu_version=version_tuple(raw.libvirt.qemu_version) if raw.libvirt else None,
         devices=devices,
+        pve_release=raw.proxmox.release if raw.proxmox else None,
     )
+
+
+def _sysfs_node_device(source: str, field: str, address: str, s: _Sysfs) -> NodeDevice:
+    """A device's sysfs record as the IOMMU rule's NodeDevice (what parse_node_device gives from the nodedev XML).
+
+    sysfs `class` is 0xCCSSPP like libvirt's <class>; vendor and device are the ids of <vendor id> and <product id>.
+    sysfs has no product name: the ids stand in for it."""
+    members = tuple(sorted(s.iommu_group_members)) if s.iommu_group >= 0 else (address,)
+    if s.iommu_group >= 0 and address not in members:
+        raise FactsError(source, f"{field}.sysfs.iommuGroupMembers", f"do not hold {address} itself: iommu_group/devices of group {s.iommu_group} lists every member")
+    for m in members:
+        if not _PCI.match(m):
+            raise FactsError(source, f"{field}.sysfs.iommuGroupMembers", f"{m!r} is not a PCI address like 0000:17:00.0")
+    return NodeDevice(address=address, vendor_id=int(s.vendor, 16), class_code=int(s.class_, 16), product=f"[{s.vendor[2:]}:{s.device[2:]}]",
+                      numa_node=None if s.numa_node < 0 else s.numa_node, iommu_group=s.iommu_group, group_members=members, product_id=int(s.device, 16))
 
 
 def _xml_name(xml: str) -> str | None:
@@ -393,8 +471,12 @@ def _bytes(n: int) -> str:
     return f"{n // MIB} MiB"
 
 
-def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: dict[str, tuple[str, ...]], placements: dict[str, Placement]) -> list[ConfigIssue]:
-    """Config against the recorded host: IOMMU and vfio-pci, physical address bits, NUMA CPUs and memory, real BAR sizes."""
+def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: dict[str, tuple[str, ...]], placements: dict[str, Placement],
+                     libvirt_versions: bool = True) -> list[ConfigIssue]:
+    """Config against the recorded host: IOMMU and vfio-pci, physical address bits, NUMA CPUs and memory, real BAR sizes.
+
+    libvirt_versions: check the recorded libvirt and QEMU versions against each VM's domain (libvirt, KubeVirt);
+    the Proxmox preflight checks the recorded release itself (hypervisors/proxmox/preflight.py)."""
     issues: list[ConfigIssue] = []
     for hi, host in enumerate(cfg.hosts):
         f = facts.get(host.name)
@@ -440,7 +522,8 @@ def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: di
                 issues.append(ConfigIssue(key, f"the {hole} GiB 64-bit PCI hole cannot hold the real BARs: host facts {f.source} record {_bytes(real)} of 64-bit BARs for this VM's devices "
                                                f"({big} alone has {_bytes(f.devices[big].bar64_bytes)}), which needs {needed} GiB; set the GPUs' bar1Gib to the real BAR1 size"
                                                + (" or raise mmioHole64Gib" if vm.mmio_hole64_gib is not None else "")))
-        issues += _version_issues(hi, host, vms, f)
+        if libvirt_versions:
+            issues += _version_issues(hi, host, vms, f)
         issues += _sibling_issues(hi, host, f)
     return issues
 
@@ -448,6 +531,9 @@ def check_host_facts(cfg: StackConfig, facts: dict[str, HostFacts], hostdevs: di
 def _version_issues(hi: int, host, vms, f: HostFacts) -> list[ConfigIssue]:
     """The recorded libvirt and QEMU versions against what each VM's domain uses (render/hypervisor.py), and against the declared ones."""
     issues = []
+    if f.libvirt_version is None or f.qemu_version is None:
+        return [ConfigIssue(f"hosts[{hi}]", f"host facts {f.source} record no libvirt and QEMU versions (written on a Proxmox VE node by "
+                                            f"hypervisors/proxmox/host-facts.sh); collect {host.name}'s facts with scripts/host-facts.sh")]
     real = {"libvirtVersion": f.libvirt_version, "qemuVersion": f.qemu_version}
     recorded = {key: ".".join(map(str, v)) for key, v in real.items()}
     declared = {"libvirtVersion": host.libvirt_version, "qemuVersion": host.qemu_version}

@@ -505,3 +505,28 @@ def test_declared_thread_siblings_must_be_the_recorded_pairs():
     cfg["hosts"][0]["threadSiblings"] = ["0,113", "1,112"] + cfg["hosts"][0]["threadSiblings"][2:]  # valid pairs, wrong cores
     issues = _refused(cfg, facts=(ISOLATED,))
     assert "are not SMT siblings" in issues["hosts[0].threadSiblings"], issues
+
+
+def test_facts_from_a_proxmox_node_are_refused_for_a_libvirt_host(tmp_path):
+    """A file without libvirt versions (hypervisors/proxmox/host-facts.sh) cannot stand in for a libvirt host's."""
+    from tests.support.host_sandbox import pve_sandbox
+
+    proc = pve_sandbox(tmp_path).run()
+    assert proc.returncode == 0, proc.stderr
+    facts = tmp_path / "pve.facts.json"
+    facts.write_text(proc.stdout)
+    with pytest.raises(ConfigError) as info:
+        run_stack(_host_stack(ALL_GPUS), host_facts=[facts], node_devices=NO_INVOKE)
+    issues = {i.path: i.message for i in info.value.issues}
+    assert "record no libvirt and QEMU versions" in issues["hosts[0]"] and "scripts/host-facts.sh" in issues["hosts[0]"]
+
+
+def test_a_file_with_no_hypervisor_section_or_a_device_with_no_identity_is_named():
+    doc = json.loads(SHARED.read_text())
+    no_section = {k: v for k, v in doc.items() if k != "libvirt"}
+    with pytest.raises(FactsError, match=r"\(file\): has neither a libvirt and a proxmox section"):
+        parse_host_facts(json.dumps(no_section), "f.json")
+    bare = copy.deepcopy(doc)
+    del bare["devices"][0]["nodedevXml"]
+    with pytest.raises(FactsError, match=r"devices\[0\]\.nodedevXml: required field is missing"):
+        parse_host_facts(json.dumps(bare), "f.json")

@@ -506,3 +506,169 @@ def test_the_vm_legacy_rule(change, verdict):
     change(new)
     why = replacement(old, new)
     assert why == verdict if verdict is None else why.startswith(verdict), why
+
+
+# --- offline preflight: host facts from the node (hypervisors/proxmox/host-facts.sh) ------------------
+
+from facts.host_facts import parse_host_facts  # noqa: E402
+from tests.support.host_sandbox import (  # noqa: E402
+    FIXTURES, LISTING, PVE_SCRIPT, captured_hgx_h100, parse_iommu_listing, pve_sandbox,
+)
+from tools import plan  # noqa: E402
+
+CAPTURED = {e["address"]: e for e in parse_iommu_listing(LISTING.read_text())}
+H100S = sorted(a for a, e in CAPTURED.items() if e["cls"] == "0302")
+SWITCHES = sorted(a for a, e in CAPTURED.items() if e["cls"] == "0680")
+SIX = [a for a in H100S if a not in ("0000:12:00.0", "0000:87:00.0")]  # one GPU of each shared group (29, 58)
+CAPTURED_HOST = "hgx-h100-1"
+
+
+def _node_facts(tmp_path: pathlib.Path, isolated: bool = False, **kw) -> pathlib.Path:
+    """The collector's file, run on the captured HGX H100 host (tests/fixtures/host-facts) as a Proxmox VE node."""
+    box = pve_sandbox(tmp_path / ("isolated" if isolated else "shared"), isolated=isolated, **kw)
+    proc = box.run()
+    assert proc.returncode == 0, proc.stderr
+    assert not any(c.startswith("virsh") for c in box.calls), "a Proxmox VE node has no virsh"
+    out = tmp_path / f"{CAPTURED_HOST}{'-isolated' if isolated else ''}.facts.json"
+    out.write_text(proc.stdout)
+    return out
+
+
+def _on_captured_node(raw: dict, gpus: list[str]) -> dict:
+    """Pulumi.proxmox.yaml's host and VM moved onto the captured node (same CPUs, NUMA layout and address bits)."""
+    raw = copy.deepcopy(raw)
+    host = raw["hosts"][0]
+    host["name"] = CAPTURED_HOST
+    host["proxmox"] = {**host["proxmox"], "node": CAPTURED_HOST, "endpoint": f"https://{CAPTURED_HOST}.lab.local:8006/"}
+    vm = raw["vms"][0]
+    vm["host"] = CAPTURED_HOST
+    vm["gpus"] = [{"address": a, "model": "H100-SXM5-80GB", "numaNode": 0 if int(a[5:7], 16) < 0x80 else 1} for a in gpus]
+    # the board's NVSwitches go with the whole board only (as tests/test_host_facts.py _host_stack)
+    vm["nvswitches"] = [{"address": a, "numaNode": 0} for a in SWITCHES] if len(gpus) == len(H100S) else []
+    if len(gpus) < len(H100S):
+        raw["burnIn"] = {**raw.get("burnIn", {}), "nccl": False}  # a partial board has no sourced all-reduce figure
+    return raw
+
+
+def test_the_node_collector_is_shellcheck_clean():
+    require_tool("shellcheck")
+    proc = subprocess.run(["shellcheck", "-x", str(PVE_SCRIPT)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_node_collector_records_what_the_libvirt_collector_records_without_virsh(tmp_path):
+    """Same host, two collectors: the same IOMMU groups, classes, ids, NUMA nodes, BARs and host facts."""
+    pve = parse_host_facts(_node_facts(tmp_path).read_text(), "pve")
+    libvirt = parse_host_facts((FIXTURES / "hgx-h100-shared.json").read_text(), "libvirt")
+    assert pve.pve_release == "9.1" and pve.libvirt_version is None and libvirt.pve_release is None
+    assert list(pve.devices) == list(libvirt.devices)
+    for address, dev in pve.devices.items():
+        theirs = libvirt.devices[address]
+        assert dev.bars == theirs.bars and dev.requested == theirs.requested and dev.driver == theirs.driver
+        for field in ("vendor_id", "class_code", "product_id", "numa_node", "iommu_group", "group_members"):
+            assert getattr(dev.node, field) == getattr(theirs.node, field), (address, field)
+    assert pve.devices["0000:11:00.0"].node.group_members == ("0000:11:00.0", "0000:12:00.0")
+    for field in ("phys_addr_bits", "numa_nodes", "smt_siblings", "iommu_enabled", "iommu_groups", "iommu_cmdline", "vfio_pci_available"):
+        assert getattr(pve, field) == getattr(libvirt, field), field
+
+
+def test_the_node_collector_takes_the_release_from_pveversion(tmp_path):
+    doc = json.loads(_node_facts(tmp_path, pveversion="pve-manager/8.4.14/b502d23c55afcba1 (running kernel: 6.8.12-17-pve)\n").read_text())
+    assert doc["proxmox"] | {"pveversion": ""} == {"release": "8.4", "managerVersion": "8.4.14", "node": CAPTURED_HOST, "pveversion": ""}
+    assert doc["collector"] == "hypervisors/proxmox/host-facts.sh" and "libvirt" not in doc
+
+
+def test_the_node_collector_refuses_a_host_without_pveversion(tmp_path):
+    box = pve_sandbox(tmp_path, pveversion=None)
+    proc = box.run()
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "pveversion not found: this is not a Proxmox VE node (on a libvirt host run scripts/host-facts.sh)" in proc.stderr
+
+
+def test_the_node_collector_refuses_output_that_is_not_pveversions(tmp_path):
+    proc = pve_sandbox(tmp_path, pveversion="9.1\n").run()
+    assert proc.returncode == 1 and "`pveversion` does not print pve-manager/<version>/<repoid>" in proc.stderr
+
+
+def test_node_facts_stand_in_for_getpci_with_no_invoke(pve, tmp_path):
+    """The node's facts, not getPci: the mock's node has no device at all, yet every GPU is found, in its recorded group."""
+    result = run(_on_captured_node(pve, H100S), host_facts=[_node_facts(tmp_path)], proxmox_pci={CAPTURED_HOST: []})
+    hostpcis = machine(result)["hostpcis"]
+    assert len(hostpcis) == 12  # 8 GPUs (the shared groups' members together in this VM) + 4 NVSwitches
+
+
+def test_node_facts_refuse_a_shared_iommu_group(pve, tmp_path):
+    issues = refused(_on_captured_node(pve, SIX), host_facts=[_node_facts(tmp_path)], proxmox_pci={CAPTURED_HOST: []})
+    assert "IOMMU group 29 of 0000:11:00.0 also holds 0000:12:00.0" in issues[f"vms[0].gpus[{SIX.index('0000:11:00.0')}].address"]
+    assert "IOMMU group 58 of 0000:86:00.0 also holds 0000:87:00.0" in issues[f"vms[0].gpus[{SIX.index('0000:86:00.0')}].address"]
+
+
+def test_node_facts_check_the_real_bars(pve, tmp_path):
+    raw = _on_captured_node(pve, H100S)
+    for g in raw["vms"][0]["gpus"]:
+        g["bar1Gib"] = 16  # the node's H100s have 128 GiB BAR1s: the config's 256 GiB hole is too small
+    issues = refused(raw, host_facts=[_node_facts(tmp_path)], proxmox_pci={CAPTURED_HOST: []})
+    assert "the 256 GiB 64-bit PCI hole cannot hold the real BARs" in issues["vms[0].gpus"] and "needs 2048 GiB" in issues["vms[0].gpus"]
+
+
+def test_node_facts_check_the_gpus_numa_node(pve, tmp_path):
+    raw = _on_captured_node(pve, H100S)
+    raw["vms"][0]["gpus"][0]["numaNode"] = 1  # 0000:11:00.0 (bus 0x11) is on node 0
+    issues = refused(raw, host_facts=[_node_facts(tmp_path)], proxmox_pci={CAPTURED_HOST: []})
+    assert any("0000:11:00.0" in m for p, m in issues.items() if p.startswith("vms[0].gpus[0]")), issues
+
+
+def test_node_facts_check_the_address_bits_and_the_numa_cpus(pve, tmp_path):
+    raw = _on_captured_node(pve, H100S)
+    raw["hosts"][0]["physAddrBits"] = 52
+    issues = refused(raw, host_facts=[_node_facts(tmp_path)], proxmox_pci={CAPTURED_HOST: []})
+    assert "record 46 physical address bits" in issues["hosts[0].physAddrBits"]
+
+
+def test_node_facts_check_the_release(pve, tmp_path):
+    old = _node_facts(tmp_path, pveversion="pve-manager/7.0-11/63d82f4e (running kernel: 5.11.22-4-pve)\n")
+    issues = refused(_on_captured_node(pve, H100S), host_facts=[old], proxmox_pci={CAPTURED_HOST: []})
+    assert "record Proxmox VE 7.0; set pveVersion: \"7.0\"" in issues["hosts[0].proxmox.pveVersion"]
+    assert "runs Proxmox VE 7.0" in issues["hosts[0].proxmox.endpoint"]
+
+
+def test_libvirt_collected_facts_are_refused_for_a_proxmox_host(pve):
+    issues = refused(_on_captured_node(pve, H100S), host_facts=[FIXTURES / "hgx-h100-shared.json"], proxmox_pci={CAPTURED_HOST: []})
+    assert issues == {"hosts[0]": f"host facts {FIXTURES / 'hgx-h100-shared.json'} were written by scripts/host-facts.sh (libvirt's: no Proxmox VE release); "
+                                  f"collect {CAPTURED_HOST}'s facts on the node with hypervisors/proxmox/host-facts.sh"}
+
+
+def _proxmox_stack_dir(tmp_path: pathlib.Path, gpus: list[str]) -> pathlib.Path:
+    import yaml
+
+    doc = yaml.safe_load((pathlib.Path(__file__).resolve().parent.parent / "Pulumi.proxmox.yaml").read_text())
+    raw = {k.removeprefix("gpu-stack:"): v for k, v in doc["config"].items() if k.startswith("gpu-stack:")}
+    moved = _on_captured_node(raw, gpus)
+    for key in ("hosts", "vms", "burnIn"):
+        if key in moved:
+            doc["config"][f"gpu-stack:{key}"] = moved[key]
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    (stacks / "Pulumi.proxmox.yaml").write_text(yaml.safe_dump(doc))
+    return stacks
+
+
+def test_make_plan_proxmox_with_node_facts_refuses_shared_groups(tmp_path, capsys):
+    stacks = _proxmox_stack_dir(tmp_path, SIX)
+    rc = plan.main(["proxmox", "--stack-dir", str(stacks), "--out", str(tmp_path / "plan"), "--facts", str(_node_facts(tmp_path))])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "IOMMU group 29 of 0000:11:00.0 also holds 0000:12:00.0" in err and "IOMMU group 58 of 0000:86:00.0 also holds 0000:87:00.0" in err
+    assert not (tmp_path / "plan" / "proxmox").exists()
+
+
+def test_make_plan_proxmox_with_node_facts_accepts_isolated_groups_and_says_what_it_checked(tmp_path, capsys):
+    stacks = _proxmox_stack_dir(tmp_path, SIX)
+    facts = _node_facts(tmp_path, isolated=True)
+    rc = plan.main(["proxmox", "--stack-dir", str(stacks), "--out", str(tmp_path / "plan"), "--facts", str(facts)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert f"host {CAPTURED_HOST}: Proxmox VE release, IOMMU groups, BARs, NUMA and address bits checked against {facts}" in out
+    assert "assumed as configured" not in out
+    vm = json.loads((tmp_path / "plan" / "proxmox" / "vms" / "ubuntu-gpu" / "proxmox.json").read_text())
+    assert json.dumps(vm).count("0000:") >= 6

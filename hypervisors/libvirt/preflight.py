@@ -201,8 +201,12 @@ def iommu_preflight(cfg: StackConfig, providers: dict[str, libvirt.Provider], fa
                 issues.append(ConfigIssue(f"vms[{vi}].gpus", f"{message}, counting the other functions of their IOMMU groups (vms[{vi}].gpus and vms[{vi}].nvswitches)"))
         result[vm.name] = hostdevs
         groups[vm.name] = {d.address: devices[d.address].iommu_group for d in (*vm.gpus, *vm.nvswitches)}
-    if facts:
-        issues += check_host_facts(cfg, facts, result, placements or {})
+    # every libvirt-format file (a KubeVirt node's too: its backend has no facts check of its own), and any file
+    # for a host of this backend; a file without libvirt versions (hypervisors/proxmox/host-facts.sh) for a host
+    # of another kind is that backend's to check (a libvirt host given one is refused: check_host_facts)
+    mine = {h: f for h, f in facts.items() if f.libvirt_version is not None or h in providers}
+    if mine:
+        issues += check_host_facts(cfg, mine, result, placements or {})
     if issues:
         raise ConfigError(issues)
     return Preflight(result, groups)

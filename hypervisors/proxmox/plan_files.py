@@ -52,6 +52,10 @@ def plan_files(resources: list, outputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_summary(resources: list, outputs: dict[str, Any], facts: dict[str, str]) -> PlanSummary:
-    """No line of its own per VM (the neutral one: its resources' types); the release and devices are assumed offline."""
+    """No line of its own per VM (the neutral one: its resources' types); each node checked against its facts file
+    (hypervisors/proxmox/host-facts.sh), or, without one, the release and devices assumed offline."""
+    hosts = sorted(r.name.removeprefix("proxmox-") for r in resources if r.type == PROVIDER)  # preflight.py proxmox_provider
+    lines = [f"  host {host}: Proxmox VE release, IOMMU groups, BARs, NUMA and address bits checked against {facts[host]}"
+             for host in hosts if host in facts]
     assumed = "Proxmox VE release and PCI devices assumed as configured, each in its own IOMMU group"
-    return PlanSummary(notes=[assumed] if any(r.type == PROVIDER for r in resources) else [])
+    return PlanSummary(lines=lines, notes=[assumed] if any(h not in facts for h in hosts) else [])

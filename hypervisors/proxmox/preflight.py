@@ -7,7 +7,9 @@ function with its IOMMU group). The IOMMU groups go through the one membership r
 preflight and the doctor use (render/iommu.py): every member of a configured device's group must be
 this VM's, a PCI bridge, or another function of the device (passed through with it). A host with
 facts (GPU_STACK_HOST_FACTS) is read from them with no invoke, and its BARs, NUMA layout and address
-bits are checked (facts/host_facts.py). Anything wrong is a ConfigError naming the key.
+bits are checked (facts/host_facts.py), its release (`pveversion`) as getVersion's would be. The facts
+come from hypervisors/proxmox/host-facts.sh, run on the node: a file written by scripts/host-facts.sh
+(libvirt's, which needs virsh) is refused for a Proxmox host. Anything wrong is a ConfigError naming the key.
 
 getPci is asked with pci_class_blacklists=[]: its default (pve-manager PVE/API2/Hardware/PCI.pm,
 "05;06;0b") drops class 06, bridges, and with it the NVSwitches (class 0x0680, `Bridge [0680]` in
@@ -80,9 +82,7 @@ def _ask(hi: int, host: Host, provider: proxmoxve.Provider, issues: list[ConfigI
     except Exception as e:  # noqa: BLE001 - the provider's error, reported by key instead of as a traceback
         issues.append(ConfigIssue(f"hosts[{hi}].proxmox.node", f"the preflight could not ask node {p.node} at {p.endpoint}: {' '.join(str(e).split())}"))
         return None
-    if p.pve_version is not None and version_key(p.pve_version)[:2] != version_key(version.release)[:2]:
-        issues.append(ConfigIssue(f"hosts[{hi}].proxmox.pveVersion", f"is {p.pve_version}, but {p.endpoint} runs Proxmox VE {version.release} "
-                                                                     f"(pve-manager {version.version}); set pveVersion: \"{version.release}\""))
+    issues += release_issues(hi, host, version.release, f"{p.endpoint} runs", f" (pve-manager {version.version})")
     return pci_node_devices(list(pci.devices)), version.release
 
 
@@ -97,7 +97,13 @@ def proxmox_preflight(cfg: StackConfig, providers: dict[str, proxmoxve.Provider]
         vms = [(vi, vm) for vi, vm in enumerate(cfg.vms) if vm.host == host.name]
         known = facts.get(host.name)
         if known is not None:
+            if known.pve_release is None:
+                issues.append(ConfigIssue(f"hosts[{hi}]", f"host facts {known.source} were written by scripts/host-facts.sh (libvirt's: no Proxmox VE release); "
+                                                          f"collect {host.name}'s facts on the node with hypervisors/proxmox/host-facts.sh"))
+                continue
             devices, where = known.node_devices, f"host facts {known.source}"
+            issues += release_issues(hi, host, known.pve_release, f"host facts {known.source} record")
+            issues += version_issues(hi, host, vms, known.pve_release)
         else:
             asked = _ask(hi, host, providers[host.name], issues)
             if asked is None:
@@ -128,12 +134,20 @@ def proxmox_preflight(cfg: StackConfig, providers: dict[str, proxmoxve.Provider]
                 issues.append(ConfigIssue(f"vms[{vi}].gpus", f"{slots} PCI devices counting the other functions of their IOMMU groups; a Proxmox VE VM has at most {MAX_HOSTPCI} hostpci slots"))
             hostdevs[vm.name] = resolved
             groups[vm.name] = {a: devices[a].iommu_group for a in sorted(wanted)}
-    mine = {name: f for name, f in facts.items() if name in providers}
+    mine = {name: f for name, f in facts.items() if name in providers and f.pve_release is not None}
     if mine:
-        issues += check_host_facts(cfg, mine, hostdevs, placements)
+        issues += check_host_facts(cfg, mine, hostdevs, placements, libvirt_versions=False)
     if issues:
         raise ConfigError(issues)
     return Preflight(hostdevs, groups)
+
+
+def release_issues(hi: int, host: Host, release: str, who: str, detail: str = "") -> list[ConfigIssue]:
+    """hosts[].proxmox.pveVersion, where declared, against the node's release (getVersion, or the facts' `pveversion`)."""
+    declared = host.proxmox.pve_version
+    if declared is None or version_key(declared)[:2] == version_key(release)[:2]:
+        return []
+    return [ConfigIssue(f"hosts[{hi}].proxmox.pveVersion", f"is {declared}, but {who} Proxmox VE {release}{detail}; set pveVersion: \"{release}\"")]
 
 
 def version_issues(hi: int, host: Host, vms: list, release: str) -> list[ConfigIssue]:

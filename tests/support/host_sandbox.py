@@ -24,6 +24,7 @@ from config.types import format_cpu_list, parse_cpu_list
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = ROOT / "scripts" / "host-facts.sh"
+PVE_SCRIPT = ROOT / "hypervisors" / "proxmox" / "host-facts.sh"
 FIXTURES = ROOT / "tests" / "fixtures" / "host-facts"
 LISTING = FIXTURES / "iommu-groups.8xH100-SXM-4xNVSwitch.kvm-host.txt"
 
@@ -169,6 +170,11 @@ CAPTURE_VIRSH_VERSION = (
     "Compiled against library: libvirt 9.0.0\nUsing library: libvirt 9.0.0\n"
     "Using API: QEMU 9.0.0\nRunning hypervisor: QEMU 7.2.22\n\n"
 )
+# `pveversion` on a Proxmox VE 9.1 node: pve-manager/<VERSION>/<REPOID> (running kernel: <uname -r>), as
+# pve-manager bin/pveversion prints PVE::pvecfg::package() . '/' . version_text() (PVE/pvecfg.pm.in:
+# '@VERSION@/@REPOID@', REPOID a 16-hex-digit git id, Makefile/PVE/Makefile). Version, id and kernel are ours.
+CAPTURE_PVE_KERNEL = "6.17.2-1-pve"
+CAPTURE_PVEVERSION = f"pve-manager/9.1.4/5ac30304265fbd8e (running kernel: {CAPTURE_PVE_KERNEL})\n"
 ISOLATED_GROUPS = {"0000:12:00.0": 90, "0000:87:00.0": 91}  # as if ACS split groups 29 and 58
 
 
@@ -242,6 +248,11 @@ printf 'modinfo %s\n' "$*" >> "$STUB_DATA/calls.log"
 if [ -f "$STUB_DATA/modinfo-vfio-pci" ] && [ "$2" = "vfio-pci" ]; then cat "$STUB_DATA/modinfo-vfio-pci"; exit 0; fi
 echo "modinfo: ERROR: Module $2 not found." >&2; exit 1
 """
+PVEVERSION = r"""#!/usr/bin/env bash
+printf 'pveversion %s\n' "$*" >> "$STUB_DATA/calls.log"
+[ $# -eq 0 ] || { echo "pveversion stub: unexpected $*" >&2; exit 2; }
+cat "$STUB_DATA/pveversion"
+"""
 ID = r"""#!/usr/bin/env bash
 if [ "$1" = "-u" ]; then cat "$STUB_DATA/uid"; else exec /usr/bin/id "$@"; fi
 """
@@ -255,6 +266,10 @@ class HostSandbox:
     lspci_text: str | None = None
     """What `lspci -Dnn` prints; default: the spec's devices."""
     env: dict = field(default_factory=dict)
+    script: Path = SCRIPT
+    """The collector to run: scripts/host-facts.sh (libvirt) or PVE_SCRIPT (a Proxmox VE node)."""
+    pveversion: str | None = None
+    """What the `pveversion` stub prints; None: no pveversion on PATH (not a Proxmox VE node)."""
 
     def __post_init__(self):
         self.sys = self.tmp / "sys"
@@ -339,7 +354,11 @@ class HostSandbox:
             (self.data / "modinfo-vfio-pci").write_text(s.vfio_module + "\n")
         (self.data / "uid").write_text(f"{self.uid}\n")
         (self.data / "calls.log").write_text("")
-        for name, text in (("virsh", VIRSH), ("lspci", LSPCI), ("modinfo", MODINFO), ("id", ID)):
+        stubs = [("virsh", VIRSH), ("lspci", LSPCI), ("modinfo", MODINFO), ("id", ID)]
+        if self.pveversion is not None:
+            (self.data / "pveversion").write_text(self.pveversion)
+            stubs.append(("pveversion", PVEVERSION))
+        for name, text in stubs:
             (self.bin / name).write_text(text)
             (self.bin / name).chmod(0o755)
 
@@ -358,12 +377,19 @@ class HostSandbox:
             **self.env,
             **env,
         }
-        return subprocess.run(["bash", str(SCRIPT), *args], env=full, capture_output=True, text=True)
+        return subprocess.run(["bash", str(self.script), *args], env=full, capture_output=True, text=True)
 
     def facts(self, *args: str) -> dict:
         proc = self.run(*args)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
+
+
+def pve_sandbox(tmp: Path, isolated: bool = False, pveversion: str = CAPTURE_PVEVERSION, **changes) -> HostSandbox:
+    """The captured host as a Proxmox VE node: its kernel a -pve one, `pveversion` on PATH, the Proxmox collector to run."""
+    spec = replace(captured_hgx_h100(isolated=isolated), kernel=CAPTURE_PVE_KERNEL,
+                   cmdline=f"BOOT_IMAGE=/boot/vmlinuz-{CAPTURE_PVE_KERNEL} root=/dev/mapper/pve-root ro quiet intel_iommu=on iommu=pt")
+    return HostSandbox(tmp, replace(spec, **changes), script=PVE_SCRIPT, pveversion=pveversion)
 
 
 def with_spec(spec: HostSpec, **changes) -> HostSpec:
