@@ -1102,6 +1102,21 @@ def rule_dashboards(c: Cluster) -> list[Violation]:
     return out
 
 
+def admitted_spec(w: Workload, rc: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The pod spec of `w` after RuntimeClass admission: the class's scheduling.nodeSelector merged into the pod's
+    nodeSelector and its scheduling.tolerations appended; None where a key the pod sets to another value gets the pod
+    refused. No class: the spec as it is."""
+    if rc is None:
+        return w.spec
+    scheduling = rc.get("scheduling") or {}
+    selector = {str(k): str(v) for k, v in (scheduling.get("nodeSelector") or {}).items()}
+    own = {str(k): str(v) for k, v in (w.spec.get("nodeSelector") or {}).items()}
+    if any(k in own and own[k] != v for k, v in selector.items()):
+        return None
+    return {**w.spec, "nodeSelector": {**own, **selector},
+            "tolerations": [*(w.spec.get("tolerations") or []), *(scheduling.get("tolerations") or [])]}
+
+
 def runtime_class_nodes(w: Workload, rc: Mapping[str, Any], nodes: Iterable[Node]) -> list[Node]:
     """The plan's nodes a pod of `w` that names RuntimeClass `rc` can be scheduled on.
 
@@ -1111,13 +1126,9 @@ def runtime_class_nodes(w: Workload, rc: Mapping[str, Any], nodes: Iterable[Node
     tag); the scheduler then places the pod only on a node its nodeSelector and required node affinity match, whose
     NoSchedule/NoExecute taints it tolerates, and, for a request of nvidia.com/*, that has such allocatable: only a
     node with GPUs (a device plugin advertises nothing on a node without them; rule_scheduling checks the plugin)."""
-    scheduling = rc.get("scheduling") or {}
-    selector = {str(k): str(v) for k, v in (scheduling.get("nodeSelector") or {}).items()}
-    own = {str(k): str(v) for k, v in (w.spec.get("nodeSelector") or {}).items()}
-    if any(k in own and own[k] != v for k, v in selector.items()):
+    spec = admitted_spec(w, rc)
+    if spec is None:
         return []  # refused at admission: no pod of it runs anywhere
-    spec = {**w.spec, "nodeSelector": {**own, **selector},
-            "tolerations": [*(w.spec.get("tolerations") or []), *(scheduling.get("tolerations") or [])]}
     gpu = _requests_gpu(w.spec)
     return [n for n in nodes if not labels_fit(spec, n) and not untolerated(spec["tolerations"], n.taints) and (n.gpus or not gpu)]
 

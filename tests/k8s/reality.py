@@ -147,6 +147,7 @@ class Placed:
     nodes: set[str]            # nodes its pods were scheduled on
     pending: list[str]         # the scheduler's messages for pods left Pending
     refused: list[str]         # pods the controllers could not create (FailedCreate), with the admission message
+    made_for: set[str] = field(default_factory=set)  # DaemonSet: the nodes its controller made a pod for, scheduled or Pending
 
 
 @dataclass
@@ -253,7 +254,17 @@ def _settle(cp: ControlPlane, o: dict[str, Any]) -> Placed:
     _wait(cp, f"{kind} {ns}/{name} to settle", settled)
     pods = state["pods"]
     return Placed(f"{kind} {ns}/{name}", kind, len(pods), {p["spec"]["nodeName"] for p in pods if p["spec"].get("nodeName")},
-                  state["pending"], state["refused"])
+                  state["pending"], state["refused"], {t for p in pods for t in _daemon_target(p)})
+
+
+def _daemon_target(pod: dict[str, Any]) -> set[str]:
+    """The node a DaemonSet pod was made for: its nodeName, or, still Pending, the metadata.name matchFields term the
+    DaemonSet controller puts in its node affinity (pkg/controller/daemon/util ReplaceDaemonSetPodNodeNameNodeAffinity)."""
+    if pod["spec"].get("nodeName"):
+        return {pod["spec"]["nodeName"]}
+    terms = (((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+             or {}).get("nodeSelectorTerms") or []
+    return {v for t in terms for f in t.get("matchFields") or [] if f.get("key") == "metadata.name" for v in f.get("values") or []}
 
 
 def quota_enforced(cp: ControlPlane, quota: dict[str, Any], key: str) -> str:
@@ -280,7 +291,13 @@ def quota_enforced(cp: ControlPlane, quota: dict[str, Any], key: str) -> str:
 
 
 def model_fit(case: Case, spec: dict[str, Any]) -> set[str]:
-    """Nodes the model says a pod of this spec may run on: labels, taints, and the GPUs it requests."""
+    """Nodes the model says a pod of this spec may run on: labels, taints, and the GPUs it requests, after RuntimeClass
+    admission has merged the class's scheduling into the pod (convergence/analysis.py admitted_spec)."""
+    classes = {cv.get(o, "metadata.name"): o for o in case.cluster.of_kind("RuntimeClass")}
+    admitted = cv.admitted_spec(cv.Workload("", "", {}, spec, "manifest"), classes.get(spec.get("runtimeClassName")))
+    if admitted is None:
+        return set()
+    spec = admitted
     advertised, replicas, _ = cv._gpu_resources(case.cluster)
     wanted = cv._gpu_requests(spec)
     _, gate = case.gpu_allocatable()
@@ -345,9 +362,11 @@ def table(case: Case, real: Reality) -> list[Row]:
             rows.append(Row(case.name, "scheduling", oid, model("scheduling", oid),
                             ("Pending: " + (p.pending[0] if p.pending else "no pod")) if nowhere else "ok"))
         if p.kind == "DaemonSet" and _is_gpu_daemonset(w):
-            cpu_nodes = sorted(p.nodes & {n.name for n in case.cluster.nodes if not n.gpus})
+            # a pod made for a node without GPUs counts whether it runs there or stays Pending (the DaemonSet never
+            # becomes ready), as the rule says
+            cpu_nodes = sorted(p.made_for & {n.name for n in case.cluster.nodes if not n.gpus})
             rows.append(Row(case.name, "cpu-nodes", oid, model("cpu-nodes", oid),
-                            f"runs on node(s) without GPUs: {', '.join(cpu_nodes)}" if cpu_nodes else "ok"))
+                            f"has a pod for node(s) without GPUs: {', '.join(cpu_nodes)}" if cpu_nodes else "ok"))
     for (qid, key), verdict in sorted(real.quotas.items()):
         rows.append(Row(case.name, "quotas", f"{qid} {key}", model("quotas", qid) if key in _flagged_keys(violations, qid) else "ok",
                         "ok" if verdict == "counted" else verdict))
