@@ -139,8 +139,12 @@ def workspace(
     libvirt_uri: str | None = None,
     host_facts: list[str] | None = None,
     keep: bool = False,
+    settings: tuple[dict[str, Any], list[str]] | None = None,
 ) -> Iterator[Workspace]:
     """A throwaway stack `stack` with its own config in a temporary local backend.
+
+    `settings`: (config, secret keys) to use instead of Pulumi.<stack>.yaml's, for a stack that has no
+    file (tests/k8s/test_engine_kubernetes.py's Kubernetes-only stack); its secrets come from `secrets`.
 
     `host_facts`: facts files (scripts/host-facts.sh format) for the program, in GPU_STACK_HOST_FACTS
     while the workspace is open (the inline program runs in this process and reads os.environ).
@@ -162,7 +166,7 @@ def workspace(
             "PULUMI_SKIP_CONFIRMATIONS": "true",
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         }
-        plain, secret_keys = stack_settings(stack)
+        plain, secret_keys = settings if settings is not None else stack_settings(stack)
         if libvirt_uri:
             plain = with_libvirt_uri(plain, libvirt_uri)
         plain.update(config_overrides or {})
