@@ -17,12 +17,15 @@
 # Needs root (the sysfs files it reads), pveversion and python3 (both on every node).
 # GS_SYSFS_ROOT and GS_PROC_ROOT (default /sys and /proc) exist for the tests.
 set -euo pipefail
+# The part both collectors share lives in scripts/host-facts-common.sh: next to this file when both were
+# copied to the node, else in the checkout this file is in
+here=$(dirname "${BASH_SOURCE[0]}")
+common="$here/host-facts-common.sh"
+[ -r "$common" ] || common="$here/../../scripts/host-facts-common.sh"
+[ -r "$common" ] || { echo "host-facts.sh: $here/host-facts-common.sh not found: copy scripts/host-facts-common.sh next to $0" >&2; exit 1; }
+# shellcheck source-path=SCRIPTDIR source=../../scripts/host-facts-common.sh
+. "$common"
 
-SYS=${GS_SYSFS_ROOT:-/sys}
-PROC=${GS_PROC_ROOT:-/proc}
-FORMAT=gpu-stack-host-facts/1
-
-die() { echo "host-facts.sh: $*" >&2; exit 1; }
 usage() { sed -n '11,18s/^# \{0,1\}//p' "$0"; }
 
 host=""
@@ -39,240 +42,64 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" -eq 0 ] || die "needs root: the sysfs files it reads (resource) need it; run: sudo $0 ${*:-}"
-python=""
-for p in python3 /usr/libexec/platform-python; do
-  if command -v "$p" >/dev/null 2>&1; then python=$(command -v "$p"); break; fi
-done
-[ -n "$python" ] || die "needs python3 to write the JSON (Debian/Ubuntu: apt-get install python3; RHEL: dnf install python3)"
+hf_find_python
 command -v pveversion >/dev/null 2>&1 || die "pveversion not found: this is not a Proxmox VE node (on a libvirt host run scripts/host-facts.sh)"
 
-# 3b:00.0 / 0000:3B:00.0 -> 0000:3b:00.0
-normalise() {
-  local a
-  a=$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')
-  case "$a" in
-    [0-9a-f][0-9a-f]:[0-9a-f][0-9a-f].[0-7]) a="0000:$a" ;;
-  esac
-  printf '%s' "$a" | grep -Eq '^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$' \
-    || die "'$1' is not a PCI address; expected domain:bus:slot.function as \`lspci -D\` prints it, e.g. 0000:17:00.0"
-  printf '%s\n' "$a"
-}
+hf_select_devices ${args[@]+"${args[@]}"}
 
-requested=()
-if [ ${#args[@]} -eq 0 ]; then
-  command -v lspci >/dev/null 2>&1 || die "lspci not found: install pciutils, or pass the PCI addresses"
-  while read -r addr _; do
-    [ -n "$addr" ] && requested+=("$(normalise "$addr")")
-  done < <(lspci -D -d 10de:)
-  [ ${#requested[@]} -gt 0 ] || die "lspci -D -d 10de: lists no NVIDIA device; pass the PCI addresses"
-else
-  for a in "${args[@]}"; do requested+=("$(normalise "$a")"); done
-fi
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/devices" "$work/nodes"
-
-# the devices: requested ones first, in the order given, then the other members of their groups
-all=()
-seen=" "
-add() { case "$seen" in *" $1 "*) return 1 ;; esac; seen="$seen$1 "; all+=("$1"); }
-for a in "${requested[@]}"; do
-  [ -d "$SYS/bus/pci/devices/$a" ] || die "no PCI device $a on this host ($SYS/bus/pci/devices/$a); check it with \`lspci -D -d 10de:\`"
-  add "$a" || true
-done
-for a in "${requested[@]}"; do
-  group="$SYS/bus/pci/devices/$a/iommu_group/devices"
-  [ -d "$group" ] || continue
-  for m in "$group"/*; do
-    [ -e "$m" ] || continue
-    add "${m##*/}" || true
-  done
-done
-
-i=0
-for a in "${all[@]}"; do
-  d="$work/devices/$(printf '%03d' "$i")"
-  mkdir "$d"
-  printf '%s' "$a" > "$d/address"
-  case " ${requested[*]} " in *" $a "*) echo 1 > "$d/requested" ;; *) echo 0 > "$d/requested" ;; esac
-  dev="$SYS/bus/pci/devices/$a"
-  if [ -e "$dev/driver" ]; then
-    drv=$(readlink "$dev/driver" 2>/dev/null || true)
-    printf '%s' "${drv##*/}" > "$d/driver"
-  fi
-  [ -r "$dev/resource" ] || die "cannot read $dev/resource"
-  cat "$dev/resource" > "$d/resource"
-  # the identity GET /nodes/{node}/hardware/pci reports (SysFSTools.pm lspci: first line of each file,
-  # the group the iommu_group link ends in), plus numa_node and the group's members
+# the identity GET /nodes/{node}/hardware/pci reports (SysFSTools.pm lspci: first line of each file,
+# the group the iommu_group link ends in), plus numa_node and the group's members
+identity() {
+  local f g m dev=$3
   for f in class vendor device numa_node; do
     [ -r "$dev/$f" ] || die "cannot read $dev/$f"
-    head -n1 "$dev/$f" > "$d/$f"
+    head -n1 "$dev/$f" > "$2/$f"
   done
   if [ -e "$dev/iommu_group" ]; then
     g=$(readlink "$dev/iommu_group")
-    printf '%s' "${g##*/}" > "$d/iommu_group"
+    printf '%s' "${g##*/}" > "$2/iommu_group"
     for m in "$dev/iommu_group/devices"/*; do
       [ -e "$m" ] && printf '%s\n' "${m##*/}"
-    done | LC_ALL=C sort > "$d/members"
+    done | LC_ALL=C sort > "$2/members"
   fi
-  i=$((i + 1))
-done
+}
+hf_collect_devices identity
 
-# host, CPU, kernel; the node name is the short host name (pve-common src/PVE/INotify.pm nodename: uname, domain stripped)
-node=$(cat "$PROC/sys/kernel/hostname")
-node=${node%%.*}
+# the node name is the short host name (pve-common src/PVE/INotify.pm nodename: uname, domain stripped)
+node=$(hf_short_hostname)
 printf '%s' "$node" > "$work/node"
 [ -n "$host" ] || host=$node
-printf '%s' "$host" | tr '[:upper:]' '[:lower:]' > "$work/host"
-grep -m1 '^address sizes' "$PROC/cpuinfo" > "$work/address_sizes" || die "$PROC/cpuinfo has no 'address sizes' line"
-grep -m1 '^model name' "$PROC/cpuinfo" > "$work/model" || true
-cat "$PROC/cmdline" > "$work/cmdline"
-cat "$PROC/sys/kernel/osrelease" > "$work/kernel" 2>/dev/null || true
-
-# NUMA nodes: cpulist and MemTotal; a kernel without NUMA gets one node 0
-found=0
-for n in "$SYS"/devices/system/node/node[0-9]*; do
-  [ -d "$n" ] || continue
-  id=${n##*node}
-  mkdir "$work/nodes/$id"
-  cat "$n/cpulist" > "$work/nodes/$id/cpulist"
-  cat "$n/meminfo" > "$work/nodes/$id/meminfo"
-  # 1 GiB hugepages of this node (Documentation/admin-guide/mm/hugetlbpage.rst, per-node
-  # /sys/devices/system/node/nodeN/hugepages/hugepages-1048576kB/): nr_hugepages, the node's pool
-  # (what the preflight counts the VMs against), and free_hugepages, what was unused when the facts
-  # were taken (informational: running VMs of this stack hold theirs); absent: none configured
-  cat "$n/hugepages/hugepages-1048576kB/nr_hugepages" > "$work/nodes/$id/total_1g" 2>/dev/null || true
-  cat "$n/hugepages/hugepages-1048576kB/free_hugepages" > "$work/nodes/$id/free_1g" 2>/dev/null || true
-  found=1
-done
-if [ "$found" -eq 0 ]; then
-  mkdir "$work/nodes/0"
-  cat "$SYS/devices/system/cpu/online" > "$work/nodes/0/cpulist"
-  sed 's/^/Node 0 /' "$PROC/meminfo" > "$work/nodes/0/meminfo"
-fi
-
-# SMT: the distinct sibling lists
-for t in "$SYS"/devices/system/cpu/cpu[0-9]*/topology/thread_siblings_list; do
-  [ -r "$t" ] && cat "$t"
-done | LC_ALL=C sort -u | LC_ALL=C sort -n > "$work/siblings"
-if [ -r "$SYS/devices/system/cpu/smt/active" ]; then cat "$SYS/devices/system/cpu/smt/active" > "$work/smt_active"; fi
-
-# IOMMU and vfio-pci
-groups=0
-for g in "$SYS"/kernel/iommu_groups/*; do
-  [ -e "$g" ] && groups=$((groups + 1))
-done
-echo "$groups" > "$work/iommu_groups"
-if [ -d "$SYS/module/vfio_pci" ]; then echo 1 > "$work/vfio_loaded"; else echo 0 > "$work/vfio_loaded"; fi
-if [ -d "$SYS/bus/pci/drivers/vfio-pci" ]; then echo 1 > "$work/vfio_driver"; else echo 0 > "$work/vfio_driver"; fi
-if command -v modinfo >/dev/null 2>&1; then
-  modinfo -n vfio-pci > "$work/vfio_module" 2>/dev/null || true
-fi
+hf_collect_host "$host"
 
 # `pveversion` prints pve-manager/<version>/<repoid> (running kernel: <release>) (pve-manager bin/pveversion,
 # PVE/pvecfg.pm.in version_text); the release is the version's first two parts (Makefile PVERELEASE)
 pveversion > "$work/pveversion" 2> "$work/pve_err" || die "pveversion failed: $(tr '\n' ' ' < "$work/pve_err")"
-if [ -n "${SOURCE_DATE_EPOCH:-}" ]; then
-  date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ > "$work/collected_at"
-else
-  date -u +%Y-%m-%dT%H:%M:%SZ > "$work/collected_at"
-fi
 
-"$python" - "$work" "$FORMAT" <<'PY'
-import json
-import os
-import re
-import sys
-
-work, fmt = sys.argv[1], sys.argv[2]
+hf_write_json <<'PY'
+COLLECTOR = "hypervisors/proxmox/host-facts.sh"
 
 
-def read(*parts, default=""):
-    path = os.path.join(work, *parts)
-    if not os.path.exists(path):
-        return default
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
-
-
-def fail(message):
-    sys.stderr.write(f"host-facts.sh: {message}\n")
-    sys.exit(1)
-
-
-sizes = re.search(r"(\d+) bits physical, (\d+) bits virtual", read("address_sizes"))
-if not sizes:
-    fail(f"cannot read the address sizes from /proc/cpuinfo: {read('address_sizes').strip()!r}")
-pveversion = read("pveversion")
-pve = re.match(r"pve-manager/((\d+)\.(\d+)(?:\.\d+)*(?:-\S+)?)/(\S+) ", pveversion)
-if not pve:
-    fail(f"`pveversion` does not print pve-manager/<version>/<repoid>: {pveversion.strip()!r}")
-
-nodes = []
-for node in sorted(os.listdir(os.path.join(work, "nodes")), key=int):
-    mem = re.search(r"MemTotal:\s+(\d+) kB", read("nodes", node, "meminfo"))
-    if not mem:
-        fail(f"no MemTotal in the meminfo of NUMA node {node}")
-    total_1g = read("nodes", node, "total_1g", default="").strip()
-    free_1g = read("nodes", node, "free_1g", default="").strip()
-    nodes.append({"id": int(node), "cpus": read("nodes", node, "cpulist").strip(), "memoryKib": int(mem.group(1)),
-                  "hugepages1g": int(total_1g) if total_1g else 0,
-                  "freeHugepages1g": int(free_1g) if free_1g else 0})
-
-cmdline = read("cmdline").split()
-iommu_args = [a for a in cmdline if re.match(r"^(intel_iommu|amd_iommu|iommu)=", a)]
-groups = int(read("iommu_groups", default="0").strip() or 0)
-module = read("vfio_module").strip()
-loaded = read("vfio_loaded").strip() == "1"
-driver_registered = read("vfio_driver").strip() == "1"
-smt_active = read("smt_active").strip()
-
-devices = []
-for d in sorted(os.listdir(os.path.join(work, "devices"))):
-    group = read("devices", d, "iommu_group").strip()
-    entry = {
-        "address": read("devices", d, "address"),
-        "requested": read("devices", d, "requested").strip() == "1",
-        "driver": read("devices", d, "driver") or None,
-        "sysfs": {
-            "class": read("devices", d, "class").strip(),
-            "vendor": read("devices", d, "vendor").strip(),
-            "device": read("devices", d, "device").strip(),
-            "numaNode": int(read("devices", d, "numa_node").strip()),
-            "iommuGroup": int(group) if group else -1,
-            "iommuGroupMembers": read("devices", d, "members").split(),
-        },
-        "resource": read("devices", d, "resource"),
-    }
-    devices.append(entry)
-
-doc = {
-    "format": fmt,
-    "host": read("host").strip(),
-    "collectedAt": read("collected_at").strip(),
-    "collector": "hypervisors/proxmox/host-facts.sh",
-    "kernel": {"release": read("kernel").strip(), "cmdline": read("cmdline").strip()},
-    "cpu": {
-        "physAddrBits": int(sizes.group(1)),
-        "virtAddrBits": int(sizes.group(2)),
-        "model": read("model").split(":", 1)[-1].strip(),
-    },
-    "numaNodes": nodes,
-    "smt": {
-        "active": None if smt_active == "" else smt_active == "1",
-        "siblings": [s for s in read("siblings").splitlines() if s.strip()],
-    },
-    "iommu": {"enabled": groups > 0, "groups": groups, "cmdline": iommu_args},
-    "vfioPci": {"available": loaded or driver_registered or bool(module), "loaded": loaded, "module": module},
-    "proxmox": {
+def hypervisor():
+    pveversion = read("pveversion")
+    pve = re.match(r"pve-manager/((\d+)\.(\d+)(?:\.\d+)*(?:-\S+)?)/(\S+) ", pveversion)
+    if not pve:
+        fail(f"`pveversion` does not print pve-manager/<version>/<repoid>: {pveversion.strip()!r}")
+    return "proxmox", {
         "release": f"{pve.group(2)}.{pve.group(3)}",
         "managerVersion": pve.group(1),
         "node": read("node").strip(),
         "pveversion": pveversion,
-    },
-    "devices": devices,
-}
-json.dump(doc, sys.stdout, indent=2)
-sys.stdout.write("\n")
+    }
+
+
+def device(d):
+    group = read("devices", d, "iommu_group").strip()
+    return {"sysfs": {
+        "class": read("devices", d, "class").strip(),
+        "vendor": read("devices", d, "vendor").strip(),
+        "device": read("devices", d, "device").strip(),
+        "numaNode": int(read("devices", d, "numa_node").strip()),
+        "iommuGroup": int(group) if group else -1,
+        "iommuGroupMembers": read("devices", d, "members").split(),
+    }}
 PY
