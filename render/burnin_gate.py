@@ -94,6 +94,8 @@ def parse_gate_output(stdout: str, plan: NodePlan, min_fraction: float) -> dict[
     from render.burnin import Gpu, evaluate
     if "skipped (nothing rolled out)" in (stdout or ""):
         return {"skipped": "nothing rolled out"}
+    if "skipped (already serving)" in (stdout or ""):
+        return {"skipped": "already serving: burns in at its next upgrade wave"}
     logs = _job_logs(stdout)
     dcgm_log = next((v for k, v in logs.items() if k.endswith("-dcgm")), "")
     nccl_log = next((v for k, v in logs.items() if k.endswith("-nccl")), None)

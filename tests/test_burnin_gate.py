@@ -227,3 +227,37 @@ def test_the_doctor_bundle_keeps_the_burn_in_verdict_and_output():
     files = evidence_files(Expected(vm=NODE, gpu_count=8), ev, [])
     bundle = files["kubernetes/burn-in.txt"]
     assert bundle.startswith(f"node {NODE}: burn-in failed\n") and "'system not yet initialized'" in bundle and "epoch 1" not in bundle
+
+
+def test_a_node_that_already_serves_gpu_pods_is_not_cordoned_or_burned_in(tmp_path):
+    """A fleet that upgrades gpu-stack to the release that brought the gate gets the deploy-mode phase as a new
+    resource on nodes that carry work: no cordon, no Jobs, a skip the stack output reads; a node whose only GPU
+    pods are its own burn-in Jobs (a re-run) and a node with CPU-only pods still burn in."""
+    from render.burnin_gate import parse_gate_output
+
+    sb = sandbox(tmp_path, DCGM_PASS, None)
+    state = sb.state
+    state["cluster"]["pods"] = [{"node": NODE, "namespace": "ml", "phase": "Running", "requests": {"cpu": "4", "nvidia.com/gpu": "8"}}]
+    (sb.tmp / "state.json").write_text(json.dumps(state))
+    ph = phase(nccl=False)
+    done = run(sb, ph)
+    assert done.returncode == 0, done.stderr
+    assert "skipped (already serving)" in done.stdout
+    assert not sb.mutating(), sb.mutating()
+    assert not sb.state["node"]["unschedulable"]
+    assert parse_gate_output(done.stdout, NodePlan(NODE, 8, 8, None), 0.8) == {"skipped": "already serving: burns in at its next upgrade wave"}
+
+
+@pytest.mark.parametrize("pods", [
+    [{"node": NODE, "namespace": NS, "phase": "Running", "requests": {"nvidia.com/gpu": "8"}}],  # its own Job of a re-run
+    [{"node": NODE, "namespace": "kube-system", "phase": "Running", "requests": {"cpu": "100m"}}],  # no GPU pod
+    [{"node": "another-node", "namespace": "ml", "phase": "Running", "requests": {"nvidia.com/gpu": "8"}}],
+])
+def test_a_node_without_other_gpu_pods_still_burns_in(tmp_path, pods):
+    sb = sandbox(tmp_path, DCGM_PASS, None)
+    state = sb.state
+    state["cluster"]["pods"] = pods
+    (sb.tmp / "state.json").write_text(json.dumps(state))
+    done = run(sb, phase(nccl=False))
+    assert "skipped (already serving)" not in done.stdout
+    assert f"kubectl cordon {NODE}" in sb.mutating() and any(c.startswith("kubectl apply") for c in sb.mutating()), sb.mutating()
