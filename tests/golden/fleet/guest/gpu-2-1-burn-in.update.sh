@@ -614,11 +614,27 @@ if [ "$GS_BURNIN_MODE" = upgrade ]; then
     echo "node ${node} skipped (nothing rolled out)"
     exit 0
   fi
-elif [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" != true ]; then
-  # the record first (drain.sh): a run that stops between the two never leaves a cordon it cannot release
-  kubectl annotate --overwrite node "$node" "${CORDON_ANNOTATION}=true" >/dev/null
-  kubectl cordon "$node" >/dev/null
-  changed "cordoned ${node} for its burn-in"
+else
+  # A node that already runs GPU pods is serving: a fleet that upgrades gpu-stack to the release that brought
+  # the gate gets this phase as a new resource on nodes that carry work. Its Jobs could not get the node's GPUs,
+  # and a cordon would take it out of service for no change, so it is left alone; it burns in at its next
+  # upgrade wave. (--field-selector spec.nodeName and status.phase are pod field selectors; a map printed by
+  # jsonpath is its JSON: kubectl's reference, "JSONPath Support".)
+  busy=$(kubectl get pods -A --field-selector "spec.nodeName=${node},status.phase=Running" \
+           -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{.spec.containers[*].resources.requests}{"\n"}{end}') \
+    || die "node ${node}, phase burn-in: the API server does not answer; seed 003 step 1: kubectl get nodes"
+  if awk -v ns="$ns" '$1 != ns && /nvidia\.com\//' <<<"$busy" | grep -q .; then
+    log "${node} already runs GPU pods: no burn-in now, it burns in at its next upgrade wave"
+    echo "--- burn-in ---"
+    echo "node ${node} skipped (already serving)"
+    exit 0
+  fi
+  if [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}' 2>/dev/null || true)" != true ]; then
+    # the record first (drain.sh): a run that stops between the two never leaves a cordon it cannot release
+    kubectl annotate --overwrite node "$node" "${CORDON_ANNOTATION}=true" >/dev/null
+    kubectl cordon "$node" >/dev/null
+    changed "cordoned ${node} for its burn-in"
+  fi
 fi
 kubectl annotate --overwrite node "$node" "${BURNIN_ANNOTATION}=running" >/dev/null
 
