@@ -13,7 +13,7 @@ from typing import Any
 
 from render.burnin import NodePlan
 from render.guest_scripts import Phase
-from render.k8s_manifests import BURNIN_NAMESPACE, burnin_job_names, burnin_jobs
+from render.k8s_manifests import BURNIN_NAMESPACE, SMOKE_NAMESPACE, burnin_job_names, burnin_jobs
 
 
 def node_jobs(plan: NodePlan, cfg, runtime_class_name: str | None, resource: str) -> list[dict[str, Any]]:
@@ -33,6 +33,9 @@ def burnin_phase(plan: NodePlan, cfg, mode: str, runtime_class_name: str | None,
         "GS_NODE_NAME": plan.node,
         "GS_BURNIN_MODE": mode,
         "GS_BURNIN_NAMESPACE": BURNIN_NAMESPACE,
+        # gpu-stack's own GPU pods (the burn-in Jobs, the smoke Job that may run beside a first burn-in): they do
+        # not make a node "already serving"
+        "GS_OWN_NAMESPACES": f"{BURNIN_NAMESPACE} {SMOKE_NAMESPACE}",
         "GS_BURNIN_JOBS": " ".join(order),
         "GS_BURNIN_MANIFEST": json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, sort_keys=True, separators=(",", ":")),
         "GS_EXPECTED_BUSBW": "" if exp.busbw_gbps is None else f"{exp.busbw_gbps:g}",

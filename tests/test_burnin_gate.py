@@ -250,6 +250,7 @@ def test_a_node_that_already_serves_gpu_pods_is_not_cordoned_or_burned_in(tmp_pa
 
 @pytest.mark.parametrize("pods", [
     [{"node": NODE, "namespace": NS, "phase": "Running", "requests": {"nvidia.com/gpu": "8"}}],  # its own Job of a re-run
+    [{"node": NODE, "namespace": "gpu-stack-smoke", "phase": "Running", "requests": {"nvidia.com/gpu": "1"}}],  # the smoke Job beside it
     [{"node": NODE, "namespace": "kube-system", "phase": "Running", "requests": {"cpu": "100m"}}],  # no GPU pod
     [{"node": "another-node", "namespace": "ml", "phase": "Running", "requests": {"nvidia.com/gpu": "8"}}],
 ])
