@@ -12,6 +12,7 @@ export GS_GATE_TIMEOUT=1800
 export GS_KUBECONFIG_STDIN=0
 export GS_MIN_FRACTION=0.8
 export GS_NODE_NAME=gpu-2-0
+export GS_OWN_NAMESPACES='gpu-stack-burnin gpu-stack-smoke'
 export GS_P2P_REQUIRED=0
 export GS_PHASE=burn-in
 
@@ -615,7 +616,7 @@ if [ "$GS_BURNIN_MODE" = upgrade ]; then
     exit 0
   fi
 else
-  # A node that already runs GPU pods is serving: a fleet that upgrades gpu-stack to the release that brought
+  # A node that already runs GPU pods (other than gpu-stack's own: GS_OWN_NAMESPACES) is serving: a fleet that upgrades gpu-stack to the release that brought
   # the gate gets this phase as a new resource on nodes that carry work. Its Jobs could not get the node's GPUs,
   # and a cordon would take it out of service for no change, so it is left alone; it burns in at its next
   # upgrade wave. (--field-selector spec.nodeName and status.phase are pod field selectors; a map printed by
@@ -623,7 +624,7 @@ else
   busy=$(kubectl get pods -A --field-selector "spec.nodeName=${node},status.phase=Running" \
            -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{.spec.containers[*].resources.requests}{"\n"}{end}') \
     || die "node ${node}, phase burn-in: the API server does not answer; seed 003 step 1: kubectl get nodes"
-  if awk -v ns="$ns" '$1 != ns && /nvidia\.com\//' <<<"$busy" | grep -q .; then
+  if awk -v own=" ${GS_OWN_NAMESPACES} " 'index(own, " " $1 " ") == 0 && /nvidia\.com\//' <<<"$busy" | grep -q .; then
     log "${node} already runs GPU pods: no burn-in now, it burns in at its next upgrade wave"
     echo "--- burn-in ---"
     echo "node ${node} skipped (already serving)"
